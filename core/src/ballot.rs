@@ -1,0 +1,112 @@
+//! Ballots, node ids and lease names.
+
+use core::fmt;
+
+/// A node's id within its cluster (0-based index into the configured node list).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct NodeId(pub u16);
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A PaxosLease ballot `(counter, restart, node)`, ordered lexicographically.
+///
+/// `restart` is the node's durable restart counter, bumped at every start, so
+/// a ballot is never reused after a crash even though the in-memory `counter`
+/// starts again at 0. Ballots are unique but not ordered across restarts
+/// (counter-major); proposers catch their counter up from higher ballots they
+/// see, which is a liveness matter only. The same ballot fences the window
+/// store, so an old leader can never save after a newer one has loaded.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Ballot {
+    /// In-memory attempt counter, most significant.
+    pub counter: u64,
+    /// The proposer's durable restart counter.
+    pub restart: u64,
+    /// The proposer, least significant: breaks ties between nodes.
+    pub node: NodeId,
+}
+
+impl Ballot {
+    /// Below every ballot a proposer uses (counters start at 1).
+    pub const ZERO: Ballot = Ballot { counter: 0, restart: 0, node: NodeId(0) };
+
+    /// A ballot from its parts.
+    pub const fn new(counter: u64, restart: u64, node: NodeId) -> Self {
+        Ballot { counter, restart, node }
+    }
+}
+
+impl fmt::Debug for Ballot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "({},{},{})", self.counter, self.restart, self.node.0)
+    }
+}
+
+impl fmt::Display for Ballot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The name of a lease instance. One PaxosLease instance runs per name over
+/// the same nodes, and the store keeps one fence per name.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[repr(u8)]
+pub enum LeaseName {
+    /// The lease deferring nodes campaign for: the ordinary TSO leader.
+    Leader = 0,
+    /// The lease dedicated primaries campaign for during a migration.
+    Primary = 1,
+}
+
+impl LeaseName {
+    /// Every lease name, in wire order.
+    pub const ALL: [LeaseName; 2] = [LeaseName::Leader, LeaseName::Primary];
+
+    /// The wire code of the name.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The name for a wire code.
+    pub const fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(LeaseName::Leader),
+            1 => Some(LeaseName::Primary),
+            _ => None,
+        }
+    }
+
+    /// The name as operators see it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LeaseName::Leader => "leader",
+            LeaseName::Primary => "primary",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ballots_order_counter_then_restart_then_node() {
+        let a = Ballot::new(1, 9, NodeId(9));
+        let b = Ballot::new(2, 0, NodeId(0));
+        assert!(a < b);
+        assert!(Ballot::new(2, 1, NodeId(0)) > Ballot::new(2, 0, NodeId(5)));
+        assert!(Ballot::new(2, 1, NodeId(3)) > Ballot::new(2, 1, NodeId(2)));
+        assert!(Ballot::ZERO < Ballot::new(1, 0, NodeId(0)));
+    }
+}

@@ -1,0 +1,27 @@
+//! leasetso-core: the sans-IO heart of leasetso.
+//!
+//! A deterministic state machine per node: inputs (timeouts, peer messages,
+//! store replies, GetTS calls) go in with the time they were observed at;
+//! outputs (messages, store operations, events) are drained with
+//! `poll_output()`. No I/O, no threads, no clock reads, no allocation after
+//! construction.
+//!
+//! Map of the crate:
+//! * [`timestamp`]: the hybrid timestamp, PD's layout.
+//! * [`oracle`]: the timestamp window (sync, update, GetTS), after PD.
+//! * [`store`]: the window store's contract and its reference implementation.
+//! * [`ballot`]: ballots, node ids and lease names.
+//! * [`time`]: the monotonic instant the runtimes pass in.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod ballot;
+pub mod oracle;
+pub mod store;
+pub mod time;
+pub mod timestamp;
+
+pub use ballot::{Ballot, LeaseName, NodeId};
+pub use oracle::{GetTsError, Oracle, OracleConfig, OracleConfigError};
+pub use store::{MemStore, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest};
+pub use time::Instant;
+pub use timestamp::{LOGICAL_BITS, MAX_LOGICAL, Timestamp};

@@ -1,0 +1,317 @@
+//! The timestamp window, after PD's `pkg/tso/tso.go`.
+//!
+//! The oracle hands out hybrid timestamps `(physical_ms, logical)` from memory
+//! and persists only the upper bound of what it may hand out, the *saved
+//! window*, ahead of time. Three rules protect "never a timestamp twice, never
+//! one backwards", across restarts and failovers:
+//!
+//! * **W1 (sync)**: after a fresh acquisition, serve nothing until the highest
+//!   window any earlier leader saved has been loaded from a quorum and a new
+//!   window above it has been saved; then start at `max(wall, last + 1 ms)`.
+//! * **W2 (window)**: never hand out a timestamp whose physical part is at or
+//!   beyond the saved window. Every earlier leader's timestamps are therefore
+//!   below the window it saved, which the next leader loads (W1).
+//! * **W3 (monotonic)**: physical only moves forward, whatever the wall clock
+//!   does; a wall clock that steps back freezes physical until it catches up.
+//!
+//! The oracle performs no I/O: it asks its node to save a window end and is told
+//! when the save has succeeded ([`Oracle::saved`]) or failed ([`Oracle::reset`]).
+
+use core::time::Duration;
+
+use crate::timestamp::{MAX_LOGICAL, MAX_PHYSICAL_MS, Timestamp};
+
+/// The oracle's tunables, PD's constants as defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OracleConfig {
+    /// How often physical follows the wall clock (PD: 50 ms).
+    pub update_interval: Duration,
+    /// How far ahead of physical a window is saved (PD: 3 s).
+    pub save_interval_ms: u64,
+    /// Margin kept between physical and the saved window (PD: 1 ms).
+    pub guard_ms: u64,
+    /// Timestamps per millisecond, at most 2^18 (PD's layout). Lower values
+    /// exist for tests that want to exhaust the logical clock quickly.
+    pub max_logical: u32,
+    /// A wall clock this far ahead of physical is reported as jet lag (PD: 150 ms).
+    pub jet_lag_warning_ms: u64,
+}
+
+impl Default for OracleConfig {
+    fn default() -> Self {
+        OracleConfig {
+            update_interval: Duration::from_millis(50),
+            save_interval_ms: 3_000,
+            guard_ms: 1,
+            max_logical: MAX_LOGICAL,
+            jet_lag_warning_ms: 150,
+        }
+    }
+}
+
+/// Why an oracle configuration cannot run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OracleConfigError {
+    /// `max_logical` must be in `2..=2^18`.
+    #[error("max_logical must be between 2 and {MAX_LOGICAL}, got {0}")]
+    MaxLogical(u32),
+    /// The save interval must leave room above the guard for at least one millisecond.
+    #[error("save interval {save_interval_ms} ms must exceed the guard {guard_ms} ms by at least 2 ms")]
+    SaveInterval {
+        /// The configured save interval.
+        save_interval_ms: u64,
+        /// The configured guard.
+        guard_ms: u64,
+    },
+    /// The update interval must be positive and shorter than the save interval.
+    #[error("update interval must be positive and shorter than the save interval")]
+    UpdateInterval,
+}
+
+impl OracleConfig {
+    /// Checks the configuration can serve at all.
+    pub fn validate(&self) -> Result<(), OracleConfigError> {
+        if !(2..=MAX_LOGICAL).contains(&self.max_logical) {
+            return Err(OracleConfigError::MaxLogical(self.max_logical));
+        }
+        if self.save_interval_ms < self.guard_ms.saturating_add(2) {
+            return Err(OracleConfigError::SaveInterval {
+                save_interval_ms: self.save_interval_ms,
+                guard_ms: self.guard_ms,
+            });
+        }
+        let update_ms = self.update_interval.as_millis();
+        if self.update_interval.is_zero() || update_ms >= u128::from(self.save_interval_ms) {
+            return Err(OracleConfigError::UpdateInterval);
+        }
+        Ok(())
+    }
+}
+
+/// Why a GetTS request got no timestamps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GetTsError {
+    /// A request for zero timestamps.
+    #[error("count must be at least 1")]
+    ZeroCount,
+    /// A request that can never fit one millisecond.
+    #[error("count {count} can never be served: at most {max} timestamps per request")]
+    CountTooLarge {
+        /// The requested count.
+        count: u32,
+        /// The largest count a request may ask for.
+        max: u32,
+    },
+    /// This node does not serve now; `leader` is a hint of who does, if known.
+    #[error("not the leader (leader hint: {leader:?})")]
+    NotLeader {
+        /// The node believed to hold the lease, for redirecting the client.
+        leader: Option<crate::NodeId>,
+    },
+    /// The logical clock is exhausted and the saved window does not allow the
+    /// physical clock to advance yet; retry after the next save.
+    #[error("logical clock exhausted until the window is extended; retry")]
+    LogicalExhausted,
+}
+
+impl GetTsError {
+    /// Whether the same request may succeed if sent again (here or to the hint).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, GetTsError::NotLeader { .. } | GetTsError::LogicalExhausted)
+    }
+}
+
+/// What the oracle asks of its node after a periodic update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Update {
+    /// Save this window end (durably, on a quorum) and report it with
+    /// [`Oracle::saved`] before physical may move past the current window.
+    pub save_window_ms: Option<u64>,
+    /// The wall clock ran this far ahead of physical (over the warning threshold).
+    pub jet_lag_ms: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Phase {
+    /// No leadership, or reset after a failure: serves nothing.
+    Idle,
+    /// Waiting for the quorum load (W1).
+    Loading,
+    /// Loaded; waiting for the first save (W1).
+    Syncing,
+    /// Handing out timestamps.
+    Serving,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct PendingSave {
+    window_end_ms: u64,
+    next_physical_ms: u64,
+}
+
+/// The timestamp window state machine. See the module docs for its rules.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Oracle {
+    cfg: OracleConfig,
+    phase: Phase,
+    physical_ms: u64,
+    logical: u32,
+    saved_window_ms: u64,
+    pending: Option<PendingSave>,
+}
+
+impl Oracle {
+    /// An idle oracle. Call [`OracleConfig::validate`] first; the node does.
+    pub fn new(cfg: OracleConfig) -> Self {
+        Oracle { cfg, phase: Phase::Idle, physical_ms: 0, logical: 0, saved_window_ms: 0, pending: None }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OracleConfig {
+        &self.cfg
+    }
+
+    /// W1: a fresh acquisition starts here. Serving stops until the sync ends.
+    pub fn begin_sync(&mut self) {
+        self.reset();
+        self.phase = Phase::Loading;
+    }
+
+    /// Whether the oracle waits for a quorum load.
+    pub fn is_loading(&self) -> bool {
+        self.phase == Phase::Loading
+    }
+
+    /// W1: the quorum load returned `last_window_ms` (the maximum over a
+    /// quorum). Returns the window end to save before serving, or `None` if
+    /// the oracle was not loading (a stale answer) or time ran out of bits.
+    pub fn loaded(&mut self, last_window_ms: u64, wall_ms: u64) -> Option<u64> {
+        if self.phase != Phase::Loading {
+            return None;
+        }
+        let next = wall_ms.max(last_window_ms.saturating_add(1));
+        let window = next.checked_add(self.cfg.save_interval_ms).filter(|w| *w <= MAX_PHYSICAL_MS)?;
+        self.phase = Phase::Syncing;
+        self.pending = Some(PendingSave { window_end_ms: window, next_physical_ms: next });
+        Some(window)
+    }
+
+    /// A save of `window_end_ms` succeeded on a quorum. Returns whether it was
+    /// the save the oracle was waiting for.
+    pub fn saved(&mut self, window_end_ms: u64) -> bool {
+        let Some(p) = self.pending.filter(|p| p.window_end_ms == window_end_ms) else {
+            return false;
+        };
+        self.pending = None;
+        self.saved_window_ms = p.window_end_ms;
+        match self.phase {
+            Phase::Syncing => {
+                self.phase = Phase::Serving;
+                self.physical_ms = p.next_physical_ms;
+                self.logical = 0;
+            }
+            // W3: GetTS may have advanced physical past `next` while the save
+            // was in flight; never move it back.
+            Phase::Serving if p.next_physical_ms > self.physical_ms => {
+                self.physical_ms = p.next_physical_ms;
+                self.logical = 0;
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// The save in flight, if any.
+    pub fn pending_save(&self) -> Option<u64> {
+        self.pending.map(|p| p.window_end_ms)
+    }
+
+    /// Stops serving and forgets the window: after a failed save, a lost
+    /// lease, or a newer leader's fence. Only a new sync (W1) serves again.
+    pub fn reset(&mut self) {
+        *self = Oracle::new(self.cfg);
+    }
+
+    /// Whether timestamps can be handed out.
+    pub fn is_serving(&self) -> bool {
+        self.phase == Phase::Serving
+    }
+
+    /// The saved window end in milliseconds (0 when not serving).
+    pub fn window_end_ms(&self) -> u64 {
+        self.saved_window_ms
+    }
+
+    /// The last timestamp handed out (or the start of the range), when serving.
+    pub fn current(&self) -> Option<Timestamp> {
+        self.is_serving().then_some(Timestamp { physical_ms: self.physical_ms, logical: self.logical })
+    }
+
+    /// PD's periodic update: let physical follow the wall clock (W3), and ask
+    /// for the window to be extended before physical would reach it (W2).
+    pub fn update(&mut self, wall_ms: u64) -> Update {
+        let mut out = Update::default();
+        if self.phase != Phase::Serving || self.pending.is_some() {
+            return out;
+        }
+        // Compare before subtracting: a wall clock behind physical is no lag.
+        let jet_lag = if wall_ms > self.physical_ms { wall_ms - self.physical_ms } else { 0 };
+        let interval_ms = u64::try_from(self.cfg.update_interval.as_millis()).unwrap_or(u64::MAX);
+        if jet_lag > self.cfg.jet_lag_warning_ms && jet_lag > interval_ms.saturating_mul(3) {
+            out.jet_lag_ms = Some(jet_lag);
+        }
+        let next = if jet_lag > self.cfg.guard_ms {
+            wall_ms
+        } else if self.logical > self.cfg.max_logical / 2 {
+            self.physical_ms + 1
+        } else {
+            // W3: a wall clock that stepped back (or has not moved) changes nothing.
+            return out;
+        };
+        if self.saved_window_ms <= next.saturating_add(self.cfg.guard_ms) {
+            let window = next.saturating_add(self.cfg.save_interval_ms);
+            if window > MAX_PHYSICAL_MS {
+                return out;
+            }
+            self.pending = Some(PendingSave { window_end_ms: window, next_physical_ms: next });
+            out.save_window_ms = Some(window);
+        } else if next > self.physical_ms {
+            self.physical_ms = next;
+            self.logical = 0;
+        }
+        out
+    }
+
+    /// Hands out `count` timestamps and returns the last; the range is
+    /// `logical - count + 1 ..= logical` within one physical millisecond.
+    ///
+    /// When the range does not fit the current millisecond, physical advances
+    /// by 1 ms at once if it then stays more than the guard below the saved
+    /// window (W2), so throughput is bounded by the window, not by the update
+    /// interval (as PD since tikv/pd#10137).
+    pub fn get_ts(&mut self, count: u32) -> Result<Timestamp, GetTsError> {
+        if count == 0 {
+            return Err(GetTsError::ZeroCount);
+        }
+        if count >= self.cfg.max_logical {
+            return Err(GetTsError::CountTooLarge { count, max: self.cfg.max_logical - 1 });
+        }
+        if self.phase != Phase::Serving {
+            return Err(GetTsError::NotLeader { leader: None });
+        }
+        // No overflow: both terms are below 2^18.
+        let logical = self.logical + count;
+        if logical < self.cfg.max_logical {
+            self.logical = logical;
+        } else {
+            let physical = self.physical_ms + 1;
+            // W2, compared before subtracting.
+            if self.saved_window_ms <= physical.saturating_add(self.cfg.guard_ms) {
+                return Err(GetTsError::LogicalExhausted);
+            }
+            self.physical_ms = physical;
+            self.logical = count;
+        }
+        Ok(Timestamp { physical_ms: self.physical_ms, logical: self.logical })
+    }
+}
