@@ -8,20 +8,28 @@
 //!
 //! Map of the crate:
 //! * [`timestamp`]: the hybrid timestamp, PD's layout.
+//! * [`node`]: the state machine a runtime drives: leadership, oracle, store rounds.
 //! * [`oracle`]: the timestamp window (sync, update, GetTS), after PD.
 //! * [`store`]: the window store's contract and its reference implementation.
+//! * [`wire`]: the client protocol's frames (PROTOCOL.md).
 //! * [`ballot`]: ballots, node ids and lease names.
+//! * [`quorum`]: sets of distinct node ids, for counting quorums.
 //! * [`time`]: the monotonic instant the runtimes pass in.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod ballot;
+pub mod node;
 pub mod oracle;
+pub mod quorum;
 pub mod store;
 pub mod time;
 pub mod timestamp;
+pub mod wire;
 
 pub use ballot::{Ballot, LeaseName, NodeId};
+pub use node::{ConfigError, Event, Node, NodeConfig, Output, Status, StepDown};
 pub use oracle::{GetTsError, Oracle, OracleConfig, OracleConfigError};
 pub use store::{MemStore, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest};
 pub use time::Instant;
 pub use timestamp::{LOGICAL_BITS, MAX_LOGICAL, Timestamp};
+pub use wire::{ErrorCode, Frame, LeaderHint, Role, WireError};

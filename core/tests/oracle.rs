@@ -1,0 +1,191 @@
+//! PD's window behaviours, pinned.
+
+use core::time::Duration;
+
+use leasetso_core::{GetTsError, MAX_LOGICAL, Oracle, OracleConfig, Timestamp};
+
+const WALL: u64 = 1_700_000_000_000;
+
+/// An oracle synced at `WALL` with a fresh window of 3 s.
+fn serving(cfg: OracleConfig) -> Oracle {
+    let mut o = Oracle::new(cfg);
+    o.begin_sync();
+    let window = o.loaded(0, WALL).expect("loading");
+    assert_eq!(window, WALL + cfg.save_interval_ms);
+    assert!(!o.is_serving(), "W1: nothing is served before the first save");
+    assert_eq!(o.get_ts(1), Err(GetTsError::NotLeader { leader: None }));
+    assert!(o.saved(window));
+    assert!(o.is_serving());
+    o
+}
+
+#[test]
+fn logical_zero_is_never_handed_out() {
+    let mut o = serving(OracleConfig { max_logical: 8, ..Default::default() });
+    let mut prev = Timestamp::ZERO;
+    for i in 0..100 {
+        let count = 1 + (i % 3);
+        let ts = o.get_ts(count).unwrap();
+        assert!(ts > prev);
+        assert!(ts.logical >= count, "range {ts:?} of {count} would include logical 0");
+        prev = ts;
+        if i % 7 == 0 {
+            o.update(WALL + i as u64);
+        }
+    }
+}
+
+#[test]
+fn sync_starts_above_the_loaded_window_even_with_a_slow_wall_clock() {
+    let mut o = Oracle::new(OracleConfig::default());
+    o.begin_sync();
+    // The previous leader saved a window an hour ahead of this node's clock.
+    let last = WALL + 3_600_000;
+    let window = o.loaded(last, WALL).unwrap();
+    assert!(o.saved(window));
+    let ts = o.get_ts(1).unwrap();
+    assert_eq!(ts.physical_ms, last + 1);
+}
+
+#[test]
+fn exhaustion_advances_physical_at_once_while_the_window_allows() {
+    let mut o = serving(OracleConfig::default());
+    let first = o.get_ts(1).unwrap();
+    // Far more than 2^18 timestamps without a single update tick.
+    let mut prev = first;
+    for _ in 0..40 {
+        let ts = o.get_ts(MAX_LOGICAL / 2).unwrap();
+        assert!(ts > prev);
+        prev = ts;
+    }
+    assert!(prev.physical_ms >= first.physical_ms + 19, "physical advanced without waiting for the update");
+}
+
+#[test]
+fn exhaustion_is_retryable_only_when_the_window_does_not_allow_advancing() {
+    let cfg = OracleConfig { max_logical: 4, save_interval_ms: 3, guard_ms: 1, ..Default::default() };
+    let mut o = serving(cfg);
+    // Window is WALL + 3; physical may advance while physical + 1 + guard < window.
+    let mut last = Timestamp::ZERO;
+    let mut served = 0;
+    loop {
+        match o.get_ts(1) {
+            Ok(ts) => {
+                assert!(ts > last);
+                assert!(ts.physical_ms < WALL + 3, "W2: physical stays below the window");
+                last = ts;
+                served += 1;
+            }
+            Err(e) => {
+                assert_eq!(e, GetTsError::LogicalExhausted);
+                assert!(e.is_retryable());
+                break;
+            }
+        }
+    }
+    // Physical WALL and WALL + 1 were usable: 3 + 3 timestamps.
+    assert_eq!(served, 6);
+    assert_eq!(last.physical_ms, WALL + 1);
+    // The update asks for a save; once it lands, serving continues above.
+    let update = o.update(WALL + 1);
+    let window = update.save_window_ms.expect("window must be extended");
+    assert_eq!(o.get_ts(1), Err(GetTsError::LogicalExhausted), "nothing moves before the save lands");
+    assert!(o.saved(window));
+    assert!(o.get_ts(1).unwrap() > last);
+}
+
+#[test]
+fn wall_clock_stepping_back_an_hour_never_moves_timestamps_back() {
+    let mut o = serving(OracleConfig::default());
+    let mut prev = o.get_ts(1).unwrap();
+    let mut wall = WALL;
+    for step in 0..2_000u64 {
+        // The wall clock jumps back an hour at step 100, then creeps forward.
+        wall = if step == 100 { wall - 3_600_000 } else { wall + 1 };
+        let update = o.update(wall);
+        if let Some(w) = update.save_window_ms {
+            assert!(o.saved(w));
+        }
+        let ts = o.get_ts(1 + (step as u32 % 1000)).unwrap();
+        assert!(ts > prev, "step {step}: {ts:?} after {prev:?}");
+        assert!(ts.physical_ms < o.window_end_ms());
+        prev = ts;
+    }
+}
+
+#[test]
+fn physical_never_reaches_the_saved_window() {
+    let cfg = OracleConfig { save_interval_ms: 20, max_logical: 16, ..Default::default() };
+    let mut o = serving(cfg);
+    let mut wall = WALL;
+    let mut pending: Option<u64> = None;
+    for step in 0..5_000u64 {
+        if step % 5 == 0 {
+            wall += 3;
+            let u = o.update(wall);
+            pending = pending.or(u.save_window_ms);
+        }
+        // Saves land late, so GetTS runs against the old window meanwhile.
+        if step % 11 == 0 {
+            if let Some(w) = pending.take() {
+                assert!(o.saved(w));
+            }
+        }
+        match o.get_ts(5) {
+            Ok(ts) => assert!(ts.physical_ms < o.window_end_ms(), "W2 broken at step {step}"),
+            Err(e) => assert_eq!(e, GetTsError::LogicalExhausted),
+        }
+    }
+}
+
+#[test]
+fn a_failed_save_resets_the_oracle() {
+    let mut o = serving(OracleConfig::default());
+    let before = o.get_ts(1).unwrap();
+    let window = o.update(WALL + 10_000).save_window_ms.expect("wall ran past the window");
+    // The node reports the failure with reset(): nothing is served any more,
+    // and the answer of the failed save is not accepted later.
+    o.reset();
+    assert!(!o.is_serving());
+    assert_eq!(o.get_ts(1), Err(GetTsError::NotLeader { leader: None }));
+    assert!(!o.saved(window));
+    assert_eq!(o.current(), None);
+    // A new sync serves above everything before.
+    o.begin_sync();
+    let w = o.loaded(window, WALL).unwrap();
+    assert!(o.saved(w));
+    assert!(o.get_ts(1).unwrap() > before);
+}
+
+#[test]
+fn count_zero_and_huge_counts_are_errors() {
+    let mut o = serving(OracleConfig::default());
+    assert_eq!(o.get_ts(0), Err(GetTsError::ZeroCount));
+    assert_eq!(
+        o.get_ts(MAX_LOGICAL),
+        Err(GetTsError::CountTooLarge { count: MAX_LOGICAL, max: MAX_LOGICAL - 1 })
+    );
+    assert_eq!(o.get_ts(u32::MAX), Err(GetTsError::CountTooLarge { count: u32::MAX, max: MAX_LOGICAL - 1 }));
+    assert!(!GetTsError::ZeroCount.is_retryable());
+    // The largest count fits, once per millisecond.
+    let ts = o.get_ts(MAX_LOGICAL - 1).unwrap();
+    assert_eq!(ts.logical, MAX_LOGICAL - 1);
+}
+
+#[test]
+fn update_follows_the_wall_clock_and_saves_ahead() {
+    let mut o = serving(OracleConfig::default());
+    assert_eq!(o.update(WALL).save_window_ms, None, "nothing to do at the same millisecond");
+    o.update(WALL + 5);
+    assert_eq!(o.get_ts(1).unwrap(), Timestamp::new(WALL + 5, 1).unwrap());
+    // Close to the window end, the update saves before moving physical.
+    let u = o.update(WALL + 2_999);
+    let window = u.save_window_ms.expect("save ahead");
+    assert_eq!(window, WALL + 2_999 + 3_000);
+    assert_eq!(o.get_ts(1).unwrap().physical_ms, WALL + 5, "physical waits for the save");
+    assert!(o.saved(window));
+    assert_eq!(o.get_ts(1).unwrap(), Timestamp::new(WALL + 2_999, 1).unwrap());
+    // PD's jet-lag warning when the wall clock is far ahead.
+    assert!(o.update(WALL + 2_999 + 500).jet_lag_ms.is_some());
+    let _ = Duration::ZERO;
+}
