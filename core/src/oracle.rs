@@ -254,8 +254,8 @@ impl Oracle {
         if self.phase != Phase::Serving || self.pending.is_some() {
             return out;
         }
-        // Compare before subtracting: a wall clock behind physical is no lag.
-        let jet_lag = if wall_ms > self.physical_ms { wall_ms - self.physical_ms } else { 0 };
+        // A wall clock behind physical is no lag (and no underflow).
+        let jet_lag = wall_ms.saturating_sub(self.physical_ms);
         let interval_ms = u64::try_from(self.cfg.update_interval.as_millis()).unwrap_or(u64::MAX);
         if jet_lag > self.cfg.jet_lag_warning_ms && jet_lag > interval_ms.saturating_mul(3) {
             out.jet_lag_ms = Some(jet_lag);
