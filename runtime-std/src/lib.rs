@@ -1,0 +1,1 @@
+//! leasetso on blocking std threads.
