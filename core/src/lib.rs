@@ -9,6 +9,7 @@
 //! Map of the crate:
 //! * [`timestamp`]: the hybrid timestamp, PD's layout.
 //! * [`node`]: the state machine a runtime drives: leadership, oracle, store rounds.
+//! * [`lease`]: PaxosLease (corrected): proposer, acceptor, learner, timing, messages.
 //! * [`oracle`]: the timestamp window (sync, update, GetTS), after PD.
 //! * [`store`]: the window store's contract and its reference implementation.
 //! * [`wire`]: the client protocol's frames (PROTOCOL.md).
@@ -18,15 +19,18 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod ballot;
+pub mod lease;
 pub mod node;
 pub mod oracle;
 pub mod quorum;
+mod rng;
 pub mod store;
 pub mod time;
 pub mod timestamp;
 pub mod wire;
 
 pub use ballot::{Ballot, LeaseName, NodeId};
+pub use lease::{Bugs, LeaseConfig, LeaseConfigError, LeaseMsg, LeaseTiming, Message};
 pub use node::{ConfigError, Event, Node, NodeConfig, Output, Status, StepDown};
 pub use oracle::{GetTsError, Oracle, OracleConfig, OracleConfigError};
 pub use store::{MemStore, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest};

@@ -11,8 +11,14 @@ use std::collections::VecDeque;
 use core::time::Duration;
 
 use crate::ballot::{Ballot, LeaseName, NodeId};
+use crate::lease::proposer::Step;
+use crate::lease::{
+    Acceptor, Bugs, Learner, LeaseChange, LeaseConfig, LeaseConfigError, LeaseMsg, LeaseTiming, Message,
+    Proposer,
+};
 use crate::oracle::{GetTsError, Oracle, OracleConfig, OracleConfigError};
 use crate::quorum::{MAX_NODES, NodeSet, majority};
+use crate::rng::Rng;
 use crate::store::{StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest};
 use crate::time::Instant;
 use crate::timestamp::Timestamp;
@@ -23,27 +29,38 @@ use crate::wire::Role;
 pub struct NodeConfig {
     /// This node's id, `0..nodes`.
     pub id: NodeId,
-    /// The cluster's size. This release runs single-node clusters.
+    /// The cluster's size: every node is an acceptor and a store replica.
     pub nodes: u16,
     /// The timestamp window's tunables.
     pub oracle: OracleConfig,
+    /// The lease's tunables.
+    pub lease: LeaseConfig,
     /// A store round (load or save on a quorum) not done within this time has
-    /// failed: the node stops serving and steps down.
+    /// failed: the node stops serving and releases its lease.
     pub store_timeout: Duration,
-    /// How long a node waits before leading again after stepping down.
-    pub retry_backoff: Duration,
+    /// Seeds the backoff jitter. Nodes of one cluster should differ.
+    pub seed: u64,
+    /// Known-broken protocol variants; the default is the correct protocol.
+    pub bugs: Bugs,
 }
 
 impl NodeConfig {
+    /// Node `id` of a cluster of `nodes`, with the defaults.
+    pub fn new(id: NodeId, nodes: u16) -> Self {
+        NodeConfig {
+            id,
+            nodes,
+            oracle: OracleConfig::default(),
+            lease: LeaseConfig::default(),
+            store_timeout: Duration::from_secs(2),
+            seed: u64::from(id.0),
+            bugs: Bugs::default(),
+        }
+    }
+
     /// A single-node cluster with the defaults.
     pub fn single() -> Self {
-        NodeConfig {
-            id: NodeId(0),
-            nodes: 1,
-            oracle: OracleConfig::default(),
-            store_timeout: Duration::from_secs(2),
-            retry_backoff: Duration::from_millis(300),
-        }
+        Self::new(NodeId(0), 1)
     }
 }
 
@@ -53,8 +70,11 @@ pub enum ConfigError {
     /// The oracle's tunables are inconsistent.
     #[error(transparent)]
     Oracle(#[from] OracleConfigError),
+    /// The lease timing is unsafe or unusable.
+    #[error(transparent)]
+    Lease(#[from] LeaseConfigError),
     /// The cluster size is not supported.
-    #[error("cluster of {0} nodes: this release runs single-node clusters")]
+    #[error("cluster of {0} nodes: must be between 1 and {MAX_NODES}")]
     ClusterSize(u16),
     /// The node id is not below the cluster size.
     #[error("node id {id} is outside a cluster of {nodes}")]
@@ -70,10 +90,10 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
-    /// Checks the configuration.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the configuration and derives the lease timing (T2, T3).
+    pub fn validate(&self) -> Result<LeaseTiming, ConfigError> {
         self.oracle.validate()?;
-        if self.nodes != 1 || self.nodes > MAX_NODES {
+        if self.nodes == 0 || self.nodes > MAX_NODES {
             return Err(ConfigError::ClusterSize(self.nodes));
         }
         if self.id.0 >= self.nodes {
@@ -82,13 +102,19 @@ impl NodeConfig {
         if self.store_timeout.is_zero() {
             return Err(ConfigError::StoreTimeout);
         }
-        Ok(())
+        #[cfg(feature = "broken-variants")]
+        if self.bugs.unchecked_timing {
+            return Ok(self.lease.timing_unchecked());
+        }
+        Ok(self.lease.timing()?)
     }
 }
 
 /// Why a node stopped leading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StepDown {
+    /// The lease ran out before it was renewed.
+    LeaseLost,
     /// A store replica reports a newer leadership's fence.
     Fenced {
         /// The newer fence.
@@ -106,7 +132,8 @@ pub enum StepDown {
 /// Something the embedding program may want to log or act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Event {
-    /// This node began a leadership fenced by `fence`; it syncs before serving.
+    /// This node acquired the lease afresh, fenced by `fence`; it syncs
+    /// the window before serving.
     Leading {
         /// The acquisition ballot that fences the store.
         fence: Ballot,
@@ -121,7 +148,7 @@ pub enum Event {
         /// The new window end.
         window_end_ms: u64,
     },
-    /// The node stopped serving.
+    /// The node stopped leading and serving.
     SteppedDown {
         /// Why.
         reason: StepDown,
@@ -136,6 +163,13 @@ pub enum Event {
 /// What the node asks its runtime to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Output {
+    /// Deliver `msg` to node `to` and hand it over with [`Node::handle_message`].
+    Send {
+        /// The addressee (never this node: messages to itself are handled inside).
+        to: NodeId,
+        /// The message.
+        msg: Message,
+    },
     /// Perform `request` on `replica`'s store and report the reply with
     /// [`Node::handle_store_reply`].
     Store {
@@ -179,50 +213,81 @@ struct Round {
     max_window_ms: u64,
 }
 
-/// The state machine of one leasetso node.
+/// The state machine of one leasetso node: a proposer for the `leader`
+/// lease, an acceptor per lease name, a learner, the oracle, and the store
+/// rounds of its leadership.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Node {
     cfg: NodeConfig,
-    restart: u64,
-    ballot_counter: u64,
+    timing: LeaseTiming,
+    proposer: Proposer,
+    acceptors: [Acceptor; LeaseName::ALL.len()],
+    learner: Learner,
     oracle: Oracle,
+    /// The owner's deadline `d` of the lease held, copied for the hot path.
+    lease_deadline: Option<Instant>,
     /// The acquisition ballot of the current leadership, if leading. It fences
-    /// every load and save of that leadership.
+    /// every load and save of that leadership; renewals keep it.
     fence: Option<Ballot>,
     round: Option<Round>,
     next_request_id: u64,
     next_update: Instant,
-    retry_at: Option<Instant>,
+    /// The latest time any input carried, for status snapshots.
+    now: Instant,
+    /// Messages this node sends itself, handled before the input returns.
+    local: VecDeque<Message>,
     outputs: VecDeque<Output>,
 }
 
 impl Node {
-    /// A node that starts leading at its first [`Node::handle_timeout`].
+    /// A node started at `now`.
     ///
     /// `restart` is the store's `bump_restart()` for this start, so this
-    /// start's ballots differ from every earlier start's.
+    /// start's ballots differ from every earlier start's. Its acceptors are
+    /// quarantined for `Q` (A4), except in a cluster of one, where the only
+    /// proposer that could have counted on a forgotten promise is this node's
+    /// own earlier incarnation, which is gone (the store's lock keeps a second
+    /// process off the same data).
     pub fn new(cfg: NodeConfig, restart: u64, now: Instant) -> Result<Self, ConfigError> {
-        cfg.validate()?;
-        // Per input the node emits at most one operation per replica and two
-        // events; the runtime drains after every input.
-        let capacity = 2 * usize::from(cfg.nodes) + 8;
+        let timing = cfg.validate()?;
+        let solo = cfg.nodes == 1;
+        let mut rng = Rng::new(cfg.seed ^ restart.rotate_left(17));
+        // Nodes of a cluster start their first campaign at spread-out times.
+        let first =
+            if solo { now } else { now + timing.proposer / 4 * (rng.next_u64() % 1000) as u32 / 1000 };
+        let proposer = Proposer::new(cfg.id, cfg.nodes, restart, timing, rng.next_u64(), Some(first));
+        let acceptor = Acceptor::new(&timing, now, !solo);
+        #[cfg(feature = "broken-variants")]
+        let (proposer, acceptor) = (proposer.with_bugs(cfg.bugs), acceptor.with_bugs(cfg.bugs));
+        let n = usize::from(cfg.nodes);
         Ok(Node {
             cfg,
-            restart,
-            ballot_counter: 0,
+            timing,
+            proposer,
+            acceptors: [acceptor; LeaseName::ALL.len()],
+            learner: Learner::new(),
             oracle: Oracle::new(cfg.oracle),
+            lease_deadline: None,
             fence: None,
             round: None,
             next_request_id: 1,
             next_update: Instant::NEVER,
-            retry_at: Some(now),
-            outputs: VecDeque::with_capacity(capacity),
+            now,
+            // Per input: a few broadcasts and one store round fan out to every
+            // node, plus a handful of events. Drained after every input.
+            local: VecDeque::with_capacity(8),
+            outputs: VecDeque::with_capacity(8 * n + 16),
         })
     }
 
     /// The configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.cfg
+    }
+
+    /// The lease timing derived from the configuration.
+    pub fn timing(&self) -> &LeaseTiming {
+        &self.timing
     }
 
     /// The next output, until `None`.
@@ -234,26 +299,20 @@ impl Node {
     /// When the runtime must call [`Node::handle_timeout`] next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = self.next_update;
-        if let Some(r) = &self.round {
-            t = t.min(r.deadline);
-        }
-        if let Some(retry) = self.retry_at {
-            t = t.min(retry);
-        }
-        (t != Instant::NEVER).then_some(t)
+        let round = self.round.map(|r| r.deadline);
+        let update = (self.next_update != Instant::NEVER).then_some(self.next_update);
+        [self.proposer.poll_timeout(), round, update].into_iter().flatten().min()
     }
 
-    /// Timers: leading again after a backoff, store rounds that time out, and
-    /// the oracle's periodic update.
+    /// Timers: the lease (expiry, attempts, renewals), store rounds that time
+    /// out, and the oracle's periodic update.
     pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
+        self.now = self.now.max(now);
         if self.round.is_some_and(|r| now >= r.deadline) {
-            self.step_down(StepDown::StoreFailed, now);
+            self.abdicate(StepDown::StoreFailed, now);
         }
-        if self.retry_at.is_some_and(|t| now >= t) {
-            self.retry_at = None;
-            self.lead(now);
-        }
+        let step = self.proposer.handle_timeout(now);
+        self.apply(step, now);
         if now >= self.next_update {
             self.next_update = now + self.cfg.oracle.update_interval;
             let update = self.oracle.update(wall_ms);
@@ -263,6 +322,98 @@ impl Node {
             if let Some(window_end_ms) = update.save_window_ms {
                 self.start_round(RoundKind::Save { window_end_ms }, now);
             }
+        }
+        self.deliver_local(now);
+    }
+
+    /// A lease message from node `from`.
+    pub fn handle_message(&mut self, from: NodeId, msg: Message, now: Instant) {
+        self.now = self.now.max(now);
+        if from.0 >= self.cfg.nodes || from == self.cfg.id {
+            return; // Not a member, or a forged self-address: ignore.
+        }
+        self.dispatch(from, msg, now);
+        self.deliver_local(now);
+    }
+
+    fn dispatch(&mut self, from: NodeId, msg: Message, now: Instant) {
+        match msg.msg {
+            LeaseMsg::Prepare { .. } | LeaseMsg::Accept { .. } | LeaseMsg::Release { .. } => {
+                let acceptor = &mut self.acceptors[msg.lease as usize];
+                if let Some(reply) = acceptor.handle(msg.msg, now) {
+                    self.send(from, Message { lease: msg.lease, msg: reply });
+                }
+            }
+            LeaseMsg::Promise { .. } | LeaseMsg::Accepted { .. } | LeaseMsg::Rejected { .. } => {
+                if msg.lease == LeaseName::Leader {
+                    let step = self.proposer.handle(from, msg.msg, now);
+                    self.apply(step, now);
+                }
+            }
+            LeaseMsg::LearnChosen { ballot, remaining_ms } => {
+                if msg.lease == LeaseName::Leader && ballot.node == from {
+                    let remaining = Duration::from_millis(u64::from(remaining_ms));
+                    self.learner.learn(from, remaining, self.timing.proposer, now);
+                    // Do not campaign against a live owner: wait out its hint.
+                    if self.proposer.held(now).is_none() && self.proposer.attempt().is_none() {
+                        if let Some(until) = self.learner.expires() {
+                            self.proposer.schedule(Some(until + self.timing.proposer / 4));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles the messages this node sent itself, in order.
+    fn deliver_local(&mut self, now: Instant) {
+        while let Some(msg) = self.local.pop_front() {
+            self.dispatch(self.cfg.id, msg, now);
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        if to == self.cfg.id {
+            self.local.push_back(msg);
+        } else {
+            self.outputs.push_back(Output::Send { to, msg });
+        }
+    }
+
+    fn broadcast(&mut self, msg: LeaseMsg) {
+        let msg = Message { lease: LeaseName::Leader, msg };
+        for to in 0..self.cfg.nodes {
+            self.send(NodeId(to), msg);
+        }
+    }
+
+    /// Carries out what the proposer asked for.
+    fn apply(&mut self, step: Step, now: Instant) {
+        if let Some(msg) = step.broadcast {
+            self.broadcast(msg);
+        }
+        match step.change {
+            Some(LeaseChange::Acquired { ballot, deadline, fresh }) => {
+                self.lease_deadline = Some(deadline);
+                if fresh || self.fence.is_none() {
+                    // A fresh acquisition begins a leadership: fence the store
+                    // with its ballot and sync the window before serving (W1).
+                    self.stop_serving();
+                    self.fence = Some(ballot);
+                    self.outputs.push_back(Output::Event(Event::Leading { fence: ballot }));
+                    self.oracle.begin_sync();
+                    self.start_round(RoundKind::Load, now);
+                }
+            }
+            Some(LeaseChange::Lost) => {
+                let was_leading = self.fence.is_some() || self.lease_deadline.is_some();
+                self.lease_deadline = None;
+                self.stop_serving();
+                if was_leading {
+                    self.outputs.push_back(Output::Event(Event::SteppedDown { reason: StepDown::LeaseLost }));
+                }
+            }
+            None => {}
         }
     }
 
@@ -275,6 +426,7 @@ impl Node {
         now: Instant,
         wall_ms: u64,
     ) {
+        self.now = self.now.max(now);
         let Some(round) = self.round.as_mut().filter(|r| r.id == request_id) else {
             return; // A reply to a round that is over.
         };
@@ -289,12 +441,15 @@ impl Node {
                 round.acks.insert(replica);
             }
             (_, Err(StoreReject::Fenced { by })) => {
-                self.ballot_counter = self.ballot_counter.max(by.counter);
-                self.step_down(StepDown::Fenced { by }, now);
+                // A newer leadership loaded: stop at once, and catch up.
+                self.proposer.catch_up(by);
+                self.abdicate(StepDown::Fenced { by }, now);
+                self.deliver_local(now);
                 return;
             }
             (_, Err(StoreReject::PrimaryExists { id })) => {
-                self.step_down(StepDown::PrimaryExists { id }, now);
+                self.abdicate(StepDown::PrimaryExists { id }, now);
+                self.deliver_local(now);
                 return;
             }
             _ => {
@@ -307,12 +462,20 @@ impl Node {
             self.round = None;
             self.round_done(round, now, wall_ms);
         } else if self.cfg.nodes - round.failures.len() < quorum {
-            self.step_down(StepDown::StoreFailed, now);
+            self.abdicate(StepDown::StoreFailed, now);
         }
+        self.deliver_local(now);
     }
 
-    /// GetTS: `count` timestamps, the last of which is returned. Allocates nothing.
-    pub fn get_ts(&mut self, count: u32, _now: Instant) -> Result<Timestamp, GetTsError> {
+    /// GetTS: `count` timestamps, the last of which is returned. Served only
+    /// while this node holds the lease with the margin to spare
+    /// (`now + m < d`) and the oracle is synced. Allocates nothing.
+    pub fn get_ts(&mut self, count: u32, now: Instant) -> Result<Timestamp, GetTsError> {
+        let live = self.lease_deadline.is_some_and(|d| now + self.timing.margin < d);
+        if !live {
+            self.oracle.check_count(count)?;
+            return Err(GetTsError::NotLeader { leader: self.leader_hint() });
+        }
         self.oracle.get_ts(count).map_err(|e| match e {
             GetTsError::NotLeader { .. } => GetTsError::NotLeader { leader: self.leader_hint() },
             other => other,
@@ -334,22 +497,39 @@ impl Node {
         }
     }
 
-    /// Who serves, as far as this node knows.
+    /// Who holds the lease, as far as this node knows.
     pub fn leader_hint(&self) -> Option<NodeId> {
-        self.fence.map(|_| self.cfg.id)
+        if self.lease_deadline.is_some_and(|d| self.now < d) {
+            return Some(self.cfg.id);
+        }
+        self.learner.owner(self.now).filter(|&o| o != self.cfg.id)
     }
 
-    /// A single-node cluster has nothing to elect: the node leads with a fresh
-    /// ballot, which differs from every earlier start's by its restart counter
-    /// and from every earlier leadership of this start by its counter.
-    fn lead(&mut self, now: Instant) {
-        self.ballot_counter += 1;
-        let fence = Ballot::new(self.ballot_counter, self.restart, self.cfg.id);
-        self.fence = Some(fence);
-        self.outputs.push_back(Output::Event(Event::Leading { fence }));
-        // W1: every fresh acquisition syncs before serving.
-        self.oracle.begin_sync();
-        self.start_round(RoundKind::Load, now);
+    /// Whether this node serves at `now`: the lease held with margin, and the
+    /// window synced. The simulator's safety check reads this.
+    pub fn is_serving(&self, now: Instant) -> bool {
+        self.lease_deadline.is_some_and(|d| now + self.timing.margin < d) && self.oracle.is_serving()
+    }
+
+    /// The lease this node holds, its ballot and deadline `d`.
+    pub fn lease(&self, now: Instant) -> Option<(Ballot, Instant)> {
+        self.proposer.held(now).map(|h| (h.ballot, h.deadline))
+    }
+
+    /// The acceptor of `lease` (for inspection by tests and simulations).
+    pub fn acceptor(&self, lease: LeaseName) -> &Acceptor {
+        &self.acceptors[lease as usize]
+    }
+
+    /// P6: gives up the lease (e.g. at shutdown), so another node can take
+    /// over without waiting for it to expire. Campaigns again after `D_P`
+    /// unless `campaign_again` is false.
+    pub fn release(&mut self, now: Instant, campaign_again: bool) {
+        self.now = self.now.max(now);
+        let next = campaign_again.then(|| now + self.timing.proposer);
+        let step = self.proposer.release(now, next);
+        self.apply(step, now);
+        self.deliver_local(now);
     }
 
     fn start_round(&mut self, kind: RoundKind, now: Instant) {
@@ -381,7 +561,7 @@ impl Node {
         match round.kind {
             RoundKind::Load => match self.oracle.loaded(round.max_window_ms, wall_ms) {
                 Some(window_end_ms) => self.start_round(RoundKind::Save { window_end_ms }, now),
-                None => self.step_down(StepDown::StoreFailed, now),
+                None => self.abdicate(StepDown::StoreFailed, now),
             },
             RoundKind::Save { window_end_ms } => {
                 let was_serving = self.oracle.is_serving();
@@ -399,14 +579,28 @@ impl Node {
         }
     }
 
-    /// A failed or fenced round ends this leadership: the oracle resets (so
-    /// only a new sync serves again) and the node leads again after a backoff.
-    fn step_down(&mut self, reason: StepDown, now: Instant) {
+    /// Ends the leadership without a lease event: the oracle resets (only a
+    /// new sync serves again) and the store round is forgotten.
+    fn stop_serving(&mut self) {
         self.oracle.reset();
         self.round = None;
         self.fence = None;
         self.next_update = Instant::NEVER;
-        self.retry_at = Some(now + self.cfg.retry_backoff);
-        self.outputs.push_back(Output::Event(Event::SteppedDown { reason }));
+    }
+
+    /// A failed or fenced round ends the leadership and releases the lease
+    /// (P6); the node campaigns again after a lease period, giving another
+    /// node the first chance.
+    fn abdicate(&mut self, reason: StepDown, now: Instant) {
+        let was_leading = self.fence.is_some() || self.lease_deadline.is_some();
+        self.stop_serving();
+        self.lease_deadline = None;
+        let step = self.proposer.release(now, Some(now + self.timing.proposer / 2));
+        if let Some(msg) = step.broadcast {
+            self.broadcast(msg);
+        }
+        if was_leading {
+            self.outputs.push_back(Output::Event(Event::SteppedDown { reason }));
+        }
     }
 }

@@ -282,6 +282,17 @@ impl Oracle {
         out
     }
 
+    /// Whether `count` is a request that could ever be served.
+    pub fn check_count(&self, count: u32) -> Result<(), GetTsError> {
+        if count == 0 {
+            return Err(GetTsError::ZeroCount);
+        }
+        if count >= self.cfg.max_logical {
+            return Err(GetTsError::CountTooLarge { count, max: self.cfg.max_logical - 1 });
+        }
+        Ok(())
+    }
+
     /// Hands out `count` timestamps and returns the last; the range is
     /// `logical - count + 1 ..= logical` within one physical millisecond.
     ///
@@ -290,12 +301,7 @@ impl Oracle {
     /// window (W2), so throughput is bounded by the window, not by the update
     /// interval (as PD since tikv/pd#10137).
     pub fn get_ts(&mut self, count: u32) -> Result<Timestamp, GetTsError> {
-        if count == 0 {
-            return Err(GetTsError::ZeroCount);
-        }
-        if count >= self.cfg.max_logical {
-            return Err(GetTsError::CountTooLarge { count, max: self.cfg.max_logical - 1 });
-        }
+        self.check_count(count)?;
         if self.phase != Phase::Serving {
             return Err(GetTsError::NotLeader { leader: None });
         }

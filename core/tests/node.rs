@@ -20,6 +20,7 @@ fn pump(node: &mut Node, store: &mut MemStore, now: Instant, wall: u64) -> Vec<E
                 node.handle_store_reply(replica, request.id, reply, now, wall);
             }
             Output::Event(e) => events.push(e),
+            Output::Send { .. } => panic!("a cluster of one sends no messages: {out:?}"),
         }
     }
     events
@@ -99,7 +100,7 @@ fn a_failed_save_steps_down_then_leads_again_with_a_new_ballot() {
     let request = std::iter::from_fn(|| node.poll_output())
         .find_map(|out| match out {
             Output::Store { request, .. } => Some(request),
-            Output::Event(_) => None,
+            _ => None,
         })
         .expect("the update asks for a save");
     node.handle_store_reply(NodeId(0), request.id, Err(StoreReject::Failed), now, WALL + 10_000);
@@ -110,7 +111,7 @@ fn a_failed_save_steps_down_then_leads_again_with_a_new_ballot() {
     assert_eq!(node.get_ts(1, now), Err(GetTsError::NotLeader { leader: None }));
 
     let retry = node.poll_timeout().unwrap();
-    assert!(retry >= now + NodeConfig::single().retry_backoff);
+    assert!(retry >= now + node.timing().proposer / 2, "others get the first chance");
     node.handle_timeout(retry, WALL + 10_000);
     let events = pump(&mut node, &mut store, retry, WALL + 10_000);
     assert!(matches!(events[0], Event::Leading { fence } if fence == Ballot::new(2, 1, NodeId(0))));
@@ -148,20 +149,31 @@ fn a_store_that_never_answers_times_out() {
     let mut node = Node::new(NodeConfig::single(), restart, t0).unwrap();
     node.handle_timeout(t0, WALL);
     while node.poll_output().is_some() {}
-    let deadline = node.poll_timeout().unwrap();
-    assert_eq!(deadline, t0 + NodeConfig::single().store_timeout);
-    node.handle_timeout(deadline, WALL);
-    let mut stepped_down = false;
-    while let Some(out) = node.poll_output() {
-        stepped_down |= out == Output::Event(Event::SteppedDown { reason: StepDown::StoreFailed });
+    // The lease renews itself meanwhile; the round times out on its own deadline.
+    let mut stepped_down_at = None;
+    while stepped_down_at.is_none() {
+        let t = node.poll_timeout().unwrap();
+        assert!(t <= t0 + NodeConfig::single().store_timeout);
+        node.handle_timeout(t, WALL);
+        while let Some(out) = node.poll_output() {
+            if out == Output::Event(Event::SteppedDown { reason: StepDown::StoreFailed }) {
+                stepped_down_at = Some(t);
+            }
+        }
     }
-    assert!(stepped_down);
+    assert_eq!(stepped_down_at, Some(t0 + NodeConfig::single().store_timeout));
+    assert!(node.get_ts(1, t0 + NodeConfig::single().store_timeout).is_err());
 }
 
 #[test]
 fn invalid_configurations_are_rejected() {
-    let cfg = NodeConfig { nodes: 3, ..NodeConfig::single() };
+    let cfg = NodeConfig { nodes: 0, ..NodeConfig::single() };
     assert!(Node::new(cfg, 1, Instant::ZERO).is_err());
+    let cfg = NodeConfig::new(NodeId(3), 3);
+    assert!(Node::new(cfg, 1, Instant::ZERO).is_err(), "id outside the cluster");
+    let mut cfg = NodeConfig::single();
+    cfg.lease.quarantine = Some(Duration::from_secs(1));
+    assert!(Node::new(cfg, 1, Instant::ZERO).is_err(), "T3 broken");
     let mut cfg = NodeConfig::single();
     cfg.oracle.max_logical = 1 << 20;
     assert!(Node::new(cfg, 1, Instant::ZERO).is_err());

@@ -1,0 +1,273 @@
+//! PaxosLease messages between nodes, and their wire encoding.
+//!
+//! Messages are small `Copy` values. On the wire a peer frame is
+//! `len: u32` (bytes that follow), `kind: u8`, `lease: u8`, then a body whose
+//! size the kind fixes; big-endian throughout. A ballot is
+//! `counter: u64, restart: u64, node: u16`. The owner of a lease is the node
+//! of its ballot: a proposer only ever proposes itself.
+
+use bytes::{Buf, BufMut};
+
+use crate::ballot::{Ballot, LeaseName, NodeId};
+use crate::wire::{EncodeError, LEN_PREFIX, WireError};
+
+/// The largest peer frame body; longer lengths are refused from the prefix.
+pub const MAX_PEER_FRAME_LEN: u32 = 64;
+
+/// One PaxosLease message (PaxosLease Revisited's names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LeaseMsg {
+    /// P1 → A1: phase one of an attempt.
+    Prepare {
+        /// The attempt's ballot.
+        ballot: Ballot,
+    },
+    /// A1 → P2: the acceptor promised `ballot` and reports its live lease.
+    Promise {
+        /// The promised ballot.
+        ballot: Ballot,
+        /// The ballot of the live lease the acceptor holds (owner = its node),
+        /// `None` if it holds none or it expired.
+        lease: Option<Ballot>,
+    },
+    /// A1/A2 → proposer: `refused` is below the acceptor's promise.
+    Rejected {
+        /// The refused ballot.
+        refused: Ballot,
+        /// The acceptor's promise, for catching up the counter.
+        promised: Ballot,
+    },
+    /// P3 → A2: phase two; the owner is `ballot.node`.
+    Accept {
+        /// The attempt's ballot.
+        ballot: Ballot,
+    },
+    /// A2 → P4: the acceptor holds the lease `ballot` for `D_A`.
+    Accepted {
+        /// The accepted ballot.
+        ballot: Ballot,
+    },
+    /// P4 → learners: `ballot.node` owns the lease for about `remaining_ms`.
+    LearnChosen {
+        /// The chosen ballot.
+        ballot: Ballot,
+        /// What remained of the owner's lease when it sent this.
+        remaining_ms: u32,
+    },
+    /// P6 → A3: the owner gave up the lease `ballot`.
+    Release {
+        /// The released lease.
+        ballot: Ballot,
+    },
+}
+
+/// A lease message with the lease instance it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Message {
+    /// The lease instance.
+    pub lease: LeaseName,
+    /// The message.
+    pub msg: LeaseMsg,
+}
+
+const BALLOT_LEN: usize = 18;
+const PREPARE: u8 = 0x41;
+const PROMISE: u8 = 0x42;
+const REJECTED: u8 = 0x43;
+const ACCEPT: u8 = 0x44;
+const ACCEPTED: u8 = 0x45;
+const LEARN_CHOSEN: u8 = 0x46;
+const RELEASE: u8 = 0x47;
+
+fn body_len(kind: u8) -> Option<usize> {
+    Some(match kind {
+        PREPARE | ACCEPT | ACCEPTED | RELEASE => BALLOT_LEN,
+        PROMISE => BALLOT_LEN + 1 + BALLOT_LEN,
+        REJECTED => 2 * BALLOT_LEN,
+        LEARN_CHOSEN => BALLOT_LEN + 4,
+        _ => return None,
+    })
+}
+
+fn put_ballot(buf: &mut impl BufMut, b: Ballot) {
+    buf.put_u64(b.counter);
+    buf.put_u64(b.restart);
+    buf.put_u16(b.node.0);
+}
+
+fn get_ballot(buf: &mut impl Buf) -> Ballot {
+    Ballot { counter: buf.get_u64(), restart: buf.get_u64(), node: NodeId(buf.get_u16()) }
+}
+
+impl Message {
+    fn kind(&self) -> u8 {
+        match self.msg {
+            LeaseMsg::Prepare { .. } => PREPARE,
+            LeaseMsg::Promise { .. } => PROMISE,
+            LeaseMsg::Rejected { .. } => REJECTED,
+            LeaseMsg::Accept { .. } => ACCEPT,
+            LeaseMsg::Accepted { .. } => ACCEPTED,
+            LeaseMsg::LearnChosen { .. } => LEARN_CHOSEN,
+            LeaseMsg::Release { .. } => RELEASE,
+        }
+    }
+
+    /// Bytes of the encoded frame, length prefix included.
+    pub fn encoded_len(&self) -> usize {
+        // Every kind `kind()` returns has a body length.
+        LEN_PREFIX + 2 + body_len(self.kind()).unwrap_or(0)
+    }
+
+    /// Appends the frame to `buf`, or leaves it untouched if it has no room.
+    pub fn encode(&self, buf: &mut impl BufMut) -> Result<usize, EncodeError> {
+        let required = self.encoded_len();
+        if buf.remaining_mut() < required {
+            return Err(EncodeError::BufferTooSmall { required });
+        }
+        // At most a few dozen bytes.
+        buf.put_u32((required - LEN_PREFIX) as u32);
+        buf.put_u8(self.kind());
+        buf.put_u8(self.lease.code());
+        match self.msg {
+            LeaseMsg::Prepare { ballot }
+            | LeaseMsg::Accept { ballot }
+            | LeaseMsg::Accepted { ballot }
+            | LeaseMsg::Release { ballot } => put_ballot(buf, ballot),
+            LeaseMsg::Promise { ballot, lease } => {
+                put_ballot(buf, ballot);
+                buf.put_u8(u8::from(lease.is_some()));
+                put_ballot(buf, lease.unwrap_or(Ballot::ZERO));
+            }
+            LeaseMsg::Rejected { refused, promised } => {
+                put_ballot(buf, refused);
+                put_ballot(buf, promised);
+            }
+            LeaseMsg::LearnChosen { ballot, remaining_ms } => {
+                put_ballot(buf, ballot);
+                buf.put_u32(remaining_ms);
+            }
+        }
+        Ok(required)
+    }
+
+    /// Decodes the first frame of `bytes`: a message and the bytes it used,
+    /// `None` if more bytes are needed, or an error if they can never be one.
+    pub fn decode(bytes: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
+        let mut buf = bytes;
+        if buf.remaining() < LEN_PREFIX {
+            return Ok(None);
+        }
+        let len = buf.get_u32();
+        if len > MAX_PEER_FRAME_LEN {
+            return Err(WireError::FrameTooLarge { len, max: MAX_PEER_FRAME_LEN });
+        }
+        if len < 2 {
+            return Err(WireError::Empty);
+        }
+        let Some(&kind) = buf.first() else {
+            return Ok(None);
+        };
+        let expected = body_len(kind).ok_or(WireError::UnknownKind(kind))?;
+        let got = len as usize - 2;
+        if got != expected {
+            return Err(WireError::BadLength { kind, expected, got });
+        }
+        if buf.remaining() < len as usize {
+            return Ok(None);
+        }
+        buf.advance(1);
+        let lease = LeaseName::from_code(buf.get_u8()).ok_or(WireError::BadValue("lease name"))?;
+        let msg = match kind {
+            PREPARE => LeaseMsg::Prepare { ballot: get_ballot(&mut buf) },
+            ACCEPT => LeaseMsg::Accept { ballot: get_ballot(&mut buf) },
+            ACCEPTED => LeaseMsg::Accepted { ballot: get_ballot(&mut buf) },
+            RELEASE => LeaseMsg::Release { ballot: get_ballot(&mut buf) },
+            PROMISE => {
+                let ballot = get_ballot(&mut buf);
+                let present = buf.get_u8();
+                let lease = get_ballot(&mut buf);
+                let lease = match present {
+                    0 => None,
+                    1 => Some(lease),
+                    _ => return Err(WireError::BadValue("promise lease flag")),
+                };
+                LeaseMsg::Promise { ballot, lease }
+            }
+            REJECTED => LeaseMsg::Rejected { refused: get_ballot(&mut buf), promised: get_ballot(&mut buf) },
+            LEARN_CHOSEN => {
+                LeaseMsg::LearnChosen { ballot: get_ballot(&mut buf), remaining_ms: buf.get_u32() }
+            }
+            // `body_len` knows no other kind.
+            other => return Err(WireError::UnknownKind(other)),
+        };
+        Ok(Some((Message { lease, msg }, LEN_PREFIX + len as usize)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Message> {
+        let b = Ballot::new(7, 3, NodeId(2));
+        let c = Ballot::new(u64::MAX, 1, NodeId(u16::MAX));
+        [
+            LeaseMsg::Prepare { ballot: b },
+            LeaseMsg::Promise { ballot: b, lease: None },
+            LeaseMsg::Promise { ballot: b, lease: Some(c) },
+            LeaseMsg::Rejected { refused: b, promised: c },
+            LeaseMsg::Accept { ballot: b },
+            LeaseMsg::Accepted { ballot: c },
+            LeaseMsg::LearnChosen { ballot: b, remaining_ms: 2_999 },
+            LeaseMsg::Release { ballot: b },
+        ]
+        .into_iter()
+        .flat_map(|msg| LeaseName::ALL.map(|lease| Message { lease, msg }))
+        .collect()
+    }
+
+    #[test]
+    fn messages_round_trip_and_prefixes_ask_for_more() {
+        for m in samples() {
+            let mut buf = Vec::new();
+            let n = m.encode(&mut buf).unwrap();
+            assert_eq!(Message::decode(&buf), Ok(Some((m, n))));
+            for cut in 0..n {
+                assert_eq!(Message::decode(&buf[..cut]), Ok(None));
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(matches!(Message::decode(&[0xff; 8]), Err(WireError::FrameTooLarge { .. })));
+        assert_eq!(Message::decode(&[0, 0, 0, 1, PREPARE]), Err(WireError::Empty));
+        assert_eq!(Message::decode(&[0, 0, 0, 2, 0x99, 0]), Err(WireError::UnknownKind(0x99)));
+        let mut buf = Vec::new();
+        Message { lease: LeaseName::Leader, msg: LeaseMsg::Prepare { ballot: Ballot::ZERO } }
+            .encode(&mut buf)
+            .unwrap();
+        buf[5] = 9;
+        assert_eq!(Message::decode(&buf), Err(WireError::BadValue("lease name")));
+        let mut x: u32 = 12345;
+        for _ in 0..20_000 {
+            let mut bytes = [0u8; 48];
+            for b in &mut bytes {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                *b = (x >> 16) as u8;
+            }
+            bytes[..3].fill(0);
+            bytes[3] %= 48;
+            let _ = Message::decode(&bytes[..(x as usize % 48)]);
+        }
+    }
+
+    #[test]
+    fn small_buffers_are_untouched() {
+        let mut storage = [1u8; 10];
+        let mut buf = &mut storage[..];
+        let m = Message { lease: LeaseName::Leader, msg: LeaseMsg::Accept { ballot: Ballot::ZERO } };
+        assert_eq!(m.encode(&mut buf), Err(EncodeError::BufferTooSmall { required: 24 }));
+        assert_eq!(storage, [1u8; 10]);
+    }
+}

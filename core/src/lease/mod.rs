@@ -1,0 +1,99 @@
+//! PaxosLease, corrected: diskless leases by Paxos, after *PaxosLease
+//! Revisited* (Trencséni, 2026). The 2012 pseudocode has two-owner bugs that
+//! the revision's TLA+ model found; each rule below cites the revision's name
+//! where it is enforced.
+//!
+//! * [`proposer`]: P1–P6, run by every node that campaigns.
+//! * [`acceptor`]: A1–A4, memory only, one per node and lease name.
+//! * [`learner`]: L1, the leader hint followers redirect clients with.
+//! * [`timing`]: `D_P`, `D_A`, `Q` and the margin, checked by T2/T3.
+//! * [`message`]: the messages and their wire encoding.
+//!
+//! # Safety argument
+//!
+//! *At most one node serves at any instant of real time*, under three
+//! assumptions:
+//! 1. **Bounded clock rates**: every node's monotonic clock runs at a rate in
+//!    `[1 − ρ, 1 + ρ]` of real time, with `ρ` the configured drift bound.
+//!    Clocks need not agree on the time, only on its passage.
+//! 2. **A clock that counts across suspend** (`CLOCK_BOOTTIME`): a paused VM or
+//!    a suspended laptop otherwise wakes up believing less time has passed.
+//! 3. **A fixed acceptor set**: every two majorities intersect.
+//!
+//! An owner acts until `d − m`, with `d = t_prepare + D_P` on its own clock
+//! (P1, T1): in real time that is at most `(D_P + m)/r_min`... after the
+//! Prepare went out; each acceptor of its accept quorum received the Accept
+//! after that and keeps the lease for `D_A` on its clock, at least
+//! `D_A / r_max` of real time, which T2 makes longer. While a majority keeps
+//! the lease live, every Prepare of another ballot is answered with that
+//! lease, which blocks (P2), so no other proposer gathers an open quorum. An
+//! acceptor that restarts forgot its lease and promises; it is silent for `Q`
+//! (A4, T3), by which time every attempt that could have counted on it has
+//! passed its deadline. Quorums are sets of distinct ids, so redelivery cannot
+//! fake one; a Release clears only the exact lease it names (A3); a proposer
+//! counts its own reported lease as open only for the exact renewal it
+//! started (P2), so a stale Accept of an abandoned attempt can never make it
+//! an owner beside the real one.
+//!
+//! **Beyond the assumptions** (a clock faster than the bound, a suspend the
+//! clock did not count, an acceptor set changed without care) two nodes can
+//! believe they hold the lease at once. The timestamps still never repeat or
+//! go back: every leadership fences the quorum-replicated window store with
+//! its acquisition ballot before serving (load raises the fence on a quorum)
+//! and serves only below a window it saved on a quorum with that fence. Once
+//! a newer leadership has loaded on a quorum, no older one can save on a
+//! quorum again (two majorities intersect), and the newer one starts above
+//! every window an older one ever saved. The old leader may keep serving from
+//! the window it already saved until it learns of the fence or its lease
+//! runs out; those timestamps are below the saved window, which the newer
+//! leader starts above, so none is ever repeated, but a client could see the
+//! old leader's smaller timestamps after the new leader's larger ones: real
+//! time order, not uniqueness, is what the lease assumptions protect.
+
+pub mod acceptor;
+pub mod learner;
+pub mod message;
+pub mod proposer;
+pub mod timing;
+
+pub use acceptor::Acceptor;
+pub use learner::Learner;
+pub use message::{LeaseMsg, Message};
+pub use proposer::{LeaseChange, Proposer};
+pub use timing::{LeaseConfig, LeaseConfigError, LeaseTiming};
+
+/// Known-broken protocol variants (DESIGN.md), which the simulator and the
+/// model checker must catch. Constructible only with the `broken-variants`
+/// feature; a default `Bugs` is the correct protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Bugs {
+    pub(crate) late_timer: bool,
+    pub(crate) scalar_quorum: bool,
+    pub(crate) stale_owner_open: bool,
+    pub(crate) owner_only_release: bool,
+    pub(crate) unchecked_timing: bool,
+}
+
+#[cfg(feature = "broken-variants")]
+impl Bugs {
+    /// The correct protocol.
+    pub const NONE: Bugs = Bugs {
+        late_timer: false,
+        scalar_quorum: false,
+        stale_owner_open: false,
+        owner_only_release: false,
+        unchecked_timing: false,
+    };
+    /// The proposer's deadline starts when the promise quorum arrives, not
+    /// when Prepare is sent ("LateTimer").
+    pub const LATE_TIMER: Bugs = Bugs { late_timer: true, ..Bugs::NONE };
+    /// Quorums counted with plain counters, so a redelivered reply counts twice.
+    pub const SCALAR_QUORUM: Bugs = Bugs { scalar_quorum: true, ..Bugs::NONE };
+    /// "My own lease counts as open", whatever its ballot ("StaleOwnerOpen").
+    pub const STALE_OWNER_OPEN: Bugs = Bugs { stale_owner_open: true, ..Bugs::NONE };
+    /// A Release clears any lease of its owner, ignoring the ballot ("OwnerOnlyRelease").
+    pub const OWNER_ONLY_RELEASE: Bugs = Bugs { owner_only_release: true, ..Bugs::NONE };
+    /// T2/T3 not enforced: explicit `D_A` and `Q` run as given (for the
+    /// quarantine one tick below `D_P`).
+    pub const UNCHECKED_TIMING: Bugs = Bugs { unchecked_timing: true, ..Bugs::NONE };
+}
