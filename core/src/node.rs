@@ -270,7 +270,9 @@ impl Node {
             lease_deadline: None,
             fence: None,
             round: None,
-            next_request_id: 1,
+            // Ids carry the restart counter, so a reply to a request of an
+            // earlier incarnation can never match a round of this one.
+            next_request_id: (restart << 32) | 1,
             next_update: Instant::NEVER,
             now,
             // Per input: a few broadcasts and one store round fan out to every
