@@ -523,7 +523,8 @@ mod tests {
         let request = [0, 0, 0, 0x0d, 0x10, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0x0a];
         assert_eq!(Frame::decode(&request), Ok(Some((Frame::GetTs { id: 7, count: 10 }, 17))));
         let answer = [
-            0, 0, 0, 0x15, 0x11, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0x0a, 0x06, 0x2f, 0x3f, 0x95, 0xa0, 0, 0, 0x0a,
+            0, 0, 0, 0x15, 0x11, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0x0a, 0x06, 0x2f, 0x3f, 0x95, 0xa0, 0, 0,
+            0x0a,
         ];
         let last = Timestamp::new(1_700_000_000_000, 10).unwrap();
         assert_eq!(Frame::decode(&answer), Ok(Some((Frame::Ts { id: 7, count: 10, last }, 25))));

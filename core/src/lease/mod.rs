@@ -20,20 +20,22 @@
 //!    a suspended laptop otherwise wakes up believing less time has passed.
 //! 3. **A fixed acceptor set**: every two majorities intersect.
 //!
-//! An owner acts until `d − m`, with `d = t_prepare + D_P` on its own clock
-//! (P1, T1): in real time that is at most `(D_P + m)/r_min`... after the
-//! Prepare went out; each acceptor of its accept quorum received the Accept
-//! after that and keeps the lease for `D_A` on its clock, at least
-//! `D_A / r_max` of real time, which T2 makes longer. While a majority keeps
-//! the lease live, every Prepare of another ballot is answered with that
-//! lease, which blocks (P2), so no other proposer gathers an open quorum. An
-//! acceptor that restarts forgot its lease and promises; it is silent for `Q`
-//! (A4, T3), by which time every attempt that could have counted on it has
-//! passed its deadline. Quorums are sets of distinct ids, so redelivery cannot
-//! fake one; a Release clears only the exact lease it names (A3); a proposer
-//! counts its own reported lease as open only for the exact renewal it
-//! started (P2), so a stale Accept of an abandoned attempt can never make it
-//! an owner beside the real one.
+//! An owner acts only while `now + m < d`, with `d = t_prepare + D_P` on
+//! its own clock (P1, T1), so everything it does ends within
+//! `(D_P + m)/r_min` of real time after its Prepare went out. Each acceptor of
+//! its accept quorum received the Accept after that Prepare and keeps the
+//! lease for `D_A` on its own clock, at least `D_A/r_max` of real time. T2,
+//! `(D_P + m)·r_max ≤ D_A·r_min`, is exactly `(D_P + m)/r_min ≤ D_A/r_max`:
+//! the acceptors' view outlasts the owner's. While a majority keeps the
+//! lease live, every Prepare of another ballot is answered with that lease,
+//! which blocks (P2), so no other proposer gathers an open quorum. An acceptor
+//! that restarted forgot its lease and promises; it is silent for `Q` (A4,
+//! T3: `Q/r_max ≥ (D_P + m)/r_min`), by which time every attempt that could
+//! have counted on it has passed its deadline. Quorums are sets of distinct
+//! ids, so redelivery cannot fake one; a Release clears only the exact lease
+//! it names (A3); a proposer counts its own reported lease as open only for
+//! the exact renewal it started (P2), so a stale Accept of an abandoned
+//! attempt can never make it an owner beside the real one.
 //!
 //! **Beyond the assumptions** (a clock faster than the bound, a suspend the
 //! clock did not count, an acceptor set changed without care) two nodes can
