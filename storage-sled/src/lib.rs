@@ -1,1 +1,485 @@
-//! placeholder until the store lands
+//! leasetso-sled: the durable window store of leasetso, on sled 0.34.7.
+//!
+//! [`SledStore`] implements the store contract of `leasetso_core::store`
+//! (rules S1 fence, S2 primary, S3 growth) with the same replies as the
+//! reference `MemStore`. Every mutating operation is one sled transaction,
+//! flushed before it returns, so a reply of success means the change is on disk.
+//!
+//! Durability caveat: sled flushes with `sync_file_range`, which survives a
+//! process crash but not necessarily a power loss (or a kernel crash) on every
+//! filesystem. A deployment that must survive losing power on a quorum of
+//! nodes at once needs more than this store.
+#![warn(missing_docs, unreachable_pub)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use leasetso_core::{Ballot, LeaseName, NodeId, StoreOk, StoreOp, StoreReject, StoreReply};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+/// The key of the cluster id the data dir was created for (u64).
+const CLUSTER_ID: &str = "cluster_id";
+/// The key of the saved window end in milliseconds (u64).
+const WINDOW: &str = "window_end_ms";
+/// The key of the registered dedicated primary (u16); absent when none is.
+const PRIMARY: &str = "primary";
+/// The key of the node's restart counter (u64).
+const RESTART: &str = "restart";
+/// The fence key of the `leader` lease (ballot, 18 bytes).
+const FENCE_LEADER: &str = "fence/leader";
+/// The fence key of the `primary` lease (ballot, 18 bytes).
+const FENCE_PRIMARY: &str = "fence/primary";
+
+/// The length of an encoded ballot: counter u64, restart u64, node u16.
+const BALLOT_LEN: usize = 18;
+
+/// Why a store operation was refused or failed.
+///
+/// The first three are the contract's rejections: nothing was changed. The
+/// others are failures of this replica; the caller must assume nothing about
+/// its state.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// S1: a newer leadership has fenced this lease.
+    #[error("fenced by newer ballot {by}")]
+    Fenced {
+        /// The stored fence.
+        by: Ballot,
+    },
+    /// S2: a dedicated primary is registered.
+    #[error("primary {id} is registered")]
+    PrimaryExists {
+        /// The registered primary.
+        id: NodeId,
+    },
+    /// S3: the stored window is already at least the one offered.
+    #[error("stored window {stored} ms is not below the one offered")]
+    NotGreater {
+        /// The stored window end, in milliseconds.
+        stored: u64,
+    },
+    /// The data dir belongs to another cluster: serving it would mix the
+    /// windows and fences of two clusters.
+    #[error("data dir belongs to cluster {stored}, not {expected}")]
+    ClusterMismatch {
+        /// The cluster id recorded in the data dir.
+        stored: u64,
+        /// The cluster id this node was configured with.
+        expected: u64,
+    },
+    /// sled failed (I/O error, or corruption sled itself detected).
+    #[error("sled: {0}")]
+    Io(#[from] sled::Error),
+    /// A stored value does not decode: the data dir was damaged or written by
+    /// something else.
+    #[error("corrupt value under key {key:?}: {detail}")]
+    Corrupt {
+        /// The key whose value is bad.
+        key: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+impl StoreError {
+    /// The contract's answer for this error, as the core expects it: the
+    /// rejections keep their meaning, every failure becomes
+    /// [`StoreReject::Failed`] (state unknown to the caller).
+    pub fn to_reject(&self) -> StoreReject {
+        match *self {
+            StoreError::Fenced { by } => StoreReject::Fenced { by },
+            StoreError::PrimaryExists { id } => StoreReject::PrimaryExists { id },
+            StoreError::NotGreater { stored } => StoreReject::NotGreater { stored },
+            StoreError::ClusterMismatch { .. } | StoreError::Io(_) | StoreError::Corrupt { .. } => {
+                StoreReject::Failed
+            }
+        }
+    }
+}
+
+/// What a transaction closure returns: aborts carry a [`StoreError`].
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+/// One node's durable store replica: the saved window, a fence per lease
+/// name, the registered primary and the node's restart counter.
+///
+/// Cloning is cheap and clones share the same database (sled's `Db` is
+/// reference-counted); sled serializes their transactions.
+#[derive(Clone, Debug)]
+pub struct SledStore {
+    db: sled::Db,
+}
+
+impl SledStore {
+    /// Opens or creates the store in `dir`, for the cluster `cluster_id`.
+    ///
+    /// The first open records `cluster_id`; a later open with another id
+    /// fails with [`StoreError::ClusterMismatch`], so a data dir never serves
+    /// the wrong cluster. Every stored value is decoded once here, so a
+    /// damaged dir fails at startup ([`StoreError::Corrupt`] or sled's own
+    /// error) rather than at the first save.
+    ///
+    /// sled recovers a damaged log by dropping what it cannot read, silently:
+    /// a garbled `db` file opens as an empty database. An empty replica would
+    /// answer loads with window 0 and fence zero, undoing the quorum's
+    /// guarantees, so a dir whose sled files predate this open but hold no
+    /// cluster id is refused as [`StoreError::Corrupt`]. The price: if the very
+    /// first start dies before the id is flushed, the operator must remove the
+    /// dir.
+    pub fn open(dir: impl AsRef<Path>, cluster_id: u64) -> Result<Self, StoreError> {
+        let dir = dir.as_ref();
+        // sled keeps its log in `db`: if it exists, this is not a new store.
+        let existed = dir.join("db").try_exists().map_err(|e| StoreError::Io(sled::Error::Io(e)))?;
+        let db = open_db(dir)?;
+        let store = SledStore { db };
+        store.transact(|t| {
+            match read_u64(t, CLUSTER_ID)? {
+                Some(stored) if stored != cluster_id => {
+                    return Err(abort(StoreError::ClusterMismatch { stored, expected: cluster_id }));
+                }
+                Some(_) => {}
+                None if existed => {
+                    return Err(abort(StoreError::Corrupt {
+                        key: CLUSTER_ID,
+                        detail: "missing from an existing store: its data was lost, or its first \
+                                 start was interrupted; remove the data dir to start afresh"
+                            .into(),
+                    }));
+                }
+                None => {
+                    t.insert(CLUSTER_ID, &cluster_id.to_be_bytes()[..])?;
+                    t.flush();
+                }
+            }
+            read_u64(t, WINDOW)?;
+            read_u64(t, RESTART)?;
+            read_primary(t)?;
+            for lease in LeaseName::ALL {
+                read_fence(t, lease)?;
+            }
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// Raises the fence of `lease` to `fence` (S1) and returns the saved window
+    /// end in milliseconds (0 if never saved).
+    ///
+    /// The raised fence is flushed before this returns: a new leader counts
+    /// on it to stop an older one from saving after a crash of this node.
+    pub fn load(&self, lease: LeaseName, fence: Ballot) -> Result<u64, StoreError> {
+        self.transact(|t| {
+            check_fence(t, lease, fence)?;
+            let window = read_u64(t, WINDOW)?.unwrap_or(0);
+            t.insert(fence_key(lease), &encode_ballot(fence)[..])?;
+            t.flush();
+            Ok(window)
+        })
+    }
+
+    /// Saves a new window end, checking S1, then S2 (if `check_primary`), then
+    /// S3, in the reference store's order so replies match it; on success
+    /// writes the window and raises the fence of `lease`, durably.
+    pub fn save(
+        &self,
+        lease: LeaseName,
+        window_end_ms: u64,
+        fence: Ballot,
+        check_primary: bool,
+    ) -> Result<(), StoreError> {
+        self.transact(|t| {
+            check_fence(t, lease, fence)?;
+            if check_primary {
+                if let Some(id) = read_primary(t)? {
+                    return Err(abort(StoreError::PrimaryExists { id }));
+                }
+            }
+            let stored = read_u64(t, WINDOW)?.unwrap_or(0);
+            if window_end_ms <= stored {
+                return Err(abort(StoreError::NotGreater { stored }));
+            }
+            t.insert(fence_key(lease), &encode_ballot(fence)[..])?;
+            t.insert(WINDOW, &window_end_ms.to_be_bytes()[..])?;
+            t.flush();
+            Ok(())
+        })
+    }
+
+    /// Registers `id` as the dedicated primary, fenced by its ballot of the
+    /// `primary` lease (S1), so a stale primary cannot register over a newer one.
+    pub fn register_primary(&self, id: NodeId, fence: Ballot) -> Result<(), StoreError> {
+        self.transact(|t| {
+            check_fence(t, LeaseName::Primary, fence)?;
+            t.insert(FENCE_PRIMARY, &encode_ballot(fence)[..])?;
+            t.insert(PRIMARY, &id.0.to_be_bytes()[..])?;
+            t.flush();
+            Ok(())
+        })
+    }
+
+    /// Clears the registration of `id`, fenced by its ballot of the `primary`
+    /// lease (S1). The fence rises even if another node is registered, and
+    /// that node's registration is kept: only a primary clears its own.
+    pub fn clear_primary(&self, id: NodeId, fence: Ballot) -> Result<(), StoreError> {
+        self.transact(|t| {
+            check_fence(t, LeaseName::Primary, fence)?;
+            t.insert(FENCE_PRIMARY, &encode_ballot(fence)[..])?;
+            if read_primary(t)? == Some(id) {
+                t.remove(PRIMARY)?;
+            }
+            t.flush();
+            Ok(())
+        })
+    }
+
+    /// Increments the node's restart counter, flushes it and returns the new
+    /// value (1 on the first start). Ballots carry it so that a ballot is
+    /// never reused after a crash, which is why it must be durable before
+    /// the node campaigns.
+    pub fn bump_restart(&self) -> Result<u64, StoreError> {
+        self.transact(|t| {
+            let restart = read_u64(t, RESTART)?.unwrap_or(0);
+            let next = restart.checked_add(1).ok_or_else(|| {
+                abort(StoreError::Corrupt { key: RESTART, detail: "restart counter at u64::MAX".into() })
+            })?;
+            t.insert(RESTART, &next.to_be_bytes()[..])?;
+            t.flush();
+            Ok(next)
+        })
+    }
+
+    /// Performs one contract operation, answering as the core expects (see
+    /// [`StoreError::to_reject`]).
+    pub fn execute(&self, op: StoreOp) -> StoreReply {
+        let result = match op {
+            StoreOp::Load { lease, fence } => {
+                self.load(lease, fence).map(|window_end_ms| StoreOk::Loaded { window_end_ms })
+            }
+            StoreOp::Save { lease, window_end_ms, fence, check_primary } => {
+                self.save(lease, window_end_ms, fence, check_primary).map(|()| StoreOk::Saved)
+            }
+            StoreOp::RegisterPrimary { id, fence } => {
+                self.register_primary(id, fence).map(|()| StoreOk::PrimaryUpdated)
+            }
+            StoreOp::ClearPrimary { id, fence } => {
+                self.clear_primary(id, fence).map(|()| StoreOk::PrimaryUpdated)
+            }
+        };
+        result.map_err(|e| e.to_reject())
+    }
+
+    /// The saved window end in milliseconds (0 if never saved).
+    pub fn window_end_ms(&self) -> Result<u64, StoreError> {
+        Ok(decode_u64(WINDOW, self.db.get(WINDOW)?.as_deref())?.unwrap_or(0))
+    }
+
+    /// The stored fence of `lease` ([`Ballot::ZERO`] if never raised).
+    pub fn fence(&self, lease: LeaseName) -> Result<Ballot, StoreError> {
+        let key = fence_key(lease);
+        decode_ballot(key, self.db.get(key)?.as_deref())
+    }
+
+    /// The registered dedicated primary, if any.
+    pub fn primary(&self) -> Result<Option<NodeId>, StoreError> {
+        decode_primary(self.db.get(PRIMARY)?.as_deref())
+    }
+
+    /// Runs `f` as one transaction on the store's tree and unwraps sled's
+    /// error layers into a [`StoreError`].
+    ///
+    /// `f` may run more than once (sled retries on conflicts), so it only
+    /// reads and writes through the transactional tree it is given.
+    fn transact<A>(&self, f: impl Fn(&TransactionalTree) -> TxResult<A>) -> Result<A, StoreError> {
+        self.db.transaction(f).map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::Io(e),
+        })
+    }
+}
+
+/// How long [`SledStore::open`] waits for the file lock of a store dropped
+/// just before in this process.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// Opens sled on `dir`, waiting up to [`LOCK_WAIT`] for its file lock.
+///
+/// sled 0.34 releases the lock only when its background threads let go of
+/// the database, some time after the last handle is dropped, so an
+/// immediate reopen in the same process can fail spuriously. The wait is
+/// bounded so that a dir really held by another live store still fails:
+/// that lock is what keeps two nodes from sharing one replica.
+///
+/// The periodic flusher is off: every commit flushes itself before it
+/// returns, and the store writes nothing outside transactions.
+fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Err(e) if is_lock_contention(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether `e` is sled's failure to take the dir's file lock. sled 0.34.7
+/// reports it only as an `Other` I/O error with this message.
+fn is_lock_contention(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
+/// Wraps a typed reason to abort a transaction.
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+/// The key of the fence of `lease`.
+const fn fence_key(lease: LeaseName) -> &'static str {
+    match lease {
+        LeaseName::Leader => FENCE_LEADER,
+        LeaseName::Primary => FENCE_PRIMARY,
+    }
+}
+
+/// S1: aborts with `Fenced` if the stored fence of `lease` is above `fence`.
+fn check_fence(t: &TransactionalTree, lease: LeaseName, fence: Ballot) -> TxResult<()> {
+    let by = read_fence(t, lease)?;
+    if by > fence { Err(abort(StoreError::Fenced { by })) } else { Ok(()) }
+}
+
+/// Reads and decodes a u64 inside a transaction.
+fn read_u64(t: &TransactionalTree, key: &'static str) -> TxResult<Option<u64>> {
+    decode_u64(key, t.get(key)?.as_deref()).map_err(abort)
+}
+
+/// Reads and decodes the fence of `lease` inside a transaction.
+fn read_fence(t: &TransactionalTree, lease: LeaseName) -> TxResult<Ballot> {
+    let key = fence_key(lease);
+    decode_ballot(key, t.get(key)?.as_deref()).map_err(abort)
+}
+
+/// Reads and decodes the registered primary inside a transaction.
+fn read_primary(t: &TransactionalTree) -> TxResult<Option<NodeId>> {
+    decode_primary(t.get(PRIMARY)?.as_deref()).map_err(abort)
+}
+
+/// The error for a value of the wrong length.
+fn bad_len(key: &'static str, len: usize, expected: usize) -> StoreError {
+    StoreError::Corrupt { key, detail: format!("{len} bytes, expected {expected}") }
+}
+
+/// Decodes a big-endian u64; `None` when the key is absent.
+fn decode_u64(key: &'static str, bytes: Option<&[u8]>) -> Result<Option<u64>, StoreError> {
+    bytes
+        .map(|b| <[u8; 8]>::try_from(b).map(u64::from_be_bytes).map_err(|_| bad_len(key, b.len(), 8)))
+        .transpose()
+}
+
+/// Decodes the registered primary, a big-endian u16; `None` when absent.
+fn decode_primary(bytes: Option<&[u8]>) -> Result<Option<NodeId>, StoreError> {
+    bytes
+        .map(|b| {
+            <[u8; 2]>::try_from(b)
+                .map(|a| NodeId(u16::from_be_bytes(a)))
+                .map_err(|_| bad_len(PRIMARY, b.len(), 2))
+        })
+        .transpose()
+}
+
+/// Encodes a ballot as counter, restart, node, all big-endian, so the byte
+/// order is also the ballot order.
+fn encode_ballot(b: Ballot) -> [u8; BALLOT_LEN] {
+    let mut out = [0; BALLOT_LEN];
+    out[0..8].copy_from_slice(&b.counter.to_be_bytes());
+    out[8..16].copy_from_slice(&b.restart.to_be_bytes());
+    out[16..18].copy_from_slice(&b.node.0.to_be_bytes());
+    out
+}
+
+/// Decodes a ballot; [`Ballot::ZERO`] when absent, as in the reference store.
+fn decode_ballot(key: &'static str, bytes: Option<&[u8]>) -> Result<Ballot, StoreError> {
+    let Some(b) = bytes else { return Ok(Ballot::ZERO) };
+    let a = <[u8; BALLOT_LEN]>::try_from(b).map_err(|_| bad_len(key, b.len(), BALLOT_LEN))?;
+    let (mut counter, mut restart, mut node) = ([0; 8], [0; 8], [0; 2]);
+    counter.copy_from_slice(&a[0..8]);
+    restart.copy_from_slice(&a[8..16]);
+    node.copy_from_slice(&a[16..18]);
+    Ok(Ballot::new(
+        u64::from_be_bytes(counter),
+        u64::from_be_bytes(restart),
+        NodeId(u16::from_be_bytes(node)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(counter: u64) -> Ballot {
+        Ballot::new(counter, 1, NodeId(0))
+    }
+
+    #[test]
+    fn ballot_encoding_round_trips_and_orders_like_ballots() {
+        let ballots = [
+            Ballot::ZERO,
+            Ballot::new(1, 9, NodeId(9)),
+            Ballot::new(2, 0, NodeId(0)),
+            Ballot::new(2, 0, NodeId(5)),
+            Ballot::new(2, 1, NodeId(0)),
+            Ballot::new(u64::MAX, u64::MAX, NodeId(u16::MAX)),
+        ];
+        for x in ballots {
+            assert_eq!(decode_ballot(FENCE_LEADER, Some(&encode_ballot(x))).unwrap(), x);
+            for y in ballots {
+                assert_eq!(encode_ballot(x).cmp(&encode_ballot(y)), x.cmp(&y), "{x} vs {y}");
+            }
+        }
+    }
+
+    /// Corruption that appears while the store is open (a value written
+    /// behind its back) fails every operation that reads it, without a panic
+    /// and without a write.
+    #[test]
+    fn corrupt_value_while_open_fails_the_operations_that_read_it() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let s = SledStore::open(dir.path(), 7).unwrap();
+        s.save(LeaseName::Leader, 10, b(1), true).unwrap();
+
+        s.db.insert(FENCE_LEADER, &[1, 2, 3][..]).unwrap();
+        fn corrupt<T>(r: Result<T, StoreError>) -> bool {
+            matches!(r, Err(StoreError::Corrupt { key: FENCE_LEADER, .. }))
+        }
+        assert!(corrupt(s.load(LeaseName::Leader, b(2))));
+        assert!(corrupt(s.save(LeaseName::Leader, 20, b(2), false)));
+        assert!(corrupt(s.fence(LeaseName::Leader)));
+        assert_eq!(
+            s.execute(StoreOp::Load { lease: LeaseName::Leader, fence: b(2) }),
+            Err(StoreReject::Failed)
+        );
+        // The other lease's fence is a separate key and still works.
+        assert_eq!(s.load(LeaseName::Primary, b(2)).unwrap(), 10);
+
+        s.db.insert(WINDOW, &[0; 9][..]).unwrap();
+        assert!(matches!(s.load(LeaseName::Primary, b(3)), Err(StoreError::Corrupt { key: WINDOW, .. })));
+        assert!(matches!(s.window_end_ms(), Err(StoreError::Corrupt { key: WINDOW, .. })));
+        assert_eq!(s.fence(LeaseName::Primary).unwrap(), b(2), "a failed load raises nothing");
+
+        s.db.insert(PRIMARY, &[0][..]).unwrap();
+        assert!(matches!(s.clear_primary(NodeId(0), b(3)), Err(StoreError::Corrupt { key: PRIMARY, .. })));
+        assert!(matches!(s.primary(), Err(StoreError::Corrupt { key: PRIMARY, .. })));
+        assert_eq!(s.fence(LeaseName::Primary).unwrap(), b(2), "a failed clear raises nothing");
+
+        s.db.insert(RESTART, &[][..]).unwrap();
+        assert!(matches!(s.bump_restart(), Err(StoreError::Corrupt { key: RESTART, .. })));
+    }
+
+    #[test]
+    fn restart_counter_overflow_is_an_error_not_a_wrap() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let s = SledStore::open(dir.path(), 7).unwrap();
+        s.db.insert(RESTART, &u64::MAX.to_be_bytes()[..]).unwrap();
+        assert!(matches!(s.bump_restart(), Err(StoreError::Corrupt { key: RESTART, .. })));
+    }
+}
