@@ -1,0 +1,145 @@
+//! Restarts on the same data directory, clean (SIGTERM) and crashed
+//! (SIGKILL, under load): the first timestamp after a restart is above every
+//! timestamp handed out before it, because the oracle resumes above the
+//! window it saved.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use leasetso_core::{Role, Timestamp};
+use leasetso_tests::{RawConn, ServerProcess, data_dir, wall_ms};
+
+/// Takes `n` timestamps with varied counts; returns the highest.
+fn take(server: &ServerProcess, n: u32) -> Timestamp {
+    let mut conn = RawConn::open(server.addr());
+    let mut prev = Timestamp::ZERO;
+    for i in 0..n {
+        let count = [1, 3, 100, 1, 4096][i as usize % 5];
+        let last = conn.get_ts_retry(count, Instant::now() + Duration::from_secs(5)).unwrap();
+        assert!(
+            last.logical >= count && last.to_u64() - u64::from(count) >= prev.to_u64(),
+            "{prev:?} then {last:?}"
+        );
+        prev = last;
+    }
+    prev
+}
+
+/// The saved window end the server reports; it must be leading.
+fn window_end(server: &ServerProcess) -> u64 {
+    let (role, window_end_ms, current) = RawConn::open(server.addr()).status().unwrap();
+    assert_eq!(role, Role::Leader, "status of a serving node");
+    assert!(window_end_ms > current.physical_ms, "window end {window_end_ms} not above {current:?}");
+    window_end_ms
+}
+
+/// After a restart: the first timestamp is above `highest` and beyond the
+/// window seen before (`next = max(wall, saved + 1 ms)`).
+fn check_resumed(server: &ServerProcess, highest: Timestamp, window_before: u64, how: &str) -> Timestamp {
+    let first = server.wait_serving();
+    assert!(
+        first > highest,
+        "after {how}, the first timestamp {first:?} is not above {highest:?} handed out before:\n{}",
+        server.log()
+    );
+    assert!(
+        first.physical_ms > window_before,
+        "after {how}, the first timestamp {first:?} is not beyond the saved window end {window_before} seen before"
+    );
+    first
+}
+
+#[test]
+fn clean_restart_resumes_above_the_saved_window() {
+    let dir = data_dir();
+    let server = ServerProcess::start_serving(dir.path());
+    let highest = take(&server, 300);
+    let window = window_end(&server);
+    let physical_now = wall_ms();
+    assert!(
+        highest.physical_ms.abs_diff(physical_now) < 5_000,
+        "physical {highest:?} is far from the wall clock {physical_now}"
+    );
+    server.stop();
+
+    let server = ServerProcess::start(dir.path());
+    let first = check_resumed(&server, highest, window, "SIGTERM");
+    let again = take(&server, 50);
+    assert!(again > first);
+    let window2 = window_end(&server);
+    assert!(window2 > window, "the window went from {window} back to {window2}");
+    server.stop();
+
+    // A second clean restart, right away, with nothing handed out in between
+    // but the probe: still above everything.
+    let server = ServerProcess::start(dir.path());
+    check_resumed(&server, again, window2, "a second SIGTERM");
+    server.stop();
+}
+
+#[test]
+fn crash_under_load_resumes_above_every_timestamp() {
+    let dir = data_dir();
+    let mut highest = Timestamp::ZERO;
+    let mut window = 0;
+    for round in 0..3 {
+        let server = ServerProcess::start(dir.path());
+        let first = server.wait_serving();
+        if round > 0 {
+            assert!(
+                first > highest,
+                "after crash {round}, first {first:?} is not above {highest:?}\n{}",
+                server.log()
+            );
+            assert!(
+                first.physical_ms > window,
+                "after crash {round}, first {first:?} is not beyond the saved window end {window}"
+            );
+        }
+        // Two clients hammer it; the crash hits them mid-request.
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..2u32)
+            .map(|w| {
+                let (addr, stop) = (server.addr(), stop.clone());
+                thread::spawn(move || {
+                    let mut conn = RawConn::open(addr);
+                    let mut max = Timestamp::ZERO;
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let count = 1 + (n as u32 * 7 + w) % 50;
+                        match conn.get_ts(count) {
+                            Ok(Ok(last)) => {
+                                assert!(last > max, "went backwards: {max:?} then {last:?}");
+                                max = last;
+                                n += 1;
+                            }
+                            Ok(Err(code)) => panic!("GetTs({count}) failed with {code:?} before the crash"),
+                            Err(_) => break, // the crash
+                        }
+                    }
+                    (max, n)
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(300));
+        window = window_end(&server);
+        server.crash();
+        stop.store(true, Ordering::Relaxed);
+        for worker in workers {
+            let (max, n) = worker.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            assert!(n > 10, "a worker got only {n} timestamps in 300 ms");
+            highest = highest.max(max);
+        }
+    }
+    let server = ServerProcess::start(dir.path());
+    let first = check_resumed(&server, highest, window, "the last crash");
+    // Three crashes in a row each resume at most one save interval ahead.
+    let wall = wall_ms();
+    assert!(
+        first.physical_ms < wall + 4 * 3_000 + 1_000,
+        "physical {first:?} ran far ahead of the wall clock {wall}"
+    );
+    server.stop();
+}
