@@ -1,0 +1,188 @@
+//! Errors of the server and of the client.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use leasetso_core::{ConfigError, ErrorCode, LeaderHint, WireError};
+use leasetso_sled::StoreError;
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The node configuration cannot run.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// This runtime has no peer transport yet: it runs clusters of one node.
+    #[error("clusters of {nodes} nodes are not supported by this server; it runs single-node clusters")]
+    ClusterSize {
+        /// The configured cluster size.
+        nodes: u16,
+    },
+    /// Another process (or another server in this one) has the data dir open.
+    #[error("data dir {} is locked: another leasetso process is using it", dir.display())]
+    DataDirLocked {
+        /// The data dir.
+        dir: PathBuf,
+    },
+    /// The store could not be opened or its restart counter not bumped.
+    #[error("store in {}: {source}", dir.display())]
+    Store {
+        /// The data dir.
+        dir: PathBuf,
+        /// What the store reported.
+        #[source]
+        source: StoreError,
+    },
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        #[source]
+        source: io::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start the {what} thread: {source}")]
+    Spawn {
+        /// Which thread.
+        what: &'static str,
+        /// The operating system's reason.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ServerError {
+    /// Classifies a store error from opening `dir`: a lock held elsewhere is
+    /// the common operator mistake and deserves its own message.
+    pub(crate) fn from_store(dir: PathBuf, source: StoreError) -> Self {
+        // sled reports a held lock only as a formatted I/O error, so its text
+        // is the one thing to recognise it by.
+        if let StoreError::Io(e) = &source {
+            if e.to_string().contains("could not acquire lock") {
+                return ServerError::DataDirLocked { dir };
+            }
+        }
+        ServerError::Store { dir, source }
+    }
+}
+
+/// Why a client call failed.
+///
+/// `Clone` because one failed batch fails every caller merged into it; I/O
+/// errors are shared behind an `Arc` for that reason.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server address did not resolve to any socket address.
+    #[error("cannot resolve the server address: {source}")]
+    Resolve {
+        /// Why.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// No TCP connection could be made.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The server tried last.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// The connection failed while a request was in flight.
+    #[error("i/o error with {addr}: {source}")]
+    Io {
+        /// The server.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// The server sent bytes that are not a frame.
+    #[error("protocol error from {addr}: {source}")]
+    Protocol {
+        /// The server.
+        addr: SocketAddr,
+        /// What is wrong with the bytes.
+        #[source]
+        source: WireError,
+    },
+    /// The server sent a well-formed frame that does not answer the request.
+    #[error("unexpected reply from {addr}: {what}")]
+    Unexpected {
+        /// The server.
+        addr: SocketAddr,
+        /// What was wrong with it.
+        what: &'static str,
+    },
+    /// The server refused the request.
+    #[error("server {addr} answered {code:?}{}", hint_suffix(leader))]
+    Server {
+        /// The server.
+        addr: SocketAddr,
+        /// Its error code.
+        code: ErrorCode,
+        /// Who serves, as far as the server knows (for `NotLeader`).
+        leader: LeaderHint,
+    },
+    /// The server closed the connection.
+    #[error("{addr} closed the connection")]
+    Closed {
+        /// The server.
+        addr: SocketAddr,
+    },
+    /// No reply within the request timeout (or no connection within the connect timeout).
+    #[error("no answer from {addr} within {after:?}")]
+    Timeout {
+        /// The server.
+        addr: SocketAddr,
+        /// The timeout that ran out.
+        after: Duration,
+    },
+    /// A count no request can carry.
+    #[error("count {count} is invalid: must be between 1 and {max}")]
+    InvalidCount {
+        /// The count asked for.
+        count: u32,
+        /// The largest count a request may carry.
+        max: u32,
+    },
+}
+
+fn hint_suffix(hint: &LeaderHint) -> String {
+    match (hint.node, hint.addr) {
+        (None, None) => String::new(),
+        (Some(node), None) => format!(" (leader: node {node})"),
+        (None, Some(addr)) => format!(" (leader at {addr})"),
+        (Some(node), Some(addr)) => format!(" (leader: node {node} at {addr})"),
+    }
+}
+
+impl ClientError {
+    /// The server's error code, if the server refused the request.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Whether sending the request again (possibly elsewhere) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Server { code, .. } => code.is_retryable(),
+            ClientError::Connect { .. }
+            | ClientError::Io { .. }
+            | ClientError::Closed { .. }
+            | ClientError::Timeout { .. } => true,
+            ClientError::Resolve { .. }
+            | ClientError::Protocol { .. }
+            | ClientError::Unexpected { .. }
+            | ClientError::InvalidCount { .. } => false,
+        }
+    }
+}
