@@ -236,10 +236,20 @@ impl ServerProcess {
     /// first, or says nothing within [`START_TIMEOUT`], is a failure (and is
     /// killed).
     pub fn try_start_with(data_dir: &Path, extra: &[&str]) -> Result<ServerProcess, StartFailure> {
+        Self::try_start_at("127.0.0.1:0", data_dir, extra)
+    }
+
+    /// [`try_start_with`](Self::try_start_with) listening on `listen`
+    /// (e.g. the port an earlier server of the same test was given).
+    pub fn try_start_at(
+        listen: &str,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Result<ServerProcess, StartFailure> {
         let bin = leasetso_bin();
         let mut child = Command::new(&bin)
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data"])
+            .args(["--listen", listen, "--data"])
             .arg(data_dir)
             .args(extra)
             .stdin(Stdio::null())
@@ -370,15 +380,21 @@ impl ServerProcess {
 
     /// SIGTERM, then asserts a clean exit (code 0) within [`STOP_TIMEOUT`].
     /// Returns its output.
-    pub fn stop(mut self) -> String {
-        send_signal(self.pid(), "TERM");
+    pub fn stop(self) -> String {
+        self.stop_with("TERM")
+    }
+
+    /// Sends `signal` ("TERM", "INT"), then asserts a clean exit (code 0)
+    /// within [`STOP_TIMEOUT`]. Returns its output.
+    pub fn stop_with(mut self, signal: &str) -> String {
+        send_signal(self.pid(), signal);
         let status = wait_timeout(&mut self.child, STOP_TIMEOUT);
         let Some(status) = status else {
             let _ = self.child.kill();
             let _ = self.child.wait();
             self.exited = true;
             panic!(
-                "leasetso serve did not exit within {STOP_TIMEOUT:?} of SIGTERM\n  its output:\n{}",
+                "leasetso serve did not exit within {STOP_TIMEOUT:?} of SIG{signal}\n  its output:\n{}",
                 self.log
             );
         };
@@ -387,7 +403,7 @@ impl ServerProcess {
         assert_eq!(
             status.code(),
             Some(0),
-            "leasetso serve must exit with code 0 on SIGTERM, got {status}\n  its output:\n{}",
+            "leasetso serve must exit with code 0 on SIG{signal}, got {status}\n  its output:\n{}",
             self.log
         );
         self.log.text()
