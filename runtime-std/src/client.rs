@@ -257,7 +257,9 @@ impl Client {
         let mut backoff = Backoff::new(&self.opts);
         loop {
             let err = match link.round_trip(&self.opts, |id| Frame::GetStatus { id }) {
-                Ok((_, Frame::Status { role, node, leader, window_end_ms, current, .. })) => {
+                Ok((sent, Frame::Status { id, role, node, leader, window_end_ms, current }))
+                    if id == sent =>
+                {
                     return Ok(NodeStatus { role, node, leader, window_end_ms, current });
                 }
                 Ok(_) => link.unexpected_reply(),
@@ -275,7 +277,7 @@ impl Client {
         let mut backoff = Backoff::new(&self.opts);
         loop {
             let err = match link.round_trip(&self.opts, |id| Frame::GetTs { id, count: total }) {
-                Ok((_, Frame::Ts { count, last, .. })) => {
+                Ok((sent, Frame::Ts { id, count, last })) if id == sent => {
                     // The range must be `total` timestamps inside one millisecond,
                     // never reaching logical 0.
                     if count == total && last.logical >= total {
