@@ -15,7 +15,7 @@ const READY_WAIT: Duration = Duration::from_secs(10);
 
 /// A highly available timestamp oracle.
 #[derive(Debug, Parser)]
-#[command(name = "leasetso", version, about, propagate_version = true)]
+#[command(name = "leasetso", version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
