@@ -46,11 +46,17 @@ pub struct ClientOptions {
     /// The longest pause between retries.
     pub max_backoff: Duration,
     /// The most timestamps merged into one request (PD: 10,000). A single
-    /// call for more than this is sent alone. At most [`MAX_COUNT`].
+    /// call for more than this is sent alone. At most [`MAX_COUNT`]. A server
+    /// configured with fewer timestamps per millisecond refuses a large merged
+    /// batch as `CountTooLarge`; the client then halves its cap and resends
+    /// the same callers, so only a caller whose own count is too large gets
+    /// that error.
     pub max_batch: u32,
 }
 
 impl Default for ClientOptions {
+    /// Any cluster, 3 s to connect and per reply, 10 retries with a backoff
+    /// from 10 ms doubling to 500 ms, batches of up to 10,000.
     fn default() -> Self {
         ClientOptions {
             cluster_id: 0,
