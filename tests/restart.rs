@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use leasetso_core::{Role, Timestamp};
+use leasetso_core::{ErrorCode, MAX_LOGICAL, Role, Timestamp};
 use leasetso_tests::{RawConn, ServerProcess, data_dir, wall_ms};
 
 /// Takes `n` timestamps with varied counts; returns the highest.
@@ -79,42 +79,56 @@ fn clean_restart_resumes_above_the_saved_window() {
     server.stop();
 }
 
-#[test]
-fn crash_under_load_resumes_above_every_timestamp() {
+/// One round of load on a fresh start: `workers` clients ask for
+/// `count(n, worker)` timestamps per request until the crash.
+struct Round {
+    extra: &'static [&'static str],
+    count: fn(u64, u32) -> u32,
+}
+
+/// Starts the server on `dir` once per round, loads it, SIGKILLs it after
+/// `load`, and checks that every restart resumes above everything handed out
+/// before (and beyond the window seen before the crash). Returns the first
+/// timestamp after the last crash.
+fn crash_rounds(rounds: &[Round], load: Duration) -> Timestamp {
     let dir = data_dir();
     let mut highest = Timestamp::ZERO;
     let mut window = 0;
-    for round in 0..3 {
-        let server = ServerProcess::start(dir.path());
+    for (i, round) in rounds.iter().enumerate() {
+        let server = ServerProcess::start_with(dir.path(), round.extra);
         let first = server.wait_serving();
-        if round > 0 {
+        if i > 0 {
             assert!(
                 first > highest,
-                "after crash {round}, first {first:?} is not above {highest:?}\n{}",
+                "after crash {i}, first {first:?} is not above {highest:?}\n{}",
                 server.log()
             );
             assert!(
                 first.physical_ms > window,
-                "after crash {round}, first {first:?} is not beyond the saved window end {window}"
+                "after crash {i}, first {first:?} is not beyond the saved window end {window}"
             );
         }
         // Two clients hammer it; the crash hits them mid-request.
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..2u32)
             .map(|w| {
-                let (addr, stop) = (server.addr(), stop.clone());
+                let (addr, stop, count) = (server.addr(), stop.clone(), round.count);
                 thread::spawn(move || {
                     let mut conn = RawConn::open(addr);
                     let mut max = Timestamp::ZERO;
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        let count = 1 + (n as u32 * 7 + w) % 50;
+                        let count = count(n, w);
                         match conn.get_ts(count) {
                             Ok(Ok(last)) => {
-                                assert!(last > max, "went backwards: {max:?} then {last:?}");
+                                assert!(
+                                    last.logical >= count && last.to_u64() - u64::from(count) >= max.to_u64(),
+                                    "went backwards: {max:?} then {last:?} for {count}"
+                                );
                                 max = last;
                                 n += 1;
                             }
+                            Ok(Err(ErrorCode::LogicalExhausted)) => thread::sleep(Duration::from_millis(1)),
                             Ok(Err(code)) => panic!("GetTs({count}) failed with {code:?} before the crash"),
                             Err(_) => break, // the crash
                         }
@@ -123,23 +137,53 @@ fn crash_under_load_resumes_above_every_timestamp() {
                 })
             })
             .collect();
-        thread::sleep(Duration::from_millis(300));
+        thread::sleep(load);
         window = window_end(&server);
         server.crash();
         stop.store(true, Ordering::Relaxed);
         for worker in workers {
             let (max, n) = worker.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            assert!(n > 10, "a worker got only {n} timestamps in 300 ms");
+            assert!(n > 10, "round {i}: a worker got only {n} timestamps in {load:?}");
             highest = highest.max(max);
         }
     }
     let server = ServerProcess::start(dir.path());
     let first = check_resumed(&server, highest, window, "the last crash");
-    // Three crashes in a row each resume at most one save interval ahead.
+    server.stop();
+    first
+}
+
+/// Saves every few milliseconds, so crashes land around saves.
+const FAST_SAVES: &[&str] = &["--save-interval-ms", "20", "--update-interval-ms", "2"];
+
+#[test]
+fn crash_under_load_resumes_above_every_timestamp() {
+    let small = |n: u64, w: u32| 1 + (n as u32 * 7 + w) % 50;
+    let rounds = [
+        Round { extra: &[], count: small },
+        Round { extra: FAST_SAVES, count: small },
+        Round { extra: &[], count: small },
+        Round { extra: FAST_SAVES, count: small },
+    ];
+    let first = crash_rounds(&rounds, Duration::from_millis(300));
+    // Each crash resumes at most one save interval (3 s) ahead of the last.
     let wall = wall_ms();
     assert!(
-        first.physical_ms < wall + 4 * 3_000 + 1_000,
+        first.physical_ms < wall + 5 * 3_000,
         "physical {first:?} ran far ahead of the wall clock {wall}"
     );
-    server.stop();
+}
+
+/// Whole milliseconds per request: physical outruns the wall clock up to the
+/// saved window, and every window extension is driven by GetTS, not by time.
+#[test]
+fn crash_while_timestamps_outrun_the_wall_clock() {
+    let big = |n: u64, w: u32| if (n + u64::from(w)) % 3 == 0 { 1 } else { MAX_LOGICAL - 1 };
+    let rounds = [
+        Round { extra: &[], count: big },
+        Round { extra: FAST_SAVES, count: big },
+        Round { extra: &[], count: big },
+        Round { extra: FAST_SAVES, count: big },
+    ];
+    crash_rounds(&rounds, Duration::from_millis(300));
 }

@@ -1,0 +1,751 @@
+//! The model: a cluster of three real nodes, their store replicas, a network
+//! and a clock, and every step the environment may take next.
+//!
+//! # What is modelled
+//!
+//! * **Nodes.** Three [`Node`]s, each an acceptor and a store replica. Nodes 0
+//!   and 1 campaign; node 2 is an acceptor and replica only (its attempts are
+//!   bounded to zero). That is the "two proposers, three acceptors" shape of
+//!   PaxosLease Revisited's counterexamples; here a proposer shares its node
+//!   with an acceptor, whose replies it hears at once, as in the real node.
+//! * **Time.** Integer ticks of [`TICK`] (1 s; `D_P` = 2 ticks). Real time
+//!   advances only by [`Action::Tick`], up to `max_time`. Every node reads its
+//!   own monotonic clock. With no drift (the default) each clock advances by
+//!   exactly one tick per tick, so clocks agree up to a constant offset, which
+//!   changes nothing since the core only ever compares a clock with itself.
+//!   With a drift bound `ρ` ([`Bounds::drift_ms`] = `ρ`·tick), each clock
+//!   advances by one tick `- drift`, `+ 0` or `+ drift` at every tick,
+//!   independently: the rate bound `r_min·real ≤ local ≤ r_max·real` at tick
+//!   granularity, the rate free to change every tick. Wall clocks (for the
+//!   oracle) follow each node's monotonic clock, skewed by a fixed offset per
+//!   node (node 1's wall clock runs behind the others), so a new leader may
+//!   start with a wall clock below the previous leader's window.
+//! * **Timers.** A node's timer may fire at any step once its deadline
+//!   ([`Node::poll_timeout`]) has passed on its clock, or later, or never:
+//!   a slow process. Proposers therefore start attempts on ticks, at or
+//!   after the instant their timer asks for. Safety must not depend on
+//!   timers being prompt, and the lease's deadlines are data checked in the
+//!   handlers (T1), so lateness is a behaviour to explore, not to exclude.
+//! * **Network.** A multiset of packets in flight: lease messages between
+//!   nodes, store requests to replicas, and replicas' replies. Any packet may
+//!   be delivered at any step (reordering and unbounded delay), dropped
+//!   (loss), or delivered while a copy stays in flight (duplication, bounded
+//!   by `max_dups`). Identical packets are one entry with a count. Messages a
+//!   node sends to itself and the operations on its own replica are handled
+//!   within the input that caused them, as the real node and runtime do (the
+//!   own replica is the local disk): they are never in flight.
+//!   `LearnChosen` (the followers' leader hint) is lost at send unless
+//!   `learn` is set: it only steers when a follower campaigns next, and
+//!   campaigns may start at any time anyway.
+//! * **Stores.** One [`MemStore`] per node. An operation is atomic at its
+//!   replica and happens when the request is delivered, so a slow request
+//!   of an old leader can arrive after a newer leader's load.
+//! * **Crashes.** [`Action::Crash`] stops a node and restarts it at once at
+//!   the current time: its volatile state (proposer, acceptors, oracle) is
+//!   lost, its replica and restart counter survive (`bump_restart`), and
+//!   packets to or from it stay in flight (a restart does not reset the
+//!   network; a request sent before the crash may arrive after it). A node
+//!   that stays down for a while is the same, up to loss, as a node that
+//!   restarts later: the restart is free to happen at any tick.
+//! * **Clients and operators.** [`Action::GetTs`] on a serving node (the
+//!   history of all timestamps handed out is checked), and
+//!   [`Action::Release`] (P6) by a lease holder, which campaigns again
+//!   after `D_P`.
+//!
+//! # What is checked
+//!
+//! On every state: at most one node holds the lease (`lease(now)`) and at
+//! most one serves (`is_serving(now)`) at the same real time. On every step:
+//! each timestamp handed out is above every earlier one (one global history)
+//! and below the window saved on a quorum of replicas (W2), and no replica's
+//! window or fence ever goes down.
+
+use core::fmt::Write as _;
+use core::time::Duration;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use leasetso_core::node::Event;
+use leasetso_core::{
+    Ballot, Bugs, Instant, LeaseConfig, LeaseMsg, LeaseName, MemStore, Message, Node, NodeConfig, NodeId,
+    OracleConfig, Output, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest, Timestamp,
+};
+
+/// Nodes in the cluster.
+pub const NODES: usize = 3;
+/// Real time advances in ticks of this length.
+pub const TICK: Duration = Duration::from_secs(1);
+const TICK_MS: u64 = 1_000;
+/// The wall clocks' epoch, so that windows print as small offsets.
+const WALL_EPOCH_MS: u64 = 1_700_000_000_000;
+/// Fixed wall-clock skews: node 1's wall clock runs 2.5 s behind node 0's.
+const WALL_SKEW_MS: [u64; NODES] = [2_500, 0, 3_200];
+/// The majority of [`NODES`].
+const QUORUM: usize = NODES / 2 + 1;
+
+/// How far the search goes. Every field bounds a resource of the whole run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// The last tick (real time runs `0..=max_time` ticks).
+    pub max_time: u32,
+    /// The most packets in flight at once; a step that would exceed it is
+    /// not taken.
+    pub max_in_flight: u32,
+    /// Crash-and-restarts, over all nodes.
+    pub max_crashes: u8,
+    /// Attempts (ballots) per node; an attempt beyond it is not started.
+    pub max_attempts: [u8; NODES],
+    /// Duplicated deliveries, over all packets.
+    pub max_dups: u8,
+    /// GetTS calls, over all nodes.
+    pub max_get_ts: u8,
+    /// Releases (P6) by lease holders.
+    pub max_releases: u8,
+    /// Whether `LearnChosen` is delivered (otherwise lost at send).
+    pub learn: bool,
+    /// Clock drift per tick in milliseconds (`ρ`·tick); 0 for exact clocks.
+    pub drift_ms: u64,
+}
+
+impl Bounds {
+    /// The bounds of the normal test run: each broken variant's shortest
+    /// counterexample fits, and the correct protocol's space takes a minute.
+    pub const DEFAULT: Bounds = Bounds {
+        max_time: 4,
+        max_in_flight: 6,
+        max_crashes: 1,
+        max_attempts: [2, 2, 0],
+        max_dups: 1,
+        max_get_ts: 2,
+        max_releases: 1,
+        learn: false,
+        drift_ms: 0,
+    };
+
+    /// Larger bounds, for runs that may take much longer.
+    pub const LARGE: Bounds = Bounds {
+        max_time: 5,
+        max_in_flight: 7,
+        max_crashes: 2,
+        max_attempts: [3, 2, 0],
+        max_dups: 1,
+        max_get_ts: 2,
+        max_releases: 1,
+        learn: true,
+        drift_ms: 0,
+    };
+}
+
+/// A protocol variant: the correct one, or one of the known-broken ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Variant {
+    /// For the report.
+    pub name: &'static str,
+    /// The broken rule, if any.
+    pub bugs: Bugs,
+    /// The lease's timing.
+    pub lease: LeaseConfig,
+}
+
+impl Variant {
+    /// `D_P` = 2 ticks, no drift, no margin: `D_A = Q = D_P`, the tightest
+    /// timing T2 and T3 allow.
+    const TIGHT: LeaseConfig = LeaseConfig {
+        duration: Duration::from_secs(2),
+        drift_ppm: 0,
+        margin: Duration::ZERO,
+        acceptor_duration: None,
+        quarantine: None,
+    };
+
+    /// The corrected protocol at the tightest timing.
+    pub const CORRECT: Variant = Variant { name: "correct", bugs: Bugs::NONE, lease: Self::TIGHT };
+    /// The attempt deadline starts at the promise quorum.
+    pub const LATE_TIMER: Variant = Variant { name: "LateTimer", bugs: Bugs::LATE_TIMER, lease: Self::TIGHT };
+    /// Quorums counted by a plain counter.
+    pub const SCALAR_QUORUM: Variant =
+        Variant { name: "ScalarQuorum", bugs: Bugs::SCALAR_QUORUM, lease: Self::TIGHT };
+    /// "My own lease counts as open", whatever its ballot.
+    pub const STALE_OWNER_OPEN: Variant =
+        Variant { name: "StaleOwnerOpen", bugs: Bugs::STALE_OWNER_OPEN, lease: Self::TIGHT };
+    /// Release matched on the owner only.
+    pub const OWNER_ONLY_RELEASE: Variant =
+        Variant { name: "OwnerOnlyRelease", bugs: Bugs::OWNER_ONLY_RELEASE, lease: Self::TIGHT };
+    /// `Q = D_P - 1 tick` with no drift and no margin, T3 not enforced.
+    pub const SHORT_QUARANTINE: Variant = Variant {
+        name: "ShortQuarantine",
+        bugs: Bugs::UNCHECKED_TIMING,
+        lease: LeaseConfig {
+            acceptor_duration: Some(Duration::from_secs(2)),
+            quarantine: Some(Duration::from_secs(1)),
+            ..Self::TIGHT
+        },
+    };
+}
+
+/// A packet in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Packet {
+    /// A lease message between two nodes.
+    Peer { from: NodeId, to: NodeId, msg: Message },
+    /// A store operation on `replica`, for node `from`.
+    StoreReq { from: NodeId, replica: NodeId, request: StoreRequest },
+    /// `replica`'s answer to request `id` of node `to`.
+    StoreRep { replica: NodeId, to: NodeId, id: u64, reply: StoreReply },
+}
+
+impl Packet {
+    /// The order of the network multiset: by a hash of the packet, so equal
+    /// multisets are equal vectors (the core's types have no `Ord`).
+    fn key(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// One step of the environment. Packet arguments index the state's network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Real time advances one tick; the argument picks each clock's rate
+    /// (base-3 digits: slow, exact, fast) when clocks drift.
+    Tick(u8),
+    /// A node's due timer fires.
+    Timeout(u8),
+    /// A packet is delivered.
+    Deliver(u8),
+    /// A packet is delivered and a copy stays in flight.
+    Duplicate(u8),
+    /// A packet is lost.
+    Drop(u8),
+    /// A node crashes and restarts.
+    Crash(u8),
+    /// A client asks a serving node for one timestamp.
+    GetTs(u8),
+    /// A lease holder releases its lease (P6).
+    Release(u8),
+}
+
+/// The whole system: what the search deduplicates on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct State {
+    tick: u32,
+    clocks: [Instant; NODES],
+    nodes: [Node; NODES],
+    stores: [MemStore; NODES],
+    /// The network: distinct packets sorted by [`Packet::key`], with counts.
+    net: Vec<(Packet, u8)>,
+    crashes: u8,
+    attempts: [u8; NODES],
+    dups: u8,
+    get_ts: u8,
+    releases: u8,
+    /// The largest timestamp handed out so far.
+    last_ts: Option<Timestamp>,
+}
+
+impl State {
+    /// The packets in flight, counting copies.
+    fn in_flight(&self) -> u32 {
+        self.net.iter().map(|&(_, n)| u32::from(n)).sum()
+    }
+
+    fn push(&mut self, p: Packet) {
+        let key = p.key();
+        match self.net.binary_search_by(|(q, _)| q.key().cmp(&key).then(core::cmp::Ordering::Equal)) {
+            Ok(i) if self.net[i].0 == p => self.net[i].1 = self.net[i].1.saturating_add(1),
+            Ok(i) | Err(i) => self.net.insert(i, (p, 1)),
+        }
+    }
+
+    /// Takes one copy of entry `i` out of the network.
+    fn take(&mut self, i: usize) -> Packet {
+        let p = self.net[i].0;
+        self.net[i].1 -= 1;
+        if self.net[i].1 == 0 {
+            self.net.remove(i);
+        }
+        p
+    }
+
+    /// The real tick.
+    pub fn tick(&self) -> u32 {
+        self.tick
+    }
+
+    /// The 128-bit fingerprint the search deduplicates states by.
+    pub fn fingerprint(&self) -> u128 {
+        let mut a = DefaultHasher::new();
+        let mut b = DefaultHasher::new();
+        b.write_u64(0x9e37_79b9_7f4a_7c15);
+        self.hash(&mut a);
+        self.hash(&mut b);
+        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    }
+}
+
+/// What a step did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The step is outside the bounds: not taken.
+    Pruned,
+    /// The step was taken.
+    Taken,
+    /// The step broke a property (the message says which and how).
+    Violation(String),
+}
+
+/// Notes on what a step did, kept only when a trace is being printed.
+pub struct Log(Option<Vec<String>>);
+
+impl Log {
+    /// No notes: the search's hot path.
+    pub fn off() -> Self {
+        Log(None)
+    }
+
+    /// Keeps notes.
+    pub fn on() -> Self {
+        Log(Some(Vec::new()))
+    }
+
+    fn note(&mut self, f: impl FnOnce() -> String) {
+        if let Some(v) = &mut self.0 {
+            v.push(f());
+        }
+    }
+
+    /// The notes kept.
+    pub fn take(&mut self) -> Vec<String> {
+        self.0.as_mut().map(core::mem::take).unwrap_or_default()
+    }
+}
+
+/// A variant at some bounds: the initial state and the step relation.
+pub struct Model {
+    /// The variant checked.
+    pub variant: Variant,
+    /// The bounds of the search.
+    pub bounds: Bounds,
+    cfgs: [NodeConfig; NODES],
+}
+
+impl Model {
+    /// The model of `variant` within `bounds`.
+    pub fn new(variant: Variant, bounds: Bounds) -> Self {
+        let cfgs = core::array::from_fn(|i| {
+            let mut cfg = NodeConfig::new(NodeId(i as u16), NODES as u16);
+            cfg.lease = variant.lease;
+            cfg.bugs = variant.bugs;
+            // Updates every tick and a window two ticks ahead, so that
+            // windows are extended within the bounded time.
+            cfg.oracle = OracleConfig {
+                update_interval: TICK,
+                save_interval_ms: 2 * TICK_MS,
+                ..OracleConfig::default()
+            };
+            cfg.store_timeout = TICK;
+            cfg
+        });
+        Model { variant, bounds, cfgs }
+    }
+
+    /// Every node started at time 0 on empty replicas.
+    pub fn initial(&self) -> State {
+        let mut stores = [MemStore::new(); NODES];
+        let nodes = core::array::from_fn(|i| {
+            let restart = stores[i].bump_restart();
+            Node::new(self.cfgs[i], restart, Instant::ZERO).expect("the model's configuration is valid")
+        });
+        State {
+            tick: 0,
+            clocks: [Instant::ZERO; NODES],
+            nodes,
+            stores,
+            net: Vec::new(),
+            crashes: 0,
+            attempts: [0; NODES],
+            dups: 0,
+            get_ts: 0,
+            releases: 0,
+            last_ts: None,
+        }
+    }
+
+    /// Every step the environment may take from `s` (some may turn out to
+    /// be outside the bounds when taken).
+    pub fn actions(&self, s: &State, out: &mut Vec<Action>) {
+        out.clear();
+        let b = &self.bounds;
+        if s.tick < b.max_time {
+            let rates = if b.drift_ms == 0 { 1 } else { 3u8.pow(NODES as u32) };
+            out.extend((0..rates).map(Action::Tick));
+        }
+        for i in 0..NODES {
+            let now = s.clocks[i];
+            if s.nodes[i].poll_timeout().is_some_and(|t| t <= now) {
+                out.push(Action::Timeout(i as u8));
+            }
+            if s.get_ts < b.max_get_ts && s.nodes[i].is_serving(now) {
+                out.push(Action::GetTs(i as u8));
+            }
+            if s.releases < b.max_releases && s.nodes[i].lease(now).is_some() {
+                out.push(Action::Release(i as u8));
+            }
+            if s.crashes < b.max_crashes {
+                out.push(Action::Crash(i as u8));
+            }
+        }
+        for k in 0..s.net.len() as u8 {
+            out.push(Action::Deliver(k));
+            out.push(Action::Drop(k));
+            if s.dups < b.max_dups {
+                out.push(Action::Duplicate(k));
+            }
+        }
+    }
+
+    fn wall_ms(&self, s: &State, i: usize) -> u64 {
+        WALL_EPOCH_MS + WALL_SKEW_MS[i] + s.clocks[i].as_nanos() / 1_000_000
+    }
+
+    /// Takes step `a` in `s`, checking the step's properties; then checks
+    /// the state's. `log` collects a description when a trace is printed.
+    pub fn step(&self, s: &mut State, a: Action, log: &mut Log) -> Step {
+        let step = self.apply(s, a, log);
+        if step != Step::Taken {
+            return step;
+        }
+        if s.in_flight() > self.bounds.max_in_flight {
+            return Step::Pruned;
+        }
+        match self.check(s) {
+            Some(v) => Step::Violation(v),
+            None => Step::Taken,
+        }
+    }
+
+    fn apply(&self, s: &mut State, a: Action, log: &mut Log) -> Step {
+        match a {
+            Action::Tick(rates) => {
+                s.tick += 1;
+                let mut r = rates;
+                for i in 0..NODES {
+                    let ms = match r % 3 {
+                        _ if self.bounds.drift_ms == 0 => TICK_MS,
+                        0 => TICK_MS - self.bounds.drift_ms,
+                        1 => TICK_MS,
+                        _ => TICK_MS + self.bounds.drift_ms,
+                    };
+                    r /= 3;
+                    s.clocks[i] += Duration::from_millis(ms);
+                    // The node ignores a message from itself but records the
+                    // time it carried: states that differ only in when a node
+                    // last saw an input (which only its status reports) fold.
+                    let noop =
+                        Message { lease: LeaseName::Leader, msg: LeaseMsg::Prepare { ballot: Ballot::ZERO } };
+                    s.nodes[i].handle_message(NodeId(i as u16), noop, s.clocks[i]);
+                }
+                log.note(|| {
+                    let mut line = format!("tick: t={}", s.tick);
+                    if self.bounds.drift_ms > 0 {
+                        let clocks: Vec<String> = s.clocks.iter().map(|c| format!("{c:?}")).collect();
+                        let _ = write!(line, " (clocks {})", clocks.join(", "));
+                    }
+                    line
+                });
+                Step::Taken
+            }
+            Action::Timeout(i) => {
+                let i = usize::from(i);
+                log.note(|| format!("n{i} timer fires"));
+                let (now, wall) = (s.clocks[i], self.wall_ms(s, i));
+                s.nodes[i].handle_timeout(now, wall);
+                self.drain(s, i, log)
+            }
+            Action::Deliver(k) | Action::Duplicate(k) => {
+                let k = usize::from(k);
+                let p = if let Action::Duplicate(_) = a {
+                    if s.dups >= self.bounds.max_dups {
+                        return Step::Pruned;
+                    }
+                    s.dups += 1;
+                    log.note(|| {
+                        format!("deliver a copy of {} (the original stays in flight)", describe(&s.net[k].0))
+                    });
+                    s.net[k].0
+                } else {
+                    log.note(|| format!("deliver {}", describe(&s.net[k].0)));
+                    s.take(k)
+                };
+                self.deliver(s, p, log)
+            }
+            Action::Drop(k) => {
+                let p = s.take(usize::from(k));
+                log.note(|| format!("lose {}", describe(&p)));
+                Step::Taken
+            }
+            Action::Crash(i) => {
+                let i = usize::from(i);
+                if s.crashes >= self.bounds.max_crashes {
+                    return Step::Pruned;
+                }
+                s.crashes += 1;
+                let restart = s.stores[i].bump_restart();
+                s.nodes[i] = Node::new(self.cfgs[i], restart, s.clocks[i]).expect("valid configuration");
+                log.note(|| {
+                    let q = s.nodes[i].acceptor(LeaseName::Leader).is_quarantined(s.clocks[i]);
+                    format!(
+                        "n{i} crashes and restarts (restart {restart}); its acceptor forgets everything{}",
+                        if q { " and is quarantined" } else { "" }
+                    )
+                });
+                self.drain(s, i, log)
+            }
+            Action::GetTs(i) => {
+                let i = usize::from(i);
+                s.get_ts += 1;
+                match s.nodes[i].get_ts(1, s.clocks[i]) {
+                    Ok(ts) => {
+                        log.note(|| format!("client: GetTS(1) at n{i} returns {}", show_ts(ts)));
+                        if let Some(last) = s.last_ts.filter(|&last| ts <= last) {
+                            return Step::Violation(format!(
+                                "timestamps go backwards: n{i} handed out {} after {}",
+                                show_ts(ts),
+                                show_ts(last)
+                            ));
+                        }
+                        s.last_ts = Some(ts);
+                        let covering =
+                            s.stores.iter().filter(|st| st.window_end_ms() > ts.physical_ms).count();
+                        if covering < QUORUM {
+                            return Step::Violation(format!(
+                                "n{i} handed out {} but only {covering} replicas saved a window above it",
+                                show_ts(ts)
+                            ));
+                        }
+                        Step::Taken
+                    }
+                    Err(e) => {
+                        log.note(|| format!("client: GetTS(1) at n{i} fails: {e}"));
+                        Step::Taken
+                    }
+                }
+            }
+            Action::Release(i) => {
+                let i = usize::from(i);
+                if s.releases >= self.bounds.max_releases {
+                    return Step::Pruned;
+                }
+                s.releases += 1;
+                log.note(|| format!("operator: n{i} releases its lease (and campaigns again after D_P)"));
+                s.nodes[i].release(s.clocks[i], true);
+                self.drain(s, i, log)
+            }
+        }
+    }
+
+    fn deliver(&self, s: &mut State, p: Packet, log: &mut Log) -> Step {
+        match p {
+            Packet::Peer { from, to, msg } => {
+                let i = usize::from(to.0);
+                let now = s.clocks[i];
+                s.nodes[i].handle_message(from, msg, now);
+                self.drain(s, i, log)
+            }
+            Packet::StoreReq { from, replica, request } => {
+                let r = usize::from(replica.0);
+                let reply = match execute(&mut s.stores[r], request.op) {
+                    Ok(reply) => reply,
+                    Err(v) => return Step::Violation(v),
+                };
+                log.note(|| format!("  replica n{r}: {}", show_reply(&reply)));
+                s.push(Packet::StoreRep { replica, to: from, id: request.id, reply });
+                Step::Taken
+            }
+            Packet::StoreRep { replica, to, id, reply } => {
+                let i = usize::from(to.0);
+                let (now, wall) = (s.clocks[i], self.wall_ms(s, i));
+                s.nodes[i].handle_store_reply(replica, id, reply, now, wall);
+                self.drain(s, i, log)
+            }
+        }
+    }
+
+    /// Takes node `i`'s outputs: packets into the network, its own replica's
+    /// operations at once (and their replies back into it), events into the log.
+    fn drain(&self, s: &mut State, i: usize, log: &mut Log) -> Step {
+        let me = NodeId(i as u16);
+        loop {
+            let mut local: Option<(u64, StoreReply)> = None;
+            let mut prepared = false;
+            while let Some(out) = s.nodes[i].poll_output() {
+                match out {
+                    Output::Send { to, msg } => {
+                        if let LeaseMsg::Prepare { .. } = msg.msg {
+                            prepared = true;
+                        }
+                        let p = Packet::Peer { from: me, to, msg };
+                        if matches!(msg.msg, LeaseMsg::LearnChosen { .. }) && !self.bounds.learn {
+                            log.note(|| format!("  sends {} (lost: hints are not modelled)", describe(&p)));
+                            continue;
+                        }
+                        log.note(|| format!("  sends {}", describe(&p)));
+                        s.push(p);
+                    }
+                    Output::Store { replica, request } if replica == me => {
+                        let reply = match execute(&mut s.stores[i], request.op) {
+                            Ok(reply) => reply,
+                            Err(v) => return Step::Violation(v),
+                        };
+                        log.note(|| {
+                            format!("  own replica n{i}: {} -> {}", show_op(&request.op), show_reply(&reply))
+                        });
+                        // A round has one operation per replica.
+                        debug_assert!(local.is_none());
+                        local = Some((request.id, reply));
+                    }
+                    Output::Store { replica, request } => {
+                        let p = Packet::StoreReq { from: me, replica, request };
+                        log.note(|| format!("  sends {}", describe(&p)));
+                        s.push(p);
+                    }
+                    Output::Event(e) => log.note(|| format!("  n{i} event: {}", show_event(&e))),
+                }
+            }
+            if prepared {
+                if s.attempts[i] >= self.bounds.max_attempts[i] {
+                    return Step::Pruned;
+                }
+                s.attempts[i] += 1;
+            }
+            match local {
+                Some((id, reply)) => {
+                    let (now, wall) = (s.clocks[i], self.wall_ms(s, i));
+                    s.nodes[i].handle_store_reply(me, id, reply, now, wall);
+                }
+                None => return Step::Taken,
+            }
+        }
+    }
+
+    /// The state's properties: one lease holder and one server at a time.
+    fn check(&self, s: &State) -> Option<String> {
+        let holders: Vec<(usize, Ballot, Instant)> =
+            (0..NODES).filter_map(|i| s.nodes[i].lease(s.clocks[i]).map(|(b, d)| (i, b, d))).collect();
+        if holders.len() > 1 {
+            let who: Vec<String> =
+                holders.iter().map(|(i, b, d)| format!("n{i} holds {b:?} until {d:?}")).collect();
+            return Some(format!("two lease holders at t={}: {}", s.tick, who.join(", ")));
+        }
+        let serving: Vec<usize> = (0..NODES).filter(|&i| s.nodes[i].is_serving(s.clocks[i])).collect();
+        if serving.len() > 1 {
+            return Some(format!("two nodes serve at t={}: {serving:?}", s.tick));
+        }
+        None
+    }
+
+    /// A one-line summary of who holds and who serves, for traces.
+    pub fn summary(&self, s: &State) -> String {
+        let mut parts = Vec::new();
+        for i in 0..NODES {
+            let now = s.clocks[i];
+            if let Some((b, d)) = s.nodes[i].lease(now) {
+                let serving = if s.nodes[i].is_serving(now) { ", serving" } else { "" };
+                parts.push(format!("n{i} holds {b:?} until {d:?}{serving}"));
+            }
+        }
+        if parts.is_empty() { "no lease holder".to_string() } else { parts.join("; ") }
+    }
+}
+
+/// Performs `op` on a replica, checking that its window and fence never go down.
+fn execute(store: &mut MemStore, op: StoreOp) -> Result<StoreReply, String> {
+    let before = *store;
+    let reply = store.execute(op);
+    for lease in LeaseName::ALL {
+        if store.fence(lease) < before.fence(lease) {
+            return Err(format!(
+                "a replica's fence went down: {:?} -> {:?}",
+                before.fence(lease),
+                store.fence(lease)
+            ));
+        }
+    }
+    if store.window_end_ms() < before.window_end_ms() {
+        return Err(format!(
+            "a replica's window went down: {} -> {}",
+            before.window_end_ms(),
+            store.window_end_ms()
+        ));
+    }
+    Ok(reply)
+}
+
+fn show_msg(m: &LeaseMsg) -> String {
+    match *m {
+        LeaseMsg::Prepare { ballot } => format!("Prepare {ballot:?}"),
+        LeaseMsg::Promise { ballot, lease: None } => format!("Promise {ballot:?} (no live lease)"),
+        LeaseMsg::Promise { ballot, lease: Some(l) } => format!("Promise {ballot:?} (live lease {l:?})"),
+        LeaseMsg::Rejected { refused, promised } => format!("Rejected {refused:?} (promised {promised:?})"),
+        LeaseMsg::Accept { ballot } => format!("Accept {ballot:?}"),
+        LeaseMsg::Accepted { ballot } => format!("Accepted {ballot:?}"),
+        LeaseMsg::LearnChosen { ballot, remaining_ms } => {
+            format!("LearnChosen {ballot:?} ({remaining_ms} ms left)")
+        }
+        LeaseMsg::Release { ballot } => format!("Release {ballot:?}"),
+    }
+}
+
+fn show_window(ms: u64) -> String {
+    format!("{:+}ms", ms as i64 - WALL_EPOCH_MS as i64)
+}
+
+fn show_ts(ts: Timestamp) -> String {
+    format!("({}, {})", show_window(ts.physical_ms), ts.logical)
+}
+
+fn show_op(op: &StoreOp) -> String {
+    match *op {
+        StoreOp::Load { fence, .. } => format!("Load (fence {fence:?})"),
+        StoreOp::Save { window_end_ms, fence, .. } => {
+            format!("Save window {} (fence {fence:?})", show_window(window_end_ms))
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+fn show_reply(r: &StoreReply) -> String {
+    match *r {
+        Ok(StoreOk::Loaded { window_end_ms }) => format!("Loaded window {}", show_window(window_end_ms)),
+        Ok(StoreOk::Saved) => "Saved".to_string(),
+        Ok(StoreOk::PrimaryUpdated) => "PrimaryUpdated".to_string(),
+        Err(StoreReject::Fenced { by }) => format!("Fenced by {by:?}"),
+        Err(StoreReject::NotGreater { stored }) => format!("NotGreater (stored {})", show_window(stored)),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+fn show_event(e: &Event) -> String {
+    match *e {
+        Event::Leading { fence } => format!("Leading (fence {fence:?}): syncs the window"),
+        Event::Serving { window_end_ms } => format!("Serving up to window {}", show_window(window_end_ms)),
+        Event::WindowExtended { window_end_ms } => {
+            format!("WindowExtended to {}", show_window(window_end_ms))
+        }
+        Event::SteppedDown { reason } => format!("SteppedDown ({reason:?})"),
+        Event::JetLag { lag_ms } => format!("JetLag ({lag_ms} ms)"),
+    }
+}
+
+/// A packet, for traces.
+pub fn describe(p: &Packet) -> String {
+    match p {
+        Packet::Peer { from, to, msg } => format!("{from:?}->{to:?} {}", show_msg(&msg.msg)),
+        Packet::StoreReq { from, replica, request } => {
+            format!("{from:?}->replica {replica:?} {}", show_op(&request.op))
+        }
+        Packet::StoreRep { replica, to, reply, .. } => {
+            format!("replica {replica:?}->{to:?} {}", show_reply(reply))
+        }
+    }
+}

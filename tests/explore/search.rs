@@ -1,0 +1,174 @@
+//! Breadth-first search over the model's states.
+//!
+//! Level by level, so the first violation found is at the least depth: the
+//! shortest trace, in steps, to any violating state within the bounds.
+//! States are deduplicated by a 128-bit fingerprint of the whole state (two
+//! independent 64-bit hashes): at the sizes searched here a collision, which
+//! could only hide states, has a probability below 2^-70. Each discovered
+//! state keeps only its parent's index and the step that led to it; a trace
+//! is rebuilt by replaying the steps from the initial state, which is exact
+//! because the core is deterministic.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::{Duration, Instant};
+
+use super::model::{Action, Log, Model, State, Step};
+
+/// The outcome of a search.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Distinct states reached (the initial one included).
+    pub states: u64,
+    /// Steps taken (successors computed, duplicates and pruned ones included).
+    pub transitions: u64,
+    /// Levels searched: the depth of the deepest state reached.
+    pub depth: u32,
+    /// The largest level.
+    pub widest: usize,
+    /// Wall time of the search.
+    pub elapsed: Duration,
+    /// The shortest counterexample, if any state violates a property.
+    pub violation: Option<Counterexample>,
+}
+
+/// A shortest path to a violation.
+#[derive(Debug)]
+pub struct Counterexample {
+    /// What went wrong.
+    pub property: String,
+    /// One entry per step, numbered from 1: what it did (several lines).
+    pub steps: Vec<String>,
+}
+
+impl Counterexample {
+    /// The trace as numbered lines.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for line in &self.steps {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str(&format!("VIOLATION: {}\n", self.property));
+        out
+    }
+}
+
+/// Keys are already hashes: use their low bits as they are.
+#[derive(Default)]
+struct Fingerprint(u64);
+
+impl Hasher for Fingerprint {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+/// Searches `model`'s whole bounded space, or up to the first level with a
+/// violation.
+pub fn explore(model: &Model) -> Outcome {
+    let started = Instant::now();
+    let init = model.initial();
+    let mut seen: HashSet<u128, BuildHasherDefault<Fingerprint>> = HashSet::default();
+    seen.insert(init.fingerprint());
+    // Per discovered state: its parent's index and the step from it.
+    let mut parents: Vec<(u32, Action)> = vec![(u32::MAX, Action::Tick(0))];
+    let mut level: Vec<(State, u32)> = vec![(init, 0)];
+    let mut transitions = 0u64;
+    let mut depth = 0u32;
+    let mut widest = 1usize;
+    let mut actions = Vec::new();
+    let mut log = Log::off();
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for (s, idx) in &level {
+            model.actions(s, &mut actions);
+            for &a in &actions {
+                let mut t = s.clone();
+                transitions += 1;
+                match model.step(&mut t, a, &mut log) {
+                    Step::Pruned => {}
+                    Step::Violation(property) => {
+                        let path = path_to(&parents, *idx, a);
+                        return Outcome {
+                            states: parents.len() as u64,
+                            transitions,
+                            depth: depth + 1,
+                            widest,
+                            elapsed: started.elapsed(),
+                            violation: Some(Counterexample { property, steps: replay(model, &path) }),
+                        };
+                    }
+                    Step::Taken => {
+                        if seen.insert(t.fingerprint()) {
+                            let id = u32::try_from(parents.len()).expect("fewer than 2^32 states");
+                            parents.push((*idx, a));
+                            next.push((t, id));
+                        }
+                    }
+                }
+            }
+        }
+        if !next.is_empty() {
+            depth += 1;
+            widest = widest.max(next.len());
+        }
+        level = next;
+    }
+    Outcome {
+        states: parents.len() as u64,
+        transitions,
+        depth,
+        widest,
+        elapsed: started.elapsed(),
+        violation: None,
+    }
+}
+
+/// The steps from the initial state to state `idx`, then `last`.
+fn path_to(parents: &[(u32, Action)], mut idx: u32, last: Action) -> Vec<Action> {
+    let mut path = vec![last];
+    while idx != 0 {
+        let (parent, a) = parents[idx as usize];
+        path.push(a);
+        idx = parent;
+    }
+    path.reverse();
+    path
+}
+
+/// Replays `path` from the initial state, describing every step.
+fn replay(model: &Model, path: &[Action]) -> Vec<String> {
+    let mut s = model.initial();
+    let mut lines = Vec::new();
+    let mut summary = model.summary(&s);
+    for (n, &a) in path.iter().enumerate() {
+        let mut log = Log::on();
+        let tick = s.tick();
+        let step = model.step(&mut s, a, &mut log);
+        let notes = log.take();
+        let (head, rest) = notes.split_first().map_or(("?", &[][..]), |(h, r)| (h.as_str(), r));
+        let mut text = format!("{:>3}. [t={tick}] {head}", n + 1);
+        for r in rest {
+            text.push_str(&format!("\n            {r}"));
+        }
+        let now = model.summary(&s);
+        if now != summary || matches!(step, Step::Violation(_)) {
+            text.push_str(&format!("\n            => {now}"));
+            summary = now;
+        }
+        lines.push(text);
+        debug_assert!(step != Step::Pruned, "a recorded step is within the bounds");
+    }
+    lines
+}
