@@ -178,7 +178,10 @@ fn crash_under_load_resumes_above_every_timestamp() {
 /// saved window, and every window extension is driven by GetTS, not by time.
 #[test]
 fn crash_while_timestamps_outrun_the_wall_clock() {
-    let big = |n: u64, w: u32| if (n + u64::from(w)) % 3 == 0 { 1 } else { MAX_LOGICAL - 1 };
+    let big = |n: u64, w: u32| match (n + u64::from(w)) % 3 {
+        0 => 1,
+        _ => MAX_LOGICAL - 1,
+    };
     let rounds = [
         Round { extra: &[], count: big },
         Round { extra: FAST_SAVES, count: big },
