@@ -1,4 +1,5 @@
-//! Shared pieces of the benchmarks.
+//! Shared pieces of the benchmarks: the core driven in-process, the bare TCP
+//! ping-pong floor, an in-process loopback server and latency percentiles.
 
 use leasetso_core::{GetTsError, Instant, MemStore, Node, NodeConfig, Output, Timestamp};
 
@@ -56,5 +57,132 @@ impl InProcess {
 impl Default for InProcess {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The bare TCP floor: one connection over loopback with `TCP_NODELAY` on both
+/// ends, to an echo thread that answers every 17-byte request (a GetTs
+/// frame's size) with 25 bytes (a Ts frame's size). No framing, no lock, no
+/// node: what one round trip of the kernel's loopback costs.
+pub struct PingPong {
+    stream: std::net::TcpStream,
+    echo: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The size of a GetTs frame on the wire.
+pub const REQUEST_BYTES: usize = 17;
+/// The size of a Ts frame on the wire.
+pub const REPLY_BYTES: usize = 25;
+
+impl PingPong {
+    /// Binds an echo thread on 127.0.0.1 and connects to it.
+    pub fn start() -> std::io::Result<PingPong> {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let echo = std::thread::Builder::new().name("ping-pong-echo".into()).spawn(move || {
+            let Ok((mut peer, _)) = listener.accept() else { return };
+            let _ = peer.set_nodelay(true);
+            let mut request = [0u8; REQUEST_BYTES];
+            let reply = [0x11u8; REPLY_BYTES];
+            while peer.read_exact(&mut request).is_ok() {
+                if peer.write_all(&reply).is_err() {
+                    return;
+                }
+            }
+        })?;
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(PingPong { stream, echo: Some(echo) })
+    }
+
+    /// One round trip: 17 bytes out, 25 bytes back.
+    #[inline]
+    pub fn round_trip(&mut self) -> u8 {
+        use std::io::{Read, Write};
+        let request = [0x10u8; REQUEST_BYTES];
+        let mut reply = [0u8; REPLY_BYTES];
+        self.stream.write_all(&request).expect("ping-pong write");
+        self.stream.read_exact(&mut reply).expect("ping-pong read");
+        reply[0]
+    }
+}
+
+impl Drop for PingPong {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(echo) = self.echo.take() {
+            let _ = echo.join();
+        }
+    }
+}
+
+/// A leasetso server in this process on 127.0.0.1 (a free port), storing in
+/// `data_dir`, already serving.
+pub fn start_server(data_dir: &std::path::Path) -> leasetso_std::Server {
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = leasetso_std::Server::start(leasetso_std::ServerConfig::new(listen, data_dir))
+        .expect("the benchmark server starts");
+    assert!(server.wait_serving(std::time::Duration::from_secs(10)), "the benchmark server serves");
+    server
+}
+
+/// Per-call latencies, summarised.
+#[derive(Clone, Copy, Debug)]
+pub struct Summary {
+    /// How many samples.
+    pub samples: usize,
+    /// The mean.
+    pub mean: std::time::Duration,
+    /// The median.
+    pub p50: std::time::Duration,
+    /// The 90th percentile.
+    pub p90: std::time::Duration,
+    /// The 99th percentile.
+    pub p99: std::time::Duration,
+    /// The 99.9th percentile.
+    pub p999: std::time::Duration,
+    /// The largest sample.
+    pub max: std::time::Duration,
+}
+
+impl Summary {
+    /// Sorts `samples` and reads the percentiles off them (nearest rank).
+    ///
+    /// # Panics
+    /// If `samples` is empty.
+    pub fn of(samples: &mut [std::time::Duration]) -> Summary {
+        assert!(!samples.is_empty(), "no samples");
+        samples.sort_unstable();
+        let n = samples.len();
+        let at = |q: f64| samples[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
+        let total: std::time::Duration = samples.iter().sum();
+        Summary {
+            samples: n,
+            mean: total / n as u32,
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: samples[n - 1],
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    /// `n=… mean=… p50=… p90=… p99=… p99.9=… max=…`, in microseconds.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+        write!(
+            f,
+            "n={} mean={:.2}us p50={:.2}us p90={:.2}us p99={:.2}us p99.9={:.2}us max={:.1}us",
+            self.samples,
+            us(self.mean),
+            us(self.p50),
+            us(self.p90),
+            us(self.p99),
+            us(self.p999),
+            us(self.max)
+        )
     }
 }

@@ -1,0 +1,70 @@
+//! The std server over loopback: GetTS through ONE shared, batching `Client`
+//! at 1, 8, 64 and 256 concurrent callers (threads), each asking for one
+//! timestamp at a time. The same-run baseline is a bare TCP ping-pong (17
+//! bytes out, 25 back, `TCP_NODELAY`) at one caller: the floor of one round
+//! trip, which a lone caller cannot beat.
+//!
+//! Throughput counts timestamps: one iteration is one timestamp handed to one
+//! caller (and one round trip for the ping-pong).
+
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use leasetso_benches::{PingPong, start_server};
+use leasetso_std::Client;
+
+/// Runs `iters` get_ts calls split over `callers` threads sharing `client`;
+/// returns the time from the start barrier until the last caller is done
+/// (spawning the threads is not timed).
+fn shared_client(client: &Client, callers: u64, iters: u64) -> Duration {
+    let start = Barrier::new(callers as usize + 1);
+    let done = Barrier::new(callers as usize + 1);
+    std::thread::scope(|s| {
+        for i in 0..callers {
+            // The first `iters % callers` callers take one call more.
+            let calls = iters / callers + u64::from(i < iters % callers);
+            let (start, done) = (&start, &done);
+            s.spawn(move || {
+                start.wait();
+                for _ in 0..calls {
+                    black_box(client.get_ts().expect("get_ts"));
+                }
+                done.wait();
+            });
+        }
+        start.wait();
+        let t0 = Instant::now();
+        done.wait();
+        t0.elapsed()
+    })
+}
+
+fn server_get_ts(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(dir.path());
+    let client = Client::connect(server.local_addr()).expect("connect");
+    let mut ping = PingPong::start().expect("ping-pong");
+
+    let mut group = c.benchmark_group("server_get_ts");
+    group.throughput(Throughput::Elements(1));
+    // Every sample runs the same number of calls: a sample is one round of
+    // thread spawning and barriers, so fewer, longer samples.
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(20);
+
+    group.bench_function(BenchmarkId::new("tcp_ping_pong", 1), |b| b.iter(|| ping.round_trip()));
+    for callers in [1u64, 8, 64, 256] {
+        group.bench_with_input(BenchmarkId::new("shared_client", callers), &callers, |b, &callers| {
+            b.iter_custom(|iters| shared_client(&client, callers, iters))
+        });
+    }
+    group.finish();
+
+    drop(client);
+    server.shutdown();
+}
+
+criterion_group!(benches, server_get_ts);
+criterion_main!(benches);
