@@ -1,0 +1,146 @@
+//! What the simulator checks, and how a broken check is reported.
+//!
+//! 1. **Exclusive lease**: at most one node holds the lease
+//!    (`Node::lease(local_now)`) and at most one serves
+//!    (`Node::is_serving(local_now)`) at any instant of true time.
+//! 2. **Timestamps only go up**: every range handed out lies above every
+//!    range handed out earlier in true time, by any node; and every
+//!    timestamp lies below a window saved on a quorum of replicas.
+//! 3. **Stores only go up**: no replica's window or fence (per lease name)
+//!    ever decreases.
+//! 4. **Liveness**: once the network has healed and nothing has crashed for
+//!    three lease periods, some node holds the lease and serves.
+//!
+//! Checking (1) after every event is exact, not a sample. A node starts
+//! holding the lease only inside a handler (P4, on an `Accepted`) and starts
+//! serving only inside a handler (the store reply that completes its sync);
+//! between two events its clock only advances, and `lease`/`is_serving` are
+//! `now < d`-style comparisons against deadlines fixed in the node, so they can
+//! only turn from true to false while no event happens. If two nodes held the
+//! lease at some instant `t`, each began its holding interval at an event no
+//! later than `t` and still held at `t`, so both hold right after the later
+//! of those two events, where the check runs.
+
+use std::fmt;
+
+use leasetso_core::{Ballot, LeaseName, MemStore};
+
+/// What went wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViolationKind {
+    /// Two nodes hold the lease at the same instant.
+    TwoOwners,
+    /// Two nodes serve at the same instant.
+    TwoServing,
+    /// A timestamp range is not above everything handed out before.
+    TimestampBack,
+    /// A timestamp at or beyond the window saved on a quorum.
+    BeyondWindow,
+    /// A range that crosses a millisecond or includes logical 0, or a
+    /// request that should have been refused was served.
+    BadRange,
+    /// A replica's window or fence went down.
+    StoreWentDown,
+    /// After a quiet tail of three lease periods, nobody serves.
+    NoLiveness,
+    /// The node asked to be woken at a time that has passed, again and
+    /// again, or the run never ends.
+    Stuck,
+}
+
+/// A broken check, with the true time it was seen at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// What.
+    pub kind: ViolationKind,
+    /// True time, ns.
+    pub at: u64,
+    /// Who and how, in words.
+    pub detail: String,
+}
+
+impl Violation {
+    /// Whether this is a safety violation of the lease (two owners at once).
+    pub fn two_owners(&self) -> bool {
+        matches!(self.kind, ViolationKind::TwoOwners | ViolationKind::TwoServing)
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} at {}: {}", self.kind, fmt_time(self.at), self.detail)
+    }
+}
+
+/// True time for humans: seconds with microseconds.
+pub fn fmt_time(ns: u64) -> String {
+    format!("{}.{:06}s", ns / 1_000_000_000, ns % 1_000_000_000 / 1_000)
+}
+
+/// What a replica holds that must never go down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreMark {
+    /// The saved window end.
+    pub window_end_ms: u64,
+    /// The fence of every lease name.
+    pub fences: [Ballot; 2],
+}
+
+impl StoreMark {
+    /// The replica's current mark.
+    pub fn of(store: &MemStore) -> Self {
+        StoreMark {
+            window_end_ms: store.window_end_ms(),
+            fences: LeaseName::ALL.map(|l| store.fence(l)),
+        }
+    }
+
+    /// Check 3: `after` is nowhere below `self`.
+    pub fn check_growth(&self, after: &StoreMark) -> Result<(), String> {
+        if after.window_end_ms < self.window_end_ms {
+            return Err(format!("window went from {} to {}", self.window_end_ms, after.window_end_ms));
+        }
+        for lease in LeaseName::ALL {
+            let (b, a) = (self.fences[lease as usize], after.fences[lease as usize]);
+            if a < b {
+                return Err(format!("fence of {} went from {b} to {a}", lease.as_str()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One successful GetTS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Issued {
+    /// True time, ns.
+    pub at: u64,
+    /// The node that served it.
+    pub node: u16,
+    /// The packed last timestamp of the range.
+    pub last: u64,
+    /// How many timestamps.
+    pub count: u32,
+}
+
+impl Issued {
+    /// The packed first timestamp of the range.
+    pub fn first(&self) -> u64 {
+        self.last - u64::from(self.count - 1)
+    }
+}
+
+impl fmt::Display for Issued {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "n{} handed out {}..={} (physical {} ms, {} timestamps) at {}",
+            self.node,
+            self.first(),
+            self.last,
+            self.last >> leasetso_core::LOGICAL_BITS,
+            self.count,
+            fmt_time(self.at)
+        )
+    }
+}

@@ -1,0 +1,253 @@
+//! What a seed turns into: the protocol variant under test, the cluster's
+//! timing, and the fault mix.
+//!
+//! The correct protocol and every broken variant draw from the same
+//! generator, so the correct protocol is put through exactly the fault mix
+//! that finds the broken ones. Each seed picks a *profile*: an even mix of
+//! faults, or one biased toward the pattern a known two-owner trace needs
+//! (replies that arrive lease periods late, stale Accepts and Releases,
+//! duplicates, whole-cluster crashes, stale messages delivered right when a
+//! quarantine ends).
+
+use std::time::Duration;
+
+use leasetso_core::{Bugs, LeaseConfig, MAX_LOGICAL, NodeConfig, NodeId, OracleConfig};
+
+use super::net::{Kind, KindFaults, NetFaults};
+use super::rng::{PPM, Rng};
+use super::world::{Chaos, MS, SEC, SimConfig};
+
+/// The protocol under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// PaxosLease, corrected.
+    Correct,
+    /// The attempt deadline starts at the promise quorum, not at Prepare.
+    LateTimer,
+    /// Quorums counted by a plain counter, so a duplicate counts twice.
+    ScalarQuorum,
+    /// "My own reported lease is open", whatever its ballot.
+    StaleOwnerOpen,
+    /// A Release clears any lease of its owner, whatever the ballot.
+    OwnerOnlyRelease,
+    /// `Q = D_P − 1 ms` with no drift and no margin (and `D_A = D_P`).
+    ShortQuarantine,
+}
+
+impl Variant {
+    /// Every broken variant.
+    pub const BROKEN: [Variant; 5] = [
+        Variant::LateTimer,
+        Variant::ScalarQuorum,
+        Variant::StaleOwnerOpen,
+        Variant::OwnerOnlyRelease,
+        Variant::ShortQuarantine,
+    ];
+
+    /// The core's switch for the variant.
+    pub fn bugs(self) -> Bugs {
+        match self {
+            Variant::Correct => Bugs::NONE,
+            Variant::LateTimer => Bugs::LATE_TIMER,
+            Variant::ScalarQuorum => Bugs::SCALAR_QUORUM,
+            Variant::StaleOwnerOpen => Bugs::STALE_OWNER_OPEN,
+            Variant::OwnerOnlyRelease => Bugs::OWNER_ONLY_RELEASE,
+            Variant::ShortQuarantine => Bugs::UNCHECKED_TIMING,
+        }
+    }
+}
+
+/// The tightest timing the rules allow with no drift and no margin:
+/// `D_A = Q = D_P` (T2 and T3 hold with equality), or the broken one with
+/// the quarantine one millisecond short.
+pub fn tight_lease(duration: Duration, short_quarantine: bool) -> LeaseConfig {
+    let q = if short_quarantine { duration - Duration::from_millis(1) } else { duration };
+    LeaseConfig {
+        duration,
+        drift_ppm: 0,
+        margin: Duration::ZERO,
+        acceptor_duration: Some(duration),
+        quarantine: Some(q),
+    }
+}
+
+/// A lease configuration the correct protocol accepts, drawn for `variant`.
+fn lease_config(rng: &mut Rng, variant: Variant) -> LeaseConfig {
+    let d_p = rng.range(300, 3_000);
+    let duration = Duration::from_millis(d_p);
+    if variant == Variant::ShortQuarantine {
+        return tight_lease(duration, true);
+    }
+    if rng.chance(PPM / 8) {
+        return tight_lease(duration, false);
+    }
+    let drift_ppm = [0, 100, 10_000, 10_000, 50_000][rng.below(5) as usize];
+    let margin = if rng.chance(PPM / 2) { 0 } else { rng.range(1, d_p / 10) };
+    let mut lease = LeaseConfig {
+        duration,
+        drift_ppm,
+        margin: Duration::from_millis(margin),
+        acceptor_duration: None,
+        quarantine: None,
+    };
+    let required = lease.required_acceptor_duration();
+    if rng.chance(PPM / 4) {
+        lease.acceptor_duration = Some(required + Duration::from_millis(rng.range(0, d_p / 2)));
+    }
+    if rng.chance(PPM / 4) {
+        lease.quarantine = Some(required + Duration::from_millis(rng.range(0, d_p / 2)));
+    }
+    lease
+}
+
+fn oracle_config(rng: &mut Rng) -> OracleConfig {
+    let update = rng.range(10, 100);
+    OracleConfig {
+        update_interval: Duration::from_millis(update),
+        save_interval_ms: rng.range(update + 5, 3_000),
+        max_logical: if rng.chance(PPM / 8) { rng.range(64, 4_096) as u32 } else { MAX_LOGICAL },
+        ..OracleConfig::default()
+    }
+}
+
+/// The fault mixes a seed can draw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// A bit of everything.
+    Mixed,
+    /// Promises and Accepteds often arrive lease periods late (LateTimer).
+    LateReplies,
+    /// Accepts often arrive lease periods late (StaleOwnerOpen, short quarantine).
+    StaleAccepts,
+    /// Frequent releases whose messages arrive late (OwnerOnlyRelease).
+    StaleReleases,
+    /// Many duplicated messages (scalar quorum counting).
+    Duplicates,
+    /// Whole-cluster crashes, stale messages held to the end of quarantines.
+    CrashStorm,
+    /// Sub-millisecond delays and crashes: timing races at their tightest.
+    FastLan,
+    /// Hardly any faults: the common path.
+    Calm,
+}
+
+impl Profile {
+    const ALL: [Profile; 8] = [
+        Profile::Mixed,
+        Profile::LateReplies,
+        Profile::StaleAccepts,
+        Profile::StaleReleases,
+        Profile::Duplicates,
+        Profile::CrashStorm,
+        Profile::FastLan,
+        Profile::Calm,
+    ];
+    const WEIGHTS: [u32; 8] = [28, 12, 12, 10, 12, 12, 10, 4];
+}
+
+/// The configuration of random run `seed` for `variant`.
+pub fn random(seed: u64, variant: Variant) -> SimConfig {
+    let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xC0FF_EE00_D15E_A5E5);
+    let nodes = if rng.chance(PPM / 3 * 2) { 3 } else { 5 };
+    let lease = lease_config(&mut rng, variant);
+    let d_p = u64::try_from(lease.duration.as_nanos()).unwrap_or(u64::MAX);
+    let mut node = NodeConfig::new(NodeId(0), nodes);
+    node.lease = lease;
+    node.oracle = oracle_config(&mut rng);
+    node.store_timeout = Duration::from_nanos(rng.range((d_p / 2).max(100 * MS), 2 * d_p));
+    node.bugs = variant.bugs();
+
+    let profile = Profile::ALL[rng.weighted(&Profile::WEIGHTS)];
+    let base = KindFaults { loss: 10_000, dup: 10_000, long: 5_000 };
+    let mut net = NetFaults {
+        delay_min: 0,
+        delay_max: rng.range(2 * MS, 50 * MS),
+        long_max: d_p * rng.range(2, 5),
+        local_max: MS,
+        kinds: [base; Kind::COUNT],
+    };
+    let mut chaos = Chaos {
+        crash_every: d_p * rng.range(10, 40),
+        crash_many_every: d_p * rng.range(40, 120),
+        down_max: d_p * 3,
+        partition_every: d_p * rng.range(10, 40),
+        partition_max: d_p * 5,
+        pause_every: d_p * rng.range(20, 60),
+        pause_max: d_p * 2,
+        stall_every: d_p * rng.range(20, 60),
+        stall_max: d_p * 2,
+        release_every: d_p * rng.range(10, 40),
+        rate_every: d_p * rng.range(5, 20),
+        wall_every: SEC * rng.range(5, 30),
+        new_origin: PPM / 3,
+        quarantine_edge: 0,
+        store_fail: 5_000,
+    };
+    let set = |net: &mut NetFaults, kinds: &[Kind], f: &dyn Fn(&mut KindFaults)| {
+        for k in kinds {
+            f(&mut net.kinds[k.index()]);
+        }
+    };
+    match profile {
+        Profile::Mixed => {}
+        Profile::LateReplies => {
+            set(&mut net, &[Kind::Promise, Kind::Accepted], &|k| k.long = 200_000);
+            chaos.crash_many_every = d_p * rng.range(8, 20);
+            chaos.quarantine_edge = PPM / 3;
+        }
+        Profile::StaleAccepts => {
+            set(&mut net, &[Kind::Accept], &|k| k.long = 250_000);
+            chaos.crash_many_every = d_p * rng.range(8, 20);
+            chaos.quarantine_edge = PPM / 3;
+        }
+        Profile::StaleReleases => {
+            set(&mut net, &[Kind::Release], &|k| k.long = 500_000);
+            set(&mut net, &[Kind::LearnChosen], &|k| k.loss = 300_000);
+            chaos.release_every = d_p * rng.range(3, 8);
+        }
+        Profile::Duplicates => {
+            let lease_kinds = &Kind::ALL[..7];
+            set(&mut net, lease_kinds, &|k| k.dup = 250_000);
+            set(&mut net, &[Kind::LearnChosen], &|k| k.loss = 300_000);
+        }
+        Profile::CrashStorm => {
+            chaos.crash_every = d_p * rng.range(3, 8);
+            chaos.crash_many_every = d_p * rng.range(5, 15);
+            chaos.down_max = d_p * 3 / 2;
+            chaos.quarantine_edge = PPM / 2;
+            set(&mut net, &Kind::ALL, &|k| k.long = 50_000);
+        }
+        Profile::FastLan => {
+            net.delay_min = 10_000;
+            net.delay_max = 200_000;
+            net.local_max = 50_000;
+            chaos.crash_every = d_p * rng.range(4, 10);
+            chaos.crash_many_every = d_p * rng.range(8, 20);
+            chaos.quarantine_edge = PPM / 2;
+        }
+        Profile::Calm => {
+            net.kinds = [KindFaults::default(); Kind::COUNT];
+            chaos = Chaos { wall_every: chaos.wall_every, rate_every: chaos.rate_every, ..Chaos::default() };
+        }
+    }
+    let chaos_for = (d_p * 40).clamp(30 * SEC, 90 * SEC);
+    SimConfig {
+        seed,
+        nodes,
+        node,
+        net,
+        chaos,
+        client_every: rng.range(5 * MS, 40 * MS),
+        chaos_for,
+        liveness: variant == Variant::Correct,
+        label: format!("{profile:?}, {nodes} nodes, {:?}", node.lease),
+    }
+}
+
+/// Three lease periods of true time, on the slowest clock the drift bound allows.
+pub fn three_lease_periods(cfg: &SimConfig) -> u64 {
+    let d_p = u128::from(u64::try_from(cfg.node.lease.duration.as_nanos()).unwrap_or(u64::MAX));
+    let rho = u128::from(cfg.node.lease.drift_ppm.min(PPM - 1));
+    let slow = 3 * d_p * u128::from(PPM) / (u128::from(PPM) - rho);
+    u64::try_from(slow).unwrap_or(u64::MAX) + MS
+}

@@ -1,0 +1,287 @@
+//! Runs seeds, in parallel but each on its own, and reports a failing seed
+//! with the exact command that replays it.
+//!
+//! Environment:
+//! * `LEASETSO_SIM_SEEDS=N`: run seeds `0..N` instead of the test's default.
+//! * `LEASETSO_SIM_SEED=S`: run seed `S` only (a replay).
+//! * `LEASETSO_SIM_TRACE=1`: with a single seed, print every event.
+//! * `LEASETSO_SIM_THREADS=T`: worker threads (default: up to 2).
+//!
+//! Seeds are claimed in increasing order, and once a seed has failed (or
+//! found what a search looks for) only lower seeds are still run, so the seed
+//! reported is always the lowest one: the same on every machine.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::check::Violation;
+use super::config::{self, Variant};
+use super::scenarios::{self, Reached, Scenario};
+use super::world::{Stats, Trace, World};
+
+/// How one seed went.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The seed.
+    pub seed: u64,
+    /// The first broken check, if any.
+    pub result: Result<(), Violation>,
+    /// What the run went through.
+    pub stats: Stats,
+    /// A digest of the whole run, for determinism checks.
+    pub fingerprint: u64,
+    /// The run's configuration in words.
+    pub label: String,
+    /// How far a scripted scenario got (`None` for random runs).
+    pub reached: Option<Reached>,
+    /// On a violation: the nodes' state.
+    pub nodes: String,
+    /// The trace lines kept.
+    pub trace: Vec<String>,
+}
+
+fn finish(w: World, result: Result<(), Violation>, reached: Option<Reached>) -> Outcome {
+    Outcome {
+        seed: w.cfg.seed,
+        nodes: if result.is_err() { w.describe_nodes() } else { String::new() },
+        result,
+        stats: w.stats.clone(),
+        fingerprint: w.fingerprint(),
+        label: w.cfg.label.clone(),
+        reached,
+        trace: w.trace_tail(),
+    }
+}
+
+/// Heals the network and runs the quiet tail; then the liveness check, if
+/// the run asks for it.
+fn tail(w: &mut World) -> Result<(), Violation> {
+    w.heal();
+    let until = w.quiet_since + config::three_lease_periods(&w.cfg);
+    w.run_to(until)?;
+    if w.cfg.liveness {
+        w.check_live()?;
+    }
+    Ok(())
+}
+
+/// Random run `seed` of `variant`.
+pub fn random_run(seed: u64, variant: Variant, trace: Trace) -> Outcome {
+    let mut w = World::new(config::random(seed, variant), trace);
+    w.boot();
+    let until = w.cfg.chaos_for;
+    let result = w.run_to(until).and_then(|()| tail(&mut w));
+    finish(w, result, None)
+}
+
+/// Scripted run `seed` of `scenario` against `variant`.
+pub fn scenario_run(seed: u64, scenario: Scenario, variant: Variant, trace: Trace) -> Outcome {
+    let (cfg, roles) = scenarios::config(seed, scenario, variant);
+    let mut w = World::new(cfg, trace);
+    let mut reached = None;
+    let result = scenarios::play(&mut w, scenario, roles).and_then(|r| {
+        reached = Some(r);
+        tail(&mut w)
+    });
+    finish(w, result, reached)
+}
+
+/// Which seeds to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Replay one seed.
+    One(u64),
+    /// Seeds `0..n`.
+    Many(u64),
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
+}
+
+/// The seeds the environment asks for, or `0..default`.
+pub fn plan(default: u64) -> Plan {
+    if let Some(seed) = env_u64("LEASETSO_SIM_SEED") {
+        return Plan::One(seed);
+    }
+    Plan::Many(env_u64("LEASETSO_SIM_SEEDS").unwrap_or(default))
+}
+
+fn tracing() -> bool {
+    std::env::var("LEASETSO_SIM_TRACE").is_ok_and(|v| v == "1")
+}
+
+fn threads() -> u64 {
+    env_u64("LEASETSO_SIM_THREADS")
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64).min(2))
+        .max(1)
+}
+
+/// The command that replays `seed` of `test`.
+pub fn replay_command(test: &str, seed: u64) -> String {
+    format!("LEASETSO_SIM_SEED={seed} cargo test -p leasetso-tests --test simulation -- {test} --exact --nocapture")
+}
+
+/// What a batch of seeds went through.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Seeds run.
+    pub runs: u64,
+    /// Their stats, added up.
+    pub stats: Stats,
+    /// Scripted runs that reached their critical step.
+    pub critical: u64,
+    /// Scripted runs that stopped before it.
+    pub setup_only: u64,
+    /// Seconds the batch took (for the report only; no run reads a clock).
+    pub seconds: f64,
+}
+
+impl Summary {
+    fn add(&mut self, o: &Outcome) {
+        self.runs += 1;
+        self.stats.add(&o.stats);
+        match o.reached {
+            Some(Reached::Critical) => self.critical += 1,
+            Some(Reached::Setup(_)) => self.setup_only += 1,
+            None => {}
+        }
+    }
+
+    fn line(&self, test: &str) -> String {
+        let s = &self.stats;
+        format!(
+            "{test}: {} seeds in {:.1} s ({:.0} seeds/s); {} events, {} leaderships, {} timestamps served, \
+             {} crashes, {} partitions, {} pauses, {} releases, {} lost / {} duplicated / {} long-delayed \
+             packets, {} to a later incarnation; scripted runs at their critical step: {} (stopped earlier: {})",
+            self.runs,
+            self.seconds,
+            self.runs as f64 / self.seconds.max(1e-9),
+            s.events,
+            s.leaderships,
+            s.timestamps,
+            s.crashes,
+            s.partitions,
+            s.pauses,
+            s.releases,
+            s.lost,
+            s.duplicated,
+            s.long_delayed,
+            s.to_new_incarnation,
+            self.critical,
+            self.setup_only,
+        )
+    }
+}
+
+/// Runs seeds `0..n` on worker threads until `stop` says an outcome ends the
+/// search; returns the lowest such outcome and the summary of all runs.
+fn search(n: u64, run: &(dyn Fn(u64) -> Outcome + Sync), stop: &(dyn Fn(&Outcome) -> bool + Sync)) -> (Option<Outcome>, Summary) {
+    let started = std::time::Instant::now();
+    let next = AtomicU64::new(0);
+    let limit = AtomicU64::new(n);
+    let found: Mutex<Option<Outcome>> = Mutex::new(None);
+    let summary = Mutex::new(Summary::default());
+    std::thread::scope(|scope| {
+        for _ in 0..threads() {
+            scope.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::SeqCst);
+                    if seed >= limit.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let outcome = run(seed);
+                    summary.lock().unwrap_or_else(|e| e.into_inner()).add(&outcome);
+                    if stop(&outcome) {
+                        limit.fetch_min(seed, Ordering::SeqCst);
+                        let mut found = found.lock().unwrap_or_else(|e| e.into_inner());
+                        if found.as_ref().is_none_or(|f| f.seed > seed) {
+                            *found = Some(outcome);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut summary = summary.into_inner().unwrap_or_else(|e| e.into_inner());
+    summary.seconds = started.elapsed().as_secs_f64();
+    (found.into_inner().unwrap_or_else(|e| e.into_inner()), summary)
+}
+
+fn report(test: &str, o: &Outcome, what: &str) -> String {
+    let v = o.result.as_ref().err().map_or_else(|| "no violation".to_string(), ToString::to_string);
+    let mut out = format!("{test}: seed {} {what}\n  run: {}\n  {v}\n", o.seed, o.label);
+    if !o.nodes.is_empty() {
+        out.push_str("nodes at that moment:\n");
+        out.push_str(&o.nodes);
+    }
+    if !o.trace.is_empty() {
+        out.push_str("last events:\n");
+        for line in &o.trace {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!(
+        "replay: {}\n  (add LEASETSO_SIM_TRACE=1 to print every event)",
+        replay_command(test, o.seed)
+    ));
+    out
+}
+
+fn run_one(run: &dyn Fn(u64, Trace) -> Outcome, seed: u64) -> Outcome {
+    let trace = if tracing() { Trace::Print } else { Trace::Keep(Default::default(), 40) };
+    run(seed, trace)
+}
+
+/// Every seed must pass every check.
+pub fn all_pass(test: &str, default_seeds: u64, run: &(dyn Fn(u64, Trace) -> Outcome + Sync)) -> Summary {
+    match plan(default_seeds) {
+        Plan::One(seed) => {
+            let o = run_one(run, seed);
+            if o.result.is_err() {
+                panic!("{}", report(test, &o, "broke a check"));
+            }
+            println!("{test}: seed {seed} passed ({}); reached {:?}; {:?}", o.label, o.reached, o.stats);
+            let mut s = Summary::default();
+            s.add(&o);
+            s
+        }
+        Plan::Many(n) => {
+            let (failed, summary) = search(n, &|seed| run(seed, Trace::Off), &|o| o.result.is_err());
+            if let Some(f) = failed {
+                // Runs are deterministic: run it again to keep its last events.
+                let again = run(f.seed, Trace::Keep(Default::default(), 60));
+                assert_eq!(again.result, f.result, "seed {} did not replay identically", f.seed);
+                panic!("{}", report(test, &again, "broke a check"));
+            }
+            println!("{}", summary.line(test));
+            summary
+        }
+    }
+}
+
+/// Some seed must find two owners at once; returns the lowest such seed.
+pub fn finds_two_owners(test: &str, default_seeds: u64, run: &(dyn Fn(u64, Trace) -> Outcome + Sync)) -> u64 {
+    let o = match plan(default_seeds) {
+        Plan::One(seed) => run_one(run, seed),
+        Plan::Many(n) => {
+            let (found, summary) = search(n, &|seed| run(seed, Trace::Off), &|o| o.result.is_err());
+            let Some(f) = found else {
+                panic!("{test}: no seed in 0..{n} found two owners\n{}", summary.line(test));
+            };
+            println!("{}", summary.line(test));
+            run(f.seed, Trace::Keep(Default::default(), 30))
+        }
+    };
+    match &o.result {
+        Err(v) if v.two_owners() => {
+            println!("{}", report(test, &o, "found two owners"));
+            o.seed
+        }
+        Err(_) => panic!("{}", report(test, &o, "broke a check other than two owners")),
+        Ok(()) => panic!("{}", report(test, &o, "found no two owners")),
+    }
+}

@@ -1,0 +1,328 @@
+//! Targeted scenarios: the minimal two-owner traces of *PaxosLease
+//! Revisited*, adapted to a cluster of three where every node is proposer,
+//! acceptor and replica, and played against the real `Node`s.
+//!
+//! The model's traces have separate proposers and acceptors; here a node's
+//! own acceptor answers its proposer at once and crashes with it. A script
+//! steers only what the environment may legitimately do: lose, hold back,
+//! duplicate or delay particular messages, crash and restart nodes, and keep
+//! a node's timers from firing (an overloaded runtime: safety must never
+//! depend on timers firing on time, since deadlines are data checked in the
+//! handlers). The same script runs against the correct protocol, which must
+//! come through it unharmed and then, once the network heals, elect a
+//! leader again. Each script reports whether it got as far as its critical
+//! step, so a pass of the correct protocol is known to have faced it.
+//!
+//! Roles: `A` and `B` compete, `C` is the acceptor their quorums share. The
+//! seed draws the lease timing, the delays and which node plays which role.
+
+use std::time::Duration;
+
+use leasetso_core::{Ballot, LeaseConfig, NodeConfig, NodeId};
+
+use super::check::Violation;
+use super::config::{Variant, tight_lease};
+use super::net::{Action, Kind, NetFaults, Packet, Rule};
+use super::rng::Rng;
+use super::world::{Chaos, MS, SimConfig, World};
+
+/// The scripted scenarios, one per known-broken rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// (a) A promise quorum completed long after Prepare, after the acceptor
+    /// that promised crashed and promised a lower ballot.
+    LateTimer,
+    /// (b) One acceptor's Promise delivered twice makes a quorum.
+    ScalarQuorum,
+    /// (c) An abandoned attempt's Accept lands after another owner won; the
+    /// proposer's retry reads its own stale lease as open.
+    StaleOwnerOpen,
+    /// (d) A Release of an old lease clears the owner's new lease.
+    OwnerOnlyRelease,
+    /// (e) An Accept held until the acceptor's quarantine (`D_P − 1 ms`) ends.
+    ShortQuarantine,
+}
+
+impl Scenario {
+    /// Every scenario.
+    pub const ALL: [Scenario; 5] = [
+        Scenario::LateTimer,
+        Scenario::ScalarQuorum,
+        Scenario::StaleOwnerOpen,
+        Scenario::OwnerOnlyRelease,
+        Scenario::ShortQuarantine,
+    ];
+
+    /// The broken variant this scenario is built to catch.
+    pub fn catches(self) -> Variant {
+        match self {
+            Scenario::LateTimer => Variant::LateTimer,
+            Scenario::ScalarQuorum => Variant::ScalarQuorum,
+            Scenario::StaleOwnerOpen => Variant::StaleOwnerOpen,
+            Scenario::OwnerOnlyRelease => Variant::OwnerOnlyRelease,
+            Scenario::ShortQuarantine => Variant::ShortQuarantine,
+        }
+    }
+}
+
+/// Which node plays which part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    /// A competing proposer.
+    pub a: usize,
+    /// The other competing proposer.
+    pub b: usize,
+    /// The acceptor both quorums share.
+    pub c: usize,
+}
+
+impl Roles {
+    /// Roles drawn from `rng`. With `a_below_b`, `A`'s id is below `B`'s, so
+    /// that of two first attempts (same counter and restart) `B`'s ballot is
+    /// the higher: the traces need the later winner to hold the lower ballot.
+    fn draw(rng: &mut Rng, a_below_b: bool) -> Roles {
+        let perms = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        let [a, b, c] = rng.pick(&perms);
+        if a_below_b && a > b { Roles { a: b, b: a, c } } else { Roles { a, b, c } }
+    }
+}
+
+/// The configuration of scenario run `seed` of `scenario` against `variant`.
+pub fn config(seed: u64, scenario: Scenario, variant: Variant) -> (SimConfig, Roles) {
+    let mut rng = Rng::new(seed.wrapping_mul(0xA24B_AED4_963E_E407) ^ scenario as u64);
+    let d_p = Duration::from_millis(rng.range(300, 3_000));
+    let (lease, delay_max) = if scenario == Scenario::ShortQuarantine {
+        // The model's tight boundary: no drift, no margin, D_A = D_P, and a
+        // quarantine of D_P (correct) or one millisecond less (broken). The
+        // race it opens is one millisecond wide, so messages take 10–100 µs.
+        (tight_lease(d_p, variant == Variant::ShortQuarantine), 100_000)
+    } else {
+        let drift_ppm = [0, 100, 10_000, 50_000][rng.below(4) as usize];
+        (LeaseConfig { duration: d_p, drift_ppm, ..LeaseConfig::default() }, rng.range(MS / 10, 5 * MS))
+    };
+    let mut node = NodeConfig::new(NodeId(0), 3);
+    node.lease = lease;
+    node.bugs = variant.bugs();
+    let a_below_b = matches!(
+        scenario,
+        Scenario::LateTimer | Scenario::ScalarQuorum | Scenario::StaleOwnerOpen | Scenario::ShortQuarantine
+    );
+    let roles = Roles::draw(&mut rng, a_below_b);
+    let cfg = SimConfig {
+        seed,
+        nodes: 3,
+        node,
+        net: NetFaults::clean(delay_max / 10, delay_max),
+        chaos: Chaos::default(),
+        client_every: rng.range(2 * MS, 20 * MS),
+        chaos_for: 0,
+        liveness: variant == Variant::Correct,
+        label: format!("scenario {scenario:?}, {roles:?}, {lease:?}"),
+    };
+    (cfg, roles)
+}
+
+/// How far a script got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reached {
+    /// A step before the critical one did not happen in time (the seed's
+    /// timing did not allow it); nothing was tested.
+    Setup(&'static str),
+    /// The critical step was played.
+    Critical,
+}
+
+fn d_p(w: &World) -> u64 {
+    u64::try_from(w.cfg.node.lease.duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn is(kind: Kind, from: usize, to: usize) -> impl Fn(&Packet) -> bool {
+    move |p| p.kind() == kind && usize::from(p.from) == from && usize::from(p.to) == to
+}
+
+/// Boots the cluster with every timer blocked and waits until every
+/// acceptor is out of its boot quarantine.
+fn open(w: &mut World) -> Result<bool, Violation> {
+    for s in &mut w.slots {
+        s.timers_blocked = true;
+    }
+    w.boot();
+    let until = w.now + 3 * d_p(w);
+    w.run_until(until, |w| (0..w.slots.len()).all(|i| w.participates(i)))
+}
+
+/// Runs until `pred`, for at most `periods` lease periods.
+fn wait(w: &mut World, periods: u64, pred: impl FnMut(&World) -> bool) -> Result<bool, Violation> {
+    let until = w.now + periods * d_p(w);
+    w.run_until(until, pred)
+}
+
+/// Plays `scenario` on `w`, up to and through its critical step.
+pub fn play(w: &mut World, scenario: Scenario, r: Roles) -> Result<Reached, Violation> {
+    let (a, b, c) = (r.a, r.b, r.c);
+    let (a16, b16, c16) = (a as u16, b as u16, c as u16);
+    match scenario {
+        Scenario::LateTimer => {
+            // B's Prepare reaches C, whose Promise is held back; A and B
+            // cannot hear each other (their own acceptors stay out of it).
+            w.rules = vec![
+                Rule::link(a16, b16, Action::Drop),
+                Rule::link(b16, a16, Action::Drop),
+                Rule::of(Kind::Promise, c16, b16, Action::Hold),
+            ];
+            if !open(w)? {
+                return Ok(Reached::Setup("boot quarantine"));
+            }
+            w.block_timers(b, false);
+            if !wait(w, 2, |w| w.held.iter().any(is(Kind::Promise, c, b)))? {
+                return Ok(Reached::Setup("C promises B"));
+            }
+            // B's runtime stalls: its attempt stays open, past its deadline
+            // (which only the correct protocol has already fixed).
+            w.block_timers(b, true);
+            // C crashes, forgetting its promise to B, and sits out its quarantine.
+            w.crash(c);
+            w.restart(c);
+            if !wait(w, 3, |w| w.participates(c))? {
+                return Ok(Reached::Setup("C's quarantine"));
+            }
+            // A, with the lower ballot, wins on {A, C}.
+            w.block_timers(a, false);
+            if !wait(w, 3, |w| w.lease(a).is_some())? {
+                return Ok(Reached::Setup("A acquires"));
+            }
+            // C's Promise to B, from before the crash, finally arrives.
+            w.rules.retain(|r| r.action != Action::Hold);
+            w.release_held(w.now, is(Kind::Promise, c, b));
+            wait(w, 2, |_| false)?;
+        }
+        Scenario::ScalarQuorum => {
+            // A wins on {A, B}: its Accept to C is lost, and nobody learns of it.
+            w.rules = vec![
+                Rule::of(Kind::Accept, a16, c16, Action::Drop),
+                Rule::of(Kind::LearnChosen, a16, b16, Action::Drop),
+                Rule::of(Kind::LearnChosen, a16, c16, Action::Drop),
+                Rule::of(Kind::Promise, a16, b16, Action::Drop),
+                Rule::of(Kind::Promise, c16, b16, Action::Copies(2)),
+            ];
+            if !open(w)? {
+                return Ok(Reached::Setup("boot quarantine"));
+            }
+            w.block_timers(a, false);
+            if !wait(w, 3, |w| w.lease(a).is_some())? {
+                return Ok(Reached::Setup("A acquires"));
+            }
+            // B campaigns: its own acceptor reports A's lease (blocks), C
+            // has none and its one Promise is delivered twice.
+            w.block_timers(b, false);
+            wait(w, 2, |_| false)?;
+        }
+        Scenario::StaleOwnerOpen => {
+            w.rules = vec![
+                Rule::link(a16, b16, Action::Drop),
+                Rule::link(b16, a16, Action::Drop),
+                Rule::of(Kind::Accept, b16, c16, Action::Hold),
+            ];
+            if !open(w)? {
+                return Ok(Reached::Setup("boot quarantine"));
+            }
+            // B gets promises from {B, C}; its Accept to C is held back, so
+            // the attempt never completes.
+            w.block_timers(b, false);
+            if !wait(w, 2, |w| w.held.iter().any(is(Kind::Accept, b, c)))? {
+                return Ok(Reached::Setup("B sends Accept"));
+            }
+            w.block_timers(b, true);
+            // C forgets its promise to B; after its quarantine A, with the
+            // lower ballot, wins on {A, C}.
+            w.crash(c);
+            w.restart(c);
+            if !wait(w, 3, |w| w.participates(c))? {
+                return Ok(Reached::Setup("C's quarantine"));
+            }
+            w.block_timers(a, false);
+            if !wait(w, 3, |w| w.lease(a).is_some())? {
+                return Ok(Reached::Setup("A acquires"));
+            }
+            // B's stale Accept lands on C (its ballot is above A's), and B's
+            // runtime resumes: it abandons the old attempt and retries.
+            w.rules.retain(|r| r.action != Action::Hold);
+            w.release_held(w.now, is(Kind::Accept, b, c));
+            w.block_timers(b, false);
+            wait(w, 2, |_| false)?;
+        }
+        Scenario::OwnerOnlyRelease => {
+            w.rules = vec![
+                Rule::of(Kind::LearnChosen, a16, b16, Action::Drop),
+                Rule::of(Kind::LearnChosen, a16, c16, Action::Drop),
+            ];
+            if !open(w)? {
+                return Ok(Reached::Setup("boot quarantine"));
+            }
+            w.block_timers(a, false);
+            let first = |w: &World| w.lease(a).map(|(ballot, _)| ballot);
+            if !wait(w, 3, |w| {
+                first(w).is_some_and(|l| w.acceptor_lease(b) == Some(l) && w.acceptor_lease(c) == Some(l))
+            })? {
+                return Ok(Reached::Setup("A acquires on all three"));
+            }
+            let b1 = first(w).unwrap_or(Ballot::ZERO);
+            // A releases; its Releases to B and C are held back. A then
+            // acquires again under a new ballot.
+            w.rules.insert(0, Rule::of(Kind::Release, a16, b16, Action::Hold));
+            w.rules.insert(0, Rule::of(Kind::Release, a16, c16, Action::Hold));
+            w.release(a, true);
+            if !wait(w, 8, |w| first(w).is_some_and(|l| l != b1))? {
+                return Ok(Reached::Setup("A acquires again"));
+            }
+            // A's runtime stalls (no renewals), the old Releases arrive, and C
+            // campaigns.
+            w.block_timers(a, true);
+            w.rules.retain(|r| r.action != Action::Hold);
+            w.release_held(w.now, |p| p.kind() == Kind::Release);
+            w.block_timers(c, false);
+            wait(w, 2, |_| false)?;
+        }
+        Scenario::ShortQuarantine => {
+            w.rules = vec![
+                Rule::link(a16, b16, Action::Drop),
+                Rule::link(b16, a16, Action::Drop),
+                Rule::of(Kind::Accept, a16, c16, Action::Hold),
+            ];
+            if !open(w)? {
+                return Ok(Reached::Setup("boot quarantine"));
+            }
+            // A gets promises from {A, C}; its Accept to C is held back.
+            w.block_timers(a, false);
+            if !wait(w, 2, |w| w.held.iter().any(is(Kind::Accept, a, c)))? {
+                return Ok(Reached::Setup("A sends Accept"));
+            }
+            // B, with the higher ballot, wins on {B, C} within microseconds;
+            // C crashes the moment it has accepted B's lease.
+            w.block_timers(b, false);
+            let b_at_c = |w: &World| w.acceptor_lease(c).is_some_and(|l| l.node == NodeId(b16));
+            if !wait(w, 2, b_at_c)? {
+                return Ok(Reached::Setup("C accepts B"));
+            }
+            w.crash(c);
+            w.restart(c);
+            // A's Accept reaches C the instant its quarantine ends.
+            let Some(end) = w.quarantine_end(c) else { return Ok(Reached::Setup("C restarts")) };
+            w.rules.retain(|r| r.action != Action::Hold);
+            w.release_held(end, is(Kind::Accept, a, c));
+            wait(w, 2, |_| false)?;
+        }
+    }
+    Ok(Reached::Critical)
+}
+
+/// The scenario in words, for reports.
+pub fn describe(scenario: Scenario) -> &'static str {
+    match scenario {
+        Scenario::LateTimer => "late Promise after the promiser's crash (notes trace a, 3-acceptor form)",
+        Scenario::ScalarQuorum => "one Promise delivered twice (notes trace b)",
+        Scenario::StaleOwnerOpen => "stale Accept of an abandoned attempt, then a retry (notes trace c)",
+        Scenario::OwnerOnlyRelease => "stale Release after re-acquisition (notes trace d)",
+        Scenario::ShortQuarantine => "Accept held to the quarantine's end (notes trace e, 3-acceptor form)",
+    }
+}

@@ -1,0 +1,1197 @@
+//! The simulated cluster: nodes with their own clocks, their store replicas,
+//! the network between them, clients, and the faults, all driven by one
+//! event queue in true time.
+//!
+//! The loop follows the core's rule: after every input to a node, drain
+//! `poll_output()` until `None`, then arm the node's one timer at
+//! `poll_timeout()` (a local instant, converted to true time through the
+//! node's clock). Events at the same true time run in the order they were
+//! scheduled, so a run is a pure function of its seed.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::hash::{Hash, Hasher};
+
+use leasetso_core::quorum::majority;
+use leasetso_core::{
+    Ballot, Event, GetTsError, Instant, LeaseName, MemStore, Node, NodeConfig, NodeId, Output, StepDown,
+    StoreOp, StoreReject, StoreReply, Timestamp,
+};
+
+use super::check::{Issued, StoreMark, Violation, ViolationKind, fmt_time};
+use super::clock::Clock;
+use super::net::{Action, KindFaults, NetFaults, Packet, Payload, Rule};
+use super::rng::{PPM, Rng};
+
+/// Nanoseconds per millisecond.
+pub const MS: u64 = 1_000_000;
+/// Nanoseconds per second.
+pub const SEC: u64 = 1_000 * MS;
+/// The wall clock at true time zero (November 2023), in Unix milliseconds.
+pub const WALL_BASE_MS: u64 = 1_700_000_000_000;
+/// A run that handles this many events is stuck in a loop.
+const MAX_EVENTS: u64 = 50_000_000;
+/// A node woken this many times at one instant is stuck in a loop.
+const MAX_SPIN: u32 = 1_000;
+
+/// Faults that act on nodes rather than on packets. Every `*_every` is the
+/// mean time between two such faults in true ns (0: never).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Chaos {
+    /// One node crashes.
+    pub crash_every: u64,
+    /// A majority, or every node, crashes at once (the "abandon, then crash
+    /// every acceptor" pattern of the two-owner traces).
+    pub crash_many_every: u64,
+    /// Longest downtime after a crash (a quarter of restarts are immediate).
+    pub down_max: u64,
+    /// The network splits in two, or one node is cut off.
+    pub partition_every: u64,
+    /// Longest partition.
+    pub partition_max: u64,
+    /// A node's process stops handling anything (GC, VM pause), while its
+    /// clock keeps counting; inputs wait until it resumes.
+    pub pause_every: u64,
+    /// Longest pause.
+    pub pause_max: u64,
+    /// A node's timers fire late (an overloaded runtime); messages still flow.
+    pub stall_every: u64,
+    /// Longest stall.
+    pub stall_max: u64,
+    /// The owner (or some node) releases the lease (P6), sometimes to shut down.
+    pub release_every: u64,
+    /// A node's clock changes rate, within the drift bound.
+    pub rate_every: u64,
+    /// A node's wall clock steps, back or forward, by up to an hour.
+    pub wall_every: u64,
+    /// Of restarts, how many (ppm) start a fresh monotonic clock origin (a
+    /// reboot rather than a process restart).
+    pub new_origin: u32,
+    /// Of lease messages reaching a quarantined acceptor, how many (ppm) the
+    /// network instead delivers right when the quarantine ends: the
+    /// adversary's best moment for a stale message.
+    pub quarantine_edge: u32,
+    /// Of store operations, how many (ppm) answer `Failed` (half of them
+    /// after performing the operation: a failed reply says nothing).
+    pub store_fail: u32,
+}
+
+/// The node-level faults, for scheduling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChaosKind {
+    Crash,
+    CrashMany,
+    Partition,
+    Pause,
+    Stall,
+    Release,
+    Rate,
+    Wall,
+}
+
+impl ChaosKind {
+    const ALL: [ChaosKind; 8] = [
+        ChaosKind::Crash,
+        ChaosKind::CrashMany,
+        ChaosKind::Partition,
+        ChaosKind::Pause,
+        ChaosKind::Stall,
+        ChaosKind::Release,
+        ChaosKind::Rate,
+        ChaosKind::Wall,
+    ];
+
+    fn mean(self, c: &Chaos) -> u64 {
+        match self {
+            ChaosKind::Crash => c.crash_every,
+            ChaosKind::CrashMany => c.crash_many_every,
+            ChaosKind::Partition => c.partition_every,
+            ChaosKind::Pause => c.pause_every,
+            ChaosKind::Stall => c.stall_every,
+            ChaosKind::Release => c.release_every,
+            ChaosKind::Rate => c.rate_every,
+            ChaosKind::Wall => c.wall_every,
+        }
+    }
+}
+
+/// Everything a run is made of.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The run's seed.
+    pub seed: u64,
+    /// Cluster size.
+    pub nodes: u16,
+    /// The configuration of every node (id and seed are set per node).
+    pub node: NodeConfig,
+    /// The network.
+    pub net: NetFaults,
+    /// Node-level faults.
+    pub chaos: Chaos,
+    /// Mean time between two client requests (0: no clients).
+    pub client_every: u64,
+    /// True time after which faults stop and the network heals.
+    pub chaos_for: u64,
+    /// Whether the run ends with the liveness check.
+    pub liveness: bool,
+    /// What kind of run this is, for reports.
+    pub label: String,
+}
+
+/// Counters of what a run went through, to show the faults were exercised.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events handled.
+    pub events: u64,
+    /// Packets sent.
+    pub sent: u64,
+    /// Packets lost, dropped by a partition or by a rule.
+    pub lost: u64,
+    /// Extra copies delivered.
+    pub duplicated: u64,
+    /// Packets delayed far beyond the usual delay.
+    pub long_delayed: u64,
+    /// Packets that arrived at a node that was down.
+    pub to_down_node: u64,
+    /// Packets for a later incarnation than the one that was addressed.
+    pub to_new_incarnation: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Partitions.
+    pub partitions: u64,
+    /// Pauses and timer stalls.
+    pub pauses: u64,
+    /// Releases (P6) asked for.
+    pub releases: u64,
+    /// Wall clock steps.
+    pub wall_steps: u64,
+    /// Fresh acquisitions (`Event::Leading`).
+    pub leaderships: u64,
+    /// Syncs completed (`Event::Serving`).
+    pub serving: u64,
+    /// Step downs because a store was fenced by a newer leadership.
+    pub fenced: u64,
+    /// Other step downs.
+    pub stepped_down: u64,
+    /// Successful GetTS calls.
+    pub timestamps: u64,
+    /// Refused GetTS calls.
+    pub refused: u64,
+}
+
+impl Stats {
+    /// Adds `o` to `self`.
+    pub fn add(&mut self, o: &Stats) {
+        self.events += o.events;
+        self.sent += o.sent;
+        self.lost += o.lost;
+        self.duplicated += o.duplicated;
+        self.long_delayed += o.long_delayed;
+        self.to_down_node += o.to_down_node;
+        self.to_new_incarnation += o.to_new_incarnation;
+        self.crashes += o.crashes;
+        self.partitions += o.partitions;
+        self.pauses += o.pauses;
+        self.releases += o.releases;
+        self.wall_steps += o.wall_steps;
+        self.leaderships += o.leaderships;
+        self.serving += o.serving;
+        self.fenced += o.fenced;
+        self.stepped_down += o.stepped_down;
+        self.timestamps += o.timestamps;
+        self.refused += o.refused;
+    }
+}
+
+/// Where trace lines go.
+#[derive(Debug)]
+pub enum Trace {
+    /// Nowhere (the fast path: no line is even formatted).
+    Off,
+    /// Printed to stderr as they happen.
+    Print,
+    /// The last `n` kept, for a failure report.
+    Keep(VecDeque<String>, usize),
+}
+
+/// One node: its process (if up), its replica (which survives crashes), and
+/// its clocks.
+#[derive(Debug)]
+pub struct Slot {
+    /// The node's configuration.
+    pub cfg: NodeConfig,
+    /// The running process, `None` while down.
+    pub node: Option<Node>,
+    /// The replica: window, fences and restart counter survive crashes.
+    pub store: MemStore,
+    /// The monotonic clock.
+    pub clock: Clock,
+    /// Wall clock = base + true time + this, in ms.
+    pub wall_offset_ms: i64,
+    /// Bumped at every crash: identifies the process.
+    pub incarnation: u32,
+    /// The local instant this incarnation started at (its quarantine began).
+    pub started_local: u64,
+    /// Scripted: the runtime never fires this node's timers.
+    pub timers_blocked: bool,
+    token: u64,
+    armed: Option<u64>,
+    paused_until: u64,
+    stalled_until: u64,
+    spin: (u64, u32),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Ev {
+    Deliver { packet: Packet, incarnation: u32 },
+    Timer { node: u16, token: u64 },
+    Client,
+    Chaos(ChaosKind),
+    Restart { node: u16, incarnation: u32 },
+    PartitionEnd { generation: u64 },
+}
+
+#[derive(Debug)]
+struct Entry {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    // Reversed: `BinaryHeap` is a max-heap and the earliest event goes first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// FNV-1a, for fingerprints that must not depend on the process (std's
+/// hasher is randomly keyed).
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv(pub u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xCBF2_9CE4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3);
+        }
+    }
+}
+
+/// The simulated cluster.
+#[derive(Debug)]
+pub struct World {
+    /// The run's configuration.
+    pub cfg: SimConfig,
+    /// True time, ns.
+    pub now: u64,
+    /// The nodes.
+    pub slots: Vec<Slot>,
+    /// Scripted rules, tried before the random network; first match wins.
+    pub rules: Vec<Rule>,
+    /// Packets a [`Action::Hold`] rule kept aside.
+    pub held: Vec<Packet>,
+    /// What the run went through.
+    pub stats: Stats,
+    /// Every successful GetTS, in true-time order.
+    pub issued: Vec<Issued>,
+    /// Whether faults have stopped for good.
+    pub healed: bool,
+    /// When the quiet tail began: the heal, or the arrival of the last
+    /// packet the faulty network had delayed, whichever is later.
+    pub quiet_since: u64,
+    queue: BinaryHeap<Entry>,
+    seq: u64,
+    net_rng: Rng,
+    chaos_rng: Rng,
+    client_rng: Rng,
+    store_rng: Rng,
+    partition: Option<[u8; 8]>,
+    partition_generation: u64,
+    last_arrival: u64,
+    last_server: u16,
+    outputs: Vec<Output>,
+    trace: Trace,
+    fingerprint: Fnv,
+}
+
+impl World {
+    /// A cluster for `cfg`, not started yet (see [`World::boot`]).
+    pub fn new(cfg: SimConfig, trace: Trace) -> Self {
+        let mut rng = Rng::new(cfg.seed ^ 0x5EED_1EA5_E750_0000);
+        let drift = cfg.node.lease.drift_ppm;
+        let slots = (0..cfg.nodes)
+            .map(|i| {
+                let mut node_cfg = cfg.node;
+                node_cfg.id = NodeId(i);
+                node_cfg.nodes = cfg.nodes;
+                node_cfg.seed = rng.next_u64();
+                let origin = rng.below(1_000_000 * SEC);
+                let ppm = draw_ppm(&mut rng, drift);
+                Slot {
+                    cfg: node_cfg,
+                    node: None,
+                    store: MemStore::new(),
+                    clock: Clock::new(0, origin, ppm),
+                    wall_offset_ms: rng.range(0, 1_000) as i64 - 500,
+                    incarnation: 0,
+                    started_local: 0,
+                    timers_blocked: false,
+                    token: 0,
+                    armed: None,
+                    paused_until: 0,
+                    stalled_until: 0,
+                    spin: (0, 0),
+                }
+            })
+            .collect();
+        World {
+            now: 0,
+            slots,
+            rules: Vec::new(),
+            held: Vec::new(),
+            stats: Stats::default(),
+            issued: Vec::new(),
+            healed: false,
+            quiet_since: 0,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            net_rng: rng.fork(1),
+            chaos_rng: rng.fork(2),
+            client_rng: rng.fork(3),
+            store_rng: rng.fork(4),
+            partition: None,
+            partition_generation: 0,
+            last_arrival: 0,
+            last_server: 0,
+            outputs: Vec::with_capacity(64),
+            trace,
+            fingerprint: Fnv::default(),
+            cfg,
+        }
+    }
+
+    /// Starts every node, the clients and the faults.
+    pub fn boot(&mut self) {
+        for i in 0..self.slots.len() {
+            self.restart(i);
+        }
+        if self.cfg.client_every > 0 {
+            let at = self.client_rng.gap(self.cfg.client_every);
+            self.schedule(at, Ev::Client);
+        }
+        for kind in ChaosKind::ALL {
+            let mean = kind.mean(&self.cfg.chaos);
+            if mean > 0 {
+                let at = self.chaos_rng.gap(mean);
+                self.schedule(at, Ev::Chaos(kind));
+            }
+        }
+    }
+
+    /// The kept trace lines (empty unless the trace keeps them).
+    pub fn trace_tail(&self) -> Vec<String> {
+        match &self.trace {
+            Trace::Keep(lines, _) => lines.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn tr(&mut self, line: impl FnOnce() -> String) {
+        if matches!(self.trace, Trace::Off) {
+            return;
+        }
+        let line = format!("{:>15}  {}", fmt_time(self.now), line());
+        match &mut self.trace {
+            Trace::Off => {}
+            Trace::Print => eprintln!("{line}"),
+            Trace::Keep(lines, cap) => {
+                if lines.len() == *cap {
+                    lines.pop_front();
+                }
+                lines.push_back(line);
+            }
+        }
+    }
+
+    /// A fingerprint of everything that happened and of the final state: two
+    /// runs of one seed must agree on it.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = self.fingerprint;
+        for s in &self.slots {
+            s.node.hash(&mut h);
+            s.store.hash(&mut h);
+            s.incarnation.hash(&mut h);
+        }
+        self.issued.len().hash(&mut h);
+        self.issued.last().map(|i| (i.at, i.node, i.last)).hash(&mut h);
+        h.finish()
+    }
+
+    fn schedule(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Entry { at, seq: self.seq, ev });
+    }
+
+    fn violation(&self, kind: ViolationKind, detail: String) -> Violation {
+        Violation { kind, at: self.now, detail }
+    }
+
+    // ----- clocks -------------------------------------------------------
+
+    /// Node `i`'s monotonic clock now.
+    pub fn local(&self, i: usize) -> Instant {
+        Instant::from_nanos(self.slots[i].clock.local(self.now))
+    }
+
+    /// Node `i`'s wall clock now, in ms.
+    pub fn wall_ms(&self, i: usize) -> u64 {
+        let ms = (WALL_BASE_MS + self.now / MS) as i64 + self.slots[i].wall_offset_ms;
+        ms.max(0) as u64
+    }
+
+    /// The true time at which node `i`'s clock reads `local` (now if it has).
+    pub fn true_at(&self, i: usize, local: Instant) -> Option<u64> {
+        self.slots[i].clock.true_at(local.as_nanos(), self.now)
+    }
+
+    /// The true time node `i`'s acceptors leave quarantine (A4).
+    pub fn quarantine_end(&self, i: usize) -> Option<u64> {
+        let node = self.slots[i].node.as_ref()?;
+        let end = Instant::from_nanos(self.slots[i].started_local) + node.timing().quarantine;
+        self.true_at(i, end)
+    }
+
+    // ----- inspection ---------------------------------------------------
+
+    /// The lease node `i` holds now, if it is up and holds one.
+    pub fn lease(&self, i: usize) -> Option<(Ballot, Instant)> {
+        self.slots[i].node.as_ref()?.lease(self.local(i))
+    }
+
+    /// The live lease node `i`'s acceptor holds now.
+    pub fn acceptor_lease(&self, i: usize) -> Option<Ballot> {
+        self.slots[i].node.as_ref()?.acceptor(LeaseName::Leader).lease(self.local(i))
+    }
+
+    /// Whether node `i` serves now.
+    pub fn serving(&self, i: usize) -> bool {
+        self.slots[i].node.as_ref().is_some_and(|n| n.is_serving(self.local(i)))
+    }
+
+    /// Whether node `i` is up and its acceptors are out of quarantine.
+    pub fn participates(&self, i: usize) -> bool {
+        self.slots[i]
+            .node
+            .as_ref()
+            .is_some_and(|n| !n.acceptor(LeaseName::Leader).is_quarantined(self.local(i)))
+    }
+
+    /// The window end saved on a quorum: the majority-th largest over replicas.
+    pub fn quorum_window_ms(&self) -> u64 {
+        let mut w: Vec<u64> = self.slots.iter().map(|s| s.store.window_end_ms()).collect();
+        w.sort_unstable_by(|a, b| b.cmp(a));
+        w[usize::from(majority(self.cfg.nodes)) - 1]
+    }
+
+    /// A line per node: what it believes, for failure reports.
+    pub fn describe_nodes(&self) -> String {
+        let mut out = String::new();
+        for (i, s) in self.slots.iter().enumerate() {
+            let line = match &s.node {
+                None => format!("n{i}: down (incarnation {})", s.incarnation),
+                Some(n) => {
+                    let local = self.local(i);
+                    let acc = n.acceptor(LeaseName::Leader);
+                    format!(
+                        "n{i}: lease {:?}, serving {}, {:?}, acceptor promised {} lease {:?}{}, \
+                         store window {} fence {}, clock {:?} ({:+} ppm)",
+                        n.lease(local),
+                        n.is_serving(local),
+                        n.status(),
+                        acc.promised(),
+                        acc.lease(local),
+                        if acc.is_quarantined(local) { " (quarantined)" } else { "" },
+                        s.store.window_end_ms(),
+                        s.store.fence(LeaseName::Leader),
+                        local,
+                        s.clock.ppm(),
+                    )
+                }
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
+    }
+
+    // ----- running ------------------------------------------------------
+
+    /// Handles the next event, then runs check 1. `Ok(false)` when nothing
+    /// is left to happen.
+    pub fn step(&mut self) -> Result<bool, Violation> {
+        let Some(Entry { at, seq, ev }) = self.queue.pop() else {
+            return Ok(false);
+        };
+        self.now = at;
+        self.stats.events += 1;
+        (at, seq).hash(&mut self.fingerprint);
+        if self.stats.events > MAX_EVENTS {
+            return Err(self.violation(ViolationKind::Stuck, "the run never ends".into()));
+        }
+        self.handle(ev)?;
+        self.check_exclusive()?;
+        Ok(true)
+    }
+
+    /// Runs until `pred` holds (checked before every event) or true time
+    /// `until`; returns whether `pred` held.
+    pub fn run_until(&mut self, until: u64, mut pred: impl FnMut(&World) -> bool) -> Result<bool, Violation> {
+        loop {
+            if pred(self) {
+                return Ok(true);
+            }
+            match self.queue.peek() {
+                Some(e) if e.at <= until => {
+                    self.step()?;
+                }
+                _ => {
+                    self.now = self.now.max(until);
+                    return Ok(pred(self));
+                }
+            }
+        }
+    }
+
+    /// Runs every event up to true time `until`.
+    pub fn run_to(&mut self, until: u64) -> Result<(), Violation> {
+        self.run_until(until, |_| false).map(|_| ())
+    }
+
+    fn handle(&mut self, ev: Ev) -> Result<(), Violation> {
+        match ev {
+            Ev::Deliver { packet, incarnation } => self.deliver(packet, incarnation),
+            Ev::Timer { node, token } => self.timer(usize::from(node), token),
+            Ev::Client => {
+                let at = self.now + self.client_rng.gap(self.cfg.client_every).max(1);
+                self.schedule(at, Ev::Client);
+                self.client()
+            }
+            Ev::Chaos(kind) => {
+                self.chaos(kind);
+                Ok(())
+            }
+            Ev::Restart { node, incarnation } => {
+                if self.slots[usize::from(node)].incarnation == incarnation {
+                    self.restart(usize::from(node));
+                }
+                Ok(())
+            }
+            Ev::PartitionEnd { generation } => {
+                if generation == self.partition_generation && self.partition.is_some() {
+                    self.partition = None;
+                    self.tr(|| "partition heals".into());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Check 1, after every event (see the module docs of `check` for why
+    /// that is exact).
+    fn check_exclusive(&self) -> Result<(), Violation> {
+        let mut owner: Option<(usize, Ballot, Instant, Instant)> = None;
+        let mut server: Option<usize> = None;
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(node) = &s.node else { continue };
+            let local = Instant::from_nanos(s.clock.local(self.now));
+            if let Some((ballot, d)) = node.lease(local) {
+                if let Some((j, bj, dj, lj)) = owner {
+                    return Err(self.violation(
+                        ViolationKind::TwoOwners,
+                        format!(
+                            "n{j} holds {bj} for {:?} more and n{i} holds {ballot} for {:?} more \
+                             (local time to each deadline)",
+                            dj.saturating_since(lj),
+                            d.saturating_since(local)
+                        ),
+                    ));
+                }
+                owner = Some((i, ballot, d, local));
+            }
+            if node.is_serving(local) {
+                if let Some(j) = server {
+                    return Err(
+                        self.violation(ViolationKind::TwoServing, format!("n{j} and n{i} both serve"))
+                    );
+                }
+                server = Some(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Check 4: some node holds the lease and serves.
+    pub fn check_live(&self) -> Result<(), Violation> {
+        if (0..self.slots.len()).any(|i| self.lease(i).is_some() && self.serving(i)) {
+            return Ok(());
+        }
+        Err(self.violation(
+            ViolationKind::NoLiveness,
+            format!(
+                "quiet since {} (three lease periods and more), yet nobody serves:\n{}",
+                fmt_time(self.quiet_since),
+                self.describe_nodes()
+            ),
+        ))
+    }
+
+    // ----- nodes --------------------------------------------------------
+
+    /// Hands the node's outputs to the network, then arms its timer.
+    fn drain(&mut self, i: usize) {
+        let mut outs = std::mem::take(&mut self.outputs);
+        if let Some(node) = self.slots[i].node.as_mut() {
+            while let Some(out) = node.poll_output() {
+                outs.push(out);
+            }
+        }
+        let from = i as u16;
+        for out in outs.drain(..) {
+            match out {
+                Output::Send { to, msg } => {
+                    let packet = Packet { from, to: to.0, payload: Payload::Lease(msg), sent_at: self.now };
+                    self.send(packet);
+                }
+                Output::Store { replica, request } => {
+                    let incarnation = self.slots[i].incarnation;
+                    let payload = Payload::StoreReq { request, incarnation };
+                    self.send(Packet { from, to: replica.0, payload, sent_at: self.now });
+                }
+                Output::Event(e) => self.on_event(i, e),
+            }
+        }
+        self.outputs = outs;
+        self.arm(i);
+    }
+
+    fn on_event(&mut self, i: usize, e: Event) {
+        match e {
+            Event::Leading { .. } => self.stats.leaderships += 1,
+            Event::Serving { .. } => {
+                self.stats.serving += 1;
+                self.last_server = i as u16;
+            }
+            Event::SteppedDown { reason: StepDown::Fenced { .. } } => self.stats.fenced += 1,
+            Event::SteppedDown { .. } => self.stats.stepped_down += 1,
+            Event::WindowExtended { .. } | Event::JetLag { .. } => {}
+        }
+        self.tr(|| format!("n{i} event {e:?}"));
+    }
+
+    /// Arms node `i`'s one timer at `poll_timeout()`.
+    fn arm(&mut self, i: usize) {
+        let slot = &self.slots[i];
+        let wanted = slot.node.as_ref().and_then(|n| n.poll_timeout()).filter(|&t| t != Instant::NEVER);
+        let wanted = wanted.map(Instant::as_nanos);
+        if wanted == slot.armed {
+            return;
+        }
+        let at = wanted.and_then(|t| slot.clock.true_at(t, self.now));
+        let slot = &mut self.slots[i];
+        slot.token += 1;
+        slot.armed = at.and(wanted);
+        if let Some(at) = at {
+            let token = slot.token;
+            self.schedule(at, Ev::Timer { node: i as u16, token });
+        }
+    }
+
+    /// Forgets the armed timer and arms it again (after a clock change, or
+    /// when a script unblocks the timers).
+    fn rearm(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        slot.token += 1;
+        slot.armed = None;
+        self.arm(i);
+    }
+
+    fn timer(&mut self, i: usize, token: u64) -> Result<(), Violation> {
+        let now = self.now;
+        let slot = &mut self.slots[i];
+        if slot.node.is_none() || slot.token != token {
+            return Ok(());
+        }
+        let wait = slot.paused_until.max(slot.stalled_until);
+        if now < wait {
+            self.schedule(wait, Ev::Timer { node: i as u16, token });
+            return Ok(());
+        }
+        if slot.timers_blocked {
+            // Unblocking re-arms it.
+            slot.armed = None;
+            return Ok(());
+        }
+        slot.spin = if slot.spin.0 == now { (now, slot.spin.1 + 1) } else { (now, 1) };
+        if slot.spin.1 > MAX_SPIN {
+            let armed = slot.armed;
+            return Err(self.violation(
+                ViolationKind::Stuck,
+                format!("n{i} keeps asking to be woken at a time that has passed: {armed:?}"),
+            ));
+        }
+        slot.armed = None;
+        let (local, wall) = (self.local(i), self.wall_ms(i));
+        self.tr(|| format!("n{i} timer (clock {local:?})"));
+        if let Some(node) = self.slots[i].node.as_mut() {
+            node.handle_timeout(local, wall);
+        }
+        self.drain(i);
+        Ok(())
+    }
+
+    /// Crashes node `i`: its process and everything in its memory are gone;
+    /// its replica stays.
+    pub fn crash(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        if slot.node.take().is_none() {
+            return;
+        }
+        slot.incarnation += 1;
+        slot.token += 1;
+        slot.armed = None;
+        slot.paused_until = 0;
+        slot.stalled_until = 0;
+        self.stats.crashes += 1;
+        self.tr(|| format!("n{i} CRASHES"));
+    }
+
+    /// Starts node `i` (if down) with the next restart counter of its replica.
+    pub fn restart(&mut self, i: usize) {
+        if self.slots[i].node.is_some() {
+            return;
+        }
+        if self.slots[i].incarnation > 0 && self.chaos_rng.chance(self.cfg.chaos.new_origin) {
+            let origin = self.chaos_rng.below(1_000_000 * SEC);
+            let ppm = self.slots[i].clock.ppm();
+            self.slots[i].clock = Clock::new(self.now, origin, ppm);
+        }
+        let local = self.local(i);
+        let slot = &mut self.slots[i];
+        let restart = slot.store.bump_restart();
+        let node = Node::new(slot.cfg, restart, local)
+            .unwrap_or_else(|e| panic!("simulated node configuration refused: {e}: {:?}", slot.cfg));
+        slot.node = Some(node);
+        slot.started_local = local.as_nanos();
+        slot.spin = (0, 0);
+        self.tr(|| format!("n{i} starts, restart {restart}, clock {local:?}"));
+        self.drain(i);
+    }
+
+    /// Scripted: stops or resumes firing node `i`'s timers.
+    pub fn block_timers(&mut self, i: usize, blocked: bool) {
+        self.slots[i].timers_blocked = blocked;
+        if !blocked {
+            self.rearm(i);
+        }
+    }
+
+    /// P6 on node `i`.
+    pub fn release(&mut self, i: usize, campaign_again: bool) {
+        let local = self.local(i);
+        let Some(node) = self.slots[i].node.as_mut() else { return };
+        node.release(local, campaign_again);
+        self.stats.releases += 1;
+        self.tr(|| format!("n{i} releases (campaign again: {campaign_again})"));
+        self.drain(i);
+    }
+
+    // ----- network ------------------------------------------------------
+
+    fn partitioned(&self, a: u16, b: u16) -> bool {
+        self.partition.is_some_and(|g| g[usize::from(a)] != g[usize::from(b)])
+    }
+
+    /// Sends a packet through the scripted rules, then the random network.
+    fn send(&mut self, p: Packet) {
+        self.stats.sent += 1;
+        let mut copies = 1u32;
+        if let Some(rule) = self.rules.iter().find(|r| r.matches(&p)) {
+            match rule.action {
+                Action::Drop => {
+                    self.stats.lost += 1;
+                    self.tr(|| format!("dropped by script: {}", p.describe()));
+                    return;
+                }
+                Action::Hold => {
+                    self.tr(|| format!("held by script: {}", p.describe()));
+                    self.held.push(p);
+                    return;
+                }
+                Action::Copies(n) => copies = u32::from(n),
+            }
+        }
+        let local = p.from == p.to;
+        if !local && self.partitioned(p.from, p.to) {
+            self.stats.lost += 1;
+            return;
+        }
+        let faults = if self.healed || local { KindFaults::default() } else { self.cfg.net.kinds[p.kind().index()] };
+        if self.net_rng.chance(faults.loss) {
+            self.stats.lost += 1;
+            return;
+        }
+        if self.net_rng.chance(faults.dup) {
+            let extra = 1 + self.net_rng.below(2) as u32;
+            copies += extra;
+            self.stats.duplicated += u64::from(extra);
+        }
+        let incarnation = self.slots[usize::from(p.to)].incarnation;
+        for _ in 0..copies {
+            let net = &self.cfg.net;
+            let delay = if local {
+                self.net_rng.range(0, net.local_max)
+            } else if self.net_rng.chance(faults.long) {
+                self.stats.long_delayed += 1;
+                self.net_rng.range(net.delay_max, net.long_max)
+            } else {
+                self.net_rng.range(net.delay_min, net.delay_max)
+            };
+            let at = self.now + delay;
+            self.last_arrival = self.last_arrival.max(at);
+            self.schedule(at, Ev::Deliver { packet: p, incarnation });
+        }
+    }
+
+    /// Delivers the held packets that `pred` selects at true time `at`.
+    pub fn release_held(&mut self, at: u64, mut pred: impl FnMut(&Packet) -> bool) -> usize {
+        let held = std::mem::take(&mut self.held);
+        let (go, stay): (Vec<Packet>, Vec<Packet>) = held.into_iter().partition(|p| pred(p));
+        self.held = stay;
+        for p in &go {
+            let incarnation = self.slots[usize::from(p.to)].incarnation;
+            self.schedule(at.max(self.now), Ev::Deliver { packet: *p, incarnation });
+        }
+        go.len()
+    }
+
+    fn deliver(&mut self, p: Packet, incarnation: u32) -> Result<(), Violation> {
+        let to = usize::from(p.to);
+        let (up, paused_until, current) = {
+            let slot = &self.slots[to];
+            (slot.node.is_some(), slot.paused_until, slot.incarnation)
+        };
+        if !up {
+            self.stats.to_down_node += 1;
+            self.tr(|| format!("lost, n{to} is down: {}", p.describe()));
+            return Ok(());
+        }
+        if self.now < paused_until {
+            self.schedule(paused_until, Ev::Deliver { packet: p, incarnation });
+            return Ok(());
+        }
+        if current != incarnation {
+            self.stats.to_new_incarnation += 1;
+        }
+        match p.payload {
+            Payload::Lease(msg) => {
+                if p.kind().to_acceptor() && !self.healed && self.cfg.chaos.quarantine_edge > 0 {
+                    let quarantined = self.slots[to]
+                        .node
+                        .as_ref()
+                        .is_some_and(|n| n.acceptor(msg.lease).is_quarantined(self.local(to)));
+                    if quarantined && self.net_rng.chance(self.cfg.chaos.quarantine_edge) {
+                        if let Some(end) = self.quarantine_end(to) {
+                            let at = end + self.net_rng.below(MS).min(self.net_rng.below(MS));
+                            self.tr(|| format!("held until the quarantine ends: {}", p.describe()));
+                            self.schedule(at, Ev::Deliver { packet: p, incarnation });
+                            return Ok(());
+                        }
+                    }
+                }
+                let local = self.local(to);
+                self.tr(|| format!("deliver {}", p.describe()));
+                if let Some(node) = self.slots[to].node.as_mut() {
+                    node.handle_message(NodeId(p.from), msg, local);
+                }
+                self.drain(to);
+            }
+            Payload::StoreReq { request, incarnation: sender } => {
+                if p.from == p.to && sender != self.slots[to].incarnation {
+                    return Ok(()); // A local write dies with its process.
+                }
+                let reply = self.execute(to, request.op)?;
+                self.tr(|| format!("replica n{to} executes {}: {reply:?}", p.describe()));
+                let payload = Payload::StoreReply { id: request.id, reply };
+                self.send(Packet { from: p.to, to: p.from, payload, sent_at: self.now });
+            }
+            Payload::StoreReply { id, reply } => {
+                let (local, wall) = (self.local(to), self.wall_ms(to));
+                self.tr(|| format!("deliver {}", p.describe()));
+                if let Some(node) = self.slots[to].node.as_mut() {
+                    node.handle_store_reply(NodeId(p.from), id, reply, local, wall);
+                }
+                self.drain(to);
+            }
+        }
+        Ok(())
+    }
+
+    /// Performs `op` on replica `r`, and runs check 3.
+    fn execute(&mut self, r: usize, op: StoreOp) -> Result<StoreReply, Violation> {
+        let fail = if self.healed { 0 } else { self.cfg.chaos.store_fail };
+        let draw = self.store_rng.below(u64::from(PPM));
+        let store = &mut self.slots[r].store;
+        let before = StoreMark::of(store);
+        let reply = if draw < u64::from(fail / 2) {
+            Err(StoreReject::Failed)
+        } else {
+            let reply = store.execute(op);
+            if draw < u64::from(fail) { Err(StoreReject::Failed) } else { reply }
+        };
+        let after = StoreMark::of(store);
+        before
+            .check_growth(&after)
+            .map_err(|e| self.violation(ViolationKind::StoreWentDown, format!("replica n{r}: {e} after {op:?}")))?;
+        Ok(reply)
+    }
+
+    // ----- clients ------------------------------------------------------
+
+    fn client(&mut self) -> Result<(), Violation> {
+        let n = self.slots.len() as u64;
+        let i = if self.client_rng.chance(PPM / 2) {
+            usize::from(self.last_server)
+        } else {
+            self.client_rng.below(n) as usize
+        };
+        let max = self.cfg.node.oracle.max_logical;
+        let count = match self.client_rng.below(1000) {
+            0..900 => self.client_rng.range(1, 100) as u32,
+            900..980 => self.client_rng.range(101, u64::from(max / 16).max(101)) as u32,
+            980..996 => self.client_rng.range(1, u64::from(max - 1)) as u32,
+            996..998 => 0,
+            _ => max + self.client_rng.below(3) as u32,
+        };
+        self.get_ts(i, count, true)
+    }
+
+    /// A client asks node `i` for `count` timestamps, following one
+    /// `NotLeader` hint; runs check 2 on what it gets.
+    pub fn get_ts(&mut self, i: usize, count: u32, follow: bool) -> Result<(), Violation> {
+        if self.now < self.slots[i].paused_until {
+            return Ok(());
+        }
+        let local = self.local(i);
+        let Some(node) = self.slots[i].node.as_mut() else { return Ok(()) };
+        let result = node.get_ts(count, local);
+        self.drain(i);
+        match result {
+            Ok(ts) => self.check_ts(i, ts, count),
+            Err(GetTsError::NotLeader { leader: Some(l) }) if follow && usize::from(l.0) != i => {
+                self.stats.refused += 1;
+                self.get_ts(usize::from(l.0), count, false)
+            }
+            Err(_) => {
+                self.stats.refused += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Check 2 for a range handed out by node `i`.
+    fn check_ts(&mut self, i: usize, ts: Timestamp, count: u32) -> Result<(), Violation> {
+        let max = self.cfg.node.oracle.max_logical;
+        if count == 0 || count >= max || ts.logical < count || ts.logical >= max {
+            return Err(self.violation(
+                ViolationKind::BadRange,
+                format!("n{i} answered a request for {count} with {ts:?} (max logical {max})"),
+            ));
+        }
+        let issued = Issued { at: self.now, node: i as u16, last: ts.to_u64(), count };
+        if let Some(prev) = self.issued.last() {
+            if issued.first() <= prev.last {
+                return Err(self.violation(
+                    ViolationKind::TimestampBack,
+                    format!("{issued}, but before that {prev}"),
+                ));
+            }
+        }
+        let window = self.quorum_window_ms();
+        if ts.physical_ms >= window {
+            return Err(self.violation(
+                ViolationKind::BeyondWindow,
+                format!("{issued}, but the window saved on a quorum ends at {window} ms"),
+            ));
+        }
+        self.tr(|| format!("client gets {issued}"));
+        self.stats.timestamps += 1;
+        self.issued.push(issued);
+        Ok(())
+    }
+
+    // ----- faults -------------------------------------------------------
+
+    fn chaos(&mut self, kind: ChaosKind) {
+        if self.healed {
+            return;
+        }
+        let n = self.slots.len();
+        let c = &self.cfg.chaos;
+        let (down_max, partition_max, pause_max, stall_max) = (c.down_max, c.partition_max, c.pause_max, c.stall_max);
+        let i = self.chaos_rng.below(n as u64) as usize;
+        match kind {
+            ChaosKind::Crash => {
+                if self.slots[i].node.is_some() {
+                    self.crash(i);
+                    self.schedule_restart(i, down_max);
+                }
+            }
+            ChaosKind::CrashMany => {
+                let k = self.chaos_rng.range(u64::from(majority(self.cfg.nodes)), n as u64) as usize;
+                let mut order: Vec<usize> = (0..n).collect();
+                for j in (1..n).rev() {
+                    order.swap(j, self.chaos_rng.below(j as u64 + 1) as usize);
+                }
+                let together = self.chaos_rng.chance(PPM / 2).then(|| self.chaos_rng.range(0, down_max));
+                self.tr(|| format!("{k} nodes crash at once"));
+                for &j in &order[..k] {
+                    if self.slots[j].node.is_some() {
+                        self.crash(j);
+                        match together {
+                            Some(d) => {
+                                let incarnation = self.slots[j].incarnation;
+                                self.schedule(self.now + d, Ev::Restart { node: j as u16, incarnation });
+                            }
+                            None => self.schedule_restart(j, down_max),
+                        }
+                    }
+                }
+            }
+            ChaosKind::Partition => {
+                let mut groups = [0u8; 8];
+                if self.chaos_rng.chance(PPM / 2) {
+                    groups[i] = 1;
+                } else {
+                    for g in groups.iter_mut().take(n) {
+                        *g = self.chaos_rng.below(2) as u8;
+                    }
+                }
+                self.partition = Some(groups);
+                self.partition_generation += 1;
+                self.stats.partitions += 1;
+                let generation = self.partition_generation;
+                let at = self.now + self.chaos_rng.range(MS, partition_max);
+                self.schedule(at, Ev::PartitionEnd { generation });
+                self.tr(|| format!("partition {:?}", &groups[..n]));
+            }
+            ChaosKind::Pause => {
+                let until = self.now + self.chaos_rng.range(0, pause_max);
+                self.slots[i].paused_until = until;
+                self.stats.pauses += 1;
+                self.tr(|| format!("n{i} pauses until {}", fmt_time(until)));
+            }
+            ChaosKind::Stall => {
+                let until = self.now + self.chaos_rng.range(0, stall_max);
+                self.slots[i].stalled_until = until;
+                self.stats.pauses += 1;
+                self.tr(|| format!("n{i}'s timers stall until {}", fmt_time(until)));
+            }
+            ChaosKind::Release => {
+                let j = (0..n).find(|&j| self.lease(j).is_some()).unwrap_or(i);
+                if self.slots[j].node.is_some() && self.now >= self.slots[j].paused_until {
+                    let again = self.chaos_rng.chance(PPM / 100 * 85);
+                    self.release(j, again);
+                    if !again {
+                        // Released to shut down.
+                        self.crash(j);
+                        self.schedule_restart(j, down_max);
+                    }
+                }
+            }
+            ChaosKind::Rate => {
+                let ppm = draw_ppm(&mut self.chaos_rng, self.cfg.node.lease.drift_ppm);
+                let now = self.now;
+                self.slots[i].clock.set_rate(now, ppm);
+                self.rearm(i);
+                self.tr(|| format!("n{i}'s clock now runs at {ppm:+} ppm"));
+            }
+            ChaosKind::Wall => {
+                let step = match self.chaos_rng.below(10) {
+                    0..5 => self.chaos_rng.range(1, 1_000) as i64 * if self.chaos_rng.chance(PPM / 2) { 1 } else { -1 },
+                    5..8 => -(self.chaos_rng.range(1, 3_600_000) as i64),
+                    _ => self.chaos_rng.range(1, 3_600_000) as i64,
+                };
+                self.slots[i].wall_offset_ms += step;
+                self.stats.wall_steps += 1;
+                self.tr(|| format!("n{i}'s wall clock steps {step:+} ms"));
+            }
+        }
+        let at = self.now + self.chaos_rng.gap(kind.mean(&self.cfg.chaos)).max(1);
+        self.schedule(at, Ev::Chaos(kind));
+    }
+
+    fn schedule_restart(&mut self, i: usize, down_max: u64) {
+        let down = if self.chaos_rng.chance(PPM / 4) { 0 } else { self.chaos_rng.range(0, down_max) };
+        let incarnation = self.slots[i].incarnation;
+        self.schedule(self.now + down, Ev::Restart { node: i as u16, incarnation });
+    }
+
+    /// The network heals for good: no more faults, every node up, nothing
+    /// paused. The quiet tail starts once the last packet the faulty network
+    /// delayed has arrived.
+    pub fn heal(&mut self) {
+        self.healed = true;
+        self.partition = None;
+        self.rules.clear();
+        self.held.clear();
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            slot.paused_until = 0;
+            slot.stalled_until = 0;
+            if slot.timers_blocked {
+                self.block_timers(i, false);
+            }
+            self.restart(i);
+        }
+        self.quiet_since = self.now.max(self.last_arrival);
+        let quiet = fmt_time(self.quiet_since);
+        self.tr(|| format!("the network heals; quiet from {quiet}"));
+    }
+}
+
+/// A clock rate error within the drift bound `drift_ppm`, kept 1 ppm inside it
+/// (see the `clock` module), favouring the extremes where the timing rules
+/// are tight.
+pub fn draw_ppm(rng: &mut Rng, drift_ppm: u32) -> i64 {
+    let bound = i64::from(drift_ppm.saturating_sub(1));
+    match rng.below(5) {
+        0 | 1 => bound,
+        2 | 3 => -bound,
+        _ => rng.range(0, 2 * bound as u64) as i64 - bound,
+    }
+}
