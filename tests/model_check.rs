@@ -80,3 +80,8 @@ fn owner_only_release_has_two_owners() {
 fn short_quarantine_has_two_owners() {
     finds_two_owners(Variant::SHORT_QUARANTINE);
 }
+
+#[test]
+fn sizes() {
+    println!("node {} store {} state {}", size_of::<leasetso_core::Node>(), size_of::<leasetso_core::MemStore>(), size_of::<explore::model::State>());
+}

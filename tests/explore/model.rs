@@ -87,8 +87,8 @@ const QUORUM: usize = NODES / 2 + 1;
 pub struct Bounds {
     /// The last tick (real time runs `0..=max_time` ticks).
     pub max_time: u32,
-    /// The most packets in flight at once; a step that would exceed it is
-    /// not taken.
+    /// The most packets in flight at once. A step that would exceed it is
+    /// not taken, but packets may be lost to make room for it.
     pub max_in_flight: u32,
     /// Crash-and-restarts, over all nodes.
     pub max_crashes: u8,
@@ -215,7 +215,7 @@ pub enum Action {
     Deliver(u8),
     /// A packet is delivered and a copy stays in flight.
     Duplicate(u8),
-    /// A packet is lost.
+    /// A packet is lost (tried only where the network is full).
     Drop(u8),
     /// A node crashes and restarts.
     Crash(u8),
@@ -267,6 +267,10 @@ impl State {
         p
     }
 
+    pub fn net_kind(&self, k: u8) -> u8 {
+        match self.net[k as usize].0 { Packet::Peer { .. } => 0, Packet::StoreReq { .. } => 1, _ => 2 }
+    }
+
     /// The real tick.
     pub fn tick(&self) -> u32 {
         self.tick
@@ -288,6 +292,9 @@ impl State {
 pub enum Step {
     /// The step is outside the bounds: not taken.
     Pruned,
+    /// The step would put more packets in flight than the bound: not taken
+    /// (unless a packet is lost first).
+    Overflow,
     /// The step was taken.
     Taken,
     /// The step broke a property (the message says which and how).
@@ -397,11 +404,19 @@ impl Model {
         }
         for k in 0..s.net.len() as u8 {
             out.push(Action::Deliver(k));
-            out.push(Action::Drop(k));
             if s.dups < b.max_dups {
                 out.push(Action::Duplicate(k));
             }
         }
+    }
+
+    /// The losses possible in `s`, which the search tries only when some
+    /// other step overflowed the network. A packet never delivered is as good
+    /// as lost, except for the room it takes, so losing it later, when the
+    /// room is needed, reaches everything that losing it earlier would.
+    pub fn losses(&self, s: &State, out: &mut Vec<Action>) {
+        out.clear();
+        out.extend((0..s.net.len() as u8).map(Action::Drop));
     }
 
     fn wall_ms(&self, s: &State, i: usize) -> u64 {
@@ -416,7 +431,7 @@ impl Model {
             return step;
         }
         if s.in_flight() > self.bounds.max_in_flight {
-            return Step::Pruned;
+            return Step::Overflow;
         }
         match self.check(s) {
             Some(v) => Step::Violation(v),

@@ -88,16 +88,30 @@ pub fn explore(model: &Model) -> Outcome {
     let mut depth = 0u32;
     let mut widest = 1usize;
     let mut actions = Vec::new();
+    let mut losses = Vec::new();
     let mut log = Log::off();
+    let progress = std::env::var_os("LEASETSO_MC_PROGRESS").is_some();
+    let mut hist = [0u64; 10];
     while !level.is_empty() {
         let mut next = Vec::new();
         for (s, idx) in &level {
             model.actions(s, &mut actions);
-            for &a in &actions {
+            let mut overflowed = false;
+            let mut k = 0;
+            while k < actions.len() {
+                let a = actions[k];
+                k += 1;
                 let mut t = s.clone();
                 transitions += 1;
                 match model.step(&mut t, a, &mut log) {
                     Step::Pruned => {}
+                    Step::Overflow => {
+                        if !overflowed {
+                            overflowed = true;
+                            model.losses(s, &mut losses);
+                            actions.extend_from_slice(&losses);
+                        }
+                    }
                     Step::Violation(property) => {
                         let path = path_to(&parents, *idx, a);
                         return Outcome {
@@ -111,6 +125,10 @@ pub fn explore(model: &Model) -> Outcome {
                     }
                     Step::Taken => {
                         if seen.insert(t.fingerprint()) {
+                            if progress {
+                                let kind = match a { Action::Tick(_) => 0, Action::Timeout(_) => 1, Action::Deliver(k) => match s.net_kind(k) { 0 => 2, 1 => 3, _ => 4 }, Action::Duplicate(_) => 5, Action::Drop(_) => 6, Action::Crash(_) => 7, Action::GetTs(_) => 8, Action::Release(_) => 9 };
+                                hist[kind] += 1;
+                            }
                             let id = u32::try_from(parents.len()).expect("fewer than 2^32 states");
                             parents.push((*idx, a));
                             next.push((t, id));
@@ -118,6 +136,16 @@ pub fn explore(model: &Model) -> Outcome {
                     }
                 }
             }
+        }
+        if progress {
+            eprintln!(
+                "{}: level {} done: {} states, next level {}, {:.1?}",
+                model.variant.name,
+                format!("{depth} {hist:?}"),
+                parents.len(),
+                next.len(),
+                started.elapsed()
+            );
         }
         if !next.is_empty() {
             depth += 1;
@@ -168,7 +196,7 @@ fn replay(model: &Model, path: &[Action]) -> Vec<String> {
             summary = now;
         }
         lines.push(text);
-        debug_assert!(step != Step::Pruned, "a recorded step is within the bounds");
+        debug_assert!(matches!(step, Step::Taken | Step::Violation(_)), "a recorded step is within the bounds");
     }
     lines
 }
