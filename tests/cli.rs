@@ -60,6 +60,17 @@ fn get_ts_and_status_against_a_running_server() {
     assert!(ten.logical >= 10, "a range of 10 ending at {ten:?} crosses a millisecond");
     assert!(ten.to_u64() - 9 > one.to_u64(), "get-ts --count 10 gave {ten:?} after {one:?}");
 
+    // The largest count there is fills a whole millisecond.
+    let full = printed_ts(&cli(&["get-ts", "--addr", &addr, "--count", "262143"]), "get-ts --count 262143");
+    assert_eq!(full.logical, 262_143, "a full millisecond ends at the last logical: {full:?}");
+    assert!(full > ten);
+    // A host name resolves (localhost may be ::1 first, where nothing listens).
+    let port = server.addr().port().to_string();
+    let named =
+        printed_ts(&cli(&["get-ts", "--addr", &format!("localhost:{port}")]), "get-ts --addr localhost");
+    assert!(named > full);
+    let ten = named;
+
     // What the server hands out next is above what the CLI printed.
     let mut conn = RawConn::open(server.addr());
     let next = conn.get_ts(1).unwrap().unwrap();
@@ -163,7 +174,13 @@ fn serve_fails_clearly_when_the_port_is_taken() {
     assert!(out.stderr.contains(&addr), "the message does not name {addr}: {:?}", out.stderr);
     assert!(!out.stderr.contains("serving on"), "claimed to serve: {:?}", out.stderr);
     drop(taken);
-    // The failed start left the data dir usable.
+    // A data dir that cannot be one.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a store").unwrap();
+    let out = cli(&["serve", "--listen", "127.0.0.1:0", "--data", file.to_str().unwrap()]);
+    assert_fails(&out, "serve --data <a file>");
+    assert!(out.stderr.contains("a-file"), "the message does not name the data dir: {:?}", out.stderr);
+    // The failed starts left the data dir usable.
     let server = ServerProcess::start_serving(dir.path());
     server.stop();
 }

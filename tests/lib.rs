@@ -429,6 +429,32 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A child process that is killed (and reaped) on drop.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// `leasetso <args>` with its output discarded.
+    pub fn spawn_quiet(args: &[&str]) -> ChildGuard {
+        let child = Command::new(leasetso_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning leasetso {args:?}: {e}"));
+        ChildGuard(child)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A fresh temporary data directory, removed on drop.
 pub fn data_dir() -> TempDir {
     tempfile::Builder::new().prefix("leasetso-test-").tempdir().expect("create a temp dir")

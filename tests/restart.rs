@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use leasetso_core::wire::Frame;
 use leasetso_core::{ErrorCode, MAX_LOGICAL, Role, Timestamp};
-use leasetso_tests::{RawConn, ServerProcess, data_dir, encode, wall_ms};
+use leasetso_tests::{
+    ChildGuard, RawConn, STOP_TIMEOUT, ServerProcess, data_dir, encode, send_signal, wait_timeout, wall_ms,
+};
 
 /// Takes `n` timestamps with varied counts; returns the highest.
 fn take(server: &ServerProcess, n: u32) -> Timestamp {
@@ -253,4 +255,22 @@ fn clean_stop_under_load() {
     let first = server.wait_serving();
     assert!(first > highest, "{first:?} is not above {highest:?}");
     server.stop();
+}
+
+/// Fails today (server bug): `serve` installs its SIGTERM / Ctrl-C handler
+/// only after the store is opened and the listener bound (~50-100 ms in a
+/// debug build); a SIGTERM before that kills it by the signal (exit 143)
+/// instead of the clean exit 0 the CLI promises.
+#[test]
+#[ignore = "server bug: SIGTERM during startup kills serve by the signal (the handler is installed late); run with --ignored"]
+fn sigterm_during_startup_exits_cleanly() {
+    let dir = data_dir();
+    let data = dir.path().to_str().unwrap();
+    for delay_ms in [5, 20] {
+        let mut child = ChildGuard::spawn_quiet(&["serve", "--listen", "127.0.0.1:0", "--data", data]);
+        thread::sleep(Duration::from_millis(delay_ms));
+        send_signal(child.0.id(), "TERM");
+        let status = wait_timeout(&mut child.0, STOP_TIMEOUT).expect("serve exits after SIGTERM");
+        assert_eq!(status.code(), Some(0), "SIGTERM {delay_ms} ms after start: {status}");
+    }
 }
