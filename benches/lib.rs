@@ -117,6 +117,55 @@ impl Drop for PingPong {
     }
 }
 
+/// A hand-rolled protocol client: one connection, one GetTs frame written and
+/// one Ts frame read per call, no batching, no lock. What the server alone
+/// costs on top of the bare ping-pong.
+pub struct RawClient {
+    stream: std::net::TcpStream,
+    next_id: u64,
+}
+
+impl RawClient {
+    /// Connects to `addr` (`TCP_NODELAY`) and does the handshake.
+    pub fn connect(addr: std::net::SocketAddr) -> std::io::Result<RawClient> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        // Hello: len 14, kind 0x01, "LTSO", version 1, cluster id 0 (any).
+        let mut hello = [0u8; 18];
+        hello[..4].copy_from_slice(&14u32.to_be_bytes());
+        hello[4] = 0x01;
+        hello[5..9].copy_from_slice(b"LTSO");
+        hello[9] = 1;
+        stream.write_all(&hello)?;
+        // Welcome: len 16, kind 0x02, 15 bytes of body.
+        let mut welcome = [0u8; 20];
+        stream.read_exact(&mut welcome)?;
+        if welcome[4] != 0x02 {
+            return Err(std::io::Error::other("the handshake was not answered with Welcome"));
+        }
+        Ok(RawClient { stream, next_id: 1 })
+    }
+
+    /// One GetTs for `count` timestamps; returns the last one (packed).
+    #[inline]
+    pub fn get_ts_n(&mut self, count: u32) -> u64 {
+        use std::io::{Read, Write};
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut request = [0u8; REQUEST_BYTES];
+        request[..4].copy_from_slice(&13u32.to_be_bytes());
+        request[4] = 0x10;
+        request[5..13].copy_from_slice(&id.to_be_bytes());
+        request[13..17].copy_from_slice(&count.to_be_bytes());
+        self.stream.write_all(&request).expect("raw write");
+        let mut reply = [0u8; REPLY_BYTES];
+        self.stream.read_exact(&mut reply).expect("raw read");
+        assert_eq!(reply[4], 0x11, "a Ts frame answers GetTs");
+        u64::from_be_bytes(reply[17..25].try_into().expect("8 bytes"))
+    }
+}
+
 /// A leasetso server in this process on 127.0.0.1 (a free port), storing in
 /// `data_dir`, already serving.
 pub fn start_server(data_dir: &std::path::Path) -> leasetso_std::Server {

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# leasetso and tsoracle side by side, on loopback, in one command.
+#
+#   benches/peers/run.sh [harness options]     e.g. --seconds 5 --rounds 3
+#
+# 1. installs tsoracle 2.3.3 into $TSORACLE_ROOT (default /tmp/tsoracle-root)
+#    unless its binary is there (needs Debian protobuf-compiler and
+#    libclang-dev, installed here if missing; ~15 min on 2 cores);
+# 2. builds leasetso and this harness in release;
+# 3. starts `tsoracle serve file` and `leasetso serve` on 127.0.0.1 (free
+#    ports, temp data dirs), both stopped and removed on exit;
+# 4. runs the harness (src/main.rs) against both and prints the machine, the
+#    rates of both and their ratio, and the latency at one caller.
+# Harness options (see src/main.rs): --seconds S --warmup S --rounds R
+# --callers 1,8,64,256 --batch 64 --batch-callers 1,8.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+TSORACLE_ROOT="${TSORACLE_ROOT:-/tmp/tsoracle-root}"
+TSORACLE_VERSION=2.3.3
+tsoracle="$TSORACLE_ROOT/bin/tsoracle"
+
+# Debian packages: protoc builds tsoracle's protobuf code (its server and its
+# client crate, which the harness links); libclang is for RocksDB's bindgen
+# in the tsoracle server.
+missing=()
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+if [ ! -x "$tsoracle" ] && ! dpkg -s libclang-dev >/dev/null 2>&1; then
+  missing+=(libclang-dev)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== apt-get install ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q "${missing[@]}"
+fi
+
+if [ ! -x "$tsoracle" ]; then
+  echo "== cargo install tsoracle@$TSORACLE_VERSION into $TSORACLE_ROOT (takes a while)"
+  cargo install --locked --root "$TSORACLE_ROOT" "tsoracle@$TSORACLE_VERSION"
+fi
+
+echo "== build leasetso and the harness (release)"
+(cd "$root" && cargo build --release --locked -p leasetso-std --bin leasetso)
+cargo build --release --locked --manifest-path "$here/Cargo.toml"
+leasetso="$root/target/release/leasetso"
+harness="$here/target/release/leasetso-peers"
+
+tmp="$(mktemp -d -t leasetso-peers.XXXXXX)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Waits for "PATTERN ADDR" in FILE (up to 30 s) and prints ADDR.
+wait_addr() {
+  local file="$1" pattern="$2" pid="$3" line
+  for _ in $(seq 300); do
+    line="$(grep -m1 -o "$pattern [0-9.:]*" "$file" 2>/dev/null || true)"
+    if [ -n "$line" ]; then
+      echo "${line##* }"
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "server exited; its output:" >&2
+      cat "$file" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "no '$pattern' in $file after 30 s" >&2
+  return 1
+}
+
+echo "== start the servers"
+# tsoracle prints "serving on ADDR" on stdout once it listens; --no-metrics
+# keeps it off the fixed Prometheus port (a no-op in builds without metrics).
+"$tsoracle" serve file --listen 127.0.0.1:0 --state-dir "$tmp/tsoracle" --no-metrics \
+  >"$tmp/tsoracle.log" 2>&1 &
+pids+=($!)
+tso_addr="$(wait_addr "$tmp/tsoracle.log" "serving on" "${pids[-1]}")"
+# leasetso prints "leasetso: serving on ADDR" on stderr once it serves.
+"$leasetso" serve --listen 127.0.0.1:0 --data "$tmp/leasetso" >"$tmp/leasetso.log" 2>&1 &
+pids+=($!)
+lts_addr="$(wait_addr "$tmp/leasetso.log" "serving on" "${pids[-1]}")"
+echo "tsoracle $TSORACLE_VERSION on $tso_addr, leasetso on $lts_addr"
+
+echo "== machine"
+echo "cores: $(nproc)  arch: $(uname -m)  kernel: $(uname -r)"
+echo "$(rustc --version)"
+echo "leasetso: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)  tsoracle: $("$tsoracle" --version 2>/dev/null || echo "$TSORACLE_VERSION")"
+echo
+
+"$harness" --leasetso "$lts_addr" --tsoracle "http://$tso_addr" "$@"

@@ -1,0 +1,395 @@
+//! Side by side: leasetso and tsoracle under the same load, each through its
+//! own Rust client, in one run on one machine.
+//!
+//! `benches/peers/run.sh` starts both servers on loopback and runs this with
+//! their addresses. The load: N concurrent callers sharing ONE client, each
+//! asking for one timestamp at a time, for a fixed time; N in 1, 8, 64, 256.
+//! Then a batch mode (leasetso `get_ts_n(64)` against tsoracle
+//! `get_ts_batch(64)`), the latency at N = 1 (per-call p50/p99) next to a
+//! bare TCP ping-pong floor, and the core count.
+//!
+//! Each client is driven the way it is meant to be used: leasetso's blocking
+//! `Client` from N OS threads; tsoracle's async `Client` from N tokio tasks on
+//! a multi-threaded runtime with one worker per core. tsoracle runs twice:
+//! at its default coalescing wait (`batch_flush_interval` 1 ms, "default")
+//! and with the wait set to 0 ("wait0", its best).
+//!
+//! Every configuration is measured `--rounds` times, interleaved (leasetso,
+//! tsoracle default, tsoracle wait0, then the next round), and the median
+//! round is reported, so slow drift of the shared machine hits all alike.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use leasetso_benches::{PingPong, Summary};
+
+/// What to measure, from the command line.
+struct Args {
+    leasetso: SocketAddr,
+    tsoracle: String,
+    seconds: f64,
+    warmup: f64,
+    rounds: usize,
+    callers: Vec<usize>,
+    batch: u32,
+    batch_callers: Vec<usize>,
+}
+
+const USAGE: &str = "usage: leasetso-peers --leasetso HOST:PORT --tsoracle http://HOST:PORT \
+[--seconds S (5)] [--warmup S (0.5)] [--rounds R (3)] [--callers 1,8,64,256] \
+[--batch 64] [--batch-callers 1,8]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        leasetso: "127.0.0.1:7400".parse().map_err(|e| format!("{e}"))?,
+        tsoracle: "http://127.0.0.1:50551".into(),
+        seconds: 5.0,
+        warmup: 0.5,
+        rounds: 3,
+        callers: vec![1, 8, 64, 256],
+        batch: 64,
+        batch_callers: vec![1, 8],
+    };
+    let list = |v: &str| -> Result<Vec<usize>, String> {
+        v.split(',').map(|n| n.trim().parse().map_err(|e| format!("{n}: {e}"))).collect()
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--leasetso" => args.leasetso = value()?.parse().map_err(|e| format!("--leasetso: {e}"))?,
+            "--tsoracle" => {
+                let v = value()?;
+                args.tsoracle = if v.contains("://") { v } else { format!("http://{v}") };
+            }
+            "--seconds" => args.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--warmup" => args.warmup = value()?.parse().map_err(|e| format!("--warmup: {e}"))?,
+            "--rounds" => args.rounds = value()?.parse().map_err(|e| format!("--rounds: {e}"))?,
+            "--callers" => args.callers = list(&value()?)?,
+            "--batch" => args.batch = value()?.parse().map_err(|e| format!("--batch: {e}"))?,
+            "--batch-callers" => args.batch_callers = list(&value()?)?,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    if args.rounds == 0 || args.seconds <= 0.0 || args.callers.contains(&0) || args.batch == 0 {
+        return Err(format!("rounds, seconds, callers and batch must be positive\n{USAGE}"));
+    }
+    Ok(args)
+}
+
+/// One timed run: how many timestamps in how long, and (when asked) every
+/// call's latency.
+struct Run {
+    timestamps: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.timestamps as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The systems compared.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum System {
+    Leasetso,
+    /// tsoracle's client at its default 1 ms coalescing wait.
+    TsoDefault,
+    /// tsoracle's client with the wait set to 0.
+    TsoWait0,
+}
+
+const SYSTEMS: [System; 3] = [System::Leasetso, System::TsoDefault, System::TsoWait0];
+
+impl System {
+    fn label(self) -> &'static str {
+        match self {
+            System::Leasetso => "leasetso",
+            System::TsoDefault => "tsoracle (default 1ms wait)",
+            System::TsoWait0 => "tsoracle (wait 0)",
+        }
+    }
+}
+
+/// The clients under test, connected once and reused by every run.
+struct Clients {
+    rt: tokio::runtime::Runtime,
+    leasetso: Arc<leasetso_std::Client>,
+    tso_default: Arc<tsoracle_client::Client>,
+    tso_wait0: Arc<tsoracle_client::Client>,
+}
+
+impl Clients {
+    fn connect(args: &Args, workers: usize) -> Result<Clients, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?;
+        let leasetso = leasetso_std::Client::connect(args.leasetso)
+            .map_err(|e| format!("leasetso at {}: {e}", args.leasetso))?;
+        let (tso_default, tso_wait0) = rt
+            .block_on(async {
+                let default =
+                    tsoracle_client::ClientBuilder::endpoints(vec![args.tsoracle.clone()]).build().await?;
+                let wait0 = tsoracle_client::ClientBuilder::endpoints(vec![args.tsoracle.clone()])
+                    .batch_flush_interval(Duration::ZERO)
+                    .build()
+                    .await?;
+                Ok::<_, tsoracle_client::ClientError>((default, wait0))
+            })
+            .map_err(|e| format!("tsoracle at {}: {e}", args.tsoracle))?;
+        let clients = Clients {
+            rt,
+            leasetso: Arc::new(leasetso),
+            tso_default: Arc::new(tso_default),
+            tso_wait0: Arc::new(tso_wait0),
+        };
+        // Both servers answer before anything is timed.
+        for system in SYSTEMS {
+            clients.wait_ready(system)?;
+        }
+        Ok(clients)
+    }
+
+    fn wait_ready(&self, system: System) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let result = match system {
+                System::Leasetso => self.leasetso.get_ts().map(drop).map_err(|e| e.to_string()),
+                System::TsoDefault | System::TsoWait0 => {
+                    let c = self.tso(system);
+                    self.rt.block_on(async move { c.get_ts().await.map(drop).map_err(|e| e.to_string()) })
+                }
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => return Err(format!("{}: {e}", system.label())),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    fn tso(&self, system: System) -> Arc<tsoracle_client::Client> {
+        match system {
+            System::TsoWait0 => Arc::clone(&self.tso_wait0),
+            _ => Arc::clone(&self.tso_default),
+        }
+    }
+
+    /// `callers` concurrent callers asking for `count` timestamps per call for
+    /// `time`; every call's latency is kept when `record` is set.
+    fn run(&self, system: System, callers: usize, count: u32, time: Duration, record: bool) -> Run {
+        match system {
+            System::Leasetso => self.run_leasetso(callers, count, time, record),
+            _ => self.run_tsoracle(self.tso(system), callers, count, time, record),
+        }
+    }
+
+    fn run_leasetso(&self, callers: usize, count: u32, time: Duration, record: bool) -> Run {
+        let stop = AtomicBool::new(false);
+        let start = Barrier::new(callers + 1);
+        let client = &*self.leasetso;
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..callers)
+                .map(|_| {
+                    let (stop, start) = (&stop, &start);
+                    s.spawn(move || {
+                        let mut lat = Vec::with_capacity(if record { 1 << 20 } else { 0 });
+                        let mut calls = 0u64;
+                        start.wait();
+                        while !stop.load(Ordering::Relaxed) {
+                            let t0 = Instant::now();
+                            black_box(client.get_ts_n(count).expect("leasetso get_ts"));
+                            if record {
+                                lat.push(t0.elapsed());
+                            }
+                            calls += 1;
+                        }
+                        (calls, lat)
+                    })
+                })
+                .collect();
+            start.wait();
+            let t0 = Instant::now();
+            std::thread::sleep(time);
+            stop.store(true, Ordering::Relaxed);
+            let mut run = Run { timestamps: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
+            for w in workers {
+                let (calls, lat) = w.join().expect("caller thread");
+                run.timestamps += calls * u64::from(count);
+                run.latencies.extend(lat);
+            }
+            run.elapsed = t0.elapsed();
+            run
+        })
+    }
+
+    fn run_tsoracle(
+        &self,
+        client: Arc<tsoracle_client::Client>,
+        callers: usize,
+        count: u32,
+        time: Duration,
+        record: bool,
+    ) -> Run {
+        self.rt.block_on(async move {
+            let stop = Arc::new(AtomicBool::new(false));
+            let start = Arc::new(tokio::sync::Barrier::new(callers + 1));
+            let tasks: Vec<_> = (0..callers)
+                .map(|_| {
+                    let (stop, start, client) = (Arc::clone(&stop), Arc::clone(&start), Arc::clone(&client));
+                    tokio::spawn(async move {
+                        let mut lat = Vec::with_capacity(if record { 1 << 20 } else { 0 });
+                        let mut calls = 0u64;
+                        start.wait().await;
+                        while !stop.load(Ordering::Relaxed) {
+                            let t0 = Instant::now();
+                            if count == 1 {
+                                black_box(client.get_ts().await.expect("tsoracle get_ts"));
+                            } else {
+                                black_box(client.get_ts_batch(count).await.expect("tsoracle get_ts_batch"));
+                            }
+                            if record {
+                                lat.push(t0.elapsed());
+                            }
+                            calls += 1;
+                        }
+                        (calls, lat)
+                    })
+                })
+                .collect();
+            start.wait().await;
+            let t0 = Instant::now();
+            tokio::time::sleep(time).await;
+            stop.store(true, Ordering::Relaxed);
+            let mut run = Run { timestamps: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
+            for t in tasks {
+                let (calls, lat) = t.await.expect("caller task");
+                run.timestamps += calls * u64::from(count);
+                run.latencies.extend(lat);
+            }
+            run.elapsed = t0.elapsed();
+            run
+        })
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r >= 1e6 { format!("{:.2}M/s", r / 1e6) } else { format!("{:.1}k/s", r / 1e3) }
+}
+
+/// Measures every system at `callers` × `count`, `rounds` times interleaved;
+/// returns the median rate of each, in `SYSTEMS` order, and prints the line.
+fn compare(clients: &Clients, args: &Args, callers: usize, count: u32) -> [f64; 3] {
+    let time = Duration::from_secs_f64(args.seconds);
+    let warm = Duration::from_secs_f64(args.warmup);
+    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..args.rounds {
+        for (i, &system) in SYSTEMS.iter().enumerate() {
+            if !warm.is_zero() {
+                clients.run(system, callers, count, warm, false);
+            }
+            rates[i].push(clients.run(system, callers, count, time, false).rate());
+        }
+    }
+    let m = rates.clone().map(median);
+    let rounds = |i: usize| rates[i].iter().map(|&r| fmt_rate(r)).collect::<Vec<_>>().join(" ");
+    println!(
+        "{:>4} x get{:<4} leasetso {:>10}  tsoracle default {:>10} ({:>5.1}x)  tsoracle wait0 {:>10} ({:>5.1}x)   rounds: [{}] [{}] [{}]",
+        callers,
+        if count == 1 { String::from("_ts") } else { format!("({count})") },
+        fmt_rate(m[0]),
+        fmt_rate(m[1]),
+        m[0] / m[1],
+        fmt_rate(m[2]),
+        m[0] / m[2],
+        rounds(0),
+        rounds(1),
+        rounds(2),
+    );
+    m
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let clients = match Clients::connect(&args, cores) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("leasetso-peers: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("machine: {cores} cores (available_parallelism); tokio runtime for tsoracle: {cores} workers");
+    println!(
+        "leasetso {} (blocking Client, N threads); tsoracle {} (async Client, N tasks)",
+        args.leasetso, args.tsoracle
+    );
+    println!(
+        "{} s per run after {} s warm-up, median of {} interleaved rounds; ratio = leasetso / tsoracle",
+        args.seconds, args.warmup, args.rounds
+    );
+
+    println!("\n== throughput, one timestamp per call, timestamps/s");
+    let mut worst = f64::INFINITY;
+    for &n in &args.callers {
+        let m = compare(&clients, &args, n, 1);
+        worst = worst.min(m[0] / m[1].max(m[2]));
+    }
+    println!("lowest ratio leasetso / best tsoracle over all N: {worst:.2}x");
+
+    println!(
+        "\n== batch mode: leasetso get_ts_n({0}) vs tsoracle get_ts_batch({0}), timestamps/s",
+        args.batch
+    );
+    for &n in &args.batch_callers {
+        compare(&clients, &args, n, args.batch);
+    }
+
+    println!("\n== latency at N = 1, one timestamp per call (every call timed; samples of all rounds)");
+    let time = Duration::from_secs_f64(args.seconds);
+    let mut ping = PingPong::start().expect("ping-pong");
+    let mut floor = Vec::with_capacity(1 << 20);
+    let mut lat: [Vec<Duration>; 3] = Default::default();
+    for _ in 0..args.rounds {
+        let deadline = Instant::now() + time;
+        while Instant::now() < deadline {
+            let t0 = Instant::now();
+            black_box(ping.round_trip());
+            floor.push(t0.elapsed());
+        }
+        for (i, &system) in SYSTEMS.iter().enumerate() {
+            lat[i].extend(clients.run(system, 1, 1, time, true).latencies);
+        }
+    }
+    let floor = Summary::of(&mut floor);
+    println!("  {:<28} {floor}", "tcp ping-pong (floor)");
+    for (i, system) in SYSTEMS.into_iter().enumerate() {
+        let s = Summary::of(&mut lat[i]);
+        println!(
+            "  {:<28} {s}  (p50 {:.2}x, p99 {:.2}x the floor)",
+            system.label(),
+            s.p50.as_secs_f64() / floor.p50.as_secs_f64(),
+            s.p99.as_secs_f64() / floor.p99.as_secs_f64()
+        );
+    }
+}
