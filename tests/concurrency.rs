@@ -176,3 +176,59 @@ fn a_client_rides_through_a_server_restart() {
     assert!(ts > highest, "after the restart {ts:?} is not above {highest:?}");
     server.stop();
 }
+
+/// Longer than a lease (3 s, renewed at half) and than a save interval
+/// (3 s): under steady load the server renews its lease and extends its
+/// window without a single refusal, and everything stays unique and ordered.
+#[test]
+fn steady_load_through_lease_renewals_and_window_saves() {
+    const CLIENTS: usize = 6;
+    const RUN: Duration = Duration::from_secs(5);
+    let dir = data_dir();
+    let server = ServerProcess::start_serving(dir.path());
+    let addr = server.addr();
+    let mut status = RawConn::open(addr);
+    let (_, window_before, _) = status.status().unwrap();
+    let start = Arc::new(Barrier::new(CLIENTS));
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let start = start.clone();
+            thread::spawn(move || {
+                let mut conn = RawConn::open(addr);
+                let mut out = Vec::new();
+                start.wait();
+                let end = Instant::now() + RUN;
+                let mut i = 0;
+                while Instant::now() < end {
+                    let count = COUNTS[(i + client) % COUNTS.len()];
+                    let sent = Instant::now();
+                    let last = match conn.get_ts(count).expect("GetTS") {
+                        Ok(last) => last,
+                        Err(code) => {
+                            panic!("client {client}: GetTS({count}) refused with {code:?} after {i} calls")
+                        }
+                    };
+                    out.push(Call { client, sent, received: Instant::now(), count, last });
+                    i += 1;
+                    if i % 64 == 0 {
+                        // Leave the driver some CPU on a small machine.
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let calls: Vec<Call> =
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect();
+    let total = check_calls(&calls);
+    let (role, window_after, current) = status.status().unwrap();
+    assert_eq!(role, leasetso_core::Role::Leader);
+    assert!(
+        window_after > window_before,
+        "the window was not extended in {RUN:?} of load: {window_before} then {window_after}"
+    );
+    assert!(window_after > current.physical_ms);
+    eprintln!("{} calls, {total} timestamps in {RUN:?}", calls.len());
+    server.stop();
+}
