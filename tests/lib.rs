@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use leasetso_core::wire::{Frame, LEN_PREFIX, VERSION, WireError};
+use leasetso_core::wire::{Frame, VERSION, WireError};
 use leasetso_core::{ErrorCode, Role, Timestamp};
 
 pub use leasetso_core::MAX_LOGICAL;
@@ -654,9 +654,6 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
     frame.encode(&mut bytes).expect("a Vec grows");
     bytes
 }
-
-/// The byte count of the length prefix, for hand-made frames.
-pub const PREFIX: usize = LEN_PREFIX;
 
 /// The wall clock in Unix milliseconds.
 pub fn wall_ms() -> u64 {
