@@ -22,7 +22,7 @@ use leasetso_benches::{PingPong, RawClient, Summary, start_server};
 use leasetso_std::Client;
 
 /// Samples per block of one series before switching to the next.
-const BLOCK: usize = 1_000;
+const BLOCK: usize = 250;
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not.

@@ -4,8 +4,12 @@
 //! bytes out, 25 back, `TCP_NODELAY`) at one caller: the floor of one round
 //! trip, which a lone caller cannot beat.
 //!
-//! Throughput counts timestamps: one iteration is one timestamp handed to one
-//! caller (and one round trip for the ping-pong).
+//! Then the same with callers that batch themselves: `get_ts_n(64)` at 1 and
+//! 8 callers (`shared_client_n64`), 64 timestamps per call.
+//!
+//! Throughput counts timestamps: one iteration is one call (one timestamp,
+//! or 64 for `shared_client_n64`) handed to one caller, and one round trip
+//! for the ping-pong.
 
 use std::hint::black_box;
 use std::sync::Barrier;
@@ -15,10 +19,10 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_grou
 use leasetso_benches::{PingPong, start_server};
 use leasetso_std::Client;
 
-/// Runs `iters` get_ts calls split over `callers` threads sharing `client`;
-/// returns the time from the start barrier until the last caller is done
-/// (spawning the threads is not timed).
-fn shared_client(client: &Client, callers: u64, iters: u64) -> Duration {
+/// Runs `iters` calls for `count` timestamps each, split over `callers`
+/// threads sharing `client`; returns the time from the start barrier until
+/// the last caller is done (spawning the threads is not timed).
+fn shared_client(client: &Client, callers: u64, count: u32, iters: u64) -> Duration {
     let start = Barrier::new(callers as usize + 1);
     let done = Barrier::new(callers as usize + 1);
     std::thread::scope(|s| {
@@ -29,7 +33,7 @@ fn shared_client(client: &Client, callers: u64, iters: u64) -> Duration {
             s.spawn(move || {
                 start.wait();
                 for _ in 0..calls {
-                    black_box(client.get_ts().expect("get_ts"));
+                    black_box(client.get_ts_n(count).expect("get_ts"));
                 }
                 done.wait();
             });
@@ -57,7 +61,13 @@ fn server_get_ts(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("tcp_ping_pong", 1), |b| b.iter(|| ping.round_trip()));
     for callers in [1u64, 8, 64, 256] {
         group.bench_with_input(BenchmarkId::new("shared_client", callers), &callers, |b, &callers| {
-            b.iter_custom(|iters| shared_client(&client, callers, iters))
+            b.iter_custom(|iters| shared_client(&client, callers, 1, iters))
+        });
+    }
+    group.throughput(Throughput::Elements(64));
+    for callers in [1u64, 8] {
+        group.bench_with_input(BenchmarkId::new("shared_client_n64", callers), &callers, |b, &callers| {
+            b.iter_custom(|iters| shared_client(&client, callers, 64, iters))
         });
     }
     group.finish();
