@@ -262,7 +262,6 @@ fn clean_stop_under_load() {
 /// debug build); a SIGTERM before that kills it by the signal (exit 143)
 /// instead of the clean exit 0 the CLI promises.
 #[test]
-#[ignore = "server bug: SIGTERM during startup kills serve by the signal (the handler is installed late); run with --ignored"]
 fn sigterm_during_startup_exits_cleanly() {
     let dir = data_dir();
     let data = dir.path().to_str().unwrap();

@@ -59,7 +59,6 @@ fn report(conn: &mut RawConn, longest: Duration, refusals: u64, served: u64) {
 /// after 0.7 s of whole-millisecond requests (physical ~14 s ahead) the same
 /// pattern was refused for 17 s. The Client gives up after ~2.6 s of retries.
 #[test]
-#[ignore = "server bug: LogicalExhausted stalls until the wall clock catches up with physical (Oracle::update ignores the window edge); run with --ignored"]
 fn exhaustion_with_a_small_logical_recovers() {
     let dir = data_dir();
     let server = ServerProcess::start_serving(dir.path());

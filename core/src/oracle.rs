@@ -260,9 +260,15 @@ impl Oracle {
         if jet_lag > self.cfg.jet_lag_warning_ms && jet_lag > interval_ms.saturating_mul(3) {
             out.jet_lag_ms = Some(jet_lag);
         }
+        // GetTS advances physical on its own under load (W2 allows it up to
+        // the window), so physical can sit ahead of the wall clock at the
+        // window's edge; the window must then grow, or requests that do not
+        // fit the current millisecond would be refused until the wall clock
+        // caught up.
+        let at_edge = self.saved_window_ms <= self.physical_ms.saturating_add(1 + self.cfg.guard_ms);
         let next = if jet_lag > self.cfg.guard_ms {
             wall_ms
-        } else if self.logical > self.cfg.max_logical / 2 {
+        } else if self.logical > self.cfg.max_logical / 2 || at_edge {
             self.physical_ms + 1
         } else {
             // W3: a wall clock that stepped back (or has not moved) changes nothing.

@@ -189,3 +189,31 @@ fn update_follows_the_wall_clock_and_saves_ahead() {
     assert!(o.update(WALL + 2_999 + 500).jet_lag_ms.is_some());
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn a_window_edge_reached_ahead_of_the_wall_clock_is_extended_at_the_next_update() {
+    let cfg = OracleConfig { max_logical: 1000, save_interval_ms: 10, ..Default::default() };
+    let mut o = serving(cfg);
+    // Alternating small and large requests push physical ahead of the
+    // (frozen) wall clock, one millisecond per request, up to the window's
+    // edge, where the large one no longer fits while logical is below half.
+    o.get_ts(100).unwrap();
+    loop {
+        if o.get_ts(950).is_err() {
+            break;
+        }
+        o.get_ts(100).expect("an even number of advances fits the window");
+    }
+    let edge = o.current().unwrap();
+    assert!(edge.physical_ms > WALL, "physical ran ahead of the wall clock");
+    assert!(edge.logical <= cfg.max_logical / 2, "PD's half-logical rule alone would not fire: {edge:?}");
+    assert_eq!(o.get_ts(950), Err(GetTsError::LogicalExhausted));
+    // The next update extends the window although the wall clock is behind
+    // and logical is below half.
+    let window = o.update(WALL).save_window_ms.expect("the edge asks for a save");
+    assert!(window > o.window_end_ms());
+    assert!(o.saved(window));
+    let ts = o.get_ts(950).unwrap();
+    assert!(ts > edge);
+    assert!(ts.physical_ms < o.window_end_ms());
+}

@@ -4,6 +4,8 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -114,17 +116,32 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         node.oracle.update_interval = Duration::from_millis(ms);
     }
     let cfg = ServerConfig { listen: args.listen, data_dir: args.data, cluster_id: args.cluster_id, node };
-    let server = Server::start(cfg).map_err(|e| e.to_string())?;
-    let stop = server.stop_handle();
-    if let Err(e) = ctrlc::set_handler(move || stop.stop()) {
+    // The handler is installed before the server starts, so a signal that
+    // arrives during start-up still stops it cleanly once it runs.
+    let (signal_tx, signal_rx) = std::sync::mpsc::channel::<()>();
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = signal_tx.send(());
+    }) {
         tracing::warn!(error = %e, "cannot handle Ctrl-C / SIGTERM; stop the process another way");
     }
-    if !server.wait_serving(READY_WAIT) {
+    let server = Server::start(cfg).map_err(|e| e.to_string())?;
+    let stop = server.stop_handle();
+    let stopped_early = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stopped_early);
+    std::thread::spawn(move || {
+        if signal_rx.recv().is_ok() {
+            flag.store(true, Ordering::SeqCst);
+            stop.stop();
+        }
+    });
+    if !server.wait_serving(READY_WAIT) && !stopped_early.load(Ordering::SeqCst) {
         tracing::warn!(after = ?READY_WAIT, "the node does not serve timestamps yet; listening anyway");
     }
-    // Printed directly, not logged, so its format does not depend on RUST_LOG:
-    // scripts read the address from it.
-    eprintln!("leasetso: serving on {}", server.local_addr());
+    if !stopped_early.load(Ordering::SeqCst) {
+        // Printed directly, not logged, so its format does not depend on
+        // RUST_LOG: scripts read the address from it.
+        eprintln!("leasetso: serving on {}", server.local_addr());
+    }
     server.wait();
     Ok(())
 }

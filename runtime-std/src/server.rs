@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -107,6 +107,10 @@ pub(crate) struct Shared {
     pub(crate) local_addr: SocketAddr,
     /// Set once to stop; the condvar wakes the driver and [`Server::wait`].
     stopping: Mutex<bool>,
+    /// Set once every connection is closed: only then does the driver stop
+    /// and release the lease, so no client is told `NotLeader` by a node that
+    /// is merely shutting down.
+    connections_closed: AtomicBool,
     wake: Condvar,
     conns: Mutex<Conns>,
     pub(crate) counters: Counters,
@@ -214,6 +218,7 @@ impl Server {
             node_id: cfg.node.id,
             local_addr,
             stopping: Mutex::new(false),
+            connections_closed: AtomicBool::new(false),
             wake: Condvar::new(),
             conns: Mutex::new(Conns::default()),
             counters: Counters::default(),
@@ -320,6 +325,11 @@ impl Server {
             if let Some(handle) = handle {
                 let _ = handle.join();
             }
+        }
+        {
+            let _stopping = lock_ignoring_poison(&self.shared.stopping);
+            self.shared.connections_closed.store(true, Ordering::SeqCst);
+            self.shared.wake.notify_all();
         }
         if let Some(driver) = self.driver.take() {
             let _ = driver.join();
@@ -495,11 +505,13 @@ fn report(events: &mut Vec<Event>) {
     }
 }
 
-/// Sleeps until the node's next deadline or a stop request. Returns false on stop.
+/// Sleeps until the node's next deadline, or until the server stops and its
+/// connections are closed. Returns false on stop.
 fn sleep_until(shared: &Shared, deadline: Option<Instant>) -> bool {
     let mut stopping = lock_ignoring_poison(&shared.stopping);
+    let stopped = |stopping: bool| stopping && shared.connections_closed.load(Ordering::SeqCst);
     loop {
-        if *stopping {
+        if stopped(*stopping) {
             return false;
         }
         let now = shared.clock.now();
@@ -512,7 +524,7 @@ fn sleep_until(shared: &Shared, deadline: Option<Instant>) -> bool {
         stopping = guard;
         if timeout.timed_out() {
             // Past the deadline, or at the periodic look at the clock.
-            return !*stopping;
+            return !stopped(*stopping);
         }
         // Woken early (a stop request, or spuriously): look again.
     }
