@@ -45,6 +45,22 @@ fn shared_client(client: &Client, callers: u64, count: u32, iters: u64) -> Durat
     })
 }
 
+/// `iters` ping-pong round trips on one spawned thread, timed like
+/// [`shared_client`] at one caller so the floor has the same structure.
+fn ping_pong(ping: &mut PingPong, iters: u64) -> Duration {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                black_box(ping.round_trip());
+            }
+            t0.elapsed()
+        })
+        .join()
+        .expect("ping-pong thread")
+    })
+}
+
 fn server_get_ts(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = start_server(dir.path());
@@ -58,7 +74,9 @@ fn server_get_ts(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat);
     group.sample_size(20);
 
-    group.bench_function(BenchmarkId::new("tcp_ping_pong", 1), |b| b.iter(|| ping.round_trip()));
+    group.bench_function(BenchmarkId::new("tcp_ping_pong", 1), |b| {
+        b.iter_custom(|iters| ping_pong(&mut ping, iters))
+    });
     for callers in [1u64, 8, 64, 256] {
         group.bench_with_input(BenchmarkId::new("shared_client", callers), &callers, |b, &callers| {
             b.iter_custom(|iters| shared_client(&client, callers, 1, iters))
