@@ -77,16 +77,25 @@ fn server_get_ts(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("tcp_ping_pong", 1), |b| {
         b.iter_custom(|iters| ping_pong(&mut ping, iters))
     });
-    for callers in [1u64, 8, 64, 256] {
-        group.bench_with_input(BenchmarkId::new("shared_client", callers), &callers, |b, &callers| {
-            b.iter_custom(|iters| shared_client(&client, callers, 1, iters))
-        });
-    }
-    group.throughput(Throughput::Elements(64));
-    for callers in [1u64, 8] {
-        group.bench_with_input(BenchmarkId::new("shared_client_n64", callers), &callers, |b, &callers| {
-            b.iter_custom(|iters| shared_client(&client, callers, 64, iters))
-        });
+    for (name, count, callers) in
+        [("shared_client", 1u32, [1u64, 8, 64, 256].as_slice()), ("shared_client_n64", 64, [1, 8].as_slice())]
+    {
+        group.throughput(Throughput::Elements(u64::from(count)));
+        for &callers in callers {
+            let before = server.stats();
+            group.bench_with_input(BenchmarkId::new(name, callers), &callers, |b, &callers| {
+                b.iter_custom(|iters| shared_client(&client, callers, count, iters))
+            });
+            // How well the client merged callers: timestamps per request the
+            // server saw (warm-up included).
+            let after = server.stats();
+            let requests = after.get_ts_requests - before.get_ts_requests;
+            let timestamps = after.timestamps - before.timestamps;
+            println!(
+                "{name}/{callers}: {requests} requests, {:.1} timestamps per request",
+                timestamps as f64 / requests.max(1) as f64
+            );
+        }
     }
     group.finish();
 
