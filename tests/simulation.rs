@@ -1,46 +1,198 @@
 //! The deterministic simulator's tests: the correct protocol keeps every
-//! check under thousands of seeded fault schedules, and the simulator finds
-//! two owners for each known-broken PaxosLease variant.
+//! check under thousands of seeded fault schedules (and under the targeted
+//! two-owner scenarios), and the simulator finds two owners for each
+//! known-broken PaxosLease variant.
 //!
-//! Replay a seed with the command a failure prints, e.g.
-//! `LEASETSO_SIM_SEED=1234 cargo test -p leasetso-tests --test simulation -- correct_protocol --exact --nocapture`;
-//! run more seeds with `LEASETSO_SIM_SEEDS=N`.
+//! A failure prints the command that replays its seed, e.g.
+//! `LEASETSO_SIM_SEED=1234 cargo test -p leasetso-tests --test simulation -- correct_protocol --exact --nocapture`
+//! (add `LEASETSO_SIM_TRACE=1` to print every event). `LEASETSO_SIM_SEEDS=N`
+//! runs `N` seeds instead of the defaults below.
 
 #[path = "sim/mod.rs"]
 mod sim;
 
+use sim::check::ViolationKind;
 use sim::config::Variant;
-use sim::runner;
+use sim::runner::{self, Known, Outcome};
 use sim::scenarios::Scenario;
+use sim::world::Trace;
 
-/// Seeds of the random fault mix in the normal run.
-const SEEDS: u64 = 200;
+/// Seeds of the random fault mix in the normal run; also the budget within
+/// which the random mix must find the broken variants it is tested against.
+const SEEDS: u64 = 4_000;
 
+/// Seeds of the targeted scenarios (each scenario gets a fifth) for the
+/// correct protocol, and the budget for finding each broken variant with its
+/// scenario.
+const TARGETED_SEEDS: u64 = 1_000;
+
+fn random(variant: Variant) -> impl Fn(u64, Trace) -> Outcome + Sync {
+    move |seed, trace| runner::random_run(seed, variant, trace)
+}
+
+/// Scripted runs of `scenario` against the broken variant it is built for.
+fn targeted(scenario: Scenario) -> impl Fn(u64, Trace) -> Outcome + Sync {
+    move |seed, trace| runner::scenario_run(seed, scenario, scenario.catches(), trace)
+}
+
+/// The core abandons an attempt on the first `Rejected` for its ballot, even
+/// while `Accepted`s from a majority are on their way; the lease the majority
+/// then holds is nobody's and blocks every proposer until it expires
+/// (`a_majority_accepted_attempt_is_not_abandoned_on_one_rejection`). In
+/// these seeds that happens in the quiet tail, often enough that nobody
+/// serves three lease periods after the heal.
+const ORPHANED_LEASE: &str = "an attempt abandoned on one Rejected orphans a lease a majority accepted";
+
+/// Seeds of `correct_protocol` that fail only because of a known core bug
+/// (each must keep failing exactly so; `LEASETSO_SIM_SEEDS=20000` reaches
+/// all of them).
+const KNOWN: &[Known] = &[
+    Known { seed: 3_041, kind: ViolationKind::NoLiveness, why: ORPHANED_LEASE },
+    Known { seed: 9_576, kind: ViolationKind::NoLiveness, why: ORPHANED_LEASE },
+];
+
+/// The correct protocol under the random fault mix, 3 and 5 nodes: no two
+/// owners, no timestamp going back, no replica going down, and a leader
+/// serving three lease periods after the network heals.
 #[test]
 fn correct_protocol() {
-    runner::all_pass("correct_protocol", SEEDS, &|s, t| runner::random_run(s, Variant::Correct, t));
-}
-
-#[test]
-fn explore_random_variants() {
-    for v in Variant::BROKEN {
-        let (found, _) = (0..SEEDS).map(|s| (s, runner::random_run(s, v, sim::world::Trace::Off))).find(|(_, o)| o.result.is_err()).map_or((None, ()), |(s, o)| (Some((s, o.result)), ()));
-        println!("{v:?}: {found:?}");
+    let summary = runner::all_pass("correct_protocol", SEEDS, &random(Variant::Correct), KNOWN);
+    let s = &summary.stats;
+    if summary.runs >= 100 {
+        // The faults really happened (a generator that silently stopped
+        // injecting them would pass every seed).
+        assert!(s.crashes > summary.runs && s.partitions > 0 && s.pauses > 0 && s.releases > 0, "{s:?}");
+        assert!(s.lost > 0 && s.duplicated > 0 && s.long_delayed > 0 && s.to_new_incarnation > 0, "{s:?}");
+        assert!(s.leaderships > summary.runs && s.fenced > 0 && s.timestamps > summary.runs * 100, "{s:?}");
     }
 }
 
+/// The correct protocol played through every targeted two-owner scenario
+/// (seed `s` plays scenario `s % 5` with seed `s / 5`): it must come through
+/// unharmed, and elect a leader again once the network heals.
 #[test]
-fn explore_scenarios() {
-    for sc in Scenario::ALL {
-        for v in [Variant::Correct, sc.catches()] {
-            let o = runner::scenario_run(0, sc, v, sim::world::Trace::Off);
-            println!("{sc:?} {v:?}: reached {:?} result {:?}", o.reached, o.result);
+fn correct_protocol_targeted() {
+    let run = |seed: u64, trace| {
+        let scenario = Scenario::ALL[(seed % 5) as usize];
+        runner::scenario_run(seed / 5, scenario, Variant::Correct, trace)
+    };
+    let summary = runner::all_pass("correct_protocol_targeted", TARGETED_SEEDS, &run, &[]);
+    // A pass only counts if the scripts got to their critical step.
+    assert!(
+        summary.critical * 20 >= summary.runs * 19,
+        "only {} of {} scripted runs reached their critical step",
+        summary.critical,
+        summary.runs
+    );
+}
+
+/// (a) LateTimer: the attempt deadline started at the promise quorum.
+#[test]
+fn late_timer_two_owners_targeted() {
+    runner::finds_two_owners(
+        "late_timer_two_owners_targeted",
+        TARGETED_SEEDS,
+        &targeted(Scenario::LateTimer),
+    );
+}
+
+/// (b) Quorums counted with a plain counter, under duplicated delivery:
+/// the random fault mix finds it.
+#[test]
+fn scalar_quorum_two_owners_random() {
+    runner::finds_two_owners("scalar_quorum_two_owners_random", SEEDS, &random(Variant::ScalarQuorum));
+}
+
+/// (b) The same, with the scripted trace.
+#[test]
+fn scalar_quorum_two_owners_targeted() {
+    runner::finds_two_owners(
+        "scalar_quorum_two_owners_targeted",
+        TARGETED_SEEDS,
+        &targeted(Scenario::ScalarQuorum),
+    );
+}
+
+/// (c) StaleOwnerOpen: a proposer's own lease of any ballot counted as open.
+#[test]
+fn stale_owner_open_two_owners_targeted() {
+    runner::finds_two_owners(
+        "stale_owner_open_two_owners_targeted",
+        TARGETED_SEEDS,
+        &targeted(Scenario::StaleOwnerOpen),
+    );
+}
+
+/// (d) OwnerOnlyRelease: a Release matched on the owner only: the random
+/// fault mix finds it.
+#[test]
+fn owner_only_release_two_owners_random() {
+    runner::finds_two_owners(
+        "owner_only_release_two_owners_random",
+        SEEDS,
+        &random(Variant::OwnerOnlyRelease),
+    );
+}
+
+/// (d) The same, with the scripted trace.
+#[test]
+fn owner_only_release_two_owners_targeted() {
+    runner::finds_two_owners(
+        "owner_only_release_two_owners_targeted",
+        TARGETED_SEEDS,
+        &targeted(Scenario::OwnerOnlyRelease),
+    );
+}
+
+/// (e) A quarantine one millisecond below `D_P`, no drift, no margin.
+#[test]
+fn short_quarantine_two_owners_targeted() {
+    runner::finds_two_owners(
+        "short_quarantine_two_owners_targeted",
+        TARGETED_SEEDS,
+        &targeted(Scenario::ShortQuarantine),
+    );
+}
+
+/// One seed is one run, bit for bit, whether or not it is traced.
+#[test]
+fn same_seed_same_run() {
+    for seed in [0, 7, 1_234] {
+        let runs: [&dyn Fn(Trace) -> Outcome; 3] = [
+            &|t| runner::random_run(seed, Variant::Correct, t),
+            &|t| runner::random_run(seed, Variant::OwnerOnlyRelease, t),
+            &|t| runner::scenario_run(seed, Scenario::ALL[seed as usize % 5], Variant::Correct, t),
+        ];
+        for run in runs {
+            let a = run(Trace::Off);
+            let b = run(Trace::Keep(Default::default(), 10));
+            assert_eq!(
+                (a.fingerprint, &a.stats, &a.result),
+                (b.fingerprint, &b.stats, &b.result),
+                "seed {seed}"
+            );
+            assert!(a.stats.events > 100, "seed {seed} did next to nothing: {:?}", a.stats);
         }
     }
+    // Different seeds are different runs.
+    let fp = |seed| runner::random_run(seed, Variant::Correct, Trace::Off).fingerprint;
+    assert_ne!(fp(1), fp(2));
 }
 
+/// An attempt a majority accepted, all of whose replies arrive before its
+/// deadline, must make its proposer the owner; otherwise the lease the
+/// majority holds is nobody's, and it blocks every proposer (its own
+/// included: P2 counts an own lease as open only for the exact renewal)
+/// until it expires.
 #[test]
-fn explore_trace() {
-    let o = runner::scenario_run(0, Scenario::StaleOwnerOpen, Variant::StaleOwnerOpen, sim::world::Trace::Print);
-    println!("{:?} {:?}", o.reached, o.result);
+#[ignore = "core bug (liveness): a proposer abandons its attempt on the first Rejected, \
+            orphaning a lease a majority accepted; see the report"]
+fn a_majority_accepted_attempt_is_not_abandoned_on_one_rejection() {
+    for seed in 0..20 {
+        let (cfg, roles) = sim::scenarios::config(seed, Scenario::StaleOwnerOpen, Variant::Correct);
+        let mut w = sim::world::World::new(cfg, Trace::Off);
+        let (held, majority) = sim::scenarios::accepted_then_rejected(&mut w, roles).unwrap();
+        assert!(majority.is_some(), "seed {seed}: the script did not get a majority to accept");
+        assert_eq!(held, majority, "seed {seed}: a majority accepted {majority:?}, yet its proposer holds {held:?}");
+    }
 }

@@ -89,10 +89,7 @@ pub struct StoreMark {
 impl StoreMark {
     /// The replica's current mark.
     pub fn of(store: &MemStore) -> Self {
-        StoreMark {
-            window_end_ms: store.window_end_ms(),
-            fences: LeaseName::ALL.map(|l| store.fence(l)),
-        }
+        StoreMark { window_end_ms: store.window_end_ms(), fences: LeaseName::ALL.map(|l| store.fence(l)) }
     }
 
     /// Check 3: `after` is nowhere below `self`.

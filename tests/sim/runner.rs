@@ -14,7 +14,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::check::Violation;
+use super::check::{Violation, ViolationKind};
 use super::config::{self, Variant};
 use super::scenarios::{self, Reached, Scenario};
 use super::world::{Stats, Trace, World};
@@ -120,7 +120,9 @@ fn threads() -> u64 {
 
 /// The command that replays `seed` of `test`.
 pub fn replay_command(test: &str, seed: u64) -> String {
-    format!("LEASETSO_SIM_SEED={seed} cargo test -p leasetso-tests --test simulation -- {test} --exact --nocapture")
+    format!(
+        "LEASETSO_SIM_SEED={seed} cargo test -p leasetso-tests --test simulation -- {test} --exact --nocapture"
+    )
 }
 
 /// What a batch of seeds went through.
@@ -177,7 +179,11 @@ impl Summary {
 
 /// Runs seeds `0..n` on worker threads until `stop` says an outcome ends the
 /// search; returns the lowest such outcome and the summary of all runs.
-fn search(n: u64, run: &(dyn Fn(u64) -> Outcome + Sync), stop: &(dyn Fn(&Outcome) -> bool + Sync)) -> (Option<Outcome>, Summary) {
+fn search(
+    n: u64,
+    run: &(dyn Fn(u64) -> Outcome + Sync),
+    stop: &(dyn Fn(&Outcome) -> bool + Sync),
+) -> (Option<Outcome>, Summary) {
     let started = std::time::Instant::now();
     let next = AtomicU64::new(0);
     let limit = AtomicU64::new(n);
@@ -236,13 +242,42 @@ fn run_one(run: &dyn Fn(u64, Trace) -> Outcome, seed: u64) -> Outcome {
     run(seed, trace)
 }
 
-/// Every seed must pass every check.
-pub fn all_pass(test: &str, default_seeds: u64, run: &(dyn Fn(u64, Trace) -> Outcome + Sync)) -> Summary {
+/// A seed that breaks a check because of a known core bug (described in
+/// `why`). It must keep failing exactly so: once the bug is fixed, the test
+/// says so, and the seed comes off the list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Known {
+    /// The seed.
+    pub seed: u64,
+    /// The check it breaks.
+    pub kind: ViolationKind,
+    /// The core bug, in words.
+    pub why: &'static str,
+}
+
+fn known_failure<'a>(known: &'a [Known], o: &Outcome) -> Option<&'a Known> {
+    known.iter().find(|k| k.seed == o.seed && o.result.as_ref().err().is_some_and(|v| v.kind == k.kind))
+}
+
+/// Every seed must pass every check, except the `known` ones, which must
+/// fail exactly as listed.
+pub fn all_pass(
+    test: &str,
+    default_seeds: u64,
+    run: &(dyn Fn(u64, Trace) -> Outcome + Sync),
+    known: &[Known],
+) -> Summary {
+    let listed = |seed: u64| known.iter().any(|k| k.seed == seed);
     match plan(default_seeds) {
         Plan::One(seed) => {
             let o = run_one(run, seed);
-            if o.result.is_err() {
+            if let Some(k) = known_failure(known, &o) {
+                println!("{}
+(known failure, core bug: {})", report(test, &o, "broke a check"), k.why);
+            } else if o.result.is_err() {
                 panic!("{}", report(test, &o, "broke a check"));
+            } else if listed(seed) {
+                panic!("{test}: seed {seed} is listed as a known failure but passes: drop it from the list");
             }
             println!("{test}: seed {seed} passed ({}); reached {:?}; {:?}", o.label, o.reached, o.stats);
             let mut s = Summary::default();
@@ -250,14 +285,30 @@ pub fn all_pass(test: &str, default_seeds: u64, run: &(dyn Fn(u64, Trace) -> Out
             s
         }
         Plan::Many(n) => {
-            let (failed, summary) = search(n, &|seed| run(seed, Trace::Off), &|o| o.result.is_err());
+            let unexpected = |o: &Outcome| match known_failure(known, o) {
+                Some(_) => false,
+                None => o.result.is_err() || listed(o.seed),
+            };
+            let (failed, summary) = search(n, &|seed| run(seed, Trace::Off), &unexpected);
             if let Some(f) = failed {
+                if f.result.is_ok() {
+                    panic!("{test}: seed {} is listed as a known failure but passes: drop it from the list", f.seed);
+                }
                 // Runs are deterministic: run it again to keep its last events.
                 let again = run(f.seed, Trace::Keep(Default::default(), 60));
                 assert_eq!(again.result, f.result, "seed {} did not replay identically", f.seed);
                 panic!("{}", report(test, &again, "broke a check"));
             }
             println!("{}", summary.line(test));
+            for k in known.iter().filter(|k| k.seed < n) {
+                println!(
+                    "{test}: seed {} fails {:?} as expected (core bug: {}); replay: {}",
+                    k.seed,
+                    k.kind,
+                    k.why,
+                    replay_command(test, k.seed)
+                );
+            }
             summary
         }
     }

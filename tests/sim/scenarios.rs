@@ -316,13 +316,37 @@ pub fn play(w: &mut World, scenario: Scenario, r: Roles) -> Result<Reached, Viol
     Ok(Reached::Critical)
 }
 
-/// The scenario in words, for reports.
-pub fn describe(scenario: Scenario) -> &'static str {
-    match scenario {
-        Scenario::LateTimer => "late Promise after the promiser's crash (notes trace a, 3-acceptor form)",
-        Scenario::ScalarQuorum => "one Promise delivered twice (notes trace b)",
-        Scenario::StaleOwnerOpen => "stale Accept of an abandoned attempt, then a retry (notes trace c)",
-        Scenario::OwnerOnlyRelease => "stale Release after re-acquisition (notes trace d)",
-        Scenario::ShortQuarantine => "Accept held to the quarantine's end (notes trace e, 3-acceptor form)",
+/// A liveness script, not a two-owner one: `A`'s attempt is accepted by the
+/// majority `{A, C}`, but `B` (which promised a higher ballot its own
+/// acceptor alone saw) rejects `A`'s Accept, and that `Rejected` arrives
+/// before `C`'s `Accepted`. Every reply arrives long before `A`'s deadline.
+/// Returns the lease `A` holds afterwards and the lease a majority of
+/// acceptors holds: a proposer that waited for its quorum would own the
+/// lease the majority accepted.
+pub fn accepted_then_rejected(w: &mut World, r: Roles) -> Result<(Option<Ballot>, Option<Ballot>), Violation> {
+    let (a, b, c) = (r.a, r.b, r.c);
+    let (a16, b16, c16) = (a as u16, b as u16, c as u16);
+    w.rules = vec![
+        Rule::of(Kind::Prepare, b16, a16, Action::Drop),
+        Rule::of(Kind::Prepare, b16, c16, Action::Drop),
+        Rule::of(Kind::Prepare, a16, b16, Action::Drop),
+        Rule::of(Kind::Accepted, c16, a16, Action::Hold),
+    ];
+    if !open(w)? {
+        return Ok((None, None));
     }
+    // B's attempt reaches its own acceptor only.
+    w.block_timers(b, false);
+    let step = w.cfg.net.delay_max * 4;
+    w.run_to(w.now + step)?;
+    w.block_timers(b, true);
+    // A's attempt: promises from {A, C}; Accepts to all three.
+    w.block_timers(a, false);
+    wait(w, 2, |w| w.held.iter().any(is(Kind::Accepted, c, a)))?;
+    w.run_to(w.now + step)?;
+    w.rules.clear();
+    w.release_held(w.now, |_| true);
+    w.run_to(w.now + step)?;
+    let majority = w.acceptor_lease(a).filter(|&l| w.acceptor_lease(c) == Some(l));
+    Ok((w.lease(a).map(|(l, _)| l), majority))
 }

@@ -20,7 +20,7 @@ use leasetso_core::{
 
 use super::check::{Issued, StoreMark, Violation, ViolationKind, fmt_time};
 use super::clock::Clock;
-use super::net::{Action, KindFaults, NetFaults, Packet, Payload, Rule};
+use super::net::{Action, Kind, KindFaults, NetFaults, Packet, Payload, Rule};
 use super::rng::{PPM, Rng};
 
 /// Nanoseconds per millisecond.
@@ -64,6 +64,18 @@ pub struct Chaos {
     pub rate_every: u64,
     /// A node's wall clock steps, back or forward, by up to an hour.
     pub wall_every: u64,
+    /// Packets of one kind on one link are held back, then all delivered at
+    /// once (a congested or flapping link): stale messages in bulk.
+    pub hold_every: u64,
+    /// Longest hold.
+    pub hold_max: u64,
+    /// One direction of one link loses everything for a while.
+    pub one_way_every: u64,
+    /// Longest one-way loss.
+    pub one_way_max: u64,
+    /// A node is set to crash (and restart at once) right after it next
+    /// handles an Accept or a Prepare: a crash at the worst point.
+    pub crash_after_every: u64,
     /// Of restarts, how many (ppm) start a fresh monotonic clock origin (a
     /// reboot rather than a process restart).
     pub new_origin: u32,
@@ -87,10 +99,13 @@ enum ChaosKind {
     Release,
     Rate,
     Wall,
+    Hold,
+    OneWay,
+    CrashAfter,
 }
 
 impl ChaosKind {
-    const ALL: [ChaosKind; 8] = [
+    const ALL: [ChaosKind; 11] = [
         ChaosKind::Crash,
         ChaosKind::CrashMany,
         ChaosKind::Partition,
@@ -99,6 +114,9 @@ impl ChaosKind {
         ChaosKind::Release,
         ChaosKind::Rate,
         ChaosKind::Wall,
+        ChaosKind::Hold,
+        ChaosKind::OneWay,
+        ChaosKind::CrashAfter,
     ];
 
     fn mean(self, c: &Chaos) -> u64 {
@@ -111,6 +129,9 @@ impl ChaosKind {
             ChaosKind::Release => c.release_every,
             ChaosKind::Rate => c.rate_every,
             ChaosKind::Wall => c.wall_every,
+            ChaosKind::Hold => c.hold_every,
+            ChaosKind::OneWay => c.one_way_every,
+            ChaosKind::CrashAfter => c.crash_after_every,
         }
     }
 }
@@ -173,6 +194,10 @@ pub struct Stats {
     pub fenced: u64,
     /// Other step downs.
     pub stepped_down: u64,
+    /// Leases a majority of acceptors held live while no node held them
+    /// (the proposer gave up on an attempt that had in fact succeeded):
+    /// harmless for safety, but every proposer is blocked until they expire.
+    pub orphans: u64,
     /// Successful GetTS calls.
     pub timestamps: u64,
     /// Refused GetTS calls.
@@ -199,6 +224,7 @@ impl Stats {
         self.fenced += o.fenced;
         self.stepped_down += o.stepped_down;
         self.timestamps += o.timestamps;
+        self.orphans += o.orphans;
         self.refused += o.refused;
     }
 }
@@ -234,6 +260,8 @@ pub struct Slot {
     pub started_local: u64,
     /// Scripted: the runtime never fires this node's timers.
     pub timers_blocked: bool,
+    /// Crash (and restart at once) right after handling a packet of this kind.
+    pub crash_after: Option<Kind>,
     token: u64,
     armed: Option<u64>,
     paused_until: u64,
@@ -249,6 +277,7 @@ enum Ev {
     Chaos(ChaosKind),
     Restart { node: u16, incarnation: u32 },
     PartitionEnd { generation: u64 },
+    RuleEnd { rule: Rule },
 }
 
 #[derive(Debug)]
@@ -321,8 +350,9 @@ pub struct World {
     pub issued: Vec<Issued>,
     /// Whether faults have stopped for good.
     pub healed: bool,
-    /// When the quiet tail began: the heal, or the arrival of the last
-    /// packet the faulty network had delayed, whichever is later.
+    /// When the quiet tail began: the heal, the arrival of the last packet
+    /// the faulty network had delayed, or the end of the quarantine of the
+    /// last node restarted, whichever is latest.
     pub quiet_since: u64,
     queue: BinaryHeap<Entry>,
     seq: u64,
@@ -334,6 +364,10 @@ pub struct World {
     partition_generation: u64,
     last_arrival: u64,
     last_server: u16,
+    /// The orphaned lease last seen, and since when (true time).
+    orphan: Option<(Ballot, u64)>,
+    /// Orphans seen during the quiet tail, for the liveness report.
+    tail_orphans: Vec<(Ballot, u64, u64)>,
     outputs: Vec<Output>,
     trace: Trace,
     fingerprint: Fnv,
@@ -361,6 +395,7 @@ impl World {
                     incarnation: 0,
                     started_local: 0,
                     timers_blocked: false,
+                    crash_after: None,
                     token: 0,
                     armed: None,
                     paused_until: 0,
@@ -388,6 +423,8 @@ impl World {
             partition_generation: 0,
             last_arrival: 0,
             last_server: 0,
+            orphan: None,
+            tail_orphans: Vec::new(),
             outputs: Vec::with_capacity(64),
             trace,
             fingerprint: Fnv::default(),
@@ -565,7 +602,44 @@ impl World {
         }
         self.handle(ev)?;
         self.check_exclusive()?;
+        self.watch_orphans();
         Ok(true)
+    }
+
+    /// The lease a majority of live acceptors hold, if no node holds it.
+    fn orphaned_lease(&self) -> Option<Ballot> {
+        let quorum = usize::from(majority(self.cfg.nodes));
+        let mut leases = [Ballot::ZERO; 8];
+        let mut n = 0;
+        for i in 0..self.slots.len() {
+            if let Some(b) = self.acceptor_lease(i) {
+                leases[n] = b;
+                n += 1;
+            }
+        }
+        let leases = &leases[..n];
+        let b = *leases.iter().find(|&&b| leases.iter().filter(|&&x| x == b).count() >= quorum)?;
+        let held = (0..self.slots.len()).any(|i| self.lease(i).is_some_and(|(l, _)| l == b));
+        (!held).then_some(b)
+    }
+
+    fn watch_orphans(&mut self) {
+        let now = self.orphaned_lease();
+        match (self.orphan, now) {
+            (Some((b, _)), Some(c)) if b == c => {}
+            (old, new) => {
+                if let Some((b, since)) = old {
+                    if self.healed {
+                        self.tail_orphans.push((b, since, self.now));
+                    }
+                }
+                if let Some(b) = new {
+                    self.stats.orphans += 1;
+                    self.tr(|| format!("a majority holds lease {b}, but no node does"));
+                }
+                self.orphan = new.map(|b| (b, self.now));
+            }
+        }
     }
 
     /// Runs until `pred` holds (checked before every event) or true time
@@ -608,6 +682,23 @@ impl World {
             Ev::Restart { node, incarnation } => {
                 if self.slots[usize::from(node)].incarnation == incarnation {
                     self.restart(usize::from(node));
+                }
+                Ok(())
+            }
+            Ev::RuleEnd { rule } => {
+                if let Some(k) = self.rules.iter().position(|r| *r == rule) {
+                    self.rules.remove(k);
+                }
+                // What the link held back arrives in a burst.
+                let held = std::mem::take(&mut self.held);
+                let (go, stay): (Vec<Packet>, Vec<Packet>) = held.into_iter().partition(|p| rule.matches(p));
+                self.held = stay;
+                self.tr(|| format!("link recovers: {} held packets flushed ({rule:?})", go.len()));
+                for p in go {
+                    let at = self.now + self.net_rng.range(self.cfg.net.delay_min, self.cfg.net.delay_max);
+                    let incarnation = self.slots[usize::from(p.to)].incarnation;
+                    self.last_arrival = self.last_arrival.max(at);
+                    self.schedule(at, Ev::Deliver { packet: p, incarnation });
                 }
                 Ok(())
             }
@@ -660,11 +751,21 @@ impl World {
         if (0..self.slots.len()).any(|i| self.lease(i).is_some() && self.serving(i)) {
             return Ok(());
         }
+        let mut orphans: Vec<String> = self
+            .tail_orphans
+            .iter()
+            .map(|(b, from, to)| format!("{b} from {} to {}", fmt_time(*from), fmt_time(*to)))
+            .collect();
+        if let Some((b, from)) = self.orphan {
+            orphans.push(format!("{b} from {} on", fmt_time(from)));
+        }
         Err(self.violation(
             ViolationKind::NoLiveness,
             format!(
-                "quiet since {} (three lease periods and more), yet nobody serves:\n{}",
+                "quiet since {} (three lease periods and more), yet nobody serves; leases a majority \
+                 held but no node did after the heal: [{}]\n{}",
                 fmt_time(self.quiet_since),
+                orphans.join(", "),
                 self.describe_nodes()
             ),
         ))
@@ -860,7 +961,8 @@ impl World {
             self.stats.lost += 1;
             return;
         }
-        let faults = if self.healed || local { KindFaults::default() } else { self.cfg.net.kinds[p.kind().index()] };
+        let faults =
+            if self.healed || local { KindFaults::default() } else { self.cfg.net.kinds[p.kind().index()] };
         if self.net_rng.chance(faults.loss) {
             self.stats.lost += 1;
             return;
@@ -939,6 +1041,11 @@ impl World {
                     node.handle_message(NodeId(p.from), msg, local);
                 }
                 self.drain(to);
+                if !self.healed && self.slots[to].crash_after == Some(p.kind()) {
+                    self.slots[to].crash_after = None;
+                    self.crash(to);
+                    self.restart(to);
+                }
             }
             Payload::StoreReq { request, incarnation: sender } => {
                 if p.from == p.to && sender != self.slots[to].incarnation {
@@ -974,9 +1081,9 @@ impl World {
             if draw < u64::from(fail) { Err(StoreReject::Failed) } else { reply }
         };
         let after = StoreMark::of(store);
-        before
-            .check_growth(&after)
-            .map_err(|e| self.violation(ViolationKind::StoreWentDown, format!("replica n{r}: {e} after {op:?}")))?;
+        before.check_growth(&after).map_err(|e| {
+            self.violation(ViolationKind::StoreWentDown, format!("replica n{r}: {e} after {op:?}"))
+        })?;
         Ok(reply)
     }
 
@@ -1035,10 +1142,9 @@ impl World {
         let issued = Issued { at: self.now, node: i as u16, last: ts.to_u64(), count };
         if let Some(prev) = self.issued.last() {
             if issued.first() <= prev.last {
-                return Err(self.violation(
-                    ViolationKind::TimestampBack,
-                    format!("{issued}, but before that {prev}"),
-                ));
+                return Err(
+                    self.violation(ViolationKind::TimestampBack, format!("{issued}, but before that {prev}"))
+                );
             }
         }
         let window = self.quorum_window_ms();
@@ -1062,7 +1168,8 @@ impl World {
         }
         let n = self.slots.len();
         let c = &self.cfg.chaos;
-        let (down_max, partition_max, pause_max, stall_max) = (c.down_max, c.partition_max, c.pause_max, c.stall_max);
+        let (down_max, partition_max, pause_max, stall_max) =
+            (c.down_max, c.partition_max, c.pause_max, c.stall_max);
         let i = self.chaos_rng.below(n as u64) as usize;
         match kind {
             ChaosKind::Crash => {
@@ -1140,9 +1247,39 @@ impl World {
                 self.rearm(i);
                 self.tr(|| format!("n{i}'s clock now runs at {ppm:+} ppm"));
             }
+            ChaosKind::Hold | ChaosKind::OneWay => {
+                let to = (i + 1 + self.chaos_rng.below(n as u64 - 1) as usize) % n;
+                let (action, max) = match kind {
+                    ChaosKind::Hold => (Action::Hold, self.cfg.chaos.hold_max),
+                    _ => (Action::Drop, self.cfg.chaos.one_way_max),
+                };
+                let lease_kinds = [
+                    Kind::Prepare,
+                    Kind::Promise,
+                    Kind::Rejected,
+                    Kind::Accept,
+                    Kind::Accepted,
+                    Kind::LearnChosen,
+                    Kind::Release,
+                ];
+                let kind = self.chaos_rng.chance(PPM / 4 * 3).then(|| self.chaos_rng.pick(&lease_kinds));
+                let rule = Rule { from: Some(i as u16), to: Some(to as u16), kind, action };
+                let at = self.now + self.chaos_rng.range(MS, max);
+                self.rules.push(rule);
+                self.schedule(at, Ev::RuleEnd { rule });
+                self.tr(|| format!("link trouble until {}: {rule:?}", fmt_time(at)));
+            }
+            ChaosKind::CrashAfter => {
+                let kind = if self.chaos_rng.chance(PPM / 2) { Kind::Accept } else { Kind::Prepare };
+                self.slots[i].crash_after = Some(kind);
+                self.tr(|| format!("n{i} will crash right after its next {kind:?}"));
+            }
             ChaosKind::Wall => {
                 let step = match self.chaos_rng.below(10) {
-                    0..5 => self.chaos_rng.range(1, 1_000) as i64 * if self.chaos_rng.chance(PPM / 2) { 1 } else { -1 },
+                    0..5 => {
+                        self.chaos_rng.range(1, 1_000) as i64
+                            * if self.chaos_rng.chance(PPM / 2) { 1 } else { -1 }
+                    }
                     5..8 => -(self.chaos_rng.range(1, 3_600_000) as i64),
                     _ => self.chaos_rng.range(1, 3_600_000) as i64,
                 };
@@ -1168,9 +1305,12 @@ impl World {
         self.healed = true;
         self.partition = None;
         self.rules.clear();
+        // What links held back is lost: the healed network starts clean.
+        self.stats.lost += self.held.len() as u64;
         self.held.clear();
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
+            slot.crash_after = None;
             slot.paused_until = 0;
             slot.stalled_until = 0;
             if slot.timers_blocked {
@@ -1178,7 +1318,10 @@ impl World {
             }
             self.restart(i);
         }
-        self.quiet_since = self.now.max(self.last_arrival);
+        // A node restarted here is still recovering until its quarantine
+        // ends (A4): "nothing crashes" starts counting from then.
+        let recovered = (0..self.slots.len()).filter_map(|i| self.quarantine_end(i)).max().unwrap_or(0);
+        self.quiet_since = self.now.max(self.last_arrival).max(recovered);
         let quiet = fmt_time(self.quiet_since);
         self.tr(|| format!("the network heals; quiet from {quiet}"));
     }
