@@ -193,6 +193,9 @@ fn a_majority_accepted_attempt_is_not_abandoned_on_one_rejection() {
         let mut w = sim::world::World::new(cfg, Trace::Off);
         let (held, majority) = sim::scenarios::accepted_then_rejected(&mut w, roles).unwrap();
         assert!(majority.is_some(), "seed {seed}: the script did not get a majority to accept");
-        assert_eq!(held, majority, "seed {seed}: a majority accepted {majority:?}, yet its proposer holds {held:?}");
+        assert_eq!(
+            held, majority,
+            "seed {seed}: a majority accepted {majority:?}, yet its proposer holds {held:?}"
+        );
     }
 }

@@ -272,8 +272,12 @@ pub fn all_pass(
         Plan::One(seed) => {
             let o = run_one(run, seed);
             if let Some(k) = known_failure(known, &o) {
-                println!("{}
-(known failure, core bug: {})", report(test, &o, "broke a check"), k.why);
+                println!(
+                    "{}
+(known failure, core bug: {})",
+                    report(test, &o, "broke a check"),
+                    k.why
+                );
             } else if o.result.is_err() {
                 panic!("{}", report(test, &o, "broke a check"));
             } else if listed(seed) {
@@ -292,7 +296,10 @@ pub fn all_pass(
             let (failed, summary) = search(n, &|seed| run(seed, Trace::Off), &unexpected);
             if let Some(f) = failed {
                 if f.result.is_ok() {
-                    panic!("{test}: seed {} is listed as a known failure but passes: drop it from the list", f.seed);
+                    panic!(
+                        "{test}: seed {} is listed as a known failure but passes: drop it from the list",
+                        f.seed
+                    );
                 }
                 // Runs are deterministic: run it again to keep its last events.
                 let again = run(f.seed, Trace::Keep(Default::default(), 60));

@@ -323,7 +323,10 @@ pub fn play(w: &mut World, scenario: Scenario, r: Roles) -> Result<Reached, Viol
 /// Returns the lease `A` holds afterwards and the lease a majority of
 /// acceptors holds: a proposer that waited for its quorum would own the
 /// lease the majority accepted.
-pub fn accepted_then_rejected(w: &mut World, r: Roles) -> Result<(Option<Ballot>, Option<Ballot>), Violation> {
+pub fn accepted_then_rejected(
+    w: &mut World,
+    r: Roles,
+) -> Result<(Option<Ballot>, Option<Ballot>), Violation> {
     let (a, b, c) = (r.a, r.b, r.c);
     let (a16, b16, c16) = (a as u16, b as u16, c as u16);
     w.rules = vec![

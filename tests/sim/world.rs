@@ -628,10 +628,10 @@ impl World {
         match (self.orphan, now) {
             (Some((b, _)), Some(c)) if b == c => {}
             (old, new) => {
-                if let Some((b, since)) = old {
-                    if self.healed {
-                        self.tail_orphans.push((b, since, self.now));
-                    }
+                if let Some((b, since)) = old
+                    && self.healed
+                {
+                    self.tail_orphans.push((b, since, self.now));
                 }
                 if let Some(b) = new {
                     self.stats.orphans += 1;
@@ -1026,13 +1026,15 @@ impl World {
                         .node
                         .as_ref()
                         .is_some_and(|n| n.acceptor(msg.lease).is_quarantined(self.local(to)));
-                    if quarantined && self.net_rng.chance(self.cfg.chaos.quarantine_edge) {
-                        if let Some(end) = self.quarantine_end(to) {
-                            let at = end + self.net_rng.below(MS).min(self.net_rng.below(MS));
-                            self.tr(|| format!("held until the quarantine ends: {}", p.describe()));
-                            self.schedule(at, Ev::Deliver { packet: p, incarnation });
-                            return Ok(());
-                        }
+                    if quarantined
+                        && self.net_rng.chance(self.cfg.chaos.quarantine_edge)
+                        && let Some(end) = self.quarantine_end(to)
+                    {
+                        // Mostly right at the end, sometimes a little after.
+                        let at = end + self.net_rng.below(MS).min(self.net_rng.below(MS));
+                        self.tr(|| format!("held until the quarantine ends: {}", p.describe()));
+                        self.schedule(at, Ev::Deliver { packet: p, incarnation });
+                        return Ok(());
                     }
                 }
                 let local = self.local(to);
@@ -1140,12 +1142,12 @@ impl World {
             ));
         }
         let issued = Issued { at: self.now, node: i as u16, last: ts.to_u64(), count };
-        if let Some(prev) = self.issued.last() {
-            if issued.first() <= prev.last {
-                return Err(
-                    self.violation(ViolationKind::TimestampBack, format!("{issued}, but before that {prev}"))
-                );
-            }
+        if let Some(prev) = self.issued.last()
+            && issued.first() <= prev.last
+        {
+            return Err(
+                self.violation(ViolationKind::TimestampBack, format!("{issued}, but before that {prev}"))
+            );
         }
         let window = self.quorum_window_ms();
         if ts.physical_ms >= window {
