@@ -199,3 +199,21 @@ fn a_majority_accepted_attempt_is_not_abandoned_on_one_rejection() {
         );
     }
 }
+
+/// Check 2 is live: with check 1 switched off, the two owners a broken
+/// variant makes both serve, and a client sees the old owner's timestamps
+/// after the new owner's larger ones (the fenced store keeps them unique, but
+/// not in real-time order).
+#[test]
+fn two_owners_let_through_send_timestamps_back() {
+    for scenario in
+        [Scenario::LateTimer, Scenario::ScalarQuorum, Scenario::StaleOwnerOpen, Scenario::OwnerOnlyRelease]
+    {
+        let back = (0..20).find_map(|seed| {
+            let o = runner::scenario_run_with(seed, scenario, scenario.catches(), Trace::Off, false);
+            o.result.err().filter(|v| v.kind == ViolationKind::TimestampBack).map(|v| (seed, v))
+        });
+        let Some((seed, v)) = back else { panic!("{scenario:?}: no seed in 0..20 sent timestamps back") };
+        println!("{scenario:?}, seed {seed}: {v}");
+    }
+}

@@ -76,8 +76,20 @@ pub fn random_run(seed: u64, variant: Variant, trace: Trace) -> Outcome {
 
 /// Scripted run `seed` of `scenario` against `variant`.
 pub fn scenario_run(seed: u64, scenario: Scenario, variant: Variant, trace: Trace) -> Outcome {
+    scenario_run_with(seed, scenario, variant, trace, true)
+}
+
+/// [`scenario_run`], with check 1 (exclusive lease) on or off.
+pub fn scenario_run_with(
+    seed: u64,
+    scenario: Scenario,
+    variant: Variant,
+    trace: Trace,
+    check_owners: bool,
+) -> Outcome {
     let (cfg, roles) = scenarios::config(seed, scenario, variant);
     let mut w = World::new(cfg, trace);
+    w.check_owners = check_owners;
     let mut reached = None;
     let result = scenarios::play(&mut w, scenario, roles).and_then(|r| {
         reached = Some(r);
