@@ -86,7 +86,9 @@ pub struct Proposer {
     deadline: Instant,
     renewal_base: Option<Ballot>,
     promises: Tally,
-    blocked: NodeSet,
+    /// Acceptors that refused the current phase (a blocking lease or a
+    /// rejection); the attempt is abandoned once no quorum is left without them.
+    refused: NodeSet,
     accepts: Tally,
     held: Option<Held>,
     next_attempt: Option<Instant>,
@@ -116,7 +118,7 @@ impl Proposer {
             deadline: Instant::ZERO,
             renewal_base: None,
             promises: Tally::default(),
-            blocked: NodeSet::EMPTY,
+            refused: NodeSet::EMPTY,
             accepts: Tally::default(),
             held: None,
             next_attempt: first_attempt,
@@ -192,7 +194,7 @@ impl Proposer {
         self.deadline = if self.bugs.late_timer { Instant::NEVER } else { now + self.timing.proposer };
         self.phase = Phase::Preparing;
         self.promises = Tally::default();
-        self.blocked = NodeSet::EMPTY;
+        self.refused = NodeSet::EMPTY;
         self.accepts = Tally::default();
         self.next_attempt = None;
         LeaseMsg::Prepare { ballot: self.ballot }
@@ -218,6 +220,14 @@ impl Proposer {
         Duration::from_nanos(ns / 1000 * frac)
     }
 
+    /// P5 early: once so many acceptors refused the current phase that no
+    /// quorum is left, waiting for the deadline gains nothing.
+    fn abandon_if_hopeless(&mut self, now: Instant) {
+        if self.nodes - self.refused.len() < self.quorum() {
+            self.abandon(now);
+        }
+    }
+
     fn quorum(&self) -> u16 {
         majority(self.nodes)
     }
@@ -229,8 +239,12 @@ impl Proposer {
             LeaseMsg::Accepted { ballot } => self.on_accepted(from, ballot, now),
             LeaseMsg::Rejected { refused, promised } => {
                 self.catch_up(promised);
+                // One rejection does not end the attempt: a majority may still
+                // accept, and abandoning then would orphan the lease it holds
+                // (blocking every proposer, this one included, for `D_A`).
                 if self.phase != Phase::Idle && refused == self.ballot {
-                    self.abandon(now);
+                    self.refused.insert(from);
+                    self.abandon_if_hopeless(now);
                 }
                 Step::default()
             }
@@ -263,7 +277,7 @@ impl Proposer {
         if open {
             self.promises.add(from);
         } else {
-            self.blocked.insert(from);
+            self.refused.insert(from);
         }
         if self.promises.count(self.bugs.scalar_quorum) >= self.quorum() {
             if self.bugs.late_timer {
@@ -272,12 +286,12 @@ impl Proposer {
             // P3: an open quorum, and still before d.
             if now < self.deadline {
                 self.phase = Phase::Accepting;
+                self.refused = NodeSet::EMPTY;
                 return Step { broadcast: Some(LeaseMsg::Accept { ballot: self.ballot }), change: None };
             }
             self.abandon(now);
-        } else if self.nodes - self.blocked.len() < self.quorum() {
-            // A live lease elsewhere blocks a majority: no open quorum can form.
-            self.abandon(now);
+        } else {
+            self.abandon_if_hopeless(now);
         }
         Step::default()
     }
