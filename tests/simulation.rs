@@ -35,21 +35,15 @@ fn targeted(scenario: Scenario) -> impl Fn(u64, Trace) -> Outcome + Sync {
     move |seed, trace| runner::scenario_run(seed, scenario, scenario.catches(), trace)
 }
 
-/// The core abandons an attempt on the first `Rejected` for its ballot, even
-/// while `Accepted`s from a majority are on their way; the lease the majority
-/// then holds is nobody's and blocks every proposer until it expires
-/// (`a_majority_accepted_attempt_is_not_abandoned_on_one_rejection`). In
-/// these seeds that happens in the quiet tail, often enough that nobody
-/// serves three lease periods after the heal.
-const ORPHANED_LEASE: &str = "an attempt abandoned on one Rejected orphans a lease a majority accepted";
-
-/// Seeds of `correct_protocol` that fail only because of a known core bug
-/// (each must keep failing exactly so; `LEASETSO_SIM_SEEDS=20000` reaches
-/// all of them).
-const KNOWN: &[Known] = &[
-    Known { seed: 3_041, kind: ViolationKind::NoLiveness, why: ORPHANED_LEASE },
-    Known { seed: 9_576, kind: ViolationKind::NoLiveness, why: ORPHANED_LEASE },
-];
+/// Seeds of `correct_protocol` that fail only because of a known core bug,
+/// each with the check it breaks and the bug in words. Each must keep
+/// failing exactly so, and the test says when one passes (the bug is fixed:
+/// drop the seed). Empty: the one core bug the simulator found so far (an
+/// attempt abandoned on a single `Rejected` orphaned a lease a majority had
+/// accepted, leaving nobody serving after the heal in seeds 3041 and 9576 of
+/// 20000) is fixed, and `a_majority_accepted_attempt_is_not_abandoned_on_one_rejection`
+/// keeps it fixed.
+const KNOWN: &[Known] = &[];
 
 /// The correct protocol under the random fault mix, 3 and 5 nodes: no two
 /// owners, no timestamp going back, no replica going down, and a leader
@@ -185,8 +179,6 @@ fn same_seed_same_run() {
 /// included: P2 counts an own lease as open only for the exact renewal)
 /// until it expires.
 #[test]
-#[ignore = "core bug (liveness): a proposer abandons its attempt on the first Rejected, \
-            orphaning a lease a majority accepted; see the report"]
 fn a_majority_accepted_attempt_is_not_abandoned_on_one_rejection() {
     for seed in 0..20 {
         let (cfg, roles) = sim::scenarios::config(seed, Scenario::StaleOwnerOpen, Variant::Correct);
