@@ -36,7 +36,9 @@ fn header(model: &Model, outcome: &Outcome) -> String {
 /// The whole bounded space of the corrected protocol has no violation.
 #[test]
 fn correct_protocol_is_safe_within_bounds() {
-    let model = Model::new(Variant::CORRECT, bounds());
+    let mut b = bounds();
+    if let Ok(v) = std::env::var("NOSTORE") { let v: Vec<u8> = v.split(',').map(|x| x.parse().unwrap()).collect(); b.stores = false; b.max_time = v[0] as u32; b.max_attempts = [v[1], v[2]]; b.max_dups = v[3]; b.max_releases = v[4]; b.max_crashes = [v[5] / 100, v[5] / 10 % 10, v[5] % 10]; if let Ok(l) = std::env::var("LAG") { b.timers = if l.starts_with('f') { explore::model::Timers::Free { lag: l[1..].parse().unwrap() } } else { explore::model::Timers::AtTick { lag: l.parse().unwrap() } }; } b.max_in_flight = v[6] as u32; b.max_get_ts = 0; }
+    let model = Model::new(Variant::CORRECT, b);
     let outcome = explore(&model);
     println!("{}", header(&model, &outcome));
     if let Some(cx) = &outcome.violation {
@@ -46,7 +48,9 @@ fn correct_protocol_is_safe_within_bounds() {
 
 /// A broken variant has a reachable violation; prints the shortest trace.
 fn finds_two_owners(variant: Variant) {
-    let model = Model::new(variant, bounds());
+    let mut b = bounds();
+    if let Ok(v) = std::env::var("NOSTORE") { let v: Vec<u8> = v.split(',').map(|x| x.parse().unwrap()).collect(); b.stores = false; b.max_time = v[0] as u32; b.max_attempts = [v[1], v[2]]; b.max_dups = v[3]; b.max_releases = v[4]; b.max_crashes = [v[5] / 100, v[5] / 10 % 10, v[5] % 10]; if let Ok(l) = std::env::var("LAG") { b.timers = if l.starts_with('f') { explore::model::Timers::Free { lag: l[1..].parse().unwrap() } } else { explore::model::Timers::AtTick { lag: l.parse().unwrap() } }; } b.max_in_flight = v[6] as u32; b.max_get_ts = 0; }
+    let model = Model::new(variant, b);
     let outcome = explore(&model);
     println!("{}", header(&model, &outcome));
     let Some(cx) = &outcome.violation else {
@@ -83,5 +87,27 @@ fn short_quarantine_has_two_owners() {
 
 #[test]
 fn sizes() {
-    println!("node {} store {} state {}", size_of::<leasetso_core::Node>(), size_of::<leasetso_core::MemStore>(), size_of::<explore::model::State>());
+    println!(
+        "node {} store {} state {}",
+        size_of::<leasetso_core::Node>(),
+        size_of::<leasetso_core::MemStore>(),
+        size_of::<explore::model::State>()
+    );
+}
+
+#[test]
+fn manual() {
+    let mut b = bounds();
+    if std::env::var_os("NOSTORE").is_some() { b.stores = false; b.max_attempts = [1, 1]; b.max_time = 2; b.max_dups = 0; b.max_get_ts = 0; b.max_releases = 0; }
+    let model = Model::new(match std::env::var("VARIANT").as_deref() { Ok("late") => Variant::LATE_TIMER, Ok("stale") => Variant::STALE_OWNER_OPEN, Ok("release") => Variant::OWNER_ONLY_RELEASE, _ => Variant::SHORT_QUARANTINE }, b);
+    let mut s = model.initial();
+    let script = std::env::var("SCRIPT").unwrap_or_default();
+    for what in script.split(';').filter(|w| !w.is_empty()) {
+        let a = model.find(&s, what.trim()).unwrap_or_else(|| panic!("no action {what}"));
+        let mut log = explore::model::Log::on();
+        let step = model.step(&mut s, a, &mut log);
+        println!("{what}: {step:?}");
+        for l in log.take() { println!("   {l}"); }
+        println!("   => {}", model.summary(&s));
+    }
 }

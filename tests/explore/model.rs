@@ -4,10 +4,12 @@
 //! # What is modelled
 //!
 //! * **Nodes.** Three [`Node`]s, each an acceptor and a store replica. Nodes 0
-//!   and 1 campaign; node 2 is an acceptor and replica only (its attempts are
-//!   bounded to zero). That is the "two proposers, three acceptors" shape of
-//!   PaxosLease Revisited's counterexamples; here a proposer shares its node
-//!   with an acceptor, whose replies it hears at once, as in the real node.
+//!   and 1 campaign; node 2 never does (it is released with
+//!   `campaign_again = false` at every start, and holding an attempt budget
+//!   of zero keeps it so even if a leader hint reschedules it). That is the
+//!   "two proposers, three acceptors" shape of PaxosLease Revisited's
+//!   counterexamples; here a proposer shares its node with an acceptor,
+//!   whose replies it hears at once, as in the real node.
 //! * **Time.** Integer ticks of [`TICK`] (1 s; `D_P` = 2 ticks). Real time
 //!   advances only by [`Action::Tick`], up to `max_time`. Every node reads its
 //!   own monotonic clock. With no drift (the default) each clock advances by
@@ -20,33 +22,44 @@
 //!   oracle) follow each node's monotonic clock, skewed by a fixed offset per
 //!   node (node 1's wall clock runs behind the others), so a new leader may
 //!   start with a wall clock below the previous leader's window.
-//! * **Timers.** A node's timer may fire at any step once its deadline
-//!   ([`Node::poll_timeout`]) has passed on its clock, or later, or never:
-//!   a slow process. Proposers therefore start attempts on ticks, at or
-//!   after the instant their timer asks for. Safety must not depend on
-//!   timers being prompt, and the lease's deadlines are data checked in the
-//!   handlers (T1), so lateness is a behaviour to explore, not to exclude.
+//! * **Timers.** Timers fire on ticks: a node's timer due at some instant
+//!   fires at a tick at or after it, how late is bounded by [`Timers`]. So
+//!   proposers start attempts on ticks, and two proposers' attempts may
+//!   start at the same tick or at different ones.
+//!   A firing that would start an attempt beyond the node's budget is held
+//!   back (a late timer: safety never depends on timers being prompt, the
+//!   lease's deadlines are data checked in the handlers, T1).
 //! * **Network.** A multiset of packets in flight: lease messages between
 //!   nodes, store requests to replicas, and replicas' replies. Any packet may
-//!   be delivered at any step (reordering and unbounded delay), dropped
-//!   (loss), or delivered while a copy stays in flight (duplication, bounded
-//!   by `max_dups`). Identical packets are one entry with a count. Messages a
-//!   node sends to itself and the operations on its own replica are handled
-//!   within the input that caused them, as the real node and runtime do (the
-//!   own replica is the local disk): they are never in flight.
-//!   `LearnChosen` (the followers' leader hint) is lost at send unless
-//!   `learn` is set: it only steers when a follower campaigns next, and
-//!   campaigns may start at any time anyway.
+//!   be delivered at any step (reordering and unbounded delay). A packet may
+//!   be lost; losses are tried only where a step would overflow
+//!   `max_in_flight`, since a packet never delivered is as good as lost
+//!   except for the room it takes. A reply to a proposer (`Promise`,
+//!   `Accepted`, `Rejected`) may be delivered while a copy stays in flight
+//!   (duplication, bounded by `max_dups`): what the quorum count must not be
+//!   fooled by. Identical packets are one entry with a count. Messages a node
+//!   sends itself, and operations on its own replica (the local disk), are
+//!   handled within the input that caused them, as in the real node and
+//!   runtime: they are never in flight. `LearnChosen` (the followers' leader
+//!   hint) is lost at send unless `learn` is set: it only steers when a
+//!   follower campaigns next.
+//! * **Dead replies are discarded.** A reply whose delivery now would change
+//!   nothing at its addressee (a `Promise` or `Accepted` for an attempt that
+//!   is over, a store reply for a round that is over, a `Rejected` that
+//!   neither ends the attempt nor raises the counter) can never change
+//!   anything later either: ballots and round ids are never reused, across
+//!   restarts included, and attempts only move forward. It is removed from
+//!   the network as if lost. A `Rejected` is kept while a crash may still
+//!   happen, since a restarted proposer would catch its counter up from it.
 //! * **Stores.** One [`MemStore`] per node. An operation is atomic at its
 //!   replica and happens when the request is delivered, so a slow request
 //!   of an old leader can arrive after a newer leader's load.
 //! * **Crashes.** [`Action::Crash`] stops a node and restarts it at once at
 //!   the current time: its volatile state (proposer, acceptors, oracle) is
 //!   lost, its replica and restart counter survive (`bump_restart`), and
-//!   packets to or from it stay in flight (a restart does not reset the
-//!   network; a request sent before the crash may arrive after it). A node
-//!   that stays down for a while is the same, up to loss, as a node that
-//!   restarts later: the restart is free to happen at any tick.
+//!   packets to or from it stay in flight (a request sent before the crash
+//!   may arrive after it). A node that stays down for a while is the same,
+//!   up to loss, as one that restarts later, which the search also tries.
 //! * **Clients and operators.** [`Action::GetTs`] on a serving node (the
 //!   history of all timestamps handed out is checked), and
 //!   [`Action::Release`] (P6) by a lease holder, which campaigns again
@@ -56,13 +69,13 @@
 //!
 //! On every state: at most one node holds the lease (`lease(now)`) and at
 //! most one serves (`is_serving(now)`) at the same real time. On every step:
-//! each timestamp handed out is above every earlier one (one global history)
-//! and below the window saved on a quorum of replicas (W2), and no replica's
-//! window or fence ever goes down.
+//! each timestamp handed out is above every earlier one (one global history),
+//! and no replica's window or fence ever goes down.
 
 use core::fmt::Write as _;
 use core::time::Duration;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use leasetso_core::node::Event;
 use leasetso_core::{
@@ -72,15 +85,47 @@ use leasetso_core::{
 
 /// Nodes in the cluster.
 pub const NODES: usize = 3;
+/// Nodes `0..PROPOSERS` campaign; the others are acceptors and replicas only.
+pub const PROPOSERS: usize = 2;
 /// Real time advances in ticks of this length.
 pub const TICK: Duration = Duration::from_secs(1);
 const TICK_MS: u64 = 1_000;
+/// Nodes start at clock 0; the search starts this many ticks later, when
+/// their acceptors are out of the quarantine every start begins with (A4).
+const ORIGIN_TICKS: u64 = 2;
+const ORIGIN: Instant = Instant::from_millis(ORIGIN_TICKS * TICK_MS);
 /// The wall clocks' epoch, so that windows print as small offsets.
 const WALL_EPOCH_MS: u64 = 1_700_000_000_000;
 /// Fixed wall-clock skews: node 1's wall clock runs 2.5 s behind node 0's.
 const WALL_SKEW_MS: [u64; NODES] = [2_500, 0, 3_200];
-/// The majority of [`NODES`].
-const QUORUM: usize = NODES / 2 + 1;
+
+/// How strictly timers keep to their deadlines. Either way a timer may be
+/// late by up to `lag` ticks (a slow process); a proposer's timers are what
+/// decide when its attempts start, so the lag lets two proposers start
+/// attempts at the same tick or at different ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timers {
+    /// Due timers fire as part of a tick, before anything else happens at
+    /// that instant; a proposer's may wait for a later tick instead.
+    AtTick {
+        /// Ticks a proposer's due timer may wait.
+        lag: u8,
+    },
+    /// A due timer fires at any step, among the deliveries of any tick, from
+    /// the first tick at or after its deadline until `lag` ticks later.
+    Free {
+        /// Ticks a due timer may wait.
+        lag: u8,
+    },
+}
+
+impl Timers {
+    fn lag(self) -> u8 {
+        match self {
+            Timers::AtTick { lag } | Timers::Free { lag } => lag,
+        }
+    }
+}
 
 /// How far the search goes. Every field bounds a resource of the whole run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,10 +135,10 @@ pub struct Bounds {
     /// The most packets in flight at once. A step that would exceed it is
     /// not taken, but packets may be lost to make room for it.
     pub max_in_flight: u32,
-    /// Crash-and-restarts, over all nodes.
-    pub max_crashes: u8,
-    /// Attempts (ballots) per node; an attempt beyond it is not started.
-    pub max_attempts: [u8; NODES],
+    /// Crash-and-restarts per node.
+    pub max_crashes: [u8; NODES],
+    /// Attempts (ballots) per proposer; an attempt beyond it is not started.
+    pub max_attempts: [u8; PROPOSERS],
     /// Duplicated deliveries, over all packets.
     pub max_dups: u8,
     /// GetTS calls, over all nodes.
@@ -102,36 +147,45 @@ pub struct Bounds {
     pub max_releases: u8,
     /// Whether `LearnChosen` is delivered (otherwise lost at send).
     pub learn: bool,
+    /// Whether store operations reach the other replicas (otherwise lost at
+    /// send: a leader never syncs and never serves, which leaves the lease
+    /// protocol alone to explore).
+    pub stores: bool,
     /// Clock drift per tick in milliseconds (`ρ`·tick); 0 for exact clocks.
     pub drift_ms: u64,
+    /// How strictly timers keep to their deadlines.
+    pub timers: Timers,
 }
 
 impl Bounds {
-    /// The bounds of the normal test run: each broken variant's shortest
-    /// counterexample fits, and the correct protocol's space takes a minute.
+    /// The bounds of the normal test run.
     pub const DEFAULT: Bounds = Bounds {
         max_time: 4,
-        max_in_flight: 6,
-        max_crashes: 1,
-        max_attempts: [2, 2, 0],
+        max_in_flight: 5,
+        max_crashes: [1, 1, 1],
+        max_attempts: [2, 2],
         max_dups: 1,
         max_get_ts: 2,
         max_releases: 1,
         learn: false,
+        stores: true,
         drift_ms: 0,
+        timers: Timers::AtTick { lag: 1 },
     };
 
     /// Larger bounds, for runs that may take much longer.
     pub const LARGE: Bounds = Bounds {
         max_time: 5,
-        max_in_flight: 7,
-        max_crashes: 2,
-        max_attempts: [3, 2, 0],
+        max_in_flight: 6,
+        max_crashes: [1, 1, 2],
+        max_attempts: [3, 2],
         max_dups: 1,
         max_get_ts: 2,
         max_releases: 1,
         learn: true,
+        stores: true,
         drift_ms: 0,
+        timers: Timers::AtTick { lag: 1 },
     };
 }
 
@@ -201,15 +255,44 @@ impl Packet {
         self.hash(&mut h);
         h.finish()
     }
+
+    /// The node a reply is for, if this is a reply that may be dead.
+    fn reply_to(&self, rejected_too: bool) -> Option<usize> {
+        match *self {
+            Packet::Peer { to, msg, .. } => match msg.msg {
+                LeaseMsg::Promise { .. } | LeaseMsg::Accepted { .. } => Some(usize::from(to.0)),
+                LeaseMsg::Rejected { .. } if rejected_too => Some(usize::from(to.0)),
+                _ => None,
+            },
+            Packet::StoreRep { to, .. } => Some(usize::from(to.0)),
+            Packet::StoreReq { .. } => None,
+        }
+    }
+
+    /// Whether the network may duplicate this packet.
+    fn may_duplicate(&self) -> bool {
+        matches!(
+            self,
+            Packet::Peer {
+                msg: Message {
+                    msg: LeaseMsg::Promise { .. } | LeaseMsg::Accepted { .. } | LeaseMsg::Rejected { .. },
+                    ..
+                },
+                ..
+            }
+        )
+    }
 }
 
 /// One step of the environment. Packet arguments index the state's network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// Real time advances one tick; the argument picks each clock's rate
+    /// Real time advances one tick (the first one starts time without
+    /// advancing it). The argument's low bits are the proposers whose due
+    /// timers wait ([`Timers::AtTick`]), the rest picks each clock's rate
     /// (base-3 digits: slow, exact, fast) when clocks drift.
     Tick(u8),
-    /// A node's due timer fires.
+    /// A node's due timer fires ([`Timers::Free`] only).
     Timeout(u8),
     /// A packet is delivered.
     Deliver(u8),
@@ -226,16 +309,26 @@ pub enum Action {
 }
 
 /// The whole system: what the search deduplicates on.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// Nodes are shared between a state and its successors until a step changes
+/// them, and each node's fingerprint is kept, so that a step copies and
+/// hashes only the node it touched.
+#[derive(Clone, Debug)]
 pub struct State {
+    /// Whether time has started (the first tick starts it at `t = 0`).
+    started: bool,
     tick: u32,
     clocks: [Instant; NODES],
-    nodes: [Node; NODES],
+    nodes: [Arc<Node>; NODES],
+    /// The fingerprint of each node, valid unless its bit is in `dirty`.
+    node_fps: [u128; NODES],
+    /// Nodes changed since their fingerprints were taken (a bit per node).
+    dirty: u8,
     stores: [MemStore; NODES],
     /// The network: distinct packets sorted by [`Packet::key`], with counts.
     net: Vec<(Packet, u8)>,
-    crashes: u8,
-    attempts: [u8; NODES],
+    crashes: [u8; NODES],
+    attempts: [u8; PROPOSERS],
     dups: u8,
     get_ts: u8,
     releases: u8,
@@ -243,7 +336,62 @@ pub struct State {
     last_ts: Option<Timestamp>,
 }
 
+impl Hash for State {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        debug_assert_eq!(self.dirty, 0, "fingerprints are taken after sealing");
+        self.started.hash(h);
+        self.tick.hash(h);
+        self.clocks.hash(h);
+        self.node_fps.hash(h);
+        self.stores.hash(h);
+        self.net.hash(h);
+        self.crashes.hash(h);
+        self.attempts.hash(h);
+        self.dups.hash(h);
+        self.get_ts.hash(h);
+        self.releases.hash(h);
+        self.last_ts.hash(h);
+    }
+}
+
+/// A 128-bit fingerprint: two independent 64-bit SipHashes.
+fn fingerprint_of(v: &impl Hash) -> u128 {
+    let mut a = DefaultHasher::new();
+    let mut b = DefaultHasher::new();
+    b.write_u64(0x9e37_79b9_7f4a_7c15);
+    v.hash(&mut a);
+    v.hash(&mut b);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
 impl State {
+    /// Node `i`, to change: marks its fingerprint stale.
+    fn node_mut(&mut self, i: usize) -> &mut Node {
+        self.dirty |= 1 << i;
+        Arc::make_mut(&mut self.nodes[i])
+    }
+
+    /// Sheds the spare capacity a node's output queues grew while it
+    /// handled this step (a copy starts with empty queues), before the state
+    /// is kept.
+    pub fn compact(&mut self) {
+        for node in &mut self.nodes {
+            if Arc::get_mut(node).is_some() {
+                *node = Arc::new(Node::clone(node));
+            }
+        }
+    }
+
+    /// Retakes the fingerprints of the nodes changed.
+    fn seal(&mut self) {
+        for i in 0..NODES {
+            if self.dirty & (1 << i) != 0 {
+                self.node_fps[i] = fingerprint_of(&*self.nodes[i]);
+            }
+        }
+        self.dirty = 0;
+    }
+
     /// The packets in flight, counting copies.
     fn in_flight(&self) -> u32 {
         self.net.iter().map(|&(_, n)| u32::from(n)).sum()
@@ -251,7 +399,7 @@ impl State {
 
     fn push(&mut self, p: Packet) {
         let key = p.key();
-        match self.net.binary_search_by(|(q, _)| q.key().cmp(&key).then(core::cmp::Ordering::Equal)) {
+        match self.net.binary_search_by(|(q, _)| q.key().cmp(&key)) {
             Ok(i) if self.net[i].0 == p => self.net[i].1 = self.net[i].1.saturating_add(1),
             Ok(i) | Err(i) => self.net.insert(i, (p, 1)),
         }
@@ -267,10 +415,6 @@ impl State {
         p
     }
 
-    pub fn net_kind(&self, k: u8) -> u8 {
-        match self.net[k as usize].0 { Packet::Peer { .. } => 0, Packet::StoreReq { .. } => 1, _ => 2 }
-    }
-
     /// The real tick.
     pub fn tick(&self) -> u32 {
         self.tick
@@ -278,12 +422,7 @@ impl State {
 
     /// The 128-bit fingerprint the search deduplicates states by.
     pub fn fingerprint(&self) -> u128 {
-        let mut a = DefaultHasher::new();
-        let mut b = DefaultHasher::new();
-        b.write_u64(0x9e37_79b9_7f4a_7c15);
-        self.hash(&mut a);
-        self.hash(&mut b);
-        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+        fingerprint_of(self)
     }
 }
 
@@ -301,29 +440,33 @@ pub enum Step {
     Violation(String),
 }
 
-/// Notes on what a step did, kept only when a trace is being printed.
-pub struct Log(Option<Vec<String>>);
+/// Notes on what a step did when a trace is printed, and what it sent.
+pub struct Log {
+    notes: Option<Vec<String>>,
+    /// Replies the step sent.
+    sent: Vec<Packet>,
+}
 
 impl Log {
     /// No notes: the search's hot path.
     pub fn off() -> Self {
-        Log(None)
+        Log { notes: None, sent: Vec::new() }
     }
 
     /// Keeps notes.
     pub fn on() -> Self {
-        Log(Some(Vec::new()))
+        Log { notes: Some(Vec::new()), sent: Vec::new() }
     }
 
     fn note(&mut self, f: impl FnOnce() -> String) {
-        if let Some(v) = &mut self.0 {
+        if let Some(v) = &mut self.notes {
             v.push(f());
         }
     }
 
     /// The notes kept.
     pub fn take(&mut self) -> Vec<String> {
-        self.0.as_mut().map(core::mem::take).unwrap_or_default()
+        self.notes.as_mut().map(core::mem::take).unwrap_or_default()
     }
 }
 
@@ -350,32 +493,87 @@ impl Model {
                 save_interval_ms: 2 * TICK_MS,
                 ..OracleConfig::default()
             };
-            cfg.store_timeout = TICK;
+            cfg.store_timeout = 2 * TICK;
             cfg
         });
         Model { variant, bounds, cfgs }
     }
 
+    /// Node `i` started at `now` on its replica.
+    fn start(&self, i: usize, store: &mut MemStore, now: Instant) -> Node {
+        let restart = store.bump_restart();
+        let mut node = Node::new(self.cfgs[i], restart, now).expect("the model's configuration is valid");
+        if i >= PROPOSERS {
+            node.release(now, false);
+            while node.poll_output().is_some() {}
+        }
+        node
+    }
+
     /// Every node started at time 0 on empty replicas.
     pub fn initial(&self) -> State {
         let mut stores = [MemStore::new(); NODES];
-        let nodes = core::array::from_fn(|i| {
-            let restart = stores[i].bump_restart();
-            Node::new(self.cfgs[i], restart, Instant::ZERO).expect("the model's configuration is valid")
-        });
-        State {
+        // The nodes have been up long enough to be out of quarantine.
+        let nodes = core::array::from_fn(|i| Arc::new(self.start(i, &mut stores[i], Instant::ZERO)));
+        let mut s = State {
+            started: false,
             tick: 0,
-            clocks: [Instant::ZERO; NODES],
+            clocks: [ORIGIN; NODES],
             nodes,
+            node_fps: [0; NODES],
+            dirty: (1 << NODES) - 1,
             stores,
             net: Vec::new(),
-            crashes: 0,
-            attempts: [0; NODES],
+            crashes: [0; NODES],
+            attempts: [0; PROPOSERS],
             dups: 0,
             get_ts: 0,
             releases: 0,
             last_ts: None,
+        };
+        s.seal();
+        s
+    }
+
+    /// Fires every due timer that may fire, except those of the proposers
+    /// in `hold` ([`Timers::AtTick`]). A hold that is not due, or overdue,
+    /// is not a choice.
+    fn fire_due(&self, s: &mut State, hold: u8, log: &mut Log) -> Step {
+        for i in 0..NODES {
+            let held = i < PROPOSERS && hold & (1 << i) != 0;
+            if !self.timer_due(s, i) {
+                if held {
+                    return Step::Pruned;
+                }
+                continue;
+            }
+            if held {
+                if self.timer_overdue(s, i) {
+                    return Step::Pruned;
+                }
+                log.note(|| format!("n{i} timer is late"));
+                continue;
+            }
+            let before = (s.nodes[i].clone(), s.stores[i], s.net.clone());
+            match self.fire(s, i, log) {
+                Step::Taken => {}
+                // Beyond the attempt budget: the timer is held back.
+                Step::Pruned => (s.nodes[i], s.stores[i], s.net) = before,
+                other => return other,
+            }
         }
+        Step::Taken
+    }
+
+    /// Whether a timer of node `i` is overdue: it must fire before time
+    /// moves on.
+    fn timer_overdue(&self, s: &State, i: usize) -> bool {
+        let late = TICK * u32::from(self.bounds.timers.lag());
+        s.nodes[i].poll_timeout().is_some_and(|t| t + late <= s.clocks[i]) && self.may_fire(s, i)
+    }
+
+    fn timer_due(&self, s: &State, i: usize) -> bool {
+        s.nodes[i].poll_timeout().is_some_and(|t| t <= s.clocks[i])
     }
 
     /// Every step the environment may take from `s` (some may turn out to
@@ -383,13 +581,12 @@ impl Model {
     pub fn actions(&self, s: &State, out: &mut Vec<Action>) {
         out.clear();
         let b = &self.bounds;
-        if s.tick < b.max_time {
-            let rates = if b.drift_ms == 0 { 1 } else { 3u8.pow(NODES as u32) };
-            out.extend((0..rates).map(Action::Tick));
-        }
         for i in 0..NODES {
+            if !s.started {
+                break;
+            }
             let now = s.clocks[i];
-            if s.nodes[i].poll_timeout().is_some_and(|t| t <= now) {
+            if matches!(b.timers, Timers::Free { .. }) && self.timer_due(s, i) {
                 out.push(Action::Timeout(i as u8));
             }
             if s.get_ts < b.max_get_ts && s.nodes[i].is_serving(now) {
@@ -398,15 +595,20 @@ impl Model {
             if s.releases < b.max_releases && s.nodes[i].lease(now).is_some() {
                 out.push(Action::Release(i as u8));
             }
-            if s.crashes < b.max_crashes {
+            if s.crashes[i] < b.max_crashes[i] {
                 out.push(Action::Crash(i as u8));
             }
         }
-        for k in 0..s.net.len() as u8 {
-            out.push(Action::Deliver(k));
-            if s.dups < b.max_dups {
-                out.push(Action::Duplicate(k));
+        for k in 0..s.net.len() {
+            out.push(Action::Deliver(k as u8));
+            if s.dups < b.max_dups && s.net[k].0.may_duplicate() {
+                out.push(Action::Duplicate(k as u8));
             }
+        }
+        if !s.started || s.tick < b.max_time {
+            let rates = if b.drift_ms == 0 || !s.started { 1 } else { 3u8.pow(NODES as u32) };
+            let holds = if matches!(b.timers, Timers::AtTick { lag } if lag > 0) { 1 << PROPOSERS } else { 1 };
+            out.extend((0..rates).flat_map(|r| (0..holds).map(move |h| Action::Tick(r << PROPOSERS | h))));
         }
     }
 
@@ -426,10 +628,13 @@ impl Model {
     /// Takes step `a` in `s`, checking the step's properties; then checks
     /// the state's. `log` collects a description when a trace is printed.
     pub fn step(&self, s: &mut State, a: Action, log: &mut Log) -> Step {
+        log.sent.clear();
         let step = self.apply(s, a, log);
         if step != Step::Taken {
             return step;
         }
+        self.discard_dead(s, log);
+        s.seal();
         if s.in_flight() > self.bounds.max_in_flight {
             return Step::Overflow;
         }
@@ -441,9 +646,20 @@ impl Model {
 
     fn apply(&self, s: &mut State, a: Action, log: &mut Log) -> Step {
         match a {
-            Action::Tick(rates) => {
+            Action::Tick(code) => {
+                if s.started
+                    && matches!(self.bounds.timers, Timers::Free { .. })
+                    && (0..NODES).any(|i| self.timer_overdue(s, i))
+                {
+                    return Step::Pruned;
+                }
+                let (hold, mut r) = (code & ((1 << PROPOSERS) - 1), code >> PROPOSERS);
+                if !s.started {
+                    s.started = true;
+                    log.note(|| "time starts: t=0".to_string());
+                    return self.after_tick(s, hold, log);
+                }
                 s.tick += 1;
-                let mut r = rates;
                 for i in 0..NODES {
                     let ms = match r % 3 {
                         _ if self.bounds.drift_ms == 0 => TICK_MS,
@@ -458,25 +674,20 @@ impl Model {
                     // last saw an input (which only its status reports) fold.
                     let noop =
                         Message { lease: LeaseName::Leader, msg: LeaseMsg::Prepare { ballot: Ballot::ZERO } };
-                    s.nodes[i].handle_message(NodeId(i as u16), noop, s.clocks[i]);
+                    let now = s.clocks[i];
+                    s.node_mut(i).handle_message(NodeId(i as u16), noop, now);
                 }
                 log.note(|| {
                     let mut line = format!("tick: t={}", s.tick);
                     if self.bounds.drift_ms > 0 {
-                        let clocks: Vec<String> = s.clocks.iter().map(|c| format!("{c:?}")).collect();
+                        let clocks: Vec<String> = s.clocks.iter().map(|&c| show_instant(c)).collect();
                         let _ = write!(line, " (clocks {})", clocks.join(", "));
                     }
                     line
                 });
-                Step::Taken
+                self.after_tick(s, hold, log)
             }
-            Action::Timeout(i) => {
-                let i = usize::from(i);
-                log.note(|| format!("n{i} timer fires"));
-                let (now, wall) = (s.clocks[i], self.wall_ms(s, i));
-                s.nodes[i].handle_timeout(now, wall);
-                self.drain(s, i, log)
-            }
+            Action::Timeout(i) => self.fire(s, usize::from(i), log),
             Action::Deliver(k) | Action::Duplicate(k) => {
                 let k = usize::from(k);
                 let p = if let Action::Duplicate(_) = a {
@@ -501,25 +712,26 @@ impl Model {
             }
             Action::Crash(i) => {
                 let i = usize::from(i);
-                if s.crashes >= self.bounds.max_crashes {
+                if s.crashes[i] >= self.bounds.max_crashes[i] {
                     return Step::Pruned;
                 }
-                s.crashes += 1;
-                let restart = s.stores[i].bump_restart();
-                s.nodes[i] = Node::new(self.cfgs[i], restart, s.clocks[i]).expect("valid configuration");
+                s.crashes[i] += 1;
+                let node = self.start(i, &mut s.stores[i], s.clocks[i]);
+                *s.node_mut(i) = node;
                 log.note(|| {
                     let q = s.nodes[i].acceptor(LeaseName::Leader).is_quarantined(s.clocks[i]);
                     format!(
-                        "n{i} crashes and restarts (restart {restart}); its acceptor forgets everything{}",
-                        if q { " and is quarantined" } else { "" }
+                        "n{i} crashes and restarts: its proposer, acceptor and oracle forget everything{}",
+                        if q { "; the acceptor is quarantined" } else { "" }
                     )
                 });
-                self.drain(s, i, log)
+                Step::Taken
             }
             Action::GetTs(i) => {
                 let i = usize::from(i);
                 s.get_ts += 1;
-                match s.nodes[i].get_ts(1, s.clocks[i]) {
+                let now = s.clocks[i];
+                match s.node_mut(i).get_ts(1, now) {
                     Ok(ts) => {
                         log.note(|| format!("client: GetTS(1) at n{i} returns {}", show_ts(ts)));
                         if let Some(last) = s.last_ts.filter(|&last| ts <= last) {
@@ -530,14 +742,6 @@ impl Model {
                             ));
                         }
                         s.last_ts = Some(ts);
-                        let covering =
-                            s.stores.iter().filter(|st| st.window_end_ms() > ts.physical_ms).count();
-                        if covering < QUORUM {
-                            return Step::Violation(format!(
-                                "n{i} handed out {} but only {covering} replicas saved a window above it",
-                                show_ts(ts)
-                            ));
-                        }
                         Step::Taken
                     }
                     Err(e) => {
@@ -553,10 +757,33 @@ impl Model {
                 }
                 s.releases += 1;
                 log.note(|| format!("operator: n{i} releases its lease (and campaigns again after D_P)"));
-                s.nodes[i].release(s.clocks[i], true);
+                let now = s.clocks[i];
+                s.node_mut(i).release(now, true);
                 self.drain(s, i, log)
             }
         }
+    }
+
+    fn after_tick(&self, s: &mut State, hold: u8, log: &mut Log) -> Step {
+        match self.bounds.timers {
+            Timers::AtTick { .. } => self.fire_due(s, hold, log),
+            Timers::Free { .. } => Step::Taken,
+        }
+    }
+
+    /// Whether node `i`'s due timer may fire: not if it would start an
+    /// attempt beyond the node's budget.
+    fn may_fire(&self, s: &State, i: usize) -> bool {
+        let mut t = s.clone();
+        self.fire(&mut t, i, &mut Log::off()) != Step::Pruned
+    }
+
+    /// Node `i`'s timer fires.
+    fn fire(&self, s: &mut State, i: usize, log: &mut Log) -> Step {
+        log.note(|| format!("n{i} timer fires"));
+        let (now, wall) = (s.clocks[i], self.wall_ms(s, i));
+        s.node_mut(i).handle_timeout(now, wall);
+        self.drain(s, i, log)
     }
 
     fn deliver(&self, s: &mut State, p: Packet, log: &mut Log) -> Step {
@@ -564,7 +791,7 @@ impl Model {
             Packet::Peer { from, to, msg } => {
                 let i = usize::from(to.0);
                 let now = s.clocks[i];
-                s.nodes[i].handle_message(from, msg, now);
+                s.node_mut(i).handle_message(from, msg, now);
                 self.drain(s, i, log)
             }
             Packet::StoreReq { from, replica, request } => {
@@ -573,14 +800,16 @@ impl Model {
                     Ok(reply) => reply,
                     Err(v) => return Step::Violation(v),
                 };
-                log.note(|| format!("  replica n{r}: {}", show_reply(&reply)));
-                s.push(Packet::StoreRep { replica, to: from, id: request.id, reply });
+                log.note(|| format!("  replica n{r} answers {}", show_reply(&reply)));
+                let p = Packet::StoreRep { replica, to: from, id: request.id, reply };
+                s.push(p);
+                log.sent.push(p);
                 Step::Taken
             }
             Packet::StoreRep { replica, to, id, reply } => {
                 let i = usize::from(to.0);
                 let (now, wall) = (s.clocks[i], self.wall_ms(s, i));
-                s.nodes[i].handle_store_reply(replica, id, reply, now, wall);
+                s.node_mut(i).handle_store_reply(replica, id, reply, now, wall);
                 self.drain(s, i, log)
             }
         }
@@ -593,7 +822,7 @@ impl Model {
         loop {
             let mut local: Option<(u64, StoreReply)> = None;
             let mut prepared = false;
-            while let Some(out) = s.nodes[i].poll_output() {
+            while let Some(out) = s.node_mut(i).poll_output() {
                 match out {
                     Output::Send { to, msg } => {
                         if let LeaseMsg::Prepare { .. } = msg.msg {
@@ -606,6 +835,7 @@ impl Model {
                         }
                         log.note(|| format!("  sends {}", describe(&p)));
                         s.push(p);
+                        log.sent.push(p);
                     }
                     Output::Store { replica, request } if replica == me => {
                         let reply = match execute(&mut s.stores[i], request.op) {
@@ -621,6 +851,10 @@ impl Model {
                     }
                     Output::Store { replica, request } => {
                         let p = Packet::StoreReq { from: me, replica, request };
+                        if !self.bounds.stores {
+                            log.note(|| format!("  sends {} (lost: stores are not modelled)", describe(&p)));
+                            continue;
+                        }
                         log.note(|| format!("  sends {}", describe(&p)));
                         s.push(p);
                     }
@@ -628,19 +862,52 @@ impl Model {
                 }
             }
             if prepared {
-                if s.attempts[i] >= self.bounds.max_attempts[i] {
-                    return Step::Pruned;
+                match s.attempts.get_mut(i) {
+                    Some(n) if *n < self.bounds.max_attempts[i] => *n += 1,
+                    _ => return Step::Pruned,
                 }
-                s.attempts[i] += 1;
             }
             match local {
                 Some((id, reply)) => {
                     let (now, wall) = (s.clocks[i], self.wall_ms(s, i));
-                    s.nodes[i].handle_store_reply(me, id, reply, now, wall);
+                    s.node_mut(i).handle_store_reply(me, id, reply, now, wall);
                 }
                 None => return Step::Taken,
             }
         }
+    }
+
+    /// Removes replies that can no longer change anything (see the module
+    /// docs): those the step just sent, and those to nodes it changed.
+    fn discard_dead(&self, s: &mut State, log: &mut Log) {
+        let rejected_too = s.crashes == self.bounds.max_crashes;
+        let mut k = 0;
+        while k < s.net.len() {
+            let p = s.net[k].0;
+            let dead = p.reply_to(rejected_too).is_some_and(|i| {
+                (s.dirty & (1 << i) != 0 || log.sent.contains(&p)) && self.is_noop(s, i, &p)
+            });
+            if dead {
+                log.note(|| format!("  (discards {}: it can no longer change anything)", describe(&p)));
+                s.net.remove(k);
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    /// Whether delivering reply `p` to node `i` now changes nothing.
+    fn is_noop(&self, s: &State, i: usize, p: &Packet) -> bool {
+        let mut node = Node::clone(&s.nodes[i]);
+        let now = s.clocks[i];
+        match *p {
+            Packet::Peer { from, msg, .. } => node.handle_message(from, msg, now),
+            Packet::StoreRep { replica, id, reply, .. } => {
+                node.handle_store_reply(replica, id, reply, now, self.wall_ms(s, i))
+            }
+            Packet::StoreReq { .. } => return false,
+        }
+        node == *s.nodes[i]
     }
 
     /// The state's properties: one lease holder and one server at a time.
@@ -649,7 +916,7 @@ impl Model {
             (0..NODES).filter_map(|i| s.nodes[i].lease(s.clocks[i]).map(|(b, d)| (i, b, d))).collect();
         if holders.len() > 1 {
             let who: Vec<String> =
-                holders.iter().map(|(i, b, d)| format!("n{i} holds {b:?} until {d:?}")).collect();
+                holders.iter().map(|&(i, b, d)| format!("n{i} holds {b:?} until {}", show_instant(d))).collect();
             return Some(format!("two lease holders at t={}: {}", s.tick, who.join(", ")));
         }
         let serving: Vec<usize> = (0..NODES).filter(|&i| s.nodes[i].is_serving(s.clocks[i])).collect();
@@ -666,7 +933,7 @@ impl Model {
             let now = s.clocks[i];
             if let Some((b, d)) = s.nodes[i].lease(now) {
                 let serving = if s.nodes[i].is_serving(now) { ", serving" } else { "" };
-                parts.push(format!("n{i} holds {b:?} until {d:?}{serving}"));
+                parts.push(format!("n{i} holds {b:?} until {}{serving}", show_instant(d)));
             }
         }
         if parts.is_empty() { "no lease holder".to_string() } else { parts.join("; ") }
@@ -709,6 +976,13 @@ fn show_msg(m: &LeaseMsg) -> String {
         }
         LeaseMsg::Release { ballot } => format!("Release {ballot:?}"),
     }
+}
+
+/// An instant of a node's clock as the model's time `t` (in ticks).
+fn show_instant(i: Instant) -> String {
+    let ms = i.as_nanos() / 1_000_000;
+    let t = ms as f64 / TICK_MS as f64 - ORIGIN_TICKS as f64;
+    format!("t={t}")
 }
 
 fn show_window(ms: u64) -> String {
@@ -762,5 +1036,29 @@ pub fn describe(p: &Packet) -> String {
         Packet::StoreRep { replica, to, reply, .. } => {
             format!("replica {replica:?}->{to:?} {}", show_reply(reply))
         }
+    }
+}
+
+impl Model {
+    /// Debug helper: the action whose description starts with `what`.
+    pub fn find(&self, s: &State, what: &str) -> Option<Action> {
+        let mut acts = Vec::new();
+        self.actions(s, &mut acts);
+        let mut drops = Vec::new();
+        self.losses(s, &mut drops);
+        acts.extend(drops);
+        acts.into_iter().find(|&a| {
+            let d = match a {
+                Action::Tick(_) => "tick".to_string(),
+                Action::Timeout(i) => format!("timeout n{i}"),
+                Action::Deliver(k) => format!("deliver {}", describe(&s.net[k as usize].0)),
+                Action::Duplicate(k) => format!("dup {}", describe(&s.net[k as usize].0)),
+                Action::Drop(k) => format!("drop {}", describe(&s.net[k as usize].0)),
+                Action::Crash(i) => format!("crash n{i}"),
+                Action::GetTs(i) => format!("getts n{i}"),
+                Action::Release(i) => format!("release n{i}"),
+            };
+            d.starts_with(what)
+        })
     }
 }

@@ -126,11 +126,21 @@ pub fn explore(model: &Model) -> Outcome {
                     Step::Taken => {
                         if seen.insert(t.fingerprint()) {
                             if progress {
-                                let kind = match a { Action::Tick(_) => 0, Action::Timeout(_) => 1, Action::Deliver(k) => match s.net_kind(k) { 0 => 2, 1 => 3, _ => 4 }, Action::Duplicate(_) => 5, Action::Drop(_) => 6, Action::Crash(_) => 7, Action::GetTs(_) => 8, Action::Release(_) => 9 };
+                                let kind = match a {
+                                    Action::Tick(_) => 0,
+                                    Action::Timeout(_) => 1,
+                                    Action::Deliver(_) => 2,
+                                    Action::Duplicate(_) => 5,
+                                    Action::Drop(_) => 6,
+                                    Action::Crash(_) => 7,
+                                    Action::GetTs(_) => 8,
+                                    Action::Release(_) => 9,
+                                };
                                 hist[kind] += 1;
                             }
                             let id = u32::try_from(parents.len()).expect("fewer than 2^32 states");
                             parents.push((*idx, a));
+                            t.compact();
                             next.push((t, id));
                         }
                     }
@@ -196,7 +206,10 @@ fn replay(model: &Model, path: &[Action]) -> Vec<String> {
             summary = now;
         }
         lines.push(text);
-        debug_assert!(matches!(step, Step::Taken | Step::Violation(_)), "a recorded step is within the bounds");
+        debug_assert!(
+            matches!(step, Step::Taken | Step::Violation(_)),
+            "a recorded step is within the bounds"
+        );
     }
     lines
 }
