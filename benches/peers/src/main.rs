@@ -10,13 +10,15 @@
 //!
 //! Each client is driven the way it is meant to be used: leasetso's blocking
 //! `Client` from N OS threads; tsoracle's async `Client` from N tokio tasks on
-//! a multi-threaded runtime with one worker per core. tsoracle runs twice:
-//! at its default coalescing wait (`batch_flush_interval` 1 ms, "default")
-//! and with the wait set to 0 ("wait0", its best).
+//! a multi-threaded runtime with one worker per core. tsoracle runs at its
+//! default coalescing wait (`batch_flush_interval` 1 ms, "default") and with
+//! the wait set to 0 ("wait 0", its best). A fourth, diagnostic column drives
+//! tsoracle (wait 0) from N OS threads like leasetso, to separate the client's
+//! design from the cost of one blocked thread per caller.
 //!
-//! Every configuration is measured `--rounds` times, interleaved (leasetso,
-//! tsoracle default, tsoracle wait0, then the next round), and the median
-//! round is reported, so slow drift of the shared machine hits all alike.
+//! Every configuration is measured `--rounds` times, interleaved (each system
+//! in turn, then the next round), and the median round is reported, so slow
+//! drift of the shared machine hits all alike.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -95,24 +97,40 @@ impl Run {
     }
 }
 
-/// The systems compared.
+/// The systems compared, each a client and a way of driving it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum System {
+    /// leasetso's blocking client from N OS threads.
     Leasetso,
-    /// tsoracle's client at its default 1 ms coalescing wait.
+    /// tsoracle's client at its default 1 ms coalescing wait, N tokio tasks.
     TsoDefault,
-    /// tsoracle's client with the wait set to 0.
+    /// tsoracle's client with the wait set to 0, N tokio tasks.
     TsoWait0,
+    /// Diagnostic: tsoracle's client with the wait set to 0 driven like
+    /// leasetso's, from N OS threads (each `Handle::block_on` one call), to
+    /// tell the client's design from the cost of a thread per caller.
+    TsoWait0Threads,
 }
 
-const SYSTEMS: [System; 3] = [System::Leasetso, System::TsoDefault, System::TsoWait0];
+const SYSTEMS: [System; 4] =
+    [System::Leasetso, System::TsoDefault, System::TsoWait0, System::TsoWait0Threads];
 
 impl System {
     fn label(self) -> &'static str {
         match self {
+            System::Leasetso => "leasetso (N threads)",
+            System::TsoDefault => "tsoracle default 1ms wait (N tasks)",
+            System::TsoWait0 => "tsoracle wait 0 (N tasks)",
+            System::TsoWait0Threads => "tsoracle wait 0 (N threads)",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
             System::Leasetso => "leasetso",
-            System::TsoDefault => "tsoracle (default 1ms wait)",
-            System::TsoWait0 => "tsoracle (wait 0)",
+            System::TsoDefault => "tso-default",
+            System::TsoWait0 => "tso-wait0",
+            System::TsoWait0Threads => "tso-wait0-thr",
         }
     }
 }
@@ -120,7 +138,7 @@ impl System {
 /// The clients under test, connected once and reused by every run.
 struct Clients {
     rt: tokio::runtime::Runtime,
-    leasetso: Arc<leasetso_std::Client>,
+    leasetso: leasetso_std::Client,
     tso_default: Arc<tsoracle_client::Client>,
     tso_wait0: Arc<tsoracle_client::Client>,
 }
@@ -145,14 +163,10 @@ impl Clients {
                 Ok::<_, tsoracle_client::ClientError>((default, wait0))
             })
             .map_err(|e| format!("tsoracle at {}: {e}", args.tsoracle))?;
-        let clients = Clients {
-            rt,
-            leasetso: Arc::new(leasetso),
-            tso_default: Arc::new(tso_default),
-            tso_wait0: Arc::new(tso_wait0),
-        };
+        let clients =
+            Clients { rt, leasetso, tso_default: Arc::new(tso_default), tso_wait0: Arc::new(tso_wait0) };
         // Both servers answer before anything is timed.
-        for system in SYSTEMS {
+        for system in [System::Leasetso, System::TsoDefault, System::TsoWait0] {
             clients.wait_ready(system)?;
         }
         Ok(clients)
@@ -163,7 +177,7 @@ impl Clients {
         loop {
             let result = match system {
                 System::Leasetso => self.leasetso.get_ts().map(drop).map_err(|e| e.to_string()),
-                System::TsoDefault | System::TsoWait0 => {
+                _ => {
                     let c = self.tso(system);
                     self.rt.block_on(async move { c.get_ts().await.map(drop).map_err(|e| e.to_string()) })
                 }
@@ -178,8 +192,8 @@ impl Clients {
 
     fn tso(&self, system: System) -> Arc<tsoracle_client::Client> {
         match system {
-            System::TsoWait0 => Arc::clone(&self.tso_wait0),
-            _ => Arc::clone(&self.tso_default),
+            System::TsoDefault => Arc::clone(&self.tso_default),
+            _ => Arc::clone(&self.tso_wait0),
         }
     }
 
@@ -187,51 +201,31 @@ impl Clients {
     /// `time`; every call's latency is kept when `record` is set.
     fn run(&self, system: System, callers: usize, count: u32, time: Duration, record: bool) -> Run {
         match system {
-            System::Leasetso => self.run_leasetso(callers, count, time, record),
-            _ => self.run_tsoracle(self.tso(system), callers, count, time, record),
+            System::Leasetso => {
+                let client = &self.leasetso;
+                run_threads(callers, count, time, record, || {
+                    black_box(client.get_ts_n(count).expect("leasetso get_ts"));
+                })
+            }
+            System::TsoWait0Threads => {
+                let (client, rt) = (&self.tso_wait0, self.rt.handle());
+                run_threads(callers, count, time, record, || {
+                    rt.block_on(async {
+                        if count == 1 {
+                            black_box(client.get_ts().await.expect("tsoracle get_ts"));
+                        } else {
+                            black_box(client.get_ts_batch(count).await.expect("tsoracle get_ts_batch"));
+                        }
+                    })
+                })
+            }
+            System::TsoDefault | System::TsoWait0 => {
+                self.run_tasks(self.tso(system), callers, count, time, record)
+            }
         }
     }
 
-    fn run_leasetso(&self, callers: usize, count: u32, time: Duration, record: bool) -> Run {
-        let stop = AtomicBool::new(false);
-        let start = Barrier::new(callers + 1);
-        let client = &*self.leasetso;
-        std::thread::scope(|s| {
-            let workers: Vec<_> = (0..callers)
-                .map(|_| {
-                    let (stop, start) = (&stop, &start);
-                    s.spawn(move || {
-                        let mut lat = Vec::with_capacity(if record { 1 << 20 } else { 0 });
-                        let mut calls = 0u64;
-                        start.wait();
-                        while !stop.load(Ordering::Relaxed) {
-                            let t0 = Instant::now();
-                            black_box(client.get_ts_n(count).expect("leasetso get_ts"));
-                            if record {
-                                lat.push(t0.elapsed());
-                            }
-                            calls += 1;
-                        }
-                        (calls, lat)
-                    })
-                })
-                .collect();
-            start.wait();
-            let t0 = Instant::now();
-            std::thread::sleep(time);
-            stop.store(true, Ordering::Relaxed);
-            let mut run = Run { timestamps: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
-            for w in workers {
-                let (calls, lat) = w.join().expect("caller thread");
-                run.timestamps += calls * u64::from(count);
-                run.latencies.extend(lat);
-            }
-            run.elapsed = t0.elapsed();
-            run
-        })
-    }
-
-    fn run_tsoracle(
+    fn run_tasks(
         &self,
         client: Arc<tsoracle_client::Client>,
         callers: usize,
@@ -281,6 +275,46 @@ impl Clients {
     }
 }
 
+/// `callers` OS threads calling `call` (one call = `count` timestamps) until
+/// `time` has passed since they all started.
+fn run_threads(callers: usize, count: u32, time: Duration, record: bool, call: impl Fn() + Sync) -> Run {
+    let stop = AtomicBool::new(false);
+    let start = Barrier::new(callers + 1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..callers)
+            .map(|_| {
+                let (stop, start, call) = (&stop, &start, &call);
+                s.spawn(move || {
+                    let mut lat = Vec::with_capacity(if record { 1 << 20 } else { 0 });
+                    let mut calls = 0u64;
+                    start.wait();
+                    while !stop.load(Ordering::Relaxed) {
+                        let t0 = Instant::now();
+                        call();
+                        if record {
+                            lat.push(t0.elapsed());
+                        }
+                        calls += 1;
+                    }
+                    (calls, lat)
+                })
+            })
+            .collect();
+        start.wait();
+        let t0 = Instant::now();
+        std::thread::sleep(time);
+        stop.store(true, Ordering::Relaxed);
+        let mut run = Run { timestamps: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
+        for w in workers {
+            let (calls, lat) = w.join().expect("caller thread");
+            run.timestamps += calls * u64::from(count);
+            run.latencies.extend(lat);
+        }
+        run.elapsed = t0.elapsed();
+        run
+    })
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     let n = xs.len();
@@ -292,11 +326,11 @@ fn fmt_rate(r: f64) -> String {
 }
 
 /// Measures every system at `callers` × `count`, `rounds` times interleaved;
-/// returns the median rate of each, in `SYSTEMS` order, and prints the line.
-fn compare(clients: &Clients, args: &Args, callers: usize, count: u32) -> [f64; 3] {
+/// prints one row and returns the median rate of each, in `SYSTEMS` order.
+fn compare(clients: &Clients, args: &Args, callers: usize, count: u32) -> [f64; 4] {
     let time = Duration::from_secs_f64(args.seconds);
     let warm = Duration::from_secs_f64(args.warmup);
-    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+    let mut rates: [Vec<f64>; 4] = Default::default();
     for _ in 0..args.rounds {
         for (i, &system) in SYSTEMS.iter().enumerate() {
             if !warm.is_zero() {
@@ -306,21 +340,28 @@ fn compare(clients: &Clients, args: &Args, callers: usize, count: u32) -> [f64; 
         }
     }
     let m = rates.clone().map(median);
-    let rounds = |i: usize| rates[i].iter().map(|&r| fmt_rate(r)).collect::<Vec<_>>().join(" ");
-    println!(
-        "{:>4} x get{:<4} leasetso {:>10}  tsoracle default {:>10} ({:>5.1}x)  tsoracle wait0 {:>10} ({:>5.1}x)   rounds: [{}] [{}] [{}]",
-        callers,
-        if count == 1 { String::from("_ts") } else { format!("({count})") },
-        fmt_rate(m[0]),
-        fmt_rate(m[1]),
-        m[0] / m[1],
-        fmt_rate(m[2]),
-        m[0] / m[2],
-        rounds(0),
-        rounds(1),
-        rounds(2),
-    );
+    let mut row = format!("{callers:>5} {:>13}", fmt_rate(m[0]));
+    for &r in &m[1..] {
+        row += &format!(" {:>13} {:>7}", fmt_rate(r), format!("{:.2}x", m[0] / r));
+    }
+    let rounds: Vec<String> =
+        rates.iter().map(|rs| rs.iter().map(|&r| fmt_rate(r)).collect::<Vec<_>>().join(",")).collect();
+    println!("{row}   rounds [{}]", rounds.join("] ["));
     m
+}
+
+fn header() {
+    println!(
+        "{:>5} {:>13} {:>13} {:>7} {:>13} {:>7} {:>13} {:>7}",
+        "N",
+        SYSTEMS[0].short(),
+        SYSTEMS[1].short(),
+        "ratio",
+        SYSTEMS[2].short(),
+        "ratio",
+        SYSTEMS[3].short(),
+        "ratio"
+    );
 }
 
 fn main() {
@@ -340,27 +381,30 @@ fn main() {
         }
     };
     println!("machine: {cores} cores (available_parallelism); tokio runtime for tsoracle: {cores} workers");
+    println!("leasetso at {}, tsoracle at {}", args.leasetso, args.tsoracle);
+    for system in SYSTEMS {
+        println!("  {:<14} {}", system.short(), system.label());
+    }
     println!(
-        "leasetso {} (blocking Client, N threads); tsoracle {} (async Client, N tasks)",
-        args.leasetso, args.tsoracle
-    );
-    println!(
-        "{} s per run after {} s warm-up, median of {} interleaved rounds; ratio = leasetso / tsoracle",
+        "{} s per run after {} s warm-up; median of {} interleaved rounds (each round's rate listed after it);",
         args.seconds, args.warmup, args.rounds
     );
+    println!("ratio = leasetso's median rate / that column's median rate (above 1: leasetso is faster)");
 
-    println!("\n== throughput, one timestamp per call, timestamps/s");
+    println!("\n== throughput, one timestamp per call, timestamps/s, N callers sharing one client");
+    header();
     let mut worst = f64::INFINITY;
     for &n in &args.callers {
         let m = compare(&clients, &args, n, 1);
         worst = worst.min(m[0] / m[1].max(m[2]));
     }
-    println!("lowest ratio leasetso / best tsoracle over all N: {worst:.2}x");
+    println!("lowest ratio of leasetso to tsoracle's better setting (default or wait 0, tasks): {worst:.2}x");
 
     println!(
         "\n== batch mode: leasetso get_ts_n({0}) vs tsoracle get_ts_batch({0}), timestamps/s",
         args.batch
     );
+    header();
     for &n in &args.batch_callers {
         compare(&clients, &args, n, args.batch);
     }
@@ -369,7 +413,7 @@ fn main() {
     let time = Duration::from_secs_f64(args.seconds);
     let mut ping = PingPong::start().expect("ping-pong");
     let mut floor = Vec::with_capacity(1 << 20);
-    let mut lat: [Vec<Duration>; 3] = Default::default();
+    let mut lat: [Vec<Duration>; 4] = Default::default();
     for _ in 0..args.rounds {
         let deadline = Instant::now() + time;
         while Instant::now() < deadline {
@@ -382,12 +426,12 @@ fn main() {
         }
     }
     let floor = Summary::of(&mut floor);
-    println!("  {:<28} {floor}", "tcp ping-pong (floor)");
+    println!("  {:<14} {floor}", "tcp-ping-pong");
     for (i, system) in SYSTEMS.into_iter().enumerate() {
         let s = Summary::of(&mut lat[i]);
         println!(
-            "  {:<28} {s}  (p50 {:.2}x, p99 {:.2}x the floor)",
-            system.label(),
+            "  {:<14} {s}  (p50 {:.2}x, p99 {:.2}x the floor)",
+            system.short(),
             s.p50.as_secs_f64() / floor.p50.as_secs_f64(),
             s.p99.as_secs_f64() / floor.p99.as_secs_f64()
         );
