@@ -334,6 +334,65 @@ fn get_hint(buf: &mut impl Buf) -> Result<LeaderHint, WireError> {
     Ok(LeaderHint { node, addr: get_addr(buf)? })
 }
 
+/// The frame layout both protocols share: `len: u32`, `kind: u8`, then
+/// `header` more fixed bytes and a body whose size the kind fixes.
+pub(crate) struct Layout {
+    /// The largest `len` accepted.
+    pub(crate) max_len: u32,
+    /// Fixed bytes between the kind and the body.
+    pub(crate) header: usize,
+    /// The body size of each known kind.
+    pub(crate) body_len: fn(u8) -> Option<usize>,
+}
+
+impl Layout {
+    /// Checks there is room for a whole frame of `kind` and writes its length
+    /// prefix and kind; leaves `buf` untouched (and errs) if there is not.
+    pub(crate) fn begin(&self, buf: &mut impl BufMut, kind: u8) -> Result<usize, EncodeError> {
+        // Every kind an encoder writes has a body length.
+        let required = LEN_PREFIX + 1 + self.header + (self.body_len)(kind).unwrap_or(0);
+        if buf.remaining_mut() < required {
+            return Err(EncodeError::BufferTooSmall { required });
+        }
+        // At most a few dozen bytes.
+        buf.put_u32((required - LEN_PREFIX) as u32);
+        buf.put_u8(kind);
+        Ok(required)
+    }
+
+    /// Splits the first frame off `bytes`: its kind, the bytes after the kind
+    /// (header and body, of the size the kind fixes) and the bytes used;
+    /// `None` until the whole frame has arrived. An oversized or inconsistent
+    /// length is refused from the prefix and kind alone, before the body.
+    pub(crate) fn split<'a>(&self, bytes: &'a [u8]) -> Result<Option<(u8, &'a [u8], usize)>, WireError> {
+        let mut buf = bytes;
+        if buf.remaining() < LEN_PREFIX {
+            return Ok(None);
+        }
+        let len = buf.get_u32();
+        if len > self.max_len {
+            return Err(WireError::FrameTooLarge { len, max: self.max_len });
+        }
+        if (len as usize) < 1 + self.header {
+            return Err(WireError::Empty);
+        }
+        let Some(&kind) = buf.first() else {
+            return Ok(None);
+        };
+        let expected = (self.body_len)(kind).ok_or(WireError::UnknownKind(kind))?;
+        let got = len as usize - 1 - self.header;
+        if got != expected {
+            return Err(WireError::BadLength { kind, expected, got });
+        }
+        if buf.remaining() < len as usize {
+            return Ok(None);
+        }
+        Ok(Some((kind, &buf[1..len as usize], LEN_PREFIX + len as usize)))
+    }
+}
+
+const CLIENT: Layout = Layout { max_len: MAX_FRAME_LEN, header: 0, body_len };
+
 impl Frame {
     fn kind(&self) -> u8 {
         match self {
@@ -355,13 +414,7 @@ impl Frame {
 
     /// Appends the frame to `buf`, or leaves it untouched if it has no room.
     pub fn encode(&self, buf: &mut impl BufMut) -> Result<usize, EncodeError> {
-        let required = self.encoded_len();
-        if buf.remaining_mut() < required {
-            return Err(EncodeError::BufferTooSmall { required });
-        }
-        // `required - LEN_PREFIX` is at most a few dozen bytes.
-        buf.put_u32((required - LEN_PREFIX) as u32);
-        buf.put_u8(self.kind());
+        let required = CLIENT.begin(buf, self.kind())?;
         match *self {
             Frame::Hello { version, cluster_id } => {
                 buf.put_slice(&MAGIC);
@@ -406,32 +459,10 @@ impl Frame {
     /// cannot become a frame (an oversized length is refused from its prefix
     /// alone, before its body arrives).
     pub fn decode(bytes: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
-        let mut buf = bytes;
-        if buf.remaining() < LEN_PREFIX {
-            return Ok(None);
-        }
-        let len = buf.get_u32();
-        if len > MAX_FRAME_LEN {
-            return Err(WireError::FrameTooLarge { len, max: MAX_FRAME_LEN });
-        }
-        if len == 0 {
-            return Err(WireError::Empty);
-        }
-        let Some(&kind) = buf.first() else {
+        let Some((kind, mut body, consumed)) = CLIENT.split(bytes)? else {
             return Ok(None);
         };
-        let expected = body_len(kind).ok_or(WireError::UnknownKind(kind))?;
-        let got = len as usize - 1;
-        if got != expected {
-            return Err(WireError::BadLength { kind, expected, got });
-        }
-        if buf.remaining() < len as usize {
-            return Ok(None);
-        }
-        buf.advance(1);
-        let mut body = &buf[..got];
-        let frame = Self::decode_body(kind, &mut body)?;
-        Ok(Some((frame, LEN_PREFIX + len as usize)))
+        Ok(Some((Self::decode_body(kind, &mut body)?, consumed)))
     }
 
     /// Decodes a body whose length was checked against `body_len(kind)`.

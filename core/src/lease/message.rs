@@ -9,7 +9,7 @@
 use bytes::{Buf, BufMut};
 
 use crate::ballot::{Ballot, LeaseName, NodeId};
-use crate::wire::{EncodeError, LEN_PREFIX, WireError};
+use crate::wire::{EncodeError, LEN_PREFIX, Layout, WireError};
 
 /// The largest peer frame body; longer lengths are refused from the prefix.
 pub const MAX_PEER_FRAME_LEN: u32 = 64;
@@ -89,6 +89,9 @@ fn body_len(kind: u8) -> Option<usize> {
     })
 }
 
+/// Peer frames carry the lease name between the kind and the body.
+const PEER: Layout = Layout { max_len: MAX_PEER_FRAME_LEN, header: 1, body_len };
+
 fn put_ballot(buf: &mut impl BufMut, b: Ballot) {
     buf.put_u64(b.counter);
     buf.put_u64(b.restart);
@@ -120,13 +123,7 @@ impl Message {
 
     /// Appends the frame to `buf`, or leaves it untouched if it has no room.
     pub fn encode(&self, buf: &mut impl BufMut) -> Result<usize, EncodeError> {
-        let required = self.encoded_len();
-        if buf.remaining_mut() < required {
-            return Err(EncodeError::BufferTooSmall { required });
-        }
-        // At most a few dozen bytes.
-        buf.put_u32((required - LEN_PREFIX) as u32);
-        buf.put_u8(self.kind());
+        let required = PEER.begin(buf, self.kind())?;
         buf.put_u8(self.lease.code());
         match self.msg {
             LeaseMsg::Prepare { ballot }
@@ -153,29 +150,9 @@ impl Message {
     /// Decodes the first frame of `bytes`: a message and the bytes it used,
     /// `None` if more bytes are needed, or an error if they can never be one.
     pub fn decode(bytes: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
-        let mut buf = bytes;
-        if buf.remaining() < LEN_PREFIX {
-            return Ok(None);
-        }
-        let len = buf.get_u32();
-        if len > MAX_PEER_FRAME_LEN {
-            return Err(WireError::FrameTooLarge { len, max: MAX_PEER_FRAME_LEN });
-        }
-        if len < 2 {
-            return Err(WireError::Empty);
-        }
-        let Some(&kind) = buf.first() else {
+        let Some((kind, mut buf, consumed)) = PEER.split(bytes)? else {
             return Ok(None);
         };
-        let expected = body_len(kind).ok_or(WireError::UnknownKind(kind))?;
-        let got = len as usize - 2;
-        if got != expected {
-            return Err(WireError::BadLength { kind, expected, got });
-        }
-        if buf.remaining() < len as usize {
-            return Ok(None);
-        }
-        buf.advance(1);
         let lease = LeaseName::from_code(buf.get_u8()).ok_or(WireError::BadValue("lease name"))?;
         let msg = match kind {
             PREPARE => LeaseMsg::Prepare { ballot: get_ballot(&mut buf) },
@@ -200,7 +177,7 @@ impl Message {
             // `body_len` knows no other kind.
             other => return Err(WireError::UnknownKind(other)),
         };
-        Ok(Some((Message { lease, msg }, LEN_PREFIX + len as usize)))
+        Ok(Some((Message { lease, msg }, consumed)))
     }
 }
 
