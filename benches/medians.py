@@ -8,7 +8,8 @@ baseline of the same run.
 For every benchmark of the group: the median time per iteration (criterion's
 `median` estimate, the median of the samples' per-iteration times), the
 throughput at that median in elements (timestamps) per second, and
-`time / baseline time`. The baseline is the benchmark of the same parameter
+`time / baseline time` (per iteration) and `rate / baseline rate` (timestamps/s
+over the baseline's elements/s). The baseline is the benchmark of the same parameter
 when one exists (core_get_ts: count 1 with count 1), else the one named
 exactly (server_get_ts: the ping-pong at 1 caller for every caller count).
 """
@@ -47,13 +48,14 @@ def main() -> int:
         (function, value), _ = item
         return (function, int(value) if value.isdigit() else value)
 
-    print(f"{'benchmark':<40} {'median/iter':>14} {'timestamps/s':>14} {'x baseline':>11}")
+    print(f"{'benchmark':<40} {'median/iter':>14} {'timestamps/s':>14} {'time ratio':>11} {'rate ratio':>11}")
     for (function, value), (median_ns, elements) in sorted(rows.items(), key=key):
         base = base_of(function, value)
-        ratio = f"{median_ns / base[0]:.2f}" if base else "-"
         rate = elements / (median_ns * 1e-9)
+        ratio = f"{median_ns / base[0]:.2f}" if base else "-"
+        rate_ratio = f"{rate / (base[1] / (base[0] * 1e-9)):.2f}" if base else "-"
         name = f"{group}/{function}/{value}" if value else f"{group}/{function}"
-        print(f"{name:<40} {median_ns:>11.2f} ns {rate:>14.4g} {ratio:>11}")
+        print(f"{name:<40} {median_ns:>11.2f} ns {rate:>14.4g} {ratio:>11} {rate_ratio:>11}")
     return 0
 
 
