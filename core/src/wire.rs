@@ -364,7 +364,7 @@ impl Layout {
     /// (header and body, of the size the kind fixes) and the bytes used;
     /// `None` until the whole frame has arrived. An oversized or inconsistent
     /// length is refused from the prefix and kind alone, before the body.
-    pub(crate) fn split<'a>(&self, bytes: &'a [u8]) -> Result<Option<(u8, &'a [u8], usize)>, WireError> {
+    pub(crate) fn split<'a>(&self, bytes: &'a [u8]) -> Result<Option<RawFrame<'a>>, WireError> {
         let mut buf = bytes;
         if buf.remaining() < LEN_PREFIX {
             return Ok(None);
@@ -387,8 +387,17 @@ impl Layout {
         if buf.remaining() < len as usize {
             return Ok(None);
         }
-        Ok(Some((kind, &buf[1..len as usize], LEN_PREFIX + len as usize)))
+        Ok(Some(RawFrame { kind, rest: &buf[1..len as usize], consumed: LEN_PREFIX + len as usize }))
     }
+}
+
+/// A whole frame, split but not yet decoded.
+pub(crate) struct RawFrame<'a> {
+    pub(crate) kind: u8,
+    /// The bytes after the kind: the fixed header, then the body.
+    pub(crate) rest: &'a [u8],
+    /// The frame's size, length prefix included.
+    pub(crate) consumed: usize,
 }
 
 const CLIENT: Layout = Layout { max_len: MAX_FRAME_LEN, header: 0, body_len };
@@ -459,10 +468,10 @@ impl Frame {
     /// cannot become a frame (an oversized length is refused from its prefix
     /// alone, before its body arrives).
     pub fn decode(bytes: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
-        let Some((kind, mut body, consumed)) = CLIENT.split(bytes)? else {
+        let Some(RawFrame { kind, mut rest, consumed }) = CLIENT.split(bytes)? else {
             return Ok(None);
         };
-        Ok(Some((Self::decode_body(kind, &mut body)?, consumed)))
+        Ok(Some((Self::decode_body(kind, &mut rest)?, consumed)))
     }
 
     /// Decodes a body whose length was checked against `body_len(kind)`.

@@ -9,7 +9,7 @@
 use bytes::{Buf, BufMut};
 
 use crate::ballot::{Ballot, LeaseName, NodeId};
-use crate::wire::{EncodeError, LEN_PREFIX, Layout, WireError};
+use crate::wire::{EncodeError, LEN_PREFIX, Layout, RawFrame, WireError};
 
 /// The largest peer frame body; longer lengths are refused from the prefix.
 pub const MAX_PEER_FRAME_LEN: u32 = 64;
@@ -150,7 +150,7 @@ impl Message {
     /// Decodes the first frame of `bytes`: a message and the bytes it used,
     /// `None` if more bytes are needed, or an error if they can never be one.
     pub fn decode(bytes: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
-        let Some((kind, mut buf, consumed)) = PEER.split(bytes)? else {
+        let Some(RawFrame { kind, rest: mut buf, consumed }) = PEER.split(bytes)? else {
             return Ok(None);
         };
         let lease = LeaseName::from_code(buf.get_u8()).ok_or(WireError::BadValue("lease name"))?;
