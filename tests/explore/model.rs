@@ -74,7 +74,8 @@
 
 use core::fmt::Write as _;
 use core::time::Duration;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use leasetso_core::node::Event;
@@ -354,14 +355,124 @@ impl Hash for State {
     }
 }
 
-/// A 128-bit fingerprint: two independent 64-bit SipHashes.
+/// A fast 128-bit hasher for fingerprints: two lanes, each a different
+/// invertible multiply-rotate step per word, mixed at the end. States are
+/// hashed far too often for SipHash; these are not adversarial inputs.
+struct Fingerprinter {
+    a: u64,
+    b: u64,
+}
+
+impl Fingerprinter {
+    const K1: u64 = 0x9e37_79b9_7f4a_7c15;
+    const K2: u64 = 0xd6e8_feb8_6659_fd93;
+
+    fn new() -> Self {
+        Fingerprinter { a: 0x243f_6a88_85a3_08d3, b: 0x1319_8a2e_0370_7344 }
+    }
+
+    fn word(&mut self, w: u64) {
+        self.a = (self.a ^ w).wrapping_mul(Self::K1).rotate_left(29);
+        self.b = (self.b.rotate_left(23) ^ w.rotate_left(32)).wrapping_mul(Self::K2).wrapping_add(Self::K1);
+    }
+
+    fn finish128(&self) -> u128 {
+        fn fmix(mut h: u64) -> u64 {
+            h ^= h >> 33;
+            h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+            h ^= h >> 33;
+            h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+            h ^ (h >> 33)
+        }
+        let a = fmix(self.a ^ self.b.rotate_left(17));
+        let b = fmix(self.b.wrapping_add(self.a));
+        (u128::from(a) << 64) | u128::from(b)
+    }
+}
+
+impl Hasher for Fingerprinter {
+    fn finish(&self) -> u64 {
+        self.finish128() as u64
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.word(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.word(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 60));
+        }
+    }
+
+    fn write_u8(&mut self, v: u8) {
+        self.word(u64::from(v));
+    }
+
+    fn write_u16(&mut self, v: u16) {
+        self.word(u64::from(v));
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.word(u64::from(v));
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.word(v);
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.word(v as u64);
+        self.word((v >> 64) as u64);
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.word(v as u64);
+    }
+}
+
+/// The 128-bit fingerprint of a value.
 fn fingerprint_of(v: &impl Hash) -> u128 {
-    let mut a = DefaultHasher::new();
-    let mut b = DefaultHasher::new();
-    b.write_u64(0x9e37_79b9_7f4a_7c15);
-    v.hash(&mut a);
-    v.hash(&mut b);
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    let mut h = Fingerprinter::new();
+    v.hash(&mut h);
+    h.finish128()
+}
+
+/// One copy of every distinct node state the search keeps: states share
+/// them, which is most of what a state weighs.
+#[derive(Default)]
+pub struct Interner {
+    nodes: HashMap<u128, Arc<Node>, BuildHasherDefault<LowBits>>,
+}
+
+impl Interner {
+    /// Distinct node states kept.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+/// For keys that are fingerprints already: their low bits are the hash.
+#[derive(Default)]
+pub struct LowBits(u64);
+
+impl Hasher for LowBits {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
 }
 
 impl State {
@@ -371,13 +482,14 @@ impl State {
         Arc::make_mut(&mut self.nodes[i])
     }
 
-    /// Sheds the spare capacity a node's output queues grew while it
-    /// handled this step (a copy starts with empty queues), before the state
-    /// is kept.
-    pub fn compact(&mut self) {
-        for node in &mut self.nodes {
+    /// Before the state is kept: shares the nodes this step changed with
+    /// equal ones kept before, or keeps a copy (which sheds the spare
+    /// capacity the node's output queues grew while it handled the step).
+    pub fn compact(&mut self, interner: &mut Interner) {
+        for (node, fp) in self.nodes.iter_mut().zip(self.node_fps) {
             if Arc::get_mut(node).is_some() {
-                *node = Arc::new(Node::clone(node));
+                let kept = interner.nodes.entry(fp).or_insert_with(|| Arc::new(Node::clone(node)));
+                *node = Arc::clone(kept);
             }
         }
     }

@@ -10,10 +10,10 @@
 //! because the core is deterministic.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 
-use super::model::{Action, Log, Model, State, Step};
+use super::model::{Action, Interner, Log, LowBits, Model, State, Step};
 
 /// The outcome of a search.
 #[derive(Debug)]
@@ -54,32 +54,12 @@ impl Counterexample {
     }
 }
 
-/// Keys are already hashes: use their low bits as they are.
-#[derive(Default)]
-struct Fingerprint(u64);
-
-impl Hasher for Fingerprint {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u128(&mut self, v: u128) {
-        self.0 = v as u64;
-    }
-}
-
 /// Searches `model`'s whole bounded space, or up to the first level with a
 /// violation.
 pub fn explore(model: &Model) -> Outcome {
     let started = Instant::now();
     let init = model.initial();
-    let mut seen: HashSet<u128, BuildHasherDefault<Fingerprint>> = HashSet::default();
+    let mut seen: HashSet<u128, BuildHasherDefault<LowBits>> = HashSet::default();
     seen.insert(init.fingerprint());
     // Per discovered state: its parent's index and the step from it.
     let mut parents: Vec<(u32, Action)> = vec![(u32::MAX, Action::Tick(0))];
@@ -87,6 +67,7 @@ pub fn explore(model: &Model) -> Outcome {
     let mut transitions = 0u64;
     let mut depth = 0u32;
     let mut widest = 1usize;
+    let mut interner = Interner::default();
     let mut actions = Vec::new();
     let mut losses = Vec::new();
     let mut log = Log::off();
@@ -140,7 +121,7 @@ pub fn explore(model: &Model) -> Outcome {
                             }
                             let id = u32::try_from(parents.len()).expect("fewer than 2^32 states");
                             parents.push((*idx, a));
-                            t.compact();
+                            t.compact(&mut interner);
                             next.push((t, id));
                         }
                     }
@@ -149,10 +130,11 @@ pub fn explore(model: &Model) -> Outcome {
         }
         if progress {
             eprintln!(
-                "{}: level {} done: {} states, next level {}, {:.1?}",
+                "{}: level {} done: {} states ({} nodes), next level {}, {:.1?}",
                 model.variant.name,
                 format!("{depth} {hist:?}"),
                 parents.len(),
+                interner.len(),
                 next.len(),
                 started.elapsed()
             );
