@@ -173,6 +173,7 @@ pub fn play(w: &mut World, scenario: Scenario, r: Roles) -> Result<Reached, Viol
             if !open(w)? {
                 return Ok(Reached::Setup("boot quarantine"));
             }
+            w.note("B campaigns; C's Promise to B is held back");
             w.block_timers(b, false);
             if !wait(w, 2, |w| w.held.iter().any(is(Kind::Promise, c, b)))? {
                 return Ok(Reached::Setup("C promises B"));
@@ -181,17 +182,20 @@ pub fn play(w: &mut World, scenario: Scenario, r: Roles) -> Result<Reached, Viol
             // (which only the correct protocol has already fixed).
             w.block_timers(b, true);
             // C crashes, forgetting its promise to B, and sits out its quarantine.
+            w.note("C crashes, forgetting its promise to B");
             w.crash(c);
             w.restart(c);
             if !wait(w, 3, |w| w.participates(c))? {
                 return Ok(Reached::Setup("C's quarantine"));
             }
             // A, with the lower ballot, wins on {A, C}.
+            w.note("A campaigns with the lower ballot");
             w.block_timers(a, false);
             if !wait(w, 3, |w| w.lease(a).is_some())? {
                 return Ok(Reached::Setup("A acquires"));
             }
             // C's Promise to B, from before the crash, finally arrives.
+            w.note("critical step: C's Promise from before its crash reaches B");
             w.rules.retain(|r| r.action != Action::Hold);
             w.release_held(w.now, is(Kind::Promise, c, b));
             wait(w, 2, |_| false)?;
@@ -214,6 +218,7 @@ pub fn play(w: &mut World, scenario: Scenario, r: Roles) -> Result<Reached, Viol
             }
             // B campaigns: its own acceptor reports A's lease (blocks), C
             // has none and its one Promise is delivered twice.
+            w.note("critical step: B campaigns; C's Promise to B is delivered twice");
             w.block_timers(b, false);
             wait(w, 2, |_| false)?;
         }
@@ -228,6 +233,7 @@ pub fn play(w: &mut World, scenario: Scenario, r: Roles) -> Result<Reached, Viol
             }
             // B gets promises from {B, C}; its Accept to C is held back, so
             // the attempt never completes.
+            w.note("B campaigns; its Accept to C is held back");
             w.block_timers(b, false);
             if !wait(w, 2, |w| w.held.iter().any(is(Kind::Accept, b, c)))? {
                 return Ok(Reached::Setup("B sends Accept"));
@@ -235,6 +241,7 @@ pub fn play(w: &mut World, scenario: Scenario, r: Roles) -> Result<Reached, Viol
             w.block_timers(b, true);
             // C forgets its promise to B; after its quarantine A, with the
             // lower ballot, wins on {A, C}.
+            w.note("C crashes, forgetting its promise to B; A will campaign after C's quarantine");
             w.crash(c);
             w.restart(c);
             if !wait(w, 3, |w| w.participates(c))? {
@@ -246,6 +253,7 @@ pub fn play(w: &mut World, scenario: Scenario, r: Roles) -> Result<Reached, Viol
             }
             // B's stale Accept lands on C (its ballot is above A's), and B's
             // runtime resumes: it abandons the old attempt and retries.
+            w.note("critical step: B's stale Accept reaches C; B's timers run again, so it retries");
             w.rules.retain(|r| r.action != Action::Hold);
             w.release_held(w.now, is(Kind::Accept, b, c));
             w.block_timers(b, false);
@@ -269,6 +277,7 @@ pub fn play(w: &mut World, scenario: Scenario, r: Roles) -> Result<Reached, Viol
             let b1 = first(w).unwrap_or(Ballot::ZERO);
             // A releases; its Releases to B and C are held back. A then
             // acquires again under a new ballot.
+            w.note("A releases; its Releases to B and C are held back");
             w.rules.insert(0, Rule::of(Kind::Release, a16, b16, Action::Hold));
             w.rules.insert(0, Rule::of(Kind::Release, a16, c16, Action::Hold));
             w.release(a, true);
@@ -277,6 +286,7 @@ pub fn play(w: &mut World, scenario: Scenario, r: Roles) -> Result<Reached, Viol
             }
             // A's runtime stalls (no renewals), the old Releases arrive, and C
             // campaigns.
+            w.note("critical step: A holds a new lease; its old Releases arrive; C campaigns");
             w.block_timers(a, true);
             w.rules.retain(|r| r.action != Action::Hold);
             w.release_held(w.now, |p| p.kind() == Kind::Release);
@@ -293,12 +303,14 @@ pub fn play(w: &mut World, scenario: Scenario, r: Roles) -> Result<Reached, Viol
                 return Ok(Reached::Setup("boot quarantine"));
             }
             // A gets promises from {A, C}; its Accept to C is held back.
+            w.note("A campaigns; its Accept to C is held back");
             w.block_timers(a, false);
             if !wait(w, 2, |w| w.held.iter().any(is(Kind::Accept, a, c)))? {
                 return Ok(Reached::Setup("A sends Accept"));
             }
             // B, with the higher ballot, wins on {B, C} within microseconds;
             // C crashes the moment it has accepted B's lease.
+            w.note("B campaigns with the higher ballot; C will crash once it accepts B");
             w.block_timers(b, false);
             let b_at_c = |w: &World| w.acceptor_lease(c).is_some_and(|l| l.node == NodeId(b16));
             if !wait(w, 2, b_at_c)? {
@@ -307,6 +319,7 @@ pub fn play(w: &mut World, scenario: Scenario, r: Roles) -> Result<Reached, Viol
             w.crash(c);
             w.restart(c);
             // A's Accept reaches C the instant its quarantine ends.
+            w.note("critical step: A's Accept is released to reach C the instant its quarantine ends");
             let Some(end) = w.quarantine_end(c) else { return Ok(Reached::Setup("C restarts")) };
             w.rules.retain(|r| r.action != Action::Hold);
             w.release_held(end, is(Kind::Accept, a, c));

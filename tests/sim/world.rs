@@ -920,8 +920,14 @@ impl World {
         self.drain(i);
     }
 
+    /// Writes a line of a script's narration into the trace.
+    pub fn note(&mut self, line: &str) {
+        self.tr(|| format!("script: {line}"));
+    }
+
     /// Scripted: stops or resumes firing node `i`'s timers.
     pub fn block_timers(&mut self, i: usize, blocked: bool) {
+        self.tr(|| format!("n{i}'s timers {}", if blocked { "blocked" } else { "run again" }));
         self.slots[i].timers_blocked = blocked;
         if !blocked {
             self.rearm(i);
@@ -1001,7 +1007,9 @@ impl World {
         let held = std::mem::take(&mut self.held);
         let (go, stay): (Vec<Packet>, Vec<Packet>) = held.into_iter().partition(|p| pred(p));
         self.held = stay;
+        let when = fmt_time(at.max(self.now));
         for p in &go {
+            self.tr(|| format!("released by script, arrives at {when}: {}", p.describe()));
             let incarnation = self.slots[usize::from(p.to)].incarnation;
             self.schedule(at.max(self.now), Ev::Deliver { packet: *p, incarnation });
         }
