@@ -9,7 +9,11 @@
 //! 3. **Stores only go up**: no replica's window or fence (per lease name)
 //!    ever decreases.
 //! 4. **Liveness**: once the network has healed and nothing has crashed for
-//!    three lease periods, some node holds the lease and serves.
+//!    three lease periods, some node holds the lease and serves. The quiet
+//!    tail starts when the faults stop, every packet the faulty network
+//!    delayed has arrived, and every node restarted at the heal is out of
+//!    quarantine (until then it is still recovering from its crash); three
+//!    lease periods are measured on the slowest clock the drift bound allows.
 //!
 //! Checking (1) after every event is exact, not a sample. A node starts
 //! holding the lease only inside a handler (P4, on an `Accepted`) and starts
