@@ -518,6 +518,13 @@ impl Node {
         self.proposer.held(now).map(|h| (h.ballot, h.deadline))
     }
 
+    /// Liveness: raises the ballot counter above `seen`, e.g. the fence the
+    /// local store replica holds at start-up, so the first campaign after a
+    /// restart is not refused by the store for a ballot below an older one.
+    pub fn catch_up(&mut self, seen: Ballot) {
+        self.proposer.catch_up(seen);
+    }
+
     /// The acceptor of `lease` (for inspection by tests and simulations).
     pub fn acceptor(&self, lease: LeaseName) -> &Acceptor {
         &self.acceptors[lease as usize]

@@ -180,3 +180,20 @@ fn invalid_configurations_are_rejected() {
     let cfg = NodeConfig { store_timeout: Duration::ZERO, ..NodeConfig::single() };
     assert!(Node::new(cfg, 1, Instant::ZERO).is_err());
 }
+
+#[test]
+fn catching_up_with_the_stored_fence_avoids_a_fenced_first_load() {
+    let mut store = MemStore::new();
+    store.bump_restart();
+    // An earlier start led with a high counter (after several failovers).
+    let old = Ballot::new(5, 1, NodeId(0));
+    store.execute(leasetso_core::StoreOp::Load { lease: LeaseName::Leader, fence: old }).unwrap();
+    let restart = store.bump_restart();
+    let t0 = Instant::from_millis(1);
+    let mut node = Node::new(NodeConfig::single(), restart, t0).unwrap();
+    node.catch_up(store.fence(LeaseName::Leader));
+    node.handle_timeout(t0, WALL);
+    let events = pump(&mut node, &mut store, t0, WALL);
+    assert_eq!(events[0], Event::Leading { fence: Ballot::new(6, 2, NodeId(0)) });
+    assert!(matches!(events[1], Event::Serving { .. }), "{events:?}");
+}

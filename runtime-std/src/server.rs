@@ -16,7 +16,8 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use leasetso_core::{
-    Event, Instant, LeaderHint, Node, NodeConfig, NodeId, Output, StoreReject, StoreReply, StoreRequest,
+    Event, Instant, LeaderHint, LeaseName, Node, NodeConfig, NodeId, Output, StoreReject, StoreReply,
+    StoreRequest,
 };
 use leasetso_sled::SledStore;
 
@@ -202,7 +203,12 @@ impl Server {
         let local_addr =
             listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
         let clock = Clock::new();
-        let node = Node::new(cfg.node, restart, clock.now())?;
+        let mut node = Node::new(cfg.node, restart, clock.now())?;
+        // Start the ballot counter above the fence this replica holds, so the
+        // first load of this start is not refused as older.
+        let fence =
+            store.fence(LeaseName::Leader).map_err(|e| ServerError::from_store(cfg.data_dir.clone(), e))?;
+        node.catch_up(fence);
         tracing::info!(
             addr = %local_addr,
             node = %cfg.node.id,
