@@ -75,7 +75,7 @@
 use core::fmt::Write as _;
 use core::time::Duration;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 use leasetso_core::node::Event;
@@ -252,7 +252,7 @@ impl Packet {
     /// The order of the network multiset: by a hash of the packet, so equal
     /// multisets are equal vectors (the core's types have no `Ord`).
     fn key(&self) -> u64 {
-        let mut h = DefaultHasher::new();
+        let mut h = Fingerprinter::new();
         self.hash(&mut h);
         h.finish()
     }
@@ -325,9 +325,9 @@ pub struct State {
     node_fps: [u128; NODES],
     /// Nodes changed since their fingerprints were taken (a bit per node).
     dirty: u8,
-    stores: [MemStore; NODES],
+    stores: Arc<[MemStore; NODES]>,
     /// The network: distinct packets sorted by [`Packet::key`], with counts.
-    net: Vec<(Packet, u8)>,
+    net: Arc<Vec<(Packet, u8)>>,
     crashes: [u8; NODES],
     attempts: [u8; PROPOSERS],
     dups: u8,
@@ -441,17 +441,19 @@ fn fingerprint_of(v: &impl Hash) -> u128 {
     h.finish128()
 }
 
-/// One copy of every distinct node state the search keeps: states share
-/// them, which is most of what a state weighs.
+/// One copy of every distinct node state, network and set of replicas the
+/// search keeps: states share them, which is most of what a state weighs.
 #[derive(Default)]
 pub struct Interner {
     nodes: HashMap<u128, Arc<Node>, BuildHasherDefault<LowBits>>,
+    nets: HashMap<u128, Arc<Vec<(Packet, u8)>>, BuildHasherDefault<LowBits>>,
+    stores: HashMap<u128, Arc<[MemStore; NODES]>, BuildHasherDefault<LowBits>>,
 }
 
 impl Interner {
-    /// Distinct node states kept.
-    pub fn len(&self) -> usize {
-        self.nodes.len()
+    /// How much is kept.
+    pub fn describe(&self) -> String {
+        format!("{} nodes, {} networks, {} replica sets", self.nodes.len(), self.nets.len(), self.stores.len())
     }
 }
 
@@ -492,6 +494,16 @@ impl State {
                 *node = Arc::clone(kept);
             }
         }
+        if let Some(net) = Arc::get_mut(&mut self.net) {
+            net.shrink_to_fit();
+            let kept = interner.nets.entry(fingerprint_of(net)).or_insert_with(|| Arc::clone(&self.net));
+            self.net = Arc::clone(kept);
+        }
+        if Arc::get_mut(&mut self.stores).is_some() {
+            let kept =
+                interner.stores.entry(fingerprint_of(&*self.stores)).or_insert_with(|| Arc::clone(&self.stores));
+            self.stores = Arc::clone(kept);
+        }
     }
 
     /// Retakes the fingerprints of the nodes changed.
@@ -511,18 +523,20 @@ impl State {
 
     fn push(&mut self, p: Packet) {
         let key = p.key();
-        match self.net.binary_search_by(|(q, _)| q.key().cmp(&key)) {
-            Ok(i) if self.net[i].0 == p => self.net[i].1 = self.net[i].1.saturating_add(1),
-            Ok(i) | Err(i) => self.net.insert(i, (p, 1)),
+        let net = Arc::make_mut(&mut self.net);
+        match net.binary_search_by(|(q, _)| q.key().cmp(&key)) {
+            Ok(i) if net[i].0 == p => net[i].1 = net[i].1.saturating_add(1),
+            Ok(i) | Err(i) => net.insert(i, (p, 1)),
         }
     }
 
     /// Takes one copy of entry `i` out of the network.
     fn take(&mut self, i: usize) -> Packet {
-        let p = self.net[i].0;
-        self.net[i].1 -= 1;
-        if self.net[i].1 == 0 {
-            self.net.remove(i);
+        let net = Arc::make_mut(&mut self.net);
+        let p = net[i].0;
+        net[i].1 -= 1;
+        if net[i].1 == 0 {
+            net.remove(i);
         }
         p
     }
@@ -627,6 +641,7 @@ impl Model {
         let mut stores = [MemStore::new(); NODES];
         // The nodes have been up long enough to be out of quarantine.
         let nodes = core::array::from_fn(|i| Arc::new(self.start(i, &mut stores[i], Instant::ZERO)));
+        let stores = Arc::new(stores);
         let mut s = State {
             started: false,
             tick: 0,
@@ -635,7 +650,7 @@ impl Model {
             node_fps: [0; NODES],
             dirty: (1 << NODES) - 1,
             stores,
-            net: Vec::new(),
+            net: Arc::new(Vec::new()),
             crashes: [0; NODES],
             attempts: [0; PROPOSERS],
             dups: 0,
@@ -666,11 +681,11 @@ impl Model {
                 log.note(|| format!("n{i} timer is late"));
                 continue;
             }
-            let before = (s.nodes[i].clone(), s.stores[i], s.net.clone());
+            let before = (s.nodes[i].clone(), s.stores.clone(), s.net.clone());
             match self.fire(s, i, log) {
                 Step::Taken => {}
                 // Beyond the attempt budget: the timer is held back.
-                Step::Pruned => (s.nodes[i], s.stores[i], s.net) = before,
+                Step::Pruned => (s.nodes[i], s.stores, s.net) = before,
                 other => return other,
             }
         }
@@ -680,8 +695,9 @@ impl Model {
     /// Whether a timer of node `i` is overdue: it must fire before time
     /// moves on.
     fn timer_overdue(&self, s: &State, i: usize) -> bool {
+        // Time starts at the origin: a timer due before it is due then.
         let late = TICK * u32::from(self.bounds.timers.lag());
-        s.nodes[i].poll_timeout().is_some_and(|t| t + late <= s.clocks[i]) && self.may_fire(s, i)
+        s.nodes[i].poll_timeout().is_some_and(|t| t.max(ORIGIN) + late <= s.clocks[i]) && self.may_fire(s, i)
     }
 
     fn timer_due(&self, s: &State, i: usize) -> bool {
@@ -828,7 +844,7 @@ impl Model {
                     return Step::Pruned;
                 }
                 s.crashes[i] += 1;
-                let node = self.start(i, &mut s.stores[i], s.clocks[i]);
+                let node = self.start(i, &mut Arc::make_mut(&mut s.stores)[i], s.clocks[i]);
                 *s.node_mut(i) = node;
                 log.note(|| {
                     let q = s.nodes[i].acceptor(LeaseName::Leader).is_quarantined(s.clocks[i]);
@@ -908,7 +924,7 @@ impl Model {
             }
             Packet::StoreReq { from, replica, request } => {
                 let r = usize::from(replica.0);
-                let reply = match execute(&mut s.stores[r], request.op) {
+                let reply = match execute(&mut Arc::make_mut(&mut s.stores)[r], request.op) {
                     Ok(reply) => reply,
                     Err(v) => return Step::Violation(v),
                 };
@@ -950,7 +966,7 @@ impl Model {
                         log.sent.push(p);
                     }
                     Output::Store { replica, request } if replica == me => {
-                        let reply = match execute(&mut s.stores[i], request.op) {
+                        let reply = match execute(&mut Arc::make_mut(&mut s.stores)[i], request.op) {
                             Ok(reply) => reply,
                             Err(v) => return Step::Violation(v),
                         };
@@ -1001,7 +1017,7 @@ impl Model {
             });
             if dead {
                 log.note(|| format!("  (discards {}: it can no longer change anything)", describe(&p)));
-                s.net.remove(k);
+                Arc::make_mut(&mut s.net).remove(k);
             } else {
                 k += 1;
             }
@@ -1152,6 +1168,11 @@ pub fn describe(p: &Packet) -> String {
 }
 
 impl Model {
+    pub fn debug_net(&self, s: &State) -> String {
+        let v: Vec<String> = s.net.iter().map(|(p, n)| format!("{}x{n}", describe(p))).collect();
+        format!("t={} {} | {}", s.tick, self.summary(s), v.join(" ; "))
+    }
+
     /// Debug helper: the action whose description starts with `what`.
     pub fn find(&self, s: &State, what: &str) -> Option<Action> {
         let mut acts = Vec::new();

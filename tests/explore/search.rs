@@ -128,13 +128,18 @@ pub fn explore(model: &Model) -> Outcome {
                 }
             }
         }
+        if progress && std::env::var_os("SAMPLE").is_some() && next.len() > 300_000 {
+            for (st, _) in next.iter().step_by(next.len() / 6) {
+                eprintln!("SAMPLE {}", model.debug_net(st));
+            }
+        }
         if progress {
             eprintln!(
-                "{}: level {} done: {} states ({} nodes), next level {}, {:.1?}",
+                "{}: level {} done: {} states ({}), next level {}, {:.1?}",
                 model.variant.name,
                 format!("{depth} {hist:?}"),
                 parents.len(),
-                interner.len(),
+                interner.describe(),
                 next.len(),
                 started.elapsed()
             );
