@@ -5,18 +5,28 @@
 //! concurrent callers are merged into one request with the summed count (as
 //! PD's client does), and the reply's range is split among them in order.
 //!
-//! The merging is a leader/follower scheme under one mutex. A caller enqueues
-//! its count; if no request is in flight it becomes the sender: it takes the
-//! queue's head (up to [`ClientOptions::max_batch`] timestamps), sends it,
-//! and hands every caller in that batch its own sub-range. Callers arriving
+//! The merging is a leader/follower scheme. A caller enqueues a [`Slot`]
+//! holding its count; if no caller holds the sender role it takes it. The
+//! sender takes the queue's head (up to [`ClientOptions::max_batch`]
+//! timestamps), sends it, writes each caller's own sub-range into that
+//! caller's slot and wakes exactly that caller; it repeats until its own range
+//! is in, then hands the role to the oldest queued caller. Callers arriving
 //! meanwhile queue up and go out together in the next request. There is
 //! exactly one request in flight per connection.
+//!
+//! Each caller sleeps on its own slot (`thread::park`) rather than on a
+//! shared condition variable: a finished request wakes the callers it
+//! answered and, at most, the one next sender, not every waiting thread. With
+//! many callers, a shared `notify_all` woke hundreds of threads per request
+//! to find their own results, and the wasted wake-ups kept the callers from
+//! re-queuing in time to be merged (BENCHMARKS.md, "Why the misses").
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, Thread};
 use std::time::Duration;
 
 use leasetso_core::wire::{LEN_PREFIX, MAX_FRAME_LEN, VERSION};
@@ -107,7 +117,6 @@ pub struct Client {
     opts: ClientOptions,
     link: Mutex<Link>,
     batcher: Mutex<Batcher>,
-    turn: Condvar,
 }
 
 impl fmt::Debug for Client {
@@ -116,21 +125,170 @@ impl fmt::Debug for Client {
     }
 }
 
-/// Callers waiting for timestamps, and results not yet collected.
+/// Callers waiting for timestamps, and who sends for them.
+///
+/// Invariant (no caller sleeps forever): whenever `queue` is not empty,
+/// `sending` is true, and exactly one caller holds the sender role, either
+/// running a [`Sender`] or about to (its slot was posted [`Wake::Send`]).
+/// A sender serves the queue, oldest first, until its own range is in, and
+/// then hands the role to the oldest queued caller or, with an empty queue,
+/// clears `sending`: both under this lock, so a caller that enqueues sees
+/// either a sender that will serve it or no sender and becomes one.
 struct Batcher {
-    next_ticket: u64,
-    /// Callers whose counts have not been sent: `(ticket, count)`, oldest first.
-    queue: VecDeque<(u64, u32)>,
-    /// Whether a caller is sending a batch now.
+    /// Callers whose counts have not been sent, oldest first.
+    queue: VecDeque<Arc<Slot>>,
+    /// Whether a caller holds the sender role.
     sending: bool,
-    /// Results for callers that have not picked them up yet.
-    done: Vec<(u64, Result<Timestamp, ClientError>)>,
     /// The batch buffer, reused by successive senders.
-    batch: Vec<(u64, u32)>,
+    spare: Vec<Arc<Slot>>,
     /// The most timestamps merged into one request: the option, lowered when
     /// the server refuses a merged batch as too large (a server configured
     /// with fewer timestamps per millisecond).
     max_batch: u32,
+}
+
+/// One call's place in the batcher: what it asks for, where its answer goes,
+/// and the thread to wake when it is there.
+struct Slot {
+    count: u32,
+    /// The calling thread, parked until `wake` is set.
+    thread: Thread,
+    /// Set once per call by the sender: the call's result or the sender role.
+    /// A lock of its own, so that a woken caller does not contend for the
+    /// batcher's lock only to read its result.
+    wake: Mutex<Option<Wake>>,
+}
+
+/// Why a caller was woken.
+enum Wake {
+    /// Its range, or the error of the request that carried its count.
+    Done(Result<Timestamp, ClientError>),
+    /// It is now the sender (its count is still queued, at the front).
+    Send,
+}
+
+impl Slot {
+    fn new(count: u32) -> Arc<Slot> {
+        Arc::new(Slot { count, thread: thread::current(), wake: Mutex::new(None) })
+    }
+
+    /// Sets the wake-up and unparks the caller. The value is written before
+    /// the unpark, and [`Slot::wait`] checks it before every park, so the
+    /// wake-up cannot be lost: an unpark that comes before the park makes
+    /// the park return at once. `unpark` only makes a system call when the
+    /// thread is actually parked.
+    fn post(&self, wake: Wake) {
+        *lock(&self.wake) = Some(wake);
+        self.thread.unpark();
+    }
+
+    /// Sleeps until the slot is posted. Parks in a loop: `park` may return
+    /// spuriously, or for an unpark left over from an earlier call whose
+    /// result was read before its unpark arrived.
+    fn wait(&self) -> Wake {
+        loop {
+            if let Some(wake) = lock(&self.wake).take() {
+                return wake;
+            }
+            thread::park();
+        }
+    }
+}
+
+/// The sender role while a caller holds it. Dropping it hands the role on,
+/// on return and on unwinding alike, so the queued callers always have a
+/// sender (the [`Batcher`] invariant).
+struct Sender<'a> {
+    client: &'a Client,
+    /// The sending caller's own slot: it sends until this one is answered.
+    me: &'a Arc<Slot>,
+    /// The callers of the request being sent, in queue order: taken off the
+    /// queue and not answered yet. Empty between requests.
+    batch: Vec<Arc<Slot>>,
+}
+
+impl Sender<'_> {
+    /// Sends batches, oldest callers first, until the sender's own count has
+    /// been answered; returns its result.
+    fn run(&mut self) -> Result<Timestamp, ClientError> {
+        loop {
+            // Only a sender posts to this slot, and it never posts `Send` to
+            // itself: the slot holds nothing or the caller's result.
+            if let Some(Wake::Done(result)) = lock(&self.me.wake).take() {
+                return result;
+            }
+            // This caller's count is still queued (it was not answered), so
+            // the batch is not empty.
+            let total = {
+                let mut b = lock(&self.client.batcher);
+                let mut total = 0u32;
+                while let Some(slot) = b.queue.front() {
+                    // Both at most MAX_COUNT < 2^18: no overflow.
+                    if !self.batch.is_empty() && total + slot.count > b.max_batch {
+                        break;
+                    }
+                    total += slot.count;
+                    self.batch.extend(b.queue.pop_front());
+                }
+                total
+            };
+            let result = self.client.request_ts(total);
+            if self.batch.len() > 1
+                && result.as_ref().is_err_and(|e| e.code() == Some(ErrorCode::CountTooLarge))
+            {
+                // Merging made the count too large, not any one caller:
+                // send smaller batches from now on, these callers first.
+                let mut b = lock(&self.client.batcher);
+                b.max_batch = (total / 2).max(1);
+                tracing::debug!(total, max_batch = b.max_batch, "batch too large for the server; shrinking");
+                for slot in self.batch.drain(..).rev() {
+                    b.queue.push_front(slot);
+                }
+            } else {
+                // Each caller of the batch gets its own sub-range (or the
+                // error) and is woken; the sender's own slot is only written.
+                for (slot, result) in split(&result, &self.batch, |slot| slot.count) {
+                    if Arc::ptr_eq(slot, self.me) {
+                        *lock(&slot.wake) = Some(Wake::Done(result));
+                    } else {
+                        slot.post(Wake::Done(result));
+                    }
+                }
+                self.batch.clear();
+            }
+        }
+    }
+}
+
+impl Drop for Sender<'_> {
+    /// Hands the sender role to the oldest queued caller, or gives it up
+    /// when nobody waits (then no one is woken: no system call at one caller).
+    fn drop(&mut self) {
+        let mut b = lock(&self.client.batcher);
+        if thread::panicking() {
+            // Unwinding mid-request: the callers taken off the queue have no
+            // answer; they go back to its front and the next sender sends
+            // them. This caller's own count goes nowhere: no one waits for it.
+            b.queue.retain(|slot| !Arc::ptr_eq(slot, self.me));
+            for slot in self.batch.drain(..).rev() {
+                if !Arc::ptr_eq(&slot, self.me) {
+                    b.queue.push_front(slot);
+                }
+            }
+        }
+        self.batch.clear();
+        b.spare = std::mem::take(&mut self.batch);
+        let next = b.queue.front().cloned();
+        if next.is_none() {
+            b.sending = false;
+        }
+        drop(b);
+        // The next sender stays at the queue's front, where no one else takes
+        // it: there is no other sender until it runs.
+        if let Some(next) = next {
+            next.post(Wake::Send);
+        }
+    }
 }
 
 impl Client {
@@ -169,14 +327,11 @@ impl Client {
             opts,
             link: Mutex::new(link),
             batcher: Mutex::new(Batcher {
-                next_ticket: 0,
                 queue: VecDeque::new(),
                 sending: false,
-                done: Vec::new(),
-                batch: Vec::new(),
+                spare: Vec::new(),
                 max_batch: opts.max_batch.clamp(1, MAX_COUNT),
             }),
-            turn: Condvar::new(),
         })
     }
 
@@ -204,57 +359,22 @@ impl Client {
         if count == 0 || count > MAX_COUNT {
             return Err(ClientError::InvalidCount { count, max: MAX_COUNT });
         }
+        let me = Slot::new(count);
         let mut b = lock(&self.batcher);
-        let ticket = b.next_ticket;
-        b.next_ticket += 1;
-        b.queue.push_back((ticket, count));
-        loop {
-            if let Some(i) = b.done.iter().position(|(t, _)| *t == ticket) {
-                return b.done.swap_remove(i).1;
+        b.queue.push_back(Arc::clone(&me));
+        if b.sending {
+            drop(b);
+            match me.wait() {
+                Wake::Done(result) => return result,
+                Wake::Send => {}
             }
-            if !b.sending && !b.queue.is_empty() {
-                // This caller sends the next batch: the oldest callers first.
-                b.sending = true;
-                let mut batch = std::mem::take(&mut b.batch);
-                batch.clear();
-                let mut total = 0u32;
-                while let Some(&(t, c)) = b.queue.front() {
-                    // Both at most MAX_COUNT < 2^18: no overflow.
-                    if !batch.is_empty() && total + c > b.max_batch {
-                        break;
-                    }
-                    total += c;
-                    batch.push((t, c));
-                    b.queue.pop_front();
-                }
-                drop(b);
-                let result = self.request_ts(total);
-                b = lock(&self.batcher);
-                if batch.len() > 1
-                    && result.as_ref().is_err_and(|e| e.code() == Some(ErrorCode::CountTooLarge))
-                {
-                    // Merging made the count too large, not any one caller:
-                    // send smaller batches from now on, these callers first.
-                    b.max_batch = (total / 2).max(1);
-                    tracing::debug!(
-                        total,
-                        max_batch = b.max_batch,
-                        "batch too large for the server; shrinking"
-                    );
-                    for &entry in batch.iter().rev() {
-                        b.queue.push_front(entry);
-                    }
-                } else {
-                    split(&result, &batch, &mut b.done);
-                }
-                b.batch = batch;
-                b.sending = false;
-                // Waiters collect their results; one of the queued becomes the next sender.
-                self.turn.notify_all();
-                continue;
-            }
-            b = self.turn.wait(b).unwrap_or_else(|e| e.into_inner());
+            b = lock(&self.batcher);
+        } else {
+            b.sending = true;
         }
+        let batch = std::mem::take(&mut b.spare);
+        drop(b);
+        Sender { client: self, me: &me, batch }.run()
     }
 
     /// The status of the server the client talks to.
@@ -305,26 +425,22 @@ impl Client {
     }
 }
 
-/// Hands each caller of a batch its own sub-range of the reply, in order:
-/// the first caller gets the lowest timestamps.
-fn split(
-    result: &Result<Timestamp, ClientError>,
-    batch: &[(u64, u32)],
-    done: &mut Vec<(u64, Result<Timestamp, ClientError>)>,
-) {
-    match result {
-        Ok(last) => {
-            let total: u64 = batch.iter().map(|&(_, c)| u64::from(c)).sum();
-            // `request_ts` checked `last.logical >= total`: the range stays in
-            // one millisecond, so packed arithmetic is logical arithmetic.
-            let mut end = last.to_u64() - total;
-            for &(ticket, count) in batch {
-                end += u64::from(count);
-                done.push((ticket, Ok(Timestamp::from_u64(end))));
-            }
-        }
-        Err(e) => done.extend(batch.iter().map(|&(ticket, _)| (ticket, Err(e.clone())))),
-    }
+/// Hands each caller of a batch (whose count `count` reads) its own
+/// sub-range of the reply, in order: the first caller gets the lowest
+/// timestamps. Every caller of a failed batch gets the error.
+fn split<'a, T>(
+    result: &'a Result<Timestamp, ClientError>,
+    batch: &'a [T],
+    count: impl Fn(&T) -> u32 + 'a,
+) -> impl Iterator<Item = (&'a T, Result<Timestamp, ClientError>)> + 'a {
+    let total: u64 = batch.iter().map(|c| u64::from(count(c))).sum();
+    // `request_ts` checked `last.logical >= total`: the range stays in one
+    // millisecond, so packed arithmetic is logical arithmetic.
+    let mut end = result.as_ref().map_or(0, |last| last.to_u64() - total);
+    batch.iter().map(move |caller| {
+        end += u64::from(count(caller));
+        (caller, result.clone().map(|_| Timestamp::from_u64(end)))
+    })
 }
 
 /// For locks whose data a panic cannot leave inconsistent: the client's code
@@ -547,9 +663,8 @@ mod tests {
     fn split_hands_out_disjoint_ranges_in_order() {
         let last = Timestamp::new(1_000, 100).unwrap();
         let batch = [(7, 10), (3, 1), (9, 89)];
-        let mut done = Vec::new();
-        split(&Ok(last), &batch, &mut done);
-        let got: Vec<_> = done.iter().map(|(t, r)| (*t, *r.as_ref().unwrap())).collect();
+        let result = Ok(last);
+        let got: Vec<_> = split(&result, &batch, |&(_, c)| c).map(|(&(t, _), r)| (t, r.unwrap())).collect();
         assert_eq!(
             got,
             [
@@ -564,8 +679,8 @@ mod tests {
     #[test]
     fn split_fails_every_caller_of_a_failed_batch() {
         let err = ClientError::Closed { addr: "127.0.0.1:1".parse().unwrap() };
-        let mut done = Vec::new();
-        split(&Err(err), &[(1, 1), (2, 5)], &mut done);
+        let result = Err(err);
+        let done: Vec<_> = split(&result, &[(1, 1), (2, 5)], |&(_, c): &(u64, u32)| c).collect();
         assert_eq!(done.len(), 2);
         assert!(done.iter().all(|(_, r)| matches!(r, Err(ClientError::Closed { .. }))));
     }
