@@ -312,3 +312,83 @@ fn batches_respect_the_cap() {
         }
     }
 }
+
+/// Runs `callers` threads calling `call` on one shared client and collects
+/// their results, failing (instead of hanging) if a caller is never woken.
+fn each_caller<T: Send + 'static>(
+    client: &Arc<Client>,
+    callers: usize,
+    call: impl Fn(&Client) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let call = Arc::new(call);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..callers {
+        let (client, call, tx) = (Arc::clone(client), Arc::clone(&call), tx.clone());
+        std::thread::spawn(move || tx.send(call(&client)).unwrap());
+    }
+    (0..callers)
+        .map(|i| {
+            rx.recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("{} of {callers} callers never returned", callers - i))
+        })
+        .collect()
+}
+
+#[test]
+fn every_caller_of_a_failed_request_gets_the_error() {
+    // Every request is held for 30 ms, so callers pile up behind it, then the
+    // connection is closed: each batch fails, and each of its callers must be
+    // woken with the error (none may sleep forever).
+    let closing = fake(|_, frame| match frame {
+        Frame::GetTs { .. } => {
+            std::thread::sleep(Duration::from_millis(30));
+            Reply::Close
+        }
+        _ => Reply::Close,
+    });
+    let client = Arc::new(Client::connect_with(closing.addr, quick(0)).unwrap());
+    let got = each_caller(&client, 16, |client| client.get_ts_n(2));
+    assert_eq!(got.len(), 16);
+    for result in got {
+        assert!(matches!(result, Err(ClientError::Closed { .. })), "expected Closed, got {result:?}");
+    }
+}
+
+#[test]
+fn merged_batches_shrink_until_the_server_takes_them() {
+    // The server takes at most 4 timestamps per request. Merged batches over
+    // that are refused as CountTooLarge; the client halves its cap and
+    // resends the same callers, so every caller (asking for 2) is served.
+    let small = fake(|n, frame| match frame {
+        Frame::GetTs { id, count } if count > 4 => {
+            Reply::Send(Frame::Error { id, code: ErrorCode::CountTooLarge, leader: LeaderHint::default() })
+        }
+        Frame::GetTs { id, count } => Reply::Delayed(
+            Duration::from_millis(50),
+            Frame::Ts { id, count, last: Timestamp::new(100 + n as u64, count).unwrap() },
+        ),
+        _ => Reply::Close,
+    });
+    let client = Arc::new(Client::connect_with(small.addr, quick(0)).unwrap());
+    let mut got: Vec<Timestamp> = each_caller(&client, 12, |client| client.get_ts_n(2).unwrap());
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(got.len(), 12, "every caller got a range of its own");
+    let requests = small.requests.lock().unwrap().clone();
+    let served: u32 = requests
+        .iter()
+        .map(|f| match f {
+            Frame::GetTs { count, .. } if *count <= 4 => *count,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(served, 24, "the served requests carried exactly the callers' counts");
+    assert!(
+        requests.iter().any(|f| matches!(f, Frame::GetTs { count, .. } if *count > 4)),
+        "callers piled up behind the first request were merged, and refused, at least once"
+    );
+    assert!(
+        !small.pipelined.load(Ordering::SeqCst),
+        "a second request was sent before the first was answered"
+    );
+}
