@@ -2,27 +2,72 @@
 //! duplication, ticks, timers, crashes and restarts, client calls and
 //! releases, within small bounds, over the real core node.
 //!
-//! The correct protocol must have no reachable violation; each known-broken
-//! variant must have one, and its shortest trace is printed (run with
-//! `--nocapture` to read it). `LEASETSO_MC_BOUNDS=large` searches larger
-//! bounds (see [`explore::Bounds::LARGE`]).
+//! Each known-broken PaxosLease variant must have a reachable violation
+//! within bounds just large enough for its shortest counterexample, and its
+//! shortest trace is printed (run with `--nocapture` to read it). The
+//! corrected protocol must have none at each of those bounds, and none with
+//! the window store, the oracle and clients in play.
+//!
+//! `LEASETSO_MC_BOUNDS=large` searches every space one tick longer, with
+//! one more packet in flight and timers one tick later ([`Bounds::larger`]);
+//! that takes far longer. `LEASETSO_MC_PROGRESS=1` reports each level.
 
 #[path = "explore/mod.rs"]
 mod explore;
 
+use explore::model::{NODES, PROPOSERS};
 use explore::{Bounds, Model, Outcome, Variant, explore};
 
-fn bounds() -> Bounds {
+/// Whether the larger bounds were asked for.
+fn large() -> bool {
     match std::env::var("LEASETSO_MC_BOUNDS").as_deref() {
-        Ok("large") => Bounds::LARGE,
-        Ok("default") | Err(_) => Bounds::DEFAULT,
+        Ok("large") => true,
+        Ok("default") | Err(_) => false,
         Ok(other) => panic!("LEASETSO_MC_BOUNDS={other}: expected `default` or `large`"),
     }
 }
 
-fn header(model: &Model, outcome: &Outcome) -> String {
-    format!(
-        "{}: {} distinct states, {} steps, depth {}, widest level {}, {:.1?}\n  bounds: {:?}",
+fn scaled(b: Bounds) -> Bounds {
+    if large() { b.larger() } else { b }
+}
+
+/// The bounds each broken variant's shortest counterexample needs: the lease
+/// protocol alone, widened only where the bug needs it.
+fn counterexample_bounds(variant: Variant) -> Bounds {
+    let lease = Bounds::LEASE_ONLY;
+    let acceptor_crash = [0, 0, 1];
+    let b = match variant.name {
+        // A promise outlives the acceptor's restart.
+        "LateTimer" => Bounds { max_time: 3, max_crashes: acceptor_crash, ..lease },
+        // One reply counted twice.
+        "ScalarQuorum" => Bounds { max_attempts: [2, 1], max_dups: 1, ..lease },
+        // The Accept of a proposer's earlier incarnation, and a proposer
+        // whose first attempt starts a tick late.
+        "StaleOwnerOpen" => Bounds { max_attempts: [1, 2], max_crashes: [0, 1, 0], timer_lag: 1, ..lease },
+        // A release, and both proposers retrying.
+        "OwnerOnlyRelease" => Bounds { max_attempts: [2, 2], max_releases: 1, ..lease },
+        // An acceptor restart.
+        "ShortQuarantine" => Bounds { max_crashes: acceptor_crash, ..lease },
+        other => unreachable!("no bounds for {other}"),
+    };
+    scaled(b)
+}
+
+/// The corrected protocol with the window store, the oracle and clients:
+/// leaders sync, serve and extend the window while lease attempts, crashes
+/// and stale store operations interleave.
+fn oracle_bounds() -> Bounds {
+    // Node 1 may start its first attempt two ticks late, when node 0's
+    // lease has run out, so that it takes over: timestamps from two leaders.
+    scaled(Bounds { max_in_flight: 4, max_get_ts: 2, stores: true, timer_lag: 2, ..Bounds::LEASE_ONLY })
+}
+
+fn report(model: &Model, outcome: &Outcome) {
+    let [holder, serving, handover] = outcome.reached;
+    println!(
+        "{}: {} distinct states, {} steps, depth {}, widest level {}, {:.1?}\n  reached: {holder} states \
+         with a lease holder, {serving} with a server, {handover} after a leader change\n  bounds ({NODES} \
+         nodes, {PROPOSERS} proposers): {}",
         model.variant.name,
         outcome.states,
         outcome.transitions,
@@ -30,17 +75,14 @@ fn header(model: &Model, outcome: &Outcome) -> String {
         outcome.widest,
         outcome.elapsed,
         model.bounds
-    )
+    );
 }
 
 /// The whole bounded space of the corrected protocol has no violation.
-#[test]
-fn correct_protocol_is_safe_within_bounds() {
-    let mut b = bounds();
-    if let Ok(v) = std::env::var("NOSTORE") { let v: Vec<u8> = v.split(',').map(|x| x.parse().unwrap()).collect(); b.stores = false; b.max_time = v[0] as u32; b.max_attempts = [v[1], v[2]]; b.max_dups = v[3]; b.max_releases = v[4]; b.max_crashes = [v[5] / 100, v[5] / 10 % 10, v[5] % 10]; if let Ok(l) = std::env::var("LAG") { b.timers = if l.starts_with('f') { explore::model::Timers::Free { lag: l[1..].parse().unwrap() } } else { explore::model::Timers::AtTick { lag: l.parse().unwrap() } }; } b.max_in_flight = v[6] as u32; b.max_get_ts = 0; }
-    let model = Model::new(Variant::CORRECT, b);
+fn safe(bounds: Bounds) {
+    let model = Model::new(Variant::CORRECT, bounds);
     let outcome = explore(&model);
-    println!("{}", header(&model, &outcome));
+    report(&model, &outcome);
     if let Some(cx) = &outcome.violation {
         panic!("the corrected protocol violates a property:\n{}", cx.render());
     }
@@ -48,11 +90,9 @@ fn correct_protocol_is_safe_within_bounds() {
 
 /// A broken variant has a reachable violation; prints the shortest trace.
 fn finds_two_owners(variant: Variant) {
-    let mut b = bounds();
-    if let Ok(v) = std::env::var("NOSTORE") { let v: Vec<u8> = v.split(',').map(|x| x.parse().unwrap()).collect(); b.stores = false; b.max_time = v[0] as u32; b.max_attempts = [v[1], v[2]]; b.max_dups = v[3]; b.max_releases = v[4]; b.max_crashes = [v[5] / 100, v[5] / 10 % 10, v[5] % 10]; if let Ok(l) = std::env::var("LAG") { b.timers = if l.starts_with('f') { explore::model::Timers::Free { lag: l[1..].parse().unwrap() } } else { explore::model::Timers::AtTick { lag: l.parse().unwrap() } }; } b.max_in_flight = v[6] as u32; b.max_get_ts = 0; }
-    let model = Model::new(variant, b);
+    let model = Model::new(variant, counterexample_bounds(variant));
     let outcome = explore(&model);
-    println!("{}", header(&model, &outcome));
+    report(&model, &outcome);
     let Some(cx) = &outcome.violation else {
         panic!("{}: no violation within the bounds", variant.name);
     };
@@ -86,28 +126,31 @@ fn short_quarantine_has_two_owners() {
 }
 
 #[test]
-fn sizes() {
-    println!(
-        "node {} store {} state {}",
-        size_of::<leasetso_core::Node>(),
-        size_of::<leasetso_core::MemStore>(),
-        size_of::<explore::model::State>()
-    );
+fn correct_protocol_is_safe_where_late_timer_fails() {
+    safe(counterexample_bounds(Variant::LATE_TIMER));
 }
 
 #[test]
-fn manual() {
-    let mut b = bounds();
-    if std::env::var_os("NOSTORE").is_some() { b.stores = false; b.max_attempts = [1, 1]; b.max_time = 2; b.max_dups = 0; b.max_get_ts = 0; b.max_releases = 0; }
-    let model = Model::new(match std::env::var("VARIANT").as_deref() { Ok("late") => Variant::LATE_TIMER, Ok("stale") => Variant::STALE_OWNER_OPEN, Ok("release") => Variant::OWNER_ONLY_RELEASE, _ => Variant::SHORT_QUARANTINE }, b);
-    let mut s = model.initial();
-    let script = std::env::var("SCRIPT").unwrap_or_default();
-    for what in script.split(';').filter(|w| !w.is_empty()) {
-        let a = model.find(&s, what.trim()).unwrap_or_else(|| panic!("no action {what}"));
-        let mut log = explore::model::Log::on();
-        let step = model.step(&mut s, a, &mut log);
-        println!("{what}: {step:?}");
-        for l in log.take() { println!("   {l}"); }
-        println!("   => {}", model.summary(&s));
-    }
+fn correct_protocol_is_safe_where_scalar_quorum_fails() {
+    safe(counterexample_bounds(Variant::SCALAR_QUORUM));
+}
+
+#[test]
+fn correct_protocol_is_safe_where_stale_owner_open_fails() {
+    safe(counterexample_bounds(Variant::STALE_OWNER_OPEN));
+}
+
+#[test]
+fn correct_protocol_is_safe_where_owner_only_release_fails() {
+    safe(counterexample_bounds(Variant::OWNER_ONLY_RELEASE));
+}
+
+#[test]
+fn correct_protocol_is_safe_where_short_quarantine_fails() {
+    safe(counterexample_bounds(Variant::SHORT_QUARANTINE));
+}
+
+#[test]
+fn correct_protocol_with_oracle_is_safe() {
+    safe(oracle_bounds());
 }

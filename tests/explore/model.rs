@@ -22,38 +22,43 @@
 //!   oracle) follow each node's monotonic clock, skewed by a fixed offset per
 //!   node (node 1's wall clock runs behind the others), so a new leader may
 //!   start with a wall clock below the previous leader's window.
-//! * **Timers.** Timers fire on ticks: a node's timer due at some instant
-//!   fires at a tick at or after it, how late is bounded by [`Timers`]. So
-//!   proposers start attempts on ticks, and two proposers' attempts may
-//!   start at the same tick or at different ones.
-//!   A firing that would start an attempt beyond the node's budget is held
-//!   back (a late timer: safety never depends on timers being prompt, the
-//!   lease's deadlines are data checked in the handlers, T1).
+//! * **Timers.** Timers fire on ticks: at each tick, before anything else
+//!   happens at that instant, every node's due timer fires, except that a
+//!   proposer's may wait up to [`Bounds::timer_lag`] more ticks (a slow
+//!   process). Proposers therefore start attempts on ticks, at the same
+//!   tick or at different ones. A firing that would start an attempt beyond
+//!   the node's budget is held back, also a late timer: safety never
+//!   depends on timers being prompt, since the lease's deadlines are data
+//!   checked in the handlers (T1).
 //! * **Network.** A multiset of packets in flight: lease messages between
-//!   nodes, store requests to replicas, and replicas' replies. Any packet may
-//!   be delivered at any step (reordering and unbounded delay). A packet may
-//!   be lost; losses are tried only where a step would overflow
-//!   `max_in_flight`, since a packet never delivered is as good as lost
-//!   except for the room it takes. A reply to a proposer (`Promise`,
-//!   `Accepted`, `Rejected`) may be delivered while a copy stays in flight
-//!   (duplication, bounded by `max_dups`): what the quorum count must not be
-//!   fooled by. Identical packets are one entry with a count. Messages a node
-//!   sends itself, and operations on its own replica (the local disk), are
-//!   handled within the input that caused them, as in the real node and
-//!   runtime: they are never in flight. `LearnChosen` (the followers' leader
-//!   hint) is lost at send unless `learn` is set: it only steers when a
-//!   follower campaigns next.
+//!   nodes and store requests to replicas. Any packet may be delivered at
+//!   any step (reordering and unbounded delay). A packet may be lost; losses
+//!   are tried only where a step would overflow `max_in_flight`, since a
+//!   packet never delivered is as good as lost except for the room it takes.
+//!   A reply to a proposer (`Promise`, `Accepted`, `Rejected`) may be
+//!   delivered while a copy stays in flight (duplication, bounded by
+//!   `max_dups`): what the quorum count must not be fooled by. Identical
+//!   packets are one entry with a count. Messages a node sends itself, and
+//!   operations on its own replica (the local disk), are handled within the
+//!   input that caused them, as in the real node and runtime: they are never
+//!   in flight. `LearnChosen` (the followers' leader hint) is lost at send
+//!   unless `learn` is set: it only steers when a follower campaigns next.
+//! * **Stores.** One [`MemStore`] per node. A store request is performed at
+//!   its replica when it is delivered, atomically, so a slow request of an
+//!   old leader can arrive after a newer leader's load. The replica's answer
+//!   then reaches the leader at once ([`Action::Deliver`]) or never
+//!   ([`Action::Orphan`]: performed, answer lost, as for a save a leader
+//!   never hears back about). Answers are not reordered among themselves:
+//!   a late answer to a round that is over is ignored like a lost one, and
+//!   the delay that matters, the request's, is modelled.
 //! * **Dead replies are discarded.** A reply whose delivery now would change
 //!   nothing at its addressee (a `Promise` or `Accepted` for an attempt that
-//!   is over, a store reply for a round that is over, a `Rejected` that
-//!   neither ends the attempt nor raises the counter) can never change
-//!   anything later either: ballots and round ids are never reused, across
-//!   restarts included, and attempts only move forward. It is removed from
-//!   the network as if lost. A `Rejected` is kept while a crash may still
-//!   happen, since a restarted proposer would catch its counter up from it.
-//! * **Stores.** One [`MemStore`] per node. An operation is atomic at its
-//!   replica and happens when the request is delivered, so a slow request
-//!   of an old leader can arrive after a newer leader's load.
+//!   is over, a `Rejected` that neither ends the attempt nor raises the
+//!   counter) can never change anything later either: ballots are never
+//!   reused, across restarts included, and attempts only move forward. It is
+//!   removed from the network as if lost. A `Rejected` is kept while its
+//!   addressee may still crash, since a restarted proposer would catch its
+//!   counter up from it.
 //! * **Crashes.** [`Action::Crash`] stops a node and restarts it at once at
 //!   the current time: its volatile state (proposer, acceptors, oracle) is
 //!   lost, its replica and restart counter survive (`bump_restart`), and
@@ -68,11 +73,13 @@
 //! # What is checked
 //!
 //! On every state: at most one node holds the lease (`lease(now)`) and at
-//! most one serves (`is_serving(now)`) at the same real time. On every step:
-//! each timestamp handed out is above every earlier one (one global history),
-//! and no replica's window or fence ever goes down.
+//! most one serves (`is_serving(now)`) at the same real time, and a server's
+//! saved window is held by a quorum of replicas (so the next leader loads
+//! it). On every step: each timestamp handed out is above every earlier one
+//! (one global history) and below the window its server saved (W2), and no
+//! replica's window or fence ever goes down.
 
-use core::fmt::Write as _;
+use core::fmt::{self, Write as _};
 use core::time::Duration;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -97,42 +104,19 @@ const ORIGIN_TICKS: u64 = 2;
 const ORIGIN: Instant = Instant::from_millis(ORIGIN_TICKS * TICK_MS);
 /// The wall clocks' epoch, so that windows print as small offsets.
 const WALL_EPOCH_MS: u64 = 1_700_000_000_000;
+/// A majority of the nodes.
+const QUORUM: usize = NODES / 2 + 1;
 /// Fixed wall-clock skews: node 1's wall clock runs 2.5 s behind node 0's.
 const WALL_SKEW_MS: [u64; NODES] = [2_500, 0, 3_200];
-
-/// How strictly timers keep to their deadlines. Either way a timer may be
-/// late by up to `lag` ticks (a slow process); a proposer's timers are what
-/// decide when its attempts start, so the lag lets two proposers start
-/// attempts at the same tick or at different ones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Timers {
-    /// Due timers fire as part of a tick, before anything else happens at
-    /// that instant; a proposer's may wait for a later tick instead.
-    AtTick {
-        /// Ticks a proposer's due timer may wait.
-        lag: u8,
-    },
-    /// A due timer fires at any step, among the deliveries of any tick, from
-    /// the first tick at or after its deadline until `lag` ticks later.
-    Free {
-        /// Ticks a due timer may wait.
-        lag: u8,
-    },
-}
-
-impl Timers {
-    fn lag(self) -> u8 {
-        match self {
-            Timers::AtTick { lag } | Timers::Free { lag } => lag,
-        }
-    }
-}
 
 /// How far the search goes. Every field bounds a resource of the whole run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bounds {
     /// The last tick (real time runs `0..=max_time` ticks).
     pub max_time: u32,
+    /// The longest behaviour searched, in steps (`u32::MAX`: no limit, the
+    /// other bounds make the space finite).
+    pub max_steps: u32,
     /// The most packets in flight at once. A step that would exceed it is
     /// not taken, but packets may be lost to make room for it.
     pub max_in_flight: u32,
@@ -154,40 +138,68 @@ pub struct Bounds {
     pub stores: bool,
     /// Clock drift per tick in milliseconds (`ρ`·tick); 0 for exact clocks.
     pub drift_ms: u64,
-    /// How strictly timers keep to their deadlines.
-    pub timers: Timers,
+    /// Ticks a proposer's due timer may wait (a slow process). Due timers
+    /// fire as part of a tick, before anything else happens at that instant;
+    /// a proposer's timers decide when its attempts start, so the lag lets
+    /// two proposers start attempts at the same tick or at different ones.
+    pub timer_lag: u8,
 }
 
 impl Bounds {
-    /// The bounds of the normal test run.
-    pub const DEFAULT: Bounds = Bounds {
-        max_time: 4,
+    /// The smallest search: the lease protocol alone (no store traffic, no
+    /// hints, no clients), one attempt per proposer, timers on time, nothing
+    /// failing. Searches widen it field by field.
+    pub const LEASE_ONLY: Bounds = Bounds {
+        max_time: 2,
+        max_steps: u32::MAX,
         max_in_flight: 5,
-        max_crashes: [1, 1, 1],
-        max_attempts: [2, 2],
-        max_dups: 1,
-        max_get_ts: 2,
-        max_releases: 1,
+        max_crashes: [0; NODES],
+        max_attempts: [1; PROPOSERS],
+        max_dups: 0,
+        max_get_ts: 0,
+        max_releases: 0,
         learn: false,
-        stores: true,
+        stores: false,
         drift_ms: 0,
-        timers: Timers::AtTick { lag: 1 },
+        timer_lag: 0,
     };
 
-    /// Larger bounds, for runs that may take much longer.
-    pub const LARGE: Bounds = Bounds {
-        max_time: 5,
-        max_in_flight: 6,
-        max_crashes: [1, 1, 2],
-        max_attempts: [3, 2],
-        max_dups: 1,
-        max_get_ts: 2,
-        max_releases: 1,
-        learn: true,
-        stores: true,
-        drift_ms: 0,
-        timers: Timers::AtTick { lag: 1 },
-    };
+    /// One tick more, one more packet in flight, timers one tick later, and
+    /// four steps more if steps are bounded.
+    pub fn larger(self) -> Bounds {
+        Bounds {
+            max_time: self.max_time + 1,
+            max_steps: self.max_steps.saturating_add(4),
+            max_in_flight: self.max_in_flight + 1,
+            timer_lag: self.timer_lag + 1,
+            ..self
+        }
+    }
+}
+
+impl fmt::Display for Bounds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.max_steps != u32::MAX {
+            write!(f, "<= {} steps, ", self.max_steps)?;
+        }
+        write!(
+            f,
+            "t = 0..={}, <= {} packets in flight, crashes per node {:?}, attempts per proposer {:?}, \
+             duplicates {}, GetTS {}, releases {}, hints {}, store traffic {}, timers up to {} ticks late, drift {} \
+             ms/tick",
+            self.max_time,
+            self.max_in_flight,
+            self.max_crashes,
+            self.max_attempts,
+            self.max_dups,
+            self.max_get_ts,
+            self.max_releases,
+            if self.learn { "on" } else { "off" },
+            if self.stores { "on" } else { "off" },
+            self.timer_lag,
+            self.drift_ms,
+        )
+    }
 }
 
 /// A protocol variant: the correct one, or one of the known-broken ones.
@@ -244,8 +256,6 @@ pub enum Packet {
     Peer { from: NodeId, to: NodeId, msg: Message },
     /// A store operation on `replica`, for node `from`.
     StoreReq { from: NodeId, replica: NodeId, request: StoreRequest },
-    /// `replica`'s answer to request `id` of node `to`.
-    StoreRep { replica: NodeId, to: NodeId, id: u64, reply: StoreReply },
 }
 
 impl Packet {
@@ -257,15 +267,15 @@ impl Packet {
         h.finish()
     }
 
-    /// The node a reply is for, if this is a reply that may be dead.
-    fn reply_to(&self, rejected_too: bool) -> Option<usize> {
+    /// The node a reply to a proposer is for, and whether it is a
+    /// `Rejected`.
+    fn reply_to(&self) -> Option<(usize, bool)> {
         match *self {
             Packet::Peer { to, msg, .. } => match msg.msg {
-                LeaseMsg::Promise { .. } | LeaseMsg::Accepted { .. } => Some(usize::from(to.0)),
-                LeaseMsg::Rejected { .. } if rejected_too => Some(usize::from(to.0)),
+                LeaseMsg::Promise { .. } | LeaseMsg::Accepted { .. } => Some((usize::from(to.0), false)),
+                LeaseMsg::Rejected { .. } => Some((usize::from(to.0), true)),
                 _ => None,
             },
-            Packet::StoreRep { to, .. } => Some(usize::from(to.0)),
             Packet::StoreReq { .. } => None,
         }
     }
@@ -289,18 +299,18 @@ impl Packet {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Real time advances one tick (the first one starts time without
-    /// advancing it). The argument's low bits are the proposers whose due
-    /// timers wait ([`Timers::AtTick`]), the rest picks each clock's rate
-    /// (base-3 digits: slow, exact, fast) when clocks drift.
+    /// advancing it) and due timers fire. The argument's low bits are the
+    /// proposers whose due timers wait instead, the rest picks each clock's
+    /// rate (base-3 digits: slow, exact, fast) when clocks drift.
     Tick(u8),
-    /// A node's due timer fires ([`Timers::Free`] only).
-    Timeout(u8),
     /// A packet is delivered.
     Deliver(u8),
     /// A packet is delivered and a copy stays in flight.
     Duplicate(u8),
     /// A packet is lost (tried only where the network is full).
     Drop(u8),
+    /// A store request is performed at its replica, but the answer is lost.
+    Orphan(u8),
     /// A node crashes and restarts.
     Crash(u8),
     /// A client asks a serving node for one timestamp.
@@ -335,6 +345,8 @@ pub struct State {
     releases: u8,
     /// The largest timestamp handed out so far.
     last_ts: Option<Timestamp>,
+    /// The nodes that handed out timestamps (a bit per node), for coverage.
+    served_by: u8,
 }
 
 impl Hash for State {
@@ -352,6 +364,7 @@ impl Hash for State {
         self.get_ts.hash(h);
         self.releases.hash(h);
         self.last_ts.hash(h);
+        self.served_by.hash(h);
     }
 }
 
@@ -453,7 +466,12 @@ pub struct Interner {
 impl Interner {
     /// How much is kept.
     pub fn describe(&self) -> String {
-        format!("{} nodes, {} networks, {} replica sets", self.nodes.len(), self.nets.len(), self.stores.len())
+        format!(
+            "{} nodes, {} networks, {} replica sets",
+            self.nodes.len(),
+            self.nets.len(),
+            self.stores.len()
+        )
     }
 }
 
@@ -500,8 +518,10 @@ impl State {
             self.net = Arc::clone(kept);
         }
         if Arc::get_mut(&mut self.stores).is_some() {
-            let kept =
-                interner.stores.entry(fingerprint_of(&*self.stores)).or_insert_with(|| Arc::clone(&self.stores));
+            let kept = interner
+                .stores
+                .entry(fingerprint_of(&*self.stores))
+                .or_insert_with(|| Arc::clone(&self.stores));
             self.stores = Arc::clone(kept);
         }
     }
@@ -550,6 +570,18 @@ impl State {
     pub fn fingerprint(&self) -> u128 {
         fingerprint_of(self)
     }
+}
+
+/// What a state shows the search reached: a search whose states never show
+/// a lease holder, a server or a leader change checked nothing of interest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Some node holds the lease.
+    pub holder: bool,
+    /// Some node serves timestamps.
+    pub serving: bool,
+    /// Timestamps were handed out by two different nodes so far.
+    pub handover: bool,
 }
 
 /// What a step did.
@@ -657,14 +689,14 @@ impl Model {
             get_ts: 0,
             releases: 0,
             last_ts: None,
+            served_by: 0,
         };
         s.seal();
         s
     }
 
     /// Fires every due timer that may fire, except those of the proposers
-    /// in `hold` ([`Timers::AtTick`]). A hold that is not due, or overdue,
-    /// is not a choice.
+    /// in `hold`. A hold that is not due, or overdue, is not a choice.
     fn fire_due(&self, s: &mut State, hold: u8, log: &mut Log) -> Step {
         for i in 0..NODES {
             let held = i < PROPOSERS && hold & (1 << i) != 0;
@@ -696,7 +728,7 @@ impl Model {
     /// moves on.
     fn timer_overdue(&self, s: &State, i: usize) -> bool {
         // Time starts at the origin: a timer due before it is due then.
-        let late = TICK * u32::from(self.bounds.timers.lag());
+        let late = TICK * u32::from(self.bounds.timer_lag);
         s.nodes[i].poll_timeout().is_some_and(|t| t.max(ORIGIN) + late <= s.clocks[i]) && self.may_fire(s, i)
     }
 
@@ -714,9 +746,6 @@ impl Model {
                 break;
             }
             let now = s.clocks[i];
-            if matches!(b.timers, Timers::Free { .. }) && self.timer_due(s, i) {
-                out.push(Action::Timeout(i as u8));
-            }
             if s.get_ts < b.max_get_ts && s.nodes[i].is_serving(now) {
                 out.push(Action::GetTs(i as u8));
             }
@@ -729,13 +758,16 @@ impl Model {
         }
         for k in 0..s.net.len() {
             out.push(Action::Deliver(k as u8));
+            if let Packet::StoreReq { .. } = s.net[k].0 {
+                out.push(Action::Orphan(k as u8));
+            }
             if s.dups < b.max_dups && s.net[k].0.may_duplicate() {
                 out.push(Action::Duplicate(k as u8));
             }
         }
         if !s.started || s.tick < b.max_time {
             let rates = if b.drift_ms == 0 || !s.started { 1 } else { 3u8.pow(NODES as u32) };
-            let holds = if matches!(b.timers, Timers::AtTick { lag } if lag > 0) { 1 << PROPOSERS } else { 1 };
+            let holds = if b.timer_lag > 0 { 1 << PROPOSERS } else { 1 };
             out.extend((0..rates).flat_map(|r| (0..holds).map(move |h| Action::Tick(r << PROPOSERS | h))));
         }
     }
@@ -775,17 +807,11 @@ impl Model {
     fn apply(&self, s: &mut State, a: Action, log: &mut Log) -> Step {
         match a {
             Action::Tick(code) => {
-                if s.started
-                    && matches!(self.bounds.timers, Timers::Free { .. })
-                    && (0..NODES).any(|i| self.timer_overdue(s, i))
-                {
-                    return Step::Pruned;
-                }
                 let (hold, mut r) = (code & ((1 << PROPOSERS) - 1), code >> PROPOSERS);
                 if !s.started {
                     s.started = true;
                     log.note(|| "time starts: t=0".to_string());
-                    return self.after_tick(s, hold, log);
+                    return self.fire_due(s, hold, log);
                 }
                 s.tick += 1;
                 for i in 0..NODES {
@@ -813,9 +839,8 @@ impl Model {
                     }
                     line
                 });
-                self.after_tick(s, hold, log)
+                self.fire_due(s, hold, log)
             }
-            Action::Timeout(i) => self.fire(s, usize::from(i), log),
             Action::Deliver(k) | Action::Duplicate(k) => {
                 let k = usize::from(k);
                 let p = if let Action::Duplicate(_) = a {
@@ -833,6 +858,7 @@ impl Model {
                 };
                 self.deliver(s, p, log)
             }
+            Action::Orphan(k) => self.orphan(s, usize::from(k), log),
             Action::Drop(k) => {
                 let p = s.take(usize::from(k));
                 log.note(|| format!("lose {}", describe(&p)));
@@ -870,6 +896,16 @@ impl Model {
                             ));
                         }
                         s.last_ts = Some(ts);
+                        s.served_by |= 1 << i;
+                        // W2: never at or beyond the window it saved.
+                        let window = s.nodes[i].status().window_end_ms;
+                        if ts.physical_ms >= window {
+                            return Step::Violation(format!(
+                                "n{i} handed out {} at or beyond its saved window {}",
+                                show_ts(ts),
+                                show_window(window)
+                            ));
+                        }
                         Step::Taken
                     }
                     Err(e) => {
@@ -889,13 +925,6 @@ impl Model {
                 s.node_mut(i).release(now, true);
                 self.drain(s, i, log)
             }
-        }
-    }
-
-    fn after_tick(&self, s: &mut State, hold: u8, log: &mut Log) -> Step {
-        match self.bounds.timers {
-            Timers::AtTick { .. } => self.fire_due(s, hold, log),
-            Timers::Free { .. } => Step::Taken,
         }
     }
 
@@ -928,18 +957,27 @@ impl Model {
                     Ok(reply) => reply,
                     Err(v) => return Step::Violation(v),
                 };
-                log.note(|| format!("  replica n{r} answers {}", show_reply(&reply)));
-                let p = Packet::StoreRep { replica, to: from, id: request.id, reply };
-                s.push(p);
-                log.sent.push(p);
-                Step::Taken
-            }
-            Packet::StoreRep { replica, to, id, reply } => {
-                let i = usize::from(to.0);
+                log.note(|| format!("  replica n{r} performs it and answers {}", show_reply(&reply)));
+                let i = usize::from(from.0);
                 let (now, wall) = (s.clocks[i], self.wall_ms(s, i));
-                s.node_mut(i).handle_store_reply(replica, id, reply, now, wall);
+                s.node_mut(i).handle_store_reply(replica, request.id, reply, now, wall);
                 self.drain(s, i, log)
             }
+        }
+    }
+
+    /// Store request `k` is performed at its replica, but the answer is lost.
+    fn orphan(&self, s: &mut State, k: usize, log: &mut Log) -> Step {
+        let Packet::StoreReq { replica, request, .. } = s.net[k].0 else { return Step::Pruned };
+        log.note(|| format!("deliver {}", describe(&s.net[k].0)));
+        s.take(k);
+        let r = usize::from(replica.0);
+        match execute(&mut Arc::make_mut(&mut s.stores)[r], request.op) {
+            Ok(reply) => {
+                log.note(|| format!("  replica n{r} performs it; its answer {} is lost", show_reply(&reply)));
+                Step::Taken
+            }
+            Err(v) => Step::Violation(v),
         }
     }
 
@@ -1008,12 +1046,13 @@ impl Model {
     /// Removes replies that can no longer change anything (see the module
     /// docs): those the step just sent, and those to nodes it changed.
     fn discard_dead(&self, s: &mut State, log: &mut Log) {
-        let rejected_too = s.crashes == self.bounds.max_crashes;
         let mut k = 0;
         while k < s.net.len() {
             let p = s.net[k].0;
-            let dead = p.reply_to(rejected_too).is_some_and(|i| {
-                (s.dirty & (1 << i) != 0 || log.sent.contains(&p)) && self.is_noop(s, i, &p)
+            let dead = p.reply_to().is_some_and(|(i, rejected)| {
+                (!rejected || s.crashes[i] == self.bounds.max_crashes[i])
+                    && (s.dirty & (1 << i) != 0 || log.sent.contains(&p))
+                    && self.is_noop(s, i, &p)
             });
             if dead {
                 log.note(|| format!("  (discards {}: it can no longer change anything)", describe(&p)));
@@ -1030,9 +1069,6 @@ impl Model {
         let now = s.clocks[i];
         match *p {
             Packet::Peer { from, msg, .. } => node.handle_message(from, msg, now),
-            Packet::StoreRep { replica, id, reply, .. } => {
-                node.handle_store_reply(replica, id, reply, now, self.wall_ms(s, i))
-            }
             Packet::StoreReq { .. } => return false,
         }
         node == *s.nodes[i]
@@ -1043,15 +1079,40 @@ impl Model {
         let holders: Vec<(usize, Ballot, Instant)> =
             (0..NODES).filter_map(|i| s.nodes[i].lease(s.clocks[i]).map(|(b, d)| (i, b, d))).collect();
         if holders.len() > 1 {
-            let who: Vec<String> =
-                holders.iter().map(|&(i, b, d)| format!("n{i} holds {b:?} until {}", show_instant(d))).collect();
+            let who: Vec<String> = holders
+                .iter()
+                .map(|&(i, b, d)| format!("n{i} holds {b:?} until {}", show_instant(d)))
+                .collect();
             return Some(format!("two lease holders at t={}: {}", s.tick, who.join(", ")));
         }
         let serving: Vec<usize> = (0..NODES).filter(|&i| s.nodes[i].is_serving(s.clocks[i])).collect();
         if serving.len() > 1 {
             return Some(format!("two nodes serve at t={}: {serving:?}", s.tick));
         }
+        // A server's window is saved on a quorum: the next leader loads it.
+        for &i in &serving {
+            let window = s.nodes[i].status().window_end_ms;
+            let holding = s.stores.iter().filter(|st| st.window_end_ms() >= window).count();
+            if holding < QUORUM {
+                return Some(format!(
+                    "n{i} serves up to window {} but only {holding} replicas hold it",
+                    show_window(window)
+                ));
+            }
+        }
         None
+    }
+
+    /// What `s` shows the search reached, for coverage: see [`Coverage`].
+    pub fn coverage(&self, s: &State) -> Coverage {
+        let mut c = Coverage::default();
+        for i in 0..NODES {
+            let now = s.clocks[i];
+            c.holder |= s.nodes[i].lease(now).is_some();
+            c.serving |= s.nodes[i].is_serving(now);
+        }
+        c.handover = s.served_by.count_ones() > 1;
+        c
     }
 
     /// A one-line summary of who holds and who serves, for traces.
@@ -1161,37 +1222,5 @@ pub fn describe(p: &Packet) -> String {
         Packet::StoreReq { from, replica, request } => {
             format!("{from:?}->replica {replica:?} {}", show_op(&request.op))
         }
-        Packet::StoreRep { replica, to, reply, .. } => {
-            format!("replica {replica:?}->{to:?} {}", show_reply(reply))
-        }
-    }
-}
-
-impl Model {
-    pub fn debug_net(&self, s: &State) -> String {
-        let v: Vec<String> = s.net.iter().map(|(p, n)| format!("{}x{n}", describe(p))).collect();
-        format!("t={} {} | {}", s.tick, self.summary(s), v.join(" ; "))
-    }
-
-    /// Debug helper: the action whose description starts with `what`.
-    pub fn find(&self, s: &State, what: &str) -> Option<Action> {
-        let mut acts = Vec::new();
-        self.actions(s, &mut acts);
-        let mut drops = Vec::new();
-        self.losses(s, &mut drops);
-        acts.extend(drops);
-        acts.into_iter().find(|&a| {
-            let d = match a {
-                Action::Tick(_) => "tick".to_string(),
-                Action::Timeout(i) => format!("timeout n{i}"),
-                Action::Deliver(k) => format!("deliver {}", describe(&s.net[k as usize].0)),
-                Action::Duplicate(k) => format!("dup {}", describe(&s.net[k as usize].0)),
-                Action::Drop(k) => format!("drop {}", describe(&s.net[k as usize].0)),
-                Action::Crash(i) => format!("crash n{i}"),
-                Action::GetTs(i) => format!("getts n{i}"),
-                Action::Release(i) => format!("release n{i}"),
-            };
-            d.starts_with(what)
-        })
     }
 }

@@ -15,6 +15,13 @@ use std::time::{Duration, Instant};
 
 use super::model::{Action, Interner, Log, LowBits, Model, State, Step};
 
+fn count(reached: &mut [u64; 3], model: &Model, s: &State) {
+    let c = model.coverage(s);
+    reached[0] += u64::from(c.holder);
+    reached[1] += u64::from(c.serving);
+    reached[2] += u64::from(c.handover);
+}
+
 /// The outcome of a search.
 #[derive(Debug)]
 pub struct Outcome {
@@ -28,6 +35,9 @@ pub struct Outcome {
     pub widest: usize,
     /// Wall time of the search.
     pub elapsed: Duration,
+    /// States with a lease holder, with a server, and after timestamps were
+    /// handed out by two different nodes.
+    pub reached: [u64; 3],
     /// The shortest counterexample, if any state violates a property.
     pub violation: Option<Counterexample>,
 }
@@ -65,6 +75,7 @@ pub fn explore(model: &Model) -> Outcome {
     let mut parents: Vec<(u32, Action)> = vec![(u32::MAX, Action::Tick(0))];
     let mut level: Vec<(State, u32)> = vec![(init, 0)];
     let mut transitions = 0u64;
+    let mut reached = [0u64; 3];
     let mut depth = 0u32;
     let mut widest = 1usize;
     let mut interner = Interner::default();
@@ -72,8 +83,7 @@ pub fn explore(model: &Model) -> Outcome {
     let mut losses = Vec::new();
     let mut log = Log::off();
     let progress = std::env::var_os("LEASETSO_MC_PROGRESS").is_some();
-    let mut hist = [0u64; 10];
-    while !level.is_empty() {
+    while !level.is_empty() && depth < model.bounds.max_steps {
         let mut next = Vec::new();
         for (s, idx) in &level {
             model.actions(s, &mut actions);
@@ -101,24 +111,13 @@ pub fn explore(model: &Model) -> Outcome {
                             depth: depth + 1,
                             widest,
                             elapsed: started.elapsed(),
+                            reached,
                             violation: Some(Counterexample { property, steps: replay(model, &path) }),
                         };
                     }
                     Step::Taken => {
                         if seen.insert(t.fingerprint()) {
-                            if progress {
-                                let kind = match a {
-                                    Action::Tick(_) => 0,
-                                    Action::Timeout(_) => 1,
-                                    Action::Deliver(_) => 2,
-                                    Action::Duplicate(_) => 5,
-                                    Action::Drop(_) => 6,
-                                    Action::Crash(_) => 7,
-                                    Action::GetTs(_) => 8,
-                                    Action::Release(_) => 9,
-                                };
-                                hist[kind] += 1;
-                            }
+                            count(&mut reached, model, &t);
                             let id = u32::try_from(parents.len()).expect("fewer than 2^32 states");
                             parents.push((*idx, a));
                             t.compact(&mut interner);
@@ -128,16 +127,11 @@ pub fn explore(model: &Model) -> Outcome {
                 }
             }
         }
-        if progress && std::env::var_os("SAMPLE").is_some() && next.len() > 300_000 {
-            for (st, _) in next.iter().step_by(next.len() / 6) {
-                eprintln!("SAMPLE {}", model.debug_net(st));
-            }
-        }
         if progress {
             eprintln!(
                 "{}: level {} done: {} states ({}), next level {}, {:.1?}",
                 model.variant.name,
-                format!("{depth} {hist:?}"),
+                depth,
                 parents.len(),
                 interner.describe(),
                 next.len(),
@@ -156,6 +150,7 @@ pub fn explore(model: &Model) -> Outcome {
         depth,
         widest,
         elapsed: started.elapsed(),
+        reached,
         violation: None,
     }
 }
