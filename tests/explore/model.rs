@@ -337,7 +337,7 @@ pub struct State {
     dirty: u8,
     stores: Arc<[MemStore; NODES]>,
     /// The network: distinct packets sorted by [`Packet::key`], with counts.
-    net: Arc<Vec<(Packet, u8)>>,
+    net: Arc<Network>,
     crashes: [u8; NODES],
     attempts: [u8; PROPOSERS],
     dups: u8,
@@ -454,13 +454,19 @@ fn fingerprint_of(v: &impl Hash) -> u128 {
     h.finish128()
 }
 
+/// A map keyed by fingerprints.
+type ByFingerprint<V> = HashMap<u128, V, BuildHasherDefault<LowBits>>;
+
+/// Distinct packets in flight, with their counts.
+type Network = Vec<(Packet, u8)>;
+
 /// One copy of every distinct node state, network and set of replicas the
 /// search keeps: states share them, which is most of what a state weighs.
 #[derive(Default)]
 pub struct Interner {
-    nodes: HashMap<u128, Arc<Node>, BuildHasherDefault<LowBits>>,
-    nets: HashMap<u128, Arc<Vec<(Packet, u8)>>, BuildHasherDefault<LowBits>>,
-    stores: HashMap<u128, Arc<[MemStore; NODES]>, BuildHasherDefault<LowBits>>,
+    nodes: ByFingerprint<Arc<Node>>,
+    nets: ByFingerprint<Arc<Network>>,
+    stores: ByFingerprint<Arc<[MemStore; NODES]>>,
 }
 
 impl Interner {
