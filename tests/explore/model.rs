@@ -628,6 +628,19 @@ impl Log {
         }
     }
 
+    /// Where the notes and the packets sent stand, to roll back to.
+    fn mark(&self) -> (usize, usize) {
+        (self.notes.as_ref().map_or(0, Vec::len), self.sent.len())
+    }
+
+    /// Forgets what was noted and sent since `mark`: a step undone.
+    fn rollback(&mut self, (notes, sent): (usize, usize)) {
+        if let Some(v) = &mut self.notes {
+            v.truncate(notes);
+        }
+        self.sent.truncate(sent);
+    }
+
     /// The notes kept.
     pub fn take(&mut self) -> Vec<String> {
         self.notes.as_mut().map(core::mem::take).unwrap_or_default()
@@ -720,10 +733,15 @@ impl Model {
                 continue;
             }
             let before = (s.nodes[i].clone(), s.stores.clone(), s.net.clone());
+            let mark = log.mark();
             match self.fire(s, i, log) {
                 Step::Taken => {}
                 // Beyond the attempt budget: the timer is held back.
-                Step::Pruned => (s.nodes[i], s.stores, s.net) = before,
+                Step::Pruned => {
+                    (s.nodes[i], s.stores, s.net) = before;
+                    log.rollback(mark);
+                    log.note(|| format!("n{i} timer is held back: no attempts left"));
+                }
                 other => return other,
             }
         }
@@ -1180,7 +1198,11 @@ fn show_instant(i: Instant) -> String {
     format!("t={t}")
 }
 
+/// A window end, in milliseconds after the wall clocks' epoch.
 fn show_window(ms: u64) -> String {
+    if ms == 0 {
+        return "none".to_string();
+    }
     format!("{:+}ms", ms as i64 - WALL_EPOCH_MS as i64)
 }
 
