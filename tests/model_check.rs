@@ -48,6 +48,9 @@ fn counterexample_bounds(variant: Variant) -> Bounds {
         "OwnerOnlyRelease" => Bounds { max_attempts: [2, 2], max_releases: 1, ..lease },
         // An acceptor restart.
         "ShortQuarantine" => Bounds { max_crashes: acceptor_crash, ..lease },
+        // Clocks 1 % off: an acceptor's fast clock runs its lease out while
+        // the owner's slow clock has not.
+        "DriftBeyondBound" => Bounds { drift_ms: DRIFT_MS, ..lease },
         other => unreachable!("no bounds for {other}"),
     };
     scaled(b)
@@ -60,6 +63,20 @@ fn oracle_bounds() -> Bounds {
     // Node 1 may start its first attempt two ticks late, when node 0's
     // lease has run out, so that it takes over: timestamps from two leaders.
     scaled(Bounds { max_in_flight: 4, max_get_ts: 2, stores: true, timer_lag: 2, ..Bounds::LEASE_ONLY })
+}
+
+/// Clocks drift by 1 % of a tick, per tick, at the extremes.
+const DRIFT_MS: u64 = 10;
+
+/// The corrected protocol, configured for the clocks' 1 % drift, where the
+/// same drift breaks the configuration for exact clocks, with an acceptor
+/// restart for the quarantine and a retry each.
+fn drift_bounds() -> Bounds {
+    Bounds {
+        max_crashes: [0, 0, 1],
+        max_attempts: [2, 2],
+        ..counterexample_bounds(Variant::DRIFT_BEYOND_BOUND)
+    }
 }
 
 fn report(model: &Model, outcome: &Outcome) {
@@ -148,6 +165,21 @@ fn correct_protocol_is_safe_where_owner_only_release_fails() {
 #[test]
 fn correct_protocol_is_safe_where_short_quarantine_fails() {
     safe(counterexample_bounds(Variant::SHORT_QUARANTINE));
+}
+
+#[test]
+fn drift_beyond_the_bound_has_two_owners() {
+    finds_two_owners(Variant::DRIFT_BEYOND_BOUND);
+}
+
+#[test]
+fn correct_protocol_is_safe_with_drift() {
+    let model = Model::new(Variant::CORRECT_WITH_DRIFT, drift_bounds());
+    let outcome = explore(&model);
+    report(&model, &outcome);
+    if let Some(cx) = &outcome.violation {
+        panic!("the corrected protocol violates a property under drift:\n{}", cx.render());
+    }
 }
 
 #[test]

@@ -16,8 +16,8 @@
 //!   exactly one tick per tick, so clocks agree up to a constant offset, which
 //!   changes nothing since the core only ever compares a clock with itself.
 //!   With a drift bound `ρ` ([`Bounds::drift_ms`] = `ρ`·tick), each clock
-//!   advances by one tick `- drift`, `+ 0` or `+ drift` at every tick,
-//!   independently: the rate bound `r_min·real ≤ local ≤ r_max·real` at tick
+//!   advances by one tick `- drift` or `+ drift` at every tick, independently:
+//!   the extremes of the rate bound `r_min·real ≤ local ≤ r_max·real` at tick
 //!   granularity, the rate free to change every tick. Wall clocks (for the
 //!   oracle) follow each node's monotonic clock, skewed by a fixed offset per
 //!   node (node 1's wall clock runs behind the others), so a new leader may
@@ -237,6 +237,17 @@ impl Variant {
     /// Release matched on the owner only.
     pub const OWNER_ONLY_RELEASE: Variant =
         Variant { name: "OwnerOnlyRelease", bugs: Bugs::OWNER_ONLY_RELEASE, lease: Self::TIGHT };
+    /// The corrected protocol with a drift bound of 1 %: `D_A = Q =
+    /// ⌈D_P·r_max/r_min⌉` = 2041 ms.
+    pub const CORRECT_WITH_DRIFT: Variant = Variant {
+        name: "correct, 1 % drift",
+        bugs: Bugs::NONE,
+        lease: LeaseConfig { drift_ppm: 10_000, ..Self::TIGHT },
+    };
+    /// The corrected protocol configured for exact clocks (`D_A = Q = D_P`),
+    /// run on clocks that drift: outside its assumptions.
+    pub const DRIFT_BEYOND_BOUND: Variant =
+        Variant { name: "DriftBeyondBound", bugs: Bugs::NONE, lease: Self::TIGHT };
     /// `Q = D_P - 1 tick` with no drift and no margin, T3 not enforced.
     pub const SHORT_QUARANTINE: Variant = Variant {
         name: "ShortQuarantine",
@@ -301,7 +312,7 @@ pub enum Action {
     /// Real time advances one tick (the first one starts time without
     /// advancing it) and due timers fire. The argument's low bits are the
     /// proposers whose due timers wait instead, the rest picks each clock's
-    /// rate (base-3 digits: slow, exact, fast) when clocks drift.
+    /// rate (a bit per node: slow or fast) when clocks drift.
     Tick(u8),
     /// A packet is delivered.
     Deliver(u8),
@@ -790,7 +801,7 @@ impl Model {
             }
         }
         if !s.started || s.tick < b.max_time {
-            let rates = if b.drift_ms == 0 || !s.started { 1 } else { 3u8.pow(NODES as u32) };
+            let rates = if b.drift_ms == 0 || !s.started { 1 } else { 1 << NODES };
             let holds = if b.timer_lag > 0 { 1 << PROPOSERS } else { 1 };
             out.extend((0..rates).flat_map(|r| (0..holds).map(move |h| Action::Tick(r << PROPOSERS | h))));
         }
@@ -839,13 +850,12 @@ impl Model {
                 }
                 s.tick += 1;
                 for i in 0..NODES {
-                    let ms = match r % 3 {
+                    let ms = match r & 1 {
                         _ if self.bounds.drift_ms == 0 => TICK_MS,
                         0 => TICK_MS - self.bounds.drift_ms,
-                        1 => TICK_MS,
                         _ => TICK_MS + self.bounds.drift_ms,
                     };
-                    r /= 3;
+                    r >>= 1;
                     s.clocks[i] += Duration::from_millis(ms);
                     // The node ignores a message from itself but records the
                     // time it carried: states that differ only in when a node
@@ -1105,7 +1115,7 @@ impl Model {
         if holders.len() > 1 {
             let who: Vec<String> = holders
                 .iter()
-                .map(|&(i, b, d)| format!("n{i} holds {b:?} until {}", show_instant(d)))
+                .map(|&(i, b, d)| format!("n{i} holds {b:?} until {}", self.show_deadline(s, i, d)))
                 .collect();
             return Some(format!("two lease holders at t={}: {}", s.tick, who.join(", ")));
         }
@@ -1139,6 +1149,16 @@ impl Model {
         c
     }
 
+    /// Node `i`'s deadline `d`, on its own clock, which says what it reads
+    /// now when clocks drift.
+    fn show_deadline(&self, s: &State, i: usize, d: Instant) -> String {
+        if self.bounds.drift_ms == 0 {
+            show_instant(d)
+        } else {
+            format!("{} on its clock, which reads {}", show_instant(d), show_instant(s.clocks[i]))
+        }
+    }
+
     /// A one-line summary of who holds and who serves, for traces.
     pub fn summary(&self, s: &State) -> String {
         let mut parts = Vec::new();
@@ -1146,7 +1166,7 @@ impl Model {
             let now = s.clocks[i];
             if let Some((b, d)) = s.nodes[i].lease(now) {
                 let serving = if s.nodes[i].is_serving(now) { ", serving" } else { "" };
-                parts.push(format!("n{i} holds {b:?} until {}{serving}", show_instant(d)));
+                parts.push(format!("n{i} holds {b:?} until {}{serving}", self.show_deadline(s, i, d)));
             }
         }
         if parts.is_empty() { "no lease holder".to_string() } else { parts.join("; ") }
@@ -1193,9 +1213,14 @@ fn show_msg(m: &LeaseMsg) -> String {
 
 /// An instant of a node's clock as the model's time `t` (in ticks).
 fn show_instant(i: Instant) -> String {
-    let ms = i.as_nanos() / 1_000_000;
-    let t = ms as f64 / TICK_MS as f64 - ORIGIN_TICKS as f64;
-    format!("t={t}")
+    let ms = (i.as_nanos() / 1_000_000) as i64 - (ORIGIN_TICKS * TICK_MS) as i64;
+    let (whole, frac) = (ms.div_euclid(TICK_MS as i64), ms.rem_euclid(TICK_MS as i64));
+    if frac == 0 {
+        format!("t={whole}")
+    } else {
+        let frac = format!("{frac:03}");
+        format!("t={whole}.{}", frac.trim_end_matches('0'))
+    }
 }
 
 /// A window end, in milliseconds after the wall clocks' epoch.
