@@ -6,7 +6,12 @@
 //! within bounds just large enough for its shortest counterexample, and its
 //! shortest trace is printed (run with `--nocapture` to read it). The
 //! corrected protocol must have none at each of those bounds, and none with
-//! the window store, the oracle and clients in play.
+//! the window store, the oracle and clients in play. Clocks that drift 1 %
+//! give two owners to a configuration for exact clocks, and none to one
+//! derived for the drift (T2, T3).
+//!
+//! Which environment the model plays, and how each bound is meant, is in
+//! the `explore::model` module's documentation.
 //!
 //! `LEASETSO_MC_BOUNDS=large` searches every space one tick longer, with
 //! one more packet in flight and timers one tick later ([`Bounds::larger`]);

@@ -2,11 +2,14 @@
 //!
 //! Level by level, so the first violation found is at the least depth: the
 //! shortest trace, in steps, to any violating state within the bounds.
-//! States are deduplicated by a 128-bit fingerprint of the whole state (two
-//! independent 64-bit hashes): at the sizes searched here a collision, which
-//! could only hide states, has a probability below 2^-70. Each discovered
-//! state keeps only its parent's index and the step that led to it; a trace
-//! is rebuilt by replaying the steps from the initial state, which is exact
+//! States are deduplicated by a 128-bit fingerprint of the whole state (a
+//! fast, non-cryptographic hash; nothing here is adversarial): at 10^8
+//! states, a hash that behaves like a random function collides with
+//! probability about 10^-23, and a collision could only hide states, never
+//! report a false violation. The same holds for the node states, networks
+//! and replica sets the states share ([`Interner`]). Each discovered state
+//! keeps only its parent's index and the step that led to it; a trace is
+//! rebuilt by replaying the steps from the initial state, which is exact
 //! because the core is deterministic.
 
 use std::collections::HashSet;
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::model::{Action, Interner, Log, LowBits, Model, State, Step};
 
+/// Adds what `s` shows to the coverage counts of [`Outcome::reached`].
 fn count(reached: &mut [u64; 3], model: &Model, s: &State) {
     let c = model.coverage(s);
     reached[0] += u64::from(c.holder);
