@@ -13,9 +13,11 @@
 //! Which environment the model plays, and how each bound is meant, is in
 //! the `explore::model` module's documentation.
 //!
-//! `LEASETSO_MC_BOUNDS=large` searches every space one tick longer, with
-//! one more packet in flight and timers one tick later ([`Bounds::larger`]);
-//! that takes far longer. `LEASETSO_MC_PROGRESS=1` reports each level.
+//! `LEASETSO_MC_BOUNDS=large` searches every space one tick longer and with
+//! one more packet in flight ([`Bounds::larger`]); that takes far longer,
+//! and some of those spaces exceed the state budget a search keeps in
+//! memory (`LEASETSO_MC_MAX_STATES`, 60 million by default, about 8 GB).
+//! `LEASETSO_MC_PROGRESS=1` reports each level.
 
 #[path = "explore/mod.rs"]
 mod explore;
@@ -108,6 +110,7 @@ fn safe(bounds: Bounds) {
     if let Some(cx) = &outcome.violation {
         panic!("the corrected protocol violates a property:\n{}", cx.render());
     }
+    assert!(outcome.complete, "the state budget ran out before the bounded space was searched");
 }
 
 /// A broken variant has a reachable violation; prints the shortest trace.
@@ -116,6 +119,7 @@ fn finds_two_owners(variant: Variant) {
     let outcome = explore(&model);
     report(&model, &outcome);
     let Some(cx) = &outcome.violation else {
+        assert!(outcome.complete, "{}: the state budget ran out before a violation was found", variant.name);
         panic!("{}: no violation within the bounds", variant.name);
     };
     println!("shortest trace ({} steps):\n{}", cx.steps.len(), cx.render());
@@ -185,6 +189,7 @@ fn correct_protocol_is_safe_with_drift() {
     if let Some(cx) = &outcome.violation {
         panic!("the corrected protocol violates a property under drift:\n{}", cx.render());
     }
+    assert!(outcome.complete, "the state budget ran out before the bounded space was searched");
 }
 
 #[test]

@@ -164,14 +164,13 @@ impl Bounds {
         timer_lag: 0,
     };
 
-    /// One tick more, one more packet in flight, timers one tick later, and
-    /// four steps more if steps are bounded.
+    /// One tick more and one more packet in flight (and four steps more if
+    /// steps are bounded).
     pub fn larger(self) -> Bounds {
         Bounds {
             max_time: self.max_time + 1,
             max_steps: self.max_steps.saturating_add(4),
             max_in_flight: self.max_in_flight + 1,
-            timer_lag: self.timer_lag + 1,
             ..self
         }
     }

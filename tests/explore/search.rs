@@ -44,6 +44,9 @@ pub struct Outcome {
     pub reached: [u64; 3],
     /// The shortest counterexample, if any state violates a property.
     pub violation: Option<Counterexample>,
+    /// Whether the whole bounded space was searched (or a violation found):
+    /// false if the search stopped at the state budget.
+    pub complete: bool,
 }
 
 /// A shortest path to a violation.
@@ -68,9 +71,17 @@ impl Counterexample {
     }
 }
 
+/// The most states a search keeps (about 130 bytes each) before it gives up
+/// rather than exhaust the machine's memory: `LEASETSO_MC_MAX_STATES`, 60
+/// million by default.
+fn state_budget() -> usize {
+    std::env::var("LEASETSO_MC_MAX_STATES").ok().and_then(|v| v.parse().ok()).unwrap_or(60_000_000)
+}
+
 /// Searches `model`'s whole bounded space, or up to the first level with a
-/// violation.
+/// violation, or until the state budget is spent.
 pub fn explore(model: &Model) -> Outcome {
+    let budget = state_budget();
     let started = Instant::now();
     let init = model.initial();
     let mut seen: HashSet<u128, BuildHasherDefault<LowBits>> = HashSet::default();
@@ -117,9 +128,22 @@ pub fn explore(model: &Model) -> Outcome {
                             elapsed: started.elapsed(),
                             reached,
                             violation: Some(Counterexample { property, steps: replay(model, &path) }),
+                            complete: true,
                         };
                     }
                     Step::Taken => {
+                        if seen.len() >= budget {
+                            return Outcome {
+                                states: parents.len() as u64,
+                                transitions,
+                                depth,
+                                widest,
+                                elapsed: started.elapsed(),
+                                reached,
+                                violation: None,
+                                complete: false,
+                            };
+                        }
                         if seen.insert(t.fingerprint()) {
                             count(&mut reached, model, &t);
                             let id = u32::try_from(parents.len()).expect("fewer than 2^32 states");
@@ -156,6 +180,7 @@ pub fn explore(model: &Model) -> Outcome {
         elapsed: started.elapsed(),
         reached,
         violation: None,
+        complete: true,
     }
 }
 
