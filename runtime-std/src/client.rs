@@ -20,14 +20,59 @@
 //! many callers, a shared `notify_all` woke hundreds of threads per request
 //! to find their own results, and the wasted wake-ups kept the callers from
 //! re-queuing in time to be merged (BENCHMARKS.md, "Why the misses").
+//!
+//! # Clusters
+//!
+//! Only a cluster's leader serves; the other nodes answer `NotLeader` with a
+//! hint naming the leader (with its client address when they know it). The
+//! client is given one or more *seed* addresses (typically every node's
+//! client address, see [`parse_seeds`]) and finds the leader from them:
+//!
+//! * a hint naming another address is followed at once: landing on a
+//!   follower costs one extra round trip, not a pause;
+//! * a hinted address that refuses the connection or does not answer is
+//!   stale (the leader it names is dead, and the followers keep naming it
+//!   until its lease runs out), so the client goes back to the seeds, from
+//!   the one after the seed it tried last;
+//! * `NotLeader` with no hint (nobody serves yet, or the node does not know
+//!   who does) moves to the next seed after a pause. A hint naming the node
+//!   itself means it holds the lease and is loading the window: it is asked
+//!   again after a pause. Hints with an unspecified address (`0.0.0.0`) are
+//!   ignored: they name no reachable node;
+//! * at most two moves in a row are made without a pause. Two nodes naming
+//!   each other, or seeds repeating the hint of a dead leader, would
+//!   otherwise keep the client in a tight loop; after two, the next attempt
+//!   waits, and every pause breaks the row.
+//!
+//! Pauses grow exponentially from [`ClientOptions::retry_backoff`] to
+//! [`ClientOptions::max_backoff`] and are jittered (uniform in `[pause/2,
+//! pause]`, from a small per-client generator) so that the clients of a dead
+//! leader do not reach the new one in lockstep.
+//!
+//! Retries are bounded by time, [`ClientOptions::deadline`], not by a count:
+//! a refused connection fails in microseconds and a silent node only after a
+//! request timeout, so a count says nothing about how long a call waits.
+//! After a leader is killed nobody may serve until its lease has run out at
+//! the acceptors (D_A, 3.06 s with the default 3 s lease) and the new leader
+//! has loaded the window: up to about 1.5 lease durations. The default
+//! deadline of 7 s (over 2 × D_A) lets a call caught in a failover return the
+//! new leader's timestamp rather than an error.
+//!
+//! The whole search runs inside the sender's request, with the connection's
+//! lock held: there is one request in flight per connection, so the callers
+//! arriving meanwhile queue up and are merged into the first request that
+//! reaches the leader. A batch's deadline counts from its oldest caller's
+//! arrival, so a caller queued behind a request that failed for the whole
+//! deadline is not made to wait a second deadline.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, Thread};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use leasetso_core::wire::{LEN_PREFIX, MAX_FRAME_LEN, VERSION};
 use leasetso_core::{ErrorCode, Frame, LeaderHint, MAX_LOGICAL, NodeId, Role, Timestamp};
@@ -45,13 +90,22 @@ pub struct ClientOptions {
     pub cluster_id: u64,
     /// How long one TCP connect may take. Zero waits as long as the system does.
     pub connect_timeout: Duration,
-    /// How long one request may wait for its reply. Zero waits forever.
+    /// How long one request may wait for its reply. Zero waits forever. A
+    /// request that times out is retried (elsewhere) within the deadline.
     pub request_timeout: Duration,
-    /// How often a request that failed in a retryable way (not the leader,
-    /// logical clock exhausted, connection lost, timeout) is sent again
-    /// before the error is returned.
-    pub max_retries: u32,
-    /// The first pause before a retry; it doubles per retry up to `max_backoff`.
+    /// How long one call ([`Client::get_ts_n`], [`Client::status`]) keeps
+    /// retrying failures that may pass (not the leader, logical clock
+    /// exhausted, internal error, connection refused, lost or closed,
+    /// timeout) before it returns the last one. Counted from the call (for
+    /// merged calls: from the oldest caller of the request). No new attempt
+    /// starts after it, but the attempt under way finishes, so a call may
+    /// return up to one connect and one request timeout later. Zero makes
+    /// exactly one attempt. It should outlast a failover, about 2 × D_A (the
+    /// module documentation says why).
+    pub deadline: Duration,
+    /// The first pause before a retry; it doubles per pause up to
+    /// `max_backoff`, and each pause is drawn uniformly from `[pause/2,
+    /// pause]`.
     pub retry_backoff: Duration,
     /// The longest pause between retries.
     pub max_backoff: Duration,
@@ -65,16 +119,19 @@ pub struct ClientOptions {
 }
 
 impl Default for ClientOptions {
-    /// Any cluster, 3 s to connect and per reply, 10 retries with a backoff
-    /// from 10 ms doubling to 500 ms, batches of up to 10,000.
+    /// Any cluster, 3 s to connect and per reply, retries for 7 s (over
+    /// 2 × D_A = 6.1 s with the default 3 s lease) with pauses from 10 ms
+    /// doubling to 250 ms, batches of up to 10,000.
     fn default() -> Self {
         ClientOptions {
             cluster_id: 0,
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(3),
-            max_retries: 10,
+            deadline: Duration::from_secs(7),
             retry_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(500),
+            // Short enough that a client waiting out a failover reaches the
+            // new leader soon after it serves.
+            max_backoff: Duration::from_millis(250),
             max_batch: 10_000,
         }
     }
@@ -117,6 +174,10 @@ pub struct Client {
     opts: ClientOptions,
     link: Mutex<Link>,
     batcher: Mutex<Batcher>,
+    /// The server talked to now, a copy of the link's. The link's lock is
+    /// held for a whole request, retries included (seconds in a failover):
+    /// [`Client::server_addr`] reads this instead of waiting for it.
+    current: Arc<Mutex<SocketAddr>>,
 }
 
 impl fmt::Debug for Client {
@@ -151,6 +212,9 @@ struct Batcher {
 /// and the thread to wake when it is there.
 struct Slot {
     count: u32,
+    /// When the call was made: the deadline of the request carrying it
+    /// counts from its oldest caller's.
+    since: Instant,
     /// The calling thread, parked until `wake` is set.
     thread: Thread,
     /// Set once per call by the sender: the call's result or the sender role.
@@ -169,7 +233,7 @@ enum Wake {
 
 impl Slot {
     fn new(count: u32) -> Arc<Slot> {
-        Arc::new(Slot { count, thread: thread::current(), wake: Mutex::new(None) })
+        Arc::new(Slot { count, since: Instant::now(), thread: thread::current(), wake: Mutex::new(None) })
     }
 
     /// Sets the wake-up and unparks the caller. The value is written before
@@ -219,20 +283,24 @@ impl Sender<'_> {
             }
             // This caller's count is still queued (it was not answered), so
             // the batch is not empty.
-            let total = {
+            let (total, since) = {
                 let mut b = lock(&self.client.batcher);
                 let mut total = 0u32;
+                // Queue order is arrival order: the callers taken (ahead of
+                // this one, or with it) arrived no later than it did.
+                let mut since = self.me.since;
                 while let Some(slot) = b.queue.front() {
                     // Both at most MAX_COUNT < 2^18: no overflow.
                     if !self.batch.is_empty() && total + slot.count > b.max_batch {
                         break;
                     }
                     total += slot.count;
+                    since = since.min(slot.since);
                     self.batch.extend(b.queue.pop_front());
                 }
-                total
+                (total, since)
             };
-            let result = self.client.request_ts(total);
+            let result = self.client.request_ts(total, since);
             if self.batch.len() > 1
                 && result.as_ref().is_err_and(|e| e.code() == Some(ErrorCode::CountTooLarge))
             {
@@ -293,46 +361,68 @@ impl Drop for Sender<'_> {
 
 impl Client {
     /// Connects to a server with the default options and does the handshake.
+    ///
+    /// `addr` is one server or several seeds: `"127.0.0.1:7400"`, a
+    /// `SocketAddr`, or a slice of them (`&seeds[..]`, e.g. from
+    /// [`parse_seeds`] for a comma-separated list). See [`Client::connect_with`].
     pub fn connect(addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
         Self::connect_with(addr, ClientOptions::default())
     }
 
-    /// Connects to the first of `addr`'s socket addresses that answers and
-    /// does the handshake. The others are kept to fall back on when the
-    /// connection is lost and the server gave no leader hint.
+    /// Connects to the first of `addr`'s socket addresses (the seeds) that
+    /// completes the handshake. All of them are kept: the client falls back
+    /// on them when a leader hint goes stale or no node names the leader.
+    ///
+    /// A node that is not the leader completes the handshake too (its
+    /// `NotLeader` answers come with the first request, and are followed
+    /// then). Connecting makes one pass over the seeds and does not retry
+    /// within [`ClientOptions::deadline`]: with no server up, it fails as soon
+    /// as every seed has refused, with the last seed's error.
     pub fn connect_with(addr: impl ToSocketAddrs, opts: ClientOptions) -> Result<Client, ClientError> {
-        let seeds: Vec<SocketAddr> =
-            addr.to_socket_addrs().map_err(|e| ClientError::Resolve { source: Arc::new(e) })?.collect();
+        let mut seeds = Vec::new();
+        for a in addr.to_socket_addrs().map_err(|e| ClientError::Resolve { source: Arc::new(e) })? {
+            push_new(&mut seeds, a);
+        }
         let Some(&first) = seeds.first() else {
-            let e = io::Error::new(io::ErrorKind::InvalidInput, "no socket address");
-            return Err(ClientError::Resolve { source: Arc::new(e) });
+            return Err(ClientError::NoSeeds);
         };
-        let mut link = Link { seeds, seed: 0, addr: first, conn: None, next_id: 1 };
-        let mut last = None;
+        let current = Arc::new(Mutex::new(first));
+        let mut link = Link {
+            seeds,
+            seed: 0,
+            addr: first,
+            hinted: false,
+            current: Arc::clone(&current),
+            conn: None,
+            next_id: 1,
+            rng: Rng::new(rng_seed()),
+        };
+        // `seeds` is not empty: `last` is set by the first failure or the
+        // loop returns early.
+        let mut last = ClientError::NoSeeds;
         for i in 0..link.seeds.len() {
-            link.seed = i;
-            link.addr = link.seeds[i];
+            link.go_seed(i);
             match link.ensure(&opts) {
                 Ok(()) => {
-                    last = None;
-                    break;
+                    return Ok(Client {
+                        opts,
+                        link: Mutex::new(link),
+                        batcher: Mutex::new(Batcher {
+                            queue: VecDeque::new(),
+                            sending: false,
+                            spare: Vec::new(),
+                            max_batch: opts.max_batch.clamp(1, MAX_COUNT),
+                        }),
+                        current,
+                    });
                 }
-                Err(e) => last = Some(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "seed did not complete the handshake");
+                    last = e;
+                }
             }
         }
-        if let Some(e) = last {
-            return Err(e);
-        }
-        Ok(Client {
-            opts,
-            link: Mutex::new(link),
-            batcher: Mutex::new(Batcher {
-                queue: VecDeque::new(),
-                sending: false,
-                spare: Vec::new(),
-                max_batch: opts.max_batch.clamp(1, MAX_COUNT),
-            }),
-        })
+        Err(last)
     }
 
     /// The options in use.
@@ -340,9 +430,11 @@ impl Client {
         &self.opts
     }
 
-    /// The server the client talks to now (it moves when a server redirects it).
+    /// The server the client talks to now: it moves when a server redirects
+    /// it and when it falls back on the seeds. During a failover this is the
+    /// address being tried, which may not answer.
     pub fn server_addr(&self) -> SocketAddr {
-        lock(&self.link).addr
+        *lock(&self.current)
     }
 
     /// One timestamp.
@@ -354,7 +446,8 @@ impl Client {
     /// `last - count + 1 ..= last` (packed), all in one physical millisecond.
     ///
     /// Concurrent calls on the same client are merged into one request; each
-    /// still gets a range of its own.
+    /// still gets a range of its own. Failures that may pass are retried,
+    /// following leader hints, for [`ClientOptions::deadline`].
     pub fn get_ts_n(&self, count: u32) -> Result<Timestamp, ClientError> {
         if count == 0 || count > MAX_COUNT {
             return Err(ClientError::InvalidCount { count, max: MAX_COUNT });
@@ -380,7 +473,7 @@ impl Client {
     /// The status of the server the client talks to.
     pub fn status(&self) -> Result<NodeStatus, ClientError> {
         let mut link = lock(&self.link);
-        let mut backoff = Backoff::new(&self.opts);
+        let mut retry = Retry::new(&self.opts, Instant::now());
         loop {
             let err = match link.round_trip(&self.opts, |id| Frame::GetStatus { id }) {
                 Ok((sent, Frame::Status { id, role, node, leader, window_end_ms, current }))
@@ -391,16 +484,18 @@ impl Client {
                 Ok(_) => link.unexpected_reply(),
                 Err(e) => e,
             };
-            if !err.is_retryable() || !backoff.next(&mut link, &err) {
+            if !err.is_retryable() || !retry.next(&mut link, &err) {
                 return Err(err);
             }
         }
     }
 
-    /// Sends one GetTS for `total` timestamps, retrying as the options allow.
-    fn request_ts(&self, total: u32) -> Result<Timestamp, ClientError> {
+    /// Sends one GetTS for `total` timestamps, retrying (and finding the
+    /// leader) until the deadline counted from `since`, the oldest caller's
+    /// arrival.
+    fn request_ts(&self, total: u32, since: Instant) -> Result<Timestamp, ClientError> {
         let mut link = lock(&self.link);
-        let mut backoff = Backoff::new(&self.opts);
+        let mut retry = Retry::new(&self.opts, since);
         loop {
             let err = match link.round_trip(&self.opts, |id| Frame::GetTs { id, count: total }) {
                 Ok((sent, Frame::Ts { id, count, last })) if id == sent => {
@@ -418,10 +513,46 @@ impl Client {
                 Ok(_) => link.unexpected_reply(),
                 Err(e) => e,
             };
-            if !err.is_retryable() || !backoff.next(&mut link, &err) {
+            if !err.is_retryable() || !retry.next(&mut link, &err) {
                 return Err(err);
             }
         }
+    }
+}
+
+/// Parses a comma-separated list of seed addresses, `"host:port,host:port"`,
+/// as a command line gives them (`get-ts --addr a:7400,b:7400,c:7400`), for
+/// [`Client::connect_with`] (pass `&seeds[..]`).
+///
+/// Whitespace around entries and empty entries (a trailing comma) are
+/// ignored; host names are resolved, each to all its addresses, and an
+/// address listed twice is kept once, in its first place. An empty list is
+/// [`ClientError::NoSeeds`]; an entry that is not `host:port` or does not
+/// resolve is [`ClientError::Seed`], naming the entry: a mistyped seed is
+/// reported rather than silently skipped, since it may be the leader.
+pub fn parse_seeds(list: &str) -> Result<Vec<SocketAddr>, ClientError> {
+    let mut seeds = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let seed_err =
+            |source: io::Error| ClientError::Seed { entry: entry.to_owned(), source: Arc::new(source) };
+        let mut resolved = entry.to_socket_addrs().map_err(seed_err)?.peekable();
+        if resolved.peek().is_none() {
+            return Err(seed_err(io::Error::new(io::ErrorKind::NotFound, "resolves to no address")));
+        }
+        for addr in resolved {
+            push_new(&mut seeds, addr);
+        }
+    }
+    if seeds.is_empty() {
+        return Err(ClientError::NoSeeds);
+    }
+    Ok(seeds)
+}
+
+/// Appends `addr` unless it is already there.
+fn push_new(seeds: &mut Vec<SocketAddr>, addr: SocketAddr) {
+    if !seeds.contains(&addr) {
+        seeds.push(addr);
     }
 }
 
@@ -449,60 +580,202 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The retry budget and pause of one call.
-struct Backoff {
-    left: u32,
-    pause: Duration,
-    max: Duration,
+/// How many moves may follow one another without a pause: enough to follow
+/// a hint and to fall back from a stale one to a seed, not enough to spin
+/// between two nodes naming each other.
+const AT_ONCE: u32 = 2;
+
+/// The least that pauses grow by, so that a zero `retry_backoff` still backs off.
+const MIN_STEP: Duration = Duration::from_millis(1);
+
+/// Where the next attempt goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Move {
+    /// The same address again.
+    Stay,
+    /// The hinted leader's address.
+    Hint(SocketAddr),
+    /// The seed after the one tried last.
+    NextSeed,
 }
 
-impl Backoff {
-    fn new(opts: &ClientOptions) -> Self {
-        Backoff { left: opts.max_retries, pause: opts.retry_backoff, max: opts.max_backoff }
+/// What to do after a retryable failure: where to go, and whether it may be
+/// done at once (still subject to [`AT_ONCE`]) or only after a pause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Step {
+    to: Move,
+    at_once: bool,
+}
+
+/// The redirect decision (the rules of the module documentation) for a
+/// retryable `err` from `addr`, which came from a hint if `hinted`;
+/// `lost_here` says whether a connection to `addr` was already lost during
+/// this call.
+fn plan(err: &ClientError, addr: SocketAddr, hinted: bool, lost_here: bool) -> Step {
+    let step = |to, at_once| Step { to, at_once };
+    match err {
+        ClientError::Server { code: ErrorCode::NotLeader, leader, .. } => {
+            match leader.addr.filter(|a| !a.ip().is_unspecified() && a.port() != 0) {
+                // Redirected: go there at once.
+                Some(to) if to != addr => step(Move::Hint(to), true),
+                // It names itself: it holds the lease and is loading the
+                // window; it serves shortly.
+                Some(_) => step(Move::Stay, false),
+                // Nobody serves yet, or this node does not know who does.
+                None => step(Move::NextSeed, false),
+            }
+        }
+        // The window is being extended, here.
+        ClientError::Server { code: ErrorCode::LogicalExhausted, .. } => step(Move::Stay, false),
+        // `Internal`: this node is failing; another may take over from it.
+        ClientError::Server { .. } => step(Move::NextSeed, false),
+        // The server was there a moment ago (it closed an idle connection, or
+        // restarted): reopen at once. A second loss moves on, below, so that
+        // a node accepting and closing every connection cannot hold the
+        // client.
+        ClientError::Io { .. } | ClientError::Closed { .. } if !lost_here => step(Move::Stay, true),
+        // Refused, timed out, or lost again. A hinted leader that does not
+        // answer is stale: back to the seeds at once. A seed that does not
+        // answer: the next one, after a pause.
+        ClientError::Connect { .. }
+        | ClientError::Timeout { .. }
+        | ClientError::Io { .. }
+        | ClientError::Closed { .. } => step(Move::NextSeed, hinted),
+        // Not retryable: never asked.
+        _ => step(Move::Stay, false),
+    }
+}
+
+/// The retry state of one call: its deadline, the next pause, and the moves
+/// made in a row without one.
+struct Retry {
+    /// No attempt starts after it; `None` when the deadline lies beyond
+    /// what an `Instant` can hold (never).
+    until: Option<Instant>,
+    /// The longest next pause (the pause is drawn from its upper half).
+    pause: Duration,
+    max: Duration,
+    /// Moves made at once since the last pause.
+    at_once: u32,
+    /// Whether a connection to the current address was lost in this call.
+    lost_here: bool,
+}
+
+impl Retry {
+    fn new(opts: &ClientOptions, since: Instant) -> Self {
+        Retry {
+            until: since.checked_add(opts.deadline),
+            pause: opts.retry_backoff.min(opts.max_backoff),
+            max: opts.max_backoff,
+            at_once: 0,
+            lost_here: false,
+        }
     }
 
-    /// Prepares the retry after `err`: follows a leader hint, moves to the
-    /// next seed address after a failed connect, or pauses. Returns false
-    /// when the retries are used up.
+    /// Prepares the retry after the retryable `err`: follows a hint, falls
+    /// back on the seeds or stays, and pauses unless the move may be made
+    /// at once. Returns false, without pausing, once the deadline has passed.
     fn next(&mut self, link: &mut Link, err: &ClientError) -> bool {
-        if self.left == 0 {
+        let left = match self.until {
+            Some(until) => until.saturating_duration_since(Instant::now()),
+            None => Duration::MAX,
+        };
+        if left.is_zero() {
+            tracing::debug!(error = %err, "retry deadline reached");
             return false;
         }
-        self.left -= 1;
-        match err {
-            ClientError::Server {
-                code: ErrorCode::NotLeader,
-                leader: LeaderHint { addr: Some(to), .. },
-                ..
-            } if *to != link.addr => {
-                // Redirected: go there at once.
+        let step = plan(err, link.addr, link.hinted, self.lost_here);
+        match step.to {
+            Move::Stay => {
+                self.lost_here |= matches!(err, ClientError::Io { .. } | ClientError::Closed { .. });
+            }
+            Move::Hint(to) => {
                 tracing::debug!(from = %link.addr, %to, "following the leader hint");
-                link.drop_conn();
-                link.addr = *to;
-                return true;
+                link.go(to, true);
+                self.lost_here = false;
             }
-            ClientError::Connect { .. } | ClientError::Timeout { .. } if link.seeds.len() > 1 => {
-                link.seed = (link.seed + 1) % link.seeds.len();
-                link.addr = link.seeds[link.seed];
+            Move::NextSeed => {
+                link.go_seed(link.seed + 1);
+                self.lost_here = false;
             }
-            _ => {}
         }
-        tracing::debug!(error = %err, pause = ?self.pause, "retrying");
-        std::thread::sleep(self.pause);
-        self.pause = (self.pause * 2).min(self.max);
+        if step.at_once && self.at_once < AT_ONCE {
+            self.at_once += 1;
+            tracing::debug!(error = %err, to = %link.addr, "retrying at once");
+        } else {
+            self.at_once = 0;
+            // The last pause is cut short so that the last attempt starts at
+            // the deadline rather than not at all.
+            let pause = link.rng.jitter(self.pause).min(left);
+            self.pause = self.pause.saturating_mul(2).max(MIN_STEP).min(self.max);
+            tracing::debug!(error = %err, to = %link.addr, ?pause, "retrying after a pause");
+            thread::sleep(pause);
+        }
         true
     }
 }
 
+/// xorshift64*, for backoff jitter only: tiny, and good enough to keep the
+/// clients of a dead leader from retrying in lockstep.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        // splitmix64 scrambles the seed; a zero state would stay zero.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A pause drawn uniformly from `[pause/2, pause]` (to the nanosecond,
+    /// with a negligible modulo bias).
+    fn jitter(&mut self, pause: Duration) -> Duration {
+        let nanos = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
+        let half = nanos / 2;
+        // `nanos - half + 1` is at least 1 and cannot overflow (`half` is
+        // at least `nanos / 2`); the sum is at most `nanos`.
+        Duration::from_nanos(half + self.next_u64() % (nanos - half + 1))
+    }
+}
+
+/// A seed that differs between clients: the wall clock's nanoseconds (apart
+/// for processes started at different times), a process-wide count of
+/// clients (apart within a process) and the process id.
+fn rng_seed() -> u64 {
+    static CLIENTS: AtomicU64 = AtomicU64::new(0);
+    let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
+    // Truncating keeps the fast-changing low bits.
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (u64::from(std::process::id()) << 40)
+}
+
 /// The connection and where it goes.
 struct Link {
-    /// The addresses the client was given.
+    /// The addresses the client was given; never empty (`connect_with`
+    /// refuses an empty list).
     seeds: Vec<SocketAddr>,
+    /// The seed tried last: falling back starts after it.
     seed: usize,
     /// The server talked to now.
     addr: SocketAddr,
+    /// Whether `addr` came from a leader hint rather than from the seeds.
+    hinted: bool,
+    /// The client's copy of `addr`, for [`Client::server_addr`].
+    current: Arc<Mutex<SocketAddr>>,
     conn: Option<Conn>,
     next_id: u64,
+    /// Jitter for the pauses; under the link's lock, like the retries.
+    rng: Rng,
 }
 
 /// An open, handshaken connection.
@@ -519,6 +792,22 @@ const BUF: usize = LEN_PREFIX + MAX_FRAME_LEN as usize;
 impl Link {
     fn drop_conn(&mut self) {
         self.conn = None;
+    }
+
+    /// Moves to `addr` (dropping the connection if it goes elsewhere).
+    fn go(&mut self, addr: SocketAddr, hinted: bool) {
+        if addr != self.addr {
+            self.drop_conn();
+            self.addr = addr;
+            *lock(&self.current) = addr;
+        }
+        self.hinted = hinted;
+    }
+
+    /// Moves to the `i`-th seed, counting round (`seeds` is never empty).
+    fn go_seed(&mut self, i: usize) {
+        self.seed = i % self.seeds.len();
+        self.go(self.seeds[self.seed], false);
     }
 
     /// Connects and does the handshake, unless already connected.
@@ -697,6 +986,50 @@ mod tests {
         assert_eq!(status.to_string(), "role=leader node=0 leader=0 window_end_ms=5 current=786434");
         let none = NodeStatus { leader: LeaderHint::default(), role: Role::Follower, ..status };
         assert!(none.to_string().starts_with("role=follower node=0 leader=none "));
+    }
+
+    #[test]
+    fn plan_follows_the_redirect_rules() {
+        let here: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let there: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let not_leader = |addr| ClientError::Server {
+            addr: here,
+            code: ErrorCode::NotLeader,
+            leader: LeaderHint { node: Some(NodeId(1)), addr },
+        };
+        let code = |code| ClientError::Server { addr: here, code, leader: LeaderHint::default() };
+        let refused =
+            ClientError::Connect { addr: here, source: Arc::new(io::ErrorKind::ConnectionRefused.into()) };
+        let closed = ClientError::Closed { addr: here };
+        let step = |to, at_once| Step { to, at_once };
+
+        assert_eq!(plan(&not_leader(Some(there)), here, false, false), step(Move::Hint(there), true));
+        assert_eq!(plan(&not_leader(Some(here)), here, false, false), step(Move::Stay, false));
+        assert_eq!(plan(&not_leader(None), here, true, false), step(Move::NextSeed, false));
+        let wildcard = "0.0.0.0:2".parse().unwrap();
+        assert_eq!(plan(&not_leader(Some(wildcard)), here, false, false), step(Move::NextSeed, false));
+        assert_eq!(plan(&code(ErrorCode::LogicalExhausted), here, false, false), step(Move::Stay, false));
+        assert_eq!(plan(&code(ErrorCode::Internal), here, false, false), step(Move::NextSeed, false));
+        // A hint that does not answer is stale: back to the seeds at once.
+        assert_eq!(plan(&refused, here, true, false), step(Move::NextSeed, true));
+        assert_eq!(plan(&refused, here, false, false), step(Move::NextSeed, false));
+        // A lost connection is reopened once at once, then treated as refused.
+        assert_eq!(plan(&closed, here, false, false), step(Move::Stay, true));
+        assert_eq!(plan(&closed, here, false, true), step(Move::NextSeed, false));
+        assert_eq!(plan(&closed, here, true, true), step(Move::NextSeed, true));
+    }
+
+    #[test]
+    fn jitter_stays_in_the_upper_half_and_varies() {
+        let mut rng = Rng::new(rng_seed());
+        let pause = Duration::from_millis(100);
+        let draws: Vec<Duration> = (0..1_000).map(|_| rng.jitter(pause)).collect();
+        assert!(draws.iter().all(|d| *d >= pause / 2 && *d <= pause));
+        assert!(draws.iter().any(|d| *d < pause * 3 / 4) && draws.iter().any(|d| *d > pause * 3 / 4));
+        assert_eq!(rng.jitter(Duration::ZERO), Duration::ZERO);
+        assert!(rng.jitter(Duration::MAX) >= Duration::from_nanos(u64::MAX / 2));
+        // Two clients made at once draw differently.
+        assert_ne!(Rng::new(rng_seed()).next_u64(), Rng::new(rng_seed()).next_u64());
     }
 
     #[test]

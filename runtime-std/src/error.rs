@@ -84,6 +84,19 @@ pub enum ClientError {
         #[source]
         source: Arc<io::Error>,
     },
+    /// No server address was given: an empty list of seeds.
+    #[error("no server address given")]
+    NoSeeds,
+    /// One entry of a list of seed addresses is not an address or does not
+    /// resolve (see [`parse_seeds`](crate::client::parse_seeds)).
+    #[error("server address `{entry}`: {source}")]
+    Seed {
+        /// The entry, as given (trimmed).
+        entry: String,
+        /// Why it does not resolve.
+        #[source]
+        source: Arc<io::Error>,
+    },
     /// No TCP connection could be made.
     #[error("cannot connect to {addr}: {source}")]
     Connect {
@@ -180,6 +193,8 @@ impl ClientError {
             | ClientError::Closed { .. }
             | ClientError::Timeout { .. } => true,
             ClientError::Resolve { .. }
+            | ClientError::NoSeeds
+            | ClientError::Seed { .. }
             | ClientError::Protocol { .. }
             | ClientError::Unexpected { .. }
             | ClientError::InvalidCount { .. } => false,

@@ -1,15 +1,18 @@
-//! The client against scripted servers: redirects, retries, timeouts,
-//! replies that do not answer the request, and one request in flight.
+//! The client against scripted servers: redirects, seeds and failover,
+//! retries within a deadline, timeouts, replies that do not answer the
+//! request, and one request in flight.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use leasetso_core::wire::VERSION;
 use leasetso_core::{ErrorCode, Frame, LeaderHint, NodeId, Timestamp};
+use leasetso_std::client::parse_seeds;
 use leasetso_std::{Client, ClientError, ClientOptions, Server, ServerConfig};
 
 /// What the scripted server does with the n-th request (0-based, over all connections).
@@ -23,11 +26,44 @@ enum Reply {
     Close,
 }
 
+type Script = dyn Fn(usize, Frame) -> Reply + Send + Sync;
+
+/// A fake's open connections: each socket (a clone, to shut it down) and its thread.
+type Conns = Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>;
+
+/// A scripted server on 127.0.0.1. Dropping it stops its threads and closes
+/// its connections.
 struct Fake {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<Frame>>>,
     /// Set when a request arrived while another was still unanswered.
     pipelined: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+    conns: Conns,
+}
+
+impl Fake {
+    /// How many requests (handshakes aside) it has seen.
+    fn seen(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the acceptor, which sees `stop` and returns.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|e| e.into_inner()));
+        for (stream, thread) in conns {
+            let _ = stream.shutdown(Shutdown::Both);
+            let _ = thread.join();
+        }
+    }
 }
 
 fn fake(script: impl Fn(usize, Frame) -> Reply + Send + Sync + 'static) -> Fake {
@@ -35,23 +71,46 @@ fn fake(script: impl Fn(usize, Frame) -> Reply + Send + Sync + 'static) -> Fake 
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(Mutex::new(Vec::new()));
     let pipelined = Arc::new(AtomicBool::new(false));
-    let script = Arc::new(script);
-    let (reqs, pipe) = (Arc::clone(&requests), Arc::clone(&pipelined));
-    std::thread::spawn(move || {
+    let stop = Arc::new(AtomicBool::new(false));
+    let conns: Conns = Arc::new(Mutex::new(Vec::new()));
+    let script: Arc<Script> = Arc::new(script);
+    let (reqs, pipe, halt, open) =
+        (Arc::clone(&requests), Arc::clone(&pipelined), Arc::clone(&stop), Arc::clone(&conns));
+    let acceptor = std::thread::spawn(move || {
         for stream in listener.incoming() {
+            if halt.load(Ordering::SeqCst) {
+                return;
+            }
             let Ok(stream) = stream else { return };
-            let (script, reqs, pipe) = (Arc::clone(&script), Arc::clone(&reqs), Arc::clone(&pipe));
-            std::thread::spawn(move || serve_fake(stream, &*script, &reqs, &pipe));
+            let Ok(clone) = stream.try_clone() else { continue };
+            let (script, reqs, pipe, halt) =
+                (Arc::clone(&script), Arc::clone(&reqs), Arc::clone(&pipe), Arc::clone(&halt));
+            let thread = std::thread::spawn(move || serve_fake(stream, &*script, &reqs, &pipe, &halt));
+            open.lock().unwrap().push((clone, thread));
         }
     });
-    Fake { addr, requests, pipelined }
+    Fake { addr, requests, pipelined, stop, acceptor: Some(acceptor), conns }
 }
 
+/// Serves one connection, then closes it: shutting it down, since the
+/// [`Fake`] holds a clone of the socket.
 fn serve_fake(
     mut stream: TcpStream,
-    script: &(dyn Fn(usize, Frame) -> Reply + Send + Sync),
+    script: &Script,
     requests: &Mutex<Vec<Frame>>,
     pipelined: &AtomicBool,
+    stop: &AtomicBool,
+) {
+    serve_frames(&mut stream, script, requests, pipelined, stop);
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn serve_frames(
+    stream: &mut TcpStream,
+    script: &Script,
+    requests: &Mutex<Vec<Frame>>,
+    pipelined: &AtomicBool,
+    stop: &AtomicBool,
 ) {
     let mut buf = Vec::new();
     loop {
@@ -90,7 +149,10 @@ fn serve_fake(
                 f
             }
             Reply::Silence => {
-                std::thread::sleep(Duration::from_secs(10));
+                let begun = Instant::now();
+                while !stop.load(Ordering::SeqCst) && begun.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 return;
             }
             Reply::Close => return,
@@ -112,9 +174,29 @@ fn ts_reply(frame: Frame, physical_ms: u64) -> Reply {
     }
 }
 
-fn quick(max_retries: u32) -> ClientOptions {
+/// `NotLeader` for a request, with a hint naming `leader` (if any).
+fn not_leader(frame: Frame, leader: Option<SocketAddr>) -> Reply {
+    match frame {
+        Frame::GetTs { id, .. } | Frame::GetStatus { id } => Reply::Send(Frame::Error {
+            id,
+            code: ErrorCode::NotLeader,
+            leader: LeaderHint { node: leader.map(|_| NodeId(1)), addr: leader },
+        }),
+        _ => Reply::Close,
+    }
+}
+
+/// An address on which nothing listens: connecting is refused.
+fn dead_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+const SECS_2: Duration = Duration::from_secs(2);
+
+/// Short pauses; retries for `deadline` (zero: a single attempt).
+fn quick(deadline: Duration) -> ClientOptions {
     ClientOptions {
-        max_retries,
+        deadline,
         retry_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(2),
         request_timeout: Duration::from_millis(300),
@@ -141,7 +223,7 @@ fn follows_a_not_leader_hint_to_the_leader() {
         }),
         _ => Reply::Close,
     });
-    let client = Client::connect_with(follower.addr, quick(3)).unwrap();
+    let client = Client::connect_with(follower.addr, quick(SECS_2)).unwrap();
     assert_eq!(client.server_addr(), follower.addr);
     assert!(client.get_ts().is_ok());
     assert_eq!(client.server_addr(), leader, "the client moved to the hinted leader");
@@ -158,7 +240,7 @@ fn retryable_errors_are_retried_then_returned() {
         }
         (_, f) => ts_reply(f, 1_000),
     });
-    let client = Client::connect_with(flaky.addr, quick(3)).unwrap();
+    let client = Client::connect_with(flaky.addr, quick(SECS_2)).unwrap();
     assert_eq!(client.get_ts_n(5).unwrap(), Timestamp::new(1_000, 5).unwrap());
     assert_eq!(flaky.requests.lock().unwrap().len(), 2);
 
@@ -169,12 +251,15 @@ fn retryable_errors_are_retried_then_returned() {
         }
         _ => Reply::Close,
     });
-    let client = Client::connect_with(lost.addr, quick(4)).unwrap();
+    let deadline = Duration::from_millis(200);
+    let client = Client::connect_with(lost.addr, quick(deadline)).unwrap();
+    let begun = Instant::now();
     match client.get_ts() {
         Err(e @ ClientError::Server { code: ErrorCode::NotLeader, .. }) => assert!(e.is_retryable()),
         other => panic!("expected NotLeader, got {other:?}"),
     }
-    assert_eq!(lost.requests.lock().unwrap().len(), 5, "one attempt and four retries");
+    assert!(begun.elapsed() >= deadline, "gave up after {:?}, before the deadline", begun.elapsed());
+    assert!(lost.seen() >= 2, "retried until the deadline: {} requests", lost.seen());
 
     // A refusal that cannot succeed later is not retried.
     let refuse = fake(|_, frame| match frame {
@@ -183,7 +268,7 @@ fn retryable_errors_are_retried_then_returned() {
         }
         _ => Reply::Close,
     });
-    let client = Client::connect_with(refuse.addr, quick(4)).unwrap();
+    let client = Client::connect_with(refuse.addr, quick(SECS_2)).unwrap();
     assert!(matches!(client.get_ts(), Err(ClientError::Server { code: ErrorCode::CountTooLarge, .. })));
     assert_eq!(refuse.requests.lock().unwrap().len(), 1);
 }
@@ -191,8 +276,8 @@ fn retryable_errors_are_retried_then_returned() {
 #[test]
 fn a_lost_connection_is_reopened() {
     let closing = fake(|n, frame| if n == 0 { Reply::Close } else { ts_reply(frame, 7) });
-    let client = Client::connect_with(closing.addr, quick(0)).unwrap();
-    assert!(matches!(client.get_ts(), Err(ClientError::Closed { .. })), "no retries allowed");
+    let client = Client::connect_with(closing.addr, quick(Duration::ZERO)).unwrap();
+    assert!(matches!(client.get_ts(), Err(ClientError::Closed { .. })), "no retries within a zero deadline");
     // The next call reconnects (and handshakes) by itself.
     assert_eq!(client.get_ts().unwrap(), Timestamp::new(7, 1).unwrap());
 }
@@ -200,7 +285,7 @@ fn a_lost_connection_is_reopened() {
 #[test]
 fn a_silent_server_times_out() {
     let silent = fake(|_, _| Reply::Silence);
-    let client = Client::connect_with(silent.addr, quick(0)).unwrap();
+    let client = Client::connect_with(silent.addr, quick(Duration::ZERO)).unwrap();
     let begun = std::time::Instant::now();
     match client.get_ts() {
         Err(ClientError::Timeout { after, .. }) => assert_eq!(after, Duration::from_millis(300)),
@@ -218,7 +303,7 @@ fn replies_that_do_not_answer_the_request_are_errors() {
         }
         _ => Reply::Close,
     });
-    let client = Client::connect_with(short.addr, quick(3)).unwrap();
+    let client = Client::connect_with(short.addr, quick(SECS_2)).unwrap();
     assert!(matches!(client.get_ts(), Err(ClientError::Unexpected { .. })));
 
     // A range crossing into the previous millisecond.
@@ -228,7 +313,7 @@ fn replies_that_do_not_answer_the_request_are_errors() {
         }
         _ => Reply::Close,
     });
-    let client = Client::connect_with(crossing.addr, quick(3)).unwrap();
+    let client = Client::connect_with(crossing.addr, quick(SECS_2)).unwrap();
     assert!(matches!(client.get_ts_n(2), Err(ClientError::Unexpected { .. })));
 
     // Another request's id.
@@ -238,7 +323,7 @@ fn replies_that_do_not_answer_the_request_are_errors() {
         }
         _ => Reply::Close,
     });
-    let client = Client::connect_with(confused.addr, quick(3)).unwrap();
+    let client = Client::connect_with(confused.addr, quick(SECS_2)).unwrap();
     assert!(matches!(client.get_ts(), Err(ClientError::Unexpected { .. })));
 
     // Counts no request can carry never leave the client.
@@ -258,7 +343,7 @@ fn concurrent_calls_share_one_request_in_flight() {
         ),
         _ => Reply::Close,
     });
-    let client = Arc::new(Client::connect_with(slow.addr, quick(0)).unwrap());
+    let client = Arc::new(Client::connect_with(slow.addr, quick(Duration::ZERO)).unwrap());
     let handles: Vec<_> = (0..8)
         .map(|_| {
             let client = Arc::clone(&client);
@@ -294,7 +379,7 @@ fn batches_respect_the_cap() {
         ),
         _ => Reply::Close,
     });
-    let opts = ClientOptions { max_batch: 5, ..quick(0) };
+    let opts = ClientOptions { max_batch: 5, ..quick(Duration::ZERO) };
     let client = Arc::new(Client::connect_with(slow.addr, opts).unwrap());
     let handles: Vec<_> = (0..10)
         .map(|i| {
@@ -346,7 +431,7 @@ fn every_caller_of_a_failed_request_gets_the_error() {
         }
         _ => Reply::Close,
     });
-    let client = Arc::new(Client::connect_with(closing.addr, quick(0)).unwrap());
+    let client = Arc::new(Client::connect_with(closing.addr, quick(Duration::ZERO)).unwrap());
     let got = each_caller(&client, 16, |client| client.get_ts_n(2));
     assert_eq!(got.len(), 16);
     for result in got {
@@ -369,7 +454,7 @@ fn merged_batches_shrink_until_the_server_takes_them() {
         ),
         _ => Reply::Close,
     });
-    let client = Arc::new(Client::connect_with(small.addr, quick(0)).unwrap());
+    let client = Arc::new(Client::connect_with(small.addr, quick(Duration::ZERO)).unwrap());
     let mut got: Vec<Timestamp> = each_caller(&client, 12, |client| client.get_ts_n(2).unwrap());
     got.sort_unstable();
     got.dedup();
@@ -391,4 +476,189 @@ fn merged_batches_shrink_until_the_server_takes_them() {
         !small.pipelined.load(Ordering::SeqCst),
         "a second request was sent before the first was answered"
     );
+}
+
+// Cluster mode: seeds, hints, fallback and the deadline.
+
+#[test]
+fn a_dead_first_seed_is_skipped() {
+    let dead = dead_addr();
+    let live = fake(|_, frame| ts_reply(frame, 9));
+    let client = Client::connect_with(&[dead, live.addr][..], quick(SECS_2)).unwrap();
+    assert_eq!(client.server_addr(), live.addr);
+    assert_eq!(client.get_ts().unwrap(), Timestamp::new(9, 1).unwrap());
+    // The default options, and a list parsed from a command line, alike.
+    let seeds = parse_seeds(&format!("{dead}, {}", live.addr)).unwrap();
+    let client = Client::connect(&seeds[..]).unwrap();
+    assert_eq!(client.get_ts_n(3).unwrap(), Timestamp::new(9, 3).unwrap());
+}
+
+#[test]
+fn connect_fails_fast_when_no_seed_answers() {
+    let (a, b) = (dead_addr(), dead_addr());
+    let begun = Instant::now();
+    // The default deadline is 7 s: connecting must not wait it out.
+    match Client::connect(&[a, b][..]) {
+        Err(ClientError::Connect { addr, .. }) => assert_eq!(addr, b, "the last seed's error"),
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+    assert!(begun.elapsed() < Duration::from_secs(1), "took {:?}", begun.elapsed());
+    assert!(matches!(Client::connect(&[][..] as &[SocketAddr]), Err(ClientError::NoSeeds)));
+}
+
+#[test]
+fn a_follower_hint_leads_to_the_leader() {
+    let leader = fake(|_, frame| ts_reply(frame, 11));
+    let to = leader.addr;
+    let follower = fake(move |_, frame| not_leader(frame, Some(to)));
+    let client = Client::connect_with(follower.addr, quick(SECS_2)).unwrap();
+    assert_eq!(client.get_ts().unwrap(), Timestamp::new(11, 1).unwrap());
+    assert_eq!(client.server_addr(), leader.addr, "the client moved to the hinted leader");
+    assert_eq!((follower.seen(), leader.seen()), (1, 1));
+    // It stays there.
+    client.get_ts().unwrap();
+    assert_eq!((follower.seen(), leader.seen()), (1, 2));
+}
+
+#[test]
+fn a_stale_hint_falls_back_to_the_seeds() {
+    // The follower keeps naming a dead leader; the other seed knows no
+    // leader for its first three requests, then serves (it was elected).
+    let dead = dead_addr();
+    let follower = fake(move |_, frame| not_leader(frame, Some(dead)));
+    let elected = fake(|n, frame| if n < 3 { not_leader(frame, None) } else { ts_reply(frame, 13) });
+    let client = Client::connect_with(&[follower.addr, elected.addr][..], quick(SECS_2)).unwrap();
+    assert_eq!(client.server_addr(), follower.addr);
+    let begun = Instant::now();
+    assert_eq!(client.get_ts().unwrap(), Timestamp::new(13, 1).unwrap());
+    assert!(begun.elapsed() < Duration::from_secs(1), "took {:?}", begun.elapsed());
+    assert_eq!(client.server_addr(), elected.addr);
+    assert_eq!(elected.seen(), 4);
+    assert!(follower.seen() >= 1);
+}
+
+#[test]
+fn two_nodes_naming_each_other_give_up_at_the_deadline() {
+    // Each names the other forever: the client must not spin between them,
+    // and must return NotLeader once the deadline has passed.
+    let b_addr = Arc::new(OnceLock::new());
+    let to_b = Arc::clone(&b_addr);
+    let a = fake(move |_, frame| not_leader(frame, to_b.get().copied()));
+    let to_a = a.addr;
+    let b = fake(move |_, frame| not_leader(frame, Some(to_a)));
+    b_addr.set(b.addr).unwrap();
+    let deadline = Duration::from_millis(300);
+    // The default pauses: those are what keep the loop slow.
+    let opts = ClientOptions { deadline, ..ClientOptions::default() };
+    let client = Client::connect_with(a.addr, opts).unwrap();
+    let begun = Instant::now();
+    let result = client.get_ts();
+    let took = begun.elapsed();
+    assert!(
+        matches!(result, Err(ClientError::Server { code: ErrorCode::NotLeader, .. })),
+        "expected NotLeader, got {result:?}"
+    );
+    assert!(took >= deadline, "gave up after {took:?}, before the deadline");
+    assert!(took < Duration::from_secs(5), "gave up only after {took:?}");
+    let seen = a.seen() + b.seen();
+    assert!(seen >= 3, "the hints were followed: {seen} requests");
+    assert!(seen < 200, "{seen} requests in {took:?}: a tight loop");
+}
+
+#[test]
+fn an_unspecified_hint_is_ignored() {
+    // A hint of 0.0.0.0:port (which Linux would connect to as loopback)
+    // names no node: the client moves to the next seed instead.
+    let bystander = fake(|_, frame| ts_reply(frame, 1));
+    let wildcard: SocketAddr = format!("0.0.0.0:{}", bystander.addr.port()).parse().unwrap();
+    let follower = fake(move |_, frame| not_leader(frame, Some(wildcard)));
+    let leader = fake(|_, frame| ts_reply(frame, 17));
+    let client = Client::connect_with(&[follower.addr, leader.addr][..], quick(SECS_2)).unwrap();
+    assert_eq!(client.get_ts().unwrap(), Timestamp::new(17, 1).unwrap());
+    assert_eq!(client.server_addr(), leader.addr);
+    assert_eq!(bystander.seen(), 0, "the wildcard hint was followed");
+}
+
+#[test]
+fn a_node_naming_itself_is_asked_again() {
+    // A leader loading its window answers NotLeader naming itself: the
+    // client waits for it instead of moving to another seed.
+    let me = Arc::new(OnceLock::new());
+    let own = Arc::clone(&me);
+    let syncing =
+        fake(move |n, frame| if n < 2 { not_leader(frame, own.get().copied()) } else { ts_reply(frame, 19) });
+    me.set(syncing.addr).unwrap();
+    let other = fake(|_, frame| ts_reply(frame, 1));
+    let client = Client::connect_with(&[syncing.addr, other.addr][..], quick(SECS_2)).unwrap();
+    assert_eq!(client.get_ts().unwrap(), Timestamp::new(19, 1).unwrap());
+    assert_eq!(client.server_addr(), syncing.addr);
+    assert_eq!((syncing.seen(), other.seen()), (3, 0));
+}
+
+#[test]
+fn a_leader_closing_connections_is_retried_until_it_serves() {
+    // The first three requests each lose their connection, then it serves.
+    let flaky = fake(|n, frame| if n < 3 { Reply::Close } else { ts_reply(frame, 23) });
+    let client = Client::connect_with(flaky.addr, quick(SECS_2)).unwrap();
+    assert_eq!(client.get_ts().unwrap(), Timestamp::new(23, 1).unwrap());
+    assert_eq!(flaky.seen(), 4);
+
+    // The same behind a hint, with another seed to fall back on.
+    let leader = fake(|n, frame| if n < 3 { Reply::Close } else { ts_reply(frame, 29) });
+    let to = leader.addr;
+    let follower = fake(move |_, frame| not_leader(frame, Some(to)));
+    let client = Client::connect_with(&[follower.addr, dead_addr()][..], quick(SECS_2)).unwrap();
+    assert_eq!(client.get_ts().unwrap(), Timestamp::new(29, 1).unwrap());
+    assert_eq!(client.server_addr(), leader.addr);
+}
+
+#[test]
+fn merged_callers_follow_the_redirect_together() {
+    // Callers pile up behind a slow follower's NotLeader; the merged
+    // requests go to the hinted leader, and every caller gets its own range.
+    let leader = fake(|n, frame| match frame {
+        Frame::GetTs { id, count } => Reply::Delayed(
+            Duration::from_millis(20),
+            Frame::Ts { id, count, last: Timestamp::new(100 + n as u64, count).unwrap() },
+        ),
+        _ => Reply::Close,
+    });
+    let to = leader.addr;
+    let follower = fake(move |_, frame| {
+        std::thread::sleep(Duration::from_millis(30));
+        not_leader(frame, Some(to))
+    });
+    let client = Arc::new(Client::connect_with(follower.addr, quick(SECS_2)).unwrap());
+    let mut got: Vec<Timestamp> = each_caller(&client, 12, |client| client.get_ts_n(2).unwrap());
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(got.len(), 12, "every caller got a range of its own");
+    assert_eq!(follower.seen(), 1, "only the first request went to the follower");
+    assert!(!leader.pipelined.load(Ordering::SeqCst), "one request in flight");
+}
+
+#[test]
+fn seed_lists_parse() {
+    let one: SocketAddr = "127.0.0.1:7400".parse().unwrap();
+    assert_eq!(parse_seeds("127.0.0.1:7400").unwrap(), [one]);
+    let want: Vec<SocketAddr> =
+        ["127.0.0.1:1", "127.0.0.1:2", "[::1]:3"].iter().map(|a| a.parse().unwrap()).collect();
+    // Whitespace, empty entries and repeats are tolerated.
+    assert_eq!(parse_seeds(" 127.0.0.1:1 ,127.0.0.1:2,, [::1]:3 , 127.0.0.1:1,").unwrap(), want);
+    // Host names resolve (to every address they have).
+    let local = parse_seeds("localhost:7400").unwrap();
+    assert!(!local.is_empty() && local.iter().all(|a| a.ip().is_loopback() && a.port() == 7400), "{local:?}");
+
+    assert!(matches!(parse_seeds(""), Err(ClientError::NoSeeds)));
+    assert!(matches!(parse_seeds(" , ,"), Err(ClientError::NoSeeds)));
+    for (list, bad) in [("127.0.0.1:1,nope", "nope"), ("127.0.0.1:port , 127.0.0.1:2", "127.0.0.1:port")] {
+        match parse_seeds(list) {
+            Err(e @ ClientError::Seed { .. }) => {
+                assert!(matches!(&e, ClientError::Seed { entry, .. } if entry == bad), "{e:?}");
+                assert!(e.to_string().contains(bad), "the message names the entry: {e}");
+                assert!(!e.is_retryable());
+            }
+            other => panic!("{list:?}: expected a seed error, got {other:?}"),
+        }
+    }
 }
