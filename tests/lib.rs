@@ -13,6 +13,8 @@
 //!
 //! Nothing here hides a failure: every panic carries the server's output.
 
+pub mod harness;
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
