@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use leasetso_tests::harness::cluster::{Cluster, ClusterOptions, SLACK, exclusive, long_runs};
 use leasetso_tests::harness::load::{Load, LoadOptions};
-use leasetso_tests::run_cli;
+use leasetso_tests::{CliOutput, run_cli};
 
 /// How long a cluster may take to elect its first leader (start-up
 /// quarantine included), and any later one.
@@ -103,15 +103,11 @@ fn three_nodes_through_kills_a_term_and_a_full_crash_under_load() {
     let first = cluster.wait_leader(ELECTION);
     cluster.wait_serving(ELECTION);
 
-    // The CLI with every address.
+    // The CLI with every address (checked at the end, so that a CLI problem
+    // does not hide what the phases below find).
     let addrs = cluster.addr_list();
-    let out = run_cli(&["get-ts", "--addr", &addrs], Duration::from_secs(15));
-    assert!(out.status.success(), "get-ts --addr {addrs}: {out:?}");
-    let cli_ts: u64 =
-        out.stdout.trim().parse().unwrap_or_else(|e| panic!("get-ts printed {:?}: {e}", out.stdout));
-    let out = run_cli(&["status", "--addr", &addrs], Duration::from_secs(15));
-    assert!(out.status.success() && out.stdout.contains("role="), "status --addr {addrs}: {out:?}");
-    eprintln!("node {first} leads; status --addr {addrs}:\n{}", out.stdout.trim_end());
+    let cli_first = run_cli(&["get-ts", "--addr", &addrs], Duration::from_secs(15));
+    let cli_status = run_cli(&["status", "--addr", &addrs], Duration::from_secs(15));
 
     let load = Load::start(&cluster.client_addrs(), LoadOptions::default());
     if !load.wait_progress(500, RESUME) {
@@ -137,11 +133,7 @@ fn three_nodes_through_kills_a_term_and_a_full_crash_under_load() {
         cluster.fail(&format!("after the SIGTERM node {next} leads but the clients get nothing"));
     }
     // The CLI falls back past the stopped node's address.
-    let out = run_cli(&["get-ts", "--addr", &addrs], Duration::from_secs(15));
-    assert!(out.status.success(), "get-ts --addr {addrs} with node {leader} stopped: {out:?}");
-    let after_term: u64 =
-        out.stdout.trim().parse().unwrap_or_else(|e| panic!("get-ts printed {:?}: {e}", out.stdout));
-    assert!(after_term > cli_ts, "get-ts gave {after_term} after {cli_ts}");
+    let cli_after_term = run_cli(&["get-ts", "--addr", &addrs], Duration::from_secs(15));
     // Keep the load on for the rest of the measured window.
     let window = Duration::from_secs(3);
     thread::sleep(window.saturating_sub(termed_at.elapsed()));
@@ -170,6 +162,19 @@ fn three_nodes_through_kills_a_term_and_a_full_crash_under_load() {
     assert!(history.assert_above_across(termed_at, "the SIGTERM"), "no calls on both sides of the SIGTERM");
     assert!(summary.ok > 1000, "only {} calls succeeded since {load_began:?}", summary.ok);
     cluster.assert_running();
+
+    let printed = |out: &CliOutput, what: &str| -> u64 {
+        assert!(out.status.success(), "{what}: {out:?}");
+        out.stdout.trim().parse().unwrap_or_else(|e| panic!("{what} printed {:?}: {e}", out.stdout))
+    };
+    let before = printed(&cli_first, &format!("get-ts --addr {addrs}"));
+    let after = printed(&cli_after_term, &format!("get-ts --addr {addrs} with node {leader} stopped"));
+    assert!(after > before, "get-ts gave {after} after {before}");
+    assert!(
+        cli_status.status.success() && cli_status.stdout.contains("role="),
+        "status --addr {addrs}: {cli_status:?}"
+    );
+    eprintln!("node {first} led first; status --addr {addrs}:\n{}", cli_status.stdout.trim_end());
 }
 
 #[test]
