@@ -168,7 +168,8 @@ fn a_client_rides_through_a_server_restart() {
     server.stop();
     // Nothing answers meanwhile (a fresh client gives up at once, where the
     // old one would spend its whole retry budget).
-    let fresh = Client::connect_with(addr, ClientOptions { max_retries: 0, ..ClientOptions::default() });
+    let fresh =
+        Client::connect_with(addr, ClientOptions { deadline: Duration::ZERO, ..ClientOptions::default() });
     assert!(fresh.is_err(), "connected to a stopped server: {fresh:?}");
     let server =
         ServerProcess::try_start_at(&addr.to_string(), dir.path(), &[]).unwrap_or_else(|f| panic!("{f}"));

@@ -13,6 +13,7 @@
 //! * [`oracle`]: the timestamp window (sync, update, GetTS), after PD.
 //! * [`store`]: the window store's contract and its reference implementation.
 //! * [`wire`]: the client protocol's frames (PROTOCOL.md).
+//! * [`peer`]: the peer protocol's frames and handshake (PROTOCOL.md).
 //! * [`ballot`]: ballots, node ids and lease names.
 //! * [`quorum`]: sets of distinct node ids, for counting quorums.
 //! * [`time`]: the monotonic instant the runtimes pass in.
@@ -22,6 +23,7 @@ pub mod ballot;
 pub mod lease;
 pub mod node;
 pub mod oracle;
+pub mod peer;
 pub mod quorum;
 mod rng;
 pub mod store;
@@ -33,7 +35,8 @@ pub use ballot::{Ballot, LeaseName, NodeId};
 pub use lease::{Bugs, LeaseConfig, LeaseConfigError, LeaseMsg, LeaseTiming, Message};
 pub use node::{ConfigError, Event, Node, NodeConfig, Output, Status, StepDown};
 pub use oracle::{GetTsError, Oracle, OracleConfig, OracleConfigError};
+pub use peer::{Handshake, HandshakeError, PeerFrame, Refusal};
 pub use store::{MemStore, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest};
 pub use time::Instant;
 pub use timestamp::{LOGICAL_BITS, MAX_LOGICAL, Timestamp};
-pub use wire::{ErrorCode, Frame, LeaderHint, Role, WireError};
+pub use wire::{ErrorCode, Frame, LeaderHint, LeaseView, Role, WireError};

@@ -62,6 +62,13 @@ impl NodeConfig {
     pub fn single() -> Self {
         Self::new(NodeId(0), 1)
     }
+
+    /// The timing digest peers compare in their handshake
+    /// ([`crate::peer::timing_digest`]); `None` if the configuration is invalid.
+    pub fn digest(&self) -> Option<u64> {
+        let timing = self.validate().ok()?;
+        Some(crate::peer::timing_digest(self.nodes, self.lease.drift_ppm, &timing))
+    }
 }
 
 /// Why a configuration cannot run.
@@ -193,6 +200,15 @@ pub struct Status {
     pub window_end_ms: u64,
     /// The last timestamp handed out (`ZERO` unless serving).
     pub current: Timestamp,
+    /// The live lease this node's acceptor holds (its owner is the ballot's
+    /// node), or the lease this node holds itself.
+    pub lease: Option<Ballot>,
+    /// How long that lease has left on this node's clock.
+    pub lease_left: Duration,
+    /// How long this node's acceptor stays silent after its start (A4).
+    pub quarantine_left: Duration,
+    /// The fence of this node's leadership, if it leads.
+    pub fence: Option<Ballot>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -345,6 +361,13 @@ impl Node {
                 if let Some(reply) = acceptor.handle(msg.msg, now) {
                     self.send(from, Message { lease: msg.lease, msg: reply });
                 }
+                if let LeaseMsg::Release { ballot } = msg.msg
+                    && msg.lease == LeaseName::Leader
+                    && ballot.node == from
+                    && from != self.cfg.id
+                {
+                    self.on_owner_release(from, ballot, now);
+                }
             }
             LeaseMsg::Promise { .. } | LeaseMsg::Accepted { .. } | LeaseMsg::Rejected { .. } => {
                 if msg.lease == LeaseName::Leader {
@@ -365,6 +388,28 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Graceful handoff: the owner `from` gave its lease up (a planned
+    /// restart, or an abdication), so nobody need wait for it to expire. Its
+    /// successor in id order campaigns at once; the others wait half a lease
+    /// period, by which time the successor's `LearnChosen` has told them of
+    /// the new owner (and reschedules them), so two campaigns do not duel.
+    /// If the successor is down, the next one takes over after that pause.
+    /// Only timing changes here: safety is the proposer's and acceptors'.
+    ///
+    /// The owner's renewals raised the acceptors' promises far above this
+    /// node's ballot counter; an attempt below them would only be rejected
+    /// and back off, so the counter catches up to the released ballot first.
+    fn on_owner_release(&mut self, from: NodeId, released: Ballot, now: Instant) {
+        self.learner.forget(from);
+        self.proposer.catch_up(released.max(self.acceptors[LeaseName::Leader as usize].promised()));
+        if self.proposer.held(now).is_some() || self.proposer.attempt().is_some() {
+            return;
+        }
+        let successor = NodeId((from.0 + 1) % self.cfg.nodes);
+        let at = if successor == self.cfg.id { now } else { now + self.timing.proposer / 2 };
+        self.proposer.schedule(Some(at));
     }
 
     /// Handles the messages this node sent itself, in order.
@@ -491,11 +536,22 @@ impl Node {
             (Some(_), false) => Role::Syncing,
             (None, _) => Role::Follower,
         };
+        let now = self.now;
+        let acceptor = &self.acceptors[LeaseName::Leader as usize];
+        let (lease, lease_left) = match (self.proposer.held(now), acceptor.lease_expiry(now)) {
+            (Some(h), _) => (Some(h.ballot), h.deadline.saturating_since(now)),
+            (None, Some((b, until))) => (Some(b), until.saturating_since(now)),
+            (None, None) => (None, Duration::ZERO),
+        };
         Status {
             role,
             leader: self.leader_hint(),
             window_end_ms: self.oracle.window_end_ms(),
             current: self.oracle.current().unwrap_or(Timestamp::ZERO),
+            lease,
+            lease_left,
+            quarantine_left: acceptor.quarantine_left(now),
+            fence: self.fence,
         }
     }
 

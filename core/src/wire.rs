@@ -13,7 +13,8 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{Buf, BufMut};
 
-use crate::ballot::NodeId;
+use crate::ballot::{Ballot, NodeId};
+use crate::lease::message::{BALLOT_LEN, get_ballot, put_ballot};
 use crate::timestamp::Timestamp;
 
 /// The magic every handshake frame starts with.
@@ -27,7 +28,7 @@ pub const LEN_PREFIX: usize = 4;
 /// The node id that means "none" on the wire.
 pub const NO_NODE: u16 = u16::MAX;
 /// Bytes of an encoded address hint: family, 16 address bytes, port.
-const ADDR_LEN: usize = 19;
+pub(crate) const ADDR_LEN: usize = 19;
 
 /// Error codes of [`Frame::Error`]. Codes below 16 answer one request and the
 /// connection stays open; codes from 16 up are fatal and the server closes the
@@ -135,6 +136,25 @@ pub struct LeaderHint {
     pub addr: Option<SocketAddr>,
 }
 
+/// What a node's status says of the lease and its peers (part of
+/// [`Frame::Status`]), for operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct LeaseView {
+    /// The live lease the node's acceptor holds, or the one the node holds;
+    /// its owner is the ballot's node.
+    pub lease: Option<Ballot>,
+    /// What is left of that lease on the node's clock, in ms.
+    pub lease_left_ms: u32,
+    /// What is left of the node's acceptor quarantine after its start, in ms.
+    pub quarantine_left_ms: u32,
+    /// The fence of the node's leadership, if it leads.
+    pub fence: Option<Ballot>,
+    /// Bit `i` set: the node's link to node `i` is up (its own bit is set).
+    pub links_up: u32,
+    /// The cluster size.
+    pub nodes: u16,
+}
+
 /// One frame of the client protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Frame {
@@ -189,6 +209,8 @@ pub enum Frame {
         window_end_ms: u64,
         /// The last timestamp handed out (0 unless serving).
         current: Timestamp,
+        /// The lease, the quarantine, the fence and the peer links.
+        view: LeaseView,
     },
     /// Server → client: a request failed, or the connection is about to close.
     Error {
@@ -276,10 +298,41 @@ fn body_len(kind: u8) -> Option<usize> {
         GET_TS => 8 + 4,
         TS => 8 + 4 + 8,
         GET_STATUS => 8,
-        STATUS => 8 + 1 + 2 + 2 + ADDR_LEN + 8 + 8,
+        STATUS => 8 + 1 + 2 + 2 + ADDR_LEN + 8 + 8 + VIEW_LEN,
         ERROR => 8 + 2 + 2 + ADDR_LEN,
         _ => return None,
     })
+}
+
+const VIEW_LEN: usize = BALLOT_LEN + 4 + 4 + BALLOT_LEN + 4 + 2;
+
+/// An optional ballot: `Ballot::ZERO` (below every ballot used) is none.
+fn put_opt_ballot(buf: &mut impl BufMut, b: Option<Ballot>) {
+    put_ballot(buf, b.unwrap_or(Ballot::ZERO));
+}
+
+fn get_opt_ballot(buf: &mut impl Buf) -> Option<Ballot> {
+    Some(get_ballot(buf)).filter(|&b| b != Ballot::ZERO)
+}
+
+fn put_view(buf: &mut impl BufMut, v: &LeaseView) {
+    put_opt_ballot(buf, v.lease);
+    buf.put_u32(v.lease_left_ms);
+    buf.put_u32(v.quarantine_left_ms);
+    put_opt_ballot(buf, v.fence);
+    buf.put_u32(v.links_up);
+    buf.put_u16(v.nodes);
+}
+
+fn get_view(buf: &mut impl Buf) -> LeaseView {
+    LeaseView {
+        lease: get_opt_ballot(buf),
+        lease_left_ms: buf.get_u32(),
+        quarantine_left_ms: buf.get_u32(),
+        fence: get_opt_ballot(buf),
+        links_up: buf.get_u32(),
+        nodes: buf.get_u16(),
+    }
 }
 
 fn put_node(buf: &mut impl BufMut, node: Option<NodeId>) {
@@ -293,7 +346,7 @@ fn get_node(buf: &mut impl Buf) -> Option<NodeId> {
     }
 }
 
-fn put_addr(buf: &mut impl BufMut, addr: Option<SocketAddr>) {
+pub(crate) fn put_addr(buf: &mut impl BufMut, addr: Option<SocketAddr>) {
     let mut ip = [0u8; 16];
     let (family, port) = match addr {
         None => (0, 0),
@@ -311,7 +364,7 @@ fn put_addr(buf: &mut impl BufMut, addr: Option<SocketAddr>) {
     buf.put_u16(port);
 }
 
-fn get_addr(buf: &mut impl Buf) -> Result<Option<SocketAddr>, WireError> {
+pub(crate) fn get_addr(buf: &mut impl Buf) -> Result<Option<SocketAddr>, WireError> {
     let family = buf.get_u8();
     let mut ip = [0u8; 16];
     buf.copy_to_slice(&mut ip);
@@ -446,13 +499,14 @@ impl Frame {
                 buf.put_u64(last.to_u64());
             }
             Frame::GetStatus { id } => buf.put_u64(id),
-            Frame::Status { id, role, node, leader, window_end_ms, current } => {
+            Frame::Status { id, role, node, leader, window_end_ms, current, view } => {
                 buf.put_u64(id);
                 buf.put_u8(role as u8);
                 buf.put_u16(node.0);
                 put_hint(buf, leader);
                 buf.put_u64(window_end_ms);
                 buf.put_u64(current.to_u64());
+                put_view(buf, &view);
             }
             Frame::Error { id, code, leader } => {
                 buf.put_u64(id);
@@ -505,7 +559,7 @@ impl Frame {
                 let leader = get_hint(buf)?;
                 let window_end_ms = buf.get_u64();
                 let current = Timestamp::from_u64(buf.get_u64());
-                Frame::Status { id, role, node, leader, window_end_ms, current }
+                Frame::Status { id, role, node, leader, window_end_ms, current, view: get_view(buf) }
             }
             ERROR => {
                 let id = buf.get_u64();
@@ -538,6 +592,14 @@ mod tests {
                 leader: hint,
                 window_end_ms: 5,
                 current: Timestamp::from_u64(77),
+                view: LeaseView {
+                    lease: Some(crate::Ballot::new(4, 2, NodeId(0))),
+                    lease_left_ms: 2_500,
+                    quarantine_left_ms: 0,
+                    fence: Some(crate::Ballot::new(3, 2, NodeId(0))),
+                    links_up: 0b101,
+                    nodes: 3,
+                },
             },
             Frame::Error { id: 1, code: ErrorCode::NotLeader, leader: hint6 },
             Frame::Error { id: 0, code: ErrorCode::FrameTooLarge, leader: LeaderHint::default() },

@@ -75,7 +75,7 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use leasetso_core::wire::{LEN_PREFIX, MAX_FRAME_LEN, VERSION};
-use leasetso_core::{ErrorCode, Frame, LeaderHint, MAX_LOGICAL, NodeId, Role, Timestamp};
+use leasetso_core::{ErrorCode, Frame, LeaderHint, LeaseView, MAX_LOGICAL, NodeId, Role, Timestamp};
 
 use crate::error::ClientError;
 
@@ -150,22 +150,48 @@ pub struct NodeStatus {
     pub window_end_ms: u64,
     /// The last timestamp handed out (zero unless serving).
     pub current: Timestamp,
+    /// The lease, the quarantine, the fence and the peer links.
+    pub view: LeaseView,
 }
 
 impl fmt::Display for NodeStatus {
-    /// One line of `key=value` pairs: `role=leader node=0 leader=0
-    /// window_end_ms=... current=...` (`leader=none` when unknown; `current`
-    /// is the packed timestamp).
+    /// One line of `key=value` pairs, node ids 1-based as on the command
+    /// line: `node=1 role=leader leader=1 leader_addr=... lease=(c,r,n)
+    /// lease_owner=1 lease_left_ms=... quarantine_left_ms=... fence=(c,r,n)
+    /// window_end_ms=... current=... links=1:self,2:up,3:down` (`none` for
+    /// what is unknown; `current` is the packed timestamp; a ballot is
+    /// `(counter,restart,node)` with the node 0-based, as on the wire).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "role={} node={} leader=", self.role.as_str(), self.node)?;
-        match self.leader.node {
-            Some(leader) => write!(f, "{leader}")?,
-            None => f.write_str("none")?,
-        }
+        let id = |n: Option<NodeId>| n.map_or_else(|| "none".to_string(), |n| (n.0 + 1).to_string());
+        let ballot =
+            |b: Option<leasetso_core::Ballot>| b.map_or_else(|| "none".to_string(), |b| b.to_string());
+        write!(f, "node={} role={} leader={}", self.node.0 + 1, self.role.as_str(), id(self.leader.node))?;
         if let Some(addr) = self.leader.addr {
             write!(f, " leader_addr={addr}")?;
         }
-        write!(f, " window_end_ms={} current={}", self.window_end_ms, self.current.to_u64())
+        let v = &self.view;
+        write!(
+            f,
+            " lease={} lease_owner={} lease_left_ms={} quarantine_left_ms={} fence={} window_end_ms={} current={} links=",
+            ballot(v.lease),
+            id(v.lease.map(|b| b.node)),
+            v.lease_left_ms,
+            v.quarantine_left_ms,
+            ballot(v.fence),
+            self.window_end_ms,
+            self.current.to_u64()
+        )?;
+        for i in 0..v.nodes.max(1) {
+            let state = if i == self.node.0 {
+                "self"
+            } else if v.links_up & (1 << i) != 0 {
+                "up"
+            } else {
+                "down"
+            };
+            write!(f, "{}{}:{state}", if i == 0 { "" } else { "," }, i + 1)?;
+        }
+        Ok(())
     }
 }
 
@@ -476,10 +502,10 @@ impl Client {
         let mut retry = Retry::new(&self.opts, Instant::now());
         loop {
             let err = match link.round_trip(&self.opts, |id| Frame::GetStatus { id }) {
-                Ok((sent, Frame::Status { id, role, node, leader, window_end_ms, current }))
+                Ok((sent, Frame::Status { id, role, node, leader, window_end_ms, current, view }))
                     if id == sent =>
                 {
-                    return Ok(NodeStatus { role, node, leader, window_end_ms, current });
+                    return Ok(NodeStatus { role, node, leader, window_end_ms, current, view });
                 }
                 Ok(_) => link.unexpected_reply(),
                 Err(e) => e,
@@ -982,10 +1008,31 @@ mod tests {
             leader: LeaderHint { node: Some(NodeId(0)), addr: None },
             window_end_ms: 5,
             current: Timestamp::new(3, 2).unwrap(),
+            view: LeaseView {
+                lease: Some(leasetso_core::Ballot::new(4, 1, NodeId(0))),
+                lease_left_ms: 900,
+                quarantine_left_ms: 0,
+                fence: Some(leasetso_core::Ballot::new(2, 1, NodeId(0))),
+                links_up: 0b011,
+                nodes: 3,
+            },
         };
-        assert_eq!(status.to_string(), "role=leader node=0 leader=0 window_end_ms=5 current=786434");
-        let none = NodeStatus { leader: LeaderHint::default(), role: Role::Follower, ..status };
-        assert!(none.to_string().starts_with("role=follower node=0 leader=none "));
+        assert_eq!(
+            status.to_string(),
+            "node=1 role=leader leader=1 lease=(4,1,0) lease_owner=1 lease_left_ms=900 quarantine_left_ms=0 \
+             fence=(2,1,0) window_end_ms=5 current=786434 links=1:self,2:up,3:down"
+        );
+        let none = NodeStatus {
+            leader: LeaderHint::default(),
+            role: Role::Follower,
+            view: LeaseView { nodes: 1, ..LeaseView::default() },
+            ..status
+        };
+        assert_eq!(
+            none.to_string(),
+            "node=1 role=follower leader=none lease=none lease_owner=none lease_left_ms=0 \
+             quarantine_left_ms=0 fence=none window_end_ms=5 current=786434 links=1:self"
+        );
     }
 
     #[test]

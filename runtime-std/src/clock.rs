@@ -34,6 +34,12 @@ impl Clock {
         }
     }
 
+    /// Whether this clock keeps counting across a suspend (`CLOCK_BOOTTIME`),
+    /// which cluster mode needs.
+    pub fn is_boottime() -> bool {
+        cfg!(any(target_os = "linux", target_os = "android"))
+    }
+
     /// Now, on the clock that keeps counting across suspend where the system has one.
     pub fn now(&self) -> Instant {
         Instant::from_nanos(self.nanos())

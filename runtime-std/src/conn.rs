@@ -14,7 +14,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use leasetso_core::wire::{LEN_PREFIX, MAX_FRAME_LEN, VERSION};
-use leasetso_core::{ErrorCode, Frame, GetTsError, LeaderHint};
+use leasetso_core::{ErrorCode, Frame, GetTsError, LeaderHint, LeaseView};
 
 use crate::server::{Counters, Shared};
 
@@ -165,12 +165,7 @@ impl Conn<'_> {
             }
             Frame::GetTs { id, count } => {
                 Counters::bump(&shared.counters.get_ts_requests, 1);
-                let result = match shared.lock_node() {
-                    // The clock is read under the lock, so the lease check
-                    // uses a time no earlier than the moment of handing out.
-                    Some(mut node) => node.get_ts(count, shared.clock.now()).map_err(Some),
-                    None => Err(None),
-                };
+                let result = shared.get_ts(count);
                 match result {
                     Ok(last) => {
                         Counters::bump(&shared.counters.timestamps, u64::from(count));
@@ -195,7 +190,7 @@ impl Conn<'_> {
             }
             Frame::GetStatus { id } => {
                 Counters::bump(&shared.counters.status_requests, 1);
-                match shared.lock_node().map(|node| node.status()) {
+                match shared.status() {
                     Some(status) => self.send(Frame::Status {
                         id,
                         role: status.role,
@@ -203,6 +198,14 @@ impl Conn<'_> {
                         leader: shared.hint(status.leader),
                         window_end_ms: status.window_end_ms,
                         current: status.current,
+                        view: LeaseView {
+                            lease: status.lease,
+                            lease_left_ms: millis(status.lease_left),
+                            quarantine_left_ms: millis(status.quarantine_left),
+                            fence: status.fence,
+                            links_up: shared.links_up(),
+                            nodes: shared.nodes,
+                        },
                     }),
                     None => self.error(id, ErrorCode::Internal, LeaderHint::default()),
                 }
@@ -216,4 +219,9 @@ impl Conn<'_> {
             }
         }
     }
+}
+
+/// Milliseconds of a duration for the status frame (saturating: leases are seconds).
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }

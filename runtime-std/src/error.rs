@@ -15,12 +15,19 @@ pub enum ServerError {
     /// The node configuration cannot run.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
-    /// This runtime has no peer transport yet: it runs clusters of one node.
-    #[error("clusters of {nodes} nodes are not supported by this server; it runs single-node clusters")]
-    ClusterSize {
+    /// The peer list does not name every node of the cluster.
+    #[error("a cluster of {nodes} nodes needs {nodes} peer addresses, got {peers}")]
+    Peers {
         /// The configured cluster size.
         nodes: u16,
+        /// The peer addresses given.
+        peers: usize,
     },
+    /// This platform has no clock that keeps counting across a suspend
+    /// (`CLOCK_BOOTTIME`): a lease measured on a clock that stops could
+    /// outlive the other nodes' view of it, so it runs single-node only.
+    #[error("cluster mode needs CLOCK_BOOTTIME, which this platform lacks; run a single node")]
+    NoBoottime,
     /// Another process (or another server in this one) has the data dir open.
     #[error("data dir {} is locked: another leasetso process is using it", dir.display())]
     DataDirLocked {

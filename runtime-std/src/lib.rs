@@ -3,9 +3,11 @@
 //!
 //! Map of the crate:
 //! * [`server`]: [`Server`] runs a node: an acceptor thread, a thread per
-//!   client connection, and a driver thread owning the node's timers and its
-//!   store I/O. The node is shared behind a mutex that is never held while the
-//!   store writes, so GetTS is served while the next window is being saved.
+//!   client connection, a driver thread feeding the node its inputs
+//!   (`driver`), a store thread for the sled replica (`store`), and in a
+//!   cluster the peer links (`peer`). The node is shared behind a mutex that
+//!   is never held during I/O, so GetTS is served while the next window is
+//!   being saved.
 //! * [`client`]: [`Client`], a blocking client that merges concurrent calls
 //!   into one request and follows leader hints.
 //! * [`clock`]: the clocks the core is fed with (`CLOCK_BOOTTIME` on Linux, so
@@ -19,8 +21,11 @@
 pub mod client;
 pub mod clock;
 mod conn;
+mod driver;
 pub mod error;
+mod peer;
 pub mod server;
+mod store;
 
 pub use client::{Client, ClientOptions, MAX_COUNT, NodeStatus};
 pub use clock::Clock;

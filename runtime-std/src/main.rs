@@ -1,7 +1,7 @@
 //! `leasetso`: run a timestamp oracle node, or ask one for timestamps or its status.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use leasetso_std::{Client, ClientOptions, NodeConfig, Server, ServerConfig};
+use leasetso_std::client::parse_seeds;
+use leasetso_std::{Client, ClientOptions, NodeConfig, NodeId, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
 /// How long `serve` waits for the node to serve before announcing it is ready anyway.
@@ -41,9 +42,23 @@ struct ServeArgs {
     /// The directory of the durable store; created if missing.
     #[arg(long = "data", value_name = "DIR", default_value = "./leasetso-data")]
     data: PathBuf,
-    /// The cluster id; the data dir and clients must agree with it.
+    /// The cluster id; the data dir, peers and clients must agree with it.
     #[arg(long, default_value_t = 1)]
     cluster_id: u64,
+    /// This node's id in the cluster, 1-based (needs --peers).
+    #[arg(long, value_name = "N", requires = "peers")]
+    id: Option<u16>,
+    /// Every node's peer address, this node's own included:
+    /// `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT` (1, 3 or 5 nodes).
+    #[arg(long, value_name = "LIST", requires = "id")]
+    peers: Option<String>,
+    /// The client address peers hand out for this node in leader hints
+    /// (default: the --listen address; required when that is a wildcard).
+    #[arg(long, value_name = "ADDR")]
+    advertise: Option<SocketAddr>,
+    /// The lease duration D_P in ms; the same on every node.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    lease_ms: u64,
     /// How far ahead of the current timestamp the window is saved, in ms.
     #[arg(long, value_name = "MS")]
     save_interval_ms: Option<u64>,
@@ -54,8 +69,9 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct ClientArgs {
-    /// The server's client address.
-    #[arg(long, default_value = "127.0.0.1:7400")]
+    /// The nodes' client addresses, comma-separated (`a:7400,b:7400,c:7400`);
+    /// `get-ts` follows the leader from any of them.
+    #[arg(long, value_name = "LIST", default_value = "127.0.0.1:7400")]
     addr: String,
     /// The cluster the server must belong to (0 accepts any).
     #[arg(long, default_value_t = 0)]
@@ -63,6 +79,10 @@ struct ClientArgs {
     /// How long to wait for a connection and for each reply, in ms.
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     timeout_ms: u64,
+    /// How long `get-ts` keeps retrying (no leader during a failover, a
+    /// node restarting) before it gives up, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 7000)]
+    deadline_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -107,15 +127,93 @@ fn init_logging() {
         .try_init();
 }
 
+/// Parses `--peers`: `ID=HOST:PORT` entries, ids 1-based and exactly
+/// `1..=n`, no address twice, `n` one of 1, 3, 5. Returns the addresses in
+/// id order.
+fn parse_peers(list: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut by_id: Vec<(u16, SocketAddr)> = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) =
+            entry.split_once('=').ok_or_else(|| format!("--peers entry {entry:?} is not ID=HOST:PORT"))?;
+        let id: u16 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&i| i >= 1)
+            .ok_or_else(|| format!("--peers entry {entry:?}: the id must be a number from 1"))?;
+        let resolved = addr
+            .trim()
+            .to_socket_addrs()
+            .map_err(|e| format!("--peers entry {entry:?}: cannot resolve {addr:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("--peers entry {entry:?}: {addr:?} resolves to no address"))?;
+        if by_id.iter().any(|&(i, _)| i == id) {
+            return Err(format!("--peers names node {id} twice"));
+        }
+        if let Some(&(other, _)) = by_id.iter().find(|&&(_, a)| a == resolved) {
+            return Err(format!("--peers gives nodes {other} and {id} the same address {resolved}"));
+        }
+        by_id.push((id, resolved));
+    }
+    let n = by_id.len();
+    if !matches!(n, 1 | 3 | 5) {
+        return Err(format!(
+            "--peers lists {n} nodes: a cluster has 1, 3 or 5 (an even size tolerates no more failures \
+             than one node fewer; more than 5 only slows every round)"
+        ));
+    }
+    by_id.sort_unstable();
+    if let Some((missing, _)) = by_id.iter().enumerate().find(|&(i, &(id, _))| usize::from(id) != i + 1) {
+        return Err(format!("--peers must name nodes 1 to {n}; node {} is missing", missing + 1));
+    }
+    Ok(by_id.into_iter().map(|(_, a)| a).collect())
+}
+
 fn serve(args: ServeArgs) -> Result<(), String> {
-    let mut node = NodeConfig::single();
+    let (id, peers) = match (args.id, args.peers.as_deref()) {
+        (Some(id), Some(list)) => {
+            let peers = parse_peers(list)?;
+            if id == 0 || usize::from(id) > peers.len() {
+                return Err(format!("--id {id} is not in --peers (nodes 1 to {})", peers.len()));
+            }
+            (NodeId(id - 1), peers)
+        }
+        _ => (NodeId(0), Vec::new()),
+    };
+    let nodes = peers.len().max(1) as u16;
+    if nodes > 1 && args.advertise.is_none() && args.listen.ip().is_unspecified() {
+        return Err(format!(
+            "--listen {} is a wildcard address, which peers cannot hand out to clients: \
+             set --advertise to this node's client address",
+            args.listen
+        ));
+    }
+    if args.advertise.is_some_and(|a| a.ip().is_unspecified()) {
+        return Err("--advertise must be an address clients can reach, not a wildcard".into());
+    }
+    let mut node = NodeConfig::new(id, nodes);
+    // Nodes of one cluster jitter their backoffs differently.
+    node.seed = u64::from(id.0).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ args.cluster_id;
+    node.lease.duration = Duration::from_millis(args.lease_ms);
     if let Some(ms) = args.save_interval_ms {
         node.oracle.save_interval_ms = ms;
     }
     if let Some(ms) = args.update_interval_ms {
         node.oracle.update_interval = Duration::from_millis(ms);
     }
-    let cfg = ServerConfig { listen: args.listen, data_dir: args.data, cluster_id: args.cluster_id, node };
+    node.validate().map_err(|e| format!("invalid configuration: {e}"))?;
+    // A store round must finish well within the lease, or a slow disk would
+    // outlast the leadership it serves.
+    node.store_timeout = node.store_timeout.min(node.lease.duration);
+    let cluster = nodes > 1;
+    let cfg = ServerConfig {
+        listen: args.listen,
+        data_dir: args.data,
+        cluster_id: args.cluster_id,
+        node,
+        peers,
+        advertise: args.advertise,
+    };
     // The handler is installed before the server starts, so a signal that
     // arrives during start-up still stops it cleanly once it runs.
     let (signal_tx, signal_rx) = std::sync::mpsc::channel::<()>();
@@ -134,39 +232,69 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             stop.stop();
         }
     });
-    if !server.wait_serving(READY_WAIT) && !stopped_early.load(Ordering::SeqCst) {
-        tracing::warn!(after = ?READY_WAIT, "the node does not serve timestamps yet; listening anyway");
-    }
-    if !stopped_early.load(Ordering::SeqCst) {
-        // Printed directly, not logged, so its format does not depend on
-        // RUST_LOG: scripts read the address from it.
-        eprintln!("leasetso: serving on {}", server.local_addr());
+    if cluster {
+        // A cluster node is ready once it listens: which node serves is the
+        // election's business. Printed directly, not logged, so its format
+        // does not depend on RUST_LOG: scripts read the addresses from it.
+        let peer = server.peer_addr().map_or_else(String::new, |a| a.to_string());
+        eprintln!("leasetso: node {} listening on {} (peers on {peer})", id.0 + 1, server.local_addr());
+    } else {
+        if !server.wait_serving(READY_WAIT) && !stopped_early.load(Ordering::SeqCst) {
+            tracing::warn!(after = ?READY_WAIT, "the node does not serve timestamps yet; listening anyway");
+        }
+        if !stopped_early.load(Ordering::SeqCst) {
+            eprintln!("leasetso: serving on {}", server.local_addr());
+        }
     }
     server.wait();
     Ok(())
 }
 
-fn connect(args: &ClientArgs) -> Result<Client, String> {
+fn options(args: &ClientArgs) -> ClientOptions {
     let timeout = Duration::from_millis(args.timeout_ms);
-    let opts = ClientOptions {
+    ClientOptions {
         cluster_id: args.cluster_id,
         connect_timeout: timeout,
         request_timeout: timeout,
+        deadline: Duration::from_millis(args.deadline_ms),
         ..ClientOptions::default()
-    };
-    Client::connect_with(args.addr.as_str(), opts).map_err(|e| e.to_string())
+    }
 }
 
 fn get_ts(args: GetTsArgs) -> Result<(), String> {
-    let client = connect(&args.client)?;
+    let seeds = parse_seeds(&args.client.addr).map_err(|e| e.to_string())?;
+    let client = Client::connect_with(&seeds[..], options(&args.client)).map_err(|e| e.to_string())?;
     let last = client.get_ts_n(args.count).map_err(|e| e.to_string())?;
     println!("{}", last.to_u64());
     Ok(())
 }
 
+/// One line per address given: that node's own status (no redirects), or
+/// why it gave none. Fails only if no node answered.
 fn status(args: StatusArgs) -> Result<(), String> {
-    let client = connect(&args.client)?;
-    let status = client.status().map_err(|e| e.to_string())?;
-    println!("{status}");
+    let seeds = parse_seeds(&args.client.addr).map_err(|e| e.to_string())?;
+    // Each node is asked once, without retrying: status reports what is.
+    let opts = ClientOptions { deadline: Duration::ZERO, ..options(&args.client) };
+    let mut lines = Vec::with_capacity(seeds.len());
+    let mut answered = false;
+    let mut last_error = String::new();
+    for addr in &seeds {
+        match Client::connect_with(*addr, opts).and_then(|c| c.status()) {
+            Ok(status) => {
+                answered = true;
+                lines.push(format!("addr={addr} {status}"));
+            }
+            Err(e) => {
+                last_error = e.to_string();
+                lines.push(format!("addr={addr} error={last_error:?}"));
+            }
+        }
+    }
+    if !answered {
+        return Err(format!("no node answered: {last_error}"));
+    }
+    for line in lines {
+        println!("{line}");
+    }
     Ok(())
 }

@@ -1,34 +1,39 @@
-//! The server: an acceptor thread, one thread per client connection, and one
-//! driver thread that owns the node's timers and its store I/O.
+//! The server: an acceptor thread and one thread per client connection, a
+//! driver thread that feeds the node its inputs, a store thread for the sled
+//! replica, and (in a cluster) the peer links.
 //!
 //! The [`Node`] sits behind one mutex. Connection threads take it for the
 //! length of one `get_ts` call (no I/O, no allocation). The driver takes it to
-//! feed timeouts and store replies and to drain outputs, and **releases it
-//! while the store works**: a save flushes to disk, and GetTS must keep being
-//! served from the current window while the next one is being saved.
+//! feed timeouts, peer messages and store replies and to drain outputs, and
+//! hands the outputs on after releasing it. Store operations run on their own
+//! thread ([`crate::store`]), so an fsync never delays GetTS, a Promise or an
+//! Accept.
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use leasetso_core::peer::PEER_VERSION;
 use leasetso_core::{
-    Event, Instant, LeaderHint, LeaseName, Node, NodeConfig, NodeId, Output, StoreReject, StoreReply,
-    StoreRequest,
+    GetTsError, Handshake, LeaderHint, LeaseName, Node, NodeConfig, NodeId, Status, Timestamp,
 };
 use leasetso_sled::SledStore;
 
-use crate::clock::{Clock, wall_ms};
+use crate::clock::Clock;
 use crate::conn;
+use crate::driver::{Driver, Input, Pending};
 use crate::error::ServerError;
+use crate::peer::{PeerNet, Routes};
+use crate::store::{self, STORE_QUEUE};
 
-/// The longest the driver sleeps without looking at the clock again. Its
-/// sleep is measured on a clock that may stop during a suspend while the
-/// node's clock does not, so it wakes at least this often to catch up.
-const MAX_DRIVER_SLEEP: Duration = Duration::from_secs(1);
+/// Inputs queued for the driver at most; peer readers wait when it is full,
+/// which slows their peers through TCP rather than growing memory.
+const DRIVER_QUEUE: usize = 4096;
 
 /// How a server is set up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,16 +44,30 @@ pub struct ServerConfig {
     /// The store's directory, created if missing.
     pub data_dir: PathBuf,
     /// The cluster this node belongs to. The store remembers it and refuses
-    /// another; clients that name a different one are turned away.
+    /// another; clients and peers that name a different one are turned away.
     pub cluster_id: u64,
-    /// The node's protocol configuration.
+    /// The node's protocol configuration (`node.nodes` is the cluster size).
     pub node: NodeConfig,
+    /// Every node's peer address, indexed by node id, this node's own
+    /// included (it listens there). Empty for a single node.
+    pub peers: Vec<SocketAddr>,
+    /// The client address peers hand out for this node in leader hints;
+    /// defaults to the bound client address, unless that is unspecified
+    /// (0.0.0.0), which is never advertised.
+    pub advertise: Option<SocketAddr>,
 }
 
 impl ServerConfig {
     /// A single-node server of cluster 1 with the default tunables.
     pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
-        ServerConfig { listen, data_dir: data_dir.into(), cluster_id: 1, node: NodeConfig::single() }
+        ServerConfig {
+            listen,
+            data_dir: data_dir.into(),
+            cluster_id: 1,
+            node: NodeConfig::single(),
+            peers: Vec::new(),
+            advertise: None,
+        }
     }
 }
 
@@ -101,27 +120,68 @@ struct Conns {
 
 /// What every thread of one server shares.
 pub(crate) struct Shared {
-    node: Mutex<Node>,
+    /// `None` until the node is built: at once, unless its data dir lost its
+    /// restart counter and the driver first learns it from the peers.
+    node: Mutex<Option<Node>>,
     pub(crate) clock: Clock,
     pub(crate) cluster_id: u64,
     pub(crate) node_id: NodeId,
+    pub(crate) nodes: u16,
     pub(crate) local_addr: SocketAddr,
-    /// Set once to stop; the condvar wakes the driver and [`Server::wait`].
+    /// This node's client address as hints name it.
+    pub(crate) advertise: Option<SocketAddr>,
+    pub(crate) net: Option<Arc<PeerNet>>,
+    /// Set once to stop; the condvar wakes [`Server::wait`].
     stopping: Mutex<bool>,
-    /// Set once every connection is closed: only then does the driver stop
-    /// and release the lease, so no client is told `NotLeader` by a node that
-    /// is merely shutting down.
-    connections_closed: AtomicBool,
     wake: Condvar,
+    driver: SyncSender<Input>,
     conns: Mutex<Conns>,
     pub(crate) counters: Counters,
 }
 
 impl Shared {
-    /// The node, or `None` if a thread panicked while holding it: its state
-    /// may then be half-updated, and serving from it could repeat a timestamp.
-    pub(crate) fn lock_node(&self) -> Option<MutexGuard<'_, Node>> {
-        self.node.lock().ok()
+    /// Runs `f` on the node under its lock; `None` if the node is not built
+    /// yet, or a thread panicked while holding it (its state may then be
+    /// half-updated, and serving from it could repeat a timestamp).
+    pub(crate) fn with_node<R>(&self, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
+        self.node.lock().ok()?.as_mut().map(f)
+    }
+
+    /// The node's slot, for the driver to fill once it is built.
+    pub(crate) fn node_slot(&self) -> MutexGuard<'_, Option<Node>> {
+        lock_ignoring_poison(&self.node)
+    }
+
+    /// GetTS on the node. `Err(None)`: the node cannot answer (not built yet,
+    /// or poisoned).
+    pub(crate) fn get_ts(&self, count: u32) -> Result<Timestamp, Option<GetTsError>> {
+        let mut guard = self.node.lock().map_err(|_| None)?;
+        match guard.as_mut() {
+            // The clock is read under the lock, so the lease check uses a
+            // time no earlier than the moment of handing out.
+            Some(node) => node.get_ts(count, self.clock.now()).map_err(Some),
+            None => Err(Some(GetTsError::NotLeader { leader: None })),
+        }
+    }
+
+    /// The node's status; a node still learning its restart counter from
+    /// its peers reports itself a follower that knows nothing yet. `None` if
+    /// the node's state is poisoned.
+    pub(crate) fn status(&self) -> Option<Status> {
+        let guard = self.node.lock().ok()?;
+        Some(match guard.as_ref() {
+            Some(node) => node.status(),
+            None => Status {
+                role: leasetso_core::Role::Follower,
+                leader: None,
+                window_end_ms: 0,
+                current: Timestamp::ZERO,
+                lease: None,
+                lease_left: Duration::ZERO,
+                quarantine_left: Duration::ZERO,
+                fence: None,
+            },
+        })
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -133,11 +193,20 @@ impl Shared {
         self.wake.notify_all();
     }
 
-    /// A leader hint as clients see it: the node id, and this server's own
-    /// client address when the leader is this node. (Peers' client addresses
-    /// are not known to a single-node server.)
+    /// A leader hint as clients see it: the node id and its advertised
+    /// client address (this node's own, or what the peer said in its handshake).
     pub(crate) fn hint(&self, leader: Option<NodeId>) -> LeaderHint {
-        LeaderHint { node: leader, addr: (leader == Some(self.node_id)).then_some(self.local_addr) }
+        let addr = match leader {
+            Some(id) if id == self.node_id => self.advertise,
+            Some(id) => self.net.as_ref().and_then(|net| net.client_addr(id)),
+            None => None,
+        };
+        LeaderHint { node: leader, addr: addr.filter(|a| !a.ip().is_unspecified()) }
+    }
+
+    /// Bit `i` set: the link to node `i` is up (a single node: its own bit).
+    pub(crate) fn links_up(&self) -> u32 {
+        self.net.as_ref().map_or(1 << self.node_id.0, |net| net.links_up())
     }
 }
 
@@ -152,6 +221,7 @@ pub struct Server {
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
     driver: Option<JoinHandle<()>>,
+    store: Option<JoinHandle<()>>,
 }
 
 /// Asks a server to stop from anywhere (a signal handler, another thread).
@@ -185,35 +255,74 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Opens the store, bumps its restart counter, builds the node, binds the
-    /// listener and starts the threads. Returns once the server accepts
+    /// listeners and starts the threads. Returns once the server accepts
     /// connections; the node serves timestamps a moment later, once it has
     /// taken the lease and synced its window ([`Server::wait_serving`]).
+    ///
+    /// In a cluster, a node whose data dir has no restart counter (new, or a
+    /// replaced disk) first learns from a quorum of peers the highest ballot
+    /// they saw from it, in the background; it answers clients `NotLeader`
+    /// until then.
     pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
         cfg.node.validate()?;
-        if cfg.node.nodes != 1 {
-            return Err(ServerError::ClusterSize { nodes: cfg.node.nodes });
+        let nodes = cfg.node.nodes;
+        if nodes > 1 {
+            if !Clock::is_boottime() {
+                return Err(ServerError::NoBoottime);
+            }
+            if cfg.peers.len() != usize::from(nodes) {
+                return Err(ServerError::Peers { nodes, peers: cfg.peers.len() });
+            }
         }
-        let store = SledStore::open(&cfg.data_dir, cfg.cluster_id)
-            .map_err(|e| ServerError::from_store(cfg.data_dir.clone(), e))?;
-        // Every start gets a restart number of its own, durably, so no
-        // ballot of this start equals one of an earlier start.
-        let restart = store.bump_restart().map_err(|e| ServerError::from_store(cfg.data_dir.clone(), e))?;
+        let dir = cfg.data_dir.clone();
+        let store_err = |e| ServerError::from_store(dir.clone(), e);
+        let store = SledStore::open(&cfg.data_dir, cfg.cluster_id).map_err(store_err)?;
+        store.claim_node(cfg.node.id).map_err(store_err)?;
+        let stored_restart = store.restart().map_err(store_err)?;
         let listener =
             TcpListener::bind(cfg.listen).map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
         let local_addr =
             listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
+        let advertise = cfg.advertise.or(Some(local_addr)).filter(|a| !a.ip().is_unspecified());
+        let (driver_tx, driver_rx) = mpsc::sync_channel(DRIVER_QUEUE);
+        let (store_tx, store_rx) = mpsc::sync_channel(STORE_QUEUE);
+        let net = if nodes > 1 {
+            let ours = Handshake {
+                version: PEER_VERSION,
+                cluster_id: cfg.cluster_id,
+                node: cfg.node.id,
+                client_addr: advertise,
+                // `validate` passed above, so the digest exists.
+                digest: cfg.node.digest().unwrap_or(0),
+            };
+            let routes = Routes { driver: driver_tx.clone(), store: store_tx.clone() };
+            let peer_addr = cfg.peers[usize::from(cfg.node.id.0)];
+            let net = PeerNet::start(cfg.node.id, cfg.peers.clone(), ours, routes, cfg.node.seed)
+                .map_err(|source| ServerError::Bind { addr: peer_addr, source })?;
+            Some(net)
+        } else {
+            None
+        };
         let clock = Clock::new();
-        let mut node = Node::new(cfg.node, restart, clock.now())?;
-        // Start the ballot counter above the fence this replica holds, so the
-        // first load of this start is not refused as older.
-        let fence =
-            store.fence(LeaseName::Leader).map_err(|e| ServerError::from_store(cfg.data_dir.clone(), e))?;
-        node.catch_up(fence);
+        // Every start gets a restart number of its own, durably, so no
+        // ballot of this start equals one of an earlier start. A cluster node
+        // whose counter is gone learns it from its peers first (the driver).
+        let (node, pending) = if stored_restart > 0 || nodes == 1 {
+            let restart = store.bump_restart().map_err(store_err)?;
+            let mut node = Node::new(cfg.node, restart, clock.now())?;
+            // Start the ballot counter above the fence this replica holds, so
+            // the first load of this start is not refused as older.
+            node.catch_up(store.fence(LeaseName::Leader).map_err(store_err)?);
+            tracing::info!(restart, "restart counter bumped");
+            (Some(node), None)
+        } else {
+            (None, Some(Pending { cfg: cfg.node, store: store.clone() }))
+        };
         tracing::info!(
             addr = %local_addr,
-            node = %cfg.node.id,
+            node = cfg.node.id.0 + 1,
+            nodes,
             cluster_id = cfg.cluster_id,
-            restart,
             data = %cfg.data_dir.display(),
             "node started"
         );
@@ -222,19 +331,30 @@ impl Server {
             clock,
             cluster_id: cfg.cluster_id,
             node_id: cfg.node.id,
+            nodes,
             local_addr,
+            advertise,
+            net: net.clone(),
             stopping: Mutex::new(false),
-            connections_closed: AtomicBool::new(false),
             wake: Condvar::new(),
+            driver: driver_tx.clone(),
             conns: Mutex::new(Conns::default()),
             counters: Counters::default(),
         });
-        let mut server = Server { shared: Arc::clone(&shared), acceptor: None, driver: None };
-        let driver_shared = Arc::clone(&shared);
+        let mut server = Server { shared: Arc::clone(&shared), acceptor: None, driver: None, store: None };
+        let me = cfg.node.id;
+        let store_net = net.clone();
+        server.store = Some(
+            thread::Builder::new()
+                .name("leasetso-store".into())
+                .spawn(move || store::run(me, store, store_rx, driver_tx, store_net))
+                .map_err(|source| ServerError::Spawn { what: "store", source })?,
+        );
+        let driver = Driver { shared: Arc::clone(&shared), rx: driver_rx, store: store_tx, net, pending };
         server.driver = Some(
             thread::Builder::new()
                 .name("leasetso-driver".into())
-                .spawn(move || drive(&driver_shared, store))
+                .spawn(move || driver.run())
                 .map_err(|source| ServerError::Spawn { what: "driver", source })?,
         );
         let acceptor_shared = Arc::clone(&shared);
@@ -246,6 +366,11 @@ impl Server {
                 .map_err(|source| ServerError::Spawn { what: "acceptor", source })?,
         );
         Ok(server)
+    }
+
+    /// The address peers connect to, in a cluster.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.shared.net.as_ref().map(|net| net.listen_addr())
     }
 
     /// The address clients connect to (the real port when asked for port 0).
@@ -265,12 +390,13 @@ impl Server {
 
     /// The node's status, as a `GetStatus` request would report it.
     pub fn status(&self) -> Option<leasetso_core::Status> {
-        self.shared.lock_node().map(|node| node.status())
+        self.shared.status()
     }
 
     /// Whether the node hands out timestamps now.
     pub fn is_serving(&self) -> bool {
-        self.shared.lock_node().is_some_and(|node| node.is_serving(self.shared.clock.now()))
+        let now = self.shared.clock.now();
+        self.shared.with_node(|node| node.is_serving(now)).unwrap_or(false)
     }
 
     /// Waits until the node serves timestamps, at most `timeout`. Returns
@@ -312,7 +438,7 @@ impl Server {
     }
 
     fn stop(&mut self) {
-        if self.acceptor.is_none() && self.driver.is_none() {
+        if self.acceptor.is_none() && self.driver.is_none() && self.store.is_none() {
             return;
         }
         self.shared.request_stop();
@@ -324,6 +450,8 @@ impl Server {
                 let _ = acceptor.join();
             }
         }
+        // Connections close before the lease is released, so no client is
+        // told `NotLeader` by a node that is merely shutting down.
         let conns = std::mem::take(&mut lock_ignoring_poison(&self.shared.conns).open);
         for (_, (stream, handle)) in conns {
             // Wakes the connection's blocked read; its thread then exits.
@@ -332,13 +460,19 @@ impl Server {
                 let _ = handle.join();
             }
         }
-        {
-            let _stopping = lock_ignoring_poison(&self.shared.stopping);
-            self.shared.connections_closed.store(true, Ordering::SeqCst);
-            self.shared.wake.notify_all();
-        }
+        // The driver releases the lease and flushes the Release to the peers.
+        let _ = self.shared.driver.send(Input::Stop);
         if let Some(driver) = self.driver.take() {
             let _ = driver.join();
+        }
+        if let Some(net) = &self.shared.net {
+            net.shutdown();
+        }
+        // The store thread ends once every sender of work is gone (the
+        // driver and the peer readers); the store closes with it, every
+        // write having been flushed when it was made.
+        if let Some(store) = self.store.take() {
+            let _ = store.join();
         }
         tracing::info!(addr = %self.shared.local_addr, "server stopped");
     }
@@ -413,125 +547,5 @@ fn accept(shared: &Arc<Shared>, listener: TcpListener) {
                 }
             }
         }
-    }
-}
-
-/// Buffers reused by the driver across rounds, so its loop does not allocate.
-struct DriverBufs {
-    work: Vec<(NodeId, StoreRequest)>,
-    replies: Vec<(NodeId, u64, StoreReply)>,
-    events: Vec<Event>,
-}
-
-/// The driver: timers and store I/O. The node lock is never held while the
-/// store works.
-fn drive(shared: &Shared, store: SledStore) {
-    let capacity = 8 * 16;
-    let mut bufs = DriverBufs {
-        work: Vec::with_capacity(capacity),
-        replies: Vec::with_capacity(capacity),
-        events: Vec::with_capacity(capacity),
-    };
-    loop {
-        let next = {
-            let Some(mut node) = shared.lock_node() else {
-                tracing::error!("node state poisoned by a panic; the driver stops");
-                break;
-            };
-            let now = shared.clock.now();
-            if node.poll_timeout().is_some_and(|t| t <= now) {
-                node.handle_timeout(now, wall_ms());
-            }
-            drain(&mut node, &mut bufs);
-            node.poll_timeout()
-        };
-        report(&mut bufs.events);
-        let mut next = next;
-        while !bufs.work.is_empty() {
-            for (replica, request) in bufs.work.drain(..) {
-                let reply = if replica == shared.node_id {
-                    store.execute(request.op)
-                } else {
-                    // Only reached with a peer replica, which `start` refuses.
-                    Err(StoreReject::Failed)
-                };
-                bufs.replies.push((replica, request.id, reply));
-            }
-            let Some(mut node) = shared.lock_node() else {
-                tracing::error!("node state poisoned by a panic; the driver stops");
-                return;
-            };
-            for (replica, id, reply) in bufs.replies.drain(..) {
-                node.handle_store_reply(replica, id, reply, shared.clock.now(), wall_ms());
-            }
-            drain(&mut node, &mut bufs);
-            next = node.poll_timeout();
-            drop(node);
-            report(&mut bufs.events);
-        }
-        if !sleep_until(shared, next) {
-            break;
-        }
-    }
-    // Give the lease up, so that (in a cluster) another node need not wait
-    // for it to expire. The store closes when it drops here; every write
-    // was flushed when it was made.
-    if let Some(mut node) = shared.lock_node() {
-        node.release(shared.clock.now(), false);
-        drain(&mut node, &mut bufs);
-        drop(node);
-        // The step-down reported here is the release asked for, not a failure.
-        bufs.events.clear();
-        tracing::info!("lease released");
-    }
-    drop(store);
-}
-
-/// Drains the node's outputs: store requests to perform, events to report.
-fn drain(node: &mut Node, bufs: &mut DriverBufs) {
-    while let Some(output) = node.poll_output() {
-        match output {
-            Output::Store { replica, request } => bufs.work.push((replica, request)),
-            Output::Event(event) => bufs.events.push(event),
-            // A single node sends itself nothing over the network.
-            Output::Send { to, .. } => tracing::warn!(%to, "no peer transport; message dropped"),
-        }
-    }
-}
-
-fn report(events: &mut Vec<Event>) {
-    for event in events.drain(..) {
-        match event {
-            Event::Leading { fence } => tracing::info!(%fence, "lease acquired; syncing the window"),
-            Event::Serving { window_end_ms } => tracing::info!(window_end_ms, "serving timestamps"),
-            Event::WindowExtended { window_end_ms } => tracing::trace!(window_end_ms, "window extended"),
-            Event::SteppedDown { reason } => tracing::warn!(?reason, "stopped serving"),
-            Event::JetLag { lag_ms } => tracing::warn!(lag_ms, "wall clock far ahead of the timestamps"),
-        }
-    }
-}
-
-/// Sleeps until the node's next deadline, or until the server stops and its
-/// connections are closed. Returns false on stop.
-fn sleep_until(shared: &Shared, deadline: Option<Instant>) -> bool {
-    let mut stopping = lock_ignoring_poison(&shared.stopping);
-    let stopped = |stopping: bool| stopping && shared.connections_closed.load(Ordering::SeqCst);
-    loop {
-        if stopped(*stopping) {
-            return false;
-        }
-        let now = shared.clock.now();
-        let wait = match deadline {
-            Some(d) if d <= now => return true,
-            Some(d) => d.saturating_since(now).min(MAX_DRIVER_SLEEP),
-            None => MAX_DRIVER_SLEEP,
-        };
-        let (guard, timeout) = shared.wake.wait_timeout(stopping, wait).unwrap_or_else(|e| e.into_inner());
-        stopping = guard;
-        if timeout.timed_out() {
-            // Past the deadline, or at the periodic look at the clock.
-            return !stopped(*stopping);
-        }
-        // Woken early (a stop request, or spuriously): look again.
     }
 }

@@ -93,9 +93,12 @@ fn start_serve_status_and_shutdown() {
     let addr = server.local_addr();
     assert_ne!(addr.port(), 0, "the real port is reported");
 
-    // Few retries: after the shutdown below, this client must give up quickly.
-    let quick =
-        ClientOptions { max_retries: 2, retry_backoff: Duration::from_millis(1), ..Default::default() };
+    // A short deadline: after the shutdown below, this client must give up quickly.
+    let quick = ClientOptions {
+        deadline: Duration::from_millis(100),
+        retry_backoff: Duration::from_millis(1),
+        ..Default::default()
+    };
     let client = Client::connect_with(addr, quick).unwrap();
     let a = client.get_ts().unwrap();
     let b = client.get_ts().unwrap();
@@ -362,9 +365,10 @@ fn startup_errors_are_typed() {
         other => panic!("expected a cluster mismatch, got {other:?}"),
     }
 
+    // A cluster of three needs three peer addresses.
     let cfg =
         ServerConfig { node: NodeConfig::new(NodeId(0), 3), ..ServerConfig::new(loopback(), dir.path()) };
-    assert!(matches!(Server::start(cfg), Err(ServerError::ClusterSize { nodes: 3 })));
+    assert!(matches!(Server::start(cfg), Err(ServerError::Peers { nodes: 3, peers: 0 })));
 
     let mut node = NodeConfig::single();
     node.oracle.save_interval_ms = 0;
@@ -384,7 +388,7 @@ fn exhausted_logical_clock_is_retried_until_the_window_moves() {
     node.oracle.update_interval = Duration::from_millis(2);
     let server = start_cfg(ServerConfig { node, ..ServerConfig::new(loopback(), dir.path()) });
     let opts = ClientOptions {
-        max_retries: 1_000,
+        deadline: Duration::from_secs(10),
         retry_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(2),
         ..ClientOptions::default()

@@ -25,6 +25,8 @@ const WINDOW: &str = "window_end_ms";
 const PRIMARY: &str = "primary";
 /// The key of the node's restart counter (u64).
 const RESTART: &str = "restart";
+/// The key of the node id (u16) the data dir belongs to.
+const NODE_ID: &str = "node_id";
 /// The fence key of the `leader` lease (ballot, 18 bytes).
 const FENCE_LEADER: &str = "fence/leader";
 /// The fence key of the `primary` lease (ballot, 18 bytes).
@@ -67,6 +69,15 @@ pub enum StoreError {
         /// The cluster id this node was configured with.
         expected: u64,
     },
+    /// The data dir belongs to another node of the cluster: serving it would
+    /// make this node answer for another's replica and reuse its ballots.
+    #[error("data dir belongs to node {}, not node {}", stored.0 + 1, expected.0 + 1)]
+    NodeMismatch {
+        /// The node id recorded in the data dir.
+        stored: NodeId,
+        /// The node id this node was configured with.
+        expected: NodeId,
+    },
     /// sled failed (I/O error, or corruption sled itself detected).
     #[error("sled: {0}")]
     Io(#[from] sled::Error),
@@ -90,9 +101,10 @@ impl StoreError {
             StoreError::Fenced { by } => StoreReject::Fenced { by },
             StoreError::PrimaryExists { id } => StoreReject::PrimaryExists { id },
             StoreError::NotGreater { stored } => StoreReject::NotGreater { stored },
-            StoreError::ClusterMismatch { .. } | StoreError::Io(_) | StoreError::Corrupt { .. } => {
-                StoreReject::Failed
-            }
+            StoreError::ClusterMismatch { .. }
+            | StoreError::NodeMismatch { .. }
+            | StoreError::Io(_)
+            | StoreError::Corrupt { .. } => StoreReject::Failed,
         }
     }
 }
@@ -245,6 +257,48 @@ impl SledStore {
             t.insert(RESTART, &next.to_be_bytes()[..])?;
             t.flush();
             Ok(next)
+        })
+    }
+
+    /// Records that this data dir belongs to node `node` (on its first
+    /// start), or checks that it does: a dir of another node is refused with
+    /// [`StoreError::NodeMismatch`] and nothing is written.
+    pub fn claim_node(&self, node: NodeId) -> Result<(), StoreError> {
+        self.transact(|t| match t.get(NODE_ID)? {
+            Some(v) => {
+                let bytes: [u8; 2] = v.as_ref().try_into().map_err(|_| {
+                    abort(StoreError::Corrupt { key: NODE_ID, detail: format!("{} bytes, not 2", v.len()) })
+                })?;
+                let stored = NodeId(u16::from_be_bytes(bytes));
+                if stored == node {
+                    Ok(())
+                } else {
+                    Err(abort(StoreError::NodeMismatch { stored, expected: node }))
+                }
+            }
+            None => {
+                t.insert(NODE_ID, &node.0.to_be_bytes()[..])?;
+                t.flush();
+                Ok(())
+            }
+        })
+    }
+
+    /// The restart counter as stored (0 for a data dir this node never
+    /// started on: new, or replaced with its disk).
+    pub fn restart(&self) -> Result<u64, StoreError> {
+        Ok(decode_u64(RESTART, self.db.get(RESTART)?.as_deref())?.unwrap_or(0))
+    }
+
+    /// Raises the restart counter to at least `at_least`, durably, and
+    /// returns it: a node that lost its counter with its disk starts above
+    /// the restarts its peers saw from its earlier incarnations.
+    pub fn raise_restart(&self, at_least: u64) -> Result<u64, StoreError> {
+        self.transact(|t| {
+            let restart = read_u64(t, RESTART)?.unwrap_or(0).max(at_least);
+            t.insert(RESTART, &restart.to_be_bytes()[..])?;
+            t.flush();
+            Ok(restart)
         })
     }
 

@@ -52,6 +52,16 @@ impl Acceptor {
         self.promised
     }
 
+    /// The live lease and when it expires on this node's clock.
+    pub fn lease_expiry(&self, now: Instant) -> Option<(Ballot, Instant)> {
+        self.lease.filter(|&(_, expires)| now < expires)
+    }
+
+    /// How long A4 still silences this acceptor.
+    pub fn quarantine_left(&self, now: Instant) -> Duration {
+        self.quarantine_until.saturating_since(now)
+    }
+
     /// Whether A4 still silences this acceptor.
     pub fn is_quarantined(&self, now: Instant) -> bool {
         now < self.quarantine_until

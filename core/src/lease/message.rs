@@ -1,18 +1,16 @@
 //! PaxosLease messages between nodes, and their wire encoding.
 //!
-//! Messages are small `Copy` values. On the wire a peer frame is
-//! `len: u32` (bytes that follow), `kind: u8`, `lease: u8`, then a body whose
-//! size the kind fixes; big-endian throughout. A ballot is
+//! Messages are small `Copy` values. On the wire a lease message is a peer
+//! frame (`crate::peer`): `len: u32` (bytes that follow), `kind: u8`,
+//! `lease: u8`, then a body whose size the kind fixes; big-endian throughout. A ballot is
 //! `counter: u64, restart: u64, node: u16`. The owner of a lease is the node
 //! of its ballot: a proposer only ever proposes itself.
 
 use bytes::{Buf, BufMut};
 
 use crate::ballot::{Ballot, LeaseName, NodeId};
-use crate::wire::{EncodeError, LEN_PREFIX, Layout, RawFrame, WireError};
-
-/// The largest peer frame body; longer lengths are refused from the prefix.
-pub const MAX_PEER_FRAME_LEN: u32 = 64;
+use crate::peer::PEER;
+use crate::wire::{EncodeError, LEN_PREFIX, RawFrame, WireError};
 
 /// One PaxosLease message (PaxosLease Revisited's names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,7 +68,7 @@ pub struct Message {
     pub msg: LeaseMsg,
 }
 
-const BALLOT_LEN: usize = 18;
+pub(crate) const BALLOT_LEN: usize = 18;
 const PREPARE: u8 = 0x41;
 const PROMISE: u8 = 0x42;
 const REJECTED: u8 = 0x43;
@@ -79,31 +77,32 @@ const ACCEPTED: u8 = 0x45;
 const LEARN_CHOSEN: u8 = 0x46;
 const RELEASE: u8 = 0x47;
 
-fn body_len(kind: u8) -> Option<usize> {
-    Some(match kind {
-        PREPARE | ACCEPT | ACCEPTED | RELEASE => BALLOT_LEN,
-        PROMISE => BALLOT_LEN + 1 + BALLOT_LEN,
-        REJECTED => 2 * BALLOT_LEN,
-        LEARN_CHOSEN => BALLOT_LEN + 4,
-        _ => return None,
-    })
+/// The body size of a lease frame of `kind`, the lease byte included; `None`
+/// for a kind that is not a lease message.
+pub(crate) fn lease_body_len(kind: u8) -> Option<usize> {
+    Some(
+        1 + match kind {
+            PREPARE | ACCEPT | ACCEPTED | RELEASE => BALLOT_LEN,
+            PROMISE => BALLOT_LEN + 1 + BALLOT_LEN,
+            REJECTED => 2 * BALLOT_LEN,
+            LEARN_CHOSEN => BALLOT_LEN + 4,
+            _ => return None,
+        },
+    )
 }
 
-/// Peer frames carry the lease name between the kind and the body.
-const PEER: Layout = Layout { max_len: MAX_PEER_FRAME_LEN, header: 1, body_len };
-
-fn put_ballot(buf: &mut impl BufMut, b: Ballot) {
+pub(crate) fn put_ballot(buf: &mut impl BufMut, b: Ballot) {
     buf.put_u64(b.counter);
     buf.put_u64(b.restart);
     buf.put_u16(b.node.0);
 }
 
-fn get_ballot(buf: &mut impl Buf) -> Ballot {
+pub(crate) fn get_ballot(buf: &mut impl Buf) -> Ballot {
     Ballot { counter: buf.get_u64(), restart: buf.get_u64(), node: NodeId(buf.get_u16()) }
 }
 
 impl Message {
-    fn kind(&self) -> u8 {
+    pub(crate) fn kind(&self) -> u8 {
         match self.msg {
             LeaseMsg::Prepare { .. } => PREPARE,
             LeaseMsg::Promise { .. } => PROMISE,
@@ -115,15 +114,39 @@ impl Message {
         }
     }
 
+    /// The ballot a message carries *of its sender's own*, when the sender
+    /// speaks as a proposer (Prepare, Accept, Release, LearnChosen): what a
+    /// peer remembers of another node's ballots, so that node can start above
+    /// them after losing its restart counter with its disk. Replies carry the
+    /// addressee's ballot and give `None`.
+    pub fn proposer_ballot(&self) -> Option<Ballot> {
+        match self.msg {
+            LeaseMsg::Prepare { ballot }
+            | LeaseMsg::Accept { ballot }
+            | LeaseMsg::Release { ballot }
+            | LeaseMsg::LearnChosen { ballot, .. } => Some(ballot),
+            LeaseMsg::Promise { .. } | LeaseMsg::Accepted { .. } | LeaseMsg::Rejected { .. } => None,
+        }
+    }
+
     /// Bytes of the encoded frame, length prefix included.
     pub fn encoded_len(&self) -> usize {
         // Every kind `kind()` returns has a body length.
-        LEN_PREFIX + 2 + body_len(self.kind()).unwrap_or(0)
+        LEN_PREFIX + 1 + lease_body_len(self.kind()).unwrap_or(0)
     }
 
     /// Appends the frame to `buf`, or leaves it untouched if it has no room.
+    /// The frame is a peer frame (`crate::peer`): lease messages are the
+    /// kinds `0x41..=0x47` of the peer protocol.
     pub fn encode(&self, buf: &mut impl BufMut) -> Result<usize, EncodeError> {
         let required = PEER.begin(buf, self.kind())?;
+        self.encode_body(buf);
+        Ok(required)
+    }
+
+    /// Writes the body (lease byte first) of a frame whose prefix and kind
+    /// are written.
+    pub(crate) fn encode_body(&self, buf: &mut impl BufMut) {
         buf.put_u8(self.lease.code());
         match self.msg {
             LeaseMsg::Prepare { ballot }
@@ -144,25 +167,37 @@ impl Message {
                 buf.put_u32(remaining_ms);
             }
         }
-        Ok(required)
     }
 
     /// Decodes the first frame of `bytes`: a message and the bytes it used,
-    /// `None` if more bytes are needed, or an error if they can never be one.
+    /// `None` if more bytes are needed, or an error if they can never be one
+    /// (including a peer frame of a kind that is not a lease message).
     pub fn decode(bytes: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
         let Some(RawFrame { kind, rest: mut buf, consumed }) = PEER.split(bytes)? else {
             return Ok(None);
         };
+        match Self::decode_body(kind, &mut buf)? {
+            Some(msg) => Ok(Some((msg, consumed))),
+            None => Err(WireError::UnknownKind(kind)),
+        }
+    }
+
+    /// Decodes the body of a frame of `kind` whose length was checked against
+    /// [`lease_body_len`]; `None` if `kind` is not a lease message.
+    pub(crate) fn decode_body(kind: u8, buf: &mut &[u8]) -> Result<Option<Message>, WireError> {
+        if lease_body_len(kind).is_none() {
+            return Ok(None);
+        }
         let lease = LeaseName::from_code(buf.get_u8()).ok_or(WireError::BadValue("lease name"))?;
         let msg = match kind {
-            PREPARE => LeaseMsg::Prepare { ballot: get_ballot(&mut buf) },
-            ACCEPT => LeaseMsg::Accept { ballot: get_ballot(&mut buf) },
-            ACCEPTED => LeaseMsg::Accepted { ballot: get_ballot(&mut buf) },
-            RELEASE => LeaseMsg::Release { ballot: get_ballot(&mut buf) },
+            PREPARE => LeaseMsg::Prepare { ballot: get_ballot(buf) },
+            ACCEPT => LeaseMsg::Accept { ballot: get_ballot(buf) },
+            ACCEPTED => LeaseMsg::Accepted { ballot: get_ballot(buf) },
+            RELEASE => LeaseMsg::Release { ballot: get_ballot(buf) },
             PROMISE => {
-                let ballot = get_ballot(&mut buf);
+                let ballot = get_ballot(buf);
                 let present = buf.get_u8();
-                let lease = get_ballot(&mut buf);
+                let lease = get_ballot(buf);
                 let lease = match present {
                     0 => None,
                     1 => Some(lease),
@@ -170,14 +205,12 @@ impl Message {
                 };
                 LeaseMsg::Promise { ballot, lease }
             }
-            REJECTED => LeaseMsg::Rejected { refused: get_ballot(&mut buf), promised: get_ballot(&mut buf) },
-            LEARN_CHOSEN => {
-                LeaseMsg::LearnChosen { ballot: get_ballot(&mut buf), remaining_ms: buf.get_u32() }
-            }
-            // `body_len` knows no other kind.
+            REJECTED => LeaseMsg::Rejected { refused: get_ballot(buf), promised: get_ballot(buf) },
+            LEARN_CHOSEN => LeaseMsg::LearnChosen { ballot: get_ballot(buf), remaining_ms: buf.get_u32() },
+            // `lease_body_len` knows no other kind.
             other => return Err(WireError::UnknownKind(other)),
         };
-        Ok(Some((Message { lease, msg }, consumed)))
+        Ok(Some(Message { lease, msg }))
     }
 }
 
@@ -218,7 +251,8 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(matches!(Message::decode(&[0xff; 8]), Err(WireError::FrameTooLarge { .. })));
-        assert_eq!(Message::decode(&[0, 0, 0, 1, PREPARE]), Err(WireError::Empty));
+        assert!(matches!(Message::decode(&[0, 0, 0, 1, PREPARE]), Err(WireError::BadLength { .. })));
+        assert_eq!(Message::decode(&[0, 0, 0, 0]), Err(WireError::Empty));
         assert_eq!(Message::decode(&[0, 0, 0, 2, 0x99, 0]), Err(WireError::UnknownKind(0x99)));
         let mut buf = Vec::new();
         Message { lease: LeaseName::Leader, msg: LeaseMsg::Prepare { ballot: Ballot::ZERO } }

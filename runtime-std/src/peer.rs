@@ -1,0 +1,621 @@
+//! Peer links: the transport between the nodes of a cluster.
+//!
+//! Every node dials every other node once and sends on that connection
+//! everything it has for it (lease messages, store requests for its replica,
+//! replies to its store requests); what it receives comes in on the
+//! connections the others dialled. So each direction of a pair is one TCP
+//! stream with one writer, and no frame waits behind a reply.
+//!
+//! * **Outgoing** ([`Link`]): one thread per peer owns the connection. It
+//!   connects, does the handshake (the core's [`Handshake::check_answer`]),
+//!   then writes what the driver queued. The queue is bounded: when a peer is
+//!   slow or dead, what does not fit is dropped (the lease protocol tolerates
+//!   loss, a store round times out), so a dead peer costs a constant amount
+//!   of memory and the driver never blocks on it. While the link is down,
+//!   queued frames are discarded (they would be stale by the time it is up)
+//!   and it reconnects with jittered exponential backoff.
+//! * **Incoming**: an acceptor thread and one reader thread per connection.
+//!   The reader checks the peer's `Hello` (the core's [`Handshake::check`])
+//!   and answers `Welcome` or `Refused`; from then on every frame it decodes
+//!   is tagged with the id the handshake named, never with anything the frame
+//!   says. A malformed frame drops the connection (the peer redials).
+//!
+//! Protocol decisions live in the core (`leasetso_core::peer`); this module
+//! moves bytes, keeps sockets and threads, and routes decoded frames to the
+//! driver and the store thread.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant as StdInstant};
+
+use leasetso_core::peer::MAX_PEER_FRAME_LEN;
+use leasetso_core::wire::LEN_PREFIX;
+use leasetso_core::{Ballot, Handshake, HandshakeError, NodeId, PeerFrame};
+
+use crate::driver::Input;
+use crate::store::Job;
+
+/// Frames queued for one peer at most; more are dropped.
+const LINK_QUEUE: usize = 1024;
+/// The first pause before redialling a peer; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(20);
+/// The longest pause between two dials of a peer that does not answer.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// The pause after a peer refused the handshake (a configuration error an
+/// operator must fix: no point in hammering it).
+const REFUSED_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a dial, a handshake, or one write may take.
+const IO_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Bytes gathered before one write, when frames queue up.
+const WRITE_BATCH: usize = 16 * 1024;
+/// Room for one whole peer frame.
+const FRAME_ROOM: usize = LEN_PREFIX + MAX_PEER_FRAME_LEN as usize;
+/// Read buffer of an incoming connection.
+const READ_BUF: usize = 16 * 1024;
+
+/// What the driver asks a link's thread.
+pub(crate) enum Cmd {
+    /// Send this frame.
+    Frame(PeerFrame),
+    /// Answer once everything queued before has been written (or dropped).
+    Flush(mpsc::Sender<()>),
+}
+
+/// The state every peer thread shares.
+pub(crate) struct PeerNet {
+    me: NodeId,
+    nodes: u16,
+    ours: Handshake,
+    peers: Vec<SocketAddr>,
+    links: Vec<Option<LinkHandle>>,
+    /// Client addresses peers advertised in their handshakes, for leader hints.
+    client_addrs: Mutex<Vec<Option<SocketAddr>>>,
+    /// The highest ballot of its own each peer was seen to use (a store that
+    /// lost its restart counter asks for it).
+    seen: Mutex<Vec<Ballot>>,
+    /// The live incoming connection of each peer, to close it at shutdown or
+    /// when the peer dials again.
+    incoming: Mutex<HashMap<u16, (u64, TcpStream)>>,
+    next_conn: AtomicU64,
+    stopping: AtomicBool,
+    listen_addr: SocketAddr,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The driver's end of one outgoing link.
+struct LinkHandle {
+    tx: SyncSender<Cmd>,
+    up: Arc<AtomicBool>,
+}
+
+/// Where decoded frames go.
+#[derive(Clone)]
+pub(crate) struct Routes {
+    pub(crate) driver: SyncSender<Input>,
+    pub(crate) store: SyncSender<Job>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain bookkeeping no panic can leave inconsistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl PeerNet {
+    /// Binds the peer listener and starts the acceptor and one link thread
+    /// per peer. `peers[i]` is node `i`'s peer address (this node's own too).
+    pub(crate) fn start(
+        me: NodeId,
+        peers: Vec<SocketAddr>,
+        ours: Handshake,
+        routes: Routes,
+        seed: u64,
+    ) -> io::Result<Arc<PeerNet>> {
+        let listener = TcpListener::bind(peers[usize::from(me.0)])?;
+        let listen_addr = listener.local_addr()?;
+        let nodes = peers.len() as u16;
+        let mut links = Vec::with_capacity(peers.len());
+        let mut receivers = Vec::with_capacity(peers.len());
+        for i in 0..nodes {
+            if i == me.0 {
+                links.push(None);
+                receivers.push(None);
+                continue;
+            }
+            let (tx, rx) = mpsc::sync_channel(LINK_QUEUE);
+            let up = Arc::new(AtomicBool::new(false));
+            links.push(Some(LinkHandle { tx, up: Arc::clone(&up) }));
+            receivers.push(Some((rx, up)));
+        }
+        let net = Arc::new(PeerNet {
+            me,
+            nodes,
+            ours,
+            peers,
+            links,
+            client_addrs: Mutex::new(vec![None; usize::from(nodes)]),
+            seen: Mutex::new(vec![Ballot::ZERO; usize::from(nodes)]),
+            incoming: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            listen_addr,
+            threads: Mutex::new(Vec::new()),
+        });
+        let mut threads = Vec::new();
+        for (i, receiver) in receivers.into_iter().enumerate() {
+            let Some((rx, up)) = receiver else { continue };
+            let link = Link {
+                net: Arc::clone(&net),
+                to: NodeId(i as u16),
+                rx,
+                up,
+                rng: seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            };
+            threads.push(
+                thread::Builder::new().name(format!("leasetso-link-{}", i + 1)).spawn(move || link.run())?,
+            );
+        }
+        let acceptor = Arc::clone(&net);
+        threads.push(
+            thread::Builder::new()
+                .name("leasetso-peer-accept".into())
+                .spawn(move || acceptor.accept(listener, routes))?,
+        );
+        *lock(&net.threads) = threads;
+        Ok(net)
+    }
+
+    /// The address the peer listener is bound to.
+    pub(crate) fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    /// Queues a frame for `to`; drops it if the link's queue is full.
+    pub(crate) fn send(&self, to: NodeId, frame: PeerFrame) {
+        let Some(Some(link)) = self.links.get(usize::from(to.0)) else { return };
+        match link.tx.try_send(Cmd::Frame(frame)) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => tracing::trace!(to = to.0 + 1, "peer queue full; frame dropped"),
+        }
+    }
+
+    /// The client address node `id` advertised, if it did.
+    pub(crate) fn client_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        lock(&self.client_addrs).get(usize::from(id.0)).copied().flatten()
+    }
+
+    /// Bit `i` set: the link to node `i` is up (this node's own bit is set).
+    pub(crate) fn links_up(&self) -> u32 {
+        let mut mask = 1u32 << self.me.0;
+        for (i, link) in self.links.iter().enumerate() {
+            if link.as_ref().is_some_and(|l| l.up.load(Ordering::Relaxed)) {
+                mask |= 1 << i;
+            }
+        }
+        mask
+    }
+
+    /// The highest ballot of node `id`'s own this node has seen on the wire.
+    pub(crate) fn seen(&self, id: NodeId) -> Ballot {
+        lock(&self.seen).get(usize::from(id.0)).copied().unwrap_or(Ballot::ZERO)
+    }
+
+    /// Waits until every link has written what was queued before this call,
+    /// at most `timeout`: the Release of a shutdown reaches the peers.
+    pub(crate) fn flush(&self, timeout: Duration) {
+        let deadline = StdInstant::now() + timeout;
+        let mut acks = Vec::new();
+        for link in self.links.iter().flatten() {
+            if !link.up.load(Ordering::Relaxed) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel();
+            if link.tx.try_send(Cmd::Flush(tx)).is_ok() {
+                acks.push(rx);
+            }
+        }
+        for rx in acks {
+            let left = deadline.saturating_duration_since(StdInstant::now());
+            let _ = rx.recv_timeout(left);
+        }
+    }
+
+    /// Stops every peer thread and closes every peer connection.
+    pub(crate) fn shutdown(&self) {
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Wakes the acceptor's blocked `accept`.
+        let _ = TcpStream::connect_timeout(&loopback(self.listen_addr), IO_TIMEOUT);
+        for (_, (_, stream)) in lock(&self.incoming).drain() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    fn accept(self: Arc<Self>, listener: TcpListener, routes: Routes) {
+        let mut readers: Vec<JoinHandle<()>> = Vec::new();
+        for stream in listener.incoming() {
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "peer accept failed");
+                    thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            readers.retain(|r| !r.is_finished());
+            let net = Arc::clone(&self);
+            let routes = routes.clone();
+            match thread::Builder::new()
+                .name("leasetso-peer-read".into())
+                .spawn(move || net.read(stream, &routes))
+            {
+                Ok(handle) => readers.push(handle),
+                Err(e) => tracing::warn!(error = %e, "cannot start a peer reader thread"),
+            }
+        }
+        for (_, (_, stream)) in lock(&self.incoming).drain() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        for r in readers {
+            let _ = r.join();
+        }
+    }
+
+    /// Serves one incoming connection: the handshake, then frames until the
+    /// peer leaves, breaks the protocol, or this node stops.
+    fn read(&self, stream: TcpStream, routes: &Routes) {
+        let remote = stream.peer_addr().ok();
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(IO_TIMEOUT * 5));
+        let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+        let mut reader = FrameReader::new();
+        let hello = match reader.next(&stream) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::debug!(?remote, error = %e, "peer connection closed before its handshake");
+                return;
+            }
+        };
+        let from = match hello {
+            PeerFrame::Hello(theirs) => match self.ours.check(&theirs, self.nodes, None) {
+                Ok(()) => {
+                    if theirs.client_addr.is_some() {
+                        lock(&self.client_addrs)[usize::from(theirs.node.0)] = theirs.client_addr;
+                    }
+                    theirs.node
+                }
+                Err(e) => {
+                    tracing::error!(?remote, "refusing a peer: {e}");
+                    refuse(&stream, e, self.ours);
+                    return;
+                }
+            },
+            _ => {
+                tracing::warn!(?remote, "refusing a peer: its first frame is not Hello");
+                refuse(&stream, HandshakeError::NotHandshake, self.ours);
+                return;
+            }
+        };
+        if write_frame(&stream, &PeerFrame::Welcome(self.ours)).is_err() {
+            return;
+        }
+        let _ = stream.set_read_timeout(None);
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        match stream.try_clone() {
+            Ok(clone) => {
+                if let Some((_, old)) = lock(&self.incoming).insert(from.0, (conn, clone)) {
+                    // The peer dialled again (it restarted, or lost the old
+                    // connection): the old stream is dead or about to be.
+                    let _ = old.shutdown(Shutdown::Both);
+                }
+            }
+            Err(_) => return,
+        }
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        tracing::debug!(peer = from.0 + 1, ?remote, "peer connected");
+        loop {
+            let frame = match reader.next(&stream) {
+                Ok(frame) => frame,
+                Err(ReadError::Closed) => break,
+                Err(ReadError::Io(e)) => {
+                    tracing::debug!(peer = from.0 + 1, error = %e, "peer connection lost");
+                    break;
+                }
+                Err(ReadError::Wire(e)) => {
+                    tracing::warn!(peer = from.0 + 1, error = %e, "malformed peer frame; dropping the connection");
+                    break;
+                }
+            };
+            let routed = match frame {
+                PeerFrame::Lease(msg) => {
+                    if let Some(b) = msg.proposer_ballot().filter(|b| b.node == from) {
+                        let mut seen = lock(&self.seen);
+                        let slot = &mut seen[usize::from(from.0)];
+                        *slot = (*slot).max(b);
+                    }
+                    routes.driver.send(Input::Peer { from, msg }).is_ok()
+                }
+                PeerFrame::StoreReply { id, reply } => {
+                    routes.driver.send(Input::StoreReply { replica: from, id, reply }).is_ok()
+                }
+                PeerFrame::RestartInfo { highest } => {
+                    routes.driver.send(Input::RestartInfo { from, highest }).is_ok()
+                }
+                PeerFrame::Store(request) => {
+                    // A full store queue drops the request: the peer's round
+                    // times out, as if the frame had been lost.
+                    !matches!(
+                        routes.store.try_send(Job::Remote { from, request }),
+                        Err(TrySendError::Disconnected(_))
+                    )
+                }
+                PeerFrame::RestartQuery => !matches!(
+                    routes.store.try_send(Job::RestartQuery { from }),
+                    Err(TrySendError::Disconnected(_))
+                ),
+                PeerFrame::Hello(_) | PeerFrame::Welcome(_) | PeerFrame::Refused { .. } => {
+                    tracing::warn!(
+                        peer = from.0 + 1,
+                        "handshake frame after the handshake; dropping the connection"
+                    );
+                    break;
+                }
+            };
+            if !routed {
+                break; // The node is shutting down.
+            }
+        }
+        let mut incoming = lock(&self.incoming);
+        if incoming.get(&from.0).is_some_and(|(c, _)| *c == conn) {
+            incoming.remove(&from.0);
+        }
+    }
+}
+
+/// Sends `Refused` and closes.
+fn refuse(stream: &TcpStream, e: HandshakeError, ours: Handshake) {
+    let _ = write_frame(stream, &PeerFrame::Refused { reason: e.refusal(), theirs: ours });
+    let _ = stream.shutdown(Shutdown::Write);
+    // Read what the peer still sends for a moment, so the close does not
+    // reset the connection before it reads the refusal.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 512];
+    while matches!((&*stream).read(&mut sink), Ok(n) if n > 0) {}
+}
+
+fn write_frame(mut stream: &TcpStream, frame: &PeerFrame) -> io::Result<()> {
+    let mut buf = [0u8; FRAME_ROOM];
+    let mut slice = &mut buf[..];
+    // Every peer frame fits FRAME_ROOM bytes (MAX_PEER_FRAME_LEN bounds them).
+    let n = frame.encode(&mut slice).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    stream.write_all(&buf[..n])
+}
+
+fn loopback(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
+enum ReadError {
+    Closed,
+    Io(io::Error),
+    Wire(leasetso_core::WireError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Closed => f.write_str("closed"),
+            ReadError::Io(e) => e.fmt(f),
+            ReadError::Wire(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Reads whole peer frames from a stream into a fixed buffer.
+struct FrameReader {
+    buf: Box<[u8; READ_BUF]>,
+    start: usize,
+    end: usize,
+}
+
+impl FrameReader {
+    fn new() -> Self {
+        FrameReader { buf: Box::new([0; READ_BUF]), start: 0, end: 0 }
+    }
+
+    fn next(&mut self, mut stream: &TcpStream) -> Result<PeerFrame, ReadError> {
+        loop {
+            match PeerFrame::decode(&self.buf[self.start..self.end]) {
+                Ok(Some((frame, used))) => {
+                    self.start += used;
+                    return Ok(frame);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ReadError::Wire(e)),
+            }
+            if self.start == self.end {
+                (self.start, self.end) = (0, 0);
+            } else if READ_BUF - self.end < FRAME_ROOM {
+                self.buf.copy_within(self.start..self.end, 0);
+                (self.start, self.end) = (0, self.end - self.start);
+            }
+            match stream.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+    }
+}
+
+/// One outgoing link's thread.
+struct Link {
+    net: Arc<PeerNet>,
+    to: NodeId,
+    rx: Receiver<Cmd>,
+    up: Arc<AtomicBool>,
+    rng: u64,
+}
+
+impl Link {
+    fn run(mut self) {
+        let addr = self.net.peers[usize::from(self.to.0)];
+        let mut backoff = MIN_BACKOFF;
+        let mut last_error = String::new();
+        while !self.net.stopping.load(Ordering::SeqCst) {
+            match self.connect(addr) {
+                Ok(stream) => {
+                    backoff = MIN_BACKOFF;
+                    last_error.clear();
+                    self.up.store(true, Ordering::SeqCst);
+                    tracing::info!(peer = self.to.0 + 1, %addr, "peer link up");
+                    let result = self.write_loop(&stream);
+                    self.up.store(false, Ordering::SeqCst);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    match result {
+                        Ok(()) => return, // Stopping.
+                        Err(e) => tracing::info!(peer = self.to.0 + 1, error = %e, "peer link down"),
+                    }
+                }
+                Err(e) => {
+                    let refused = matches!(e, DialError::Handshake(_));
+                    let text = e.to_string();
+                    if text != last_error {
+                        // Said once per change, not at every redial.
+                        if refused {
+                            tracing::error!(peer = self.to.0 + 1, %addr, "peer link refused: {text}");
+                        } else {
+                            tracing::debug!(peer = self.to.0 + 1, %addr, error = %text, "cannot reach peer");
+                        }
+                        last_error = text;
+                    }
+                    let pause = if refused { REFUSED_BACKOFF } else { self.jitter(backoff) };
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    if !self.idle(pause) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Uniform in `[d/2, d]`, from the link's own generator (xorshift).
+    fn jitter(&mut self, d: Duration) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        d / 2 + d.mul_f64((self.rng % 1000) as f64 / 2000.0)
+    }
+
+    /// While the link is down: discards what the driver queues (stale by the
+    /// time the link is up), answers flushes at once, for `pause`. Returns
+    /// false when the node stops.
+    fn idle(&mut self, pause: Duration) -> bool {
+        let until = StdInstant::now() + pause;
+        loop {
+            if self.net.stopping.load(Ordering::SeqCst) {
+                return false;
+            }
+            let left = until.saturating_duration_since(StdInstant::now());
+            if left.is_zero() {
+                return true;
+            }
+            match self.rx.recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(Cmd::Flush(ack)) => {
+                    let _ = ack.send(());
+                }
+                Ok(Cmd::Frame(_)) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn connect(&mut self, addr: SocketAddr) -> Result<TcpStream, DialError> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(DialError::Io)?;
+        stream.set_nodelay(true).map_err(DialError::Io)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(DialError::Io)?;
+        stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(DialError::Io)?;
+        write_frame(&stream, &PeerFrame::Hello(self.net.ours)).map_err(DialError::Io)?;
+        let answer = FrameReader::new().next(&stream).map_err(|e| match e {
+            ReadError::Closed => {
+                DialError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the handshake"))
+            }
+            ReadError::Io(e) => DialError::Io(e),
+            ReadError::Wire(e) => DialError::Io(io::Error::new(io::ErrorKind::InvalidData, e)),
+        })?;
+        let theirs =
+            self.net.ours.check_answer(&answer, self.net.nodes, self.to).map_err(DialError::Handshake)?;
+        if theirs.client_addr.is_some() {
+            lock(&self.net.client_addrs)[usize::from(self.to.0)] = theirs.client_addr;
+        }
+        Ok(stream)
+    }
+
+    /// Writes queued frames until the connection fails (`Err`) or the node
+    /// stops (`Ok`). Frames that queued up meanwhile go out in one write.
+    fn write_loop(&mut self, mut stream: &TcpStream) -> io::Result<()> {
+        let mut out: Vec<u8> = Vec::with_capacity(WRITE_BATCH + FRAME_ROOM);
+        let mut acks: Vec<mpsc::Sender<()>> = Vec::new();
+        loop {
+            if self.net.stopping.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let first = match self.rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(cmd) => cmd,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            };
+            let mut next = Some(first);
+            while let Some(cmd) = next {
+                match cmd {
+                    // `out` is a Vec and grows: encoding cannot fail.
+                    Cmd::Frame(frame) => drop(frame.encode(&mut out)),
+                    Cmd::Flush(ack) => acks.push(ack),
+                }
+                next = if out.len() < WRITE_BATCH { self.rx.try_recv().ok() } else { None };
+            }
+            if !out.is_empty() {
+                stream.write_all(&out)?;
+                out.clear();
+            }
+            for ack in acks.drain(..) {
+                let _ = ack.send(());
+            }
+        }
+    }
+}
+
+enum DialError {
+    Io(io::Error),
+    Handshake(HandshakeError),
+}
+
+impl std::fmt::Display for DialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DialError::Io(e) => e.fmt(f),
+            DialError::Handshake(e) => e.fmt(f),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The store thread: every operation on this node's sled replica, the
+//! node's own and those its peers send, runs here.
+//!
+//! A save flushes to disk. Lease messages (Promise, Accept, Release) must
+//! never wait behind an fsync, or a slow disk would let leases lapse; so the
+//! driver only queues store work here and goes on, and the reply comes back
+//! as an input like any other.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use leasetso_core::{Ballot, LeaseName, NodeId, PeerFrame, StoreRequest};
+use leasetso_sled::SledStore;
+
+use crate::driver::Input;
+use crate::peer::PeerNet;
+
+/// Jobs queued at most; a peer's request beyond it is dropped (its round
+/// times out, as if the frame had been lost).
+pub(crate) const STORE_QUEUE: usize = 1024;
+
+/// Work for the store thread.
+pub(crate) enum Job {
+    /// This node's own request for its own replica.
+    Local(StoreRequest),
+    /// A peer's request for this node's replica; the reply goes back to it.
+    Remote {
+        /// The peer, as its link's handshake named it.
+        from: NodeId,
+        /// The operation.
+        request: StoreRequest,
+    },
+    /// A peer that lost its restart counter asks for the highest ballot of
+    /// its own seen here.
+    RestartQuery {
+        /// The asking peer.
+        from: NodeId,
+    },
+}
+
+/// Runs jobs until every sender is gone.
+pub(crate) fn run(
+    me: NodeId,
+    store: SledStore,
+    jobs: Receiver<Job>,
+    driver: SyncSender<Input>,
+    net: Option<Arc<PeerNet>>,
+) {
+    for job in jobs {
+        match job {
+            Job::Local(request) => {
+                let reply = store.execute(request.op);
+                if driver.send(Input::StoreReply { replica: me, id: request.id, reply }).is_err() {
+                    break;
+                }
+            }
+            Job::Remote { from, request } => {
+                let reply = store.execute(request.op);
+                if let Some(net) = &net {
+                    net.send(from, PeerFrame::StoreReply { id: request.id, reply });
+                }
+            }
+            Job::RestartQuery { from } => {
+                let Some(net) = &net else { continue };
+                // What this replica's fence and this node's peer links saw of
+                // the asker's ballots. A replica that cannot read its fence
+                // does not answer: the asker waits for a quorum of answers.
+                let Ok(fence) = store.fence(LeaseName::Leader) else { continue };
+                let fence = if fence.node == from { fence } else { Ballot::ZERO };
+                let highest = fence.max(net.seen(from));
+                net.send(from, PeerFrame::RestartInfo { highest });
+            }
+        }
+    }
+}
