@@ -382,12 +382,25 @@ impl Node {
                     // Do not campaign against a live owner: wait out its hint.
                     if self.proposer.held(now).is_none() && self.proposer.attempt().is_none() {
                         if let Some(until) = self.learner.expires() {
-                            self.proposer.schedule(Some(until + self.timing.proposer / 4));
+                            self.proposer.schedule(Some(until + self.takeover_delay(from)));
                         }
                     }
                 }
             }
         }
+    }
+
+    /// How long after an owner's hint runs out this node campaigns, should
+    /// the owner have died. The acceptors hold its lease `D_A - D_P` longer
+    /// than the hint (their timers are at least as long, and started no
+    /// later), so nobody campaigns before that; then the owner's successor in
+    /// id order goes first and every further node a quarter lease later, so
+    /// the survivors do not duel (a duel costs a backoff of up to `D_P`).
+    fn takeover_delay(&self, owner: NodeId) -> Duration {
+        let n = self.cfg.nodes;
+        let rank = (self.cfg.id.0 + n - owner.0 - 1) % n;
+        let extra = self.timing.acceptor.saturating_sub(self.timing.proposer);
+        extra + self.timing.proposer / 20 + self.timing.proposer / 4 * u32::from(rank)
     }
 
     /// Graceful handoff: the owner `from` gave its lease up (a planned
