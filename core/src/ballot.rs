@@ -1,4 +1,4 @@
-//! Ballots, node ids and lease names.
+//! Ballots and node ids.
 
 use core::fmt;
 
@@ -55,44 +55,6 @@ impl fmt::Debug for Ballot {
 impl fmt::Display for Ballot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
-    }
-}
-
-/// The name of a lease instance. One PaxosLease instance runs per name over
-/// the same nodes, and the store keeps one fence per name.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-#[repr(u8)]
-pub enum LeaseName {
-    /// The lease deferring nodes campaign for: the ordinary TSO leader.
-    Leader = 0,
-    /// The lease dedicated primaries campaign for during a migration.
-    Primary = 1,
-}
-
-impl LeaseName {
-    /// Every lease name, in wire order.
-    pub const ALL: [LeaseName; 2] = [LeaseName::Leader, LeaseName::Primary];
-
-    /// The wire code of the name.
-    pub const fn code(self) -> u8 {
-        self as u8
-    }
-
-    /// The name for a wire code.
-    pub const fn from_code(code: u8) -> Option<Self> {
-        match code {
-            0 => Some(LeaseName::Leader),
-            1 => Some(LeaseName::Primary),
-            _ => None,
-        }
-    }
-
-    /// The name as operators see it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            LeaseName::Leader => "leader",
-            LeaseName::Primary => "primary",
-        }
     }
 }
 

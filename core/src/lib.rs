@@ -14,7 +14,7 @@
 //! * [`store`]: the window store's contract and its reference implementation.
 //! * [`wire`]: the client protocol's frames (PROTOCOL.md).
 //! * [`peer`]: the peer protocol's frames and handshake (PROTOCOL.md).
-//! * [`ballot`]: ballots, node ids and lease names.
+//! * [`ballot`]: ballots and node ids.
 //! * [`quorum`]: sets of distinct node ids, for counting quorums.
 //! * [`time`]: the monotonic instant the runtimes pass in.
 #![warn(missing_docs, unreachable_pub)]
@@ -31,9 +31,9 @@ pub mod time;
 pub mod timestamp;
 pub mod wire;
 
-pub use ballot::{Ballot, LeaseName, NodeId};
+pub use ballot::{Ballot, NodeId};
 pub use lease::{Bugs, LeaseConfig, LeaseConfigError, LeaseMsg, LeaseTiming, Message};
-pub use node::{ConfigError, Event, Node, NodeConfig, Output, Status, StepDown};
+pub use node::{ConfigError, Event, Mode, Node, NodeConfig, Output, Status, StepDown};
 pub use oracle::{GetTsError, Oracle, OracleConfig, OracleConfigError};
 pub use peer::{Handshake, HandshakeError, PeerFrame, Refusal};
 pub use store::{MemStore, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest};

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 
 use core::time::Duration;
 
-use crate::ballot::{Ballot, LeaseName, NodeId};
+use crate::ballot::{Ballot, NodeId};
 use crate::lease::proposer::Step;
 use crate::lease::{
     Acceptor, Bugs, Learner, LeaseChange, LeaseConfig, LeaseConfigError, LeaseMsg, LeaseTiming, Message,
@@ -23,6 +23,30 @@ use crate::store::{StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest};
 use crate::time::Instant;
 use crate::timestamp::Timestamp;
 use crate::wire::Role;
+
+/// How a node writes the window store and whether it may campaign
+/// (DESIGN.md, "Yielding to a primary"). Both modes compete for the same
+/// lease, so at most one node serves at any instant whatever the modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Loads and saves check that no primary is registered (PD's service
+    /// mode); on seeing one the node yields and stays out while it stands.
+    #[default]
+    Deferring,
+    /// Registers itself on a quorum before it campaigns, then loads and saves
+    /// without the check (PD's TSO microservice).
+    Primary,
+}
+
+impl Mode {
+    /// The mode as operators spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Mode::Deferring => "deferring",
+            Mode::Primary => "primary",
+        }
+    }
+}
 
 /// How a node is configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,6 +64,11 @@ pub struct NodeConfig {
     pub store_timeout: Duration,
     /// Seeds the backoff jitter. Nodes of one cluster should differ.
     pub seed: u64,
+    /// Deferring or primary.
+    pub mode: Mode,
+    /// How often a yielded node reads the primary registration from a
+    /// quorum, and a primary retries its registration.
+    pub primary_poll: Duration,
     /// Known-broken protocol variants; the default is the correct protocol.
     pub bugs: Bugs,
 }
@@ -54,6 +83,8 @@ impl NodeConfig {
             lease: LeaseConfig::default(),
             store_timeout: Duration::from_secs(2),
             seed: u64::from(id.0),
+            mode: Mode::Deferring,
+            primary_poll: Duration::from_secs(2),
             bugs: Bugs::default(),
         }
     }
@@ -91,8 +122,8 @@ pub enum ConfigError {
         /// The cluster size.
         nodes: u16,
     },
-    /// A store timeout of zero could never complete a round.
-    #[error("store timeout must be positive")]
+    /// A store timeout (or primary poll interval) of zero could never complete a round.
+    #[error("store timeout and primary poll interval must be positive")]
     StoreTimeout,
 }
 
@@ -106,7 +137,7 @@ impl NodeConfig {
         if self.id.0 >= self.nodes {
             return Err(ConfigError::NodeId { id: self.id, nodes: self.nodes });
         }
-        if self.store_timeout.is_zero() {
+        if self.store_timeout.is_zero() || self.primary_poll.is_zero() {
             return Err(ConfigError::StoreTimeout);
         }
         #[cfg(feature = "broken-variants")]
@@ -129,7 +160,7 @@ pub enum StepDown {
     },
     /// A load or save failed or timed out on too many replicas.
     StoreFailed,
-    /// A store replica has a dedicated primary registered.
+    /// A store replica has a primary registered: this deferring node yields.
     PrimaryExists {
         /// The primary.
         id: NodeId,
@@ -159,6 +190,20 @@ pub enum Event {
     SteppedDown {
         /// Why.
         reason: StepDown,
+    },
+    /// A deferring node saw a registered primary: it stopped serving,
+    /// released its lease and stays out while the registration stands.
+    Yielded {
+        /// The registered primary.
+        primary: NodeId,
+    },
+    /// A yielded node read from a quorum that no primary is registered: it
+    /// campaigns again.
+    Resumed,
+    /// This primary-mode node is registered on a quorum and campaigns.
+    Registered {
+        /// Its tag.
+        tag: Ballot,
     },
     /// The wall clock runs far ahead of physical (PD's jet-lag warning).
     JetLag {
@@ -209,12 +254,20 @@ pub struct Status {
     pub quarantine_left: Duration,
     /// The fence of this node's leadership, if it leads.
     pub fence: Option<Ballot>,
+    /// The node's mode.
+    pub mode: Mode,
+    /// The primary registration this node last read or made (`(id, tag)`).
+    pub primary: Option<(NodeId, Ballot)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum RoundKind {
     Load,
     Save { window_end_ms: u64 },
+    /// A primary registers itself before it campaigns.
+    Register,
+    /// A yielded node reads the registration.
+    ReadPrimary,
 }
 
 /// One store operation sent to every replica, done on a quorum of distinct
@@ -226,18 +279,20 @@ struct Round {
     deadline: Instant,
     acks: NodeSet,
     failures: NodeSet,
+    /// Read rounds: replicas that report a registration.
+    registered: NodeSet,
     max_window_ms: u64,
 }
 
-/// The state machine of one leasetso node: a proposer for the `leader`
-/// lease, an acceptor per lease name, a learner, the oracle, and the store
-/// rounds of its leadership.
+/// The state machine of one leasetso node: a proposer, an acceptor and a
+/// learner of the one lease, the oracle, the store rounds of its leadership,
+/// and the primary registration rounds of its mode.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Node {
     cfg: NodeConfig,
     timing: LeaseTiming,
     proposer: Proposer,
-    acceptors: [Acceptor; LeaseName::ALL.len()],
+    acceptor: Acceptor,
     learner: Learner,
     oracle: Oracle,
     /// The owner's deadline `d` of the lease held, copied for the hot path.
@@ -246,6 +301,18 @@ pub struct Node {
     /// every load and save of that leadership; renewals keep it.
     fence: Option<Ballot>,
     round: Option<Round>,
+    /// A registration or registration-read round (never the leadership's).
+    admin: Option<Round>,
+    /// When the next registration or read round starts (`NEVER`: none due).
+    next_admin: Instant,
+    /// Deferring: the primary this node yielded to, while yielded.
+    yielded: Option<NodeId>,
+    /// Primary: registered on a quorum (so it may campaign).
+    registered: bool,
+    /// The registration last read or made, for status.
+    primary_seen: Option<(NodeId, Ballot)>,
+    /// This start's restart counter: request ids and the primary tag carry it.
+    restart: u64,
     next_request_id: u64,
     next_update: Instant,
     /// The latest time any input carried, for status snapshots.
@@ -266,12 +333,16 @@ impl Node {
     /// process off the same data).
     pub fn new(cfg: NodeConfig, restart: u64, now: Instant) -> Result<Self, ConfigError> {
         let timing = cfg.validate()?;
+        #[cfg(feature = "broken-variants")]
+        let restart = if cfg.bugs.ignore_restart { 0 } else { restart };
         let solo = cfg.nodes == 1;
         let mut rng = Rng::new(cfg.seed ^ restart.rotate_left(17));
         // Nodes of a cluster start their first campaign at spread-out times.
         let first =
             if solo { now } else { now + timing.proposer / 4 * (rng.next_u64() % 1000) as u32 / 1000 };
-        let proposer = Proposer::new(cfg.id, cfg.nodes, restart, timing, rng.next_u64(), Some(first));
+        // A primary campaigns only once it is registered on a quorum.
+        let first = (cfg.mode == Mode::Deferring).then_some(first);
+        let proposer = Proposer::new(cfg.id, cfg.nodes, restart, timing, rng.next_u64(), first);
         let acceptor = Acceptor::new(&timing, now, !solo);
         #[cfg(feature = "broken-variants")]
         let (proposer, acceptor) = (proposer.with_bugs(cfg.bugs), acceptor.with_bugs(cfg.bugs));
@@ -280,12 +351,18 @@ impl Node {
             cfg,
             timing,
             proposer,
-            acceptors: [acceptor; LeaseName::ALL.len()],
+            acceptor,
             learner: Learner::new(),
             oracle: Oracle::new(cfg.oracle),
             lease_deadline: None,
             fence: None,
             round: None,
+            admin: None,
+            next_admin: if cfg.mode == Mode::Primary { now } else { Instant::NEVER },
+            yielded: None,
+            registered: false,
+            primary_seen: None,
+            restart,
             // Ids carry the restart counter, so a reply to a request of an
             // earlier incarnation can never match a round of this one.
             next_request_id: (restart << 32) | 1,
@@ -318,8 +395,10 @@ impl Node {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let round = self.round.map(|r| r.deadline);
+        let admin = self.admin.map(|r| r.deadline);
+        let next_admin = (self.next_admin != Instant::NEVER).then_some(self.next_admin);
         let update = (self.next_update != Instant::NEVER).then_some(self.next_update);
-        [self.proposer.poll_timeout(), round, update].into_iter().flatten().min()
+        [self.proposer.poll_timeout(), round, admin, next_admin, update].into_iter().flatten().min()
     }
 
     /// Timers: the lease (expiry, attempts, renewals), store rounds that time
@@ -328,6 +407,24 @@ impl Node {
         self.now = self.now.max(now);
         if self.round.is_some_and(|r| now >= r.deadline) {
             self.abdicate(StepDown::StoreFailed, now);
+        }
+        if let Some(round) = self.admin.filter(|r| now >= r.deadline) {
+            // Too few answers. A primary retries its registration at once (it
+            // waited a store timeout already; it cannot campaign without it);
+            // a yielded node reads again at the next poll.
+            self.admin = None;
+            self.next_admin = match round.kind {
+                RoundKind::Register => now,
+                _ => now + self.cfg.primary_poll,
+            };
+        }
+        if self.admin.is_none() && now >= self.next_admin {
+            self.next_admin = Instant::NEVER;
+            if self.cfg.mode == Mode::Primary && !self.registered {
+                self.start_admin(RoundKind::Register, now);
+            } else if self.yielded.is_some() {
+                self.start_admin(RoundKind::ReadPrimary, now);
+            }
         }
         let step = self.proposer.handle_timeout(now);
         self.apply(step, now);
@@ -357,12 +454,10 @@ impl Node {
     fn dispatch(&mut self, from: NodeId, msg: Message, now: Instant) {
         match msg.msg {
             LeaseMsg::Prepare { .. } | LeaseMsg::Accept { .. } | LeaseMsg::Release { .. } => {
-                let acceptor = &mut self.acceptors[msg.lease as usize];
-                if let Some(reply) = acceptor.handle(msg.msg, now) {
-                    self.send(from, Message { lease: msg.lease, msg: reply });
+                if let Some(reply) = self.acceptor.handle(msg.msg, now) {
+                    self.send(from, Message { msg: reply });
                 }
                 if let LeaseMsg::Release { ballot } = msg.msg
-                    && msg.lease == LeaseName::Leader
                     && ballot.node == from
                     && from != self.cfg.id
                 {
@@ -370,17 +465,16 @@ impl Node {
                 }
             }
             LeaseMsg::Promise { .. } | LeaseMsg::Accepted { .. } | LeaseMsg::Rejected { .. } => {
-                if msg.lease == LeaseName::Leader {
-                    let step = self.proposer.handle(from, msg.msg, now);
-                    self.apply(step, now);
-                }
+                let step = self.proposer.handle(from, msg.msg, now);
+                self.apply(step, now);
             }
             LeaseMsg::LearnChosen { ballot, remaining_ms } => {
-                if msg.lease == LeaseName::Leader && ballot.node == from {
+                if ballot.node == from {
                     let remaining = Duration::from_millis(u64::from(remaining_ms));
                     self.learner.learn(from, remaining, self.timing.proposer, now);
                     // Do not campaign against a live owner: wait out its hint.
-                    if self.proposer.held(now).is_none() && self.proposer.attempt().is_none() {
+                    // A yielded node does not campaign at all: no hint re-arms it.
+                    if self.may_campaign() && self.proposer.held(now).is_none() && self.proposer.attempt().is_none() {
                         if let Some(until) = self.learner.expires() {
                             self.proposer.schedule(Some(until + self.takeover_delay(from)));
                         }
@@ -416,13 +510,30 @@ impl Node {
     /// and back off, so the counter catches up to the released ballot first.
     fn on_owner_release(&mut self, from: NodeId, released: Ballot, now: Instant) {
         self.learner.forget(from);
-        self.proposer.catch_up(released.max(self.acceptors[LeaseName::Leader as usize].promised()));
-        if self.proposer.held(now).is_some() || self.proposer.attempt().is_some() {
+        self.proposer.catch_up(released.max(self.acceptor.promised()));
+        if !self.may_campaign() || self.proposer.held(now).is_some() || self.proposer.attempt().is_some() {
             return;
         }
+        // A registered primary goes at once too: during a migration the
+        // released lease is most often a yielding deferring leader's, and
+        // only a primary can serve while the registration stands.
         let successor = NodeId((from.0 + 1) % self.cfg.nodes);
-        let at = if successor == self.cfg.id { now } else { now + self.timing.proposer / 2 };
+        let first = successor == self.cfg.id || self.cfg.mode == Mode::Primary;
+        let at = if first { now } else { now + self.timing.proposer / 2 };
         self.proposer.schedule(Some(at));
+    }
+
+    /// Whether this node may start a campaign: not while yielded to a primary
+    /// (deferring), not before its registration stands on a quorum (primary).
+    fn may_campaign(&self) -> bool {
+        #[cfg(feature = "broken-variants")]
+        if self.cfg.bugs.yield_rearmed {
+            return self.cfg.mode == Mode::Deferring || self.registered;
+        }
+        match self.cfg.mode {
+            Mode::Deferring => self.yielded.is_none(),
+            Mode::Primary => self.registered,
+        }
     }
 
     /// Handles the messages this node sent itself, in order.
@@ -441,7 +552,7 @@ impl Node {
     }
 
     fn broadcast(&mut self, msg: LeaseMsg) {
-        let msg = Message { lease: LeaseName::Leader, msg };
+        let msg = Message { msg };
         for to in 0..self.cfg.nodes {
             self.send(NodeId(to), msg);
         }
@@ -478,6 +589,11 @@ impl Node {
     }
 
     /// A replica's reply to a store request this node sent.
+    ///
+    /// A reply to a round that is over is still read for what must not be
+    /// missed (DESIGN.md, "Store contract"): `PrimaryExists` makes a
+    /// deferring node yield even after its save reached a quorum without
+    /// it, and `Fenced` by a ballot above this leadership's fence ends it.
     pub fn handle_store_reply(
         &mut self,
         replica: NodeId,
@@ -487,8 +603,18 @@ impl Node {
         wall_ms: u64,
     ) {
         self.now = self.now.max(now);
+        if replica.0 >= self.cfg.nodes {
+            return;
+        }
+        if self.admin.is_some_and(|r| r.id == request_id) {
+            self.admin_reply(replica, reply, now);
+            self.deliver_local(now);
+            return;
+        }
         let Some(round) = self.round.as_mut().filter(|r| r.id == request_id) else {
-            return; // A reply to a round that is over.
+            self.late_reply(request_id, reply, now);
+            self.deliver_local(now);
+            return;
         };
         match (round.kind, reply) {
             (RoundKind::Load, Ok(StoreOk::Loaded { window_end_ms })) => {
@@ -498,6 +624,12 @@ impl Node {
             }
             // A replica already at or above the window holds it: success.
             (RoundKind::Save { .. }, Ok(StoreOk::Saved) | Err(StoreReject::NotGreater { .. })) => {
+                #[cfg(feature = "broken-variants")]
+                if self.cfg.bugs.abdicate_on_not_greater && matches!(reply, Err(StoreReject::NotGreater { .. })) {
+                    self.abdicate(StepDown::StoreFailed, now);
+                    self.deliver_local(now);
+                    return;
+                }
                 round.acks.insert(replica);
             }
             (_, Err(StoreReject::Fenced { by })) => {
@@ -508,7 +640,7 @@ impl Node {
                 return;
             }
             (_, Err(StoreReject::PrimaryExists { id })) => {
-                self.abdicate(StepDown::PrimaryExists { id }, now);
+                self.yield_to(id, now);
                 self.deliver_local(now);
                 return;
             }
@@ -527,11 +659,106 @@ impl Node {
         self.deliver_local(now);
     }
 
+    /// A reply to a round of this start that is over.
+    fn late_reply(&mut self, request_id: u64, reply: StoreReply, now: Instant) {
+        if request_id >> 32 != self.restart {
+            return; // An earlier incarnation's: nothing it says concerns this one.
+        }
+        match reply {
+            Err(StoreReject::PrimaryExists { id }) => {
+                #[cfg(feature = "broken-variants")]
+                if self.cfg.bugs.ignore_late_primary {
+                    return;
+                }
+                self.yield_to(id, now);
+            }
+            Err(StoreReject::Fenced { by }) if self.fence.is_some_and(|f| f < by) => {
+                self.proposer.catch_up(by);
+                self.abdicate(StepDown::Fenced { by }, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// A reply to a registration or registration-read round.
+    fn admin_reply(&mut self, replica: NodeId, reply: StoreReply, now: Instant) {
+        let Some(round) = self.admin.as_mut() else { return };
+        match reply {
+            Ok(StoreOk::Primary { registered }) => {
+                if registered.is_some() {
+                    self.primary_seen = registered;
+                }
+                match (round.kind, registered) {
+                    (RoundKind::Register, _) | (RoundKind::ReadPrimary, None) => {
+                        round.acks.insert(replica);
+                    }
+                    _ => {
+                        round.registered.insert(replica);
+                    }
+                }
+            }
+            _ => {
+                round.failures.insert(replica);
+            }
+        }
+        let round = *round;
+        let quorum = majority(self.cfg.nodes);
+        let answered = round.acks.len() + round.registered.len() + round.failures.len();
+        if round.acks.len() >= quorum {
+            self.admin = None;
+            match round.kind {
+                RoundKind::Register => {
+                    self.registered = true;
+                    let tag = self.tag();
+                    self.primary_seen = Some((self.cfg.id, tag));
+                    self.outputs.push_back(Output::Event(Event::Registered { tag }));
+                    self.proposer.schedule(Some(now));
+                }
+                _ => {
+                    // A quorum has no registration: every later checked load
+                    // or save meets one of these replicas, so campaigning is
+                    // safe again (and a registration made later still stops us).
+                    self.yielded = None;
+                    self.primary_seen = None;
+                    self.outputs.push_back(Output::Event(Event::Resumed));
+                    self.proposer.schedule(Some(now));
+                }
+            }
+        } else if answered >= self.cfg.nodes || self.cfg.nodes - round.failures.len() - round.registered.len() < quorum {
+            self.admin = None;
+            self.next_admin = now + self.cfg.primary_poll;
+        }
+    }
+
+    /// This start's registration tag: a ballot of this node's, unique across
+    /// its restarts.
+    fn tag(&self) -> Ballot {
+        Ballot::new(0, self.restart, self.cfg.id)
+    }
+
+    /// A deferring node saw `PrimaryExists`: reset, release (P6) and stay out
+    /// (Yielded) until a quorum reports no registration. A primary never
+    /// checks, so never gets here.
+    fn yield_to(&mut self, primary: NodeId, now: Instant) {
+        if self.cfg.mode != Mode::Deferring {
+            return;
+        }
+        let first = self.yielded.is_none();
+        self.yielded = Some(primary);
+        self.abdicate(StepDown::PrimaryExists { id: primary }, now);
+        if first {
+            self.outputs.push_back(Output::Event(Event::Yielded { primary }));
+            if self.admin.is_none() {
+                self.next_admin = now + self.cfg.primary_poll;
+            }
+        }
+    }
+
     /// GetTS: `count` timestamps, the last of which is returned. Served only
     /// while this node holds the lease with the margin to spare
     /// (`now + m < d`) and the oracle is synced. Allocates nothing.
     pub fn get_ts(&mut self, count: u32, now: Instant) -> Result<Timestamp, GetTsError> {
-        let live = self.lease_deadline.is_some_and(|d| now + self.timing.margin < d);
+        let live = self.lease_deadline.is_some_and(|d| now + self.serve_margin() < d);
         if !live {
             self.oracle.check_count(count)?;
             return Err(GetTsError::NotLeader { leader: self.leader_hint() });
@@ -542,15 +769,26 @@ impl Node {
         })
     }
 
+    /// The margin `m` the owner keeps before its deadline: it serves only
+    /// while `now + m < d`.
+    fn serve_margin(&self) -> Duration {
+        #[cfg(feature = "broken-variants")]
+        if self.cfg.bugs.serve_in_margin {
+            return Duration::ZERO;
+        }
+        self.timing.margin
+    }
+
     /// The node's role and what it knows of the window.
     pub fn status(&self) -> Status {
-        let role = match (self.fence, self.oracle.is_serving()) {
-            (Some(_), true) => Role::Leader,
-            (Some(_), false) => Role::Syncing,
-            (None, _) => Role::Follower,
+        let role = match (self.fence, self.oracle.is_serving(), self.yielded) {
+            (_, _, Some(_)) => Role::Yielded,
+            (Some(_), true, _) => Role::Leader,
+            (Some(_), false, _) => Role::Syncing,
+            (None, _, _) => Role::Follower,
         };
         let now = self.now;
-        let acceptor = &self.acceptors[LeaseName::Leader as usize];
+        let acceptor = &self.acceptor;
         let (lease, lease_left) = match (self.proposer.held(now), acceptor.lease_expiry(now)) {
             (Some(h), _) => (Some(h.ballot), h.deadline.saturating_since(now)),
             (None, Some((b, until))) => (Some(b), until.saturating_since(now)),
@@ -565,6 +803,8 @@ impl Node {
             lease_left,
             quarantine_left: acceptor.quarantine_left(now),
             fence: self.fence,
+            mode: self.cfg.mode,
+            primary: self.primary_seen,
         }
     }
 
@@ -579,7 +819,7 @@ impl Node {
     /// Whether this node serves at `now`: the lease held with margin, and the
     /// window synced. The simulator's safety check reads this.
     pub fn is_serving(&self, now: Instant) -> bool {
-        self.lease_deadline.is_some_and(|d| now + self.timing.margin < d) && self.oracle.is_serving()
+        self.lease_deadline.is_some_and(|d| now + self.serve_margin() < d) && self.oracle.is_serving()
     }
 
     /// The lease this node holds, its ballot and deadline `d`.
@@ -594,9 +834,14 @@ impl Node {
         self.proposer.catch_up(seen);
     }
 
-    /// The acceptor of `lease` (for inspection by tests and simulations).
-    pub fn acceptor(&self, lease: LeaseName) -> &Acceptor {
-        &self.acceptors[lease as usize]
+    /// The acceptor (for inspection by tests and simulations).
+    pub fn acceptor(&self) -> &Acceptor {
+        &self.acceptor
+    }
+
+    /// The primary this deferring node yielded to, while it stays out.
+    pub fn yielded_to(&self) -> Option<NodeId> {
+        self.yielded
     }
 
     /// P6: gives up the lease (e.g. at shutdown), so another node can take
@@ -604,7 +849,7 @@ impl Node {
     /// unless `campaign_again` is false.
     pub fn release(&mut self, now: Instant, campaign_again: bool) {
         self.now = self.now.max(now);
-        let next = campaign_again.then(|| now + self.timing.proposer);
+        let next = (campaign_again && self.may_campaign()).then(|| now + self.timing.proposer);
         let step = self.proposer.release(now, next);
         self.apply(step, now);
         self.deliver_local(now);
@@ -620,15 +865,41 @@ impl Node {
             deadline: now + self.cfg.store_timeout,
             acks: NodeSet::EMPTY,
             failures: NodeSet::EMPTY,
+            registered: NodeSet::EMPTY,
             max_window_ms: 0,
         });
-        let lease = LeaseName::Leader;
+        // Deferring nodes check for a primary in the same transaction as the
+        // write (S2); a primary writes regardless.
+        let check_primary = self.cfg.mode == Mode::Deferring;
         let op = match kind {
-            RoundKind::Load => StoreOp::Load { lease, fence },
-            RoundKind::Save { window_end_ms } => {
-                StoreOp::Save { lease, window_end_ms, fence, check_primary: false }
-            }
+            RoundKind::Load => StoreOp::Load { fence, check_primary },
+            RoundKind::Save { window_end_ms } => StoreOp::Save { window_end_ms, fence, check_primary },
+            RoundKind::Register | RoundKind::ReadPrimary => return,
         };
+        self.fan_out(id, op);
+    }
+
+    /// A registration (primary) or registration read (yielded) on every replica.
+    fn start_admin(&mut self, kind: RoundKind, now: Instant) {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        self.admin = Some(Round {
+            id,
+            kind,
+            deadline: now + self.cfg.store_timeout,
+            acks: NodeSet::EMPTY,
+            failures: NodeSet::EMPTY,
+            registered: NodeSet::EMPTY,
+            max_window_ms: 0,
+        });
+        let op = match kind {
+            RoundKind::Register => StoreOp::RegisterPrimary { id: self.cfg.id, tag: self.tag() },
+            _ => StoreOp::ReadPrimary,
+        };
+        self.fan_out(id, op);
+    }
+
+    fn fan_out(&mut self, id: u64, op: StoreOp) {
         for replica in 0..self.cfg.nodes {
             self.outputs
                 .push_back(Output::Store { replica: NodeId(replica), request: StoreRequest { id, op } });
@@ -641,6 +912,7 @@ impl Node {
                 Some(window_end_ms) => self.start_round(RoundKind::Save { window_end_ms }, now),
                 None => self.abdicate(StepDown::StoreFailed, now),
             },
+            RoundKind::Register | RoundKind::ReadPrimary => {}
             RoundKind::Save { window_end_ms } => {
                 let was_serving = self.oracle.is_serving();
                 if !self.oracle.saved(window_end_ms) {
@@ -673,7 +945,8 @@ impl Node {
         let was_leading = self.fence.is_some() || self.lease_deadline.is_some();
         self.stop_serving();
         self.lease_deadline = None;
-        let step = self.proposer.release(now, Some(now + self.timing.proposer / 2));
+        let next = self.may_campaign().then(|| now + self.timing.proposer / 2);
+        let step = self.proposer.release(now, next);
         if let Some(msg) = step.broadcast {
             self.broadcast(msg);
         }

@@ -28,7 +28,7 @@ use core::net::SocketAddr;
 
 use bytes::{Buf, BufMut};
 
-use crate::ballot::{Ballot, LeaseName, NodeId};
+use crate::ballot::{Ballot, NodeId};
 use crate::lease::message::{BALLOT_LEN, get_ballot, lease_body_len, put_ballot};
 use crate::lease::{LeaseTiming, Message};
 use crate::store::{StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest};
@@ -56,7 +56,7 @@ fn body_len(kind: u8) -> Option<usize> {
     Some(match kind {
         HELLO | WELCOME => HANDSHAKE_LEN,
         REFUSED => 1 + HANDSHAKE_LEN,
-        STORE_REQUEST => 8 + 1 + 1 + BALLOT_LEN + 8 + 1 + 2,
+        STORE_REQUEST => 8 + 1 + BALLOT_LEN + 8 + 1 + 2,
         STORE_REPLY => 8 + 1 + BALLOT_LEN + 8 + 2,
         RESTART_QUERY => 0,
         RESTART_INFO => BALLOT_LEN,
@@ -291,10 +291,11 @@ const OP_LOAD: u8 = 1;
 const OP_SAVE: u8 = 2;
 const OP_REGISTER: u8 = 3;
 const OP_CLEAR: u8 = 4;
+const OP_READ_PRIMARY: u8 = 5;
 
 const R_LOADED: u8 = 1;
 const R_SAVED: u8 = 2;
-const R_PRIMARY_UPDATED: u8 = 3;
+const R_PRIMARY: u8 = 3;
 const R_FENCED: u8 = 16;
 const R_PRIMARY_EXISTS: u8 = 17;
 const R_NOT_GREATER: u8 = 18;
@@ -362,21 +363,17 @@ impl PeerFrame {
             PeerFrame::Lease(m) => m.encode_body(buf),
             PeerFrame::Store(StoreRequest { id, op }) => {
                 buf.put_u64(*id);
-                let (code, lease, fence, window, check, node) = match *op {
-                    StoreOp::Load { lease, fence } => (OP_LOAD, lease, fence, 0, false, NodeId(0)),
-                    StoreOp::Save { lease, window_end_ms, fence, check_primary } => {
-                        (OP_SAVE, lease, fence, window_end_ms, check_primary, NodeId(0))
+                let (code, ballot, window, check, node) = match *op {
+                    StoreOp::Load { fence, check_primary } => (OP_LOAD, fence, 0, check_primary, NodeId(0)),
+                    StoreOp::Save { window_end_ms, fence, check_primary } => {
+                        (OP_SAVE, fence, window_end_ms, check_primary, NodeId(0))
                     }
-                    StoreOp::RegisterPrimary { id, fence } => {
-                        (OP_REGISTER, LeaseName::Primary, fence, 0, false, id)
-                    }
-                    StoreOp::ClearPrimary { id, fence } => {
-                        (OP_CLEAR, LeaseName::Primary, fence, 0, false, id)
-                    }
+                    StoreOp::RegisterPrimary { id, tag } => (OP_REGISTER, tag, 0, false, id),
+                    StoreOp::ClearPrimary { id, tag } => (OP_CLEAR, tag, 0, false, id),
+                    StoreOp::ReadPrimary => (OP_READ_PRIMARY, Ballot::ZERO, 0, false, NodeId(0)),
                 };
                 buf.put_u8(code);
-                buf.put_u8(lease.code());
-                put_ballot(buf, fence);
+                put_ballot(buf, ballot);
                 buf.put_u64(window);
                 buf.put_u8(u8::from(check));
                 buf.put_u16(node.0);
@@ -388,7 +385,8 @@ impl PeerFrame {
                         (R_LOADED, Ballot::ZERO, window_end_ms, NodeId(0))
                     }
                     Ok(StoreOk::Saved) => (R_SAVED, Ballot::ZERO, 0, NodeId(0)),
-                    Ok(StoreOk::PrimaryUpdated) => (R_PRIMARY_UPDATED, Ballot::ZERO, 0, NodeId(0)),
+                    Ok(StoreOk::Primary { registered: None }) => (R_PRIMARY, Ballot::ZERO, 0, NodeId(0)),
+                    Ok(StoreOk::Primary { registered: Some((id, tag)) }) => (R_PRIMARY, tag, 1, id),
                     Err(StoreReject::Fenced { by }) => (R_FENCED, by, 0, NodeId(0)),
                     Err(StoreReject::PrimaryExists { id }) => (R_PRIMARY_EXISTS, Ballot::ZERO, 0, id),
                     Err(StoreReject::NotGreater { stored }) => {
@@ -426,16 +424,16 @@ impl PeerFrame {
             STORE_REQUEST => {
                 let id = buf.get_u64();
                 let code = buf.get_u8();
-                let lease = LeaseName::from_code(buf.get_u8()).ok_or(WireError::BadValue("lease name"))?;
-                let fence = get_ballot(buf);
+                let ballot = get_ballot(buf);
                 let window_end_ms = buf.get_u64();
                 let check_primary = get_bool(buf, "check_primary")?;
                 let node = NodeId(buf.get_u16());
                 let op = match code {
-                    OP_LOAD => StoreOp::Load { lease, fence },
-                    OP_SAVE => StoreOp::Save { lease, window_end_ms, fence, check_primary },
-                    OP_REGISTER => StoreOp::RegisterPrimary { id: node, fence },
-                    OP_CLEAR => StoreOp::ClearPrimary { id: node, fence },
+                    OP_LOAD => StoreOp::Load { fence: ballot, check_primary },
+                    OP_SAVE => StoreOp::Save { window_end_ms, fence: ballot, check_primary },
+                    OP_REGISTER => StoreOp::RegisterPrimary { id: node, tag: ballot },
+                    OP_CLEAR => StoreOp::ClearPrimary { id: node, tag: ballot },
+                    OP_READ_PRIMARY => StoreOp::ReadPrimary,
                     _ => return Err(WireError::BadValue("store operation")),
                 };
                 PeerFrame::Store(StoreRequest { id, op })
@@ -449,7 +447,11 @@ impl PeerFrame {
                 let reply = match code {
                     R_LOADED => Ok(StoreOk::Loaded { window_end_ms: value }),
                     R_SAVED => Ok(StoreOk::Saved),
-                    R_PRIMARY_UPDATED => Ok(StoreOk::PrimaryUpdated),
+                    R_PRIMARY => match value {
+                        0 => Ok(StoreOk::Primary { registered: None }),
+                        1 => Ok(StoreOk::Primary { registered: Some((node, ballot)) }),
+                        _ => return Err(WireError::BadValue("primary present flag")),
+                    },
                     R_FENCED => Err(StoreReject::Fenced { by: ballot }),
                     R_PRIMARY_EXISTS => Err(StoreReject::PrimaryExists { id: node }),
                     R_NOT_GREATER => Err(StoreReject::NotGreater { stored: value }),
@@ -491,25 +493,24 @@ mod tests {
             PeerFrame::Hello(hs(0)),
             PeerFrame::Welcome(Handshake { client_addr: None, ..hs(1) }),
             PeerFrame::Refused { reason: Refusal::Digest, theirs: hs(2) },
-            PeerFrame::Lease(Message { lease: LeaseName::Leader, msg: LeaseMsg::Prepare { ballot: b } }),
-            PeerFrame::Lease(Message {
-                lease: LeaseName::Leader,
-                msg: LeaseMsg::Promise { ballot: b, lease: Some(b) },
-            }),
+            PeerFrame::Lease(Message { msg: LeaseMsg::Prepare { ballot: b } }),
+            PeerFrame::Lease(Message { msg: LeaseMsg::Promise { ballot: b, lease: Some(b) } }),
             PeerFrame::RestartQuery,
             PeerFrame::RestartInfo { highest: b },
         ];
         let ops = [
-            StoreOp::Load { lease: LeaseName::Leader, fence: b },
-            StoreOp::Save { lease: LeaseName::Leader, window_end_ms: 1 << 40, fence: b, check_primary: true },
-            StoreOp::RegisterPrimary { id: NodeId(4), fence: b },
-            StoreOp::ClearPrimary { id: NodeId(1), fence: b },
+            StoreOp::Load { fence: b, check_primary: true },
+            StoreOp::Save { window_end_ms: 1 << 40, fence: b, check_primary: false },
+            StoreOp::RegisterPrimary { id: NodeId(4), tag: b },
+            StoreOp::ClearPrimary { id: NodeId(1), tag: b },
+            StoreOp::ReadPrimary,
         ];
         frames.extend(ops.map(|op| PeerFrame::Store(StoreRequest { id: u64::MAX - 1, op })));
         let replies = [
             Ok(StoreOk::Loaded { window_end_ms: 99 }),
             Ok(StoreOk::Saved),
-            Ok(StoreOk::PrimaryUpdated),
+            Ok(StoreOk::Primary { registered: None }),
+            Ok(StoreOk::Primary { registered: Some((NodeId(2), b)) }),
             Err(StoreReject::Fenced { by: b }),
             Err(StoreReject::PrimaryExists { id: NodeId(3) }),
             Err(StoreReject::NotGreater { stored: 5 }),
@@ -535,10 +536,7 @@ mod tests {
 
     #[test]
     fn lease_messages_are_peer_frames() {
-        let m = Message {
-            lease: LeaseName::Leader,
-            msg: LeaseMsg::Release { ballot: Ballot::new(1, 2, NodeId(0)) },
-        };
+        let m = Message { msg: LeaseMsg::Release { ballot: Ballot::new(1, 2, NodeId(0)) } };
         let mut a = Vec::new();
         m.encode(&mut a).unwrap();
         let mut b = Vec::new();
@@ -564,7 +562,7 @@ mod tests {
         let mut req = Vec::new();
         PeerFrame::Store(StoreRequest {
             id: 1,
-            op: StoreOp::Load { lease: LeaseName::Leader, fence: Ballot::ZERO },
+            op: StoreOp::Load { fence: Ballot::ZERO, check_primary: false },
         })
         .encode(&mut req)
         .unwrap();

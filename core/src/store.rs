@@ -6,53 +6,62 @@
 //! [`MemStore`] is the reference implementation, used by the simulator and by
 //! the conformance tests every real store passes.
 //!
-//! Rules every store enforces, per lease name:
-//! * **S1 (fence)**: an operation whose fence is lower than the stored fence is
-//!   rejected with [`StoreReject::Fenced`]; otherwise the stored fence rises to it.
-//!   So once a newer leader has loaded on a quorum, an older one can never
-//!   save on a quorum again.
-//! * **S2 (primary)**: a save with `check_primary` is rejected with
-//!   [`StoreReject::PrimaryExists`] while a primary is registered.
+//! There is **one lease**, whatever the nodes' modes, and so **one fence**
+//! per store (DESIGN.md, "Yielding"). Rules every store enforces:
+//! * **S1 (fence)**: a load or save whose fence is lower than the stored fence
+//!   is rejected with [`StoreReject::Fenced`]; otherwise the stored fence
+//!   rises to it. So once a newer leader has loaded on a quorum, an older one
+//!   can never save on a quorum again.
+//! * **S2 (primary)**: a load or save with `check_primary` is rejected with
+//!   [`StoreReject::PrimaryExists`] while a primary is registered, checked in
+//!   the same atomic step as the write: no checked save succeeds on a
+//!   replica after a registration there has returned. (When both S1 and S2
+//!   refuse, S2 is reported: it is the one a deferring node must act on.)
 //! * **S3 (growth)**: a save whose window is not greater than the stored one is
 //!   rejected with [`StoreReject::NotGreater`]; the window never goes down.
+//! * **S4 (registration)**: `RegisterPrimary(id, tag)` records `(id, tag)`,
+//!   replacing any earlier one; `ClearPrimary(id, tag)` clears it only on an
+//!   exact match, so a stale primary (or operator) can never clear a newer
+//!   registration. `tag` is a ballot of the registrant's, unique across its
+//!   restarts.
 
-use crate::ballot::{Ballot, LeaseName, NodeId};
+use crate::ballot::{Ballot, NodeId};
 
 /// One atomic store operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StoreOp {
-    /// Raise the fence of `lease` to `fence` (S1) and return the saved window end.
+    /// Raise the fence to `fence` (S1, S2) and return the saved window end.
     Load {
-        /// The lease whose fence is raised.
-        lease: LeaseName,
         /// The ballot of the acquisition that began this leadership.
         fence: Ballot,
+        /// Reject while a primary is registered (deferring mode).
+        check_primary: bool,
     },
     /// Save a new window end (S1, S2, S3), durably.
     Save {
-        /// The lease whose fence guards the save.
-        lease: LeaseName,
         /// The new window end, in milliseconds.
         window_end_ms: u64,
         /// The ballot of the acquisition that began this leadership.
         fence: Ballot,
-        /// Reject while a dedicated primary is registered (deferring mode).
+        /// Reject while a primary is registered (deferring mode).
         check_primary: bool,
     },
-    /// Register `id` as the dedicated primary, fenced by its `primary` lease ballot.
+    /// Register `id` as the primary (S4).
     RegisterPrimary {
         /// The primary node.
         id: NodeId,
-        /// Its ballot of the `primary` lease.
-        fence: Ballot,
+        /// Its fresh tag, unique across its restarts.
+        tag: Ballot,
     },
-    /// Clear the registration of `id`, fenced by its `primary` lease ballot.
+    /// Clear the registration if it is exactly `(id, tag)` (S4).
     ClearPrimary {
-        /// The primary node.
+        /// The registered node.
         id: NodeId,
-        /// Its ballot of the `primary` lease.
-        fence: Ballot,
+        /// Its tag.
+        tag: Ballot,
     },
+    /// Read the registration.
+    ReadPrimary,
 }
 
 /// What a successful operation returns.
@@ -65,20 +74,23 @@ pub enum StoreOk {
     },
     /// The save is durable.
     Saved,
-    /// The primary registration changed as asked.
-    PrimaryUpdated,
+    /// The registration now recorded (after a register, read or clear).
+    Primary {
+        /// `(id, tag)` of the registered primary, if any.
+        registered: Option<(NodeId, Ballot)>,
+    },
 }
 
 /// Why a replica refused or failed an operation. Nothing was changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum StoreReject {
-    /// S1: a newer leadership has fenced this lease.
+    /// S1: a newer leadership has fenced the store.
     #[error("fenced by newer ballot {by}")]
     Fenced {
         /// The stored fence.
         by: Ballot,
     },
-    /// S2: a dedicated primary is registered.
+    /// S2: a primary is registered.
     #[error("primary {id} is registered")]
     PrimaryExists {
         /// The registered primary.
@@ -113,8 +125,8 @@ pub struct StoreRequest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct MemStore {
     window_end_ms: u64,
-    fences: [Ballot; 2],
-    primary: Option<NodeId>,
+    fence: Ballot,
+    primary: Option<(NodeId, Ballot)>,
     restart: u64,
 }
 
@@ -129,13 +141,13 @@ impl MemStore {
         self.window_end_ms
     }
 
-    /// The stored fence of `lease`.
-    pub fn fence(&self, lease: LeaseName) -> Ballot {
-        self.fences[lease as usize]
+    /// The stored fence.
+    pub fn fence(&self) -> Ballot {
+        self.fence
     }
 
-    /// The registered primary.
-    pub fn primary(&self) -> Option<NodeId> {
+    /// The registered primary and its tag.
+    pub fn primary(&self) -> Option<(NodeId, Ballot)> {
         self.primary
     }
 
@@ -145,46 +157,42 @@ impl MemStore {
         self.restart
     }
 
-    /// S1 for `lease`: rejects a lower fence, otherwise returns the fence to store.
-    fn check_fence(&self, lease: LeaseName, fence: Ballot) -> Result<(), StoreReject> {
-        let by = self.fences[lease as usize];
-        if by > fence { Err(StoreReject::Fenced { by }) } else { Ok(()) }
+    /// S2 then S1 for a load or save.
+    fn check(&self, fence: Ballot, check_primary: bool) -> Result<(), StoreReject> {
+        if let (true, Some((id, _))) = (check_primary, self.primary) {
+            return Err(StoreReject::PrimaryExists { id });
+        }
+        if self.fence > fence { Err(StoreReject::Fenced { by: self.fence }) } else { Ok(()) }
     }
 
     /// Performs one operation atomically.
     pub fn execute(&mut self, op: StoreOp) -> StoreReply {
         match op {
-            StoreOp::Load { lease, fence } => {
-                self.check_fence(lease, fence)?;
-                self.fences[lease as usize] = fence;
+            StoreOp::Load { fence, check_primary } => {
+                self.check(fence, check_primary)?;
+                self.fence = fence;
                 Ok(StoreOk::Loaded { window_end_ms: self.window_end_ms })
             }
-            StoreOp::Save { lease, window_end_ms, fence, check_primary } => {
-                self.check_fence(lease, fence)?;
-                if let (true, Some(id)) = (check_primary, self.primary) {
-                    return Err(StoreReject::PrimaryExists { id });
-                }
+            StoreOp::Save { window_end_ms, fence, check_primary } => {
+                self.check(fence, check_primary)?;
                 if window_end_ms <= self.window_end_ms {
                     return Err(StoreReject::NotGreater { stored: self.window_end_ms });
                 }
-                self.fences[lease as usize] = fence;
+                self.fence = fence;
                 self.window_end_ms = window_end_ms;
                 Ok(StoreOk::Saved)
             }
-            StoreOp::RegisterPrimary { id, fence } => {
-                self.check_fence(LeaseName::Primary, fence)?;
-                self.fences[LeaseName::Primary as usize] = fence;
-                self.primary = Some(id);
-                Ok(StoreOk::PrimaryUpdated)
+            StoreOp::RegisterPrimary { id, tag } => {
+                self.primary = Some((id, tag));
+                Ok(StoreOk::Primary { registered: self.primary })
             }
-            StoreOp::ClearPrimary { id, fence } => {
-                self.check_fence(LeaseName::Primary, fence)?;
-                self.fences[LeaseName::Primary as usize] = fence;
-                if self.primary == Some(id) {
+            StoreOp::ClearPrimary { id, tag } => {
+                if self.primary == Some((id, tag)) {
                     self.primary = None;
                 }
-                Ok(StoreOk::PrimaryUpdated)
+                Ok(StoreOk::Primary { registered: self.primary })
             }
+            StoreOp::ReadPrimary => Ok(StoreOk::Primary { registered: self.primary }),
         }
     }
 }
@@ -198,33 +206,22 @@ mod tests {
     }
 
     fn save(window_end_ms: u64, fence: Ballot, check_primary: bool) -> StoreOp {
-        StoreOp::Save { lease: LeaseName::Leader, window_end_ms, fence, check_primary }
+        StoreOp::Save { window_end_ms, fence, check_primary }
+    }
+
+    fn load(fence: Ballot, check_primary: bool) -> StoreOp {
+        StoreOp::Load { fence, check_primary }
     }
 
     #[test]
     fn load_raises_fence_and_older_saves_are_rejected() {
         let mut s = MemStore::new();
         assert_eq!(s.execute(save(10, b(1), true)), Ok(StoreOk::Saved));
-        assert_eq!(
-            s.execute(StoreOp::Load { lease: LeaseName::Leader, fence: b(2) }),
-            Ok(StoreOk::Loaded { window_end_ms: 10 })
-        );
+        assert_eq!(s.execute(load(b(2), true)), Ok(StoreOk::Loaded { window_end_ms: 10 }));
         assert_eq!(s.execute(save(20, b(1), true)), Err(StoreReject::Fenced { by: b(2) }));
         assert_eq!(s.window_end_ms(), 10);
-        assert_eq!(
-            s.execute(StoreOp::Load { lease: LeaseName::Leader, fence: b(1) }),
-            Err(StoreReject::Fenced { by: b(2) })
-        );
-        // Fences are per lease name.
-        assert_eq!(
-            s.execute(StoreOp::Save {
-                lease: LeaseName::Primary,
-                window_end_ms: 30,
-                fence: b(1),
-                check_primary: false
-            }),
-            Ok(StoreOk::Saved)
-        );
+        assert_eq!(s.execute(load(b(1), false)), Err(StoreReject::Fenced { by: b(2) }));
+        assert_eq!(s.fence(), b(2));
     }
 
     #[test]
@@ -234,32 +231,42 @@ mod tests {
         assert_eq!(s.execute(save(10, b(1), true)), Err(StoreReject::NotGreater { stored: 10 }));
         assert_eq!(s.execute(save(5, b(3), true)), Err(StoreReject::NotGreater { stored: 10 }));
         assert_eq!(s.window_end_ms(), 10);
-        assert_eq!(s.fence(LeaseName::Leader), b(1), "a rejected save changes nothing");
+        assert_eq!(s.fence(), b(1), "a rejected save changes nothing");
     }
 
     #[test]
-    fn primary_blocks_checked_saves_only() {
+    fn a_registration_blocks_checked_loads_and_saves_only() {
         let mut s = MemStore::new();
-        assert_eq!(
-            s.execute(StoreOp::RegisterPrimary { id: NodeId(2), fence: b(1) }),
-            Ok(StoreOk::PrimaryUpdated)
-        );
+        let tag = Ballot::new(0, 4, NodeId(2));
+        let reg = Some((NodeId(2), tag));
+        assert_eq!(s.execute(StoreOp::RegisterPrimary { id: NodeId(2), tag }), Ok(StoreOk::Primary { registered: reg }));
         assert_eq!(s.execute(save(10, b(1), true)), Err(StoreReject::PrimaryExists { id: NodeId(2) }));
+        assert_eq!(s.execute(load(b(1), true)), Err(StoreReject::PrimaryExists { id: NodeId(2) }));
+        assert_eq!(s.fence(), Ballot::ZERO, "a refused load raises nothing");
         assert_eq!(s.execute(save(10, b(1), false)), Ok(StoreOk::Saved));
-        // A stale primary cannot clear a newer one's registration.
+        assert_eq!(s.execute(load(b(2), false)), Ok(StoreOk::Loaded { window_end_ms: 10 }));
+        // Both refuse: the registration is what a deferring node must hear.
+        assert_eq!(s.execute(save(20, b(1), true)), Err(StoreReject::PrimaryExists { id: NodeId(2) }));
+    }
+
+    #[test]
+    fn only_the_exact_registration_is_cleared() {
+        let mut s = MemStore::new();
+        let old = Ballot::new(0, 4, NodeId(2));
+        let new = Ballot::new(0, 5, NodeId(2));
+        s.execute(StoreOp::RegisterPrimary { id: NodeId(2), tag: old }).unwrap();
+        s.execute(StoreOp::RegisterPrimary { id: NodeId(2), tag: new }).unwrap();
+        // A stale tag of the same node, or another node with the tag, clears nothing.
         assert_eq!(
-            s.execute(StoreOp::RegisterPrimary { id: NodeId(3), fence: b(2) }),
-            Ok(StoreOk::PrimaryUpdated)
+            s.execute(StoreOp::ClearPrimary { id: NodeId(2), tag: old }),
+            Ok(StoreOk::Primary { registered: Some((NodeId(2), new)) })
         );
         assert_eq!(
-            s.execute(StoreOp::ClearPrimary { id: NodeId(2), fence: b(1) }),
-            Err(StoreReject::Fenced { by: b(2) })
+            s.execute(StoreOp::ClearPrimary { id: NodeId(1), tag: new }),
+            Ok(StoreOk::Primary { registered: Some((NodeId(2), new)) })
         );
-        assert_eq!(s.primary(), Some(NodeId(3)));
-        assert_eq!(
-            s.execute(StoreOp::ClearPrimary { id: NodeId(3), fence: b(2) }),
-            Ok(StoreOk::PrimaryUpdated)
-        );
-        assert_eq!(s.primary(), None);
+        assert_eq!(s.execute(StoreOp::ClearPrimary { id: NodeId(2), tag: new }), Ok(StoreOk::Primary { registered: None }));
+        assert_eq!(s.execute(StoreOp::ReadPrimary), Ok(StoreOk::Primary { registered: None }));
+        assert_eq!(s.execute(save(10, b(1), true)), Ok(StoreOk::Saved));
     }
 }

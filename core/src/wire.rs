@@ -153,6 +153,10 @@ pub struct LeaseView {
     pub links_up: u32,
     /// The cluster size.
     pub nodes: u16,
+    /// The node's mode.
+    pub mode: crate::node::Mode,
+    /// The primary registration the node last read or made: `(id, tag)`.
+    pub primary: Option<(NodeId, Ballot)>,
 }
 
 /// One frame of the client protocol.
@@ -211,6 +215,28 @@ pub enum Frame {
         current: Timestamp,
         /// The lease, the quarantine, the fence and the peer links.
         view: LeaseView,
+    },
+    /// Client → server: the primary registration on the node's own replica.
+    ReadPrimary {
+        /// Echoed in the answer.
+        id: u64,
+    },
+    /// Client → server (operator): clear the registration on the node's own
+    /// replica if it is exactly `(node, tag)` (S4).
+    ClearPrimary {
+        /// Echoed in the answer.
+        id: u64,
+        /// The registered node.
+        node: NodeId,
+        /// Its tag.
+        tag: Ballot,
+    },
+    /// Server → client: the registration on the node's replica afterwards.
+    Primary {
+        /// The request's id.
+        id: u64,
+        /// `(id, tag)` of the registered primary, if any.
+        registered: Option<(NodeId, Ballot)>,
     },
     /// Server → client: a request failed, or the connection is about to close.
     Error {
@@ -288,6 +314,9 @@ const GET_TS: u8 = 0x10;
 const TS: u8 = 0x11;
 const GET_STATUS: u8 = 0x12;
 const STATUS: u8 = 0x13;
+const READ_PRIMARY: u8 = 0x14;
+const CLEAR_PRIMARY: u8 = 0x15;
+const PRIMARY: u8 = 0x16;
 const ERROR: u8 = 0x7f;
 
 /// The body size of each kind, or `None` for an unknown kind.
@@ -300,11 +329,34 @@ fn body_len(kind: u8) -> Option<usize> {
         GET_STATUS => 8,
         STATUS => 8 + 1 + 2 + 2 + ADDR_LEN + 8 + 8 + VIEW_LEN,
         ERROR => 8 + 2 + 2 + ADDR_LEN,
+        READ_PRIMARY => 8,
+        CLEAR_PRIMARY => 8 + 2 + BALLOT_LEN,
+        PRIMARY => 8 + PRIMARY_LEN,
         _ => return None,
     })
 }
 
-const VIEW_LEN: usize = BALLOT_LEN + 4 + 4 + BALLOT_LEN + 4 + 2;
+const VIEW_LEN: usize = BALLOT_LEN + 4 + 4 + BALLOT_LEN + 4 + 2 + 1 + PRIMARY_LEN;
+/// A registration: present flag, node id, tag.
+const PRIMARY_LEN: usize = 1 + 2 + BALLOT_LEN;
+
+fn put_primary(buf: &mut impl BufMut, p: Option<(NodeId, Ballot)>) {
+    let (id, tag) = p.unwrap_or((NodeId(0), Ballot::ZERO));
+    buf.put_u8(u8::from(p.is_some()));
+    buf.put_u16(id.0);
+    put_ballot(buf, tag);
+}
+
+fn get_primary(buf: &mut impl Buf) -> Result<Option<(NodeId, Ballot)>, WireError> {
+    let present = buf.get_u8();
+    let id = NodeId(buf.get_u16());
+    let tag = get_ballot(buf);
+    match present {
+        0 => Ok(None),
+        1 => Ok(Some((id, tag))),
+        _ => Err(WireError::BadValue("primary present flag")),
+    }
+}
 
 /// An optional ballot: `Ballot::ZERO` (below every ballot used) is none.
 fn put_opt_ballot(buf: &mut impl BufMut, b: Option<Ballot>) {
@@ -322,17 +374,28 @@ fn put_view(buf: &mut impl BufMut, v: &LeaseView) {
     put_opt_ballot(buf, v.fence);
     buf.put_u32(v.links_up);
     buf.put_u16(v.nodes);
+    buf.put_u8(match v.mode {
+        crate::node::Mode::Deferring => 0,
+        crate::node::Mode::Primary => 1,
+    });
+    put_primary(buf, v.primary);
 }
 
-fn get_view(buf: &mut impl Buf) -> LeaseView {
-    LeaseView {
+fn get_view(buf: &mut impl Buf) -> Result<LeaseView, WireError> {
+    Ok(LeaseView {
         lease: get_opt_ballot(buf),
         lease_left_ms: buf.get_u32(),
         quarantine_left_ms: buf.get_u32(),
         fence: get_opt_ballot(buf),
         links_up: buf.get_u32(),
         nodes: buf.get_u16(),
-    }
+        mode: match buf.get_u8() {
+            0 => crate::node::Mode::Deferring,
+            1 => crate::node::Mode::Primary,
+            _ => return Err(WireError::BadValue("mode")),
+        },
+        primary: get_primary(buf)?,
+    })
 }
 
 fn put_node(buf: &mut impl BufMut, node: Option<NodeId>) {
@@ -465,6 +528,9 @@ impl Frame {
             Frame::GetStatus { .. } => GET_STATUS,
             Frame::Status { .. } => STATUS,
             Frame::Error { .. } => ERROR,
+            Frame::ReadPrimary { .. } => READ_PRIMARY,
+            Frame::ClearPrimary { .. } => CLEAR_PRIMARY,
+            Frame::Primary { .. } => PRIMARY,
         }
     }
 
@@ -513,6 +579,16 @@ impl Frame {
                 buf.put_u16(code as u16);
                 put_hint(buf, leader);
             }
+            Frame::ReadPrimary { id } => buf.put_u64(id),
+            Frame::ClearPrimary { id, node, tag } => {
+                buf.put_u64(id);
+                buf.put_u16(node.0);
+                put_ballot(buf, tag);
+            }
+            Frame::Primary { id, registered } => {
+                buf.put_u64(id);
+                put_primary(buf, registered);
+            }
         }
         Ok(required)
     }
@@ -559,13 +635,18 @@ impl Frame {
                 let leader = get_hint(buf)?;
                 let window_end_ms = buf.get_u64();
                 let current = Timestamp::from_u64(buf.get_u64());
-                Frame::Status { id, role, node, leader, window_end_ms, current, view: get_view(buf) }
+                Frame::Status { id, role, node, leader, window_end_ms, current, view: get_view(buf)? }
             }
             ERROR => {
                 let id = buf.get_u64();
                 let code = ErrorCode::from_u16(buf.get_u16()).ok_or(WireError::BadValue("error code"))?;
                 Frame::Error { id, code, leader: get_hint(buf)? }
             }
+            READ_PRIMARY => Frame::ReadPrimary { id: buf.get_u64() },
+            CLEAR_PRIMARY => {
+                Frame::ClearPrimary { id: buf.get_u64(), node: NodeId(buf.get_u16()), tag: get_ballot(buf) }
+            }
+            PRIMARY => Frame::Primary { id: buf.get_u64(), registered: get_primary(buf)? },
             // `decode` only calls this for kinds `body_len` knows.
             other => return Err(WireError::UnknownKind(other)),
         })
@@ -576,7 +657,7 @@ impl Frame {
 mod tests {
     use super::*;
 
-    fn samples() -> [Frame; 8] {
+    fn samples() -> [Frame; 11] {
         let hint = LeaderHint { node: Some(NodeId(2)), addr: Some("127.0.0.1:7400".parse().unwrap()) };
         let hint6 = LeaderHint { node: None, addr: Some("[::1]:9".parse().unwrap()) };
         [
@@ -599,8 +680,13 @@ mod tests {
                     fence: Some(crate::Ballot::new(3, 2, NodeId(0))),
                     links_up: 0b101,
                     nodes: 3,
+                    mode: crate::node::Mode::Primary,
+                    primary: Some((NodeId(0), crate::Ballot::new(0, 2, NodeId(0)))),
                 },
             },
+            Frame::ReadPrimary { id: 4 },
+            Frame::ClearPrimary { id: 5, node: NodeId(2), tag: crate::Ballot::new(0, 9, NodeId(2)) },
+            Frame::Primary { id: 5, registered: None },
             Frame::Error { id: 1, code: ErrorCode::NotLeader, leader: hint6 },
             Frame::Error { id: 0, code: ErrorCode::FrameTooLarge, leader: LeaderHint::default() },
         ]

@@ -3,7 +3,7 @@
 use core::time::Duration;
 
 use leasetso_core::{
-    Ballot, Event, GetTsError, Instant, LeaseName, MemStore, Node, NodeConfig, NodeId, Output, StepDown,
+    Ballot, Event, GetTsError, Instant, MemStore, Node, NodeConfig, NodeId, Output, StepDown,
     StoreReject, StoreReply,
 };
 
@@ -47,7 +47,7 @@ fn a_node_syncs_then_serves_and_extends_its_window() {
         "load, then save, then serve"
     );
     assert_eq!(store.window_end_ms(), WALL + 3_000);
-    assert_eq!(store.fence(LeaseName::Leader), fence);
+    assert_eq!(store.fence(), fence);
     let first = node.get_ts(1, t0).unwrap();
     assert_eq!(first.physical_ms, WALL);
     assert_eq!(first.logical, 1);
@@ -125,7 +125,7 @@ fn a_fenced_reply_stops_serving_at_once_and_catches_up_the_counter() {
     let (mut node, _) = start(&mut store, t0, WALL);
     // Another leadership with a higher ballot loads on the store.
     let newer = Ballot::new(7, 9, NodeId(0));
-    store.execute(leasetso_core::StoreOp::Load { lease: LeaseName::Leader, fence: newer }).unwrap();
+    store.execute(leasetso_core::StoreOp::Load { fence: newer, check_primary: false }).unwrap();
     let now = t0 + Duration::from_millis(50);
     node.handle_timeout(now, WALL + 2_999);
     let events = pump(&mut node, &mut store, now, WALL + 2_999);
@@ -187,11 +187,11 @@ fn catching_up_with_the_stored_fence_avoids_a_fenced_first_load() {
     store.bump_restart();
     // An earlier start led with a high counter (after several failovers).
     let old = Ballot::new(5, 1, NodeId(0));
-    store.execute(leasetso_core::StoreOp::Load { lease: LeaseName::Leader, fence: old }).unwrap();
+    store.execute(leasetso_core::StoreOp::Load { fence: old, check_primary: false }).unwrap();
     let restart = store.bump_restart();
     let t0 = Instant::from_millis(1);
     let mut node = Node::new(NodeConfig::single(), restart, t0).unwrap();
-    node.catch_up(store.fence(LeaseName::Leader));
+    node.catch_up(store.fence());
     node.handle_timeout(t0, WALL);
     let events = pump(&mut node, &mut store, t0, WALL);
     assert_eq!(events[0], Event::Leading { fence: Ballot::new(6, 2, NodeId(0)) });

@@ -156,7 +156,8 @@ pub struct NodeStatus {
 
 impl fmt::Display for NodeStatus {
     /// One line of `key=value` pairs, node ids 1-based as on the command
-    /// line: `node=1 role=leader leader=1 leader_addr=... lease=(c,r,n)
+    /// line: `node=1 role=leader leader=1 leader_addr=... mode=deferring
+    /// primary=none (or primary=2 primary_tag=(0,3,1)) lease=(c,r,n)
     /// lease_owner=1 lease_left_ms=... quarantine_left_ms=... fence=(c,r,n)
     /// window_end_ms=... current=... links=1:self,2:up,3:down` (`none` for
     /// what is unknown; `current` is the packed timestamp; a ballot is
@@ -170,6 +171,11 @@ impl fmt::Display for NodeStatus {
             write!(f, " leader_addr={addr}")?;
         }
         let v = &self.view;
+        write!(f, " mode={}", v.mode.as_str())?;
+        match v.primary {
+            Some((p, tag)) => write!(f, " primary={} primary_tag={tag}", p.0 + 1)?,
+            None => f.write_str(" primary=none")?,
+        }
         write!(
             f,
             " lease={} lease_owner={} lease_left_ms={} quarantine_left_ms={} fence={} window_end_ms={} current={} links=",
@@ -513,6 +519,34 @@ impl Client {
             if !err.is_retryable() || !retry.next(&mut link, &err) {
                 return Err(err);
             }
+        }
+    }
+
+    /// The primary registration on the replica of the node this client talks
+    /// to (no redirect: every node has a replica of its own).
+    pub fn read_primary(&self) -> Result<Option<(NodeId, leasetso_core::Ballot)>, ClientError> {
+        self.primary_request(|id| Frame::ReadPrimary { id })
+    }
+
+    /// Clears the registration on the replica of the node this client talks
+    /// to if it is exactly `(node, tag)`; returns what is registered after.
+    pub fn clear_primary(
+        &self,
+        node: NodeId,
+        tag: leasetso_core::Ballot,
+    ) -> Result<Option<(NodeId, leasetso_core::Ballot)>, ClientError> {
+        self.primary_request(|id| Frame::ClearPrimary { id, node, tag })
+    }
+
+    fn primary_request(
+        &self,
+        request: impl Fn(u64) -> Frame,
+    ) -> Result<Option<(NodeId, leasetso_core::Ballot)>, ClientError> {
+        let mut link = lock(&self.link);
+        match link.round_trip(&self.opts, request) {
+            Ok((sent, Frame::Primary { id, registered })) if id == sent => Ok(registered),
+            Ok(_) => Err(link.unexpected_reply()),
+            Err(e) => Err(e),
         }
     }
 
@@ -1015,11 +1049,13 @@ mod tests {
                 fence: Some(leasetso_core::Ballot::new(2, 1, NodeId(0))),
                 links_up: 0b011,
                 nodes: 3,
+                mode: leasetso_core::Mode::Deferring,
+                primary: None,
             },
         };
         assert_eq!(
             status.to_string(),
-            "node=1 role=leader leader=1 lease=(4,1,0) lease_owner=1 lease_left_ms=900 quarantine_left_ms=0 \
+            "node=1 role=leader leader=1 mode=deferring primary=none lease=(4,1,0) lease_owner=1 lease_left_ms=900 quarantine_left_ms=0 \
              fence=(2,1,0) window_end_ms=5 current=786434 links=1:self,2:up,3:down"
         );
         let none = NodeStatus {
@@ -1030,7 +1066,7 @@ mod tests {
         };
         assert_eq!(
             none.to_string(),
-            "node=1 role=follower leader=none lease=none lease_owner=none lease_left_ms=0 \
+            "node=1 role=follower leader=none mode=deferring primary=none lease=none lease_owner=none lease_left_ms=0 \
              quarantine_left_ms=0 fence=none window_end_ms=5 current=786434 links=1:self"
         );
     }

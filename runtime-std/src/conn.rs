@@ -14,7 +14,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use leasetso_core::wire::{LEN_PREFIX, MAX_FRAME_LEN, VERSION};
-use leasetso_core::{ErrorCode, Frame, GetTsError, LeaderHint, LeaseView};
+use leasetso_core::{ErrorCode, Frame, GetTsError, LeaderHint, LeaseView, StoreOk, StoreOp};
 
 use crate::server::{Counters, Shared};
 
@@ -24,6 +24,8 @@ const READ_BUF: usize = 8 * 1024;
 const FRAME_ROOM: usize = LEN_PREFIX + MAX_FRAME_LEN as usize;
 /// Answers are written out once this many bytes are buffered, even mid-burst.
 const WRITE_FLUSH: usize = 8 * 1024;
+/// How long an operator's store request may wait for the store thread.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a closing connection waits for the peer's unread bytes, so that
 /// closing does not reset the connection before the peer reads our last frame.
 const LINGER: Duration = Duration::from_millis(250);
@@ -134,6 +136,14 @@ impl Conn<'_> {
         self.send(Frame::Error { id, code, leader });
     }
 
+    /// Runs an operator's registration read or clear on this node's replica.
+    fn admin(&mut self, id: u64, op: StoreOp) {
+        match self.shared.admin(op, ADMIN_TIMEOUT) {
+            Some(Ok(StoreOk::Primary { registered })) => self.send(Frame::Primary { id, registered }),
+            _ => self.error(id, ErrorCode::Internal, LeaderHint::default()),
+        }
+    }
+
     /// Answers one frame.
     fn handle(&mut self, frame: Frame) -> Next {
         let shared = self.shared;
@@ -205,15 +215,30 @@ impl Conn<'_> {
                             fence: status.fence,
                             links_up: shared.links_up(),
                             nodes: shared.nodes,
+                            mode: status.mode,
+                            primary: status.primary,
                         },
                     }),
                     None => self.error(id, ErrorCode::Internal, LeaderHint::default()),
                 }
                 Next::Continue
             }
+            Frame::ReadPrimary { id } => {
+                self.admin(id, StoreOp::ReadPrimary);
+                Next::Continue
+            }
+            Frame::ClearPrimary { id, node, tag } => {
+                tracing::warn!(primary = node.0 + 1, %tag, "an operator clears the primary registration here");
+                self.admin(id, StoreOp::ClearPrimary { id: node, tag });
+                Next::Continue
+            }
             // Frames only a server sends: this peer is not speaking the
             // client side of the protocol.
-            Frame::Welcome { .. } | Frame::Ts { .. } | Frame::Status { .. } | Frame::Error { .. } => {
+            Frame::Welcome { .. }
+            | Frame::Ts { .. }
+            | Frame::Status { .. }
+            | Frame::Error { .. }
+            | Frame::Primary { .. } => {
                 self.error(0, ErrorCode::UnknownKind, LeaderHint::default());
                 Next::Close
             }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use leasetso_core::quorum::{NodeSet, majority};
 use leasetso_core::{
-    Ballot, Event, LeaseMsg, LeaseName, Message, Node, NodeConfig, NodeId, Output, PeerFrame, StoreReply,
+    Ballot, Event, LeaseMsg, Message, Node, NodeConfig, NodeId, Output, PeerFrame, StoreReply,
     StoreRequest,
 };
 use leasetso_sled::SledStore;
@@ -269,7 +269,7 @@ impl Driver {
             }
         };
         node.catch_up(highest);
-        if let Ok(fence) = store.fence(LeaseName::Leader) {
+        if let Ok(fence) = store.fence() {
             node.catch_up(fence);
         }
         Some(node)
@@ -294,5 +294,11 @@ fn report(event: Event) {
         Event::WindowExtended { window_end_ms } => tracing::trace!(window_end_ms, "window extended"),
         Event::SteppedDown { reason } => tracing::warn!(?reason, "stopped serving"),
         Event::JetLag { lag_ms } => tracing::warn!(lag_ms, "wall clock far ahead of the timestamps"),
+        Event::Yielded { primary } => tracing::warn!(
+            primary = primary.0 + 1,
+            "a primary is registered: yielded (stopped serving, released the lease, not campaigning while it stands)"
+        ),
+        Event::Resumed => tracing::info!("no primary registered on a quorum: campaigning again"),
+        Event::Registered { tag } => tracing::info!(%tag, "registered as primary on a quorum; campaigning"),
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use leasetso_std::client::parse_seeds;
+use leasetso_core::{Ballot, Mode, Role};
 use leasetso_std::{Client, ClientOptions, NodeConfig, NodeId, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -30,8 +31,43 @@ enum Command {
     Serve(ServeArgs),
     /// Ask a server for timestamps and print the last one (packed u64).
     GetTs(GetTsArgs),
-    /// Print a server's role, leader, saved window end and current timestamp.
+    /// Print each node's role, leader, lease, quarantine, fence, window, links.
     Status(StatusArgs),
+    /// Show or clear the primary registration (dual-writer prevention).
+    #[command(subcommand)]
+    Primary(PrimaryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PrimaryCommand {
+    /// Print the registration each node's replica holds.
+    Show(StatusArgs),
+    /// Clear the registration `--id N --tag T` (as `show` prints them) on a
+    /// quorum of replicas: how a migration to primary mode is rolled back.
+    /// Refused while the registered node answers as the serving leader.
+    Clear(ClearArgs),
+}
+
+#[derive(Debug, Args)]
+struct ClearArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The registered node's id, 1-based.
+    #[arg(long, value_name = "N")]
+    id: u16,
+    /// The registration's tag, exactly as `primary show` prints it: `(C,R,N)`.
+    #[arg(long, value_name = "TAG")]
+    tag: String,
+}
+
+/// How a node writes the window store (DESIGN.md, "Yielding to a primary").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ModeArg {
+    /// Check that no primary is registered, in the same transaction as every
+    /// write; yield to one and stay out while it stands.
+    Deferring,
+    /// Register as primary on a quorum before campaigning; write without the check.
+    Primary,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +92,9 @@ struct ServeArgs {
     /// (default: the --listen address; required when that is a wildcard).
     #[arg(long, value_name = "ADDR")]
     advertise: Option<SocketAddr>,
+    /// deferring (default) or primary: see `leasetso primary --help`.
+    #[arg(long, value_enum, default_value = "deferring")]
+    mode: ModeArg,
     /// The lease duration D_P in ms; the same on every node.
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     lease_ms: u64,
@@ -107,6 +146,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::GetTs(args) => get_ts(args),
         Command::Status(args) => status(args),
+        Command::Primary(PrimaryCommand::Show(args)) => primary_show(args),
+        Command::Primary(PrimaryCommand::Clear(args)) => primary_clear(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -192,6 +233,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         return Err("--advertise must be an address clients can reach, not a wildcard".into());
     }
     let mut node = NodeConfig::new(id, nodes);
+    node.mode = match args.mode {
+        ModeArg::Deferring => Mode::Deferring,
+        ModeArg::Primary => Mode::Primary,
+    };
     // Nodes of one cluster jitter their backoffs differently.
     node.seed = u64::from(id.0).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ args.cluster_id;
     node.lease.duration = Duration::from_millis(args.lease_ms);
@@ -295,6 +340,108 @@ fn status(args: StatusArgs) -> Result<(), String> {
     }
     for line in lines {
         println!("{line}");
+    }
+    Ok(())
+}
+
+fn show_registration(r: Option<(NodeId, Ballot)>) -> String {
+    match r {
+        Some((id, tag)) => format!("primary={} tag={tag}", id.0 + 1),
+        None => "primary=none".to_string(),
+    }
+}
+
+/// One line per address: the registration that node's replica holds.
+fn primary_show(args: StatusArgs) -> Result<(), String> {
+    let seeds = parse_seeds(&args.client.addr).map_err(|e| e.to_string())?;
+    let opts = ClientOptions { deadline: Duration::ZERO, ..options(&args.client) };
+    let mut lines = Vec::new();
+    let mut answered = false;
+    let mut last_error = String::new();
+    for addr in &seeds {
+        let result = Client::connect_with(*addr, opts).and_then(|c| Ok((c.status()?.node, c.read_primary()?)));
+        match result {
+            Ok((node, registered)) => {
+                answered = true;
+                lines.push(format!("addr={addr} node={} {}", node.0 + 1, show_registration(registered)));
+            }
+            Err(e) => {
+                last_error = e.to_string();
+                lines.push(format!("addr={addr} error={last_error:?}"));
+            }
+        }
+    }
+    if !answered {
+        return Err(format!("no node answered: {last_error}"));
+    }
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Parses a tag as `status` and `primary show` print it: `(C,R,N)`.
+fn parse_tag(s: &str) -> Result<Ballot, String> {
+    let inner = s.trim().trim_start_matches('(').trim_end_matches(')');
+    let parts: Vec<&str> = inner.split(',').map(str::trim).collect();
+    let bad = || format!("--tag {s:?} is not (COUNTER,RESTART,NODE) as `primary show` prints it");
+    let [c, r, n] = parts[..] else { return Err(bad()) };
+    Ok(Ballot::new(
+        c.parse().map_err(|_| bad())?,
+        r.parse().map_err(|_| bad())?,
+        NodeId(n.parse().map_err(|_| bad())?),
+    ))
+}
+
+/// Clears `(id, tag)` on every replica that answers, and succeeds once a
+/// quorum of the cluster holds no such registration. Refused while the
+/// registered node serves: clearing under a serving primary would let a
+/// deferring node campaign against it for nothing (they share one lease, so
+/// never two servers, but the primary would lose its lease to no purpose).
+fn primary_clear(args: ClearArgs) -> Result<(), String> {
+    if args.id == 0 {
+        return Err("--id is 1-based".into());
+    }
+    let node = NodeId(args.id - 1);
+    let tag = parse_tag(&args.tag)?;
+    let seeds = parse_seeds(&args.client.addr).map_err(|e| e.to_string())?;
+    let opts = ClientOptions { deadline: Duration::ZERO, ..options(&args.client) };
+    let mut clients = Vec::new();
+    let mut nodes = 0u16;
+    for addr in &seeds {
+        match Client::connect_with(*addr, opts).and_then(|c| c.status().map(|s| (c, s))) {
+            Ok((client, status)) => {
+                if status.node == node && status.role == Role::Leader {
+                    return Err(format!(
+                        "node {} at {addr} is the registered primary and serves timestamps: stop it (or restart \
+                         it with --mode deferring) before clearing its registration",
+                        args.id
+                    ));
+                }
+                nodes = nodes.max(status.view.nodes);
+                clients.push((*addr, status.node, client));
+            }
+            Err(e) => eprintln!("leasetso: {addr}: {e}"),
+        }
+    }
+    let mut cleared = 0u16;
+    for (addr, id, client) in &clients {
+        match client.clear_primary(node, tag) {
+            Ok(after) => {
+                println!("addr={addr} node={} {}", id.0 + 1, show_registration(after));
+                if after != Some((node, tag)) {
+                    cleared += 1;
+                }
+            }
+            Err(e) => eprintln!("leasetso: {addr}: {e}"),
+        }
+    }
+    let quorum = nodes / 2 + 1;
+    if nodes == 0 || cleared < quorum {
+        return Err(format!(
+            "the registration is gone from {cleared} replicas, fewer than a quorum of {quorum}: run again with \
+             every node's address once they are reachable"
+        ));
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use leasetso_core::peer::PEER_VERSION;
 use leasetso_core::{
-    GetTsError, Handshake, LeaderHint, LeaseName, Node, NodeConfig, NodeId, Status, Timestamp,
+    GetTsError, Handshake, LeaderHint, Mode, Node, NodeConfig, NodeId, Status, StoreOp, StoreReply, Timestamp,
 };
 use leasetso_sled::SledStore;
 
@@ -29,7 +29,7 @@ use crate::conn;
 use crate::driver::{Driver, Input, Pending};
 use crate::error::ServerError;
 use crate::peer::{PeerNet, Routes};
-use crate::store::{self, STORE_QUEUE};
+use crate::store::{self, Job, STORE_QUEUE};
 
 /// Inputs queued for the driver at most; peer readers wait when it is full,
 /// which slows their peers through TCP rather than growing memory.
@@ -127,6 +127,7 @@ pub(crate) struct Shared {
     pub(crate) cluster_id: u64,
     pub(crate) node_id: NodeId,
     pub(crate) nodes: u16,
+    pub(crate) mode: Mode,
     pub(crate) local_addr: SocketAddr,
     /// This node's client address as hints name it.
     pub(crate) advertise: Option<SocketAddr>,
@@ -135,6 +136,9 @@ pub(crate) struct Shared {
     stopping: Mutex<bool>,
     wake: Condvar,
     driver: SyncSender<Input>,
+    /// Operators' store requests go to the store thread; taken at shutdown
+    /// so that thread sees its queue close.
+    store: Mutex<Option<SyncSender<Job>>>,
     conns: Mutex<Conns>,
     pub(crate) counters: Counters,
 }
@@ -180,6 +184,8 @@ impl Shared {
                 lease_left: Duration::ZERO,
                 quarantine_left: Duration::ZERO,
                 fence: None,
+                mode: self.mode,
+                primary: None,
             },
         })
     }
@@ -202,6 +208,15 @@ impl Shared {
             None => None,
         };
         LeaderHint { node: leader, addr: addr.filter(|a| !a.ip().is_unspecified()) }
+    }
+
+    /// Runs an operator's store operation on this node's replica, on the
+    /// store thread. `None` if it did not answer within `timeout`.
+    pub(crate) fn admin(&self, op: StoreOp, timeout: Duration) -> Option<StoreReply> {
+        let (tx, rx) = mpsc::channel();
+        let sent = lock_ignoring_poison(&self.store).as_ref()?.try_send(Job::Admin { op, reply: tx });
+        sent.ok()?;
+        rx.recv_timeout(timeout).ok()
     }
 
     /// Bit `i` set: the link to node `i` is up (a single node: its own bit).
@@ -312,7 +327,7 @@ impl Server {
             let mut node = Node::new(cfg.node, restart, clock.now())?;
             // Start the ballot counter above the fence this replica holds, so
             // the first load of this start is not refused as older.
-            node.catch_up(store.fence(LeaseName::Leader).map_err(store_err)?);
+            node.catch_up(store.fence().map_err(store_err)?);
             tracing::info!(restart, "restart counter bumped");
             (Some(node), None)
         } else {
@@ -332,12 +347,14 @@ impl Server {
             cluster_id: cfg.cluster_id,
             node_id: cfg.node.id,
             nodes,
+            mode: cfg.node.mode,
             local_addr,
             advertise,
             net: net.clone(),
             stopping: Mutex::new(false),
             wake: Condvar::new(),
             driver: driver_tx.clone(),
+            store: Mutex::new(Some(store_tx.clone())),
             conns: Mutex::new(Conns::default()),
             counters: Counters::default(),
         });
@@ -469,8 +486,9 @@ impl Server {
             net.shutdown();
         }
         // The store thread ends once every sender of work is gone (the
-        // driver and the peer readers); the store closes with it, every
-        // write having been flushed when it was made.
+        // driver, the peer readers and this one); the store closes with it,
+        // every write having been flushed when it was made.
+        lock_ignoring_poison(&self.shared.store).take();
         if let Some(store) = self.store.take() {
             let _ = store.join();
         }

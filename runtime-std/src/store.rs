@@ -7,9 +7,9 @@
 //! as an input like any other.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 
-use leasetso_core::{Ballot, LeaseName, NodeId, PeerFrame, StoreRequest};
+use leasetso_core::{Ballot, NodeId, PeerFrame, StoreOp, StoreReply, StoreRequest};
 use leasetso_sled::SledStore;
 
 use crate::driver::Input;
@@ -36,6 +36,14 @@ pub(crate) enum Job {
         /// The asking peer.
         from: NodeId,
     },
+    /// An operator's request on this replica (`primary show`, `primary
+    /// clear`), answered to the client connection that asked.
+    Admin {
+        /// The operation (a registration read or an exact clear).
+        op: StoreOp,
+        /// Where the answer goes.
+        reply: mpsc::Sender<StoreReply>,
+    },
 }
 
 /// Runs jobs until every sender is gone.
@@ -60,12 +68,15 @@ pub(crate) fn run(
                     net.send(from, PeerFrame::StoreReply { id: request.id, reply });
                 }
             }
+            Job::Admin { op, reply } => {
+                let _ = reply.send(store.execute(op));
+            }
             Job::RestartQuery { from } => {
                 let Some(net) = &net else { continue };
                 // What this replica's fence and this node's peer links saw of
                 // the asker's ballots. A replica that cannot read its fence
                 // does not answer: the asker waits for a quorum of answers.
-                let Ok(fence) = store.fence(LeaseName::Leader) else { continue };
+                let Ok(fence) = store.fence() else { continue };
                 let fence = if fence.node == from { fence } else { Ballot::ZERO };
                 let highest = fence.max(net.seen(from));
                 net.send(from, PeerFrame::RestartInfo { highest });

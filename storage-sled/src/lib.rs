@@ -14,23 +14,22 @@
 use std::path::Path;
 use std::time::Duration;
 
-use leasetso_core::{Ballot, LeaseName, NodeId, StoreOk, StoreOp, StoreReject, StoreReply};
+use leasetso_core::{Ballot, NodeId, StoreOk, StoreOp, StoreReject, StoreReply};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 /// The key of the cluster id the data dir was created for (u64).
 const CLUSTER_ID: &str = "cluster_id";
 /// The key of the saved window end in milliseconds (u64).
 const WINDOW: &str = "window_end_ms";
-/// The key of the registered dedicated primary (u16); absent when none is.
+/// The key of the registered primary: node id u16 and tag ballot (20 bytes);
+/// absent when none is.
 const PRIMARY: &str = "primary";
 /// The key of the node's restart counter (u64).
 const RESTART: &str = "restart";
 /// The key of the node id (u16) the data dir belongs to.
 const NODE_ID: &str = "node_id";
-/// The fence key of the `leader` lease (ballot, 18 bytes).
-const FENCE_LEADER: &str = "fence/leader";
-/// The fence key of the `primary` lease (ballot, 18 bytes).
-const FENCE_PRIMARY: &str = "fence/primary";
+/// The key of the fence (ballot, 18 bytes): one lease, one fence.
+const FENCE: &str = "fence/leader";
 
 /// The length of an encoded ballot: counter u64, restart u64, node u16.
 const BALLOT_LEN: usize = 18;
@@ -166,81 +165,79 @@ impl SledStore {
             read_u64(t, WINDOW)?;
             read_u64(t, RESTART)?;
             read_primary(t)?;
-            for lease in LeaseName::ALL {
-                read_fence(t, lease)?;
-            }
+            read_fence(t)?;
             Ok(())
         })?;
         Ok(store)
     }
 
-    /// Raises the fence of `lease` to `fence` (S1) and returns the saved window
-    /// end in milliseconds (0 if never saved).
+    /// Checks S2 (if `check_primary`) then S1, in the reference store's
+    /// order so replies match it. Both reads are in the caller's
+    /// transaction: the check and the write that follows are one atomic step.
+    fn check(t: &TransactionalTree, fence: Ballot, check_primary: bool) -> TxResult<()> {
+        if check_primary {
+            if let Some((id, _)) = read_primary(t)? {
+                return Err(abort(StoreError::PrimaryExists { id }));
+            }
+        }
+        let by = read_fence(t)?;
+        if by > fence { Err(abort(StoreError::Fenced { by })) } else { Ok(()) }
+    }
+
+    /// Raises the fence to `fence` (S1, S2 if `check_primary`) and returns
+    /// the saved window end in milliseconds (0 if never saved).
     ///
     /// The raised fence is flushed before this returns: a new leader counts
     /// on it to stop an older one from saving after a crash of this node.
-    pub fn load(&self, lease: LeaseName, fence: Ballot) -> Result<u64, StoreError> {
+    pub fn load(&self, fence: Ballot, check_primary: bool) -> Result<u64, StoreError> {
         self.transact(|t| {
-            check_fence(t, lease, fence)?;
+            Self::check(t, fence, check_primary)?;
             let window = read_u64(t, WINDOW)?.unwrap_or(0);
-            t.insert(fence_key(lease), &encode_ballot(fence)[..])?;
+            t.insert(FENCE, &encode_ballot(fence)[..])?;
             t.flush();
             Ok(window)
         })
     }
 
-    /// Saves a new window end, checking S1, then S2 (if `check_primary`), then
-    /// S3, in the reference store's order so replies match it; on success
-    /// writes the window and raises the fence of `lease`, durably.
-    pub fn save(
-        &self,
-        lease: LeaseName,
-        window_end_ms: u64,
-        fence: Ballot,
-        check_primary: bool,
-    ) -> Result<(), StoreError> {
+    /// Saves a new window end, checking S2 (if `check_primary`), S1, then
+    /// S3; on success writes the window and raises the fence, durably, in
+    /// the same transaction as the checks.
+    pub fn save(&self, window_end_ms: u64, fence: Ballot, check_primary: bool) -> Result<(), StoreError> {
         self.transact(|t| {
-            check_fence(t, lease, fence)?;
-            if check_primary {
-                if let Some(id) = read_primary(t)? {
-                    return Err(abort(StoreError::PrimaryExists { id }));
-                }
-            }
+            Self::check(t, fence, check_primary)?;
             let stored = read_u64(t, WINDOW)?.unwrap_or(0);
             if window_end_ms <= stored {
                 return Err(abort(StoreError::NotGreater { stored }));
             }
-            t.insert(fence_key(lease), &encode_ballot(fence)[..])?;
+            t.insert(FENCE, &encode_ballot(fence)[..])?;
             t.insert(WINDOW, &window_end_ms.to_be_bytes()[..])?;
             t.flush();
             Ok(())
         })
     }
 
-    /// Registers `id` as the dedicated primary, fenced by its ballot of the
-    /// `primary` lease (S1), so a stale primary cannot register over a newer one.
-    pub fn register_primary(&self, id: NodeId, fence: Ballot) -> Result<(), StoreError> {
+    /// Registers `(id, tag)` as the primary (S4), replacing any earlier
+    /// registration, durably. Returns what is registered.
+    pub fn register_primary(&self, id: NodeId, tag: Ballot) -> Result<Option<(NodeId, Ballot)>, StoreError> {
         self.transact(|t| {
-            check_fence(t, LeaseName::Primary, fence)?;
-            t.insert(FENCE_PRIMARY, &encode_ballot(fence)[..])?;
-            t.insert(PRIMARY, &id.0.to_be_bytes()[..])?;
+            t.insert(PRIMARY, &encode_primary(id, tag)[..])?;
             t.flush();
-            Ok(())
+            Ok(Some((id, tag)))
         })
     }
 
-    /// Clears the registration of `id`, fenced by its ballot of the `primary`
-    /// lease (S1). The fence rises even if another node is registered, and
-    /// that node's registration is kept: only a primary clears its own.
-    pub fn clear_primary(&self, id: NodeId, fence: Ballot) -> Result<(), StoreError> {
+    /// Clears the registration if it is exactly `(id, tag)` (S4): a stale
+    /// primary, or an operator with an old tag, never clears a newer one.
+    /// Returns what is registered afterwards.
+    pub fn clear_primary(&self, id: NodeId, tag: Ballot) -> Result<Option<(NodeId, Ballot)>, StoreError> {
         self.transact(|t| {
-            check_fence(t, LeaseName::Primary, fence)?;
-            t.insert(FENCE_PRIMARY, &encode_ballot(fence)[..])?;
-            if read_primary(t)? == Some(id) {
+            let registered = read_primary(t)?;
+            if registered == Some((id, tag)) {
                 t.remove(PRIMARY)?;
+                t.flush();
+                return Ok(None);
             }
-            t.flush();
-            Ok(())
+            Ok(registered)
         })
     }
 
@@ -306,18 +303,19 @@ impl SledStore {
     /// [`StoreError::to_reject`]).
     pub fn execute(&self, op: StoreOp) -> StoreReply {
         let result = match op {
-            StoreOp::Load { lease, fence } => {
-                self.load(lease, fence).map(|window_end_ms| StoreOk::Loaded { window_end_ms })
+            StoreOp::Load { fence, check_primary } => {
+                self.load(fence, check_primary).map(|window_end_ms| StoreOk::Loaded { window_end_ms })
             }
-            StoreOp::Save { lease, window_end_ms, fence, check_primary } => {
-                self.save(lease, window_end_ms, fence, check_primary).map(|()| StoreOk::Saved)
+            StoreOp::Save { window_end_ms, fence, check_primary } => {
+                self.save(window_end_ms, fence, check_primary).map(|()| StoreOk::Saved)
             }
-            StoreOp::RegisterPrimary { id, fence } => {
-                self.register_primary(id, fence).map(|()| StoreOk::PrimaryUpdated)
+            StoreOp::RegisterPrimary { id, tag } => {
+                self.register_primary(id, tag).map(|registered| StoreOk::Primary { registered })
             }
-            StoreOp::ClearPrimary { id, fence } => {
-                self.clear_primary(id, fence).map(|()| StoreOk::PrimaryUpdated)
+            StoreOp::ClearPrimary { id, tag } => {
+                self.clear_primary(id, tag).map(|registered| StoreOk::Primary { registered })
             }
+            StoreOp::ReadPrimary => self.primary().map(|registered| StoreOk::Primary { registered }),
         };
         result.map_err(|e| e.to_reject())
     }
@@ -327,14 +325,13 @@ impl SledStore {
         Ok(decode_u64(WINDOW, self.db.get(WINDOW)?.as_deref())?.unwrap_or(0))
     }
 
-    /// The stored fence of `lease` ([`Ballot::ZERO`] if never raised).
-    pub fn fence(&self, lease: LeaseName) -> Result<Ballot, StoreError> {
-        let key = fence_key(lease);
-        decode_ballot(key, self.db.get(key)?.as_deref())
+    /// The stored fence ([`Ballot::ZERO`] if never raised).
+    pub fn fence(&self) -> Result<Ballot, StoreError> {
+        decode_ballot(FENCE, self.db.get(FENCE)?.as_deref())
     }
 
-    /// The registered dedicated primary, if any.
-    pub fn primary(&self) -> Result<Option<NodeId>, StoreError> {
+    /// The registered primary and its tag, if any.
+    pub fn primary(&self) -> Result<Option<(NodeId, Ballot)>, StoreError> {
         decode_primary(self.db.get(PRIMARY)?.as_deref())
     }
 
@@ -388,33 +385,18 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
 }
 
-/// The key of the fence of `lease`.
-const fn fence_key(lease: LeaseName) -> &'static str {
-    match lease {
-        LeaseName::Leader => FENCE_LEADER,
-        LeaseName::Primary => FENCE_PRIMARY,
-    }
-}
-
-/// S1: aborts with `Fenced` if the stored fence of `lease` is above `fence`.
-fn check_fence(t: &TransactionalTree, lease: LeaseName, fence: Ballot) -> TxResult<()> {
-    let by = read_fence(t, lease)?;
-    if by > fence { Err(abort(StoreError::Fenced { by })) } else { Ok(()) }
-}
-
 /// Reads and decodes a u64 inside a transaction.
 fn read_u64(t: &TransactionalTree, key: &'static str) -> TxResult<Option<u64>> {
     decode_u64(key, t.get(key)?.as_deref()).map_err(abort)
 }
 
-/// Reads and decodes the fence of `lease` inside a transaction.
-fn read_fence(t: &TransactionalTree, lease: LeaseName) -> TxResult<Ballot> {
-    let key = fence_key(lease);
-    decode_ballot(key, t.get(key)?.as_deref()).map_err(abort)
+/// Reads and decodes the fence inside a transaction.
+fn read_fence(t: &TransactionalTree) -> TxResult<Ballot> {
+    decode_ballot(FENCE, t.get(FENCE)?.as_deref()).map_err(abort)
 }
 
 /// Reads and decodes the registered primary inside a transaction.
-fn read_primary(t: &TransactionalTree) -> TxResult<Option<NodeId>> {
+fn read_primary(t: &TransactionalTree) -> TxResult<Option<(NodeId, Ballot)>> {
     decode_primary(t.get(PRIMARY)?.as_deref()).map_err(abort)
 }
 
@@ -430,15 +412,22 @@ fn decode_u64(key: &'static str, bytes: Option<&[u8]>) -> Result<Option<u64>, St
         .transpose()
 }
 
-/// Decodes the registered primary, a big-endian u16; `None` when absent.
-fn decode_primary(bytes: Option<&[u8]>) -> Result<Option<NodeId>, StoreError> {
-    bytes
-        .map(|b| {
-            <[u8; 2]>::try_from(b)
-                .map(|a| NodeId(u16::from_be_bytes(a)))
-                .map_err(|_| bad_len(PRIMARY, b.len(), 2))
-        })
-        .transpose()
+/// Decodes the registered primary (node id u16, tag ballot); `None` when absent.
+fn decode_primary(bytes: Option<&[u8]>) -> Result<Option<(NodeId, Ballot)>, StoreError> {
+    let Some(b) = bytes else { return Ok(None) };
+    if b.len() != 2 + BALLOT_LEN {
+        return Err(bad_len(PRIMARY, b.len(), 2 + BALLOT_LEN));
+    }
+    let id = NodeId(u16::from_be_bytes([b[0], b[1]]));
+    Ok(Some((id, decode_ballot(PRIMARY, Some(&b[2..]))?)))
+}
+
+/// Encodes a registration: the node id, big-endian, then its tag.
+fn encode_primary(id: NodeId, tag: Ballot) -> [u8; 2 + BALLOT_LEN] {
+    let mut out = [0; 2 + BALLOT_LEN];
+    out[..2].copy_from_slice(&id.0.to_be_bytes());
+    out[2..].copy_from_slice(&encode_ballot(tag));
+    out
 }
 
 /// Encodes a ballot as counter, restart, node, all big-endian, so the byte
@@ -485,7 +474,7 @@ mod tests {
             Ballot::new(u64::MAX, u64::MAX, NodeId(u16::MAX)),
         ];
         for x in ballots {
-            assert_eq!(decode_ballot(FENCE_LEADER, Some(&encode_ballot(x))).unwrap(), x);
+            assert_eq!(decode_ballot(FENCE, Some(&encode_ballot(x))).unwrap(), x);
             for y in ballots {
                 assert_eq!(encode_ballot(x).cmp(&encode_ballot(y)), x.cmp(&y), "{x} vs {y}");
             }
@@ -499,34 +488,39 @@ mod tests {
     fn corrupt_value_while_open_fails_the_operations_that_read_it() {
         let dir = tempfile::TempDir::new().unwrap();
         let s = SledStore::open(dir.path(), 7).unwrap();
-        s.save(LeaseName::Leader, 10, b(1), true).unwrap();
+        s.save(10, b(1), true).unwrap();
 
-        s.db.insert(FENCE_LEADER, &[1, 2, 3][..]).unwrap();
-        fn corrupt<T>(r: Result<T, StoreError>) -> bool {
-            matches!(r, Err(StoreError::Corrupt { key: FENCE_LEADER, .. }))
+        s.db.insert(FENCE, &[1, 2, 3][..]).unwrap();
+        fn corrupt<T>(r: Result<T, StoreError>, key: &str) -> bool {
+            matches!(r, Err(StoreError::Corrupt { key: k, .. }) if k == key)
         }
-        assert!(corrupt(s.load(LeaseName::Leader, b(2))));
-        assert!(corrupt(s.save(LeaseName::Leader, 20, b(2), false)));
-        assert!(corrupt(s.fence(LeaseName::Leader)));
-        assert_eq!(
-            s.execute(StoreOp::Load { lease: LeaseName::Leader, fence: b(2) }),
-            Err(StoreReject::Failed)
-        );
-        // The other lease's fence is a separate key and still works.
-        assert_eq!(s.load(LeaseName::Primary, b(2)).unwrap(), 10);
+        assert!(corrupt(s.load(b(2), false), FENCE));
+        assert!(corrupt(s.save(20, b(2), false), FENCE));
+        assert!(corrupt(s.fence(), FENCE));
+        assert_eq!(s.execute(StoreOp::Load { fence: b(2), check_primary: false }), Err(StoreReject::Failed));
+        s.db.insert(FENCE, &encode_ballot(b(2))[..]).unwrap();
 
         s.db.insert(WINDOW, &[0; 9][..]).unwrap();
-        assert!(matches!(s.load(LeaseName::Primary, b(3)), Err(StoreError::Corrupt { key: WINDOW, .. })));
-        assert!(matches!(s.window_end_ms(), Err(StoreError::Corrupt { key: WINDOW, .. })));
-        assert_eq!(s.fence(LeaseName::Primary).unwrap(), b(2), "a failed load raises nothing");
+        assert!(corrupt(s.load(b(3), false), WINDOW));
+        assert!(corrupt(s.window_end_ms(), WINDOW));
+        assert_eq!(s.fence().unwrap(), b(2), "a failed load raises nothing");
 
         s.db.insert(PRIMARY, &[0][..]).unwrap();
-        assert!(matches!(s.clear_primary(NodeId(0), b(3)), Err(StoreError::Corrupt { key: PRIMARY, .. })));
-        assert!(matches!(s.primary(), Err(StoreError::Corrupt { key: PRIMARY, .. })));
-        assert_eq!(s.fence(LeaseName::Primary).unwrap(), b(2), "a failed clear raises nothing");
+        assert!(corrupt(s.clear_primary(NodeId(0), b(3)), PRIMARY));
+        assert!(corrupt(s.primary(), PRIMARY));
+        // A checked save reads the registration: it fails, it does not pass.
+        assert!(corrupt(s.save(30, b(3), true), PRIMARY));
+        assert_eq!(s.fence().unwrap(), b(2), "a failed save raises nothing");
 
         s.db.insert(RESTART, &[][..]).unwrap();
         assert!(matches!(s.bump_restart(), Err(StoreError::Corrupt { key: RESTART, .. })));
+    }
+
+    #[test]
+    fn registration_encoding_round_trips() {
+        let tag = Ballot::new(0, 7, NodeId(2));
+        assert_eq!(decode_primary(Some(&encode_primary(NodeId(2), tag))).unwrap(), Some((NodeId(2), tag)));
+        assert_eq!(decode_primary(None).unwrap(), None);
     }
 
     #[test]

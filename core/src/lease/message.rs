@@ -1,14 +1,14 @@
 //! PaxosLease messages between nodes, and their wire encoding.
 //!
 //! Messages are small `Copy` values. On the wire a lease message is a peer
-//! frame (`crate::peer`): `len: u32` (bytes that follow), `kind: u8`,
-//! `lease: u8`, then a body whose size the kind fixes; big-endian throughout. A ballot is
+//! frame (`crate::peer`): `len: u32` (bytes that follow), `kind: u8`, then a
+//! body whose size the kind fixes; big-endian throughout. A ballot is
 //! `counter: u64, restart: u64, node: u16`. The owner of a lease is the node
 //! of its ballot: a proposer only ever proposes itself.
 
 use bytes::{Buf, BufMut};
 
-use crate::ballot::{Ballot, LeaseName, NodeId};
+use crate::ballot::{Ballot, NodeId};
 use crate::peer::PEER;
 use crate::wire::{EncodeError, LEN_PREFIX, RawFrame, WireError};
 
@@ -59,11 +59,11 @@ pub enum LeaseMsg {
     },
 }
 
-/// A lease message with the lease instance it belongs to.
+/// A lease message between nodes. There is one lease per cluster, whatever
+/// the nodes' modes (DESIGN.md, "Yielding"): a deferring and a primary node
+/// compete for the same lease, so at most one of them serves at any instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Message {
-    /// The lease instance.
-    pub lease: LeaseName,
     /// The message.
     pub msg: LeaseMsg,
 }
@@ -77,18 +77,16 @@ const ACCEPTED: u8 = 0x45;
 const LEARN_CHOSEN: u8 = 0x46;
 const RELEASE: u8 = 0x47;
 
-/// The body size of a lease frame of `kind`, the lease byte included; `None`
-/// for a kind that is not a lease message.
+/// The body size of a lease frame of `kind`; `None` for a kind that is not
+/// a lease message.
 pub(crate) fn lease_body_len(kind: u8) -> Option<usize> {
-    Some(
-        1 + match kind {
-            PREPARE | ACCEPT | ACCEPTED | RELEASE => BALLOT_LEN,
-            PROMISE => BALLOT_LEN + 1 + BALLOT_LEN,
-            REJECTED => 2 * BALLOT_LEN,
-            LEARN_CHOSEN => BALLOT_LEN + 4,
-            _ => return None,
-        },
-    )
+    Some(match kind {
+        PREPARE | ACCEPT | ACCEPTED | RELEASE => BALLOT_LEN,
+        PROMISE => BALLOT_LEN + 1 + BALLOT_LEN,
+        REJECTED => 2 * BALLOT_LEN,
+        LEARN_CHOSEN => BALLOT_LEN + 4,
+        _ => return None,
+    })
 }
 
 pub(crate) fn put_ballot(buf: &mut impl BufMut, b: Ballot) {
@@ -144,10 +142,8 @@ impl Message {
         Ok(required)
     }
 
-    /// Writes the body (lease byte first) of a frame whose prefix and kind
-    /// are written.
+    /// Writes the body of a frame whose prefix and kind are written.
     pub(crate) fn encode_body(&self, buf: &mut impl BufMut) {
-        buf.put_u8(self.lease.code());
         match self.msg {
             LeaseMsg::Prepare { ballot }
             | LeaseMsg::Accept { ballot }
@@ -188,7 +184,6 @@ impl Message {
         if lease_body_len(kind).is_none() {
             return Ok(None);
         }
-        let lease = LeaseName::from_code(buf.get_u8()).ok_or(WireError::BadValue("lease name"))?;
         let msg = match kind {
             PREPARE => LeaseMsg::Prepare { ballot: get_ballot(buf) },
             ACCEPT => LeaseMsg::Accept { ballot: get_ballot(buf) },
@@ -210,7 +205,7 @@ impl Message {
             // `lease_body_len` knows no other kind.
             other => return Err(WireError::UnknownKind(other)),
         };
-        Ok(Some(Message { lease, msg }))
+        Ok(Some(Message { msg }))
     }
 }
 
@@ -232,7 +227,7 @@ mod tests {
             LeaseMsg::Release { ballot: b },
         ]
         .into_iter()
-        .flat_map(|msg| LeaseName::ALL.map(|lease| Message { lease, msg }))
+        .map(|msg| Message { msg })
         .collect()
     }
 
@@ -255,11 +250,9 @@ mod tests {
         assert_eq!(Message::decode(&[0, 0, 0, 0]), Err(WireError::Empty));
         assert_eq!(Message::decode(&[0, 0, 0, 2, 0x99, 0]), Err(WireError::UnknownKind(0x99)));
         let mut buf = Vec::new();
-        Message { lease: LeaseName::Leader, msg: LeaseMsg::Prepare { ballot: Ballot::ZERO } }
-            .encode(&mut buf)
-            .unwrap();
-        buf[5] = 9;
-        assert_eq!(Message::decode(&buf), Err(WireError::BadValue("lease name")));
+        Message { msg: LeaseMsg::Promise { ballot: Ballot::ZERO, lease: None } }.encode(&mut buf).unwrap();
+        buf[LEN_PREFIX + 1 + BALLOT_LEN] = 9;
+        assert_eq!(Message::decode(&buf), Err(WireError::BadValue("promise lease flag")));
         let mut x: u32 = 12345;
         for _ in 0..20_000 {
             let mut bytes = [0u8; 48];
@@ -277,8 +270,8 @@ mod tests {
     fn small_buffers_are_untouched() {
         let mut storage = [1u8; 10];
         let mut buf = &mut storage[..];
-        let m = Message { lease: LeaseName::Leader, msg: LeaseMsg::Accept { ballot: Ballot::ZERO } };
-        assert_eq!(m.encode(&mut buf), Err(EncodeError::BufferTooSmall { required: 24 }));
+        let m = Message { msg: LeaseMsg::Accept { ballot: Ballot::ZERO } };
+        assert_eq!(m.encode(&mut buf), Err(EncodeError::BufferTooSmall { required: 23 }));
         assert_eq!(storage, [1u8; 10]);
     }
 }

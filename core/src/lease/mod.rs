@@ -74,6 +74,12 @@ pub struct Bugs {
     pub(crate) stale_owner_open: bool,
     pub(crate) owner_only_release: bool,
     pub(crate) unchecked_timing: bool,
+    pub(crate) accept_late: bool,
+    pub(crate) ignore_restart: bool,
+    pub(crate) serve_in_margin: bool,
+    pub(crate) abdicate_on_not_greater: bool,
+    pub(crate) yield_rearmed: bool,
+    pub(crate) ignore_late_primary: bool,
 }
 
 #[cfg(feature = "broken-variants")]
@@ -85,6 +91,12 @@ impl Bugs {
         stale_owner_open: false,
         owner_only_release: false,
         unchecked_timing: false,
+        accept_late: false,
+        ignore_restart: false,
+        serve_in_margin: false,
+        abdicate_on_not_greater: false,
+        yield_rearmed: false,
+        ignore_late_primary: false,
     };
     /// The proposer's deadline starts when the promise quorum arrives, not
     /// when Prepare is sent ("LateTimer").
@@ -98,4 +110,19 @@ impl Bugs {
     /// T2/T3 not enforced: explicit `D_A` and `Q` run as given (for the
     /// quarantine one tick below `D_P`).
     pub const UNCHECKED_TIMING: Bugs = Bugs { unchecked_timing: true, ..Bugs::NONE };
+    /// An acquisition completed by Accepted replies that arrive at or after
+    /// the attempt's deadline `d` (the P4 check `now < d` skipped).
+    pub const ACCEPT_LATE: Bugs = Bugs { accept_late: true, ..Bugs::NONE };
+    /// The restart counter ignored: ballots and store request ids of every
+    /// start are those of the first.
+    pub const IGNORE_RESTART: Bugs = Bugs { ignore_restart: true, ..Bugs::NONE };
+    /// The owner serves until `d` itself, not `d - m`.
+    pub const SERVE_IN_MARGIN: Bugs = Bugs { serve_in_margin: true, ..Bugs::NONE };
+    /// A save answered `NotGreater` by a replica ends the leadership (a
+    /// liveness bug: a partial save of an earlier leader stops every leader).
+    pub const ABDICATE_ON_NOT_GREATER: Bugs = Bugs { abdicate_on_not_greater: true, ..Bugs::NONE };
+    /// A yielded node re-armed by `LearnChosen` (and a heard Release).
+    pub const YIELD_REARMED: Bugs = Bugs { yield_rearmed: true, ..Bugs::NONE };
+    /// `PrimaryExists` replies after the quorum ignored.
+    pub const IGNORE_LATE_PRIMARY: Bugs = Bugs { ignore_late_primary: true, ..Bugs::NONE };
 }

@@ -307,7 +307,8 @@ impl Proposer {
             return Step::default();
         }
         self.phase = Phase::Idle;
-        if now >= self.deadline {
+        // P4: the lease is held until `d` only if `d` is still ahead.
+        if now >= self.deadline && !self.bugs.accept_late {
             self.abandon(now);
             return Step::default();
         }
