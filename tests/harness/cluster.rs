@@ -152,6 +152,8 @@ struct Node {
     drains: Vec<JoinHandle<()>>,
     /// One log per incarnation, with a header.
     logs: Vec<(String, Log)>,
+    /// More `serve` arguments for this node alone (after the cluster's).
+    extra: Vec<String>,
 }
 
 impl Node {
@@ -275,6 +277,7 @@ impl Cluster {
                     child: None,
                     drains: Vec::new(),
                     logs: Vec::new(),
+                    extra: Vec::new(),
                 }
             })
             .collect();
@@ -300,7 +303,14 @@ impl Cluster {
             args.extend(["--cluster-id".into(), id.to_string().into()]);
         }
         args.extend(self.opts.extra_args.iter().map(OsString::from));
+        args.extend(node.extra.iter().map(OsString::from));
         args
+    }
+
+    /// Sets more `serve` arguments for node `i` alone, used from its next
+    /// (re)start on (e.g. `--mode primary` for a rolling migration).
+    pub fn set_node_args(&mut self, i: usize, args: &[&str]) {
+        self.nodes[i].extra = args.iter().map(|a| a.to_string()).collect();
     }
 
     /// Spawns node `i` (not running) and returns the receiver of its ready line.
