@@ -148,6 +148,7 @@ fn handshake(cluster: &Cluster, node: u16, lease_ms: u64) -> Handshake {
         cluster_id: 1,
         node: NodeId(node),
         client_addr: None,
+        resp_addr: None,
         digest: cfg.digest().expect("a valid configuration"),
     }
 }

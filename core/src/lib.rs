@@ -14,6 +14,7 @@
 //! * [`store`]: the window store's contract and its reference implementation.
 //! * [`wire`]: the client protocol's frames (PROTOCOL.md).
 //! * [`peer`]: the peer protocol's frames and handshake (PROTOCOL.md).
+//! * [`resp`]: the RESP door: Redis protocol requests and replies, for Redis clients.
 //! * [`ballot`]: ballots and node ids.
 //! * [`quorum`]: sets of distinct node ids, for counting quorums.
 //! * [`time`]: the monotonic instant the runtimes pass in.
@@ -25,6 +26,7 @@ pub mod node;
 pub mod oracle;
 pub mod peer;
 pub mod quorum;
+pub mod resp;
 mod rng;
 pub mod store;
 pub mod time;

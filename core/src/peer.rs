@@ -50,7 +50,7 @@ const STORE_REPLY: u8 = 0x51;
 const RESTART_QUERY: u8 = 0x52;
 const RESTART_INFO: u8 = 0x53;
 
-const HANDSHAKE_LEN: usize = 4 + 1 + 8 + 2 + ADDR_LEN + 8;
+const HANDSHAKE_LEN: usize = 4 + 1 + 8 + 2 + ADDR_LEN + ADDR_LEN + 8;
 
 fn body_len(kind: u8) -> Option<usize> {
     Some(match kind {
@@ -79,6 +79,9 @@ pub struct Handshake {
     /// The client address the sender advertises, for leader hints; never an
     /// unspecified address (`None` if it has none to give).
     pub client_addr: Option<SocketAddr>,
+    /// The RESP address the sender advertises, for `-NOTLEADER` replies of
+    /// the RESP door; `None` if it has no RESP door (or only a wildcard).
+    pub resp_addr: Option<SocketAddr>,
     /// The sender's timing digest ([`timing_digest`]).
     pub digest: u64,
 }
@@ -307,6 +310,7 @@ fn put_handshake(buf: &mut impl BufMut, h: &Handshake) {
     buf.put_u64(h.cluster_id);
     buf.put_u16(h.node.0);
     put_addr(buf, h.client_addr);
+    put_addr(buf, h.resp_addr);
     buf.put_u64(h.digest);
 }
 
@@ -320,7 +324,8 @@ fn get_handshake(buf: &mut &[u8]) -> Result<Handshake, WireError> {
     let cluster_id = buf.get_u64();
     let node = NodeId(buf.get_u16());
     let client_addr = get_addr(buf)?;
-    Ok(Handshake { version, cluster_id, node, client_addr, digest: buf.get_u64() })
+    let resp_addr = get_addr(buf)?;
+    Ok(Handshake { version, cluster_id, node, client_addr, resp_addr, digest: buf.get_u64() })
 }
 
 fn get_bool(buf: &mut &[u8], field: &'static str) -> Result<bool, WireError> {
@@ -483,6 +488,7 @@ mod tests {
             cluster_id: 7,
             node: NodeId(node),
             client_addr: Some("127.0.0.1:7400".parse().unwrap()),
+            resp_addr: Some("[::1]:6380".parse().unwrap()),
             digest: 0xdead_beef,
         }
     }
@@ -492,6 +498,7 @@ mod tests {
         let mut frames = vec![
             PeerFrame::Hello(hs(0)),
             PeerFrame::Welcome(Handshake { client_addr: None, ..hs(1) }),
+            PeerFrame::Welcome(Handshake { resp_addr: None, ..hs(1) }),
             PeerFrame::Refused { reason: Refusal::Digest, theirs: hs(2) },
             PeerFrame::Lease(Message { msg: LeaseMsg::Prepare { ballot: b } }),
             PeerFrame::Lease(Message { msg: LeaseMsg::Promise { ballot: b, lease: Some(b) } }),

@@ -24,6 +24,7 @@ mod conn;
 mod driver;
 pub mod error;
 mod peer;
+mod resp;
 pub mod server;
 mod store;
 

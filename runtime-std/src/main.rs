@@ -104,6 +104,11 @@ struct ServeArgs {
     /// How often the timestamp's physical part follows the wall clock, in ms.
     #[arg(long, value_name = "MS")]
     update_interval_ms: Option<u64>,
+    /// Also answer the Redis protocol (RESP2) on ADDR: `TSO [count]` returns
+    /// the packed last timestamp, so any Redis client is a leasetso client
+    /// (port 0 picks a free port). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    resp: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +263,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         node,
         peers,
         advertise: args.advertise,
+        resp: args.resp,
     };
     // The handler is installed before the server starts, so a signal that
     // arrives during start-up still stops it cleanly once it runs.
@@ -277,6 +283,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             stop.stop();
         }
     });
+    if let Some(addr) = server.resp_addr() {
+        // Before the ready line, so that whoever waits for it can read this too.
+        eprintln!("leasetso: RESP on {addr}");
+    }
     if cluster {
         // A cluster node is ready once it listens: which node serves is the
         // election's business. Printed directly, not logged, so its format

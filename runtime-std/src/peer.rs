@@ -75,6 +75,8 @@ pub(crate) struct PeerNet {
     links: Vec<Option<LinkHandle>>,
     /// Client addresses peers advertised in their handshakes, for leader hints.
     client_addrs: Mutex<Vec<Option<SocketAddr>>>,
+    /// RESP addresses peers advertised in their handshakes, for `-NOTLEADER`.
+    resp_addrs: Mutex<Vec<Option<SocketAddr>>>,
     /// The highest ballot of its own each peer was seen to use (a store that
     /// lost its restart counter asks for it).
     seen: Mutex<Vec<Ballot>>,
@@ -138,6 +140,7 @@ impl PeerNet {
             peers,
             links,
             client_addrs: Mutex::new(vec![None; usize::from(nodes)]),
+            resp_addrs: Mutex::new(vec![None; usize::from(nodes)]),
             seen: Mutex::new(vec![Ballot::ZERO; usize::from(nodes)]),
             incoming: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
@@ -186,6 +189,11 @@ impl PeerNet {
     /// The client address node `id` advertised, if it did.
     pub(crate) fn client_addr(&self, id: NodeId) -> Option<SocketAddr> {
         lock(&self.client_addrs).get(usize::from(id.0)).copied().flatten()
+    }
+
+    /// The RESP address node `id` advertised, if it did.
+    pub(crate) fn resp_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        lock(&self.resp_addrs).get(usize::from(id.0)).copied().flatten()
     }
 
     /// Bit `i` set: the link to node `i` is up (this node's own bit is set).
@@ -293,6 +301,9 @@ impl PeerNet {
                 Ok(()) => {
                     if theirs.client_addr.is_some() {
                         lock(&self.client_addrs)[usize::from(theirs.node.0)] = theirs.client_addr;
+                    }
+                    if theirs.resp_addr.is_some() {
+                        lock(&self.resp_addrs)[usize::from(theirs.node.0)] = theirs.resp_addr;
                     }
                     theirs.node
                 }
@@ -568,6 +579,9 @@ impl Link {
             self.net.ours.check_answer(&answer, self.net.nodes, self.to).map_err(DialError::Handshake)?;
         if theirs.client_addr.is_some() {
             lock(&self.net.client_addrs)[usize::from(self.to.0)] = theirs.client_addr;
+        }
+        if theirs.resp_addr.is_some() {
+            lock(&self.net.resp_addrs)[usize::from(self.to.0)] = theirs.resp_addr;
         }
         Ok(stream)
     }

@@ -29,6 +29,7 @@ use crate::conn;
 use crate::driver::{Driver, Input, Pending};
 use crate::error::ServerError;
 use crate::peer::{PeerNet, Routes};
+use crate::resp::Door;
 use crate::store::{self, Job, STORE_QUEUE};
 
 /// Inputs queued for the driver at most; peer readers wait when it is full,
@@ -55,6 +56,9 @@ pub struct ServerConfig {
     /// defaults to the bound client address, unless that is unspecified
     /// (0.0.0.0), which is never advertised.
     pub advertise: Option<SocketAddr>,
+    /// The RESP door's address (`serve --resp`), off if `None`: Redis
+    /// clients get timestamps there with `TSO [count]` ([`crate::resp`]).
+    pub resp: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -67,6 +71,7 @@ impl ServerConfig {
             node: NodeConfig::single(),
             peers: Vec::new(),
             advertise: None,
+            resp: None,
         }
     }
 }
@@ -237,6 +242,7 @@ pub struct Server {
     acceptor: Option<JoinHandle<()>>,
     driver: Option<JoinHandle<()>>,
     store: Option<JoinHandle<()>>,
+    resp: Option<Door>,
 }
 
 /// Asks a server to stop from anywhere (a signal handler, another thread).
@@ -299,6 +305,13 @@ impl Server {
         let local_addr =
             listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
         let advertise = cfg.advertise.or(Some(local_addr)).filter(|a| !a.ip().is_unspecified());
+        // Bound before the peers start: its address goes into the handshake.
+        let resp = match cfg.resp {
+            Some(addr) => {
+                Some(Door::bind(addr, advertise).map_err(|source| ServerError::Bind { addr, source })?)
+            }
+            None => None,
+        };
         let (driver_tx, driver_rx) = mpsc::sync_channel(DRIVER_QUEUE);
         let (store_tx, store_rx) = mpsc::sync_channel(STORE_QUEUE);
         let net = if nodes > 1 {
@@ -307,6 +320,7 @@ impl Server {
                 cluster_id: cfg.cluster_id,
                 node: cfg.node.id,
                 client_addr: advertise,
+                resp_addr: resp.as_ref().and_then(Door::advertise),
                 // `validate` passed above, so the digest exists.
                 digest: cfg.node.digest().unwrap_or(0),
             };
@@ -358,7 +372,8 @@ impl Server {
             conns: Mutex::new(Conns::default()),
             counters: Counters::default(),
         });
-        let mut server = Server { shared: Arc::clone(&shared), acceptor: None, driver: None, store: None };
+        let mut server =
+            Server { shared: Arc::clone(&shared), acceptor: None, driver: None, store: None, resp: None };
         let me = cfg.node.id;
         let store_net = net.clone();
         server.store = Some(
@@ -382,6 +397,11 @@ impl Server {
                 .spawn(move || accept(&acceptor_shared, listener))
                 .map_err(|source| ServerError::Spawn { what: "acceptor", source })?,
         );
+        if let Some(mut door) = resp {
+            door.start(Arc::clone(&shared))
+                .map_err(|source| ServerError::Spawn { what: "RESP acceptor", source })?;
+            server.resp = Some(door);
+        }
         Ok(server)
     }
 
@@ -393,6 +413,11 @@ impl Server {
     /// The address clients connect to (the real port when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// The RESP door's address (the real port when asked for port 0), if it has one.
+    pub fn resp_addr(&self) -> Option<SocketAddr> {
+        self.resp.as_ref().map(Door::local_addr)
     }
 
     /// This node's id.
@@ -466,6 +491,9 @@ impl Server {
             if wake_acceptor(self.shared.local_addr) {
                 let _ = acceptor.join();
             }
+        }
+        if let Some(mut door) = self.resp.take() {
+            door.stop();
         }
         // Connections close before the lease is released, so no client is
         // told `NotLeader` by a node that is merely shutting down.
