@@ -263,7 +263,9 @@ pub struct Status {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum RoundKind {
     Load,
-    Save { window_end_ms: u64 },
+    Save {
+        window_end_ms: u64,
+    },
     /// A primary registers itself before it campaigns.
     Register,
     /// A yielded node reads the registration.
@@ -472,9 +474,16 @@ impl Node {
                 if ballot.node == from {
                     let remaining = Duration::from_millis(u64::from(remaining_ms));
                     self.learner.learn(from, remaining, self.timing.proposer, now);
+                    // Liveness: the owner's renewals raise the acceptors'
+                    // promises; should it die, this node's first attempt
+                    // must not be refused for a counter left far behind.
+                    self.proposer.catch_up(ballot);
                     // Do not campaign against a live owner: wait out its hint.
                     // A yielded node does not campaign at all: no hint re-arms it.
-                    if self.may_campaign() && self.proposer.held(now).is_none() && self.proposer.attempt().is_none() {
+                    if self.may_campaign()
+                        && self.proposer.held(now).is_none()
+                        && self.proposer.attempt().is_none()
+                    {
                         if let Some(until) = self.learner.expires() {
                             self.proposer.schedule(Some(until + self.takeover_delay(from)));
                         }
@@ -625,7 +634,9 @@ impl Node {
             // A replica already at or above the window holds it: success.
             (RoundKind::Save { .. }, Ok(StoreOk::Saved) | Err(StoreReject::NotGreater { .. })) => {
                 #[cfg(feature = "broken-variants")]
-                if self.cfg.bugs.abdicate_on_not_greater && matches!(reply, Err(StoreReject::NotGreater { .. })) {
+                if self.cfg.bugs.abdicate_on_not_greater
+                    && matches!(reply, Err(StoreReject::NotGreater { .. }))
+                {
                     self.abdicate(StepDown::StoreFailed, now);
                     self.deliver_local(now);
                     return;
@@ -724,7 +735,9 @@ impl Node {
                     self.proposer.schedule(Some(now));
                 }
             }
-        } else if answered >= self.cfg.nodes || self.cfg.nodes - round.failures.len() - round.registered.len() < quorum {
+        } else if answered >= self.cfg.nodes
+            || self.cfg.nodes - round.failures.len() - round.registered.len() < quorum
+        {
             self.admin = None;
             self.next_admin = now + self.cfg.primary_poll;
         }

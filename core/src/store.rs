@@ -239,7 +239,10 @@ mod tests {
         let mut s = MemStore::new();
         let tag = Ballot::new(0, 4, NodeId(2));
         let reg = Some((NodeId(2), tag));
-        assert_eq!(s.execute(StoreOp::RegisterPrimary { id: NodeId(2), tag }), Ok(StoreOk::Primary { registered: reg }));
+        assert_eq!(
+            s.execute(StoreOp::RegisterPrimary { id: NodeId(2), tag }),
+            Ok(StoreOk::Primary { registered: reg })
+        );
         assert_eq!(s.execute(save(10, b(1), true)), Err(StoreReject::PrimaryExists { id: NodeId(2) }));
         assert_eq!(s.execute(load(b(1), true)), Err(StoreReject::PrimaryExists { id: NodeId(2) }));
         assert_eq!(s.fence(), Ballot::ZERO, "a refused load raises nothing");
@@ -265,7 +268,10 @@ mod tests {
             s.execute(StoreOp::ClearPrimary { id: NodeId(1), tag: new }),
             Ok(StoreOk::Primary { registered: Some((NodeId(2), new)) })
         );
-        assert_eq!(s.execute(StoreOp::ClearPrimary { id: NodeId(2), tag: new }), Ok(StoreOk::Primary { registered: None }));
+        assert_eq!(
+            s.execute(StoreOp::ClearPrimary { id: NodeId(2), tag: new }),
+            Ok(StoreOk::Primary { registered: None })
+        );
         assert_eq!(s.execute(StoreOp::ReadPrimary), Ok(StoreOk::Primary { registered: None }));
         assert_eq!(s.execute(save(10, b(1), true)), Ok(StoreOk::Saved));
     }

@@ -3,8 +3,8 @@
 use core::time::Duration;
 
 use leasetso_core::{
-    Ballot, Event, GetTsError, Instant, MemStore, Node, NodeConfig, NodeId, Output, StepDown,
-    StoreReject, StoreReply,
+    Ballot, Event, GetTsError, Instant, MemStore, Node, NodeConfig, NodeId, Output, StepDown, StoreReject,
+    StoreReply,
 };
 
 const WALL: u64 = 1_700_000_000_000;

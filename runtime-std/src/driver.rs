@@ -20,8 +20,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use leasetso_core::quorum::{NodeSet, majority};
 use leasetso_core::{
-    Ballot, Event, LeaseMsg, Message, Node, NodeConfig, NodeId, Output, PeerFrame, StoreReply,
-    StoreRequest,
+    Ballot, Event, LeaseMsg, Message, Node, NodeConfig, NodeId, Output, PeerFrame, StoreReply, StoreRequest,
 };
 use leasetso_sled::SledStore;
 
@@ -240,7 +239,7 @@ impl Driver {
             match self.rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(Input::RestartInfo { from, highest: seen }) => {
                     if answered.insert(from) {
-                        highest = highest.max(seen);
+                        highest = crate::peer::bound(highest, seen);
                     }
                 }
                 Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return None,

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use leasetso_std::client::parse_seeds;
 use leasetso_core::{Ballot, Mode, Role};
+use leasetso_std::client::parse_seeds;
 use leasetso_std::{Client, ClientOptions, NodeConfig, NodeId, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -369,7 +369,8 @@ fn primary_show(args: StatusArgs) -> Result<(), String> {
     let mut answered = false;
     let mut last_error = String::new();
     for addr in &seeds {
-        let result = Client::connect_with(*addr, opts).and_then(|c| Ok((c.status()?.node, c.read_primary()?)));
+        let result =
+            Client::connect_with(*addr, opts).and_then(|c| Ok((c.status()?.node, c.read_primary()?)));
         match result {
             Ok((node, registered)) => {
                 answered = true;

@@ -64,6 +64,9 @@ pub(crate) enum Cmd {
     Frame(PeerFrame),
     /// Answer once everything queued before has been written (or dropped).
     Flush(mpsc::Sender<()>),
+    /// The watcher of connection number `.0` saw the peer close it: redial
+    /// (if it is still the current one).
+    Dead(u64),
 }
 
 /// The state every peer thread shares.
@@ -157,6 +160,7 @@ impl PeerNet {
                 rx,
                 up,
                 rng: seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                conn: 0,
             };
             threads.push(
                 thread::Builder::new().name(format!("leasetso-link-{}", i + 1)).spawn(move || link.run())?,
@@ -356,7 +360,7 @@ impl PeerNet {
                     if let Some(b) = msg.proposer_ballot().filter(|b| b.node == from) {
                         let mut seen = lock(&self.seen);
                         let slot = &mut seen[usize::from(from.0)];
-                        *slot = (*slot).max(b);
+                        *slot = bound(*slot, b);
                     }
                     routes.driver.send(Input::Peer { from, msg }).is_ok()
                 }
@@ -397,6 +401,15 @@ impl PeerNet {
     }
 }
 
+/// The component-wise maximum of two ballots of one node: its counter and
+/// its restart each at least as high as either's. What a node that lost its
+/// restart counter must start above is the highest *restart* its peers saw
+/// (a ballot of an older start may carry the higher counter), and its counter
+/// catches up to the highest counter.
+pub(crate) fn bound(a: Ballot, b: Ballot) -> Ballot {
+    Ballot { counter: a.counter.max(b.counter), restart: a.restart.max(b.restart), node: b.node }
+}
+
 /// Sends `Refused` and closes.
 fn refuse(stream: &TcpStream, e: HandshakeError, ours: Handshake) {
     let _ = write_frame(stream, &PeerFrame::Refused { reason: e.refusal(), theirs: ours });
@@ -416,7 +429,9 @@ fn write_frame(mut stream: &TcpStream, frame: &PeerFrame) -> io::Result<()> {
     stream.write_all(&buf[..n])
 }
 
-fn loopback(mut addr: SocketAddr) -> SocketAddr {
+/// The address to reach a listener on `addr` from this host: a wildcard
+/// listener is reachable on loopback.
+pub(crate) fn loopback(mut addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
             SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
@@ -487,6 +502,8 @@ struct Link {
     rx: Receiver<Cmd>,
     up: Arc<AtomicBool>,
     rng: u64,
+    /// Connections made so far; the current one's number.
+    conn: u64,
 }
 
 impl Link {
@@ -501,9 +518,14 @@ impl Link {
                     last_error.clear();
                     self.up.store(true, Ordering::SeqCst);
                     tracing::info!(peer = self.to.0 + 1, %addr, "peer link up");
+                    self.conn += 1;
+                    let watcher = self.watch(&stream);
                     let result = self.write_loop(&stream);
                     self.up.store(false, Ordering::SeqCst);
                     let _ = stream.shutdown(Shutdown::Both);
+                    if let Some(watcher) = watcher {
+                        let _ = watcher.join();
+                    }
                     match result {
                         Ok(()) => return, // Stopping.
                         Err(e) => tracing::info!(peer = self.to.0 + 1, error = %e, "peer link down"),
@@ -531,6 +553,32 @@ impl Link {
         }
     }
 
+    /// Starts the link's watcher: the accepting side never writes after its
+    /// Welcome, so the first thing a read returns is the connection's end (a
+    /// peer that restarted or died). Without it an idle link would look up
+    /// until a write failed, and the frames of that write would be lost; the
+    /// watcher shuts the socket and wakes the writer to redial at once.
+    fn watch(&self, stream: &TcpStream) -> Option<JoinHandle<()>> {
+        let mut watched = stream.try_clone().ok()?;
+        let _ = watched.set_read_timeout(None);
+        let net = Arc::clone(&self.net);
+        let to = self.to;
+        let conn = self.conn;
+        thread::Builder::new()
+            .name(format!("leasetso-watch-{}", to.0 + 1))
+            .spawn(move || {
+                let mut byte = [0u8; 1];
+                // Whatever a read returns (end, error, or bytes the peer
+                // should never send), the connection is over.
+                let _ = watched.read(&mut byte);
+                let _ = watched.shutdown(Shutdown::Both);
+                if let Some(Some(link)) = net.links.get(usize::from(to.0)) {
+                    let _ = link.tx.try_send(Cmd::Dead(conn));
+                }
+            })
+            .ok()
+    }
+
     /// Uniform in `[d/2, d]`, from the link's own generator (xorshift).
     fn jitter(&mut self, d: Duration) -> Duration {
         self.rng ^= self.rng << 13;
@@ -556,7 +604,7 @@ impl Link {
                 Ok(Cmd::Flush(ack)) => {
                     let _ = ack.send(());
                 }
-                Ok(Cmd::Frame(_)) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(Cmd::Frame(_) | Cmd::Dead(_)) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return false,
             }
         }
@@ -606,6 +654,14 @@ impl Link {
                     // `out` is a Vec and grows: encoding cannot fail.
                     Cmd::Frame(frame) => drop(frame.encode(&mut out)),
                     Cmd::Flush(ack) => acks.push(ack),
+                    // A late word from an earlier connection's watcher.
+                    Cmd::Dead(conn) if conn != self.conn => {}
+                    Cmd::Dead(_) => {
+                        for ack in acks.drain(..) {
+                            let _ = ack.send(());
+                        }
+                        return Err(io::Error::new(io::ErrorKind::ConnectionReset, "the peer closed the link"));
+                    }
                 }
                 next = if out.len() < WRITE_BATCH { self.rx.try_recv().ok() } else { None };
             }

@@ -533,15 +533,7 @@ impl Drop for Server {
 /// Connects to the listener so that a blocked `accept` returns. Returns
 /// whether the connection was made.
 fn wake_acceptor(addr: SocketAddr) -> bool {
-    let mut target = addr;
-    // A listener on the unspecified address is reachable on loopback.
-    if target.ip().is_unspecified() {
-        target.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok()
+    TcpStream::connect_timeout(&crate::peer::loopback(addr), Duration::from_secs(1)).is_ok()
 }
 
 fn accept(shared: &Arc<Shared>, listener: TcpListener) {
