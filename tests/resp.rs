@@ -292,7 +292,9 @@ fn pipelined_commands_are_answered_in_order() {
         last = ts;
     }
     assert_eq!(replies[300..], ["$4", "last"]);
+    // SIGTERM with this connection still open: the server closes it and exits cleanly.
     server.stop();
+    assert_eq!(conn.read(&mut [0u8; 16]).ok(), Some(0), "the RESP connection outlived the server");
 }
 
 #[test]
