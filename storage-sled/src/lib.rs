@@ -31,6 +31,15 @@ const NODE_ID: &str = "node_id";
 /// The key of the fence (ballot, 18 bytes): one lease, one fence.
 const FENCE: &str = "fence/leader";
 
+/// The file beside sled's log holding the last restart counter stored, as a
+/// check on the log: sled recovers a log cut short (a torn write, a copy
+/// of part of a dir) by serving the prefix it can read, silently, so a
+/// replica could come back with an older state than it acknowledged. The
+/// restart counter is bumped at every start and the marker written after
+/// it; a log whose counter is below its marker lost acknowledged writes and
+/// is refused.
+const RESTART_MARKER: &str = "restart.marker";
+
 /// The length of an encoded ballot: counter u64, restart u64, node u16.
 const BALLOT_LEN: usize = 18;
 
@@ -119,6 +128,7 @@ type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 #[derive(Clone, Debug)]
 pub struct SledStore {
     db: sled::Db,
+    dir: std::path::PathBuf,
 }
 
 impl SledStore {
@@ -142,7 +152,7 @@ impl SledStore {
         // sled keeps its log in `db`: if it exists, this is not a new store.
         let existed = dir.join("db").try_exists().map_err(|e| StoreError::Io(sled::Error::Io(e)))?;
         let db = open_db(dir)?;
-        let store = SledStore { db };
+        let store = SledStore { db, dir: dir.to_path_buf() };
         store.transact(|t| {
             match read_u64(t, CLUSTER_ID)? {
                 Some(stored) if stored != cluster_id => {
@@ -168,7 +178,50 @@ impl SledStore {
             read_fence(t)?;
             Ok(())
         })?;
+        store.check_marker()?;
         Ok(store)
+    }
+
+    /// Refuses a log whose restart counter is below the marker (see
+    /// [`RESTART_MARKER`]); a missing marker is written (a store made before
+    /// markers existed, or one whose first start died before writing it).
+    fn check_marker(&self) -> Result<(), StoreError> {
+        let restart = self.restart()?;
+        let path = self.dir.join(RESTART_MARKER);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let marker = <[u8; 8]>::try_from(bytes.as_slice()).map(u64::from_be_bytes).map_err(|_| {
+                    StoreError::Corrupt {
+                        key: RESTART_MARKER,
+                        detail: format!("{} bytes, expected 8", bytes.len()),
+                    }
+                })?;
+                if restart < marker {
+                    return Err(StoreError::Corrupt {
+                        key: RESTART,
+                        detail: format!(
+                            "restart counter {restart} is below the {marker} this dir last acknowledged: its log \
+                             lost writes (cut short or copied in part); remove the data dir to start the node afresh"
+                        ),
+                    });
+                }
+                if restart > marker { self.write_marker(restart) } else { Ok(()) }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.write_marker(restart),
+            Err(e) => Err(StoreError::Io(sled::Error::Io(e))),
+        }
+    }
+
+    /// Writes the marker durably: a temporary file, fsync, rename, fsync of the dir.
+    fn write_marker(&self, restart: u64) -> Result<(), StoreError> {
+        use std::io::Write;
+        let io = |e| StoreError::Io(sled::Error::Io(e));
+        let tmp = self.dir.join("restart.marker.tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&restart.to_be_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, self.dir.join(RESTART_MARKER)).map_err(io)?;
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)
     }
 
     /// Checks S2 (if `check_primary`) then S1, in the reference store's
@@ -255,6 +308,7 @@ impl SledStore {
             t.flush();
             Ok(next)
         })
+        .and_then(|next| self.write_marker(next).map(|()| next))
     }
 
     /// Records that this data dir belongs to node `node` (on its first
@@ -297,6 +351,7 @@ impl SledStore {
             t.flush();
             Ok(restart)
         })
+        .and_then(|restart| self.write_marker(restart).map(|()| restart))
     }
 
     /// Performs one contract operation, answering as the core expects (see
