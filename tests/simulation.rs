@@ -19,12 +19,12 @@ use sim::world::Trace;
 
 /// Seeds of the random fault mix in the normal run; also the budget within
 /// which the random mix must find the broken variants it is tested against.
-const SEEDS: u64 = 4_000;
+const SEEDS: u64 = 10_000;
 
-/// Seeds of the targeted scenarios (each scenario gets a fifth) for the
-/// correct protocol, and the budget for finding each broken variant with its
-/// scenario.
-const TARGETED_SEEDS: u64 = 1_000;
+/// Seeds of the targeted scenarios (each of the eight scenarios gets an
+/// eighth) for the correct protocol, and the budget for finding each broken
+/// variant with its scenario.
+const TARGETED_SEEDS: u64 = 1_600;
 
 fn random(variant: Variant) -> impl Fn(u64, Trace) -> Outcome + Sync {
     move |seed, trace| runner::random_run(seed, variant, trace)
@@ -58,17 +58,29 @@ fn correct_protocol() {
         assert!(s.crashes > summary.runs && s.partitions > 0 && s.pauses > 0 && s.releases > 0, "{s:?}");
         assert!(s.lost > 0 && s.duplicated > 0 && s.long_delayed > 0 && s.to_new_incarnation > 0, "{s:?}");
         assert!(s.leaderships > summary.runs && s.fenced > 0 && s.timestamps > summary.runs * 100, "{s:?}");
+        // Half the runs migrate: primaries registered, deferring leaders
+        // yielded, rollbacks cleared registrations and yielded nodes resumed.
+        assert!(s.migrations > summary.runs / 2 && s.registrations > s.migrations, "{s:?}");
+        assert!(s.primary_refusals > 0 && s.yields > summary.runs / 4, "{s:?}");
+        assert!(s.rollbacks > summary.runs / 10 && s.clears > 0 && s.resumes > 0, "{s:?}");
     }
 }
 
-/// The correct protocol played through every targeted two-owner scenario
-/// (seed `s` plays scenario `s % 5` with seed `s / 5`): it must come through
-/// unharmed, and elect a leader again once the network heals.
+/// Seed `s` of the targeted runs plays scenario `s % 8` with its seed `s / 8`.
+fn composite(seed: u64) -> (Scenario, u64) {
+    let n = Scenario::ALL.len() as u64;
+    (Scenario::ALL[(seed % n) as usize], seed / n)
+}
+
+/// The correct protocol played through every targeted scenario (seed `s`
+/// plays scenario `s % 8` with seed `s / 8`; a failure's replay command
+/// names `s`): it must come through unharmed, and elect a leader again once
+/// the network heals.
 #[test]
 fn correct_protocol_targeted() {
     let run = |seed: u64, trace| {
-        let scenario = Scenario::ALL[(seed % 5) as usize];
-        runner::scenario_run(seed / 5, scenario, Variant::Correct, trace)
+        let (scenario, seed) = composite(seed);
+        runner::scenario_run(seed, scenario, Variant::Correct, trace)
     };
     let summary = runner::all_pass("correct_protocol_targeted", TARGETED_SEEDS, &run, &[]);
     // A pass only counts if the scripts got to their critical step.
@@ -159,7 +171,7 @@ fn same_seed_same_run() {
         let runs: [&dyn Fn(Trace) -> Outcome; 3] = [
             &|t| runner::random_run(seed, Variant::Correct, t),
             &|t| runner::random_run(seed, Variant::OwnerOnlyRelease, t),
-            &|t| runner::scenario_run(seed, Scenario::ALL[seed as usize % 5], Variant::Correct, t),
+            &|t| runner::scenario_run(seed, composite(seed).0, Variant::Correct, t),
         ];
         for run in runs {
             let a = run(Trace::Off);
@@ -212,4 +224,138 @@ fn two_owners_let_through_send_timestamps_back() {
         let Some((seed, v)) = back else { panic!("{scenario:?}: no seed in 0..20 sent timestamps back") };
         println!("{scenario:?}, seed {seed}: {v}");
     }
+}
+
+/// A failure of the targeted runs reports the seed it ran (the composite
+/// one, not the scenario's seed `s / 8`), with the violation itself, and the
+/// printed replay command reproduces that violation. The runs here break the
+/// scenarios' broken variants except for the first scenario, which plays
+/// the correct protocol, so the lowest failing seed is not a multiple of 8:
+/// replaying its scenario seed as a composite seed would play another
+/// scenario (the harness bug this test keeps fixed).
+#[test]
+fn a_targeted_failure_prints_a_replay_that_reproduces_it() {
+    let run = |seed: u64, trace| {
+        let (scenario, scenario_seed) = composite(seed);
+        let variant = if scenario == Scenario::ALL[0] { Variant::Correct } else { scenario.catches() };
+        runner::scenario_run(scenario_seed, scenario, variant, trace)
+    };
+    let report = runner::check_all("targeted_failure", 64, &run, &[])
+        .expect_err("the broken variants break a check within 64 seeds");
+    println!("{report}");
+    assert!(!report.contains("did not"), "the failure did not replay identically:\n{report}");
+    let seed = runner::replay_seed(&report).expect("the report has a replay command");
+    assert_ne!(seed % Scenario::ALL.len() as u64, 0, "seed {seed} plays the correct protocol");
+    let again = runner::run_seed(&run, seed, Trace::Off);
+    let v = again.result.expect_err("the replayed seed breaks a check");
+    assert!(
+        report.contains(&v.to_string()),
+        "the replay of seed {seed} breaks {v}, which the report does not show"
+    );
+}
+
+/// (f) The restart counter ignored: the first attempt of a restarted
+/// proposer reuses its earlier process's ballot, and that process's late
+/// `Accepted`s complete it, though no acceptor holds its lease any more (the
+/// random mix does not find it in 10,000 seeds: it needs the replies to
+/// outlive a crash and the new attempt to land on the same counter).
+#[test]
+fn ignore_restart_two_owners_targeted() {
+    runner::finds_two_owners(
+        "ignore_restart_two_owners_targeted",
+        TARGETED_SEEDS,
+        &targeted(Scenario::IgnoreRestart),
+    );
+}
+
+/// (g) Accepted replies counted at or after the attempt's deadline `d`: the
+/// node begins a leadership (fences the store, syncs) for a lease that is
+/// already over, and the fence ends the real owner's leadership. Caught by
+/// check 10 (a leadership begins only under the lease won).
+#[test]
+fn accept_late_leads_without_a_lease_targeted() {
+    runner::finds_violation(
+        "accept_late_leads_without_a_lease_targeted",
+        TARGETED_SEEDS,
+        &targeted(Scenario::AcceptLate),
+        ViolationKind::LeadWithoutLease,
+    );
+}
+
+/// (g) The same, in the random mix (about one seed in 70: late `Accepted`s
+/// while the proposer's timers stall).
+#[test]
+fn accept_late_leads_without_a_lease_random() {
+    runner::finds_violation(
+        "accept_late_leads_without_a_lease_random",
+        SEEDS,
+        &random(Variant::AcceptLate),
+        ViolationKind::LeadWithoutLease,
+    );
+}
+
+/// (h) Serving until `d` instead of `d − m` (every seed of this variant has
+/// a margin): check 9 sees a node serve with less than the margin left
+/// (most seeds: whenever a renewal fails and the lease runs into its
+/// margin).
+#[test]
+fn serve_in_margin_random() {
+    runner::finds_violation(
+        "serve_in_margin_random",
+        SEEDS,
+        &random(Variant::ServeInMargin),
+        ViolationKind::ServedInMargin,
+    );
+}
+
+/// (i) Liveness: a leader that abdicates on a replica's `NotGreater` never
+/// serves while a replica is ahead of the quorum from a partial save. The
+/// random mix does not find it (the replica ahead is soon overtaken, or
+/// answers too late to matter), so the script keeps one ahead.
+#[test]
+fn abdicate_on_not_greater_stalls_targeted() {
+    runner::finds_violation(
+        "abdicate_on_not_greater_stalls_targeted",
+        TARGETED_SEEDS,
+        &targeted(Scenario::NotGreaterAhead),
+        ViolationKind::NoLiveness,
+    );
+}
+
+/// (j) The store's primary check and its write as two transactions: a
+/// registration lands between them, and check 5 sees the checked write
+/// succeed after it (random migrations: about one seed in 25).
+#[test]
+fn split_primary_check_writes_after_registration_random() {
+    runner::finds_violation(
+        "split_primary_check_writes_after_registration_random",
+        SEEDS,
+        &random(Variant::SplitPrimaryCheck),
+        ViolationKind::CheckedWriteAfterRegistration,
+    );
+}
+
+/// (k) A yielded node re-armed by `LearnChosen` or a heard Release: it
+/// campaigns and wins the lease while the registration stands (check 6;
+/// most migrating seeds).
+#[test]
+fn yield_rearmed_owns_the_lease_random() {
+    runner::finds_violation(
+        "yield_rearmed_owns_the_lease_random",
+        SEEDS,
+        &random(Variant::YieldRearmed),
+        ViolationKind::YieldedOwner,
+    );
+}
+
+/// (l) `PrimaryExists` after the quorum ignored: check 8 sees a deferring
+/// node hear it and go on (about one migrating seed in 15).
+#[test]
+fn ignore_late_primary_goes_on_random() {
+    runner::finds_violation(
+        "ignore_late_primary_goes_on_random",
+        SEEDS,
+        &random(Variant::IgnoreLatePrimary),
+        ViolationKind::IgnoredPrimary,
+    );
 }

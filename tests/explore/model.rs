@@ -87,8 +87,8 @@ use std::sync::Arc;
 
 use leasetso_core::node::Event;
 use leasetso_core::{
-    Ballot, Bugs, Instant, LeaseConfig, LeaseMsg, LeaseName, MemStore, Message, Node, NodeConfig, NodeId,
-    OracleConfig, Output, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest, Timestamp,
+    Ballot, Bugs, Instant, LeaseConfig, LeaseMsg, MemStore, Message, Node, NodeConfig, NodeId, OracleConfig,
+    Output, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest, Timestamp,
 };
 
 /// Nodes in the cluster.
@@ -859,8 +859,7 @@ impl Model {
                     // The node ignores a message from itself but records the
                     // time it carried: states that differ only in when a node
                     // last saw an input (which only its status reports) fold.
-                    let noop =
-                        Message { lease: LeaseName::Leader, msg: LeaseMsg::Prepare { ballot: Ballot::ZERO } };
+                    let noop = Message { msg: LeaseMsg::Prepare { ballot: Ballot::ZERO } };
                     let now = s.clocks[i];
                     s.node_mut(i).handle_message(NodeId(i as u16), noop, now);
                 }
@@ -906,7 +905,7 @@ impl Model {
                 let node = self.start(i, &mut Arc::make_mut(&mut s.stores)[i], s.clocks[i]);
                 *s.node_mut(i) = node;
                 log.note(|| {
-                    let q = s.nodes[i].acceptor(LeaseName::Leader).is_quarantined(s.clocks[i]);
+                    let q = s.nodes[i].acceptor().is_quarantined(s.clocks[i]);
                     format!(
                         "n{i} crashes and restarts: its proposer, acceptor and oracle forget everything{}",
                         if q { "; the acceptor is quarantined" } else { "" }
@@ -1176,14 +1175,8 @@ impl Model {
 fn execute(store: &mut MemStore, op: StoreOp) -> Result<StoreReply, String> {
     let before = *store;
     let reply = store.execute(op);
-    for lease in LeaseName::ALL {
-        if store.fence(lease) < before.fence(lease) {
-            return Err(format!(
-                "a replica's fence went down: {:?} -> {:?}",
-                before.fence(lease),
-                store.fence(lease)
-            ));
-        }
+    if store.fence() < before.fence() {
+        return Err(format!("a replica's fence went down: {:?} -> {:?}", before.fence(), store.fence()));
     }
     if store.window_end_ms() < before.window_end_ms() {
         return Err(format!(
@@ -1248,7 +1241,7 @@ fn show_reply(r: &StoreReply) -> String {
     match *r {
         Ok(StoreOk::Loaded { window_end_ms }) => format!("Loaded window {}", show_window(window_end_ms)),
         Ok(StoreOk::Saved) => "Saved".to_string(),
-        Ok(StoreOk::PrimaryUpdated) => "PrimaryUpdated".to_string(),
+        Ok(StoreOk::Primary { registered }) => format!("Primary {registered:?}"),
         Err(StoreReject::Fenced { by }) => format!("Fenced by {by:?}"),
         Err(StoreReject::NotGreater { stored }) => format!("NotGreater (stored {})", show_window(stored)),
         Err(e) => format!("{e:?}"),
@@ -1264,6 +1257,9 @@ fn show_event(e: &Event) -> String {
         }
         Event::SteppedDown { reason } => format!("SteppedDown ({reason:?})"),
         Event::JetLag { lag_ms } => format!("JetLag ({lag_ms} ms)"),
+        Event::Yielded { primary } => format!("Yielded to primary {primary:?}"),
+        Event::Resumed => "Resumed (no primary on a quorum)".to_string(),
+        Event::Registered { tag } => format!("Registered as primary (tag {tag:?})"),
     }
 }
 

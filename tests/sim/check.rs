@@ -25,9 +25,10 @@
 //! later than `t` and still held at `t`, so both hold right after the later
 //! of those two events, where the check runs.
 
+use std::collections::VecDeque;
 use std::fmt;
 
-use leasetso_core::{Ballot, LeaseName, MemStore};
+use leasetso_core::{Ballot, MemStore, NodeId, StoreOp, StoreReply};
 
 /// What went wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,8 +46,25 @@ pub enum ViolationKind {
     BadRange,
     /// A replica's window or fence went down.
     StoreWentDown,
-    /// After a quiet tail of three lease periods, nobody serves.
+    /// After a quiet tail of three lease periods, nobody serves (or, in a
+    /// liveness script, nobody serves for long).
     NoLiveness,
+    /// A replica performed a checked (deferring) load or save successfully
+    /// after a registration had returned there, and was not cleared since.
+    CheckedWriteAfterRegistration,
+    /// A node that yielded to a primary holds the lease.
+    YieldedOwner,
+    /// A yielded node resumed after a registration read begun while a
+    /// registration stood on a quorum, with no clear since.
+    ResumedUnderPrimary,
+    /// A deferring node heard `PrimaryExists` (to a request of its own
+    /// process) and did not yield.
+    IgnoredPrimary,
+    /// A node began a leadership (fenced the store) without holding the
+    /// lease it won.
+    LeadWithoutLease,
+    /// A node serves with no more than the margin `m` of its lease left.
+    ServedInMargin,
     /// The node asked to be woken at a time that has passed, again and
     /// again, or the run never ends.
     Stuck,
@@ -86,14 +104,14 @@ pub fn fmt_time(ns: u64) -> String {
 pub struct StoreMark {
     /// The saved window end.
     pub window_end_ms: u64,
-    /// The fence of every lease name.
-    pub fences: [Ballot; 2],
+    /// The fence.
+    pub fence: Ballot,
 }
 
 impl StoreMark {
     /// The replica's current mark.
     pub fn of(store: &MemStore) -> Self {
-        StoreMark { window_end_ms: store.window_end_ms(), fences: LeaseName::ALL.map(|l| store.fence(l)) }
+        StoreMark { window_end_ms: store.window_end_ms(), fence: store.fence() }
     }
 
     /// Check 3: `after` is nowhere below `self`.
@@ -101,13 +119,61 @@ impl StoreMark {
         if after.window_end_ms < self.window_end_ms {
             return Err(format!("window went from {} to {}", self.window_end_ms, after.window_end_ms));
         }
-        for lease in LeaseName::ALL {
-            let (b, a) = (self.fences[lease as usize], after.fences[lease as usize]);
-            if a < b {
-                return Err(format!("fence of {} went from {b} to {a}", lease.as_str()));
-            }
+        let (b, a) = (self.fence, after.fence);
+        if a < b {
+            return Err(format!("the fence went from {b} to {a}"));
         }
         Ok(())
+    }
+}
+
+/// What one replica performed: the registration its `RegisterPrimary` and
+/// `ClearPrimary` entries leave standing (check 5 reads it, independently of
+/// the store's own state), and its last operations, for reports.
+#[derive(Clone, Debug, Default)]
+pub struct ReplicaLog {
+    registered: Option<(NodeId, Ballot, u64)>,
+    recent: VecDeque<(u64, StoreOp, StoreReply)>,
+}
+
+impl ReplicaLog {
+    /// Entries kept for reports.
+    const KEEP: usize = 12;
+
+    /// The registration standing per the log, and since when (true time) one
+    /// has stood without a clear.
+    pub fn registered(&self) -> Option<(NodeId, Ballot, u64)> {
+        self.registered
+    }
+
+    /// The replica performed `op` at true time `at`, with the store's answer
+    /// `reply` (whatever its caller was told).
+    pub fn record(&mut self, at: u64, op: StoreOp, reply: StoreReply) {
+        if self.recent.len() == Self::KEEP {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((at, op, reply));
+        match op {
+            StoreOp::RegisterPrimary { id, tag } if reply.is_ok() => {
+                let since = self.registered.map_or(at, |(_, _, since)| since);
+                self.registered = Some((id, tag, since));
+            }
+            StoreOp::ClearPrimary { id, tag }
+                if reply.is_ok() && self.registered.is_some_and(|(i, t, _)| (i, t) == (id, tag)) =>
+            {
+                self.registered = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// The entries kept, a line each.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (at, op, reply) in &self.recent {
+            out.push_str(&format!("    {}  {op:?} -> {reply:?}\n", fmt_time(*at)));
+        }
+        out
     }
 }
 

@@ -34,8 +34,14 @@ impl Clock {
     /// The local reading at true time `t` (not before the last rate change).
     pub fn local(&self, t: u64) -> u64 {
         debug_assert!(t >= self.base_true, "a clock is read at or after its last change");
-        let dt = i128::from(t.saturating_sub(self.base_true));
-        let dl = dt * (MILLION + i128::from(self.ppm)) / MILLION;
+        let dt = t.saturating_sub(self.base_true);
+        // ⌊dt·(10⁶ + ppm)/10⁶⌋ = dt + ⌊dt·ppm/10⁶⌋, in 64 bits while it fits
+        // (the hot path: every event reads clocks), else in 128.
+        let skew = i64::try_from(dt).ok().and_then(|dt| dt.checked_mul(self.ppm)).map_or_else(
+            || (i128::from(dt) * i128::from(self.ppm)).div_euclid(MILLION),
+            |x| i128::from(x.div_euclid(MILLION as i64)),
+        );
+        let dl = i128::from(dt) + skew;
         self.base_local.saturating_add(u64::try_from(dl).unwrap_or(u64::MAX))
     }
 
@@ -52,10 +58,17 @@ impl Clock {
         if local <= self.local(now) {
             return Some(now);
         }
-        let dl = i128::from(local - self.base_local);
-        let rate = MILLION + i128::from(self.ppm);
-        // Smallest dt with floor(dt·rate/10⁶) ≥ dl, i.e. dt·rate ≥ dl·10⁶.
-        let dt = (dl * MILLION + rate - 1) / rate;
+        let dl = local - self.base_local;
+        let rate = 1_000_000 + self.ppm;
+        // Smallest dt with floor(dt·rate/10⁶) ≥ dl, i.e. dt·rate ≥ dl·10⁶
+        // (in 64 bits while it fits).
+        let dt = i64::try_from(dl)
+            .ok()
+            .and_then(|dl| dl.checked_mul(1_000_000)?.checked_add(rate - 1))
+            .map_or_else(
+                || (i128::from(dl) * MILLION + i128::from(rate) - 1) / i128::from(rate),
+                |num| i128::from(num / rate),
+            );
         let t = i128::from(self.base_true) + dt;
         u64::try_from(t).ok().filter(|&t| t < u64::MAX / 2)
     }
@@ -64,6 +77,27 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The 64-bit fast paths compute exactly what the 128-bit formulas do.
+    #[test]
+    fn fast_paths_agree_with_128_bit_arithmetic() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for ppm in [-50_000i64, -9_999, -1, 0, 1, 9_999, 50_000] {
+            let c = Clock::new(0, 1 << 40, ppm);
+            for _ in 0..10_000 {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                let t = x >> (x % 40);
+                let dl = i128::from(t) * (MILLION + i128::from(ppm)) / MILLION;
+                let want = (1u64 << 40).saturating_add(u64::try_from(dl).unwrap_or(u64::MAX));
+                assert_eq!(c.local(t), want, "ppm {ppm} t {t}");
+                let target = (1u64 << 40) + (x >> (x % 50));
+                let dl = i128::from(target - (1 << 40));
+                let rate = MILLION + i128::from(ppm);
+                let want = u64::try_from((dl * MILLION + rate - 1) / rate).ok().filter(|&t| t < u64::MAX / 2);
+                assert_eq!(c.true_at(target, 0), want, "ppm {ppm} target {target}");
+            }
+        }
+    }
 
     #[test]
     fn true_at_inverts_local_exactly() {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use leasetso_core::{Bugs, LeaseConfig, MAX_LOGICAL, NodeConfig, NodeId, OracleConfig};
 
+use super::migration::Migration;
 use super::net::{Kind, KindFaults, NetFaults};
 use super::rng::{PPM, Rng};
 use super::world::{Chaos, MS, SEC, SimConfig};
@@ -32,6 +33,24 @@ pub enum Variant {
     OwnerOnlyRelease,
     /// `Q = D_P − 1 ms` with no drift and no margin (and `D_A = D_P`).
     ShortQuarantine,
+    /// The store's primary check and its write as two transactions (a
+    /// simulator-only wrapper around the replicas): a registration can land
+    /// between them, and the checked write still succeeds after it.
+    SplitPrimaryCheck,
+    /// A yielded node re-armed by `LearnChosen` (and a heard Release).
+    YieldRearmed,
+    /// `PrimaryExists` replies that arrive after the quorum ignored.
+    IgnoreLatePrimary,
+    /// An acquisition completed by `Accepted` replies that arrive at or after
+    /// the attempt's deadline `d`.
+    AcceptLate,
+    /// The restart counter ignored: ballots and store request ids of every
+    /// start are those of the first.
+    IgnoreRestart,
+    /// The owner serves until `d`, not `d − m`.
+    ServeInMargin,
+    /// A leader abdicates whenever a replica answers `NotGreater`.
+    AbdicateOnNotGreater,
 }
 
 impl Variant {
@@ -44,7 +63,25 @@ impl Variant {
             Variant::StaleOwnerOpen => Bugs::STALE_OWNER_OPEN,
             Variant::OwnerOnlyRelease => Bugs::OWNER_ONLY_RELEASE,
             Variant::ShortQuarantine => Bugs::UNCHECKED_TIMING,
+            Variant::SplitPrimaryCheck => Bugs::NONE,
+            Variant::YieldRearmed => Bugs::YIELD_REARMED,
+            Variant::IgnoreLatePrimary => Bugs::IGNORE_LATE_PRIMARY,
+            Variant::AcceptLate => Bugs::ACCEPT_LATE,
+            Variant::IgnoreRestart => Bugs::IGNORE_RESTART,
+            Variant::ServeInMargin => Bugs::SERVE_IN_MARGIN,
+            Variant::AbdicateOnNotGreater => Bugs::ABDICATE_ON_NOT_GREATER,
         }
+    }
+
+    /// Whether the variant's bug shows only during a migration: its random
+    /// runs always migrate (the correct protocol's, one in two).
+    pub fn migrates(self) -> bool {
+        matches!(self, Variant::SplitPrimaryCheck | Variant::YieldRearmed | Variant::IgnoreLatePrimary)
+    }
+
+    /// Whether the replicas run behind the two-transaction wrapper.
+    pub fn split_primary_check(self) -> bool {
+        self == Variant::SplitPrimaryCheck
     }
 }
 
@@ -73,7 +110,9 @@ fn lease_config(rng: &mut Rng, variant: Variant) -> LeaseConfig {
         return tight_lease(duration, false);
     }
     let drift_ppm = [0, 100, 10_000, 10_000, 50_000][rng.below(5) as usize];
-    let margin = if rng.chance(PPM / 2) { 0 } else { rng.range(1, d_p / 10) };
+    // The margin's variant needs one to break.
+    let margin =
+        if rng.chance(PPM / 2) && variant != Variant::ServeInMargin { 0 } else { rng.range(1, d_p / 10) };
     let mut lease = LeaseConfig {
         duration,
         drift_ppm,
@@ -234,24 +273,57 @@ pub fn random(seed: u64, variant: Variant) -> SimConfig {
             chaos = Chaos { wall_every: chaos.wall_every, rate_every: chaos.rate_every, ..Chaos::default() };
         }
     }
-    let chaos_for = rng.range(120, 240) * SEC;
+    let chaos_for = rng.range(60, 120) * SEC;
+    let client_every = rng.range(5 * MS, 40 * MS);
+    // Drawn last, so that the draws above are those of the runs before
+    // migrations were simulated.
+    node.primary_poll = Duration::from_nanos(rng.range(d_p / 2, 2 * d_p));
+    let migrate = rng.chance(PPM / 2) || variant.migrates();
+    let migration = migrate.then(|| Migration::draw(&mut rng, nodes, d_p, chaos_for));
+    let plan = migration.as_ref().map_or_else(String::new, |m| format!(", {}", m.describe()));
     SimConfig {
         seed,
         nodes,
         node,
         net,
         chaos,
-        client_every: rng.range(5 * MS, 40 * MS),
+        client_every,
         chaos_for,
-        liveness: variant == Variant::Correct,
-        label: format!("{profile:?}, {nodes} nodes, {:?}", node.lease),
+        // The liveness bug is caught by the liveness check; the others may
+        // stall the cluster on the way to what they break.
+        liveness: matches!(variant, Variant::Correct | Variant::AbdicateOnNotGreater),
+        split_primary_check: variant.split_primary_check(),
+        migration,
+        label: format!("{profile:?}, {nodes} nodes, {:?}{plan}", node.lease),
     }
 }
 
-/// Three lease periods of true time, on the slowest clock the drift bound allows.
-pub fn three_lease_periods(cfg: &SimConfig) -> u64 {
-    let d_p = u128::from(u64::try_from(cfg.node.lease.duration.as_nanos()).unwrap_or(u64::MAX));
+/// `local` ns of a node's clock in true time, on the slowest clock the drift
+/// bound allows.
+fn on_slowest_clock(cfg: &SimConfig, local: u64) -> u64 {
     let rho = u128::from(cfg.node.lease.drift_ppm.min(PPM - 1));
-    let slow = 3 * d_p * u128::from(PPM) / (u128::from(PPM) - rho);
+    let slow = u128::from(local) * u128::from(PPM) / (u128::from(PPM) - rho);
     u64::try_from(slow).unwrap_or(u64::MAX) + MS
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// How long the quiet tail lasts before the liveness check: three lease
+/// periods, and in a run that migrates also what the hand-over to a primary
+/// (or back) may take on top of a plain election: a deferring leader serves
+/// until its next save (a save interval) before it yields, a primary
+/// registers before it campaigns (a store round, retried once), a yielded
+/// node reads the registration every `primary_poll` (a read round each),
+/// and the operator repeats its clear pass every lease period.
+pub fn tail_length(cfg: &SimConfig) -> u64 {
+    let mut local = 3 * nanos(cfg.node.lease.duration);
+    if cfg.migration.is_some() {
+        local += cfg.node.oracle.save_interval_ms * MS
+            + 3 * nanos(cfg.node.store_timeout)
+            + 2 * nanos(cfg.node.primary_poll)
+            + nanos(cfg.node.lease.duration);
+    }
+    on_slowest_clock(cfg, local)
 }

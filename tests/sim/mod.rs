@@ -21,6 +21,7 @@
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod migration;
 pub mod net;
 pub mod rng;
 pub mod runner;

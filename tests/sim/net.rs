@@ -4,6 +4,28 @@
 
 use leasetso_core::{LeaseMsg, Message, StoreOp, StoreReply, StoreRequest};
 
+/// What a store operation does, for scripted rules and reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// A fenced load.
+    Load,
+    /// A fenced save.
+    Save,
+    /// A registration, clear or read of the primary registration.
+    Admin,
+}
+
+impl OpKind {
+    /// The kind of `op`.
+    pub fn of(op: &StoreOp) -> OpKind {
+        match op {
+            StoreOp::Load { .. } => OpKind::Load,
+            StoreOp::Save { .. } => OpKind::Save,
+            _ => OpKind::Admin,
+        }
+    }
+}
+
 /// The kind of a packet, for fault biases and scripted rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -74,6 +96,11 @@ pub enum Payload {
         id: u64,
         /// The answer.
         reply: StoreReply,
+        /// The requester's incarnation when it sent the request (the
+        /// simulator's bookkeeping: the core sees only `id` and `reply`).
+        incarnation: u32,
+        /// What the request was.
+        op: OpKind,
     },
 }
 
@@ -92,6 +119,15 @@ pub struct Packet {
 }
 
 impl Packet {
+    /// What the store operation of a request or reply is (`None` for lease messages).
+    pub fn op(&self) -> Option<OpKind> {
+        match self.payload {
+            Payload::Lease(_) => None,
+            Payload::StoreReq { request, .. } => Some(OpKind::of(&request.op)),
+            Payload::StoreReply { op, .. } => Some(op),
+        }
+    }
+
     /// The packet's kind.
     pub fn kind(&self) -> Kind {
         match self.payload {
@@ -133,7 +169,7 @@ impl Packet {
                 }
                 other => format!("{other:?}#{:x}", request.id),
             },
-            Payload::StoreReply { id, reply } => format!("Reply#{id:x} {reply:?}"),
+            Payload::StoreReply { id, reply, .. } => format!("Reply#{id:x} {reply:?}"),
         };
         format!("n{}→n{} {body}", self.from, self.to)
     }
@@ -199,6 +235,8 @@ pub struct Rule {
     pub to: Option<u16>,
     /// Only packets of this kind (any if `None`).
     pub kind: Option<Kind>,
+    /// Only store requests and replies of this operation (any packet if `None`).
+    pub op: Option<OpKind>,
     /// What happens to them.
     pub action: Action,
 }
@@ -209,15 +247,21 @@ impl Rule {
         self.from.is_none_or(|f| f == p.from)
             && self.to.is_none_or(|t| t == p.to)
             && self.kind.is_none_or(|k| k == p.kind())
+            && self.op.is_none_or(|o| p.op() == Some(o))
     }
 
     /// Every packet from `from` to `to`.
     pub fn link(from: u16, to: u16, action: Action) -> Rule {
-        Rule { from: Some(from), to: Some(to), kind: None, action }
+        Rule { from: Some(from), to: Some(to), kind: None, op: None, action }
     }
 
     /// Packets of `kind` from `from` to `to`.
     pub fn of(kind: Kind, from: u16, to: u16, action: Action) -> Rule {
-        Rule { from: Some(from), to: Some(to), kind: Some(kind), action }
+        Rule { from: Some(from), to: Some(to), kind: Some(kind), op: None, action }
+    }
+
+    /// Replica `from`'s replies to node `to`'s `op` requests.
+    pub fn replies(op: OpKind, from: u16, to: u16, action: Action) -> Rule {
+        Rule { from: Some(from), to: Some(to), kind: Some(Kind::StoreReply), op: Some(op), action }
     }
 }

@@ -57,7 +57,7 @@ fn finish(w: World, result: Result<(), Violation>, reached: Option<Reached>) -> 
 /// the run asks for it.
 fn tail(w: &mut World) -> Result<(), Violation> {
     w.heal();
-    let until = w.quiet_since + config::three_lease_periods(&w.cfg);
+    let until = w.quiet_since + config::tail_length(&w.cfg);
     w.run_to(until)?;
     if w.cfg.liveness {
         w.check_live()?;
@@ -168,7 +168,9 @@ impl Summary {
         format!(
             "{test}: {} seeds in {:.1} s ({:.0} seeds/s); {} events, {} leaderships, {} timestamps served, \
              {} crashes, {} partitions, {} pauses, {} releases, {} lost / {} duplicated / {} long-delayed \
-             packets, {} to a later incarnation; scripted runs at their critical step: {} (stopped earlier: {})",
+             packets, {} to a later incarnation; migrations: {} restarts as primary, {} registrations, {} \
+             checked loads and saves refused, {} yields, {} resumes, {} rollbacks, {} registrations cleared; \
+             scripted runs at their critical step: {} (stopped earlier: {})",
             self.runs,
             self.seconds,
             self.runs as f64 / self.seconds.max(1e-9),
@@ -183,6 +185,13 @@ impl Summary {
             s.duplicated,
             s.long_delayed,
             s.to_new_incarnation,
+            s.migrations,
+            s.registrations,
+            s.primary_refusals,
+            s.yields,
+            s.resumes,
+            s.rollbacks,
+            s.clears,
             self.critical,
             self.setup_only,
         )
@@ -209,7 +218,8 @@ fn search(
                     if seed >= limit.load(Ordering::SeqCst) {
                         break;
                     }
-                    let outcome = run(seed);
+                    let mut outcome = run(seed);
+                    outcome.seed = seed;
                     summary.lock().unwrap_or_else(|e| e.into_inner()).add(&outcome);
                     if stop(&outcome) {
                         limit.fetch_min(seed, Ordering::SeqCst);
@@ -249,9 +259,19 @@ fn report(test: &str, o: &Outcome, what: &str) -> String {
     out
 }
 
+/// Runs `seed` of `run`, reporting it under that seed: a test may map its
+/// seed to a scenario and a scenario seed (`correct_protocol_targeted` plays
+/// scenario `s % 5` with seed `s / 5`), and the seed to replay is the test's
+/// own, not the scenario's.
+pub fn run_seed(run: &dyn Fn(u64, Trace) -> Outcome, seed: u64, trace: Trace) -> Outcome {
+    let mut o = run(seed, trace);
+    o.seed = seed;
+    o
+}
+
 fn run_one(run: &dyn Fn(u64, Trace) -> Outcome, seed: u64) -> Outcome {
     let trace = if tracing() { Trace::Print } else { Trace::Keep(Default::default(), 40) };
-    run(seed, trace)
+    run_seed(run, seed, trace)
 }
 
 /// A seed that breaks a check because of a known core bug (described in
@@ -272,33 +292,42 @@ fn known_failure<'a>(known: &'a [Known], o: &Outcome) -> Option<&'a Known> {
 }
 
 /// Every seed must pass every check, except the `known` ones, which must
-/// fail exactly as listed.
+/// fail exactly as listed. Panics with [`check_all`]'s report otherwise.
 pub fn all_pass(
     test: &str,
     default_seeds: u64,
     run: &(dyn Fn(u64, Trace) -> Outcome + Sync),
     known: &[Known],
 ) -> Summary {
+    check_all(test, default_seeds, run, known).unwrap_or_else(|report| panic!("{report}"))
+}
+
+/// [`all_pass`], returning the failure report instead of panicking: the
+/// lowest unexpected failure, its violation, the nodes and the last events of
+/// its replay, and the command that replays it (see [`replay_seed`]).
+pub fn check_all(
+    test: &str,
+    default_seeds: u64,
+    run: &(dyn Fn(u64, Trace) -> Outcome + Sync),
+    known: &[Known],
+) -> Result<Summary, String> {
     let listed = |seed: u64| known.iter().any(|k| k.seed == seed);
     match plan(default_seeds) {
         Plan::One(seed) => {
             let o = run_one(run, seed);
             if let Some(k) = known_failure(known, &o) {
-                println!(
-                    "{}
-(known failure, core bug: {})",
-                    report(test, &o, "broke a check"),
-                    k.why
-                );
+                println!("{}\n(known failure, core bug: {})", report(test, &o, "broke a check"), k.why);
             } else if o.result.is_err() {
-                panic!("{}", report(test, &o, "broke a check"));
+                return Err(report(test, &o, "broke a check"));
             } else if listed(seed) {
-                panic!("{test}: seed {seed} is listed as a known failure but passes: drop it from the list");
+                return Err(format!(
+                    "{test}: seed {seed} is listed as a known failure but passes: drop it from the list"
+                ));
             }
             println!("{test}: seed {seed} passed ({}); reached {:?}; {:?}", o.label, o.reached, o.stats);
             let mut s = Summary::default();
             s.add(&o);
-            s
+            Ok(s)
         }
         Plan::Many(n) => {
             let unexpected = |o: &Outcome| match known_failure(known, o) {
@@ -308,15 +337,12 @@ pub fn all_pass(
             let (failed, summary) = search(n, &|seed| run(seed, Trace::Off), &unexpected);
             if let Some(f) = failed {
                 if f.result.is_ok() {
-                    panic!(
+                    return Err(format!(
                         "{test}: seed {} is listed as a known failure but passes: drop it from the list",
                         f.seed
-                    );
+                    ));
                 }
-                // Runs are deterministic: run it again to keep its last events.
-                let again = run(f.seed, Trace::Keep(Default::default(), 60));
-                assert_eq!(again.result, f.result, "seed {} did not replay identically", f.seed);
-                panic!("{}", report(test, &again, "broke a check"));
+                return Err(replayed_report(test, run, &f, "broke a check", 60));
             }
             println!("{}", summary.line(test));
             for k in known.iter().filter(|k| k.seed < n) {
@@ -328,30 +354,88 @@ pub fn all_pass(
                     replay_command(test, k.seed)
                 );
             }
-            summary
+            Ok(summary)
         }
     }
 }
 
+/// The report of outcome `f` of a search, from a replay of its seed that
+/// keeps the last `keep` events. Runs are deterministic, so the replay
+/// breaks the same check; should it not, the report says so and still
+/// gives the first run's violation (never hiding it behind the mismatch).
+fn replayed_report(
+    test: &str,
+    run: &(dyn Fn(u64, Trace) -> Outcome + Sync),
+    f: &Outcome,
+    what: &str,
+    keep: usize,
+) -> String {
+    let again = run_seed(run, f.seed, Trace::Keep(Default::default(), keep));
+    if again.result == f.result {
+        return report(test, &again, what);
+    }
+    let replayed =
+        again.result.as_ref().err().map_or_else(|| "no violation".to_string(), ToString::to_string);
+    format!(
+        "{}\nWARNING: the replay of seed {} did not break the check identically (replay: {replayed}); the \
+         simulator is not deterministic",
+        report(test, f, what),
+        f.seed
+    )
+}
+
+/// The seed a report's replay command names (`LEASETSO_SIM_SEED=N`).
+pub fn replay_seed(report: &str) -> Option<u64> {
+    let at = report.find("LEASETSO_SIM_SEED=")? + "LEASETSO_SIM_SEED=".len();
+    let digits: String = report[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 /// Some seed must find two owners at once; returns the lowest such seed.
 pub fn finds_two_owners(test: &str, default_seeds: u64, run: &(dyn Fn(u64, Trace) -> Outcome + Sync)) -> u64 {
+    finds(test, default_seeds, run, "two owners", &Violation::two_owners)
+}
+
+/// Some seed must break check `kind`; returns the lowest such seed.
+pub fn finds_violation(
+    test: &str,
+    default_seeds: u64,
+    run: &(dyn Fn(u64, Trace) -> Outcome + Sync),
+    kind: ViolationKind,
+) -> u64 {
+    finds(test, default_seeds, run, &format!("{kind:?}"), &|v| v.kind == kind)
+}
+
+/// Some seed must break a check `expected` accepts (`what` names it);
+/// returns the lowest seed that breaks any check, which must be such a one.
+pub fn finds(
+    test: &str,
+    default_seeds: u64,
+    run: &(dyn Fn(u64, Trace) -> Outcome + Sync),
+    what: &str,
+    expected: &dyn Fn(&Violation) -> bool,
+) -> u64 {
     let o = match plan(default_seeds) {
         Plan::One(seed) => run_one(run, seed),
         Plan::Many(n) => {
             let (found, summary) = search(n, &|seed| run(seed, Trace::Off), &|o| o.result.is_err());
             let Some(f) = found else {
-                panic!("{test}: no seed in 0..{n} found two owners\n{}", summary.line(test));
+                panic!("{test}: no seed in 0..{n} found {what}\n{}", summary.line(test));
             };
             println!("{}", summary.line(test));
-            run(f.seed, Trace::Keep(Default::default(), 30))
+            let again = run_seed(run, f.seed, Trace::Keep(Default::default(), 30));
+            if again.result != f.result {
+                panic!("{}", replayed_report(test, run, &f, &format!("found {what}"), 30));
+            }
+            again
         }
     };
     match &o.result {
-        Err(v) if v.two_owners() => {
-            println!("{}", report(test, &o, "found two owners"));
+        Err(v) if expected(v) => {
+            println!("{}", report(test, &o, &format!("found {what}")));
             o.seed
         }
-        Err(_) => panic!("{}", report(test, &o, "broke a check other than two owners")),
-        Ok(()) => panic!("{}", report(test, &o, "found no two owners")),
+        Err(_) => panic!("{}", report(test, &o, &format!("broke a check other than {what}"))),
+        Ok(()) => panic!("{}", report(test, &o, &format!("found no {what}"))),
     }
 }

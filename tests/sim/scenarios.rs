@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use leasetso_core::{Ballot, LeaseConfig, NodeConfig, NodeId};
 
-use super::check::Violation;
+use super::check::{Violation, ViolationKind};
 use super::config::{Variant, tight_lease};
-use super::net::{Action, Kind, NetFaults, Packet, Rule};
+use super::net::{Action, Kind, NetFaults, OpKind, Packet, Rule};
 use super::rng::Rng;
 use super::world::{Chaos, MS, SimConfig, World};
 
@@ -41,16 +41,31 @@ pub enum Scenario {
     OwnerOnlyRelease,
     /// (e) An Accept held until the acceptor's quarantine (`D_P − 1 ms`) ends.
     ShortQuarantine,
+    /// (f) A proposer restarts while the `Accepted` replies to its first
+    /// attempt are in flight; they arrive while the first attempt of its
+    /// new process, under the same ballot if the restart counter is
+    /// ignored, waits for its own.
+    IgnoreRestart,
+    /// (g) The `Accepted` replies of an attempt held back until after its
+    /// deadline `d`, while its runtime's timers stall.
+    AcceptLate,
+    /// (h) A liveness script: one replica is ahead of the others (a leader's
+    /// partial save, with its wall clock ten minutes fast), and every later
+    /// leader hears that replica's `NotGreater` before its quorum is done.
+    NotGreaterAhead,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::LateTimer,
         Scenario::ScalarQuorum,
         Scenario::StaleOwnerOpen,
         Scenario::OwnerOnlyRelease,
         Scenario::ShortQuarantine,
+        Scenario::IgnoreRestart,
+        Scenario::AcceptLate,
+        Scenario::NotGreaterAhead,
     ];
 
     /// The broken variant this scenario is built to catch.
@@ -61,6 +76,9 @@ impl Scenario {
             Scenario::StaleOwnerOpen => Variant::StaleOwnerOpen,
             Scenario::OwnerOnlyRelease => Variant::OwnerOnlyRelease,
             Scenario::ShortQuarantine => Variant::ShortQuarantine,
+            Scenario::IgnoreRestart => Variant::IgnoreRestart,
+            Scenario::AcceptLate => Variant::AcceptLate,
+            Scenario::NotGreaterAhead => Variant::AbdicateOnNotGreater,
         }
     }
 }
@@ -107,7 +125,12 @@ pub fn config(seed: u64, scenario: Scenario, variant: Variant) -> (SimConfig, Ro
         scenario,
         Scenario::LateTimer | Scenario::ScalarQuorum | Scenario::StaleOwnerOpen | Scenario::ShortQuarantine
     );
-    let roles = Roles::draw(&mut rng, a_below_b);
+    let mut roles = Roles::draw(&mut rng, a_below_b);
+    if scenario == Scenario::IgnoreRestart {
+        // A's ballots must be the lowest of equal counters: n0.
+        let (b, c) = if rng.chance(500_000) { (1, 2) } else { (2, 1) };
+        roles = Roles { a: 0, b, c };
+    }
     let cfg = SimConfig {
         seed,
         nodes: 3,
@@ -117,6 +140,8 @@ pub fn config(seed: u64, scenario: Scenario, variant: Variant) -> (SimConfig, Ro
         client_every: rng.range(2 * MS, 20 * MS),
         chaos_for: 0,
         liveness: variant == Variant::Correct,
+        split_primary_check: false,
+        migration: None,
         label: format!("scenario {scenario:?}, {roles:?}, {lease:?}"),
     };
     (cfg, roles)
@@ -325,8 +350,148 @@ pub fn play(w: &mut World, scenario: Scenario, r: Roles) -> Result<Reached, Viol
             w.release_held(end, is(Kind::Accept, a, c));
             wait(w, 2, |_| false)?;
         }
+        Scenario::IgnoreRestart => {
+            // A's first attempt is accepted by B and C; their Accepteds are
+            // held back, so it never completes.
+            w.rules = vec![
+                Rule::of(Kind::Accepted, b16, a16, Action::Hold),
+                Rule::of(Kind::Accepted, c16, a16, Action::Hold),
+                Rule::of(Kind::LearnChosen, a16, b16, Action::Drop),
+                Rule::of(Kind::LearnChosen, a16, c16, Action::Drop),
+            ];
+            if !open(w)? {
+                return Ok(Reached::Setup("boot quarantine"));
+            }
+            w.note("A campaigns; B's and C's Accepteds are held back");
+            w.block_timers(a, false);
+            let both = |w: &World| {
+                w.held.iter().any(is(Kind::Accepted, b, a)) && w.held.iter().any(is(Kind::Accepted, c, a))
+            };
+            if !wait(w, 2, both)? {
+                return Ok(Reached::Setup("B and C accept A"));
+            }
+            // A crashes; B's and C's leases of it run out.
+            w.note("A crashes; it stays down until B's and C's leases of its attempt run out");
+            w.crash(a);
+            if !wait(w, 3, |w| w.acceptor_lease(b).is_none() && w.acceptor_lease(c).is_none())? {
+                return Ok(Reached::Setup("B's and C's leases expire"));
+            }
+            // A's new process campaigns; its own Accepts are lost.
+            w.rules.insert(0, Rule::of(Kind::Accept, a16, b16, Action::Drop));
+            w.rules.insert(0, Rule::of(Kind::Accept, a16, c16, Action::Drop));
+            w.note("A restarts and campaigns; its new Accepts are lost");
+            w.restart(a);
+            // Its first attempt starts within a quarter lease; its Prepare
+            // and the Promises take a delay each.
+            let settle = d_p(w) / 4 + 4 * w.cfg.net.delay_max;
+            w.run_to(w.now + settle)?;
+            w.note("critical step: the Accepteds of A's first process arrive; then C campaigns");
+            w.rules.retain(|r| r.action != Action::Hold);
+            w.release_held(w.now, |p| p.kind() == Kind::Accepted);
+            w.run_to(w.now + 2 * w.cfg.net.delay_max)?;
+            w.block_timers(c, false);
+            wait(w, 2, |_| false)?;
+        }
+        Scenario::AcceptLate => {
+            w.rules = vec![
+                Rule::of(Kind::Accepted, b16, a16, Action::Hold),
+                Rule::of(Kind::Accepted, c16, a16, Action::Hold),
+            ];
+            if !open(w)? {
+                return Ok(Reached::Setup("boot quarantine"));
+            }
+            w.note("A campaigns; B's and C's Accepteds are held back");
+            w.block_timers(a, false);
+            let both = |w: &World| {
+                w.held.iter().any(is(Kind::Accepted, b, a)) && w.held.iter().any(is(Kind::Accepted, c, a))
+            };
+            if !wait(w, 2, both)? {
+                return Ok(Reached::Setup("B and C accept A"));
+            }
+            // A's runtime stalls past the attempt's deadline d.
+            w.note("A's timers stall past its attempt's deadline");
+            w.block_timers(a, true);
+            w.run_to(w.now + d_p(w) + d_p(w) / 5)?;
+            w.note("critical step: the Accepteds arrive after A's deadline");
+            w.rules.clear();
+            w.release_held(w.now, |p| p.kind() == Kind::Accepted);
+            w.run_to(w.now + 2 * w.cfg.net.delay_max)?;
+            w.block_timers(a, false);
+            wait(w, 2, |_| false)?;
+        }
+        Scenario::NotGreaterAhead => {
+            if !open(w)? {
+                return Ok(Reached::Setup("boot quarantine"));
+            }
+            w.block_timers(a, false);
+            if !wait(w, 3, |w| w.serving(a))? {
+                return Ok(Reached::Setup("A serves"));
+            }
+            // A's wall clock jumps ten minutes ahead, so its next save
+            // reaches far; only C performs it.
+            w.note("A's wall clock jumps ten minutes; its saves reach only C");
+            w.rules = vec![
+                Rule {
+                    from: Some(a16),
+                    to: Some(a16),
+                    kind: Some(Kind::StoreReq),
+                    op: None,
+                    action: Action::Drop,
+                },
+                Rule::of(Kind::StoreReq, a16, b16, Action::Drop),
+            ];
+            let offset = w.slots[a].wall_offset_ms;
+            w.slots[a].wall_offset_ms += 600_000;
+            let ahead =
+                |w: &World| w.slots[c].store.window_end_ms() > w.slots[b].store.window_end_ms() + 60_000;
+            if !wait(w, 3, ahead)? {
+                return Ok(Reached::Setup("C ahead"));
+            }
+            // A crashes (its clock set right again), and from now on a
+            // leader other than C hears C's answers to saves before the
+            // other replica's, and never its answers to loads.
+            w.note(
+                "critical step: A crashes; C's Loaded answers are lost, and only C's answers to saves arrive",
+            );
+            w.crash(a);
+            w.slots[a].wall_offset_ms = offset;
+            w.rules = vec![
+                Rule::replies(OpKind::Load, c16, a16, Action::Drop),
+                Rule::replies(OpKind::Load, c16, b16, Action::Drop),
+                Rule::replies(OpKind::Save, a16, b16, Action::Drop),
+                Rule::replies(OpKind::Save, b16, a16, Action::Drop),
+            ];
+            w.restart(a);
+            w.block_timers(a, false);
+            w.block_timers(b, false);
+            serves_on(w, 4, "while one replica is ahead of the quorum's window")?;
+            w.rules.clear();
+        }
     }
     Ok(Reached::Critical)
+}
+
+/// Every lease period during `periods` that nobody serves is a liveness
+/// violation: the network stays as it is, so a cluster that serves at all
+/// must go on serving.
+fn serves_on(w: &mut World, periods: u64, what: &str) -> Result<(), Violation> {
+    let until = w.now + periods * d_p(w);
+    let serving = |w: &World| (0..w.slots.len()).any(|i| w.serving(i));
+    if !wait(w, 6, serving)? {
+        return Err(Violation {
+            kind: ViolationKind::NoLiveness,
+            at: w.now,
+            detail: format!("nobody serves within six lease periods {what}\n{}", w.describe_nodes()),
+        });
+    }
+    if w.run_until(until, |w| !serving(w))? && w.now < until {
+        return Err(Violation {
+            kind: ViolationKind::NoLiveness,
+            at: w.now,
+            detail: format!("serving stopped {what}\n{}", w.describe_nodes()),
+        });
+    }
+    Ok(())
 }
 
 /// A liveness script, not a two-owner one: `A`'s attempt is accepted by the

@@ -14,13 +14,14 @@ use std::hash::{Hash, Hasher};
 
 use leasetso_core::quorum::majority;
 use leasetso_core::{
-    Ballot, Event, GetTsError, Instant, LeaseName, MemStore, Node, NodeConfig, NodeId, Output, StepDown,
-    StoreOp, StoreReject, StoreReply, Timestamp,
+    Ballot, Event, GetTsError, Instant, MemStore, Mode, Node, NodeConfig, NodeId, Output, StepDown, StoreOp,
+    StoreReject, StoreReply, StoreRequest, Timestamp,
 };
 
-use super::check::{Issued, StoreMark, Violation, ViolationKind, fmt_time};
+use super::check::{Issued, ReplicaLog, StoreMark, Violation, ViolationKind, fmt_time};
 use super::clock::Clock;
-use super::net::{Action, Kind, KindFaults, NetFaults, Packet, Payload, Rule};
+use super::migration::Migration;
+use super::net::{Action, Kind, KindFaults, NetFaults, OpKind, Packet, Payload, Rule};
 use super::rng::{PPM, Rng};
 
 /// Nanoseconds per millisecond.
@@ -155,6 +156,11 @@ pub struct SimConfig {
     pub chaos_for: u64,
     /// Whether the run ends with the liveness check.
     pub liveness: bool,
+    /// The replicas run behind the two-transaction wrapper (a broken store:
+    /// see [`crate::sim::config::Variant::SplitPrimaryCheck`]).
+    pub split_primary_check: bool,
+    /// The operator's migration to primaries, if the run has one.
+    pub migration: Option<Migration>,
     /// What kind of run this is, for reports.
     pub label: String,
 }
@@ -202,6 +208,20 @@ pub struct Stats {
     pub timestamps: u64,
     /// Refused GetTS calls.
     pub refused: u64,
+    /// Nodes the operator restarted as primary.
+    pub migrations: u64,
+    /// Rollbacks the operator began.
+    pub rollbacks: u64,
+    /// Primaries registered on a quorum (`Event::Registered`).
+    pub registrations: u64,
+    /// Deferring nodes that yielded (`Event::Yielded`).
+    pub yields: u64,
+    /// Yielded nodes that campaign again (`Event::Resumed`).
+    pub resumes: u64,
+    /// Registrations the operator's `ClearPrimary` removed from a replica.
+    pub clears: u64,
+    /// Checked loads and saves a replica refused with `PrimaryExists`.
+    pub primary_refusals: u64,
 }
 
 impl Stats {
@@ -226,6 +246,13 @@ impl Stats {
         self.timestamps += o.timestamps;
         self.orphans += o.orphans;
         self.refused += o.refused;
+        self.migrations += o.migrations;
+        self.rollbacks += o.rollbacks;
+        self.registrations += o.registrations;
+        self.yields += o.yields;
+        self.resumes += o.resumes;
+        self.clears += o.clears;
+        self.primary_refusals += o.primary_refusals;
     }
 }
 
@@ -262,6 +289,12 @@ pub struct Slot {
     pub timers_blocked: bool,
     /// Crash (and restart at once) right after handling a packet of this kind.
     pub crash_after: Option<Kind>,
+    /// What the replica performed, for check 5 (it survives crashes, as the
+    /// replica does).
+    pub log: ReplicaLog,
+    /// When the node's current registration read round began (true time),
+    /// and its request id.
+    read_started: (u64, u64),
     token: u64,
     armed: Option<u64>,
     paused_until: u64,
@@ -271,20 +304,66 @@ pub struct Slot {
 
 #[derive(Clone, Copy, Debug)]
 enum Ev {
-    Deliver { packet: Packet, incarnation: u32 },
-    Timer { node: u16, token: u64 },
+    Deliver {
+        packet: Packet,
+        incarnation: u32,
+    },
+    Timer {
+        node: u16,
+        token: u64,
+    },
     Client,
     Chaos(ChaosKind),
-    Restart { node: u16, incarnation: u32 },
-    PartitionEnd { generation: u64 },
-    RuleEnd { rule: Rule },
+    Restart {
+        node: u16,
+        incarnation: u32,
+    },
+    PartitionEnd {
+        generation: u64,
+    },
+    RuleEnd {
+        rule: Rule,
+    },
+    /// The write half of a checked load or save behind the two-transaction
+    /// wrapper, its check passed; it dies with the replica's process.
+    StoreWrite {
+        packet: Packet,
+        replica_incarnation: u32,
+    },
+    /// The operator restarts `order[k]` of the migration as primary.
+    Migrate {
+        k: usize,
+    },
+    /// The operator begins the rollback.
+    Rollback,
+    /// The operator's clear pass over the replicas.
+    ClearPass,
+    /// An operator's `ClearPrimary(id, tag)` reaches replica `replica`.
+    ClearReplica {
+        replica: u16,
+        id: NodeId,
+        tag: Ballot,
+    },
 }
 
+/// Where the operator's migration plan stands.
+#[derive(Debug, Default)]
+struct Operator {
+    /// The next restart as primary (`order.len()`: all done).
+    next: usize,
+    /// Whether the rollback has begun.
+    rolled_back: bool,
+    /// Stopped nodes that come back deferring once the clear is done.
+    awaiting: Vec<usize>,
+}
+
+/// A scheduled event in the queue: its time, its scheduling order, and
+/// where the event itself waits (events are large; the heap moves only these).
 #[derive(Debug)]
 struct Entry {
     at: u64,
     seq: u64,
-    ev: Ev,
+    slot: u32,
 }
 
 impl PartialEq for Entry {
@@ -359,6 +438,9 @@ pub struct World {
     /// last node restarted, whichever is latest.
     pub quiet_since: u64,
     queue: BinaryHeap<Entry>,
+    /// The events the queue's entries point at, and the free places.
+    events: Vec<Option<Ev>>,
+    free: Vec<u32>,
     seq: u64,
     net_rng: Rng,
     chaos_rng: Rng,
@@ -372,6 +454,15 @@ pub struct World {
     orphan: Option<(Ballot, u64)>,
     /// Orphans seen during the quiet tail, for the liveness report.
     tail_orphans: Vec<(Ballot, u64, u64)>,
+    mig_rng: Rng,
+    operator: Operator,
+    /// Since when (true time) a quorum of replicas has held a registration
+    /// with no `ClearPrimary` taking effect anywhere since (per the write
+    /// logs): a registration read begun after that cannot find none on a
+    /// quorum.
+    reg_quorum_since: Option<u64>,
+    /// A violation an output handler found, reported after the event.
+    fault: Option<Violation>,
     outputs: Vec<Output>,
     trace: Trace,
     fingerprint: Fnv,
@@ -400,6 +491,8 @@ impl World {
                     started_local: 0,
                     timers_blocked: false,
                     crash_after: None,
+                    log: ReplicaLog::default(),
+                    read_started: (0, 0),
                     token: 0,
                     armed: None,
                     paused_until: 0,
@@ -419,11 +512,17 @@ impl World {
             check_owners: true,
             quiet_since: 0,
             queue: BinaryHeap::new(),
+            events: Vec::new(),
+            free: Vec::new(),
             seq: 0,
             net_rng: rng.fork(1),
             chaos_rng: rng.fork(2),
             client_rng: rng.fork(3),
             store_rng: rng.fork(4),
+            mig_rng: rng.fork(5),
+            operator: Operator::default(),
+            reg_quorum_since: None,
+            fault: None,
             partition: None,
             partition_generation: 0,
             last_arrival: 0,
@@ -452,6 +551,9 @@ impl World {
                 let at = self.chaos_rng.gap(mean);
                 self.schedule(at, Ev::Chaos(kind));
             }
+        }
+        if let Some(m) = &self.cfg.migration {
+            self.schedule(m.start, Ev::Migrate { k: 0 });
         }
     }
 
@@ -496,7 +598,17 @@ impl World {
 
     fn schedule(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Entry { at, seq: self.seq, ev });
+        let slot = match self.free.pop() {
+            Some(k) => {
+                self.events[k as usize] = Some(ev);
+                k
+            }
+            None => {
+                self.events.push(Some(ev));
+                u32::try_from(self.events.len() - 1).expect("fewer than 2^32 pending events")
+            }
+        };
+        self.queue.push(Entry { at, seq: self.seq, slot });
     }
 
     fn violation(&self, kind: ViolationKind, detail: String) -> Violation {
@@ -537,7 +649,7 @@ impl World {
 
     /// The live lease node `i`'s acceptor holds now.
     pub fn acceptor_lease(&self, i: usize) -> Option<Ballot> {
-        self.slots[i].node.as_ref()?.acceptor(LeaseName::Leader).lease(self.local(i))
+        self.slots[i].node.as_ref()?.acceptor().lease(self.local(i))
     }
 
     /// Whether node `i` serves now.
@@ -547,10 +659,7 @@ impl World {
 
     /// Whether node `i` is up and its acceptors are out of quarantine.
     pub fn participates(&self, i: usize) -> bool {
-        self.slots[i]
-            .node
-            .as_ref()
-            .is_some_and(|n| !n.acceptor(LeaseName::Leader).is_quarantined(self.local(i)))
+        self.slots[i].node.as_ref().is_some_and(|n| !n.acceptor().is_quarantined(self.local(i)))
     }
 
     /// The window end saved on a quorum: the majority-th largest over replicas.
@@ -565,13 +674,20 @@ impl World {
         let mut out = String::new();
         for (i, s) in self.slots.iter().enumerate() {
             let line = match &s.node {
-                None => format!("n{i}: down (incarnation {})", s.incarnation),
+                None => format!(
+                    "n{i}: down (incarnation {}, {}), store window {} fence {} registration {:?}",
+                    s.incarnation,
+                    s.cfg.mode.as_str(),
+                    s.store.window_end_ms(),
+                    s.store.fence(),
+                    s.store.primary()
+                ),
                 Some(n) => {
                     let local = self.local(i);
-                    let acc = n.acceptor(LeaseName::Leader);
+                    let acc = n.acceptor();
                     format!(
                         "n{i}: lease {:?}, serving {}, {:?}, acceptor promised {} lease {:?}{}, \
-                         store window {} fence {}, clock {:?} ({:+} ppm)",
+                         store window {} fence {} registration {:?}, clock {:?} ({:+} ppm)",
                         n.lease(local),
                         n.is_serving(local),
                         n.status(),
@@ -579,7 +695,8 @@ impl World {
                         acc.lease(local),
                         if acc.is_quarantined(local) { " (quarantined)" } else { "" },
                         s.store.window_end_ms(),
-                        s.store.fence(LeaseName::Leader),
+                        s.store.fence(),
+                        s.store.primary(),
                         local,
                         s.clock.ppm(),
                     )
@@ -596,9 +713,11 @@ impl World {
     /// Handles the next event, then runs check 1. `Ok(false)` when nothing
     /// is left to happen.
     pub fn step(&mut self) -> Result<bool, Violation> {
-        let Some(Entry { at, seq, ev }) = self.queue.pop() else {
+        let Some(Entry { at, seq, slot }) = self.queue.pop() else {
             return Ok(false);
         };
+        let ev = self.events[slot as usize].take().expect("a queued event");
+        self.free.push(slot);
         self.now = at;
         self.stats.events += 1;
         (at, seq).hash(&mut self.fingerprint);
@@ -606,9 +725,10 @@ impl World {
             return Err(self.violation(ViolationKind::Stuck, "the run never ends".into()));
         }
         self.handle(ev)?;
-        if self.check_owners {
-            self.check_exclusive()?;
+        if let Some(v) = self.fault.take() {
+            return Err(v);
         }
+        self.check_nodes()?;
         self.watch_orphans();
         Ok(true)
     }
@@ -716,18 +836,53 @@ impl World {
                 }
                 Ok(())
             }
+            Ev::StoreWrite { packet, replica_incarnation } => self.store_write(packet, replica_incarnation),
+            Ev::Migrate { k } => {
+                self.migrate(k);
+                Ok(())
+            }
+            Ev::Rollback => {
+                self.rollback();
+                Ok(())
+            }
+            Ev::ClearPass => {
+                self.clear_pass();
+                Ok(())
+            }
+            Ev::ClearReplica { replica, id, tag } => self.clear_replica(usize::from(replica), id, tag),
         }
     }
 
-    /// Check 1, after every event (see the module docs of `check` for why
-    /// that is exact).
-    fn check_exclusive(&self) -> Result<(), Violation> {
+    /// Checks 1, 6 and 9, after every event (see the module docs of
+    /// `check` for why that is exact). Check 1 only while `check_owners`.
+    fn check_nodes(&self) -> Result<(), Violation> {
         let mut owner: Option<(usize, Ballot, Instant, Instant)> = None;
         let mut server: Option<usize> = None;
         for (i, s) in self.slots.iter().enumerate() {
             let Some(node) = &s.node else { continue };
             let local = Instant::from_nanos(s.clock.local(self.now));
-            if let Some((ballot, d)) = node.lease(local) {
+            let lease = node.lease(local);
+            if let (Some(p), Some((ballot, _))) = (node.yielded_to(), lease) {
+                return Err(self.violation(
+                    ViolationKind::YieldedOwner,
+                    format!("n{i} yielded to primary {p} and still holds the lease {ballot}"),
+                ));
+            }
+            let serving = node.is_serving(local);
+            if serving {
+                let m = node.timing().margin;
+                let left = lease.map(|(_, d)| d.saturating_since(local));
+                if left.is_none_or(|left| left <= m) {
+                    return Err(self.violation(
+                        ViolationKind::ServedInMargin,
+                        format!("n{i} serves with {left:?} of its lease left, within the margin of {m:?}"),
+                    ));
+                }
+            }
+            if !self.check_owners {
+                continue;
+            }
+            if let Some((ballot, d)) = lease {
                 if let Some((j, bj, dj, lj)) = owner {
                     return Err(self.violation(
                         ViolationKind::TwoOwners,
@@ -741,7 +896,7 @@ impl World {
                 }
                 owner = Some((i, ballot, d, local));
             }
-            if node.is_serving(local) {
+            if serving {
                 if let Some(j) = server {
                     return Err(
                         self.violation(ViolationKind::TwoServing, format!("n{j} and n{i} both serve"))
@@ -796,7 +951,11 @@ impl World {
                     self.send(packet);
                 }
                 Output::Store { replica, request } => {
-                    let incarnation = self.slots[i].incarnation;
+                    let slot = &mut self.slots[i];
+                    if request.op == StoreOp::ReadPrimary && slot.read_started.1 != request.id {
+                        slot.read_started = (self.now, request.id);
+                    }
+                    let incarnation = slot.incarnation;
                     let payload = Payload::StoreReq { request, incarnation };
                     self.send(Packet { from, to: replica.0, payload, sent_at: self.now });
                 }
@@ -809,13 +968,45 @@ impl World {
 
     fn on_event(&mut self, i: usize, e: Event) {
         match e {
-            Event::Leading { .. } => self.stats.leaderships += 1,
+            Event::Leading { fence } => {
+                self.stats.leaderships += 1;
+                // Check 10: a leadership begins only under the lease it won.
+                let local = self.local(i);
+                let held = self.slots[i].node.as_ref().and_then(|n| n.lease(local));
+                if held.map(|(b, _)| b) != Some(fence) {
+                    let v = self.violation(
+                        ViolationKind::LeadWithoutLease,
+                        format!("n{i} begins a leadership fenced by {fence}, but holds {held:?}"),
+                    );
+                    self.fault.get_or_insert(v);
+                }
+            }
             Event::Serving { .. } => {
                 self.stats.serving += 1;
                 self.last_server = i as u16;
             }
             Event::SteppedDown { reason: StepDown::Fenced { .. } } => self.stats.fenced += 1,
             Event::SteppedDown { .. } => self.stats.stepped_down += 1,
+            Event::Yielded { .. } => self.stats.yields += 1,
+            Event::Registered { .. } => self.stats.registrations += 1,
+            Event::Resumed => {
+                self.stats.resumes += 1;
+                // Check 7: no quorum read begun while a registration stood on
+                // a quorum (and none was cleared since) finds none.
+                let (began, _) = self.slots[i].read_started;
+                if let Some(since) = self.reg_quorum_since.filter(|&since| since <= began) {
+                    let v = self.violation(
+                        ViolationKind::ResumedUnderPrimary,
+                        format!(
+                            "n{i} resumed after a registration read begun at {}, but a registration has \
+                             stood on a quorum since {} with no clear since",
+                            fmt_time(began),
+                            fmt_time(since)
+                        ),
+                    );
+                    self.fault.get_or_insert(v);
+                }
+            }
             Event::WindowExtended { .. } | Event::JetLag { .. } => {}
         }
         self.tr(|| format!("n{i} event {e:?}"));
@@ -1040,7 +1231,7 @@ impl World {
                     let quarantined = self.slots[to]
                         .node
                         .as_ref()
-                        .is_some_and(|n| n.acceptor(msg.lease).is_quarantined(self.local(to)));
+                        .is_some_and(|n| n.acceptor().is_quarantined(self.local(to)));
                     if quarantined
                         && self.net_rng.chance(self.cfg.chaos.quarantine_edge)
                         && let Some(end) = self.quarantine_end(to)
@@ -1068,40 +1259,149 @@ impl World {
                 if p.from == p.to && sender != self.slots[to].incarnation {
                     return Ok(()); // A local write dies with its process.
                 }
+                if self.cfg.split_primary_check && checks_primary(&request.op) {
+                    // The broken store: the check is one transaction...
+                    if let Some((id, _)) = self.slots[to].store.primary() {
+                        let reply = Err(StoreReject::PrimaryExists { id });
+                        self.tr(|| format!("replica n{to} checks {}: {reply:?}", p.describe()));
+                        self.answer(p, request, sender, reply);
+                    } else {
+                        // ... and the write another, after other events.
+                        let gap = self.store_rng.range(0, 2 * self.cfg.net.delay_max);
+                        let replica_incarnation = self.slots[to].incarnation;
+                        self.tr(|| {
+                            format!("replica n{to} checks {}: no primary; writes later", p.describe())
+                        });
+                        self.schedule(self.now + gap, Ev::StoreWrite { packet: p, replica_incarnation });
+                    }
+                    return Ok(());
+                }
                 let reply = self.execute(to, request.op)?;
                 self.tr(|| format!("replica n{to} executes {}: {reply:?}", p.describe()));
-                let payload = Payload::StoreReply { id: request.id, reply };
-                self.send(Packet { from: p.to, to: p.from, payload, sent_at: self.now });
+                self.answer(p, request, sender, reply);
             }
-            Payload::StoreReply { id, reply } => {
+            Payload::StoreReply { id, reply, incarnation: asked, .. } => {
                 let (local, wall) = (self.local(to), self.wall_ms(to));
                 self.tr(|| format!("deliver {}", p.describe()));
-                if let Some(node) = self.slots[to].node.as_mut() {
-                    node.handle_store_reply(NodeId(p.from), id, reply, local, wall);
-                }
+                let current = self.slots[to].incarnation;
+                let Some(node) = self.slots[to].node.as_mut() else { return Ok(()) };
+                node.handle_store_reply(NodeId(p.from), id, reply, local, wall);
+                let refused = matches!(reply, Err(StoreReject::PrimaryExists { .. }));
+                // Check 8: one PrimaryExists answer to a request of this very
+                // process, late or not, is enough for a deferring node to yield.
+                let ignored = refused
+                    && asked == current
+                    && node.config().mode == Mode::Deferring
+                    && node.yielded_to().is_none();
                 self.drain(to);
+                if ignored {
+                    return Err(self.violation(
+                        ViolationKind::IgnoredPrimary,
+                        format!(
+                            "deferring n{to} heard {reply:?} from replica n{} (request #{id:x} of this \
+                             process) and has not yielded",
+                            p.from
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
     }
 
-    /// Performs `op` on replica `r`, and runs check 3.
+    /// Replica `p.to`'s answer to request `p`, on its way back.
+    fn answer(&mut self, p: Packet, request: StoreRequest, incarnation: u32, reply: StoreReply) {
+        if matches!(reply, Err(StoreReject::PrimaryExists { .. })) {
+            self.stats.primary_refusals += 1;
+        }
+        let op = OpKind::of(&request.op);
+        let payload = Payload::StoreReply { id: request.id, reply, incarnation, op };
+        self.send(Packet { from: p.to, to: p.from, payload, sent_at: self.now });
+    }
+
+    /// The write half of a checked operation behind the two-transaction
+    /// wrapper: performed without the check, logged as the checked operation
+    /// it stands for.
+    fn store_write(&mut self, p: Packet, replica_incarnation: u32) -> Result<(), Violation> {
+        let to = usize::from(p.to);
+        let Payload::StoreReq { request, incarnation: sender } = p.payload else { return Ok(()) };
+        if self.slots[to].node.is_none() || self.slots[to].incarnation != replica_incarnation {
+            self.tr(|| format!("replica n{to} died before writing {}", p.describe()));
+            return Ok(());
+        }
+        let unchecked = match request.op {
+            StoreOp::Load { fence, .. } => StoreOp::Load { fence, check_primary: false },
+            StoreOp::Save { window_end_ms, fence, .. } => {
+                StoreOp::Save { window_end_ms, fence, check_primary: false }
+            }
+            other => other,
+        };
+        let reply = self.execute_as(to, unchecked, request.op)?;
+        self.tr(|| format!("replica n{to} writes {}: {reply:?}", p.describe()));
+        self.answer(p, request, sender, reply);
+        Ok(())
+    }
+
+    /// Performs `op` on replica `r`, and runs checks 3 and 5.
     fn execute(&mut self, r: usize, op: StoreOp) -> Result<StoreReply, Violation> {
+        self.execute_as(r, op, op)
+    }
+
+    /// Performs `perform` on replica `r`, logs it as `op` (what the caller
+    /// asked for), and runs checks 3 and 5.
+    fn execute_as(&mut self, r: usize, perform: StoreOp, op: StoreOp) -> Result<StoreReply, Violation> {
         let fail = if self.healed { 0 } else { self.cfg.chaos.store_fail };
         let draw = self.store_rng.below(u64::from(PPM));
-        let store = &mut self.slots[r].store;
-        let before = StoreMark::of(store);
+        let before = StoreMark::of(&self.slots[r].store);
         let reply = if draw < u64::from(fail / 2) {
             Err(StoreReject::Failed)
         } else {
-            let reply = store.execute(op);
+            let reply = self.slots[r].store.execute(perform);
+            self.log_op(r, op, reply)?;
             if draw < u64::from(fail) { Err(StoreReject::Failed) } else { reply }
         };
-        let after = StoreMark::of(store);
+        let after = StoreMark::of(&self.slots[r].store);
         before.check_growth(&after).map_err(|e| {
             self.violation(ViolationKind::StoreWentDown, format!("replica n{r}: {e} after {op:?}"))
         })?;
         Ok(reply)
+    }
+
+    /// Writes what replica `r` performed into its log, and runs check 5: a
+    /// checked load or save that succeeds while the log has a registration
+    /// standing (returned, and not cleared since) is a second writer.
+    fn log_op(&mut self, r: usize, op: StoreOp, reply: StoreReply) -> Result<(), Violation> {
+        let now = self.now;
+        let log = &mut self.slots[r].log;
+        let before = log.registered();
+        log.record(now, op, reply);
+        if checks_primary(&op)
+            && reply.is_ok()
+            && let Some((id, tag, since)) = before
+        {
+            let recent = log.describe();
+            return Err(self.violation(
+                ViolationKind::CheckedWriteAfterRegistration,
+                format!(
+                    "replica n{r} performed {op:?} ({reply:?}) after the registration ({id}, {tag}) \
+                     returned there at {}; the replica's log:\n{recent}",
+                    fmt_time(since)
+                ),
+            ));
+        }
+        if OpKind::of(&op) == OpKind::Admin && log.registered() != before {
+            if matches!(op, StoreOp::ClearPrimary { .. }) {
+                self.stats.clears += 1;
+                self.reg_quorum_since = None;
+            }
+            let holding = self.slots.iter().filter(|s| s.log.registered().is_some()).count();
+            if holding < usize::from(majority(self.cfg.nodes)) {
+                self.reg_quorum_since = None;
+            } else if self.reg_quorum_since.is_none() {
+                self.reg_quorum_since = Some(now);
+            }
+        }
+        Ok(())
     }
 
     // ----- clients ------------------------------------------------------
@@ -1280,7 +1580,7 @@ impl World {
                     Kind::Release,
                 ];
                 let kind = self.chaos_rng.chance(PPM / 4 * 3).then(|| self.chaos_rng.pick(&lease_kinds));
-                let rule = Rule { from: Some(i as u16), to: Some(to as u16), kind, action };
+                let rule = Rule { from: Some(i as u16), to: Some(to as u16), kind, op: None, action };
                 let at = self.now + self.chaos_rng.range(MS, max);
                 self.rules.push(rule);
                 self.schedule(at, Ev::RuleEnd { rule });
@@ -1309,6 +1609,147 @@ impl World {
         self.schedule(at, Ev::Chaos(kind));
     }
 
+    // ----- the operator's migration (see the `migration` module) ---------
+
+    fn d_p(&self) -> u64 {
+        u64::try_from(self.cfg.node.lease.duration.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The operator stops node `i` (gracefully, or kills it), configures it
+    /// `mode`, and starts it again after a downtime, or once the clear is
+    /// done if `hold`.
+    fn operator_restart(&mut self, i: usize, mode: Mode, down_max: u64, hold: bool) {
+        if self.slots[i].node.is_some() {
+            if self.mig_rng.chance(PPM / 2) && self.now >= self.slots[i].paused_until {
+                self.release(i, false);
+            }
+            self.crash(i);
+        } else if hold {
+            // Down already: the restart the faults scheduled is called off.
+            self.slots[i].incarnation += 1;
+        }
+        self.slots[i].cfg.mode = mode;
+        self.tr(|| format!("operator: n{i} stopped, to come back {}", mode.as_str()));
+        if hold {
+            self.operator.awaiting.push(i);
+        } else {
+            self.operator_start(i, down_max);
+        }
+    }
+
+    fn operator_start(&mut self, i: usize, down_max: u64) {
+        let down = if self.mig_rng.chance(PPM / 4) { 0 } else { self.mig_rng.range(0, down_max) };
+        let incarnation = self.slots[i].incarnation;
+        self.schedule(self.now + down, Ev::Restart { node: i as u16, incarnation });
+    }
+
+    /// Step `k` of the migration: `order[k]` is restarted as primary.
+    fn migrate(&mut self, k: usize) {
+        let Some(m) = self.cfg.migration.clone() else { return };
+        if self.operator.next != k || k >= m.order.len() {
+            return; // Carried out at the heal already.
+        }
+        self.operator.next = k + 1;
+        self.stats.migrations += 1;
+        let i = usize::from(m.order[k]);
+        self.tr(|| format!("operator: migration step {k}: n{i} is restarted as primary"));
+        self.operator_restart(i, Mode::Primary, m.down_max, false);
+        if k + 1 < m.order.len() {
+            self.schedule(self.now + m.gap, Ev::Migrate { k: k + 1 });
+        } else if let Some(r) = m.rollback {
+            self.schedule(r.at.max(self.now), Ev::Rollback);
+        }
+    }
+
+    /// The rollback: every primary-mode node is stopped and configured
+    /// deferring; the clear passes begin.
+    fn rollback(&mut self) {
+        let Some(m) = self.cfg.migration.clone() else { return };
+        let Some(r) = m.rollback else { return };
+        if self.operator.rolled_back {
+            return;
+        }
+        self.operator.rolled_back = true;
+        self.stats.rollbacks += 1;
+        self.tr(|| "operator: rollback begins".into());
+        for i in 0..self.slots.len() {
+            if self.slots[i].cfg.mode == Mode::Primary {
+                self.operator_restart(i, Mode::Deferring, m.down_max, r.clear_first);
+            }
+        }
+        let first = self.now + self.mig_rng.range(0, self.d_p());
+        self.schedule(first, Ev::ClearPass);
+    }
+
+    /// One pass of `leasetso primary clear`: the exact `(id, tag)` each
+    /// reachable replica holds is cleared there (refused while that node
+    /// serves as primary). Once no replica holds one, the nodes stopped for
+    /// the rollback come back. Repeated every lease period to the end.
+    fn clear_pass(&mut self) {
+        let mut standing = false;
+        for r in 0..self.slots.len() {
+            let Some((id, tag)) = self.slots[r].store.primary() else { continue };
+            standing = true;
+            if self.slots[r].node.is_none() {
+                continue; // Unreachable until it is back.
+            }
+            let p = usize::from(id.0);
+            let local = self.local(p);
+            let serving = self.slots[p]
+                .node
+                .as_ref()
+                .is_some_and(|n| n.config().mode == Mode::Primary && n.is_serving(local));
+            if serving {
+                self.tr(|| format!("operator: clear on n{r} refused: n{p} serves as primary"));
+                continue;
+            }
+            let at = self.now + self.mig_rng.range(0, 2 * self.cfg.net.delay_max);
+            self.schedule(at, Ev::ClearReplica { replica: r as u16, id, tag });
+        }
+        if !standing && !self.operator.awaiting.is_empty() {
+            let down_max = self.cfg.migration.as_ref().map_or(0, |m| m.down_max);
+            for i in std::mem::take(&mut self.operator.awaiting) {
+                self.operator_start(i, down_max);
+            }
+        }
+        self.schedule(self.now + self.d_p(), Ev::ClearPass);
+    }
+
+    /// The operator's `ClearPrimary(id, tag)` reaches replica `r`.
+    fn clear_replica(&mut self, r: usize, id: NodeId, tag: Ballot) -> Result<(), Violation> {
+        if self.slots[r].node.is_none() {
+            return Ok(());
+        }
+        let reply = self.execute(r, StoreOp::ClearPrimary { id, tag })?;
+        self.tr(|| format!("operator: ClearPrimary({id}, {tag}) on replica n{r}: {reply:?}"));
+        Ok(())
+    }
+
+    /// At the heal, what is left of the plan happens at once (the heal then
+    /// starts every node that is down, in its configured mode).
+    fn finish_plan(&mut self) {
+        let Some(m) = self.cfg.migration.clone() else { return };
+        while self.operator.next < m.order.len() {
+            let i = usize::from(m.order[self.operator.next]);
+            self.operator.next += 1;
+            self.stats.migrations += 1;
+            self.crash(i);
+            self.slots[i].cfg.mode = Mode::Primary;
+        }
+        if m.rollback.is_some() && !self.operator.rolled_back {
+            self.operator.rolled_back = true;
+            self.stats.rollbacks += 1;
+            for i in 0..self.slots.len() {
+                if self.slots[i].cfg.mode == Mode::Primary {
+                    self.crash(i);
+                    self.slots[i].cfg.mode = Mode::Deferring;
+                }
+            }
+            self.schedule(self.now, Ev::ClearPass);
+        }
+        self.operator.awaiting.clear();
+    }
+
     fn schedule_restart(&mut self, i: usize, down_max: u64) {
         let down = if self.chaos_rng.chance(PPM / 4) { 0 } else { self.chaos_rng.range(0, down_max) };
         let incarnation = self.slots[i].incarnation;
@@ -1319,6 +1760,7 @@ impl World {
     /// paused. The quiet tail starts once the last packet the faulty network
     /// delayed has arrived.
     pub fn heal(&mut self) {
+        self.finish_plan();
         self.healed = true;
         self.partition = None;
         self.rules.clear();
@@ -1344,6 +1786,11 @@ impl World {
     }
 }
 
+/// Whether `op` is a load or save that checks for a primary (deferring mode).
+fn checks_primary(op: &StoreOp) -> bool {
+    matches!(op, StoreOp::Load { check_primary: true, .. } | StoreOp::Save { check_primary: true, .. })
+}
+
 /// A clock rate error within the drift bound `drift_ppm`, kept 1 ppm inside it
 /// (see the `clock` module), favouring the extremes where the timing rules
 /// are tight.
@@ -1358,7 +1805,7 @@ pub fn draw_ppm(rng: &mut Rng, drift_ppm: u32) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use leasetso_core::{LeaseName, StoreOp, Timestamp};
+    use leasetso_core::{StoreOp, Timestamp};
 
     use super::*;
     use crate::sim::config::{self, Variant};
@@ -1366,12 +1813,8 @@ mod tests {
     fn world_with_window(window_end_ms: u64) -> World {
         let mut w = World::new(config::random(0, Variant::Correct), Trace::Off);
         for s in &mut w.slots {
-            let save = StoreOp::Save {
-                lease: LeaseName::Leader,
-                window_end_ms,
-                fence: Ballot::new(1, 1, NodeId(0)),
-                check_primary: false,
-            };
+            let save =
+                StoreOp::Save { window_end_ms, fence: Ballot::new(1, 1, NodeId(0)), check_primary: false };
             assert!(s.store.execute(save).is_ok());
         }
         w
@@ -1406,7 +1849,6 @@ mod tests {
         // Only a minority saved further: the quorum window stays.
         for s in w.slots.iter_mut().take(usize::from(majority(n as u16)) - 1) {
             let save = StoreOp::Save {
-                lease: LeaseName::Leader,
                 window_end_ms: 900,
                 fence: Ballot::new(1, 1, NodeId(0)),
                 check_primary: false,
@@ -1418,13 +1860,13 @@ mod tests {
 
     #[test]
     fn check_three_sees_a_window_or_fence_go_down() {
-        let before = StoreMark { window_end_ms: 10, fences: [Ballot::new(2, 1, NodeId(0)), Ballot::ZERO] };
+        let before = StoreMark { window_end_ms: 10, fence: Ballot::new(2, 1, NodeId(0)) };
         assert!(before.check_growth(&before).is_ok());
         let lower_window = StoreMark { window_end_ms: 9, ..before };
         assert!(before.check_growth(&lower_window).is_err());
-        let lower_fence = StoreMark { fences: [Ballot::new(1, 9, NodeId(4)), Ballot::ZERO], ..before };
+        let lower_fence = StoreMark { fence: Ballot::new(1, 9, NodeId(4)), ..before };
         assert!(before.check_growth(&lower_fence).is_err());
-        let other_name = StoreMark { fences: [before.fences[0], Ballot::new(1, 1, NodeId(1))], ..before };
-        assert!(before.check_growth(&other_name).is_ok());
+        let higher = StoreMark { fence: Ballot::new(3, 1, NodeId(1)), ..before };
+        assert!(before.check_growth(&higher).is_ok());
     }
 }
