@@ -59,10 +59,10 @@ fn registrations(cluster: &Cluster) -> Vec<(usize, String)> {
     let mut found: Vec<(usize, String)> = Vec::new();
     for line in out.stdout.lines().filter(|l| !l.contains("primary=none")) {
         let field = |k: &str| line.split_whitespace().find_map(|kv| kv.strip_prefix(k)).map(str::to_string);
-        if let (Some(id), Some(tag)) = (field("primary=").and_then(|v| v.parse().ok()), field("tag=")) {
-            if !found.contains(&(id, tag.clone())) {
-                found.push((id, tag));
-            }
+        if let (Some(id), Some(tag)) = (field("primary=").and_then(|v| v.parse().ok()), field("tag="))
+            && !found.contains(&(id, tag.clone()))
+        {
+            found.push((id, tag));
         }
     }
     found
