@@ -303,12 +303,10 @@ impl PeerNet {
         let from = match hello {
             PeerFrame::Hello(theirs) => match self.ours.check(&theirs, self.nodes, None) {
                 Ok(()) => {
-                    if theirs.client_addr.is_some() {
-                        lock(&self.client_addrs)[usize::from(theirs.node.0)] = theirs.client_addr;
-                    }
-                    if theirs.resp_addr.is_some() {
-                        lock(&self.resp_addrs)[usize::from(theirs.node.0)] = theirs.resp_addr;
-                    }
+                    // What the peer says now replaces what an earlier
+                    // start of it said, an absent address included.
+                    lock(&self.client_addrs)[usize::from(theirs.node.0)] = theirs.client_addr;
+                    lock(&self.resp_addrs)[usize::from(theirs.node.0)] = theirs.resp_addr;
                     theirs.node
                 }
                 Err(e) => {
@@ -625,12 +623,8 @@ impl Link {
         })?;
         let theirs =
             self.net.ours.check_answer(&answer, self.net.nodes, self.to).map_err(DialError::Handshake)?;
-        if theirs.client_addr.is_some() {
-            lock(&self.net.client_addrs)[usize::from(self.to.0)] = theirs.client_addr;
-        }
-        if theirs.resp_addr.is_some() {
-            lock(&self.net.resp_addrs)[usize::from(self.to.0)] = theirs.resp_addr;
-        }
+        lock(&self.net.client_addrs)[usize::from(self.to.0)] = theirs.client_addr;
+        lock(&self.net.resp_addrs)[usize::from(self.to.0)] = theirs.resp_addr;
         Ok(stream)
     }
 
