@@ -10,6 +10,18 @@
 //! give two owners to a configuration for exact clocks, and none to one
 //! derived for the drift (T2, T3).
 //!
+//! Beyond two owners: an acquisition completed by `Accepted`s at or after
+//! its deadline (`ACCEPT_LATE`) begins a leadership without the lease; an
+//! owner serving up to `d` instead of `d - m` (`SERVE_IN_MARGIN`, with a
+//! margin of one tick) serves within the margin; and in a mixed cluster (a
+//! primary and two deferring nodes, the registration racing the deferring
+//! leader's loads and saves) a yielded node re-armed by `LearnChosen`
+//! (`YIELD_REARMED`) wins the lease again, and one that ignores a late
+//! `PrimaryExists` (`IGNORE_LATE_PRIMARY`) goes on. The corrected protocol
+//! is safe with the margin and in the mixed cluster, where it hands the
+//! lease and the timestamp history over from the deferring leader to the
+//! primary.
+//!
 //! Which environment the model plays, and how each bound is meant, is in
 //! the `explore::model` module's documentation.
 //!
@@ -58,6 +70,14 @@ fn counterexample_bounds(variant: Variant) -> Bounds {
         // Clocks 1 % off: an acceptor's fast clock runs its lease out while
         // the owner's slow clock has not.
         "DriftBeyondBound" => Bounds { drift_ms: DRIFT_MS, ..lease },
+        // The attempt's timer a tick late, at its deadline, as its last
+        // Accepted arrives.
+        "AcceptLate" => Bounds { timer_lag: 1, ..lease },
+        // A leader that serves, a tick into its lease.
+        "ServeInMargin" => margin_bounds(),
+        // The yielded node's second attempt.
+        "YieldRearmed" => Bounds { max_attempts: [1, 2], ..mixed_bounds() },
+        "IgnoreLatePrimary" => mixed_bounds(),
         other => unreachable!("no bounds for {other}"),
     };
     scaled(b)
@@ -70,6 +90,19 @@ fn oracle_bounds() -> Bounds {
     // Node 1 may start its first attempt two ticks late, when node 0's
     // lease has run out, so that it takes over: timestamps from two leaders.
     scaled(Bounds { max_in_flight: 4, max_get_ts: 2, stores: true, timer_lag: 2, ..Bounds::LEASE_ONLY })
+}
+
+/// The mixed cluster (node 0 primary, nodes 1 and 2 deferring): the
+/// primary's registration races the deferring node's campaign, load and
+/// saves, with the store traffic of both, and a client.
+fn mixed_bounds() -> Bounds {
+    scaled(Bounds { max_time: 1, max_in_flight: 4, stores: true, max_get_ts: 2, ..Bounds::LEASE_ONLY })
+}
+
+/// A margin of one tick: leaders sync and serve, and the margin cuts their
+/// serving a tick short of `d` unless they renew.
+fn margin_bounds() -> Bounds {
+    scaled(Bounds { max_in_flight: 4, stores: true, max_get_ts: 1, ..Bounds::LEASE_ONLY })
 }
 
 /// Clocks drift by 1 % of a tick, per tick, at the extremes.
@@ -104,17 +137,30 @@ fn report(model: &Model, outcome: &Outcome) {
 
 /// The whole bounded space of the corrected protocol has no violation.
 fn safe(bounds: Bounds) {
-    let model = Model::new(Variant::CORRECT, bounds);
+    safe_as(Variant::CORRECT, bounds);
+}
+
+/// The whole bounded space of `variant` (the corrected protocol in some
+/// configuration) has no violation.
+fn safe_as(variant: Variant, bounds: Bounds) -> Outcome {
+    let model = Model::new(variant, bounds);
     let outcome = explore(&model);
     report(&model, &outcome);
     if let Some(cx) = &outcome.violation {
-        panic!("the corrected protocol violates a property:\n{}", cx.render());
+        panic!("{} violates a property:\n{}", variant.name, cx.render());
     }
     assert!(outcome.complete, "the state budget ran out before the bounded space was searched");
+    outcome
 }
 
 /// A broken variant has a reachable violation; prints the shortest trace.
 fn finds_two_owners(variant: Variant) {
+    finds(variant, "two");
+}
+
+/// A broken variant has a reachable violation whose description starts with
+/// `expected`; prints the shortest trace.
+fn finds(variant: Variant, expected: &str) {
     let model = Model::new(variant, counterexample_bounds(variant));
     let outcome = explore(&model);
     report(&model, &outcome);
@@ -123,7 +169,7 @@ fn finds_two_owners(variant: Variant) {
         panic!("{}: no violation within the bounds", variant.name);
     };
     println!("shortest trace ({} steps):\n{}", cx.steps.len(), cx.render());
-    assert!(cx.property.starts_with("two"), "{}: unexpected violation {}", variant.name, cx.property);
+    assert!(cx.property.starts_with(expected), "{}: unexpected violation {}", variant.name, cx.property);
 }
 
 #[test]
@@ -195,4 +241,44 @@ fn correct_protocol_is_safe_with_drift() {
 #[test]
 fn correct_protocol_with_oracle_is_safe() {
     safe(oracle_bounds());
+}
+
+#[test]
+fn accept_late_leads_without_a_lease() {
+    finds(Variant::ACCEPT_LATE, "n");
+}
+
+#[test]
+fn correct_protocol_is_safe_where_accept_late_fails() {
+    safe(counterexample_bounds(Variant::ACCEPT_LATE));
+}
+
+#[test]
+fn serve_in_margin_serves_within_the_margin() {
+    finds(Variant::SERVE_IN_MARGIN, "n");
+}
+
+#[test]
+fn correct_protocol_is_safe_with_a_margin() {
+    let outcome = safe_as(Variant::CORRECT_WITH_MARGIN, margin_bounds());
+    assert!(outcome.reached[1] > 0, "no leader served within the bounds");
+}
+
+#[test]
+fn correct_protocol_is_safe_in_a_mixed_cluster() {
+    // At the bounds where a re-armed yielded node wins the lease again.
+    let outcome = safe_as(Variant::CORRECT_MIXED, counterexample_bounds(Variant::YIELD_REARMED));
+    // Timestamps from two nodes: node 2 never leads, so the deferring node 1
+    // served, then the primary.
+    assert!(outcome.reached[2] > 0, "the lease never passed from the deferring leader to the primary");
+}
+
+#[test]
+fn yield_rearmed_owns_the_lease() {
+    finds(Variant::YIELD_REARMED, "n1 yielded");
+}
+
+#[test]
+fn ignore_late_primary_goes_on() {
+    finds(Variant::IGNORE_LATE_PRIMARY, "deferring");
 }

@@ -70,14 +70,40 @@
 //!   [`Action::Release`] (P6) by a lease holder, which campaigns again
 //!   after `D_P`.
 //!
+//! * **Modes.** Every node is deferring (a cluster before its migration),
+//!   or, in a mixed cluster ([`Variant::mixed`]), node 0 runs in primary
+//!   mode: at its first timer it registers itself on every replica (its own
+//!   at once, the others by store requests in flight), campaigns once a
+//!   quorum has it, and loads and saves unchecked; node 1 campaigns as a
+//!   deferring node, yields when a checked load or save meets the
+//!   registration, and reads it again every other tick. There are no clears
+//!   in the model: a registration, once made, stays.
+//! * **Margin.** A variant may give the lease a margin `m` (one tick): the
+//!   owner serves only while `now + m < d`. Clocks then start at the
+//!   longer quarantine (`D_A = Q = D_P + m`), so that acceptors are open at
+//!   `t = 0` as in the other variants.
+//!
 //! # What is checked
 //!
 //! On every state: at most one node holds the lease (`lease(now)`) and at
-//! most one serves (`is_serving(now)`) at the same real time, and a server's
+//! most one serves (`is_serving(now)`) at the same real time, a server's
 //! saved window is held by a quorum of replicas (so the next leader loads
-//! it). On every step: each timestamp handed out is above every earlier one
-//! (one global history) and below the window its server saved (W2), and no
-//! replica's window or fence ever goes down.
+//! it), a server has more than the margin `m` of its lease left, and a node
+//! yielded to a primary holds no lease. On every step: each timestamp handed
+//! out is above every earlier one (one global history, across the hand-over
+//! from a deferring leader to the primary) and below the window its server
+//! saved (W2); no replica's window or fence ever goes down; no replica
+//! performs a checked (deferring) load or save while a registration stands
+//! on it (true of the reference store by construction: the simulator checks
+//! a store whose check and write are apart); a deferring node that hears
+//! `PrimaryExists` in answer to a request of its own process (late or not)
+//! has yielded once it handled it; and a node begins a leadership
+//! (`Event::Leading`) only while it holds the lease whose ballot fences it.
+//!
+//! A restart counter ignored (`Bugs::IGNORE_RESTART`) is not searched for
+//! here: the model discards replies to attempts that are over on the
+//! ground that ballots are never reused, which that bug breaks; the
+//! simulator's scripted trace catches it.
 
 use core::fmt::{self, Write as _};
 use core::time::Duration;
@@ -87,8 +113,8 @@ use std::sync::Arc;
 
 use leasetso_core::node::Event;
 use leasetso_core::{
-    Ballot, Bugs, Instant, LeaseConfig, LeaseMsg, MemStore, Message, Node, NodeConfig, NodeId, OracleConfig,
-    Output, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest, Timestamp,
+    Ballot, Bugs, Instant, LeaseConfig, LeaseMsg, MemStore, Message, Mode, Node, NodeConfig, NodeId,
+    OracleConfig, Output, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest, Timestamp,
 };
 
 /// Nodes in the cluster.
@@ -98,10 +124,10 @@ pub const PROPOSERS: usize = 2;
 /// Real time advances in ticks of this length.
 pub const TICK: Duration = Duration::from_secs(1);
 const TICK_MS: u64 = 1_000;
-/// Nodes start at clock 0; the search starts this many ticks later, when
-/// their acceptors are out of the quarantine every start begins with (A4).
+/// Nodes start at clock 0; the search starts this many ticks later (or
+/// more, for a longer quarantine: `Model::origin`), when their acceptors
+/// are out of the quarantine every start begins with (A4).
 const ORIGIN_TICKS: u64 = 2;
-const ORIGIN: Instant = Instant::from_millis(ORIGIN_TICKS * TICK_MS);
 /// The wall clocks' epoch, so that windows print as small offsets.
 const WALL_EPOCH_MS: u64 = 1_700_000_000_000;
 /// A majority of the nodes.
@@ -210,6 +236,10 @@ pub struct Variant {
     pub bugs: Bugs,
     /// The lease's timing.
     pub lease: LeaseConfig,
+    /// A mixed cluster: node 0 runs in primary mode (it registers, then
+    /// campaigns, and writes unchecked), nodes 1 and 2 deferring. Otherwise
+    /// every node is deferring, as a cluster before its migration.
+    pub mixed: bool,
 }
 
 impl Variant {
@@ -224,29 +254,36 @@ impl Variant {
     };
 
     /// The corrected protocol at the tightest timing.
-    pub const CORRECT: Variant = Variant { name: "correct", bugs: Bugs::NONE, lease: Self::TIGHT };
+    pub const CORRECT: Variant =
+        Variant { name: "correct", bugs: Bugs::NONE, lease: Self::TIGHT, mixed: false };
     /// The attempt deadline starts at the promise quorum.
-    pub const LATE_TIMER: Variant = Variant { name: "LateTimer", bugs: Bugs::LATE_TIMER, lease: Self::TIGHT };
+    pub const LATE_TIMER: Variant =
+        Variant { name: "LateTimer", bugs: Bugs::LATE_TIMER, lease: Self::TIGHT, mixed: false };
     /// Quorums counted by a plain counter.
     pub const SCALAR_QUORUM: Variant =
-        Variant { name: "ScalarQuorum", bugs: Bugs::SCALAR_QUORUM, lease: Self::TIGHT };
+        Variant { name: "ScalarQuorum", bugs: Bugs::SCALAR_QUORUM, lease: Self::TIGHT, mixed: false };
     /// "My own lease counts as open", whatever its ballot.
     pub const STALE_OWNER_OPEN: Variant =
-        Variant { name: "StaleOwnerOpen", bugs: Bugs::STALE_OWNER_OPEN, lease: Self::TIGHT };
+        Variant { name: "StaleOwnerOpen", bugs: Bugs::STALE_OWNER_OPEN, lease: Self::TIGHT, mixed: false };
     /// Release matched on the owner only.
-    pub const OWNER_ONLY_RELEASE: Variant =
-        Variant { name: "OwnerOnlyRelease", bugs: Bugs::OWNER_ONLY_RELEASE, lease: Self::TIGHT };
+    pub const OWNER_ONLY_RELEASE: Variant = Variant {
+        name: "OwnerOnlyRelease",
+        bugs: Bugs::OWNER_ONLY_RELEASE,
+        lease: Self::TIGHT,
+        mixed: false,
+    };
     /// The corrected protocol with a drift bound of 1 %: `D_A = Q =
     /// ⌈D_P·r_max/r_min⌉` = 2041 ms.
     pub const CORRECT_WITH_DRIFT: Variant = Variant {
         name: "correct, 1 % drift",
         bugs: Bugs::NONE,
         lease: LeaseConfig { drift_ppm: 10_000, ..Self::TIGHT },
+        mixed: false,
     };
     /// The corrected protocol configured for exact clocks (`D_A = Q = D_P`),
     /// run on clocks that drift: outside its assumptions.
     pub const DRIFT_BEYOND_BOUND: Variant =
-        Variant { name: "DriftBeyondBound", bugs: Bugs::NONE, lease: Self::TIGHT };
+        Variant { name: "DriftBeyondBound", bugs: Bugs::NONE, lease: Self::TIGHT, mixed: false };
     /// `Q = D_P - 1 tick` with no drift and no margin, T3 not enforced.
     pub const SHORT_QUARANTINE: Variant = Variant {
         name: "ShortQuarantine",
@@ -256,6 +293,36 @@ impl Variant {
             quarantine: Some(Duration::from_secs(1)),
             ..Self::TIGHT
         },
+        mixed: false,
+    };
+    /// A margin `m` of one tick: the owner serves only while `now + m < d`;
+    /// `D_A = Q = D_P + m` = 3 ticks.
+    const WITH_MARGIN: LeaseConfig = LeaseConfig { margin: Duration::from_secs(1), ..Self::TIGHT };
+    /// The corrected protocol with a margin of one tick.
+    pub const CORRECT_WITH_MARGIN: Variant =
+        Variant { name: "correct, margin", bugs: Bugs::NONE, lease: Self::WITH_MARGIN, mixed: false };
+    /// The owner serves until `d`, not `d - m`.
+    pub const SERVE_IN_MARGIN: Variant = Variant {
+        name: "ServeInMargin",
+        bugs: Bugs::SERVE_IN_MARGIN,
+        lease: Self::WITH_MARGIN,
+        mixed: false,
+    };
+    /// An acquisition completed by Accepteds that arrive at or after `d`.
+    pub const ACCEPT_LATE: Variant =
+        Variant { name: "AcceptLate", bugs: Bugs::ACCEPT_LATE, lease: Self::TIGHT, mixed: false };
+    /// The corrected protocol in a mixed cluster (one primary, two deferring).
+    pub const CORRECT_MIXED: Variant =
+        Variant { name: "correct, mixed", bugs: Bugs::NONE, lease: Self::TIGHT, mixed: true };
+    /// A yielded node re-armed by `LearnChosen` (and a heard Release), mixed cluster.
+    pub const YIELD_REARMED: Variant =
+        Variant { name: "YieldRearmed", bugs: Bugs::YIELD_REARMED, lease: Self::TIGHT, mixed: true };
+    /// `PrimaryExists` after the quorum ignored, mixed cluster.
+    pub const IGNORE_LATE_PRIMARY: Variant = Variant {
+        name: "IgnoreLatePrimary",
+        bugs: Bugs::IGNORE_LATE_PRIMARY,
+        lease: Self::TIGHT,
+        mixed: true,
     };
 }
 
@@ -265,7 +332,7 @@ pub enum Packet {
     /// A lease message between two nodes.
     Peer { from: NodeId, to: NodeId, msg: Message },
     /// A store operation on `replica`, for node `from`.
-    StoreReq { from: NodeId, replica: NodeId, request: StoreRequest },
+    StoreReq { from: NodeId, replica: NodeId, request: StoreRequest, inc: u8 },
 }
 
 impl Packet {
@@ -664,6 +731,11 @@ pub struct Model {
     /// The bounds of the search.
     pub bounds: Bounds,
     cfgs: [NodeConfig; NODES],
+    /// Every clock's reading at `t = 0`: [`ORIGIN_TICKS`], or the quarantine
+    /// in whole ticks (rounded down) if longer. A quarantine a fraction of a
+    /// tick longer (2041 ms, for 1 % drift) still silences the acceptors at
+    /// `t = 0`, as it always did.
+    origin: Instant,
 }
 
 impl Model {
@@ -681,9 +753,16 @@ impl Model {
                 ..OracleConfig::default()
             };
             cfg.store_timeout = 2 * TICK;
+            // A yielded node reads the registration every other tick.
+            cfg.primary_poll = 2 * TICK;
+            if variant.mixed && i == 0 {
+                cfg.mode = Mode::Primary;
+            }
             cfg
         });
-        Model { variant, bounds, cfgs }
+        let q = cfgs[0].validate().expect("the model's configuration is valid").quarantine;
+        let ticks = (q.as_millis() as u64 / TICK_MS).max(ORIGIN_TICKS);
+        Model { variant, bounds, cfgs, origin: Instant::from_millis(ticks * TICK_MS) }
     }
 
     /// Node `i` started at `now` on its replica.
@@ -706,7 +785,7 @@ impl Model {
         let mut s = State {
             started: false,
             tick: 0,
-            clocks: [ORIGIN; NODES],
+            clocks: [self.origin; NODES],
             nodes,
             node_fps: [0; NODES],
             dirty: (1 << NODES) - 1,
@@ -763,7 +842,8 @@ impl Model {
     fn timer_overdue(&self, s: &State, i: usize) -> bool {
         // Time starts at the origin: a timer due before it is due then.
         let late = TICK * u32::from(self.bounds.timer_lag);
-        s.nodes[i].poll_timeout().is_some_and(|t| t.max(ORIGIN) + late <= s.clocks[i]) && self.may_fire(s, i)
+        s.nodes[i].poll_timeout().is_some_and(|t| t.max(self.origin) + late <= s.clocks[i])
+            && self.may_fire(s, i)
     }
 
     fn timer_due(&self, s: &State, i: usize) -> bool {
@@ -866,7 +946,7 @@ impl Model {
                 log.note(|| {
                     let mut line = format!("tick: t={}", s.tick);
                     if self.bounds.drift_ms > 0 {
-                        let clocks: Vec<String> = s.clocks.iter().map(|&c| show_instant(c)).collect();
+                        let clocks: Vec<String> = s.clocks.iter().map(|&c| self.show_instant(c)).collect();
                         let _ = write!(line, " (clocks {})", clocks.join(", "));
                     }
                     line
@@ -983,7 +1063,7 @@ impl Model {
                 s.node_mut(i).handle_message(from, msg, now);
                 self.drain(s, i, log)
             }
-            Packet::StoreReq { from, replica, request } => {
+            Packet::StoreReq { from, replica, request, inc } => {
                 let r = usize::from(replica.0);
                 let reply = match execute(&mut Arc::make_mut(&mut s.stores)[r], request.op) {
                     Ok(reply) => reply,
@@ -993,6 +1073,9 @@ impl Model {
                 let i = usize::from(from.0);
                 let (now, wall) = (s.clocks[i], self.wall_ms(s, i));
                 s.node_mut(i).handle_store_reply(replica, request.id, reply, now, wall);
+                if let Some(v) = yielded_check(s, i, replica, reply, inc == s.crashes[i]) {
+                    return Step::Violation(v);
+                }
                 self.drain(s, i, log)
             }
         }
@@ -1048,7 +1131,7 @@ impl Model {
                         local = Some((request.id, reply));
                     }
                     Output::Store { replica, request } => {
-                        let p = Packet::StoreReq { from: me, replica, request };
+                        let p = Packet::StoreReq { from: me, replica, request, inc: s.crashes[i] };
                         if !self.bounds.stores {
                             log.note(|| format!("  sends {} (lost: stores are not modelled)", describe(&p)));
                             continue;
@@ -1056,7 +1139,18 @@ impl Model {
                         log.note(|| format!("  sends {}", describe(&p)));
                         s.push(p);
                     }
-                    Output::Event(e) => log.note(|| format!("  n{i} event: {}", show_event(&e))),
+                    Output::Event(e) => {
+                        log.note(|| format!("  n{i} event: {}", show_event(&e)));
+                        // A leadership begins only under the lease it won.
+                        if let Event::Leading { fence } = e {
+                            let held = s.nodes[i].lease(s.clocks[i]).map(|(b, _)| b);
+                            if held != Some(fence) {
+                                return Step::Violation(format!(
+                                    "n{i} begins a leadership fenced by {fence:?} but holds {held:?}"
+                                ));
+                            }
+                        }
+                    }
                 }
             }
             if prepared {
@@ -1069,6 +1163,9 @@ impl Model {
                 Some((id, reply)) => {
                     let (now, wall) = (s.clocks[i], self.wall_ms(s, i));
                     s.node_mut(i).handle_store_reply(me, id, reply, now, wall);
+                    if let Some(v) = yielded_check(s, i, me, reply, true) {
+                        return Step::Violation(v);
+                    }
                 }
                 None => return Step::Taken,
             }
@@ -1121,6 +1218,28 @@ impl Model {
         if serving.len() > 1 {
             return Some(format!("two nodes serve at t={}: {serving:?}", s.tick));
         }
+        for i in 0..NODES {
+            let (node, now) = (&s.nodes[i], s.clocks[i]);
+            let lease = node.lease(now);
+            // A yielded node never holds the lease.
+            if let (Some(p), Some((b, _))) = (node.yielded_to(), lease) {
+                return Some(format!(
+                    "n{i} yielded to primary {p:?} and holds the lease {b:?} at t={}",
+                    s.tick
+                ));
+            }
+            // A server has more than the margin m of its lease left.
+            let m = node.timing().margin;
+            if node.is_serving(now) && lease.is_none_or(|(_, d)| now + m >= d) {
+                let until = lease.map_or("none".to_string(), |(b, d)| {
+                    format!("{b:?} until {}", self.show_deadline(s, i, d))
+                });
+                return Some(format!(
+                    "n{i} serves at t={} within the margin {m:?} of its lease ({until})",
+                    s.tick
+                ));
+            }
+        }
         // A server's window is saved on a quorum: the next leader loads it.
         for &i in &serving {
             let window = s.nodes[i].status().window_end_ms;
@@ -1151,9 +1270,21 @@ impl Model {
     /// now when clocks drift.
     fn show_deadline(&self, s: &State, i: usize, d: Instant) -> String {
         if self.bounds.drift_ms == 0 {
-            show_instant(d)
+            self.show_instant(d)
         } else {
-            format!("{} on its clock, which reads {}", show_instant(d), show_instant(s.clocks[i]))
+            format!("{} on its clock, which reads {}", self.show_instant(d), self.show_instant(s.clocks[i]))
+        }
+    }
+
+    /// An instant of a node's clock as the model's time `t` (in ticks).
+    fn show_instant(&self, i: Instant) -> String {
+        let ms = (i.as_nanos() / 1_000_000) as i64 - (self.origin.as_nanos() / 1_000_000) as i64;
+        let (whole, frac) = (ms.div_euclid(TICK_MS as i64), ms.rem_euclid(TICK_MS as i64));
+        if frac == 0 {
+            format!("t={whole}")
+        } else {
+            let frac = format!("{frac:03}");
+            format!("t={whole}.{}", frac.trim_end_matches('0'))
         }
     }
 
@@ -1171,10 +1302,28 @@ impl Model {
     }
 }
 
-/// Performs `op` on a replica, checking that its window and fence never go down.
+/// After node `i` handled `reply` from `replica`: a deferring node that hears
+/// `PrimaryExists` in answer to a request of its own process (`current`),
+/// in its round or after it, has yielded.
+fn yielded_check(s: &State, i: usize, replica: NodeId, reply: StoreReply, current: bool) -> Option<String> {
+    let node = &s.nodes[i];
+    let heard = matches!(reply, Err(StoreReject::PrimaryExists { .. }));
+    (heard && current && node.config().mode == Mode::Deferring && node.yielded_to().is_none()).then(|| {
+        format!("deferring n{i} heard {} from replica {replica:?} and has not yielded", show_reply(&reply))
+    })
+}
+
+/// Performs `op` on a replica, checking that its window and fence never go
+/// down, and that no checked (deferring) load or save succeeds while a
+/// registration stands there.
 fn execute(store: &mut MemStore, op: StoreOp) -> Result<StoreReply, String> {
     let before = *store;
     let reply = store.execute(op);
+    let checked =
+        matches!(op, StoreOp::Load { check_primary: true, .. } | StoreOp::Save { check_primary: true, .. });
+    if let (true, Ok(_), Some(p)) = (checked, reply, before.primary()) {
+        return Err(format!("a replica performed the checked {} while {p:?} was registered", show_op(&op)));
+    }
     if store.fence() < before.fence() {
         return Err(format!("a replica's fence went down: {:?} -> {:?}", before.fence(), store.fence()));
     }
@@ -1200,18 +1349,6 @@ fn show_msg(m: &LeaseMsg) -> String {
             format!("LearnChosen {ballot:?} ({remaining_ms} ms left)")
         }
         LeaseMsg::Release { ballot } => format!("Release {ballot:?}"),
-    }
-}
-
-/// An instant of a node's clock as the model's time `t` (in ticks).
-fn show_instant(i: Instant) -> String {
-    let ms = (i.as_nanos() / 1_000_000) as i64 - (ORIGIN_TICKS * TICK_MS) as i64;
-    let (whole, frac) = (ms.div_euclid(TICK_MS as i64), ms.rem_euclid(TICK_MS as i64));
-    if frac == 0 {
-        format!("t={whole}")
-    } else {
-        let frac = format!("{frac:03}");
-        format!("t={whole}.{}", frac.trim_end_matches('0'))
     }
 }
 
@@ -1267,7 +1404,7 @@ fn show_event(e: &Event) -> String {
 pub fn describe(p: &Packet) -> String {
     match p {
         Packet::Peer { from, to, msg } => format!("{from:?}->{to:?} {}", show_msg(&msg.msg)),
-        Packet::StoreReq { from, replica, request } => {
+        Packet::StoreReq { from, replica, request, .. } => {
             format!("{from:?}->replica {replica:?} {}", show_op(&request.op))
         }
     }

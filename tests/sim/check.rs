@@ -2,18 +2,58 @@
 //!
 //! 1. **Exclusive lease**: at most one node holds the lease
 //!    (`Node::lease(local_now)`) and at most one serves
-//!    (`Node::is_serving(local_now)`) at any instant of true time.
+//!    (`Node::is_serving(local_now)`) at any instant of true time, whatever
+//!    the nodes' modes (one lease for deferring and primary nodes alike).
 //! 2. **Timestamps only go up**: every range handed out lies above every
 //!    range handed out earlier in true time, by any node; and every
-//!    timestamp lies below a window saved on a quorum of replicas.
-//! 3. **Stores only go up**: no replica's window or fence (per lease name)
-//!    ever decreases.
+//!    timestamp lies below a window saved on a quorum of replicas. One
+//!    history across a migration: the primary's timestamps continue the
+//!    deferring leader's.
+//! 3. **Stores only go up**: no replica's window or fence ever decreases.
 //! 4. **Liveness**: once the network has healed and nothing has crashed for
 //!    three lease periods, some node holds the lease and serves. The quiet
 //!    tail starts when the faults stop, every packet the faulty network
 //!    delayed has arrived, and every node restarted at the heal is out of
 //!    quarantine (until then it is still recovering from its crash); three
 //!    lease periods are measured on the slowest clock the drift bound allows.
+//!    A run that migrates waits longer (`config::tail_length`): for the
+//!    deferring leader's next save, the primary's registration, the yielded
+//!    nodes' reads and the operator's clear. A liveness script
+//!    (`Scenario::NotGreaterAhead`) checks instead that a node serves, and
+//!    goes on serving, while the network stays as the script left it.
+//! 5. **No second writer** (the store's primary check, per replica): no
+//!    checked (deferring, `check_primary = true`) load or save succeeds on a
+//!    replica after a registration returned there, unless a `ClearPrimary`
+//!    removed it since. Each replica keeps a write log ([`ReplicaLog`]) of
+//!    what it performed; the registration standing is read from the log's
+//!    `RegisterPrimary` and `ClearPrimary` entries, not from the store, so a
+//!    store whose check and write are two transactions is caught even though
+//!    each of them is right on its own.
+//! 6. **A yielded node stays out**: a node yielded to a primary
+//!    (`Node::yielded_to()`) never holds the lease. Yielded ends only with
+//!    `Resumed`, after a quorum read found no registration, so this says
+//!    what the design promises (no `LearnChosen`, heard Release or timer
+//!    re-arms it) and more: a yielded node never owns the lease at all.
+//! 7. **Not while a quorum holds one**: a yielded node does not resume from a
+//!    registration read begun while a registration stood on a quorum of
+//!    replicas with no clear taking effect since (registrations only go away
+//!    by a clear, so every replica of that quorum still holds one when read,
+//!    and every quorum read meets one). With 6: while a registration stands on
+//!    a quorum, a yielded node never becomes the owner. The design supports no
+//!    more: with a registration on a minority only (a primary that crashed
+//!    while registering), a yielded node rightly resumes, may win the lease,
+//!    and yields again when its load or save meets that replica.
+//! 8. **One `PrimaryExists` is enough**: a deferring node that hears
+//!    `PrimaryExists` in answer to a request of its own process (in its
+//!    round or after it: a late reply) has yielded once it has handled it.
+//! 9. **The margin**: a node serves only with more than the margin `m` of
+//!    its lease left (`now + m < d` on its clock), so that an operation that
+//!    takes up to `m` completes while the lease is held.
+//! 10. **Leaderships under the lease**: a node begins a leadership
+//!     (`Event::Leading`: it fences the store and syncs) only while holding
+//!     the lease whose ballot is the fence. A leadership begun for a lease
+//!     that is already over fences the store for a ballot nobody holds, and
+//!     ends the real owner's leadership at its next save.
 //!
 //! Checking (1) after every event is exact, not a sample. A node starts
 //! holding the lease only inside a handler (P4, on an `Accepted`) and starts
@@ -23,7 +63,11 @@
 //! only turn from true to false while no event happens. If two nodes held the
 //! lease at some instant `t`, each began its holding interval at an event no
 //! later than `t` and still held at `t`, so both hold right after the later
-//! of those two events, where the check runs.
+//! of those two events, where the check runs. The same holds for 6 (a node
+//! acquires and yields only in handlers), and 5, 7, 8 and 10 are checked in
+//! the handlers where what they forbid would happen. Check 9 is a sample:
+//! time passing alone takes a serving node into its margin, so it is seen at
+//! the next event (of any node: events are milliseconds apart under load).
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -4,10 +4,14 @@
 //! cluster in virtual time, with drifting monotonic clocks, stepping wall
 //! clocks, a network that delays, loses, duplicates and reorders, partitions,
 //! crashes and restarts (a node's memory is lost, its store replica kept),
-//! pauses, and clients calling GetTS; after every event it checks that at
-//! most one node holds the lease and serves, that timestamps only go up, and
-//! that store replicas only go up (see [`check`]). One seed is one run,
-//! replayed bit for bit.
+//! pauses, clients calling GetTS, and in half the runs an operator who
+//! migrates the deferring cluster to primaries (nodes restarted in primary
+//! mode at random moments, the faults going on) and sometimes rolls the
+//! migration back (registrations cleared, primaries restarted deferring).
+//! After every event it checks that at most one node holds the lease and
+//! serves, that timestamps only go up, that store replicas only go up, that
+//! no checked write succeeds after a registration, and that yielded nodes
+//! stay out (see [`check`]). One seed is one run, replayed bit for bit.
 //!
 //! * [`world`]: the cluster and its event loop.
 //! * [`net`]: packets, network faults and scripted rules.
@@ -15,7 +19,9 @@
 //! * [`check`]: what is checked, and the violations.
 //! * [`config`]: what a seed turns into, for the correct protocol and the
 //!   known-broken variants alike.
-//! * [`scenarios`]: scripted two-owner traces, played on the real nodes.
+//! * [`migration`]: the operator's migration plans and rollbacks.
+//! * [`scenarios`]: scripted traces (two owners, a lease counted late, a
+//!   replica ahead), played on the real nodes.
 //! * [`runner`]: many seeds in parallel, failure reports, replays.
 
 pub mod check;

@@ -7,6 +7,16 @@
 //! `poll_timeout()` (a local instant, converted to true time through the
 //! node's clock). Events at the same true time run in the order they were
 //! scheduled, so a run is a pure function of its seed.
+//!
+//! A store operation is performed at its replica when its request arrives,
+//! atomically, and the answer travels back; a replica whose node is down
+//! performs nothing. Behind the two-transaction wrapper (the broken store of
+//! `Variant::SplitPrimaryCheck`) a checked load or save is checked on
+//! arrival and written after a random delay, so other operations (a
+//! registration) can land in between. The operator of a migration plan
+//! (see `migration`) stops, reconfigures and restarts nodes and clears
+//! registrations through the same replicas, its operations logged and
+//! checked like the nodes'.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
