@@ -107,7 +107,7 @@ fn correct_protocol_targeted() {
 }
 
 /// (a) LateTimer: the attempt deadline started at the promise quorum. The
-/// random mix finds it too, but only about once in 10,000 seeds, so the
+/// random mix finds it only rarely (none in seeds 0..10,000), so the
 /// scripted trace is what this test relies on.
 #[test]
 fn late_timer_two_owners_targeted() {
@@ -119,7 +119,7 @@ fn late_timer_two_owners_targeted() {
 }
 
 /// (b) Quorums counted with a plain counter, under duplicated delivery:
-/// the random fault mix finds it (in about one seed in 40).
+/// the random fault mix finds it (in about one seed in 70).
 #[test]
 fn scalar_quorum_two_owners_random() {
     runner::finds_two_owners("scalar_quorum_two_owners_random", SEEDS, &random(Variant::ScalarQuorum));
@@ -136,7 +136,7 @@ fn scalar_quorum_two_owners_targeted() {
 }
 
 /// (c) StaleOwnerOpen: a proposer's own lease of any ballot counted as open
-/// (the random mix: about once in 20,000 seeds).
+/// (the random mix: rarely, none in seeds 0..10,000).
 #[test]
 fn stale_owner_open_two_owners_targeted() {
     runner::finds_two_owners(
@@ -147,7 +147,7 @@ fn stale_owner_open_two_owners_targeted() {
 }
 
 /// (d) OwnerOnlyRelease: a Release matched on the owner only: the random
-/// fault mix finds it (in about one seed in 600).
+/// fault mix finds it (in about one seed in 200).
 #[test]
 fn owner_only_release_two_owners_random() {
     runner::finds_two_owners(
@@ -168,7 +168,7 @@ fn owner_only_release_two_owners_targeted() {
 }
 
 /// (e) A quarantine one millisecond below `D_P`, no drift, no margin (the
-/// random mix: about once in 4,000 seeds, always with sub-millisecond delays).
+/// random mix: about once in 3,000 seeds, always with sub-millisecond delays).
 #[test]
 fn short_quarantine_two_owners_targeted() {
     runner::finds_two_owners(
@@ -271,7 +271,7 @@ fn a_targeted_failure_prints_a_replay_that_reproduces_it() {
 /// (f) The restart counter ignored: the first attempt of a restarted
 /// proposer reuses its earlier process's ballot, and that process's late
 /// `Accepted`s complete it, though no acceptor holds its lease any more (the
-/// random mix does not find it in 10,000 seeds: it needs the replies to
+/// random mix finds none in seeds 0..1,000: it needs the replies to
 /// outlive a crash and the new attempt to land on the same counter).
 #[test]
 fn ignore_restart_two_owners_targeted() {
@@ -296,7 +296,7 @@ fn accept_late_leads_without_a_lease_targeted() {
     );
 }
 
-/// (g) The same, in the random mix (about one seed in 70: late `Accepted`s
+/// (g) The same, in the random mix (about one seed in 80: late `Accepted`s
 /// while the proposer's timers stall).
 #[test]
 fn accept_late_leads_without_a_lease_random() {
@@ -310,8 +310,8 @@ fn accept_late_leads_without_a_lease_random() {
 
 /// (h) Serving until `d` instead of `d − m` (every seed of this variant has
 /// a margin): check 9 sees a node serve with less than the margin left
-/// (most seeds: whenever a renewal fails and the lease runs into its
-/// margin).
+/// (three seeds in four: whenever a renewal fails and the lease runs into
+/// its margin).
 #[test]
 fn serve_in_margin_random() {
     runner::finds_violation(
@@ -324,7 +324,7 @@ fn serve_in_margin_random() {
 
 /// (i) Liveness: a leader that abdicates on a replica's `NotGreater` never
 /// serves while a replica is ahead of the quorum from a partial save. The
-/// random mix does not find it (the replica ahead is soon overtaken, or
+/// random mix finds none in seeds 0..1,000 (the replica ahead is soon overtaken, or
 /// answers too late to matter), so the script keeps one ahead.
 #[test]
 fn abdicate_on_not_greater_stalls_targeted() {
@@ -351,7 +351,7 @@ fn split_primary_check_writes_after_registration_random() {
 
 /// (k) A yielded node re-armed by `LearnChosen` or a heard Release: it
 /// campaigns and wins the lease while the registration stands (check 6;
-/// most migrating seeds).
+/// seven seeds in ten).
 #[test]
 fn yield_rearmed_owns_the_lease_random() {
     runner::finds_violation(
@@ -363,7 +363,7 @@ fn yield_rearmed_owns_the_lease_random() {
 }
 
 /// (l) `PrimaryExists` after the quorum ignored: check 8 sees a deferring
-/// node hear it and go on (about one migrating seed in 15).
+/// node hear it and go on (about one seed in 12).
 #[test]
 fn ignore_late_primary_goes_on_random() {
     runner::finds_violation(

@@ -12,9 +12,9 @@
 //! plan, drawn last so that a seed's profile, timing and fault rates are
 //! the same with or without it.
 //!
-//! Runs last 60 to 120 s of faults then the quiet tail: many short runs find
-//! more than a few long ones in the same time, and 10,000 of them fit the
-//! test's budget.
+//! Runs last 60 to 120 s of faults then the quiet tail, with a client call
+//! every 10 to 80 ms on average: many short runs find more than a few long
+//! ones in the same time, and 10,000 of them fit the test's budget.
 
 use std::time::Duration;
 
@@ -281,7 +281,7 @@ pub fn random(seed: u64, variant: Variant) -> SimConfig {
         }
     }
     let chaos_for = rng.range(60, 120) * SEC;
-    let client_every = rng.range(5 * MS, 40 * MS);
+    let client_every = rng.range(10 * MS, 80 * MS);
     // Drawn last, so that the draws above are those of the runs before
     // migrations were simulated.
     node.primary_poll = Duration::from_nanos(rng.range(d_p / 2, 2 * d_p));

@@ -18,8 +18,7 @@
 //! registrations through the same replicas, its operations logged and
 //! checked like the nodes'.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
 use leasetso_core::quorum::majority;
@@ -368,33 +367,13 @@ struct Operator {
 }
 
 /// A scheduled event in the queue: its time, its scheduling order, and
-/// where the event itself waits (events are large; the heap moves only these).
+/// where the event itself waits (events are large; the queue moves only
+/// these).
 #[derive(Debug)]
 struct Entry {
     at: u64,
     seq: u64,
     slot: u32,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-
-impl Eq for Entry {}
-
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Entry {
-    // Reversed: `BinaryHeap` is a max-heap and the earliest event goes first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
 }
 
 /// FNV-1a, for fingerprints that must not depend on the process (std's
@@ -447,7 +426,9 @@ pub struct World {
     /// the faulty network had delayed, or the end of the quarantine of the
     /// last node restarted, whichever is latest.
     pub quiet_since: u64,
-    queue: BinaryHeap<Entry>,
+    /// Pending events, latest first: the next one is the last (a few dozen
+    /// at a time, so a sorted vector beats a heap).
+    queue: Vec<Entry>,
     /// The events the queue's entries point at, and the free places.
     events: Vec<Option<Ev>>,
     free: Vec<u32>,
@@ -521,7 +502,7 @@ impl World {
             healed: false,
             check_owners: true,
             quiet_since: 0,
-            queue: BinaryHeap::new(),
+            queue: Vec::new(),
             events: Vec::new(),
             free: Vec::new(),
             seq: 0,
@@ -618,7 +599,9 @@ impl World {
                 u32::try_from(self.events.len() - 1).expect("fewer than 2^32 pending events")
             }
         };
-        self.queue.push(Entry { at, seq: self.seq, slot });
+        let seq = self.seq;
+        let k = self.queue.partition_point(|e| (e.at, e.seq) > (at, seq));
+        self.queue.insert(k, Entry { at, seq, slot });
     }
 
     fn violation(&self, kind: ViolationKind, detail: String) -> Violation {
@@ -738,30 +721,13 @@ impl World {
         if let Some(v) = self.fault.take() {
             return Err(v);
         }
-        self.check_nodes()?;
-        self.watch_orphans();
+        let orphan = self.check_nodes()?;
+        self.watch_orphans(orphan);
         Ok(true)
     }
 
-    /// The lease a majority of live acceptors hold, if no node holds it.
-    fn orphaned_lease(&self) -> Option<Ballot> {
-        let quorum = usize::from(majority(self.cfg.nodes));
-        let mut leases = [Ballot::ZERO; 8];
-        let mut n = 0;
-        for i in 0..self.slots.len() {
-            if let Some(b) = self.acceptor_lease(i) {
-                leases[n] = b;
-                n += 1;
-            }
-        }
-        let leases = &leases[..n];
-        let b = *leases.iter().find(|&&b| leases.iter().filter(|&&x| x == b).count() >= quorum)?;
-        let held = (0..self.slots.len()).any(|i| self.lease(i).is_some_and(|(l, _)| l == b));
-        (!held).then_some(b)
-    }
-
-    fn watch_orphans(&mut self) {
-        let now = self.orphaned_lease();
+    /// `now`: the lease a majority of live acceptors hold, if no node holds it.
+    fn watch_orphans(&mut self, now: Option<Ballot>) {
         match (self.orphan, now) {
             (Some((b, _)), Some(c)) if b == c => {}
             (old, new) => {
@@ -786,7 +752,7 @@ impl World {
             if pred(self) {
                 return Ok(true);
             }
-            match self.queue.peek() {
+            match self.queue.last() {
                 Some(e) if e.at <= until => {
                     self.step()?;
                 }
@@ -865,13 +831,25 @@ impl World {
 
     /// Checks 1, 6 and 9, after every event (see the module docs of
     /// `check` for why that is exact). Check 1 only while `check_owners`.
-    fn check_nodes(&self) -> Result<(), Violation> {
+    /// Returns the lease a majority of live acceptors hold, if no node holds
+    /// it (an orphan: the same pass over the nodes finds it).
+    fn check_nodes(&self) -> Result<Option<Ballot>, Violation> {
         let mut owner: Option<(usize, Ballot, Instant, Instant)> = None;
         let mut server: Option<usize> = None;
+        let (mut accepted, mut held) = ([Ballot::ZERO; 8], [Ballot::ZERO; 8]);
+        let (mut n_accepted, mut n_held) = (0, 0);
         for (i, s) in self.slots.iter().enumerate() {
             let Some(node) = &s.node else { continue };
             let local = Instant::from_nanos(s.clock.local(self.now));
             let lease = node.lease(local);
+            if let Some(b) = node.acceptor().lease(local) {
+                accepted[n_accepted] = b;
+                n_accepted += 1;
+            }
+            if let Some((b, _)) = lease {
+                held[n_held] = b;
+                n_held += 1;
+            }
             if let (Some(p), Some((ballot, _))) = (node.yielded_to(), lease) {
                 return Err(self.violation(
                     ViolationKind::YieldedOwner,
@@ -915,7 +893,11 @@ impl World {
                 server = Some(i);
             }
         }
-        Ok(())
+        let quorum = usize::from(majority(self.cfg.nodes));
+        let accepted = &accepted[..n_accepted];
+        let majority_lease =
+            accepted.iter().find(|&&b| accepted.iter().filter(|&&x| x == b).count() >= quorum);
+        Ok(majority_lease.copied().filter(|b| !held[..n_held].contains(b)))
     }
 
     /// Check 4: some node holds the lease and serves.
