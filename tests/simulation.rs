@@ -86,16 +86,21 @@ fn composite(seed: u64) -> (Scenario, u64) {
     (Scenario::ALL[(seed % n) as usize], seed / n)
 }
 
+/// Composite seed `seed` against `variant` (`None`: the scenario's own).
+fn composite_run(seed: u64, variant: Option<Variant>, trace: Trace) -> Outcome {
+    let (scenario, scenario_seed) = composite(seed);
+    let mut o = runner::scenario_run(scenario_seed, scenario, variant.unwrap_or(scenario.catches()), trace);
+    o.label = format!("{} (scenario seed {scenario_seed})", o.label);
+    o
+}
+
 /// The correct protocol played through every targeted scenario (seed `s`
 /// plays scenario `s % 8` with seed `s / 8`; a failure's replay command
 /// names `s`): it must come through unharmed, and elect a leader again once
 /// the network heals.
 #[test]
 fn correct_protocol_targeted() {
-    let run = |seed: u64, trace| {
-        let (scenario, seed) = composite(seed);
-        runner::scenario_run(seed, scenario, Variant::Correct, trace)
-    };
+    let run = |seed: u64, trace| composite_run(seed, Some(Variant::Correct), trace);
     let summary = runner::all_pass("correct_protocol_targeted", TARGETED_SEEDS, &run, &[]);
     // A pass only counts if the scripts got to their critical step.
     assert!(
@@ -250,11 +255,11 @@ fn two_owners_let_through_send_timestamps_back() {
 #[test]
 fn a_targeted_failure_prints_a_replay_that_reproduces_it() {
     let run = |seed: u64, trace| {
-        let (scenario, scenario_seed) = composite(seed);
-        let variant = if scenario == Scenario::ALL[0] { Variant::Correct } else { scenario.catches() };
-        runner::scenario_run(scenario_seed, scenario, variant, trace)
+        let first = composite(seed).0 == Scenario::ALL[0];
+        composite_run(seed, first.then_some(Variant::Correct), trace)
     };
-    let report = runner::check_all("targeted_failure", 64, &run, &[])
+    let test = "a_targeted_failure_prints_a_replay_that_reproduces_it";
+    let report = runner::check_all(test, 64, &run, &[])
         .expect_err("the broken variants break a check within 64 seeds");
     println!("{report}");
     assert!(!report.contains("did not"), "the failure did not replay identically:\n{report}");

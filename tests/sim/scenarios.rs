@@ -1,17 +1,34 @@
 //! Targeted scenarios: the minimal two-owner traces of *PaxosLease
 //! Revisited*, adapted to a cluster of three where every node is proposer,
-//! acceptor and replica, and played against the real `Node`s.
+//! acceptor and replica, and played against the real `Node`s; and three
+//! more, for rules the random mix rarely or never tests:
+//!
+//! * `IgnoreRestart`: the `Accepted`s of a proposer's first attempt are
+//!   held back while it crashes and stays down until its acceptors' leases
+//!   run out; its new process campaigns (its Accepts lost) and the old
+//!   `Accepted`s arrive. With ballots that carry the restart counter they
+//!   are stale; with the counter ignored they complete the new attempt, and
+//!   a third node wins the lease no acceptor holds for it: two owners.
+//! * `AcceptLate`: an attempt's `Accepted`s are held until after its
+//!   deadline `d`, its timers stalled so it has not abandoned it. Counting
+//!   them begins a leadership without the lease (check 10).
+//! * `NotGreaterAhead` (liveness): a leader's save, its wall clock ten
+//!   minutes fast, reaches one replica only; from then on the other leaders
+//!   never hear that replica's answers to loads and always hear its
+//!   `NotGreater` to saves first. NotGreater counts as success, so a leader
+//!   serves, and goes on serving; one that abdicates on it never serves.
 //!
 //! The model's traces have separate proposers and acceptors; here a node's
 //! own acceptor answers its proposer at once and crashes with it. A script
 //! steers only what the environment may legitimately do: lose, hold back,
-//! duplicate or delay particular messages, crash and restart nodes, and keep
-//! a node's timers from firing (an overloaded runtime: safety must never
-//! depend on timers firing on time, since deadlines are data checked in the
-//! handlers). The same script runs against the correct protocol, which must
-//! come through it unharmed and then, once the network heals, elect a
-//! leader again. Each script reports whether it got as far as its critical
-//! step, so a pass of the correct protocol is known to have faced it.
+//! duplicate or delay particular messages, crash and restart nodes, step a
+//! wall clock, and keep a node's timers from firing (an overloaded runtime:
+//! safety must never depend on timers firing on time, since deadlines are
+//! data checked in the handlers). The same script runs against the correct
+//! protocol, which must come through it unharmed and then, once the network
+//! heals, elect a leader again. Each script reports whether it got as far as
+//! its critical step, so a pass of the correct protocol is known to have
+//! faced it.
 //!
 //! Roles: `A` and `B` compete, `C` is the acceptor their quorums share. The
 //! seed draws the lease timing, the delays and which node plays which role.
