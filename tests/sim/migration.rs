@@ -12,16 +12,21 @@
 //!   (the faults') is as primary: it registers with a fresh tag, then
 //!   campaigns.
 //! * **Rollback** (at `rollback.at`, after the last restart as primary):
-//!   every primary-mode node is stopped and configured deferring again; it
-//!   comes back after a downtime, before the registration is cleared or
-//!   after (`clear_first`). The operator clears the registration the way
-//!   `leasetso primary clear` does: it reads the `(id, tag)` each reachable
-//!   replica holds and sends that exact `ClearPrimary` to it, each arriving
-//!   after its own delay (so a registration still in flight can land in
-//!   between and survive the exact match), refusing while the registered
-//!   node serves as primary. It repeats the pass every lease period until
-//!   the end of the run, so a registration that lands late (a request of a
-//!   primary sent before it was stopped) is cleared too.
+//!   every primary-mode node is configured deferring again and restarted,
+//!   in one of three orders ([`Order`]): stopped, the registration cleared,
+//!   then started; stopped and started at once (it yields to its own
+//!   registration until the clear); or the clear begun while the primaries
+//!   still run (the CLI refuses only while the registered node serves, so
+//!   another primary may be serving) and the primaries restarted a while
+//!   later. The operator clears the registration the way `leasetso primary
+//!   clear` does: it reads the `(id, tag)` each reachable replica holds and
+//!   sends that exact `ClearPrimary` to it, each arriving after its own
+//!   delay (so a registration still in flight can land in between and
+//!   survive the exact match), refusing while the registered node serves as
+//!   primary. It repeats the pass every lease period until the end of the
+//!   run, so a registration that lands late (a request of a primary sent
+//!   before it was stopped, or a running primary's re-registration after a
+//!   crash) is cleared too.
 //!
 //! Every time is drawn so that the plan is carried out while faults are
 //! still being injected; should a step still be due at the heal, the heal
@@ -31,15 +36,27 @@ use super::check::fmt_time;
 use super::rng::{PPM, Rng};
 use super::world::SEC;
 
+/// In which order a rollback stops the primaries, clears the registration
+/// and starts the nodes again deferring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Stopped, cleared, then started deferring.
+    StopClearStart,
+    /// Stopped and started deferring at once (they yield to their own
+    /// registration), then cleared.
+    RestartThenClear,
+    /// Cleared while the primaries run, which are restarted deferring up to
+    /// five lease periods later.
+    ClearWhileRunning,
+}
+
 /// The operator's undoing of a migration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rollback {
-    /// True time the primaries are stopped.
+    /// True time the rollback begins.
     pub at: u64,
-    /// Whether the registration is cleared before the stopped nodes come
-    /// back deferring (otherwise they come back first, and yield to their own
-    /// registration until it is cleared).
-    pub clear_first: bool,
+    /// In which order.
+    pub order: Order,
 }
 
 /// A migration: which nodes are restarted as primary, when, and whether it
@@ -80,8 +97,9 @@ impl Migration {
         let last = start + gap * (count as u64 - 1);
         let earliest = last + 5 * d_p;
         let latest = chaos_for.saturating_sub(5 * d_p);
+        let orders = [Order::StopClearStart, Order::RestartThenClear, Order::ClearWhileRunning];
         let rollback = (rng.chance(PPM / 5 * 2) && earliest < latest)
-            .then(|| Rollback { at: rng.range(earliest, latest), clear_first: rng.chance(PPM / 2) });
+            .then(|| Rollback { at: rng.range(earliest, latest), order: rng.pick(&orders) });
         Migration { order, start, gap, down_max: 2 * d_p, rollback }
     }
 
@@ -95,7 +113,11 @@ impl Migration {
             fmt_time(self.gap)
         );
         if let Some(r) = self.rollback {
-            let how = if r.clear_first { "cleared, then restarted" } else { "restarted, then cleared" };
+            let how = match r.order {
+                Order::StopClearStart => "stopped, cleared, started",
+                Order::RestartThenClear => "restarted, then cleared",
+                Order::ClearWhileRunning => "cleared while running, then restarted",
+            };
             out.push_str(&format!(", rolled back at {} ({how})", fmt_time(r.at)));
         }
         out

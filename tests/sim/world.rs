@@ -29,7 +29,7 @@ use leasetso_core::{
 
 use super::check::{Issued, ReplicaLog, StoreMark, Violation, ViolationKind, fmt_time};
 use super::clock::Clock;
-use super::migration::Migration;
+use super::migration::{Migration, Order};
 use super::net::{Action, Kind, KindFaults, NetFaults, OpKind, Packet, Payload, Rule};
 use super::rng::{PPM, Rng};
 
@@ -345,6 +345,8 @@ enum Ev {
     },
     /// The operator begins the rollback.
     Rollback,
+    /// The operator restarts the primaries deferring, the clear under way.
+    RollbackStop,
     /// The operator's clear pass over the replicas.
     ClearPass,
     /// An operator's `ClearPrimary(id, tag)` reaches replica `replica`.
@@ -364,6 +366,9 @@ struct Operator {
     rolled_back: bool,
     /// Stopped nodes that come back deferring once the clear is done.
     awaiting: Vec<usize>,
+    /// The primaries still run while the clear goes on; they are to be
+    /// restarted deferring (at `Ev::RollbackStop`).
+    stop_pending: bool,
 }
 
 /// A scheduled event in the queue: its time, its scheduling order, and
@@ -819,6 +824,10 @@ impl World {
             }
             Ev::Rollback => {
                 self.rollback();
+                Ok(())
+            }
+            Ev::RollbackStop => {
+                self.rollback_stop();
                 Ok(())
             }
             Ev::ClearPass => {
@@ -1664,13 +1673,34 @@ impl World {
         self.operator.rolled_back = true;
         self.stats.rollbacks += 1;
         self.tr(|| "operator: rollback begins".into());
-        for i in 0..self.slots.len() {
-            if self.slots[i].cfg.mode == Mode::Primary {
-                self.operator_restart(i, Mode::Deferring, m.down_max, r.clear_first);
+        if r.order == Order::ClearWhileRunning {
+            self.operator.stop_pending = true;
+            let at = self.now + self.mig_rng.range(0, 5 * self.d_p());
+            self.schedule(at, Ev::RollbackStop);
+        } else {
+            for i in 0..self.slots.len() {
+                if self.slots[i].cfg.mode == Mode::Primary {
+                    let hold = r.order == Order::StopClearStart;
+                    self.operator_restart(i, Mode::Deferring, m.down_max, hold);
+                }
             }
         }
         let first = self.now + self.mig_rng.range(0, self.d_p());
         self.schedule(first, Ev::ClearPass);
+    }
+
+    /// The primaries that ran through the clear are restarted deferring.
+    fn rollback_stop(&mut self) {
+        if !std::mem::take(&mut self.operator.stop_pending) {
+            return; // Done at the heal already.
+        }
+        let down_max = self.cfg.migration.as_ref().map_or(0, |m| m.down_max);
+        self.tr(|| "operator: the primaries are restarted deferring".into());
+        for i in 0..self.slots.len() {
+            if self.slots[i].cfg.mode == Mode::Primary {
+                self.operator_restart(i, Mode::Deferring, down_max, false);
+            }
+        }
     }
 
     /// One pass of `leasetso primary clear`: the exact `(id, tag)` each
@@ -1728,16 +1758,20 @@ impl World {
             self.crash(i);
             self.slots[i].cfg.mode = Mode::Primary;
         }
-        if m.rollback.is_some() && !self.operator.rolled_back {
-            self.operator.rolled_back = true;
-            self.stats.rollbacks += 1;
+        let started = self.operator.rolled_back;
+        let pending = !started || std::mem::take(&mut self.operator.stop_pending);
+        if m.rollback.is_some() && pending {
             for i in 0..self.slots.len() {
                 if self.slots[i].cfg.mode == Mode::Primary {
                     self.crash(i);
                     self.slots[i].cfg.mode = Mode::Deferring;
                 }
             }
-            self.schedule(self.now, Ev::ClearPass);
+            if !started {
+                self.operator.rolled_back = true;
+                self.stats.rollbacks += 1;
+                self.schedule(self.now, Ev::ClearPass);
+            }
         }
         self.operator.awaiting.clear();
     }
