@@ -792,15 +792,22 @@ impl Node {
         self.timing.margin
     }
 
-    /// The node's role and what it knows of the window.
+    /// The node's role and what it knows of the window, as of the latest
+    /// input's time.
     pub fn status(&self) -> Status {
+        self.status_at(self.now)
+    }
+
+    /// The same at `now` (a status query between inputs: lease and
+    /// quarantine time left, and the hint, measured at the query).
+    pub fn status_at(&self, now: Instant) -> Status {
         let role = match (self.fence, self.oracle.is_serving(), self.yielded) {
             (_, _, Some(_)) => Role::Yielded,
             (Some(_), true, _) => Role::Leader,
             (Some(_), false, _) => Role::Syncing,
             (None, _, _) => Role::Follower,
         };
-        let now = self.now;
+        let now = now.max(self.now);
         let acceptor = &self.acceptor;
         let (lease, lease_left) = match (self.proposer.held(now), acceptor.lease_expiry(now)) {
             (Some(h), _) => (Some(h.ballot), h.deadline.saturating_since(now)),
@@ -809,7 +816,7 @@ impl Node {
         };
         Status {
             role,
-            leader: self.leader_hint(),
+            leader: self.hint_at(now),
             window_end_ms: self.oracle.window_end_ms(),
             current: self.oracle.current().unwrap_or(Timestamp::ZERO),
             lease,
@@ -823,10 +830,14 @@ impl Node {
 
     /// Who holds the lease, as far as this node knows.
     pub fn leader_hint(&self) -> Option<NodeId> {
-        if self.lease_deadline.is_some_and(|d| self.now < d) {
+        self.hint_at(self.now)
+    }
+
+    fn hint_at(&self, now: Instant) -> Option<NodeId> {
+        if self.lease_deadline.is_some_and(|d| now < d) {
             return Some(self.cfg.id);
         }
-        self.learner.owner(self.now).filter(|&o| o != self.cfg.id)
+        self.learner.owner(now).filter(|&o| o != self.cfg.id)
     }
 
     /// Whether this node serves at `now`: the lease held with margin, and the

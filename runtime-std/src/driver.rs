@@ -36,7 +36,7 @@ const MAX_DRIVER_SLEEP: Duration = Duration::from_secs(1);
 /// Inputs taken per lock of the node, at most.
 const BATCH: usize = 256;
 /// How often a node that lost its restart counter asks its peers again.
-const RESTART_ASK_EVERY: Duration = Duration::from_millis(500);
+const RESTART_ASK_EVERY: Duration = Duration::from_millis(100);
 /// How long a shutdown waits for the Release to reach the peers.
 const RELEASE_FLUSH: Duration = Duration::from_millis(500);
 

@@ -241,6 +241,11 @@ impl PeerNet {
         if self.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
+        // Wakes every link thread at once to see the flag (a word no
+        // connection of theirs answers to).
+        for link in self.links.iter().flatten() {
+            let _ = link.tx.try_send(Cmd::Dead(u64::MAX));
+        }
         // Wakes the acceptor's blocked `accept`.
         let _ = TcpStream::connect_timeout(&loopback(self.listen_addr), IO_TIMEOUT);
         for (_, (_, stream)) in lock(&self.incoming).drain() {
@@ -654,7 +659,10 @@ impl Link {
                         for ack in acks.drain(..) {
                             let _ = ack.send(());
                         }
-                        return Err(io::Error::new(io::ErrorKind::ConnectionReset, "the peer closed the link"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionReset,
+                            "the peer closed the link",
+                        ));
                     }
                 }
                 next = if out.len() < WRITE_BATCH { self.rx.try_recv().ok() } else { None };

@@ -179,7 +179,7 @@ impl Shared {
     pub(crate) fn status(&self) -> Option<Status> {
         let guard = self.node.lock().ok()?;
         Some(match guard.as_ref() {
-            Some(node) => node.status(),
+            Some(node) => node.status_at(self.clock.now()),
             None => Status {
                 role: leasetso_core::Role::Follower,
                 leader: None,
