@@ -881,17 +881,9 @@ impl Node {
 
     fn start_round(&mut self, kind: RoundKind, now: Instant) {
         let Some(fence) = self.fence else { return };
-        let id = self.next_request_id;
-        self.next_request_id += 1;
-        self.round = Some(Round {
-            id,
-            kind,
-            deadline: now + self.cfg.store_timeout,
-            acks: NodeSet::EMPTY,
-            failures: NodeSet::EMPTY,
-            registered: NodeSet::EMPTY,
-            max_window_ms: 0,
-        });
+        let round = self.new_round(kind, now);
+        let id = round.id;
+        self.round = Some(round);
         // Deferring nodes check for a primary in the same transaction as the
         // write (S2); a primary writes regardless.
         let check_primary = self.cfg.mode == Mode::Deferring;
@@ -903,11 +895,11 @@ impl Node {
         self.fan_out(id, op);
     }
 
-    /// A registration (primary) or registration read (yielded) on every replica.
-    fn start_admin(&mut self, kind: RoundKind, now: Instant) {
+    /// A round with a fresh request id, done or failed by `now + store_timeout`.
+    fn new_round(&mut self, kind: RoundKind, now: Instant) -> Round {
         let id = self.next_request_id;
         self.next_request_id += 1;
-        self.admin = Some(Round {
+        Round {
             id,
             kind,
             deadline: now + self.cfg.store_timeout,
@@ -915,7 +907,14 @@ impl Node {
             failures: NodeSet::EMPTY,
             registered: NodeSet::EMPTY,
             max_window_ms: 0,
-        });
+        }
+    }
+
+    /// A registration (primary) or registration read (yielded) on every replica.
+    fn start_admin(&mut self, kind: RoundKind, now: Instant) {
+        let round = self.new_round(kind, now);
+        let id = round.id;
+        self.admin = Some(round);
         let op = match kind {
             RoundKind::Register => StoreOp::RegisterPrimary { id: self.cfg.id, tag: self.tag() },
             _ => StoreOp::ReadPrimary,

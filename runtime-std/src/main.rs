@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use leasetso_core::{Ballot, Mode, Role};
 use leasetso_std::client::parse_seeds;
-use leasetso_std::{Client, ClientOptions, NodeConfig, NodeId, Server, ServerConfig};
+use leasetso_std::{Client, ClientError, ClientOptions, NodeConfig, NodeId, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
 /// How long `serve` waits for the node to serve before announcing it is ready anyway.
@@ -327,17 +327,23 @@ fn get_ts(args: GetTsArgs) -> Result<(), String> {
 /// One line per address given: that node's own status (no redirects), or
 /// why it gave none. Fails only if no node answered.
 fn status(args: StatusArgs) -> Result<(), String> {
-    let seeds = parse_seeds(&args.client.addr).map_err(|e| e.to_string())?;
-    // Each node is asked once, without retrying: status reports what is.
-    let opts = ClientOptions { deadline: Duration::ZERO, ..options(&args.client) };
+    each_node(&args.client, |client| client.status().map(|status| status.to_string()))
+}
+
+/// Asks every address of `args` once (no retries: it reports what is) and
+/// prints a line per address, `addr=... ` and what `ask` made of that node's
+/// answer, or its error. Fails, printing nothing, if no node answered.
+fn each_node(args: &ClientArgs, ask: impl Fn(&Client) -> Result<String, ClientError>) -> Result<(), String> {
+    let seeds = parse_seeds(&args.addr).map_err(|e| e.to_string())?;
+    let opts = ClientOptions { deadline: Duration::ZERO, ..options(args) };
     let mut lines = Vec::with_capacity(seeds.len());
     let mut answered = false;
     let mut last_error = String::new();
     for addr in &seeds {
-        match Client::connect_with(*addr, opts).and_then(|c| c.status()) {
-            Ok(status) => {
+        match Client::connect_with(*addr, opts).and_then(|c| ask(&c)) {
+            Ok(line) => {
                 answered = true;
-                lines.push(format!("addr={addr} {status}"));
+                lines.push(format!("addr={addr} {line}"));
             }
             Err(e) => {
                 last_error = e.to_string();
@@ -363,32 +369,10 @@ fn show_registration(r: Option<(NodeId, Ballot)>) -> String {
 
 /// One line per address: the registration that node's replica holds.
 fn primary_show(args: StatusArgs) -> Result<(), String> {
-    let seeds = parse_seeds(&args.client.addr).map_err(|e| e.to_string())?;
-    let opts = ClientOptions { deadline: Duration::ZERO, ..options(&args.client) };
-    let mut lines = Vec::new();
-    let mut answered = false;
-    let mut last_error = String::new();
-    for addr in &seeds {
-        let result =
-            Client::connect_with(*addr, opts).and_then(|c| Ok((c.status()?.node, c.read_primary()?)));
-        match result {
-            Ok((node, registered)) => {
-                answered = true;
-                lines.push(format!("addr={addr} node={} {}", node.0 + 1, show_registration(registered)));
-            }
-            Err(e) => {
-                last_error = e.to_string();
-                lines.push(format!("addr={addr} error={last_error:?}"));
-            }
-        }
-    }
-    if !answered {
-        return Err(format!("no node answered: {last_error}"));
-    }
-    for line in lines {
-        println!("{line}");
-    }
-    Ok(())
+    each_node(&args.client, |client| {
+        let node = client.status()?.node;
+        Ok(format!("node={} {}", node.0 + 1, show_registration(client.read_primary()?)))
+    })
 }
 
 /// Parses a tag as `status` and `primary show` print it: `(C,R,N)`.
