@@ -18,6 +18,7 @@
 //! * [`ballot`]: ballots and node ids.
 //! * [`quorum`]: sets of distinct node ids, for counting quorums.
 //! * [`time`]: the monotonic instant the runtimes pass in.
+//! * [`rng`]: the seeded generator behind every backoff jitter.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod ballot;
@@ -27,7 +28,7 @@ pub mod oracle;
 pub mod peer;
 pub mod quorum;
 pub mod resp;
-mod rng;
+pub mod rng;
 pub mod store;
 pub mod time;
 pub mod timestamp;

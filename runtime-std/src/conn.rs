@@ -9,13 +9,14 @@
 //! cannot be trusted further: the thread answers with a fatal error and closes
 //! this connection only.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{self, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use leasetso_core::wire::{LEN_PREFIX, MAX_FRAME_LEN, VERSION};
 use leasetso_core::{ErrorCode, Frame, GetTsError, LeaderHint, LeaseView, StoreOk, StoreOp};
 
+use crate::io::{linger_close, refill};
 use crate::server::{Counters, Shared};
 
 /// Read buffer size: many pipelined requests per read.
@@ -26,12 +27,6 @@ const FRAME_ROOM: usize = LEN_PREFIX + MAX_FRAME_LEN as usize;
 const WRITE_FLUSH: usize = 8 * 1024;
 /// How long an operator's store request may wait for the store thread.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a closing connection waits for the peer's unread bytes, so that
-/// closing does not reset the connection before the peer reads our last frame.
-const LINGER: Duration = Duration::from_millis(250);
-/// The most bytes a closing connection reads and discards.
-const LINGER_BYTES: usize = 64 * 1024;
-
 /// What to do after a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Next {
@@ -78,40 +73,13 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream) {
             return;
         }
         if next == Next::Close || conn.shared.is_stopping() {
-            close(&stream);
+            linger_close(&stream);
             return;
         }
-        // Make room for at least one whole frame after the unread bytes.
-        if start == end {
-            (start, end) = (0, 0);
-        } else if buf.len() - end < FRAME_ROOM {
-            buf.copy_within(start..end, 0);
-            (start, end) = (0, end - start);
-        }
-        match (&stream).read(&mut buf[end..]) {
+        match refill(&stream, &mut buf, &mut start, &mut end, FRAME_ROOM) {
             // The client left, possibly mid-frame: nothing to answer.
-            Ok(0) => return,
-            Ok(n) => end += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
-}
-
-/// Closes after a fatal error: stop sending, then read what the client still
-/// sends for a moment, because closing a socket with unread input resets the
-/// connection and the client might never see the error frame.
-fn close(stream: &TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    if stream.set_read_timeout(Some(LINGER)).is_err() {
-        return;
-    }
-    let mut sink = [0u8; 1024];
-    let mut total = 0;
-    while total < LINGER_BYTES {
-        match (&*stream).read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => total += n,
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
     }
 }

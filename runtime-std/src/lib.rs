@@ -23,6 +23,7 @@ pub mod clock;
 mod conn;
 mod driver;
 pub mod error;
+pub(crate) mod io;
 mod peer;
 mod resp;
 pub mod server;

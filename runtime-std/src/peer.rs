@@ -34,10 +34,12 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant as StdInstant};
 
 use leasetso_core::peer::MAX_PEER_FRAME_LEN;
+use leasetso_core::rng::Rng;
 use leasetso_core::wire::LEN_PREFIX;
 use leasetso_core::{Ballot, Handshake, HandshakeError, NodeId, PeerFrame};
 
 use crate::driver::Input;
+use crate::io::{linger_close, refill};
 use crate::store::Job;
 
 /// Frames queued for one peer at most; more are dropped.
@@ -159,7 +161,7 @@ impl PeerNet {
                 to: NodeId(i as u16),
                 rx,
                 up,
-                rng: seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                rng: Rng::new(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                 conn: 0,
             };
             threads.push(
@@ -416,12 +418,7 @@ pub(crate) fn bound(a: Ballot, b: Ballot) -> Ballot {
 /// Sends `Refused` and closes.
 fn refuse(stream: &TcpStream, e: HandshakeError, ours: Handshake) {
     let _ = write_frame(stream, &PeerFrame::Refused { reason: e.refusal(), theirs: ours });
-    let _ = stream.shutdown(Shutdown::Write);
-    // Read what the peer still sends for a moment, so the close does not
-    // reset the connection before it reads the refusal.
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut sink = [0u8; 512];
-    while matches!((&*stream).read(&mut sink), Ok(n) if n > 0) {}
+    linger_close(stream);
 }
 
 fn write_frame(mut stream: &TcpStream, frame: &PeerFrame) -> io::Result<()> {
@@ -472,7 +469,7 @@ impl FrameReader {
         FrameReader { buf: Box::new([0; READ_BUF]), start: 0, end: 0 }
     }
 
-    fn next(&mut self, mut stream: &TcpStream) -> Result<PeerFrame, ReadError> {
+    fn next(&mut self, stream: &TcpStream) -> Result<PeerFrame, ReadError> {
         loop {
             match PeerFrame::decode(&self.buf[self.start..self.end]) {
                 Ok(Some((frame, used))) => {
@@ -482,16 +479,9 @@ impl FrameReader {
                 Ok(None) => {}
                 Err(e) => return Err(ReadError::Wire(e)),
             }
-            if self.start == self.end {
-                (self.start, self.end) = (0, 0);
-            } else if READ_BUF - self.end < FRAME_ROOM {
-                self.buf.copy_within(self.start..self.end, 0);
-                (self.start, self.end) = (0, self.end - self.start);
-            }
-            match stream.read(&mut self.buf[self.end..]) {
+            match refill(stream, &mut self.buf[..], &mut self.start, &mut self.end, FRAME_ROOM) {
                 Ok(0) => return Err(ReadError::Closed),
-                Ok(n) => self.end += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(_) => {}
                 Err(e) => return Err(ReadError::Io(e)),
             }
         }
@@ -504,7 +494,7 @@ struct Link {
     to: NodeId,
     rx: Receiver<Cmd>,
     up: Arc<AtomicBool>,
-    rng: u64,
+    rng: Rng,
     /// Connections made so far; the current one's number.
     conn: u64,
 }
@@ -546,7 +536,7 @@ impl Link {
                         }
                         last_error = text;
                     }
-                    let pause = if refused { REFUSED_BACKOFF } else { self.jitter(backoff) };
+                    let pause = if refused { REFUSED_BACKOFF } else { self.rng.jitter(backoff) };
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     if !self.idle(pause) {
                         return;
@@ -580,14 +570,6 @@ impl Link {
                 }
             })
             .ok()
-    }
-
-    /// Uniform in `[d/2, d]`, from the link's own generator (xorshift).
-    fn jitter(&mut self, d: Duration) -> Duration {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        d / 2 + d.mul_f64((self.rng % 1000) as f64 / 2000.0)
     }
 
     /// While the link is down: discards what the driver queues (stale by the

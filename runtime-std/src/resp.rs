@@ -19,7 +19,7 @@
 //! violation gets `-ERR Protocol error: ...` and closes this connection only.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +31,7 @@ use leasetso_core::resp::{
 };
 use leasetso_core::{GetTsError, Timestamp};
 
+use crate::io::{linger_close, refill};
 use crate::server::{Counters, Shared};
 
 /// Read buffer size: many pipelined commands per read.
@@ -40,11 +41,6 @@ const WRITE_FLUSH: usize = 16 * 1024;
 /// Room for the largest reply after `WRITE_FLUSH` (`INFO`, `HELLO`: a few
 /// hundred bytes), so the write buffer never grows.
 const REPLY_ROOM: usize = 1024;
-/// How long a closing connection waits for the peer's unread bytes, so that
-/// closing does not reset the connection before the peer reads our last reply.
-const LINGER: Duration = Duration::from_millis(250);
-/// The most bytes a closing connection reads and discards.
-const LINGER_BYTES: usize = 64 * 1024;
 
 /// Open RESP connections, so that shutdown can close them and wait for their threads.
 #[derive(Default)]
@@ -282,19 +278,10 @@ fn serve(shared: &Shared, stream: TcpStream, id: u64) {
             linger_close(&stream);
             return;
         }
-        // Make room for at least one whole command after the unread bytes.
-        if start == end {
-            (start, end) = (0, 0);
-        } else if buf.len() - end < MAX_COMMAND_LEN {
-            buf.copy_within(start..end, 0);
-            (start, end) = (0, end - start);
-        }
-        match (&stream).read(&mut buf[end..]) {
+        match refill(&stream, &mut buf, &mut start, &mut end, MAX_COMMAND_LEN) {
             // The client left, possibly mid-command: nothing to answer.
-            Ok(0) => return,
-            Ok(n) => end += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
     }
 }
@@ -370,22 +357,4 @@ fn flush(mut stream: &TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
     let result = stream.write_all(out);
     out.clear();
     result
-}
-
-/// Closes after the last reply: stop sending, then read what the client
-/// still sends for a moment, because closing a socket with unread input
-/// resets the connection and the client might never see the reply.
-fn linger_close(stream: &TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    if stream.set_read_timeout(Some(LINGER)).is_err() {
-        return;
-    }
-    let mut sink = [0u8; 1024];
-    let mut total = 0;
-    while total < LINGER_BYTES {
-        match (&*stream).read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => total += n,
-        }
-    }
 }
