@@ -153,6 +153,37 @@ fn drain(
         .expect("spawn a drain thread")
 }
 
+/// A child whose output is being drained.
+pub struct Drained {
+    /// The process.
+    pub child: Child,
+    /// Its stdout and stderr, tagged, as they arrive.
+    pub log: Log,
+    /// The stderr lines that contain the ready needle.
+    pub ready: mpsc::Receiver<String>,
+    /// The threads draining its pipes (they end at its exit).
+    pub drains: Vec<JoinHandle<()>>,
+}
+
+/// Spawns `cmd` with no stdin and both pipes drained into a fresh [`Log`]
+/// (so the child never blocks on a full pipe); stderr lines containing
+/// `ready` also go to [`Drained::ready`].
+pub fn spawn_drained(cmd: &mut Command, ready: &'static str) -> Drained {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {:?}: {e}", cmd.get_program()));
+    let log = Log::default();
+    let (tx, rx) = mpsc::channel();
+    let drains = vec![
+        drain(child.stderr.take().expect("piped stderr"), log.clone(), Some("stderr"), Some((ready, tx))),
+        drain(child.stdout.take().expect("piped stdout"), log.clone(), Some("stdout"), None),
+    ];
+    Drained { child, log, ready: rx, drains }
+}
+
 /// Waits up to `timeout` for `child` to exit.
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
@@ -248,28 +279,9 @@ impl ServerProcess {
         data_dir: &Path,
         extra: &[&str],
     ) -> Result<ServerProcess, StartFailure> {
-        let bin = leasetso_bin();
-        let mut child = Command::new(&bin)
-            .arg("serve")
-            .args(["--listen", listen, "--data"])
-            .arg(data_dir)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        let log = Log::default();
-        let (tx, rx) = mpsc::channel();
-        let drains = vec![
-            drain(
-                child.stderr.take().expect("piped stderr"),
-                log.clone(),
-                Some("stderr"),
-                Some(("serving on", tx)),
-            ),
-            drain(child.stdout.take().expect("piped stdout"), log.clone(), Some("stdout"), None),
-        ];
+        let mut cmd = Command::new(leasetso_bin());
+        cmd.arg("serve").args(["--listen", listen, "--data"]).arg(data_dir).args(extra);
+        let Drained { child, log, ready: rx, drains } = spawn_drained(&mut cmd, "serving on");
         let mut server = ServerProcess {
             child,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),

@@ -29,7 +29,7 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::{self, JoinHandle};
@@ -42,8 +42,8 @@ use leasetso_std::{Client, ClientError, ClientOptions};
 use super::netns::Netns;
 use super::proxy::DelayProxy;
 use crate::{
-    Log, RawConn, START_TIMEOUT, STOP_TIMEOUT, TempDir, data_dir, drain, leasetso_bin, send_signal,
-    wait_timeout,
+    Drained, Log, RawConn, START_TIMEOUT, STOP_TIMEOUT, TempDir, data_dir, leasetso_bin, send_signal,
+    spawn_drained, wait_timeout,
 };
 
 /// The peer port of every node in a namespace.
@@ -321,26 +321,11 @@ impl Cluster {
             Some(net) => net.command(i, &bin),
             None => Command::new(&bin),
         };
-        let mut child = cmd
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        let log = Log::default();
-        let (tx, rx) = mpsc::channel();
+        cmd.args(&args);
         let needle = if self.nodes.len() > 1 { "listening on" } else { "serving on" };
+        let Drained { child, log, ready: rx, drains } = spawn_drained(&mut cmd, needle);
         let node = &mut self.nodes[i];
-        node.drains = vec![
-            drain(
-                child.stderr.take().expect("piped stderr"),
-                log.clone(),
-                Some("stderr"),
-                Some((needle, tx)),
-            ),
-            drain(child.stdout.take().expect("piped stdout"), log.clone(), Some("stdout"), None),
-        ];
+        node.drains = drains;
         let header = format!(
             "node {i} (--id {}, start {}, pid {}): {} {}",
             i + 1,
