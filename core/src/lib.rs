@@ -13,6 +13,7 @@
 //! * [`oracle`]: the timestamp window (sync, update, GetTS), after PD.
 //! * [`store`]: the window store's contract and its reference implementation.
 //! * [`wire`]: the client protocol's frames (PROTOCOL.md).
+//! * [`conn`]: the server side of a client connection, as a sans-IO session.
 //! * [`peer`]: the peer protocol's frames and handshake (PROTOCOL.md).
 //! * [`resp`]: the RESP door: Redis protocol requests and replies, for Redis clients.
 //! * [`ballot`]: ballots and node ids.
@@ -22,6 +23,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod ballot;
+pub mod conn;
 pub mod lease;
 pub mod node;
 pub mod oracle;
@@ -35,6 +37,7 @@ pub mod timestamp;
 pub mod wire;
 
 pub use ballot::{Ballot, NodeId};
+pub use conn::{Backend, Served, ServerConn, Tally, TsRefusal};
 pub use lease::{Bugs, LeaseConfig, LeaseConfigError, LeaseMsg, LeaseTiming, Message};
 pub use node::{ConfigError, Event, Mode, Node, NodeConfig, Output, Status, StepDown};
 pub use oracle::{GetTsError, Oracle, OracleConfig, OracleConfigError};
