@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use leasetso_core::peer::PEER_VERSION;
 use leasetso_core::{
-    GetTsError, Handshake, LeaderHint, Mode, Node, NodeConfig, NodeId, Status, StoreOp, StoreReply, Timestamp,
+    Backend, GetTsError, Handshake, LeaderHint, Mode, Node, NodeConfig, NodeId, Status, StoreOp, StoreReply,
+    Tally, Timestamp, TsRefusal,
 };
 use leasetso_sled::SledStore;
 
@@ -227,6 +228,37 @@ impl Shared {
     /// Bit `i` set: the link to node `i` is up (a single node: its own bit).
     pub(crate) fn links_up(&self) -> u32 {
         self.net.as_ref().map_or(1 << self.node_id.0, |net| net.links_up())
+    }
+}
+
+/// What a client connection's session ([`leasetso_core::ServerConn`]) asks of
+/// the node: the shared node under its lock, the peer links' view, and the
+/// server's counters.
+impl Backend for &Shared {
+    fn get_ts(&mut self, count: u32) -> Result<Timestamp, TsRefusal> {
+        Shared::get_ts(self, count).map_err(|e| e.map_or(TsRefusal::Unavailable, TsRefusal::Node))
+    }
+
+    fn status(&mut self) -> Option<Status> {
+        Shared::status(self)
+    }
+
+    fn hint(&self, leader: Option<NodeId>) -> LeaderHint {
+        Shared::hint(self, leader)
+    }
+
+    fn links_up(&self) -> u32 {
+        Shared::links_up(self)
+    }
+
+    fn tally(&mut self, tally: Tally) {
+        let c = &self.counters;
+        match tally {
+            Tally::GetTs => Counters::bump(&c.get_ts_requests, 1),
+            Tally::Timestamps(count) => Counters::bump(&c.timestamps, u64::from(count)),
+            Tally::GetStatus => Counters::bump(&c.status_requests, 1),
+            Tally::Error => Counters::bump(&c.errors, 1),
+        }
     }
 }
 
