@@ -15,6 +15,8 @@
 //! * [`wire`]: the client protocol's frames (PROTOCOL.md).
 //! * [`conn`]: the server side of a client connection, as a sans-IO session.
 //! * [`peer`]: the peer protocol's frames and handshake (PROTOCOL.md).
+//! * [`link`]: the peer link sessions: dialler and acceptor, handshake then frames.
+//! * [`recovery`]: a node that lost its restart counter learns it from its peers.
 //! * [`resp`]: the RESP door: Redis protocol requests and replies, for Redis clients.
 //! * [`ballot`]: ballots and node ids.
 //! * [`quorum`]: sets of distinct node ids, for counting quorums.
@@ -25,10 +27,12 @@
 pub mod ballot;
 pub mod conn;
 pub mod lease;
+pub mod link;
 pub mod node;
 pub mod oracle;
 pub mod peer;
 pub mod quorum;
+pub mod recovery;
 pub mod resp;
 pub mod rng;
 pub mod store;
@@ -39,9 +43,11 @@ pub mod wire;
 pub use ballot::{Ballot, NodeId};
 pub use conn::{Backend, Served, ServerConn, Tally, TsRefusal};
 pub use lease::{Bugs, LeaseConfig, LeaseConfigError, LeaseMsg, LeaseTiming, Message};
+pub use link::{Acceptor, Dialler, LinkError, LinkEvent};
 pub use node::{ConfigError, Event, Mode, Node, NodeConfig, Output, Status, StepDown};
 pub use oracle::{GetTsError, Oracle, OracleConfig, OracleConfigError};
 pub use peer::{Handshake, HandshakeError, PeerFrame, Refusal};
+pub use recovery::{Recovered, Recovery};
 pub use store::{MemStore, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest};
 pub use time::Instant;
 pub use timestamp::{LOGICAL_BITS, MAX_LOGICAL, Timestamp};

@@ -1,0 +1,282 @@
+//! Restart-counter recovery: a node that lost its restart counter learns
+//! from its peers where to start, sans-IO.
+//!
+//! Ballots are unique across a node's starts only because each start's
+//! restart counter is new (see [`Ballot`]). A node whose data dir lost the
+//! counter (a new node, a replaced disk) must not campaign or accept until
+//! it knows a restart above every ballot its lost incarnations used; only
+//! its peers know those, from the lease messages they saw. So before the
+//! node is built it sends [`PeerFrame::RestartQuery`] to its peers, every
+//! [`RESTART_QUERY_EVERY`] to those that have not answered (a link may come
+//! up late, a frame may be lost), and each answers with the highest ballot
+//! of the asker's it has seen ([`PeerFrame::RestartInfo`], from [`Seen`]).
+//! Once a majority of the cluster answered (distinct peers: a duplicate
+//! counts once), every ballot a lost incarnation got accepted by a quorum is
+//! known to one of them, and the node starts with a restart above the
+//! highest *restart* any of them reported, and its ballot counter caught up
+//! to the highest *counter* ([`bound`]: the two maxima come from different
+//! ballots when an older start ran its counter further).
+//!
+//! [`Recovery`] holds that loop's decisions (time in; whom to ask now, and
+//! the outcome, out); the runtime sends the frames, raises the stored
+//! counter and builds the node. [`Seen`] is the answering side's record.
+
+use core::time::Duration;
+
+use crate::ballot::{Ballot, NodeId};
+use crate::lease::Message;
+use crate::quorum::{MAX_NODES, NodeSet, majority};
+use crate::time::Instant;
+
+#[cfg(doc)]
+use crate::peer::PeerFrame;
+
+/// How often a recovering node asks the peers that have not answered yet.
+pub const RESTART_QUERY_EVERY: Duration = Duration::from_millis(100);
+
+/// The component-wise maximum of two ballots of one node: its counter and its
+/// restart each at least as high as either's (the node is `b`'s). A node that
+/// lost its restart counter must start above the highest restart its peers
+/// saw, and a ballot of an older start may carry the higher counter, so the
+/// maximum ballot alone would not do.
+pub fn bound(a: Ballot, b: Ballot) -> Ballot {
+    Ballot { counter: a.counter.max(b.counter), restart: a.restart.max(b.restart), node: b.node }
+}
+
+/// Where a recovered node starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// The lowest restart counter this start may use: one above the highest
+    /// restart a quorum of peers saw from this node. The runtime raises its
+    /// stored counter to at least this and builds the node with what it
+    /// stored.
+    pub restart: u64,
+    /// The bound of every ballot of this node the quorum saw: the node's
+    /// ballot counter catches up to it ([`crate::Node::catch_up`]), so its
+    /// first campaign is not refused for a counter left behind.
+    pub catch_up: Ballot,
+}
+
+/// The recovering node's side (see the module docs).
+#[derive(Clone, Debug)]
+pub struct Recovery {
+    me: NodeId,
+    nodes: u16,
+    answered: NodeSet,
+    highest: Ballot,
+    /// When the next round of queries is due.
+    next_round: Instant,
+    /// The next peer id the current round may ask; `nodes` once it is done.
+    cursor: u16,
+}
+
+impl Recovery {
+    /// Recovery of node `me` of a cluster of `nodes`, started at `now`: the
+    /// first round of queries is due at once. A cluster of one has nobody
+    /// to ask (and nothing to recover: no other node could have seen a
+    /// ballot its own store did not); its runtime starts it directly.
+    pub fn new(me: NodeId, nodes: u16, now: Instant) -> Self {
+        Recovery {
+            me,
+            nodes: nodes.min(MAX_NODES),
+            answered: NodeSet::EMPTY,
+            highest: Ballot { node: me, ..Ballot::ZERO },
+            next_round: now,
+            cursor: nodes,
+        }
+    }
+
+    /// Answers needed: a majority of the cluster, this node not among them.
+    pub fn needed(&self) -> u16 {
+        majority(self.nodes)
+    }
+
+    /// Distinct peers that answered so far.
+    pub fn answered(&self) -> u16 {
+        self.answered.len()
+    }
+
+    /// A peer's [`PeerFrame::RestartInfo`]: the highest ballot of this node's
+    /// it has seen. A second answer of the same peer is ignored (it counts
+    /// once, and its first word stands); so is one from this node's own id
+    /// or a non-member, and every answer once recovery is done.
+    pub fn handle_info(&mut self, from: NodeId, highest: Ballot) {
+        if self.is_done() || from == self.me || from.0 >= self.nodes {
+            return;
+        }
+        if self.answered.insert(from) {
+            self.highest = bound(self.highest, Ballot { node: self.me, ..highest });
+        }
+    }
+
+    /// The next peer to send [`PeerFrame::RestartQuery`] to now, if any:
+    /// call until `None` after every input and at every timeout. A round
+    /// asks every peer that has not answered, once per
+    /// [`RESTART_QUERY_EVERY`]; none once recovery is done.
+    #[must_use = "the queries must be sent"]
+    pub fn poll_query(&mut self, now: Instant) -> Option<NodeId> {
+        if self.is_done() {
+            return None;
+        }
+        if self.cursor >= self.nodes && now >= self.next_round {
+            self.cursor = 0;
+            self.next_round = now + RESTART_QUERY_EVERY;
+        }
+        while self.cursor < self.nodes {
+            let peer = NodeId(self.cursor);
+            self.cursor += 1;
+            if peer != self.me && !self.answered.contains(peer) {
+                return Some(peer);
+            }
+        }
+        None
+    }
+
+    /// When [`Recovery::poll_query`] has the next round (`None` once done).
+    #[must_use = "the runtime must wake at this time"]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (!self.is_done()).then_some(self.next_round)
+    }
+
+    /// Whether a quorum answered.
+    pub fn is_done(&self) -> bool {
+        self.answered.len() >= self.needed()
+    }
+
+    /// Where the node starts, once a quorum answered.
+    #[must_use]
+    pub fn outcome(&self) -> Option<Recovered> {
+        self.is_done()
+            .then(|| Recovered { restart: self.highest.restart.saturating_add(1), catch_up: self.highest })
+    }
+}
+
+/// The answering side's record: the highest ballot of its own each peer was
+/// seen to use, from the lease messages it proposed (never from messages that
+/// merely quote its ballots: a peer's word about another node is not the
+/// record). Fixed size, no allocation.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    ballots: [Ballot; MAX_NODES as usize],
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Seen {
+    /// Nothing seen yet.
+    pub fn new() -> Self {
+        Seen { ballots: [Ballot::ZERO; MAX_NODES as usize] }
+    }
+
+    /// Notes a lease message `from` sent (`from` being the link's id).
+    pub fn observe(&mut self, from: NodeId, msg: &Message) {
+        let Some(b) = msg.proposer_ballot().filter(|b| b.node == from) else { return };
+        if let Some(slot) = self.ballots.get_mut(usize::from(from.0)) {
+            *slot = bound(*slot, b);
+        }
+    }
+
+    /// The bound of the ballots of `id`'s own seen so far (`Ballot::ZERO`
+    /// for none).
+    pub fn highest(&self, id: NodeId) -> Ballot {
+        self.ballots.get(usize::from(id.0)).copied().unwrap_or(Ballot::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::LeaseMsg;
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_millis(n)
+    }
+
+    fn queries(r: &mut Recovery, now: Instant) -> Vec<u16> {
+        let mut v = Vec::new();
+        while let Some(p) = r.poll_query(now) {
+            v.push(p.0);
+        }
+        v
+    }
+
+    #[test]
+    fn asks_the_unanswered_peers_every_interval() {
+        let mut r = Recovery::new(NodeId(2), 5, ms(1000));
+        assert_eq!(r.needed(), 3);
+        assert_eq!(r.poll_timeout(), Some(ms(1000)));
+        assert_eq!(queries(&mut r, ms(1000)), [0, 1, 3, 4]);
+        assert_eq!(r.poll_timeout(), Some(ms(1100)));
+        assert_eq!(queries(&mut r, ms(1099)), [] as [u16; 0], "not due yet");
+        r.handle_info(NodeId(3), Ballot::new(4, 2, NodeId(2)));
+        assert_eq!(queries(&mut r, ms(1100)), [0, 1, 4]);
+        // A round interrupted by an answer skips the peer that answered.
+        let first = r.poll_query(ms(1200));
+        assert_eq!(first, Some(NodeId(0)));
+        r.handle_info(NodeId(1), Ballot::ZERO);
+        assert_eq!(queries(&mut r, ms(1200)), [4]);
+    }
+
+    #[test]
+    fn fewer_than_a_quorum_waits_and_duplicates_count_once() {
+        let mut r = Recovery::new(NodeId(0), 3, ms(0));
+        r.handle_info(NodeId(1), Ballot::new(3, 5, NodeId(0)));
+        r.handle_info(NodeId(1), Ballot::new(9, 9, NodeId(0)));
+        // Own id and non-members do not count either.
+        r.handle_info(NodeId(0), Ballot::new(9, 9, NodeId(0)));
+        r.handle_info(NodeId(3), Ballot::new(9, 9, NodeId(0)));
+        assert_eq!(r.answered(), 1);
+        assert!(!r.is_done());
+        assert_eq!(r.outcome(), None);
+        assert_eq!(queries(&mut r, ms(0)), [2]);
+        r.handle_info(NodeId(2), Ballot::ZERO);
+        assert_eq!(r.outcome(), Some(Recovered { restart: 6, catch_up: Ballot::new(3, 5, NodeId(0)) }));
+        assert_eq!(r.poll_timeout(), None);
+        assert_eq!(r.poll_query(ms(500)), None, "done: nobody is asked");
+    }
+
+    #[test]
+    fn the_highest_restart_wins_not_the_restart_of_the_highest_ballot() {
+        let mut r = Recovery::new(NodeId(1), 5, ms(0));
+        // Node 0 saw a long run of an old start; node 2 a short run of a later one.
+        r.handle_info(NodeId(0), Ballot::new(40, 2, NodeId(1)));
+        r.handle_info(NodeId(2), Ballot::new(3, 7, NodeId(1)));
+        r.handle_info(NodeId(4), Ballot::new(10, 4, NodeId(1)));
+        let out = r.outcome().unwrap();
+        assert_eq!(out.restart, 8, "above restart 7, though (40, 2) is the highest ballot");
+        assert_eq!(out.catch_up, Ballot::new(40, 7, NodeId(1)));
+        // Answers after the quorum change nothing.
+        r.handle_info(NodeId(3), Ballot::new(99, 99, NodeId(1)));
+        assert_eq!(r.outcome(), Some(out));
+    }
+
+    #[test]
+    fn nobody_saw_anything_starts_at_restart_one() {
+        let mut r = Recovery::new(NodeId(0), 3, ms(0));
+        r.handle_info(NodeId(1), Ballot::ZERO);
+        r.handle_info(NodeId(2), Ballot::ZERO);
+        assert_eq!(r.outcome(), Some(Recovered { restart: 1, catch_up: Ballot::ZERO }));
+    }
+
+    #[test]
+    fn seen_records_only_a_nodes_own_proposals() {
+        let mut s = Seen::new();
+        let own = |c, r| Message { msg: LeaseMsg::Prepare { ballot: Ballot::new(c, r, NodeId(1)) } };
+        s.observe(NodeId(1), &own(5, 1));
+        s.observe(NodeId(1), &own(2, 3));
+        // Node 2 quoting node 1's ballot is not node 1's record.
+        s.observe(NodeId(2), &own(50, 50));
+        // Nor is an acceptor's answer, which carries no proposer ballot.
+        s.observe(
+            NodeId(1),
+            &Message { msg: LeaseMsg::Promise { ballot: Ballot::new(60, 60, NodeId(1)), lease: None } },
+        );
+        assert_eq!(s.highest(NodeId(1)), Ballot::new(5, 3, NodeId(1)));
+        assert_eq!(s.highest(NodeId(2)), Ballot::ZERO);
+        assert_eq!(s.highest(NodeId(MAX_NODES)), Ballot::ZERO);
+    }
+}
