@@ -22,9 +22,12 @@
 //! * [`quorum`]: sets of distinct node ids, for counting quorums.
 //! * [`time`]: the monotonic instant the runtimes pass in.
 //! * [`rng`]: the seeded generator behind every backoff jitter.
+//! * [`client`]: the client session: batching, splitting, pipelining, reply matching.
+//! * [`redirect`]: where a client goes after a failure, and how long it waits.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod ballot;
+pub mod client;
 pub mod conn;
 pub mod lease;
 pub mod link;
@@ -33,6 +36,7 @@ pub mod oracle;
 pub mod peer;
 pub mod quorum;
 pub mod recovery;
+pub mod redirect;
 pub mod resp;
 pub mod rng;
 pub mod store;
@@ -41,6 +45,7 @@ pub mod timestamp;
 pub mod wire;
 
 pub use ballot::{Ballot, NodeId};
+pub use client::{CallError, ClientConfig, ClientSession, Completion, Ticket};
 pub use conn::{Backend, Served, ServerConn, Tally, TsRefusal};
 pub use lease::{Bugs, LeaseConfig, LeaseConfigError, LeaseMsg, LeaseTiming, Message};
 pub use link::{Acceptor, Dialler, LinkError, LinkEvent};

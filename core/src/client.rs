@@ -1,0 +1,1033 @@
+//! The client session: batching, splitting, pipelining, reply matching and
+//! redirects, without I/O.
+//!
+//! A [`ClientSession`] is one client's protocol state over a succession of
+//! connections. Its runtime (the blocking `leasetso-std` client, the async
+//! `leasetso-smol` one) moves bytes, opens sockets, reads clocks and wakes
+//! callers; everything the protocol decides happens here:
+//!
+//! * **Callers** are queued with what they ask and when they asked
+//!   ([`ClientSession::push`], [`ClientSession::push_call`]), each under a
+//!   [`Ticket`]. Concurrent GetTS callers are merged into one request with
+//!   the summed count (as PD's client does), at most
+//!   [`ClientConfig::max_batch`] timestamps (a single caller asking for more
+//!   goes alone), and the reply's range is split among them exactly, in
+//!   queue order: each caller gets the last timestamp of its own sub-range,
+//!   the first caller the lowest (C1).
+//! * **Pipelining**: up to [`ClientConfig::max_in_flight`] requests are
+//!   outstanding on one connection, the first ones right behind the Hello
+//!   (PROTOCOL.md, "Conversation"). The server answers in order, but replies
+//!   are matched by request id anyway; a reply that answers nothing
+//!   outstanding closes the connection (C2).
+//! * **Handshake**: a connection's first frame is Hello; its answer must be a
+//!   Welcome of this version and, unless the configured cluster id is 0, of
+//!   this cluster (C3). An Error with id 0 and a fatal code closes the
+//!   connection (C4).
+//! * **Failures**: on a retryable one (NotLeader, LogicalExhausted, Internal;
+//!   a connection refused, lost or timed out) the callers of the failed
+//!   requests go back into the queue in arrival order, never lost and never
+//!   answered twice (C5), and the [`redirect`](crate::redirect) rules decide
+//!   where the next attempt goes and after which pause; the runtime learns it
+//!   from [`ClientSession::poll_action`] and [`ClientSession::poll_timeout`].
+//!   A request whose oldest caller arrived more than
+//!   [`ClientConfig::deadline`] ago is not retried: its callers get the error
+//!   (C6). No new attempt starts after the deadline, but the attempt under
+//!   way finishes, and the last pause is cut short so that the last attempt
+//!   starts at the deadline rather than not at all.
+//! * **Completions** are drained with [`ClientSession::poll_completion`].
+//!
+//! Status, ReadPrimary and ClearPrimary go through the same session (one
+//! request each, never merged): Status retries like GetTS (every node
+//! answers it, so only connection failures retry it), the primary requests
+//! are never retried (they are about the replica of the node talked to,
+//! and an operator decides what to do after a failure).
+//!
+//! # Driving it
+//!
+//! After every input (`push`, [`connected`](ClientSession::connected),
+//! [`handle_input`](ClientSession::handle_input),
+//! [`connection_failed`](ClientSession::connection_failed),
+//! [`handle_timeout`](ClientSession::handle_timeout)) the runtime drains
+//! completions, performs the actions ([`Action::Connect`]: open a connection
+//! and report `connected` or `connection_failed`; [`Action::Close`]: drop the
+//! socket, nothing more is read from it), writes what
+//! [`poll_transmit`](ClientSession::poll_transmit) encodes, reads while
+//! [`awaiting_reply`](ClientSession::awaiting_reply), and calls
+//! `handle_timeout` when [`poll_timeout`](ClientSession::poll_timeout)
+//! passes. The runtime enforces its connect timeout itself (a connect that
+//! takes too long is `connection_failed` with [`Broken::Unreachable`]); the
+//! session enforces the request timeout through `poll_timeout`. Time is
+//! always an argument. Nothing allocates per call once the queues have grown
+//! to the load: they keep their capacity.
+//!
+//! The runtime's own transport errors (an `io::Error`, say) are carried as
+//! `E` in [`CallError::Transport`], so a caller gets the runtime's error
+//! with its cause, and the core stays free of I/O types.
+
+use core::net::SocketAddr;
+use core::time::Duration;
+use std::collections::VecDeque;
+
+use crate::ballot::{Ballot, NodeId};
+use crate::redirect::{Failure, Redirect};
+use crate::rng::Rng;
+use crate::time::Instant;
+use crate::timestamp::{MAX_LOGICAL, Timestamp};
+use crate::wire::{
+    ErrorCode, Frame, LEN_PREFIX, LeaderHint, LeaseView, MAX_FRAME_LEN, Role, VERSION, WireError,
+};
+
+/// The largest count one request can carry: a range must fit one millisecond.
+pub const MAX_COUNT: u32 = MAX_LOGICAL - 1;
+
+/// The least room [`ClientSession::poll_transmit`] needs to make progress:
+/// one frame of the largest size.
+pub const TRANSMIT_MIN: usize = LEN_PREFIX + MAX_FRAME_LEN as usize;
+
+/// Room for one whole frame of the largest size: a partial frame left over
+/// from one input waits here for the next.
+const RX: usize = LEN_PREFIX + MAX_FRAME_LEN as usize;
+
+/// How a [`ClientSession`] behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The cluster the client expects; 0 accepts any (C3).
+    pub cluster_id: u64,
+    /// How long the oldest outstanding request (or the Hello) may wait for
+    /// its answer before the connection counts as timed out. Zero waits
+    /// forever.
+    pub request_timeout: Duration,
+    /// How long a request keeps being retried after its oldest caller's
+    /// arrival (C6). Zero makes exactly one attempt.
+    pub deadline: Duration,
+    /// The first pause before a retry; it doubles per pause up to
+    /// `max_backoff`, and each pause is drawn uniformly from `[pause/2,
+    /// pause]`.
+    pub retry_backoff: Duration,
+    /// The longest pause between retries.
+    pub max_backoff: Duration,
+    /// The most timestamps merged into one request (PD: 10,000), clamped to
+    /// `1..=MAX_COUNT`. A server that refuses a merged batch as
+    /// `CountTooLarge` (it hands out fewer per millisecond) halves the cap
+    /// for this session and the same callers are sent again, so only a
+    /// caller whose own count is too large gets that error.
+    pub max_batch: u32,
+    /// The most requests outstanding on one connection, at least 1.
+    pub max_in_flight: usize,
+}
+
+impl Default for ClientConfig {
+    /// Any cluster, 3 s per reply, retries for 7 s (over 2 × D_A = 6.1 s
+    /// with the default 3 s lease, so a call caught in a failover gets the
+    /// new leader's timestamp) with pauses from 10 ms doubling to 250 ms,
+    /// batches of up to 10,000, two requests in flight.
+    fn default() -> Self {
+        ClientConfig {
+            cluster_id: 0,
+            request_timeout: Duration::from_secs(3),
+            deadline: Duration::from_secs(7),
+            retry_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(250),
+            max_batch: 10_000,
+            max_in_flight: 2,
+        }
+    }
+}
+
+/// Why a [`ClientSession`] cannot be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientConfigError {
+    /// No server address was given.
+    #[error("no server address given")]
+    NoSeeds,
+    /// `max_in_flight` is 0: no request could ever be sent.
+    #[error("max_in_flight must be at least 1")]
+    NoneInFlight,
+}
+
+/// One caller's place in a session: completions name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(u64);
+
+impl Ticket {
+    /// The ticket's number: tickets are numbered from 0 in the order the
+    /// callers arrived.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// What a caller asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// `count` timestamps; merged with other callers'.
+    Ts {
+        /// How many, `1..=MAX_COUNT`.
+        count: u32,
+    },
+    /// The status of the node talked to.
+    Status,
+    /// The primary registration on the replica of the node talked to.
+    ReadPrimary,
+    /// Clear the registration on the replica of the node talked to if it is
+    /// exactly `(node, tag)`.
+    ClearPrimary {
+        /// The registered node.
+        node: NodeId,
+        /// Its tag.
+        tag: Ballot,
+    },
+}
+
+impl Call {
+    /// Whether a failure that may pass is retried for this call (the
+    /// primary requests are not: module documentation).
+    fn retried(self) -> bool {
+        matches!(self, Call::Ts { .. } | Call::Status)
+    }
+}
+
+/// A node's status, as [`Frame::Status`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusReply {
+    /// The node's role.
+    pub role: Role,
+    /// The answering node.
+    pub node: NodeId,
+    /// Who serves, as far as the node knows.
+    pub leader: LeaderHint,
+    /// The saved window end in ms (0 unless serving).
+    pub window_end_ms: u64,
+    /// The last timestamp handed out (zero unless serving).
+    pub current: Timestamp,
+    /// The lease, the quarantine, the fence and the peer links.
+    pub view: LeaseView,
+}
+
+/// A successful call's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The last timestamp of the caller's own range (`count` timestamps
+    /// ending here, in one physical millisecond).
+    Ts(Timestamp),
+    /// The node's status.
+    Status(StatusReply),
+    /// The registration on the node's replica (after the clear, for
+    /// [`Call::ClearPrimary`]).
+    Primary(Option<(NodeId, Ballot)>),
+}
+
+/// How a connection failed, as the runtime reports it: the redirect rules
+/// treat the two differently (R2, R4 in [`redirect`](crate::redirect)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Broken {
+    /// No connection could be made (refused, no route, connect timeout), or
+    /// the server did not answer within a timeout the runtime enforces.
+    Unreachable,
+    /// An open connection failed: closed by the server, or an I/O error.
+    Lost,
+}
+
+/// Why a call failed. `E` is the runtime's transport error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError<E> {
+    /// The server refused the request (or the handshake: a fatal code).
+    #[error("server {addr} answered {code:?}")]
+    Server {
+        /// The server.
+        addr: SocketAddr,
+        /// Its error code.
+        code: ErrorCode,
+        /// Who serves, as far as the server knows (for `NotLeader`).
+        leader: LeaderHint,
+    },
+    /// The server sent bytes that are not a frame.
+    #[error("protocol error from {addr}: {source}")]
+    Protocol {
+        /// The server.
+        addr: SocketAddr,
+        /// What is wrong with the bytes.
+        #[source]
+        source: WireError,
+    },
+    /// The server sent a well-formed frame that does not answer the request.
+    #[error("unexpected reply from {addr}: {what}")]
+    Unexpected {
+        /// The server.
+        addr: SocketAddr,
+        /// What was wrong with it.
+        what: &'static str,
+    },
+    /// No answer within [`ClientConfig::request_timeout`].
+    #[error("no answer from {addr} within {after:?}")]
+    Timeout {
+        /// The server.
+        addr: SocketAddr,
+        /// The timeout that ran out.
+        after: Duration,
+    },
+    /// A count no request can carry.
+    #[error("count {count} is invalid: must be between 1 and {max}")]
+    InvalidCount {
+        /// The count asked for.
+        count: u32,
+        /// The largest count a request may carry.
+        max: u32,
+    },
+    /// The connection failed, as the runtime reported it.
+    #[error("{error}")]
+    Transport {
+        /// The server.
+        addr: SocketAddr,
+        /// How it failed.
+        broken: Broken,
+        /// The runtime's error.
+        error: E,
+    },
+}
+
+impl<E> CallError<E> {
+    /// How the redirect rules see this error, if it may pass.
+    fn failure(&self) -> Option<Failure> {
+        match *self {
+            CallError::Server { code, leader, .. } if code.is_retryable() => {
+                Some(Failure::Server { code, leader })
+            }
+            CallError::Timeout { .. } => Some(Failure::Unreachable),
+            CallError::Transport { broken: Broken::Unreachable, .. } => Some(Failure::Unreachable),
+            CallError::Transport { broken: Broken::Lost, .. } => Some(Failure::Lost),
+            _ => None,
+        }
+    }
+}
+
+/// A finished call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion<E> {
+    /// Whose call.
+    pub ticket: Ticket,
+    /// Its answer or why it failed.
+    pub result: Result<Answer, CallError<E>>,
+}
+
+/// What the runtime must do with its socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Open a connection to this address (dropping any other), then report
+    /// [`ClientSession::connected`] or [`ClientSession::connection_failed`].
+    Connect(SocketAddr),
+    /// Drop the connection: nothing more is to be read from it or reported
+    /// about it.
+    Close,
+}
+
+/// Where the session's connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnState {
+    /// No connection (one may be wanted: see [`ClientSession::poll_action`]).
+    Closed,
+    /// [`Action::Connect`] was given; the runtime has not reported back.
+    Connecting(SocketAddr),
+    /// Connected; the Welcome has not arrived.
+    Handshaking(SocketAddr),
+    /// Welcomed by `node`.
+    Ready {
+        /// The server.
+        addr: SocketAddr,
+        /// Its node id, from the Welcome.
+        node: NodeId,
+    },
+}
+
+/// The connection as the session tracks it.
+#[derive(Clone, Copy, Debug)]
+enum Conn {
+    Closed,
+    Connecting,
+    Open {
+        /// Whether the Hello went out.
+        hello_sent: bool,
+        /// The welcoming node, once the Welcome is in.
+        welcomed: Option<NodeId>,
+        /// When the Hello went out: the handshake's timeout counts from it.
+        hello_at: Instant,
+    },
+}
+
+/// A queued or in-flight caller.
+#[derive(Clone, Copy, Debug)]
+struct Caller {
+    ticket: Ticket,
+    call: Call,
+    /// When the caller arrived.
+    since: Instant,
+}
+
+/// An outstanding request; its callers are the next `callers` entries of
+/// `ClientSession::sent` after those of the requests before it.
+#[derive(Clone, Copy, Debug)]
+struct Request {
+    id: u64,
+    call: Call,
+    callers: usize,
+    /// The oldest caller's arrival: the request's deadline counts from it (C6).
+    since: Instant,
+    sent_at: Instant,
+    /// The failures handled before it was sent: a failure of a request sent
+    /// before the last one was handled is old news and moves nothing.
+    epoch: u64,
+}
+
+/// One client's protocol state (module documentation).
+#[derive(Debug)]
+pub struct ClientSession<E> {
+    config: ClientConfig,
+    /// `config.max_batch` clamped, lowered on a refused merged batch.
+    max_batch: u32,
+    redirect: Redirect,
+    conn: Conn,
+    /// Connect even with nobody queued: set by [`ClientSession::open`],
+    /// cleared by the handshake's outcome.
+    eager: bool,
+    /// An [`Action::Close`] is owed to the runtime.
+    close_pending: bool,
+    /// No new attempt before this.
+    paused_until: Option<Instant>,
+    /// Callers not sent, in arrival (ticket) order (C5 keeps it so).
+    queue: VecDeque<Caller>,
+    /// Callers of the in-flight requests, in send order.
+    sent: VecDeque<Caller>,
+    /// Outstanding requests, in send order.
+    in_flight: VecDeque<Request>,
+    done: VecDeque<Completion<E>>,
+    next_ticket: u64,
+    next_id: u64,
+    /// Failures handled so far (see [`Request::epoch`]).
+    epoch: u64,
+    last_error: Option<CallError<E>>,
+    rx: [u8; RX],
+    rx_len: usize,
+}
+
+impl<E: Clone> ClientSession<E> {
+    /// A session over `seeds` (the first is tried first), its pauses
+    /// jittered from `rng_seed`. Nothing is connected until a caller is
+    /// queued or [`ClientSession::open`] is called.
+    pub fn new(config: ClientConfig, seeds: &[SocketAddr], rng_seed: u64) -> Result<Self, ClientConfigError> {
+        if config.max_in_flight == 0 {
+            return Err(ClientConfigError::NoneInFlight);
+        }
+        let redirect = Redirect::new(seeds, config.retry_backoff, config.max_backoff, Rng::new(rng_seed))
+            .ok_or(ClientConfigError::NoSeeds)?;
+        Ok(ClientSession {
+            config,
+            max_batch: config.max_batch.clamp(1, MAX_COUNT),
+            redirect,
+            conn: Conn::Closed,
+            eager: false,
+            close_pending: false,
+            paused_until: None,
+            queue: VecDeque::with_capacity(64),
+            sent: VecDeque::with_capacity(64),
+            in_flight: VecDeque::with_capacity(config.max_in_flight),
+            done: VecDeque::with_capacity(64),
+            next_ticket: 0,
+            next_id: 1,
+            epoch: 0,
+            last_error: None,
+            rx: [0; RX],
+            rx_len: 0,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The server talked to now: it moves when a server redirects the
+    /// session and when it falls back on the seeds.
+    pub fn addr(&self) -> SocketAddr {
+        self.redirect.addr()
+    }
+
+    /// The seeds, in the order given.
+    pub fn seeds(&self) -> &[SocketAddr] {
+        self.redirect.seeds()
+    }
+
+    /// Where the connection stands.
+    pub fn state(&self) -> ConnState {
+        let addr = self.addr();
+        match self.conn {
+            Conn::Closed => ConnState::Closed,
+            Conn::Connecting => ConnState::Connecting(addr),
+            Conn::Open { welcomed: None, .. } => ConnState::Handshaking(addr),
+            Conn::Open { welcomed: Some(node), .. } => ConnState::Ready { addr, node },
+        }
+    }
+
+    /// Whether an [`open`](ClientSession::open) is still under way: false
+    /// once its handshake succeeded or failed.
+    pub fn opening(&self) -> bool {
+        self.eager
+    }
+
+    /// The error of the last failed attempt or call, if any.
+    pub fn last_error(&self) -> Option<&CallError<E>> {
+        self.last_error.as_ref()
+    }
+
+    /// The most timestamps merged into one request now.
+    pub fn max_batch(&self) -> u32 {
+        self.max_batch
+    }
+
+    /// Requests outstanding on the connection.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Callers waiting to be sent.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The oldest caller not answered yet (queued or in flight), if any: a
+    /// runtime that drives the session from one caller's thread hands that
+    /// role to it.
+    pub fn pending(&self) -> Option<Ticket> {
+        match (self.sent.front(), self.queue.front()) {
+            (Some(a), Some(b)) => Some(a.ticket.min(b.ticket)),
+            (a, b) => a.or(b).map(|c| c.ticket),
+        }
+    }
+
+    /// Whether the server owes an answer on the open connection (the
+    /// Welcome or a reply): the runtime should be reading.
+    pub fn awaiting_reply(&self) -> bool {
+        match self.conn {
+            Conn::Open { hello_sent, welcomed, .. } => {
+                (hello_sent && welcomed.is_none()) || !self.in_flight.is_empty()
+            }
+            Conn::Closed | Conn::Connecting => false,
+        }
+    }
+
+    /// Queues a caller for `count` timestamps; its [`Answer::Ts`] comes as a
+    /// completion under the returned ticket. A count no request can carry
+    /// completes at once with [`CallError::InvalidCount`].
+    pub fn push(&mut self, count: u32, now: Instant) -> Ticket {
+        self.push_call(Call::Ts { count }, now)
+    }
+
+    /// Queues a caller for `call`.
+    pub fn push_call(&mut self, call: Call, now: Instant) -> Ticket {
+        self.expire(now);
+        let ticket = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        if let Call::Ts { count } = call {
+            if count == 0 || count > MAX_COUNT {
+                let result = Err(CallError::InvalidCount { count, max: MAX_COUNT });
+                self.done.push_back(Completion { ticket, result });
+                return ticket;
+            }
+        }
+        self.queue.push_back(Caller { ticket, call, since: now });
+        ticket
+    }
+
+    /// Opens a connection to the `seed`-th seed (counting round) even with
+    /// nobody queued, dropping any current one and forgetting any pause: a
+    /// client's first connection, which makes one pass over the seeds. The
+    /// outcome shows in [`state`](ClientSession::state) (`Ready`) or, once
+    /// [`opening`](ClientSession::opening) is false without it, in
+    /// [`last_error`](ClientSession::last_error).
+    pub fn open(&mut self, seed: usize) {
+        self.drop_connection();
+        self.redirect.go_seed(seed);
+        self.paused_until = None;
+        self.eager = true;
+    }
+
+    /// The next thing to do with the socket.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if self.close_pending {
+            self.close_pending = false;
+            return Some(Action::Close);
+        }
+        let wanted = self.eager || !self.queue.is_empty();
+        if matches!(self.conn, Conn::Closed) && wanted && self.paused_until.is_none() {
+            self.conn = Conn::Connecting;
+            return Some(Action::Connect(self.addr()));
+        }
+        None
+    }
+
+    /// The connection asked for by [`Action::Connect`] is open.
+    pub fn connected(&mut self, now: Instant) {
+        if matches!(self.conn, Conn::Connecting) {
+            self.conn = Conn::Open { hello_sent: false, welcomed: None, hello_at: now };
+            self.rx_len = 0;
+        }
+    }
+
+    /// Encodes what is to be sent into `buf` (the Hello, then requests up to
+    /// `max_in_flight` and the batch cap) and returns the bytes written; 0
+    /// when there is nothing to send. `buf` needs at least [`TRANSMIT_MIN`]
+    /// bytes to be sure of progress; frames that do not fit wait for the
+    /// next call.
+    #[must_use]
+    pub fn poll_transmit(&mut self, buf: &mut [u8], now: Instant) -> usize {
+        self.expire(now);
+        let Conn::Open { hello_sent, welcomed, .. } = self.conn else {
+            return 0;
+        };
+        let mut written = 0;
+        if !hello_sent {
+            let hello = Frame::Hello { version: VERSION, cluster_id: self.config.cluster_id };
+            match hello.encode(&mut &mut buf[written..]) {
+                Ok(n) => written += n,
+                Err(_) => return 0,
+            }
+            self.conn = Conn::Open { hello_sent: true, welcomed, hello_at: now };
+        }
+        while self.paused_until.is_none() && self.in_flight.len() < self.config.max_in_flight {
+            let Some((frame, callers)) = self.next_request() else {
+                break;
+            };
+            let Ok(n) = frame.encode(&mut &mut buf[written..]) else {
+                // No room: the callers stay queued for the next call.
+                break;
+            };
+            written += n;
+            self.commit_request(frame, callers, now);
+        }
+        written
+    }
+
+    /// Feeds bytes read from the connection, received at `now`. Bytes after
+    /// a frame that closes the connection are ignored, as is input while no
+    /// connection is open.
+    pub fn handle_input(&mut self, mut bytes: &[u8], now: Instant) {
+        self.expire(now);
+        // A partial frame left over: complete it first.
+        while self.rx_len > 0 && !bytes.is_empty() && self.is_open() {
+            let take = (RX - self.rx_len).min(bytes.len());
+            self.rx[self.rx_len..self.rx_len + take].copy_from_slice(&bytes[..take]);
+            self.rx_len += take;
+            bytes = &bytes[take..];
+            let mut used = 0;
+            while self.is_open() {
+                match Frame::decode(&self.rx[used..self.rx_len]) {
+                    Ok(Some((frame, n))) => {
+                        used += n;
+                        self.on_frame(frame, now);
+                    }
+                    Ok(None) => break,
+                    Err(source) => {
+                        self.fail_connection(CallError::Protocol { addr: self.addr(), source }, now);
+                    }
+                }
+            }
+            if !self.is_open() {
+                return;
+            }
+            // A full buffer always holds a whole frame or an error, so this
+            // leaves room for the next round.
+            self.rx.copy_within(used..self.rx_len, 0);
+            self.rx_len -= used;
+        }
+        if self.rx_len > 0 {
+            return;
+        }
+        while self.is_open() {
+            match Frame::decode(bytes) {
+                Ok(Some((frame, n))) => {
+                    bytes = &bytes[n..];
+                    self.on_frame(frame, now);
+                }
+                Ok(None) => {
+                    // `decode` refuses a declared length over the limit, so
+                    // a partial frame fits `rx`.
+                    let keep = bytes.len().min(RX);
+                    self.rx[..keep].copy_from_slice(&bytes[..keep]);
+                    self.rx_len = keep;
+                    return;
+                }
+                Err(source) => {
+                    self.fail_connection(CallError::Protocol { addr: self.addr(), source }, now);
+                }
+            }
+        }
+    }
+
+    /// The connection failed (or [`Action::Connect`] could not make one):
+    /// the runtime has dropped it. `error` is handed to the callers that
+    /// fail because of it.
+    pub fn connection_failed(&mut self, broken: Broken, error: E, now: Instant) {
+        self.expire(now);
+        if matches!(self.conn, Conn::Closed) {
+            return;
+        }
+        self.conn = Conn::Closed;
+        let err = CallError::Transport { addr: self.addr(), broken, error };
+        self.retry(None, err, now);
+    }
+
+    /// When [`handle_timeout`](ClientSession::handle_timeout) is due next: a
+    /// pause's end or the oldest outstanding request's timeout.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let request = self.request_deadline();
+        match (self.paused_until, request) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Time has come to `now`: ends a pause that is over, and times out the
+    /// connection if its oldest request waited too long.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire(now);
+        if self.request_deadline().is_some_and(|at| at <= now) {
+            self.conn = Conn::Closed;
+            self.close_pending = true;
+            let err = CallError::Timeout { addr: self.addr(), after: self.config.request_timeout };
+            self.retry(None, err, now);
+        }
+    }
+
+    /// The next finished call.
+    #[must_use]
+    pub fn poll_completion(&mut self) -> Option<Completion<E>> {
+        self.done.pop_front()
+    }
+
+    fn is_open(&self) -> bool {
+        matches!(self.conn, Conn::Open { .. })
+    }
+
+    fn expire(&mut self, now: Instant) {
+        if self.paused_until.is_some_and(|at| at <= now) {
+            self.paused_until = None;
+        }
+    }
+
+    /// When the oldest outstanding answer times out, if one is owed.
+    fn request_deadline(&self) -> Option<Instant> {
+        if self.config.request_timeout.is_zero() {
+            return None;
+        }
+        let Conn::Open { hello_sent, welcomed, hello_at } = self.conn else {
+            return None;
+        };
+        let since = if hello_sent && welcomed.is_none() {
+            Some(hello_at)
+        } else {
+            self.in_flight.front().map(|r| r.sent_at)
+        };
+        since.map(|at| at + self.config.request_timeout)
+    }
+
+    /// The request the queue's head makes, and how many callers it takes:
+    /// consecutive GetTS callers up to the batch cap (the first always, C1),
+    /// any other call alone. Takes nothing off the queue.
+    fn next_request(&self) -> Option<(Frame, usize)> {
+        let first = self.queue.front()?;
+        let id = self.next_id;
+        Some(match first.call {
+            Call::Ts { .. } => {
+                let mut total = 0u32;
+                let mut callers = 0;
+                for caller in &self.queue {
+                    let Call::Ts { count } = caller.call else { break };
+                    // Both at most MAX_COUNT < 2^18: no overflow.
+                    if callers > 0 && total + count > self.max_batch {
+                        break;
+                    }
+                    total += count;
+                    callers += 1;
+                }
+                (Frame::GetTs { id, count: total }, callers)
+            }
+            Call::Status => (Frame::GetStatus { id }, 1),
+            Call::ReadPrimary => (Frame::ReadPrimary { id }, 1),
+            Call::ClearPrimary { node, tag } => (Frame::ClearPrimary { id, node, tag }, 1),
+        })
+    }
+
+    /// Moves the callers of the encoded `frame` from the queue to `sent`.
+    fn commit_request(&mut self, frame: Frame, callers: usize, now: Instant) {
+        let mut since = Instant::NEVER;
+        for caller in self.queue.drain(..callers) {
+            since = since.min(caller.since);
+            self.sent.push_back(caller);
+        }
+        let call = match frame {
+            Frame::GetTs { count, .. } => Call::Ts { count },
+            Frame::GetStatus { .. } => Call::Status,
+            Frame::ReadPrimary { .. } => Call::ReadPrimary,
+            Frame::ClearPrimary { node, tag, .. } => Call::ClearPrimary { node, tag },
+            // `next_request` makes only the four kinds above.
+            _ => return,
+        };
+        self.in_flight.push_back(Request {
+            id: self.next_id,
+            call,
+            callers,
+            since,
+            sent_at: now,
+            epoch: self.epoch,
+        });
+        // Id 0 stays unused: it means "the connection" in errors.
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+    }
+
+    fn on_frame(&mut self, frame: Frame, now: Instant) {
+        let Conn::Open { hello_sent, welcomed, hello_at } = self.conn else {
+            return;
+        };
+        let addr = self.addr();
+        if welcomed.is_none() {
+            match frame {
+                // C3.
+                Frame::Welcome { version, cluster_id, node }
+                    if version == VERSION
+                        && (self.config.cluster_id == 0 || cluster_id == self.config.cluster_id) =>
+                {
+                    self.conn = Conn::Open { hello_sent, welcomed: Some(node), hello_at };
+                    self.eager = false;
+                }
+                Frame::Welcome { .. } => self.fail_connection(
+                    CallError::Unexpected { addr, what: "a Welcome of another version or cluster" },
+                    now,
+                ),
+                // A refused Hello: the requests behind it had no effect.
+                Frame::Error { code, leader, .. } => {
+                    self.fail_connection(CallError::Server { addr, code, leader }, now)
+                }
+                _ => self.fail_connection(
+                    CallError::Unexpected { addr, what: "the handshake was not answered with Welcome" },
+                    now,
+                ),
+            }
+            return;
+        }
+        let id = match frame {
+            // C4: the server closes after a fatal error.
+            Frame::Error { id: 0, code, leader } if code.is_fatal() => {
+                return self.fail_connection(CallError::Server { addr, code, leader }, now);
+            }
+            Frame::Error { id, .. }
+            | Frame::Ts { id, .. }
+            | Frame::Status { id, .. }
+            | Frame::Primary { id, .. } => id,
+            _ => u64::MAX,
+        };
+        // C2: matched by id, not by position.
+        let Some(r) = self.in_flight.iter().position(|r| r.id == id && id != u64::MAX) else {
+            let what = "a reply that does not answer the request";
+            return self.fail_connection(CallError::Unexpected { addr, what }, now);
+        };
+        let request = self.in_flight[r];
+        let answer = match (frame, request.call) {
+            (Frame::Error { code, leader, .. }, _) => {
+                let err = CallError::Server { addr, code, leader };
+                if code.is_retryable() {
+                    self.retry(Some(r), err, now);
+                } else if code == ErrorCode::CountTooLarge && request.callers > 1 {
+                    // Merging made the count too large, not any one caller:
+                    // smaller batches from now on, these callers first.
+                    if let Call::Ts { count } = request.call {
+                        self.max_batch = (count / 2).max(1);
+                    }
+                    self.requeue(r);
+                } else {
+                    self.fail_request(r, &err);
+                    self.last_error = Some(err);
+                }
+                return;
+            }
+            // The range must be the whole count inside one millisecond,
+            // never reaching logical 0.
+            (Frame::Ts { count, last, .. }, Call::Ts { count: total })
+                if count == total && last.logical >= total =>
+            {
+                Answer::Ts(last)
+            }
+            (Frame::Status { role, node, leader, window_end_ms, current, view, .. }, Call::Status) => {
+                Answer::Status(StatusReply { role, node, leader, window_end_ms, current, view })
+            }
+            (Frame::Primary { registered, .. }, Call::ReadPrimary | Call::ClearPrimary { .. }) => {
+                Answer::Primary(registered)
+            }
+            (Frame::Ts { .. }, Call::Ts { .. }) => {
+                let what = "a range that does not match the request";
+                return self.fail_connection(CallError::Unexpected { addr, what }, now);
+            }
+            _ => {
+                let what = "a reply that does not answer the request";
+                return self.fail_connection(CallError::Unexpected { addr, what }, now);
+            }
+        };
+        self.redirect.reset();
+        self.complete(r, answer);
+    }
+
+    /// The offset in `sent` of the callers of in-flight request `r`.
+    fn offset(&self, r: usize) -> usize {
+        self.in_flight.iter().take(r).map(|q| q.callers).sum()
+    }
+
+    /// Answers request `r`'s callers: each its own sub-range of a GetTS
+    /// reply, in order, the first the lowest (C1).
+    fn complete(&mut self, r: usize, answer: Answer) {
+        let Some(request) = self.in_flight.remove(r) else { return };
+        let at = self.offset(r);
+        // `on_frame` checked `last.logical >= total`: the range stays in one
+        // millisecond, so packed arithmetic is logical arithmetic.
+        let mut end = match (answer, request.call) {
+            (Answer::Ts(last), Call::Ts { count }) => last.to_u64() - u64::from(count),
+            _ => 0,
+        };
+        for caller in self.sent.drain(at..at + request.callers) {
+            let result = match (answer, caller.call) {
+                (Answer::Ts(_), Call::Ts { count }) => {
+                    end += u64::from(count);
+                    Ok(Answer::Ts(Timestamp::from_u64(end)))
+                }
+                _ => Ok(answer),
+            };
+            self.done.push_back(Completion { ticket: caller.ticket, result });
+        }
+    }
+
+    /// Fails request `r`'s callers with `err`.
+    fn fail_request(&mut self, r: usize, err: &CallError<E>) {
+        let Some(request) = self.in_flight.remove(r) else { return };
+        let at = self.offset(r);
+        for caller in self.sent.drain(at..at + request.callers) {
+            self.done.push_back(Completion { ticket: caller.ticket, result: Err(err.clone()) });
+        }
+    }
+
+    /// Puts request `r`'s callers back into the queue, in arrival order (C5).
+    fn requeue(&mut self, r: usize) {
+        let Some(request) = self.in_flight.remove(r) else { return };
+        let at = self.offset(r);
+        // Inserted from the youngest back, each before the first queued
+        // caller younger than it: the queue stays in ticket order. Requeued
+        // callers are usually older than all queued ones, so each lands at
+        // the front.
+        for i in (at..at + request.callers).rev() {
+            let caller = self.sent[i];
+            if self.queue.front().is_none_or(|q| q.ticket > caller.ticket) {
+                self.queue.push_front(caller);
+            } else {
+                let pos = self.queue.partition_point(|q| q.ticket < caller.ticket);
+                self.queue.insert(pos, caller);
+            }
+        }
+        self.sent.drain(at..at + request.callers);
+    }
+
+    /// Requeues request `r` after the retryable `err`, or fails it if its
+    /// deadline has passed or its call is not retried (C6).
+    fn requeue_or_fail(&mut self, r: usize, err: &CallError<E>, now: Instant) {
+        let request = self.in_flight[r];
+        if request.call.retried() && now < request.since + self.config.deadline {
+            self.requeue(r);
+        } else {
+            self.fail_request(r, err);
+        }
+    }
+
+    /// Closes the connection after a failure of the connection itself (a
+    /// refused handshake, bytes out of step). Such a failure is not worth a
+    /// retry (C3, C4): every in-flight caller gets `err`; queued callers stay
+    /// queued for a new connection.
+    fn fail_connection(&mut self, err: CallError<E>, now: Instant) {
+        self.conn = Conn::Closed;
+        self.close_pending = true;
+        self.retry(None, err, now);
+    }
+
+    /// Drops the connection by the session's own decision; its in-flight
+    /// callers go back into the queue (they failed nothing themselves).
+    fn drop_connection(&mut self) {
+        if matches!(self.conn, Conn::Closed) {
+            return;
+        }
+        self.conn = Conn::Closed;
+        self.close_pending = true;
+        while let Some(last) = self.in_flight.len().checked_sub(1) {
+            self.requeue(last);
+        }
+    }
+
+    /// Handles `err` of in-flight request `only`, or of the whole connection
+    /// (then already marked closed). A retryable one requeues or fails the
+    /// callers (C5, C6), applies the redirect rules and arms the pause; the
+    /// pause is cut to the earliest deadline of the callers still waiting,
+    /// and with none waiting the retry state starts afresh, as for a new call.
+    fn retry(&mut self, only: Option<usize>, err: CallError<E>, now: Instant) {
+        self.eager = false;
+        let Some(failure) = err.failure() else {
+            // Not retryable: fail what it concerns.
+            match only {
+                Some(r) => self.fail_request(r, &err),
+                None => {
+                    while !self.in_flight.is_empty() {
+                        self.fail_request(0, &err);
+                    }
+                }
+            }
+            self.last_error = Some(err);
+            return;
+        };
+        let stale = match only {
+            Some(r) => {
+                let stale = self.in_flight[r].epoch < self.epoch;
+                self.requeue_or_fail(r, &err, now);
+                stale
+            }
+            None => {
+                self.rx_len = 0;
+                while let Some(last) = self.in_flight.len().checked_sub(1) {
+                    self.requeue_or_fail(last, &err, now);
+                }
+                false
+            }
+        };
+        self.last_error = Some(err);
+        if stale {
+            // Sent before the last failure was handled: that one decided.
+            return;
+        }
+        self.epoch += 1;
+        let deadline = self.config.deadline;
+        let left = self
+            .queue
+            .iter()
+            .chain(self.sent.iter())
+            .filter(|c| c.call.retried())
+            .map(|c| (c.since + deadline).saturating_since(now))
+            .min();
+        let decision = self.redirect.after_failure(failure, left.unwrap_or(Duration::ZERO));
+        if decision.moved_to.is_some() {
+            // Whatever else is in flight on the old connection goes again.
+            self.drop_connection();
+        }
+        match left {
+            Some(_) if !decision.pause.is_zero() => {
+                let until = now + decision.pause;
+                self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+            }
+            Some(_) => {}
+            // Nobody waits for a retry: the next caller starts afresh.
+            None => self.redirect.reset(),
+        }
+    }
+}
