@@ -26,66 +26,19 @@
 //! server inherits it); with a hard limit below connections + 64 it stops
 //! and says so. Not a test: it asserts nothing about the sizes.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long a server may take to print its address.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// `LEASETSO_BIN`, or `leasetso` in the profile directory of this bench
-/// (`target/release/` for `cargo bench`).
-fn find_bin() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("LEASETSO_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().ok()?;
-    exe.ancestors().skip(1).take(2).map(|dir| dir.join("leasetso")).find(|p| p.is_file())
-}
-
-/// Warns when the binary is older than the sources it is built from.
-fn warn_if_stale(bin: &Path) {
-    let Ok(built) = bin.metadata().and_then(|m| m.modified()) else { return };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let newest = ["runtime-std/src", "runtime-smol/src", "core/src", "storage-sled/src"]
-        .iter()
-        .filter_map(|dir| std::fs::read_dir(root.join(dir)).ok())
-        .flatten()
-        .filter_map(|e| e.ok()?.metadata().ok()?.modified().ok())
-        .max();
-    if newest.is_some_and(|n| n > built) {
-        eprintln!(
-            "warning: {} is older than its sources; run `cargo build --release -p leasetso-std` first",
-            bin.display()
-        );
-    }
-}
+use leasetso_benches::{ServeProcess, find_leasetso_bin, offered_runtimes, warn_if_stale};
 
 fn env_num(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Ok(v) => v.parse().unwrap_or_else(|_| panic!("{name} is a number, not {v:?}")),
         Err(_) => default,
     }
-}
-
-/// The runtimes `leasetso serve` offers: `std` always, others when its
-/// `--help` has a `--runtime` flag naming them.
-fn offered_runtimes(bin: &Path) -> Vec<String> {
-    let help = Command::new(bin)
-        .args(["serve", "--help"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let mut runtimes = vec!["std".to_string()];
-    if help.contains("--runtime") && help.contains("smol") {
-        runtimes.push("smol".to_string());
-    }
-    runtimes
 }
 
 /// Raises the soft descriptor limit to the hard one; returns the soft limit
@@ -127,73 +80,6 @@ fn read_mem(pid: u32) -> io::Result<Mem> {
         anon_kib: field("RssAnon:"),
         threads: field("Threads:"),
     })
-}
-
-/// A server process, killed and its data dir removed when dropped.
-struct ServerProc {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl ServerProc {
-    fn start(bin: &Path, runtime: &str) -> ServerProc {
-        let dir = tempfile::Builder::new().prefix("leasetso-idle-rss-").tempdir().expect("a temp dir");
-        let mut cmd = Command::new(bin);
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data").arg(dir.path().join("data"));
-        // Older binaries have no --runtime flag and are the std runtime.
-        if runtime != "std" {
-            cmd.arg("--runtime").arg(runtime);
-        }
-        cmd.env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        // SAFETY: the closure makes one system call (prctl), which is
-        // async-signal-safe, and allocates nothing.
-        unsafe {
-            cmd.pre_exec(|| {
-                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-                    .map_err(io::Error::from)
-            });
-        }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        // Drain the server's stderr for its whole life (a full pipe would
-        // block it); the first "serving on ADDR" line is its address.
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if let Some(addr) = line.split("serving on ").nth(1) {
-                    if let (Some(tx), Ok(addr)) = (tx.take(), addr.trim().parse::<SocketAddr>()) {
-                        let _ = tx.send(addr);
-                    }
-                } else if tx.is_some() {
-                    eprintln!("server: {line}");
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the {runtime} server did not print its address within {READY_TIMEOUT:?}");
-            }
-        };
-        ServerProc { child, addr, _dir: dir }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One client connection: `TCP_NODELAY`, the handshake, one GetTS; then it
@@ -253,18 +139,20 @@ impl Round {
 }
 
 fn round(bin: &Path, runtime: &str, conns: u64, settle: Duration) -> Round {
-    let server = ServerProc::start(bin, runtime);
+    let dir = tempfile::Builder::new().prefix("leasetso-idle-rss-").tempdir().expect("a temp dir");
+    let server = ServeProcess::start(bin, runtime, &dir.path().join("data"))
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
     let pid = server.pid();
     // Let the node finish its start (sync, first window save).
     thread::sleep(settle);
     let before = read_mem(pid).expect("reading the server's /proc status");
     let t0 = Instant::now();
     let mut open = Vec::with_capacity(conns as usize);
-    open.push(open_conn(server.addr).expect("the first connection"));
+    open.push(open_conn(server.addr()).expect("the first connection"));
     thread::sleep(Duration::from_millis(200));
     let one = read_mem(pid).expect("/proc status");
     for i in 1..conns {
-        match open_conn(server.addr) {
+        match open_conn(server.addr()) {
             Ok(s) => open.push(s),
             Err(e) => panic!("{runtime}: connection {} of {conns}: {e}", i + 1),
         }
@@ -287,7 +175,7 @@ fn median_by<T: Copy>(rounds: &[T], key: impl Fn(&T) -> f64) -> T {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not.
     let bench = std::env::args().any(|a| a == "--bench");
-    let Some(bin) = find_bin() else {
+    let Some(bin) = find_leasetso_bin() else {
         if bench {
             panic!("no leasetso binary: run `cargo build --release -p leasetso-std` or set LEASETSO_BIN");
         }

@@ -235,3 +235,138 @@ impl std::fmt::Display for Summary {
         )
     }
 }
+
+/// `LEASETSO_BIN`, or `leasetso` in the profile directory of the running
+/// bench (`target/release/` for `cargo bench`).
+pub fn find_leasetso_bin() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("LEASETSO_BIN") {
+        return Some(std::path::PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors().skip(1).take(2).map(|dir| dir.join("leasetso")).find(|p| p.is_file())
+}
+
+/// Warns on stderr when `bin` is older than the sources it is built from
+/// (a bench would measure stale code).
+pub fn warn_if_stale(bin: &std::path::Path) {
+    let Ok(built) = bin.metadata().and_then(|m| m.modified()) else { return };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let newest = ["runtime-std/src", "runtime-smol/src", "core/src", "core/src/lease", "storage-sled/src"]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(root.join(dir)).ok())
+        .flatten()
+        .filter_map(|e| e.ok()?.metadata().ok()?.modified().ok())
+        .max();
+    if newest.is_some_and(|n| n > built) {
+        eprintln!(
+            "warning: {} is older than its sources; run `cargo build --release -p leasetso-std` first",
+            bin.display()
+        );
+    }
+}
+
+/// The runtimes `leasetso serve` offers: `std` always, and `smol` when its
+/// `--help` shows a `--runtime` flag naming it.
+pub fn offered_runtimes(bin: &std::path::Path) -> Vec<String> {
+    let help = std::process::Command::new(bin)
+        .args(["serve", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut runtimes = vec!["std".to_string()];
+    if help.contains("--runtime") && help.contains("smol") {
+        runtimes.push("smol".to_string());
+    }
+    runtimes
+}
+
+/// A `leasetso serve` process on 127.0.0.1 (a free port), killed when
+/// dropped and also when the bench dies (parent-death signal).
+pub struct ServeProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl ServeProcess {
+    /// How long a server may take to print its address.
+    pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+    /// Starts `bin serve --listen 127.0.0.1:0 --data DATA` (plus `--runtime
+    /// RUNTIME` unless it is `std`, so binaries without the flag still run)
+    /// and waits for its `serving on ADDR` line. Its stderr is drained for
+    /// its whole life; lines before the address are echoed.
+    pub fn start(
+        bin: &std::path::Path,
+        runtime: &str,
+        data: &std::path::Path,
+    ) -> std::io::Result<ServeProcess> {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data").arg(data);
+        if runtime != "std" {
+            cmd.arg("--runtime").arg(runtime);
+        }
+        cmd.env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        // SAFETY: the closure makes one system call (prctl), which is
+        // async-signal-safe, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn()?;
+        let Some(stderr) = child.stderr.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other("no stderr pipe"));
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if let Some(addr) = line.split("serving on ").nth(1) {
+                    if let (Some(tx), Ok(addr)) = (tx.take(), addr.trim().parse()) {
+                        let _ = tx.send(addr);
+                    }
+                } else if tx.is_some() {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
+        match rx.recv_timeout(Self::READY_TIMEOUT) {
+            Ok(addr) => Ok(ServeProcess { child, addr }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(std::io::Error::other(format!(
+                    "the {runtime} server did not print its address within {:?}",
+                    Self::READY_TIMEOUT
+                )))
+            }
+        }
+    }
+
+    /// The client address it serves on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
