@@ -388,3 +388,572 @@ fn error(out: &mut Vec<u8>, backend: &mut impl Backend, id: u64, code: ErrorCode
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ballot::Ballot;
+    use crate::node::Mode;
+    use crate::wire::{MAGIC, Role};
+
+    const CLUSTER: u64 = 7;
+    const ME: NodeId = NodeId(1);
+
+    /// A node whose answers the test sets, counting what it was asked.
+    struct Fake {
+        ts: Result<Timestamp, TsRefusal>,
+        status: Option<Status>,
+        get_ts_calls: u32,
+        tallies: Vec<Tally>,
+    }
+
+    impl Fake {
+        fn serving() -> Fake {
+            Fake {
+                ts: Ok(Timestamp::from_u64(1 << 20)),
+                status: Some(status()),
+                get_ts_calls: 0,
+                tallies: Vec::new(),
+            }
+        }
+    }
+
+    impl Backend for Fake {
+        fn get_ts(&mut self, _count: u32) -> Result<Timestamp, TsRefusal> {
+            self.get_ts_calls += 1;
+            self.ts
+        }
+        fn status(&mut self) -> Option<Status> {
+            self.status
+        }
+        fn hint(&self, leader: Option<NodeId>) -> LeaderHint {
+            LeaderHint { node: leader, addr: leader.map(|n| ([10, 0, 0, 1], 7400 + n.0).into()) }
+        }
+        fn links_up(&self) -> u32 {
+            0b011
+        }
+        fn tally(&mut self, tally: Tally) {
+            self.tallies.push(tally);
+        }
+    }
+
+    fn status() -> Status {
+        Status {
+            role: Role::Leader,
+            leader: Some(ME),
+            window_end_ms: 9_000,
+            current: Timestamp::from_u64(5 << 18),
+            lease: Some(Ballot::new(4, 2, ME)),
+            lease_left: Duration::from_millis(2_500),
+            quarantine_left: Duration::from_secs(1 << 40),
+            fence: Some(Ballot::new(3, 2, ME)),
+            mode: Mode::Primary,
+            primary: Some((ME, Ballot::new(0, 2, ME))),
+        }
+    }
+
+    fn bytes(frames: &[Frame]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for f in frames {
+            f.encode(&mut v).unwrap();
+        }
+        v
+    }
+
+    fn hello(cluster_id: u64) -> Frame {
+        Frame::Hello { version: VERSION, cluster_id }
+    }
+
+    /// Every frame in `out`, which must hold only whole frames.
+    fn frames(out: &[u8]) -> Vec<Frame> {
+        let mut at = 0;
+        let mut v = Vec::new();
+        while at < out.len() {
+            let (f, n) = Frame::decode(&out[at..]).unwrap().unwrap();
+            v.push(f);
+            at += n;
+        }
+        v
+    }
+
+    fn fatal(code: ErrorCode) -> Frame {
+        Frame::Error { id: 0, code, leader: LeaderHint::default() }
+    }
+
+    fn welcome() -> Frame {
+        Frame::Welcome { version: VERSION, cluster_id: CLUSTER, node: ME }
+    }
+
+    /// Runs `input` through a fresh session; returns what it consumed, what
+    /// it asked, and the answers.
+    fn run(input: &[u8], backend: &mut Fake) -> (usize, Served, Vec<Frame>, ServerConn) {
+        let mut conn = ServerConn::new(CLUSTER, ME, 3);
+        let mut out = Vec::new();
+        let (used, served) = conn.handle(input, backend, &mut out);
+        (used, served, frames(&out), conn)
+    }
+
+    #[test]
+    fn hello_is_welcomed_with_the_servers_identity() {
+        for cluster in [CLUSTER, 0] {
+            let input = bytes(&[hello(cluster)]);
+            let (used, served, answers, conn) = run(&input, &mut Fake::serving());
+            assert_eq!((used, served), (input.len(), Served::Read), "cluster {cluster}");
+            assert_eq!(answers, [welcome()]);
+            assert!(conn.is_greeted());
+        }
+    }
+
+    #[test]
+    fn refused_hellos_close_with_their_code_and_run_nothing_behind_them() {
+        let cases = [
+            (Frame::Hello { version: 2, cluster_id: CLUSTER }, ErrorCode::UnsupportedVersion),
+            (Frame::Hello { version: 2, cluster_id: 99 }, ErrorCode::UnsupportedVersion),
+            (hello(CLUSTER + 1), ErrorCode::ClusterMismatch),
+        ];
+        for (frame, code) in cases {
+            let mut backend = Fake::serving();
+            let input = bytes(&[frame, Frame::GetTs { id: 1, count: 1 }]);
+            let mut conn = ServerConn::new(CLUSTER, ME, 3);
+            let mut out = Vec::new();
+            let (used, served) = conn.handle(&input, &mut backend, &mut out);
+            assert_eq!(served, Served::Close(Fatal::Refused(code)), "{frame:?}");
+            assert!(used <= input.len());
+            assert_eq!(frames(&out), [fatal(code)]);
+            assert_eq!(backend.get_ts_calls, 0, "nothing after a refused Hello runs");
+            assert!(conn.is_closed() && !conn.is_greeted());
+            // Closed stays closed: nothing is consumed or answered again.
+            let before = out.len();
+            assert_eq!(conn.handle(&input[used..], &mut backend, &mut out), (0, served));
+            assert_eq!(out.len(), before);
+            assert_eq!(backend.tallies, [Tally::Error]);
+        }
+    }
+
+    #[test]
+    fn a_second_hello_of_any_version_is_handshake_required() {
+        for second in [hello(CLUSTER), Frame::Hello { version: 9, cluster_id: 12345 }] {
+            let input = bytes(&[hello(0), second]);
+            let (used, served, answers, _) = run(&input, &mut Fake::serving());
+            assert_eq!(used, input.len());
+            assert_eq!(served, Served::Close(Fatal::Refused(ErrorCode::HandshakeRequired)));
+            assert_eq!(answers, [welcome(), fatal(ErrorCode::HandshakeRequired)]);
+        }
+    }
+
+    #[test]
+    fn anything_known_before_hello_is_handshake_required() {
+        let early = [
+            Frame::GetTs { id: 5, count: 1 },
+            Frame::GetStatus { id: 5 },
+            Frame::ReadPrimary { id: 5 },
+            Frame::ClearPrimary { id: 5, node: ME, tag: Ballot::ZERO },
+            Frame::Ts { id: 5, count: 1, last: Timestamp::from_u64(1) },
+            Frame::Welcome { version: VERSION, cluster_id: CLUSTER, node: ME },
+            Frame::Error { id: 5, code: ErrorCode::Internal, leader: LeaderHint::default() },
+        ];
+        for frame in early {
+            let mut backend = Fake::serving();
+            let input = bytes(&[frame, hello(CLUSTER)]);
+            let (_, served, answers, _) = run(&input, &mut backend);
+            assert_eq!(served, Served::Close(Fatal::Refused(ErrorCode::HandshakeRequired)), "{frame:?}");
+            assert_eq!(answers, [fatal(ErrorCode::HandshakeRequired)], "{frame:?}");
+            assert_eq!(backend.get_ts_calls, 0);
+        }
+    }
+
+    #[test]
+    fn header_checks_win_over_the_handshake_state() {
+        // Check 3 before 7: an unknown kind first is UnknownKind.
+        let (used, served, answers, _) = run(&[0, 0, 0, 1, 0x55], &mut Fake::serving());
+        assert_eq!(served, Served::Close(Fatal::Wire(WireError::UnknownKind(0x55))));
+        assert_eq!((used, answers), (0, vec![fatal(ErrorCode::UnknownKind)]));
+        // Check 4 before 5: a Hello one byte short, with a bad magic, is Malformed.
+        let short = [0, 0, 0, 13, 0x01, b'X', b'T', b'S', b'O', 1, 0, 0, 0, 0, 0, 0, 0];
+        let (_, _, answers, _) = run(&short, &mut Fake::serving());
+        assert_eq!(answers, [fatal(ErrorCode::Malformed)]);
+        // Check 5: the right size with a bad magic and another version is UnsupportedVersion.
+        let mut bad = bytes(&[Frame::Hello { version: 3, cluster_id: 0 }]);
+        bad[LEN_PREFIX + 1] = b'X';
+        let (_, served, answers, _) = run(&bad, &mut Fake::serving());
+        assert_eq!(served, Served::Close(Fatal::Wire(WireError::BadMagic)));
+        assert_eq!(answers, [fatal(ErrorCode::UnsupportedVersion)]);
+        // Also for a second Hello with a bad magic (19, not 21).
+        let mut input = bytes(&[hello(0)]);
+        input.extend_from_slice(&bad);
+        let (_, _, answers, _) = run(&input, &mut Fake::serving());
+        assert_eq!(answers, [welcome(), fatal(ErrorCode::UnsupportedVersion)]);
+    }
+
+    #[test]
+    fn bad_headers_are_refused_before_their_body_arrives() {
+        let cases: [(&[u8], ErrorCode); 4] = [
+            (&[0, 0, 1, 1], ErrorCode::FrameTooLarge), // len 257
+            (&[0xff, 0xff, 0xff, 0xff], ErrorCode::FrameTooLarge),
+            (&[0, 0, 0, 0], ErrorCode::Malformed),        // len 0
+            (&[0, 0, 0, 40, 0x10], ErrorCode::Malformed), // GetTs of the wrong size
+        ];
+        for (header, code) in cases {
+            let mut input = bytes(&[hello(0)]);
+            let greeted = input.len();
+            input.extend_from_slice(header);
+            let (used, served, answers, _) = run(&input, &mut Fake::serving());
+            assert_eq!(used, greeted, "{header:?}: the bad frame is not consumed");
+            assert!(matches!(served, Served::Close(Fatal::Wire(_))), "{header:?}");
+            assert_eq!(answers, [welcome(), fatal(code)], "{header:?}");
+        }
+    }
+
+    #[test]
+    fn a_frame_runs_only_once_all_its_bytes_arrived() {
+        let input = bytes(&[hello(0), Frame::GetTs { id: 3, count: 2 }]);
+        let greeted = bytes(&[hello(0)]).len();
+        let mut backend = Fake::serving();
+        let mut conn = ServerConn::new(CLUSTER, ME, 3);
+        let mut out = Vec::new();
+        let mut start = 0;
+        // Byte by byte: each call consumes a frame only when it is whole.
+        for end in 0..=input.len() {
+            let (used, served) = conn.handle(&input[start..end], &mut backend, &mut out);
+            assert_eq!(served, Served::Read);
+            start += used;
+            let expected = if end == input.len() {
+                input.len()
+            } else if end >= greeted {
+                greeted
+            } else {
+                0
+            };
+            assert_eq!(start, expected, "at {end} bytes");
+        }
+        assert_eq!(backend.get_ts_calls, 1);
+        let last = Timestamp::from_u64(1 << 20);
+        assert_eq!(frames(&out), [welcome(), Frame::Ts { id: 3, count: 2, last }]);
+    }
+
+    #[test]
+    fn get_ts_is_answered_and_counted() {
+        let mut backend = Fake::serving();
+        let input = bytes(&[hello(0), Frame::GetTs { id: 0, count: 9 }]);
+        let (_, _, answers, _) = run(&input, &mut backend);
+        assert_eq!(answers[1], Frame::Ts { id: 0, count: 9, last: Timestamp::from_u64(1 << 20) });
+        assert_eq!(backend.tallies, [Tally::GetTs, Tally::Timestamps(9)]);
+    }
+
+    #[test]
+    fn refusals_map_to_codes_and_only_not_leader_carries_a_hint() {
+        let hinted = LeaderHint { node: Some(NodeId(2)), addr: Some(([10, 0, 0, 1], 7402).into()) };
+        let cases = [
+            (
+                TsRefusal::Node(GetTsError::NotLeader { leader: Some(NodeId(2)) }),
+                ErrorCode::NotLeader,
+                hinted,
+            ),
+            (
+                TsRefusal::Node(GetTsError::NotLeader { leader: None }),
+                ErrorCode::NotLeader,
+                LeaderHint::default(),
+            ),
+            (
+                TsRefusal::Node(GetTsError::LogicalExhausted),
+                ErrorCode::LogicalExhausted,
+                LeaderHint::default(),
+            ),
+            (TsRefusal::Node(GetTsError::ZeroCount), ErrorCode::ZeroCount, LeaderHint::default()),
+            (
+                TsRefusal::Node(GetTsError::CountTooLarge { count: 1 << 20, max: 1 << 18 }),
+                ErrorCode::CountTooLarge,
+                LeaderHint::default(),
+            ),
+            (TsRefusal::Unavailable, ErrorCode::Internal, LeaderHint::default()),
+        ];
+        for (refusal, code, leader) in cases {
+            let mut backend = Fake { ts: Err(refusal), ..Fake::serving() };
+            let input =
+                bytes(&[hello(0), Frame::GetTs { id: 4, count: 1 }, Frame::GetTs { id: 5, count: 1 }]);
+            let (used, served, answers, _) = run(&input, &mut backend);
+            assert_eq!((used, served), (input.len(), Served::Read), "{refusal:?}: the connection stays open");
+            assert_eq!(
+                answers,
+                [welcome(), Frame::Error { id: 4, code, leader }, Frame::Error { id: 5, code, leader }],
+                "{refusal:?}"
+            );
+            assert_eq!(backend.tallies, [Tally::GetTs, Tally::Error, Tally::GetTs, Tally::Error]);
+        }
+    }
+
+    #[test]
+    fn status_carries_the_node_view() {
+        let mut backend = Fake::serving();
+        let input = bytes(&[hello(0), Frame::GetStatus { id: 8 }]);
+        let (_, _, answers, _) = run(&input, &mut backend);
+        let s = status();
+        assert_eq!(
+            answers[1],
+            Frame::Status {
+                id: 8,
+                role: Role::Leader,
+                node: ME,
+                leader: backend.hint(Some(ME)),
+                window_end_ms: 9_000,
+                current: s.current,
+                view: LeaseView {
+                    lease: s.lease,
+                    lease_left_ms: 2_500,
+                    quarantine_left_ms: u32::MAX, // saturated
+                    fence: s.fence,
+                    links_up: 0b011,
+                    nodes: 3,
+                    mode: Mode::Primary,
+                    primary: s.primary,
+                },
+            }
+        );
+        assert_eq!(backend.tallies, [Tally::GetStatus]);
+        // A node that cannot answer: Internal for that request, and on.
+        let mut backend = Fake { status: None, ..Fake::serving() };
+        let (_, served, answers, _) = run(&input, &mut backend);
+        assert_eq!(served, Served::Read);
+        let internal = Frame::Error { id: 8, code: ErrorCode::Internal, leader: LeaderHint::default() };
+        assert_eq!(answers, [welcome(), internal]);
+    }
+
+    #[test]
+    fn server_kinds_after_hello_are_unknown_kind() {
+        let server_kinds = [
+            welcome(),
+            Frame::Ts { id: 1, count: 1, last: Timestamp::from_u64(1) },
+            Frame::Status {
+                id: 1,
+                role: Role::Follower,
+                node: ME,
+                leader: LeaderHint::default(),
+                window_end_ms: 0,
+                current: Timestamp::ZERO,
+                view: LeaseView::default(),
+            },
+            Frame::Error { id: 1, code: ErrorCode::NotLeader, leader: LeaderHint::default() },
+            Frame::Primary { id: 1, registered: None },
+        ];
+        for frame in server_kinds {
+            let input = bytes(&[hello(0), frame, Frame::GetTs { id: 2, count: 1 }]);
+            let mut backend = Fake::serving();
+            let (_, served, answers, _) = run(&input, &mut backend);
+            assert_eq!(served, Served::Close(Fatal::Refused(ErrorCode::UnknownKind)), "{frame:?}");
+            assert_eq!(answers, [welcome(), fatal(ErrorCode::UnknownKind)]);
+            assert_eq!(backend.get_ts_calls, 0);
+        }
+    }
+
+    #[test]
+    fn pipelined_frames_are_answered_in_order_before_a_fatal_error() {
+        let mut input = bytes(&[
+            hello(CLUSTER),
+            Frame::GetTs { id: 1, count: 1 },
+            Frame::GetStatus { id: 2 },
+            Frame::GetTs { id: 3, count: 0 },
+        ]);
+        input.extend_from_slice(&[0, 0, 0, 1, 0x66]);
+        let mut backend = Fake::serving();
+        let (_, served, answers, _) = run(&input, &mut backend);
+        assert_eq!(served, Served::Close(Fatal::Wire(WireError::UnknownKind(0x66))));
+        let ids: Vec<_> = answers
+            .iter()
+            .map(|f| match *f {
+                Frame::Welcome { .. } => (0, 0x02),
+                Frame::Ts { id, .. } => (id, 0x11),
+                Frame::Status { id, .. } => (id, 0x13),
+                Frame::Error { id, code, .. } => (id, code as u16),
+                _ => (u64::MAX, 0),
+            })
+            .collect();
+        // The fake hands out for count 0 too: the node decides, not the session.
+        assert_eq!(ids, [(0, 0x02), (1, 0x11), (2, 0x13), (3, 0x11), (0, ErrorCode::UnknownKind as u16)]);
+    }
+
+    #[test]
+    fn a_long_burst_stops_for_flush_and_out_stays_bounded() {
+        let n = 2_000u64;
+        let mut input = bytes(&[hello(0)]);
+        for id in 1..=n {
+            Frame::GetTs { id, count: 1 }.encode(&mut input).unwrap();
+        }
+        let mut backend = Fake::serving();
+        let mut conn = ServerConn::new(CLUSTER, ME, 3);
+        let mut out = Vec::with_capacity(OUT_CAPACITY);
+        let capacity = out.capacity();
+        let (mut at, mut flushes, mut answered) = (0, 0, Vec::new());
+        loop {
+            let (used, served) = conn.handle(&input[at..], &mut backend, &mut out);
+            at += used;
+            assert!(out.len() <= OUT_CAPACITY);
+            answered.extend(frames(&out));
+            match served {
+                Served::Flush => {
+                    assert!(out.len() >= FLUSH);
+                    flushes += 1;
+                    // Not emptied: asked again, it waits rather than grows.
+                    let len = out.len();
+                    assert_eq!(conn.handle(&input[at..], &mut backend, &mut out), (0, Served::Flush));
+                    assert_eq!(out.len(), len);
+                    out.clear();
+                }
+                Served::Read => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(at, input.len());
+        assert_eq!(out.capacity(), capacity, "out was never reallocated");
+        assert_eq!(flushes, (n as usize * 25 + 20) / FLUSH);
+        assert_eq!(answered.len(), n as usize + 1);
+        for (i, f) in answered[1..].iter().enumerate() {
+            assert!(
+                matches!(*f, Frame::Ts { id, .. } if id == i as u64 + 1),
+                "answer {i} out of order: {f:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_operator_request_pauses_the_session_until_it_is_done() {
+        let tag = Ballot::new(0, 3, NodeId(2));
+        let input = bytes(&[
+            hello(0),
+            Frame::GetTs { id: 1, count: 1 },
+            Frame::ReadPrimary { id: 2 },
+            Frame::GetTs { id: 3, count: 1 },
+            Frame::ClearPrimary { id: 4, node: NodeId(2), tag },
+            Frame::GetTs { id: 5, count: 1 },
+        ]);
+        let mut backend = Fake::serving();
+        let mut conn = ServerConn::new(CLUSTER, ME, 3);
+        let mut out = Vec::new();
+        let (used, served) = conn.handle(&input, &mut backend, &mut out);
+        assert_eq!(served, Served::Admin { id: 2, op: StoreOp::ReadPrimary });
+        assert_eq!(backend.get_ts_calls, 1, "nothing after the operator request ran");
+        // Asked again before the store answered: the same request, nothing consumed.
+        assert_eq!(conn.handle(&input[used..], &mut backend, &mut out), (0, served));
+        assert_eq!(
+            conn.admin_done(9, None, &mut backend, &mut out),
+            Err(AdminError::NotPending { id: 9, pending: Some(2) })
+        );
+        let registered = Some((NodeId(2), tag));
+        conn.admin_done(2, Some(Ok(StoreOk::Primary { registered })), &mut backend, &mut out).unwrap();
+        assert_eq!(
+            conn.admin_done(2, None, &mut backend, &mut out),
+            Err(AdminError::NotPending { id: 2, pending: None })
+        );
+        let mut at = used;
+        let (used, served) = conn.handle(&input[at..], &mut backend, &mut out);
+        at += used;
+        assert_eq!(served, Served::Admin { id: 4, op: StoreOp::ClearPrimary { id: NodeId(2), tag } });
+        // The store did not answer in time: Internal, and the session goes on.
+        conn.admin_done(4, None, &mut backend, &mut out).unwrap();
+        let (used, served) = conn.handle(&input[at..], &mut backend, &mut out);
+        assert_eq!((at + used, served), (input.len(), Served::Read));
+        let last = Timestamp::from_u64(1 << 20);
+        assert_eq!(
+            frames(&out),
+            [
+                welcome(),
+                Frame::Ts { id: 1, count: 1, last },
+                Frame::Primary { id: 2, registered },
+                Frame::Ts { id: 3, count: 1, last },
+                Frame::Error { id: 4, code: ErrorCode::Internal, leader: LeaderHint::default() },
+                Frame::Ts { id: 5, count: 1, last },
+            ]
+        );
+        // A store reply out of contract is Internal too.
+        let mut conn = ServerConn::new(CLUSTER, ME, 3);
+        let mut out = Vec::new();
+        let _ = conn.handle(&bytes(&[hello(0), Frame::ReadPrimary { id: 6 }]), &mut backend, &mut out);
+        conn.admin_done(6, Some(Ok(StoreOk::Saved)), &mut backend, &mut out).unwrap();
+        assert_eq!(
+            frames(&out)[1],
+            Frame::Error { id: 6, code: ErrorCode::Internal, leader: LeaderHint::default() }
+        );
+    }
+
+    #[test]
+    fn the_magic_is_the_client_protocols() {
+        // The Hello tests above rely on the frame layout starting with it.
+        assert_eq!(&bytes(&[hello(0)])[LEN_PREFIX + 1..LEN_PREFIX + 5], &MAGIC);
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Drives a session like a runtime: flushes when asked, answers every
+        /// operator request, until it needs more bytes or closes.
+        fn drive(input: &[u8]) -> (usize, Served, usize) {
+            let mut backend = Fake::serving();
+            let mut conn = ServerConn::new(CLUSTER, ME, 3);
+            let mut out = Vec::with_capacity(OUT_CAPACITY);
+            let (mut at, mut written) = (0, 0);
+            loop {
+                let (used, served) = conn.handle(&input[at..], &mut backend, &mut out);
+                assert!(used <= input.len() - at);
+                assert!(out.len() <= OUT_CAPACITY, "out grew to {}", out.len());
+                at += used;
+                match served {
+                    Served::Flush => {
+                        written += out.len();
+                        out.clear();
+                    }
+                    Served::Admin { id, .. } => {
+                        conn.admin_done(id, None, &mut backend, &mut out).unwrap();
+                    }
+                    Served::Read | Served::Close(_) => {
+                        frames(&out); // whole frames only
+                        return (at, served, written + out.len());
+                    }
+                }
+            }
+        }
+
+        /// Bytes that often look like frames: valid frames, their pieces,
+        /// and junk, glued together.
+        fn plausible() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(bytes(&[hello(0)])),
+                (any::<u64>(), any::<u32>()).prop_map(|(id, count)| bytes(&[Frame::GetTs { id, count }])),
+                any::<u64>().prop_map(|id| bytes(&[Frame::GetStatus { id }])),
+                any::<u64>().prop_map(|id| bytes(&[Frame::ReadPrimary { id }])),
+                (0u8..=0x7f, 0u8..40).prop_map(|(kind, len)| vec![0, 0, 0, len, kind]),
+                proptest::collection::vec(any::<u8>(), 0..24),
+            ];
+            proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_no_panic_consumed_within_input_out_bounded(
+                input in proptest::collection::vec(any::<u8>(), 0..600),
+            ) {
+                let (at, served, _) = drive(&input);
+                prop_assert!(at <= input.len());
+                if served == Served::Read {
+                    // What is left is an incomplete frame, which fits the room kept.
+                    prop_assert!(input.len() - at < FRAME_ROOM);
+                }
+            }
+
+            #[test]
+            fn plausible_streams_are_consumed_whole_frames_at_a_time(input in plausible()) {
+                let (at, served, _) = drive(&input);
+                prop_assert!(at <= input.len());
+                // Consumed bytes are whole frames: decoding them again ends exactly at `at`.
+                let mut i = 0;
+                while i < at {
+                    let (_, n) = Frame::decode(&input[i..]).unwrap().unwrap();
+                    i += n;
+                }
+                prop_assert_eq!(i, at);
+                if served == Served::Read {
+                    prop_assert_eq!(Frame::decode(&input[at..]), Ok(None));
+                }
+            }
+        }
+    }
+}
