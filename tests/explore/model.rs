@@ -111,8 +111,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
-use leasetso_core::node::Event;
-use leasetso_core::{
+use leasetso_core_variants::node::Event;
+use leasetso_core_variants::{
     Ballot, Bugs, Instant, LeaseConfig, LeaseMsg, MemStore, Message, Mode, Node, NodeConfig, NodeId,
     OracleConfig, Output, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest, Timestamp,
 };

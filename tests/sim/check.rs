@@ -72,7 +72,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use leasetso_core::{Ballot, MemStore, NodeId, StoreOp, StoreReply};
+use leasetso_core_variants::{Ballot, MemStore, NodeId, StoreOp, StoreReply};
 
 /// What went wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,7 +249,7 @@ impl fmt::Display for Issued {
             self.node,
             self.first(),
             self.last,
-            self.last >> leasetso_core::LOGICAL_BITS,
+            self.last >> leasetso_core_variants::LOGICAL_BITS,
             self.count,
             fmt_time(self.at)
         )

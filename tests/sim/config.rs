@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use leasetso_core::{Bugs, LeaseConfig, MAX_LOGICAL, NodeConfig, NodeId, OracleConfig};
+use leasetso_core_variants::{Bugs, LeaseConfig, MAX_LOGICAL, NodeConfig, NodeId, OracleConfig};
 
 use super::migration::Migration;
 use super::net::{Kind, KindFaults, NetFaults};

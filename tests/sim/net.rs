@@ -2,7 +2,7 @@
 //! replies, the faults the network may inflict on them, and the scripted
 //! rules targeted scenarios use to steer particular messages.
 
-use leasetso_core::{LeaseMsg, Message, StoreOp, StoreReply, StoreRequest};
+use leasetso_core_variants::{LeaseMsg, Message, StoreOp, StoreReply, StoreRequest};
 
 /// What a store operation does, for scripted rules and reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

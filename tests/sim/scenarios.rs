@@ -35,7 +35,7 @@
 
 use std::time::Duration;
 
-use leasetso_core::{Ballot, LeaseConfig, NodeConfig, NodeId};
+use leasetso_core_variants::{Ballot, LeaseConfig, NodeConfig, NodeId};
 
 use super::check::{Violation, ViolationKind};
 use super::config::{Variant, tight_lease};

@@ -21,8 +21,8 @@
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
-use leasetso_core::quorum::majority;
-use leasetso_core::{
+use leasetso_core_variants::quorum::majority;
+use leasetso_core_variants::{
     Ballot, Event, GetTsError, Instant, MemStore, Mode, Node, NodeConfig, NodeId, Output, StepDown, StoreOp,
     StoreReject, StoreReply, StoreRequest, Timestamp,
 };
@@ -1831,7 +1831,7 @@ pub fn draw_ppm(rng: &mut Rng, drift_ppm: u32) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use leasetso_core::{StoreOp, Timestamp};
+    use leasetso_core_variants::{StoreOp, Timestamp};
 
     use super::*;
     use crate::sim::config::{self, Variant};

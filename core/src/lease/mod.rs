@@ -65,8 +65,14 @@ pub use proposer::{LeaseChange, Proposer};
 pub use timing::{LeaseConfig, LeaseConfigError, LeaseTiming};
 
 /// Known-broken protocol variants (DESIGN.md), which the simulator and the
-/// model checker must catch. Constructible only with the `broken-variants`
-/// feature; a default `Bugs` is the correct protocol.
+/// model checker must catch. A default `Bugs` is the correct protocol; the
+/// others are constructible only in `leasetso-core-variants`
+/// (tests/core-variants), the build of these sources that sets
+/// `feature = "broken-variants"`. leasetso-core itself has no such feature
+/// and refuses to compile with the cfg (below), so a binary that serves can
+/// hold a non-default `Bugs` only by linking that unpublished package, which
+/// [`Bugs::AVAILABLE`] and the test `broken_variants` of leasetso-tests
+/// catch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Bugs {
     pub(crate) late_timer: bool,
@@ -81,6 +87,37 @@ pub struct Bugs {
     pub(crate) yield_rearmed: bool,
     pub(crate) ignore_late_primary: bool,
 }
+
+impl Bugs {
+    /// Whether this build of the core has the broken variants: true only in
+    /// `leasetso-core-variants`. A build that serves must see `false`.
+    pub const AVAILABLE: bool = cfg!(feature = "broken-variants");
+}
+
+/// The variants compile only under the variant package's name: a build of
+/// `leasetso-core` with the cfg forced on (a re-added feature, `--cfg` in
+/// RUSTFLAGS) fails here instead of reaching a binary that serves.
+#[cfg(feature = "broken-variants")]
+const _: () = {
+    const fn same(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+    assert!(
+        same(env!("CARGO_PKG_NAME").as_bytes(), b"leasetso-core-variants"),
+        "the broken PaxosLease variants compile only into leasetso-core-variants (tests/core-variants), \
+         never into leasetso-core"
+    );
+};
 
 #[cfg(feature = "broken-variants")]
 impl Bugs {
