@@ -2,14 +2,19 @@
 
 use std::io;
 use std::net::SocketAddr;
+#[cfg(feature = "server")]
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leasetso_core::{ConfigError, ErrorCode, LeaderHint, WireError};
+#[cfg(feature = "server")]
+use leasetso_core::ConfigError;
+use leasetso_core::{ErrorCode, LeaderHint, WireError};
+#[cfg(feature = "server")]
 use leasetso_sled::StoreError;
 
 /// Why a server could not start.
+#[cfg(feature = "server")]
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The node configuration cannot run.
@@ -63,6 +68,7 @@ pub enum ServerError {
     },
 }
 
+#[cfg(feature = "server")]
 impl ServerError {
     /// Classifies a store error from opening `dir`: a lock held elsewhere is
     /// the common operator mistake and deserves its own message.

@@ -20,18 +20,28 @@
 
 pub mod client;
 pub mod clock;
+#[cfg(feature = "server")]
 mod conn;
+#[cfg(feature = "server")]
 mod driver;
 pub mod error;
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub(crate) mod io;
+#[cfg(feature = "server")]
 mod peer;
+#[cfg(feature = "server")]
 mod resp;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 mod store;
 
 pub use client::{Client, ClientOptions, MAX_COUNT, NodeStatus};
 pub use clock::Clock;
-pub use error::{ClientError, ServerError};
+pub use error::ClientError;
+#[cfg(feature = "server")]
+pub use error::ServerError;
+#[cfg(feature = "server")]
 pub use server::{Server, ServerConfig, ServerStats, StopHandle};
 
 pub use leasetso_core::{ErrorCode, LeaderHint, NodeConfig, NodeId, Role, Timestamp};

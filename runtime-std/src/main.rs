@@ -70,8 +70,21 @@ enum ModeArg {
     Primary,
 }
 
+/// Which runtime serves the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RuntimeArg {
+    /// Blocking std threads (leasetso-std): a thread per connection.
+    Std,
+    /// smol / async-io (leasetso-smol): every connection a task on one executor.
+    Smol,
+}
+
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// The runtime that serves the node: std (threads) or smol (async).
+    /// Both speak the same protocols and may share a cluster.
+    #[arg(long, value_enum, default_value = "std")]
+    runtime: RuntimeArg,
     /// The address clients connect to (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7400")]
     listen: SocketAddr,
@@ -256,6 +269,23 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     // outlast the leadership it serves.
     node.store_timeout = node.store_timeout.min(node.lease.duration);
     let cluster = nodes > 1;
+    if args.runtime == RuntimeArg::Smol {
+        if args.resp.is_some() {
+            return Err(
+                "--resp is not served by --runtime smol yet; use --runtime std for the RESP door".into()
+            );
+        }
+        let cfg = leasetso_smol::ServerConfig {
+            listen: args.listen,
+            data_dir: args.data,
+            cluster_id: args.cluster_id,
+            node,
+            peers,
+            advertise: args.advertise,
+            resp: None,
+        };
+        return serve_smol(cfg, id, cluster);
+    }
     let cfg = ServerConfig {
         listen: args.listen,
         data_dir: args.data,
@@ -303,6 +333,47 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     server.wait();
     Ok(())
+}
+
+/// `serve --runtime smol`: the same start-up, readiness lines and graceful
+/// stop as the std server, on smol (the server's tasks run inside
+/// `Server::run`, driven here by `smol::block_on`).
+fn serve_smol(cfg: leasetso_smol::ServerConfig, id: NodeId, cluster: bool) -> Result<(), String> {
+    // Installed before the server starts, so a signal during start-up
+    // still stops it cleanly once it runs.
+    let (signal_tx, signal_rx) = std::sync::mpsc::channel::<()>();
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = signal_tx.send(());
+    }) {
+        tracing::warn!(error = %e, "cannot handle Ctrl-C / SIGTERM; stop the process another way");
+    }
+    let server = leasetso_smol::Server::bind(cfg).map_err(|e| e.to_string())?;
+    let handle = server.handle();
+    let peer_addr = server.peer_addr();
+    let stopped_early = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stopped_early);
+    let stop = handle.clone();
+    std::thread::spawn(move || {
+        if signal_rx.recv().is_ok() {
+            flag.store(true, Ordering::SeqCst);
+            stop.stop();
+        }
+    });
+    let ready = async {
+        if cluster {
+            let peer = peer_addr.map_or_else(String::new, |a| a.to_string());
+            eprintln!("leasetso: node {} listening on {} (peers on {peer})", id.0 + 1, handle.local_addr());
+        } else {
+            if !handle.wait_serving(READY_WAIT).await && !stopped_early.load(Ordering::SeqCst) {
+                tracing::warn!(after = ?READY_WAIT, "the node does not serve timestamps yet; listening anyway");
+            }
+            if !stopped_early.load(Ordering::SeqCst) {
+                eprintln!("leasetso: serving on {}", handle.local_addr());
+            }
+        }
+    };
+    let (result, ()) = smol::block_on(smol::future::zip(server.run(), ready));
+    result.map_err(|e| e.to_string())
 }
 
 fn options(args: &ClientArgs) -> ClientOptions {

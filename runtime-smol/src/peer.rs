@@ -1,0 +1,514 @@
+//! Peer links on async sockets: the transport between the nodes of a cluster.
+//!
+//! Every node dials every other node once and sends on that connection
+//! everything it has for it (lease messages, store requests for its replica,
+//! replies to its store requests); what it receives comes in on the
+//! connections the others dialled. So each direction of a pair is one TCP
+//! stream with one writer, and no frame waits behind a reply.
+//!
+//! * **Outgoing**: one task per peer owns the connection: it dials, does the
+//!   handshake (the core's [`Handshake::check_answer`]), then writes what the
+//!   driver queued. The queue is bounded: what does not fit is dropped (the
+//!   lease protocol tolerates loss, a store round times out), so a dead peer
+//!   costs constant memory and the driver never waits for it. The accepting
+//!   side never writes after its Welcome, so the same task also reads the
+//!   socket: a read that returns is the peer closing, and the link redials at
+//!   once instead of losing its next batch to a dead socket.
+//! * **Incoming**: an acceptor task and one reader task per connection. The
+//!   reader checks the peer's `Hello` (the core's [`Handshake::check`]),
+//!   answers `Welcome` or `Refused`, and from then on tags every frame with
+//!   the id the handshake named, never with anything a frame says.
+//!
+//! Every task runs on the server's internal executor and ends when it drops.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_executor::Executor;
+use async_net::{TcpListener, TcpStream};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use leasetso_core::peer::MAX_PEER_FRAME_LEN;
+use leasetso_core::rng::Rng;
+use leasetso_core::wire::LEN_PREFIX;
+use leasetso_core::{Ballot, Handshake, HandshakeError, NodeId, PeerFrame};
+
+use crate::driver::Input;
+use crate::io::{linger_close, refill};
+use crate::store::Job;
+
+/// Frames queued for one peer at most; more are dropped.
+const LINK_QUEUE: usize = 1024;
+/// The first pause before redialling a peer; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(20);
+/// The longest pause between two dials of a peer that does not answer.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// The pause after a peer refused the handshake (a configuration error an
+/// operator must fix: no point in hammering it).
+const REFUSED_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a dial or a handshake may take.
+const IO_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Bytes gathered before one write, when frames queue up.
+const WRITE_BATCH: usize = 16 * 1024;
+/// Room for one whole peer frame.
+const FRAME_ROOM: usize = LEN_PREFIX + MAX_PEER_FRAME_LEN as usize;
+/// Read buffer of an incoming connection.
+const READ_BUF: usize = 16 * 1024;
+/// A refused peer's connection lingers like a refused client's (PROTOCOL.md).
+const LINGER: Duration = Duration::from_millis(250);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// What the driver asks a link's task.
+enum Cmd {
+    /// Send this frame.
+    Frame(PeerFrame),
+    /// Answer once everything queued before has been written (or dropped).
+    Flush(async_channel::Sender<()>),
+}
+
+/// The driver's end of one outgoing link.
+struct LinkHandle {
+    tx: async_channel::Sender<Cmd>,
+    rx: async_channel::Receiver<Cmd>,
+    up: AtomicBool,
+}
+
+/// What the peer tasks share.
+pub(crate) struct PeerNet {
+    me: NodeId,
+    nodes: u16,
+    ours: Handshake,
+    peers: Vec<SocketAddr>,
+    listen_addr: SocketAddr,
+    seed: u64,
+    links: Vec<Option<LinkHandle>>,
+    /// Client addresses peers advertised in their handshakes, for leader hints.
+    client_addrs: Mutex<Vec<Option<SocketAddr>>>,
+    /// The highest ballot of its own each peer was seen to use (a store that
+    /// lost its restart counter asks for it).
+    seen: Mutex<Vec<Ballot>>,
+    /// The live incoming connection of each peer (a connection number and
+    /// the stream), to close it when the peer dials again.
+    incoming: Mutex<Vec<Option<(u64, TcpStream)>>>,
+    next_conn: std::sync::atomic::AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain bookkeeping no panic can leave inconsistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where an incoming connection's frames go.
+#[derive(Clone)]
+struct Routes {
+    driver: async_channel::Sender<Input>,
+    store: async_channel::Sender<Job>,
+}
+
+impl PeerNet {
+    /// The links' state; nothing runs until [`PeerNet::start`].
+    pub(crate) fn new(
+        me: NodeId,
+        peers: Vec<SocketAddr>,
+        listen_addr: SocketAddr,
+        ours: Handshake,
+        seed: u64,
+    ) -> Arc<PeerNet> {
+        let nodes = peers.len() as u16;
+        let links = (0..nodes)
+            .map(|i| {
+                (i != me.0).then(|| {
+                    let (tx, rx) = async_channel::bounded(LINK_QUEUE);
+                    LinkHandle { tx, rx, up: AtomicBool::new(false) }
+                })
+            })
+            .collect();
+        Arc::new(PeerNet {
+            me,
+            nodes,
+            ours,
+            peers,
+            listen_addr,
+            seed,
+            links,
+            client_addrs: Mutex::new(vec![None; usize::from(nodes)]),
+            seen: Mutex::new(vec![Ballot::ZERO; usize::from(nodes)]),
+            incoming: Mutex::new((0..nodes).map(|_| None).collect()),
+            next_conn: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Spawns the acceptor and one link task per peer on `ex`.
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        ex: &Arc<Executor<'static>>,
+        listener: TcpListener,
+        driver: async_channel::Sender<Input>,
+        store: async_channel::Sender<Job>,
+    ) {
+        for i in 0..self.nodes {
+            if i == self.me.0 {
+                continue;
+            }
+            let rng = Rng::new(self.seed ^ (u64::from(i) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            ex.spawn(Arc::clone(self).link(NodeId(i), rng)).detach();
+        }
+        let routes = Routes { driver, store };
+        ex.spawn(Arc::clone(self).accept(Arc::clone(ex), listener, routes)).detach();
+    }
+
+    /// The address the peer listener is bound to.
+    pub(crate) fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    /// Queues a frame for `to`; drops it if the link's queue is full.
+    pub(crate) fn send(&self, to: NodeId, frame: PeerFrame) {
+        let Some(Some(link)) = self.links.get(usize::from(to.0)) else { return };
+        if link.tx.try_send(Cmd::Frame(frame)).is_err() {
+            tracing::trace!(to = to.0 + 1, "peer queue full; frame dropped");
+        }
+    }
+
+    /// The client address node `id` advertised, if it did.
+    pub(crate) fn client_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        lock(&self.client_addrs).get(usize::from(id.0)).copied().flatten()
+    }
+
+    /// Bit `i` set: the link to node `i` is up (this node's own bit is set).
+    pub(crate) fn links_up(&self) -> u32 {
+        let mut mask = 1u32 << self.me.0;
+        for (i, link) in self.links.iter().enumerate() {
+            if link.as_ref().is_some_and(|l| l.up.load(Ordering::Relaxed)) {
+                mask |= 1 << i;
+            }
+        }
+        mask
+    }
+
+    /// The highest ballot of node `id`'s own this node has seen on the wire.
+    pub(crate) fn seen(&self, id: NodeId) -> Ballot {
+        lock(&self.seen).get(usize::from(id.0)).copied().unwrap_or(Ballot::ZERO)
+    }
+
+    /// Waits until every link that is up has written what was queued before
+    /// this call, at most `timeout`: the Release of a shutdown reaches the peers.
+    pub(crate) async fn flush(&self, timeout: Duration) {
+        let mut acks = Vec::new();
+        for link in self.links.iter().flatten() {
+            if !link.up.load(Ordering::Relaxed) {
+                continue;
+            }
+            let (tx, rx) = async_channel::bounded(1);
+            if link.tx.try_send(Cmd::Flush(tx)).is_ok() {
+                acks.push(rx);
+            }
+        }
+        let all = async {
+            for rx in &acks {
+                let _ = rx.recv().await;
+            }
+        };
+        future::or(all, async {
+            async_io::Timer::after(timeout).await;
+        })
+        .await;
+    }
+
+    async fn accept(self: Arc<Self>, ex: Arc<Executor<'static>>, listener: TcpListener, routes: Routes) {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "peer accept failed");
+                    async_io::Timer::after(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let net = Arc::clone(&self);
+            let routes = routes.clone();
+            ex.spawn(async move { net.read(stream, &routes).await }).detach();
+        }
+    }
+
+    /// Serves one incoming connection: the handshake, then frames until the
+    /// peer leaves or breaks the protocol.
+    async fn read(&self, mut stream: TcpStream, routes: &Routes) {
+        let remote = stream.peer_addr().ok();
+        let _ = stream.set_nodelay(true);
+        let mut reader = FrameReader::new();
+        let hello = future::or(async { Some(reader.next(&mut stream).await) }, async {
+            async_io::Timer::after(IO_TIMEOUT * 5).await;
+            None
+        });
+        let hello = match hello.await {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                tracing::debug!(?remote, error = %e, "peer connection closed before its handshake");
+                return;
+            }
+            None => return,
+        };
+        let from = match hello {
+            PeerFrame::Hello(theirs) => match self.ours.check(&theirs, self.nodes, None) {
+                Ok(()) => {
+                    // What the peer says now replaces what an earlier start
+                    // of it said, an absent address included.
+                    lock(&self.client_addrs)[usize::from(theirs.node.0)] = theirs.client_addr;
+                    theirs.node
+                }
+                Err(e) => {
+                    tracing::error!(?remote, "refusing a peer: {e}");
+                    refuse(&mut stream, e, self.ours).await;
+                    return;
+                }
+            },
+            _ => {
+                tracing::warn!(?remote, "refusing a peer: its first frame is not Hello");
+                refuse(&mut stream, HandshakeError::NotHandshake, self.ours).await;
+                return;
+            }
+        };
+        if write_frame(&mut stream, &PeerFrame::Welcome(self.ours)).await.is_err() {
+            return;
+        }
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        if let Some((_, old)) = lock(&self.incoming)[usize::from(from.0)].replace((conn, stream.clone())) {
+            // The peer dialled again (it restarted, or lost the old
+            // connection): the old stream is dead or about to be.
+            let _ = old.shutdown(Shutdown::Both);
+        }
+        tracing::debug!(peer = from.0 + 1, ?remote, "peer connected");
+        loop {
+            let frame = match reader.next(&mut stream).await {
+                Ok(frame) => frame,
+                Err(e) => {
+                    tracing::debug!(peer = from.0 + 1, error = %e, "peer connection ended");
+                    break;
+                }
+            };
+            let routed = match frame {
+                PeerFrame::Lease(msg) => {
+                    if let Some(b) = msg.proposer_ballot().filter(|b| b.node == from) {
+                        let mut seen = lock(&self.seen);
+                        let slot = &mut seen[usize::from(from.0)];
+                        *slot = bound(*slot, b);
+                    }
+                    routes.driver.send(Input::Peer { from, msg }).await.is_ok()
+                }
+                PeerFrame::StoreReply { id, reply } => {
+                    routes.driver.send(Input::StoreReply { replica: from, id, reply }).await.is_ok()
+                }
+                PeerFrame::RestartInfo { highest } => {
+                    routes.driver.send(Input::RestartInfo { from, highest }).await.is_ok()
+                }
+                // A full store queue drops the request: the peer's round
+                // times out, as if the frame had been lost.
+                PeerFrame::Store(request) => !matches!(
+                    routes.store.try_send(Job::Remote { from, request }),
+                    Err(async_channel::TrySendError::Closed(_))
+                ),
+                PeerFrame::RestartQuery => !matches!(
+                    routes.store.try_send(Job::RestartQuery { from }),
+                    Err(async_channel::TrySendError::Closed(_))
+                ),
+                PeerFrame::Hello(_) | PeerFrame::Welcome(_) | PeerFrame::Refused { .. } => {
+                    tracing::warn!(
+                        peer = from.0 + 1,
+                        "handshake frame after the handshake; dropping the connection"
+                    );
+                    break;
+                }
+            };
+            if !routed {
+                break; // The node is shutting down.
+            }
+        }
+        let mut incoming = lock(&self.incoming);
+        let slot = &mut incoming[usize::from(from.0)];
+        if slot.as_ref().is_some_and(|(c, _)| *c == conn) {
+            *slot = None;
+        }
+    }
+
+    /// One outgoing link: dial, handshake, write, redial, for as long as the
+    /// server runs.
+    async fn link(self: Arc<Self>, to: NodeId, mut rng: Rng) {
+        let Some(Some(handle)) = self.links.get(usize::from(to.0)) else { return };
+        let addr = self.peers[usize::from(to.0)];
+        let mut backoff = MIN_BACKOFF;
+        let mut last_error = String::new();
+        loop {
+            match self.connect(to, addr).await {
+                Ok(mut stream) => {
+                    backoff = MIN_BACKOFF;
+                    last_error.clear();
+                    handle.up.store(true, Ordering::SeqCst);
+                    tracing::info!(peer = to.0 + 1, %addr, "peer link up");
+                    let e = write_loop(&mut stream, &handle.rx).await;
+                    handle.up.store(false, Ordering::SeqCst);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    tracing::info!(peer = to.0 + 1, error = %e, "peer link down");
+                }
+                Err(e) => {
+                    let refused = matches!(e, DialError::Handshake(_));
+                    let text = e.to_string();
+                    if text != last_error {
+                        // Said once per change, not at every redial.
+                        if refused {
+                            tracing::error!(peer = to.0 + 1, %addr, "peer link refused: {text}");
+                        } else {
+                            tracing::debug!(peer = to.0 + 1, %addr, error = %text, "cannot reach peer");
+                        }
+                        last_error = text;
+                    }
+                    let pause = if refused { REFUSED_BACKOFF } else { rng.jitter(backoff) };
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    idle(&handle.rx, pause).await;
+                }
+            }
+        }
+    }
+
+    async fn connect(&self, to: NodeId, addr: SocketAddr) -> Result<TcpStream, DialError> {
+        let dial = async {
+            let mut stream = TcpStream::connect(addr).await.map_err(DialError::Io)?;
+            stream.set_nodelay(true).map_err(DialError::Io)?;
+            write_frame(&mut stream, &PeerFrame::Hello(self.ours)).await.map_err(DialError::Io)?;
+            let answer = FrameReader::new().next(&mut stream).await.map_err(DialError::Io)?;
+            let theirs = self.ours.check_answer(&answer, self.nodes, to).map_err(DialError::Handshake)?;
+            lock(&self.client_addrs)[usize::from(to.0)] = theirs.client_addr;
+            Ok(stream)
+        };
+        future::or(dial, async {
+            async_io::Timer::after(IO_TIMEOUT).await;
+            Err(DialError::Io(io::Error::new(io::ErrorKind::TimedOut, "dial or handshake timed out")))
+        })
+        .await
+    }
+}
+
+/// Writes queued frames until the connection fails or the peer closes it;
+/// returns why. Frames that queued up meanwhile go out in one write.
+async fn write_loop(stream: &mut TcpStream, rx: &async_channel::Receiver<Cmd>) -> io::Error {
+    let mut out: Vec<u8> = Vec::with_capacity(WRITE_BATCH + FRAME_ROOM);
+    let mut acks: Vec<async_channel::Sender<()>> = Vec::new();
+    let mut watched = stream.clone();
+    let mut byte = [0u8; 1];
+    loop {
+        // The peer never writes after Welcome: whatever a read returns
+        // (end, error, or stray bytes), the connection is over.
+        let next = future::or(async { rx.recv().await.ok() }, async {
+            let _ = watched.read(&mut byte).await;
+            None
+        });
+        let Some(first) = next.await else {
+            return io::Error::new(io::ErrorKind::ConnectionReset, "the peer closed the link");
+        };
+        let mut cmd = Some(first);
+        while let Some(c) = cmd {
+            match c {
+                // `out` is a Vec and grows: encoding cannot fail.
+                Cmd::Frame(frame) => drop(frame.encode(&mut out)),
+                Cmd::Flush(ack) => acks.push(ack),
+            }
+            cmd = if out.len() < WRITE_BATCH { rx.try_recv().ok() } else { None };
+        }
+        if !out.is_empty() {
+            let written = future::or(async { stream.write_all(&out).await }, async {
+                async_io::Timer::after(IO_TIMEOUT).await;
+                Err(io::Error::new(io::ErrorKind::TimedOut, "peer write timed out"))
+            });
+            if let Err(e) = written.await {
+                return e;
+            }
+            out.clear();
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.try_send(());
+        }
+    }
+}
+
+/// While the link is down: discards what the driver queues (stale by the
+/// time the link is up) and answers flushes at once, for `pause`.
+async fn idle(rx: &async_channel::Receiver<Cmd>, pause: Duration) {
+    let drain = async {
+        while let Ok(cmd) = rx.recv().await {
+            if let Cmd::Flush(ack) = cmd {
+                let _ = ack.try_send(());
+            }
+        }
+    };
+    future::or(drain, async {
+        async_io::Timer::after(pause).await;
+    })
+    .await;
+}
+
+/// The component-wise maximum of two ballots of one node: its counter and
+/// its restart each at least as high as either's. What a node that lost its
+/// restart counter must start above is the highest *restart* its peers saw,
+/// and its counter catches up to the highest counter.
+pub(crate) fn bound(a: Ballot, b: Ballot) -> Ballot {
+    Ballot { counter: a.counter.max(b.counter), restart: a.restart.max(b.restart), node: b.node }
+}
+
+/// Sends `Refused` and closes.
+async fn refuse(stream: &mut TcpStream, e: HandshakeError, ours: Handshake) {
+    let _ = write_frame(stream, &PeerFrame::Refused { reason: e.refusal(), theirs: ours }).await;
+    linger_close(stream, LINGER, LINGER_BYTES).await;
+}
+
+async fn write_frame(stream: &mut TcpStream, frame: &PeerFrame) -> io::Result<()> {
+    let mut buf = [0u8; FRAME_ROOM];
+    let mut slice = &mut buf[..];
+    // Every peer frame fits FRAME_ROOM bytes (MAX_PEER_FRAME_LEN bounds them).
+    let n = frame.encode(&mut slice).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    stream.write_all(&buf[..n]).await
+}
+
+/// Reads whole peer frames from a stream into a fixed buffer.
+struct FrameReader {
+    buf: Box<[u8; READ_BUF]>,
+    start: usize,
+    end: usize,
+}
+
+impl FrameReader {
+    fn new() -> Self {
+        FrameReader { buf: Box::new([0; READ_BUF]), start: 0, end: 0 }
+    }
+
+    async fn next(&mut self, stream: &mut TcpStream) -> io::Result<PeerFrame> {
+        loop {
+            match PeerFrame::decode(&self.buf[self.start..self.end]) {
+                Ok(Some((frame, used))) => {
+                    self.start += used;
+                    return Ok(frame);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+            if refill(stream, &mut self.buf[..], &mut self.start, &mut self.end, FRAME_ROOM).await? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
+            }
+        }
+    }
+}
+
+enum DialError {
+    Io(io::Error),
+    Handshake(HandshakeError),
+}
+
+impl std::fmt::Display for DialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DialError::Io(e) => e.fmt(f),
+            DialError::Handshake(e) => e.fmt(f),
+        }
+    }
+}

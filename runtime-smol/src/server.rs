@@ -1,0 +1,542 @@
+//! The server: a node served over async sockets on one internal executor.
+//!
+//! [`Server::bind`] opens the store, builds the node and binds the
+//! listeners, synchronously (nothing of it is worth awaiting, and an error
+//! is best reported before any task exists). [`Server::run`] is a future that
+//! serves until a [`Handle`] asks it to stop, then shuts down gracefully:
+//! connections close, the lease is released and the Release flushed to the
+//! peers, the store closes.
+//!
+//! # Why an internal executor
+//!
+//! The server needs many tasks (the acceptor, one per client connection, the
+//! driver, the peer links). Rather than take a spawner, whose type would tie
+//! the public API to one executor (or force a boxed `'static + Send` callback
+//! on the embedder), `run()` owns an `async_executor::Executor` and drives it
+//! inside its own future. Whoever polls `run()` (`smol::block_on`, a task on
+//! the application's own executor, any executor with async-io's reactor)
+//! polls every server task; dropping the future cancels them all, so no task
+//! outlives the server. The embedder decides which thread runs it.
+//!
+//! # Threads and locks
+//!
+//! The [`Node`] sits behind one `std::sync::Mutex`, taken for the length of
+//! one `get_ts` call or one batch of driver inputs and never across an
+//! `.await`. Sled is blocking: every store operation runs on a dedicated
+//! store thread ([`crate::store`]), so an fsync never delays GetTS, a
+//! Promise or an Accept.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_executor::Executor;
+use event_listener::Event;
+use futures_lite::future;
+use leasetso_core::conn::ADMIN_TIMEOUT;
+use leasetso_core::peer::PEER_VERSION;
+use leasetso_core::{
+    GetTsError, Handshake, LeaderHint, Mode, Node, NodeConfig, NodeId, Status, StoreOp, StoreReply, Timestamp,
+};
+use leasetso_sled::SledStore;
+
+use crate::clock::Clock;
+use crate::conn;
+use crate::driver::{self, Input, Pending};
+use crate::error::ServerError;
+use crate::peer::PeerNet;
+use crate::store::{self, Job, STORE_QUEUE};
+
+/// Inputs queued for the driver at most; peer readers wait when it is full,
+/// which slows their peers through TCP rather than growing memory.
+const DRIVER_QUEUE: usize = 4096;
+
+/// How a server is set up: what `leasetso serve` offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The client address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The store's directory, created if missing.
+    pub data_dir: PathBuf,
+    /// The cluster this node belongs to; the store remembers it and refuses
+    /// another, clients and peers naming another are turned away.
+    pub cluster_id: u64,
+    /// The node's protocol configuration (`node.nodes` is the cluster size).
+    pub node: NodeConfig,
+    /// Every node's peer address, indexed by node id, this node's own
+    /// included (it listens there). Empty for a single node.
+    pub peers: Vec<SocketAddr>,
+    /// The client address peers hand out for this node in leader hints;
+    /// defaults to the bound client address unless that is a wildcard.
+    pub advertise: Option<SocketAddr>,
+    /// The RESP door's address; the smol runtime does not serve it yet, so
+    /// [`Server::bind`] refuses a config that asks for it.
+    pub resp: Option<SocketAddr>,
+}
+
+impl ServerConfig {
+    /// A single-node server of cluster 1 with the default tunables.
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            listen,
+            data_dir: data_dir.into(),
+            cluster_id: 1,
+            node: NodeConfig::single(),
+            peers: Vec::new(),
+            advertise: None,
+            resp: None,
+        }
+    }
+}
+
+/// Counters of what the server has done since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Client connections accepted.
+    pub connections: u64,
+    /// GetTS requests answered, with timestamps or with an error.
+    pub get_ts_requests: u64,
+    /// Timestamps handed out.
+    pub timestamps: u64,
+    /// Status requests answered.
+    pub status_requests: u64,
+    /// Error frames sent, per request or fatal.
+    pub errors: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) connections: AtomicU64,
+    pub(crate) get_ts_requests: AtomicU64,
+    pub(crate) timestamps: AtomicU64,
+    pub(crate) status_requests: AtomicU64,
+    pub(crate) errors: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> ServerStats {
+        ServerStats {
+            connections: self.connections.load(Ordering::Relaxed),
+            get_ts_requests: self.get_ts_requests.load(Ordering::Relaxed),
+            timestamps: self.timestamps.load(Ordering::Relaxed),
+            status_requests: self.status_requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What every task of one server shares.
+pub(crate) struct Shared {
+    /// `None` until the node is built: at once, unless its data dir lost its
+    /// restart counter and the driver first learns it from the peers.
+    node: Mutex<Option<Node>>,
+    pub(crate) clock: Clock,
+    pub(crate) cluster_id: u64,
+    pub(crate) node_id: NodeId,
+    pub(crate) nodes: u16,
+    pub(crate) mode: Mode,
+    pub(crate) local_addr: SocketAddr,
+    /// This node's client address as hints name it.
+    pub(crate) advertise: Option<SocketAddr>,
+    pub(crate) net: Option<Arc<PeerNet>>,
+    stopping: AtomicBool,
+    /// Notified when `stopping` is set and when a connection task ends.
+    wake: Event,
+    open_conns: AtomicUsize,
+    pub(crate) store: async_channel::Sender<Job>,
+    pub(crate) counters: Counters,
+}
+
+impl Shared {
+    /// Runs `f` on the node under its lock; `None` if the node is not built
+    /// yet, or a task panicked while holding it (its state may then be
+    /// half-updated, and serving from it could repeat a timestamp).
+    pub(crate) fn with_node<R>(&self, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
+        self.node.lock().ok()?.as_mut().map(f)
+    }
+
+    /// The node's slot, for the driver to fill once it is built.
+    pub(crate) fn node_slot(&self) -> MutexGuard<'_, Option<Node>> {
+        self.node.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// GetTS on the node. `Err(None)`: the node cannot answer (poisoned).
+    pub(crate) fn get_ts(&self, count: u32) -> Result<Timestamp, Option<GetTsError>> {
+        let mut guard = self.node.lock().map_err(|_| None)?;
+        match guard.as_mut() {
+            // The clock is read under the lock, so the lease check uses a
+            // time no earlier than the moment of handing out.
+            Some(node) => node.get_ts(count, self.clock.now()).map_err(Some),
+            None => Err(Some(GetTsError::NotLeader { leader: None })),
+        }
+    }
+
+    /// The node's status; a node still learning its restart counter reports
+    /// itself a follower that knows nothing yet. `None` if poisoned.
+    pub(crate) fn status(&self) -> Option<Status> {
+        let guard = self.node.lock().ok()?;
+        Some(match guard.as_ref() {
+            Some(node) => node.status_at(self.clock.now()),
+            None => Status {
+                role: leasetso_core::Role::Follower,
+                leader: None,
+                window_end_ms: 0,
+                current: Timestamp::ZERO,
+                lease: None,
+                lease_left: Duration::ZERO,
+                quarantine_left: Duration::ZERO,
+                fence: None,
+                mode: self.mode,
+                primary: None,
+            },
+        })
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn request_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify(usize::MAX);
+    }
+
+    /// Resolves once a stop is requested.
+    pub(crate) async fn stopped(&self) {
+        loop {
+            if self.is_stopping() {
+                return;
+            }
+            let listener = self.wake.listen();
+            if self.is_stopping() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// A leader hint as clients see it: the node id and its advertised
+    /// client address (this node's own, or what the peer said in its handshake).
+    pub(crate) fn hint(&self, leader: Option<NodeId>) -> LeaderHint {
+        let addr = match leader {
+            Some(id) if id == self.node_id => self.advertise,
+            Some(id) => self.net.as_ref().and_then(|net| net.client_addr(id)),
+            None => None,
+        };
+        LeaderHint { node: leader, addr: addr.filter(|a| !a.ip().is_unspecified()) }
+    }
+
+    /// Runs an operator's store operation on this node's replica, on the
+    /// store thread. `None` if it did not answer within [`ADMIN_TIMEOUT`].
+    pub(crate) async fn admin(&self, op: StoreOp) -> Option<StoreReply> {
+        let (tx, rx) = async_channel::bounded(1);
+        self.store.try_send(Job::Admin { op, reply: tx }).ok()?;
+        let timeout = async {
+            async_io::Timer::after(ADMIN_TIMEOUT).await;
+            None
+        };
+        future::or(async { rx.recv().await.ok() }, timeout).await
+    }
+
+    /// Bit `i` set: the link to node `i` is up (a single node: its own bit).
+    pub(crate) fn links_up(&self) -> u32 {
+        self.net.as_ref().map_or(1 << self.node_id.0, |net| net.links_up())
+    }
+}
+
+/// A bound leasetso server, ready to [`run`](Server::run).
+pub struct Server {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    peer_listener: Option<TcpListener>,
+    driver_rx: async_channel::Receiver<Input>,
+    driver_tx: async_channel::Sender<Input>,
+    pending: Option<Pending>,
+    /// Ends (its sender drops) when the store thread exits.
+    store_done: async_channel::Receiver<()>,
+}
+
+/// Talks to a server from anywhere: asks it to stop, reads its state.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("addr", &self.shared.local_addr).finish()
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.shared.local_addr)
+            .field("node", &self.shared.node_id)
+            .field("cluster_id", &self.shared.cluster_id)
+            .finish()
+    }
+}
+
+impl Handle {
+    /// Requests the stop; [`Server::run`] then shuts down and returns.
+    /// Safe to call from a signal-handling thread.
+    pub fn stop(&self) {
+        self.shared.request_stop();
+    }
+
+    /// The address clients connect to (the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    /// What the server has done so far.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// The node's status, as a `GetStatus` request would report it.
+    pub fn status(&self) -> Option<Status> {
+        self.shared.status()
+    }
+
+    /// Whether the node hands out timestamps now.
+    pub fn is_serving(&self) -> bool {
+        let now = self.shared.clock.now();
+        self.shared.with_node(|node| node.is_serving(now)).unwrap_or(false)
+    }
+
+    /// Waits until the node serves timestamps, at most `timeout`; returns
+    /// whether it does.
+    pub async fn wait_serving(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.is_serving() {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline || self.shared.is_stopping() {
+                return false;
+            }
+            async_io::Timer::after(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+impl Server {
+    /// Opens the store, bumps its restart counter, builds the node, binds the
+    /// listeners and starts the store thread. Nothing is served until
+    /// [`Server::run`] is polled; connections made before then wait in the
+    /// listen backlog.
+    ///
+    /// In a cluster, a node whose data dir has no restart counter (new, or a
+    /// replaced disk) first learns from a quorum of peers the highest ballot
+    /// they saw from it; it answers clients `NotLeader` until then.
+    pub fn bind(cfg: ServerConfig) -> Result<Server, ServerError> {
+        if cfg.resp.is_some() {
+            return Err(ServerError::RespUnsupported);
+        }
+        cfg.node.validate()?;
+        let nodes = cfg.node.nodes;
+        if nodes > 1 {
+            if !Clock::is_boottime() {
+                return Err(ServerError::NoBoottime);
+            }
+            if cfg.peers.len() != usize::from(nodes) {
+                return Err(ServerError::Peers { nodes, peers: cfg.peers.len() });
+            }
+        }
+        let dir = cfg.data_dir.clone();
+        let store_err = |e| ServerError::from_store(dir.clone(), e);
+        let store = SledStore::open(&cfg.data_dir, cfg.cluster_id).map_err(store_err)?;
+        store.claim_node(cfg.node.id).map_err(store_err)?;
+        let stored_restart = store.restart().map_err(store_err)?;
+        let bind = |addr: SocketAddr| {
+            let l = TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+            let local = l.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+            Ok::<_, ServerError>((l, local))
+        };
+        let (listener, local_addr) = bind(cfg.listen)?;
+        let advertise = cfg.advertise.or(Some(local_addr)).filter(|a| !a.ip().is_unspecified());
+        let (driver_tx, driver_rx) = async_channel::bounded(DRIVER_QUEUE);
+        let (store_tx, store_rx) = async_channel::bounded(STORE_QUEUE);
+        let (net, peer_listener) = if nodes > 1 {
+            let ours = Handshake {
+                version: PEER_VERSION,
+                cluster_id: cfg.cluster_id,
+                node: cfg.node.id,
+                client_addr: advertise,
+                resp_addr: None,
+                // `validate` passed above, so the digest exists.
+                digest: cfg.node.digest().unwrap_or(0),
+            };
+            let (peer_listener, peer_addr) = bind(cfg.peers[usize::from(cfg.node.id.0)])?;
+            let net = PeerNet::new(cfg.node.id, cfg.peers.clone(), peer_addr, ours, cfg.node.seed);
+            (Some(net), Some(peer_listener))
+        } else {
+            (None, None)
+        };
+        let clock = Clock::new();
+        // Every start gets a restart number of its own, durably, so no
+        // ballot of this start equals one of an earlier start.
+        let (node, pending) = if stored_restart > 0 || nodes == 1 {
+            let restart = store.bump_restart().map_err(store_err)?;
+            let mut node = Node::new(cfg.node, restart, clock.now())?;
+            // Start the ballot counter above the fence this replica holds.
+            node.catch_up(store.fence().map_err(store_err)?);
+            tracing::info!(restart, "restart counter bumped");
+            (Some(node), None)
+        } else {
+            (None, Some(Pending { cfg: cfg.node, store: store.clone() }))
+        };
+        tracing::info!(
+            addr = %local_addr,
+            node = cfg.node.id.0 + 1,
+            nodes,
+            cluster_id = cfg.cluster_id,
+            data = %cfg.data_dir.display(),
+            runtime = "smol",
+            "node started"
+        );
+        let (done_tx, store_done) = async_channel::bounded::<()>(1);
+        let me = cfg.node.id;
+        let store_net = net.clone();
+        let store_driver = driver_tx.clone();
+        std::thread::Builder::new()
+            .name("leasetso-store".into())
+            .spawn(move || {
+                store::run(me, store, store_rx, store_driver, store_net);
+                drop(done_tx);
+            })
+            .map_err(|source| ServerError::Spawn { what: "store", source })?;
+        let shared = Arc::new(Shared {
+            node: Mutex::new(node),
+            clock,
+            cluster_id: cfg.cluster_id,
+            node_id: cfg.node.id,
+            nodes,
+            mode: cfg.node.mode,
+            local_addr,
+            advertise,
+            net,
+            stopping: AtomicBool::new(false),
+            wake: Event::new(),
+            open_conns: AtomicUsize::new(0),
+            store: store_tx,
+            counters: Counters::default(),
+        });
+        Ok(Server { shared, listener, peer_listener, driver_rx, driver_tx, pending, store_done })
+    }
+
+    /// The address clients connect to (the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The address peers connect to, in a cluster.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.shared.net.as_ref().map(|net| net.listen_addr())
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    /// A handle that stops the server and reads its state while it runs.
+    pub fn handle(&self) -> Handle {
+        Handle { shared: Arc::clone(&self.shared) }
+    }
+
+    /// Serves until a [`Handle`] asks to stop, then shuts down: stops
+    /// accepting, closes every client connection, releases the lease and
+    /// flushes the Release to the peers, closes the store. Dropping the
+    /// future instead cancels every task at once (no Release is sent; the
+    /// peers wait out the lease).
+    pub async fn run(self) -> Result<(), ServerError> {
+        let Server { shared, listener, peer_listener, driver_rx, driver_tx, pending, store_done } = self;
+        let listen_err = |source| ServerError::Bind { addr: shared.local_addr, source };
+        let listener = async_net::TcpListener::try_from(listener).map_err(listen_err)?;
+        let peer_listener = match peer_listener {
+            Some(l) => Some(async_net::TcpListener::try_from(l).map_err(listen_err)?),
+            None => None,
+        };
+        let ex = Arc::new(Executor::new());
+        let serving = async {
+            if let (Some(net), Some(l)) = (&shared.net, peer_listener) {
+                net.start(&ex, l, driver_tx.clone(), shared.store.clone());
+            }
+            let driver = ex.spawn(driver::run(Arc::clone(&shared), driver_rx, pending));
+            let acceptor = ex.spawn(accept(Arc::clone(&shared), Arc::clone(&ex), listener));
+            shared.stopped().await;
+            // Connections close before the lease is released, so no client
+            // is told `NotLeader` by a node that is merely shutting down.
+            acceptor.await;
+            wait_conns_closed(&shared).await;
+            // The driver releases the lease and flushes the Release.
+            let _ = driver_tx.send(Input::Stop).await;
+            driver.await;
+            // The store thread drains its queue and ends; every write was
+            // flushed when it was made.
+            shared.store.close();
+            let _ = store_done.recv().await;
+        };
+        ex.run(serving).await;
+        // Dropping the executor cancels the peer links and readers.
+        drop(ex);
+        tracing::info!(addr = %shared.local_addr, "server stopped");
+        Ok(())
+    }
+}
+
+async fn wait_conns_closed(shared: &Shared) {
+    loop {
+        if shared.open_conns.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let listener = shared.wake.listen();
+        if shared.open_conns.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        listener.await;
+    }
+}
+
+/// Accepts client connections until the stop, each served by its own task.
+async fn accept(shared: Arc<Shared>, ex: Arc<Executor<'static>>, listener: async_net::TcpListener) {
+    let accepting = async {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    async_io::Timer::after(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            Counters::bump(&shared.counters.connections, 1);
+            tracing::debug!(%peer, "client connected");
+            shared.open_conns.fetch_add(1, Ordering::SeqCst);
+            let conn_shared = Arc::clone(&shared);
+            ex.spawn(async move {
+                future::or(conn::serve(&conn_shared, stream), conn_shared.stopped()).await;
+                conn_shared.open_conns.fetch_sub(1, Ordering::SeqCst);
+                conn_shared.wake.notify(usize::MAX);
+                tracing::debug!(%peer, "client disconnected");
+            })
+            .detach();
+        }
+    };
+    future::or(accepting, shared.stopped()).await;
+}
