@@ -1,4 +1,5 @@
-//! GetTS and the periodic update allocate nothing after construction.
+//! GetTS and the periodic update allocate nothing after construction, and
+//! neither does a client connection's session once it is set up.
 //!
 //! A counting global allocator counts the allocations of each thread, so
 //! the tests of this binary can run side by side.
@@ -6,7 +7,12 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use leasetso_core::{Instant, MemStore, Node, NodeConfig, Output};
+use leasetso_core::conn::{FLUSH, OUT_CAPACITY, READ_BUF};
+use leasetso_core::wire::VERSION;
+use leasetso_core::{
+    Backend, Frame, Instant, LeaderHint, MemStore, Node, NodeConfig, NodeId, Output, Served, ServerConn,
+    Status, Timestamp, TsRefusal,
+};
 
 struct Counting;
 
@@ -171,4 +177,100 @@ fn a_cluster_campaign_renewals_release_and_store_rounds_do_not_allocate() {
         "windows saved on a quorum"
     );
     assert_eq!(after - before, 0, "allocations in a cluster's lease and store paths");
+}
+
+/// A runtime's view of a node, as a connection sees it: here the node
+/// itself at the time the test has reached.
+struct AtNow<'a> {
+    node: &'a mut Node,
+    now: Instant,
+}
+
+impl Backend for AtNow<'_> {
+    fn get_ts(&mut self, count: u32) -> Result<Timestamp, TsRefusal> {
+        Ok(self.node.get_ts(count, self.now)?)
+    }
+    fn status(&mut self) -> Option<Status> {
+        Some(self.node.status_at(self.now))
+    }
+    fn hint(&self, leader: Option<NodeId>) -> LeaderHint {
+        LeaderHint { node: leader, addr: None }
+    }
+    fn links_up(&self) -> u32 {
+        1
+    }
+}
+
+#[test]
+fn a_client_sessions_get_ts_path_does_not_allocate() {
+    const PER_READ: usize = READ_BUF / 17;
+    let wall0 = 1_700_000_000_000u64;
+    let mut store = MemStore::new();
+    let mut node = Node::new(NodeConfig::single(), store.bump_restart(), Instant::ZERO).unwrap();
+    node.handle_timeout(Instant::ZERO, wall0);
+    drain(&mut node, &mut store, Instant::ZERO, wall0);
+    assert!(node.is_serving(Instant::ZERO), "a single node serves at once");
+
+    // Set up as a runtime does: the session, its buffers, and what the
+    // client sends (one read buffer of pipelined GetTS per read; a status
+    // request among them).
+    let mut conn = ServerConn::new(1, NodeId(0), 1);
+    let mut out = Vec::with_capacity(OUT_CAPACITY);
+    let mut hello = Vec::new();
+    Frame::Hello { version: VERSION, cluster_id: 0 }.encode(&mut hello).unwrap();
+    let mut backend = AtNow { node: &mut node, now: Instant::ZERO };
+    assert_eq!(conn.handle(&hello, &mut backend, &mut out), (hello.len(), Served::Read));
+    assert!(matches!(Frame::decode(&out), Ok(Some((Frame::Welcome { .. }, _)))));
+    out.clear();
+    let mut input = Vec::with_capacity(READ_BUF);
+    for id in 1..PER_READ as u64 {
+        Frame::GetTs { id, count: 3 }.encode(&mut input).unwrap();
+    }
+    Frame::GetStatus { id: 0 }.encode(&mut input).unwrap();
+    let capacity = out.capacity();
+
+    let before = allocations();
+    let (mut answers, mut flushes, mut last_seen) = (0usize, 0usize, Timestamp::ZERO);
+    let mut now = Instant::ZERO;
+    for tick in 1..=200u64 {
+        now = node.poll_timeout().unwrap();
+        let wall = wall0 + tick * 50;
+        node.handle_timeout(now, wall);
+        drain(&mut node, &mut store, now, wall);
+        let mut backend = AtNow { node: &mut node, now };
+        let mut at = 0;
+        loop {
+            let (used, served) = conn.handle(&input[at..], &mut backend, &mut out);
+            at += used;
+            // What a runtime writes out: count and check the answers.
+            let mut i = 0;
+            while let Ok(Some((frame, n))) = Frame::decode(&out[i..]) {
+                i += n;
+                answers += 1;
+                match frame {
+                    Frame::Ts { last, .. } => {
+                        assert!(last > last_seen, "timestamps increase");
+                        last_seen = last;
+                    }
+                    Frame::Status { .. } => {}
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
+            assert_eq!(i, out.len(), "out holds whole frames");
+            out.clear();
+            match served {
+                Served::Flush => flushes += 1,
+                Served::Read => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(at, input.len());
+    }
+    let after = allocations();
+
+    let _ = now;
+    assert_eq!(answers, 200 * PER_READ, "every request answered");
+    assert!(flushes >= 200, "out filled up to the flush mark ({flushes} flushes, FLUSH {FLUSH})");
+    assert_eq!(out.capacity(), capacity, "out was never reallocated");
+    assert_eq!(after - before, 0, "allocations on a session's GetTS path");
 }
