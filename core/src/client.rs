@@ -1031,3 +1031,540 @@ impl<E: Clone> ClientSession<E> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type Session = ClientSession<&'static str>;
+
+    const A: &str = "127.0.0.1:1";
+    const B: &str = "127.0.0.1:2";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn ms(t: u64) -> Instant {
+        Instant::from_millis(t)
+    }
+
+    fn session(config: ClientConfig, seeds: &[&str]) -> Session {
+        let seeds: Vec<SocketAddr> = seeds.iter().map(|s| addr(s)).collect();
+        ClientSession::new(config, &seeds, 1).unwrap()
+    }
+
+    fn config(max_in_flight: usize) -> ClientConfig {
+        ClientConfig { max_in_flight, ..ClientConfig::default() }
+    }
+
+    /// Everything the session transmits now, decoded.
+    fn sent(s: &mut Session, now: Instant) -> Vec<Frame> {
+        let mut buf = [0u8; 4 * TRANSMIT_MIN];
+        let n = s.poll_transmit(&mut buf, now);
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while let Some((f, used)) = Frame::decode(&buf[at..n]).unwrap() {
+            frames.push(f);
+            at += used;
+        }
+        assert_eq!(at, n, "a partial frame was transmitted");
+        frames
+    }
+
+    fn input(s: &mut Session, frames: &[Frame], now: Instant) {
+        let mut bytes = Vec::new();
+        for f in frames {
+            f.encode(&mut bytes).unwrap();
+        }
+        s.handle_input(&bytes, now);
+    }
+
+    fn done(s: &mut Session) -> Vec<(u64, Result<Answer, CallError<&'static str>>)> {
+        std::iter::from_fn(|| s.poll_completion()).map(|c| (c.ticket.get(), c.result)).collect()
+    }
+
+    fn welcome() -> Frame {
+        Frame::Welcome { version: VERSION, cluster_id: 9, node: NodeId(0) }
+    }
+
+    /// Connects to the expected address and returns what went out first.
+    fn connect(s: &mut Session, to: &str, now: Instant) -> Vec<Frame> {
+        assert_eq!(s.poll_action(), Some(Action::Connect(addr(to))));
+        s.connected(now);
+        sent(s, now)
+    }
+
+    fn ts(t: u64) -> Result<Answer, CallError<&'static str>> {
+        Ok(Answer::Ts(Timestamp::from_u64(t)))
+    }
+
+    fn ts_frame(id: u64, count: u32, physical: u64, logical: u32) -> Frame {
+        Frame::Ts { id, count, last: Timestamp::new(physical, logical).unwrap() }
+    }
+
+    fn not_leader(id: u64, to: Option<&str>) -> Frame {
+        Frame::Error {
+            id,
+            code: ErrorCode::NotLeader,
+            leader: LeaderHint { node: Some(NodeId(1)), addr: to.map(addr) },
+        }
+    }
+
+    #[test]
+    fn merges_pipelines_behind_the_hello_and_splits_in_order() {
+        let mut s = session(ClientConfig { max_batch: 10, ..config(2) }, &[A]);
+        for count in [3, 4, 5, 2, 1] {
+            s.push(count, ms(0));
+        }
+        // 3 + 4 fit 10, 5 does not: requests of 7, 8 (5 + 2 + 1), both
+        // behind the Hello.
+        let out = connect(&mut s, A, ms(1));
+        assert_eq!(
+            out,
+            [
+                Frame::Hello { version: VERSION, cluster_id: 0 },
+                Frame::GetTs { id: 1, count: 7 },
+                Frame::GetTs { id: 2, count: 8 },
+            ]
+        );
+        assert!(s.awaiting_reply());
+        assert_eq!(s.in_flight(), 2);
+        // The second is answered first: matched by id, not by position.
+        input(&mut s, &[welcome(), ts_frame(2, 8, 5, 30)], ms(2));
+        assert_eq!(done(&mut s), [(2, ts((5 << 18) + 27)), (3, ts((5 << 18) + 29)), (4, ts((5 << 18) + 30))]);
+        input(&mut s, &[ts_frame(1, 7, 5, 7)], ms(3));
+        assert_eq!(done(&mut s), [(0, ts((5 << 18) + 3)), (1, ts((5 << 18) + 7))]);
+        assert!(!s.awaiting_reply());
+        assert_eq!(s.pending(), None);
+    }
+
+    #[test]
+    fn one_in_flight_waits_for_the_reply_and_a_big_caller_goes_alone() {
+        let mut s = session(ClientConfig { max_batch: 10, ..config(1) }, &[A]);
+        s.push(20, ms(0));
+        s.push(1, ms(0));
+        assert_eq!(connect(&mut s, A, ms(0))[1..], [Frame::GetTs { id: 1, count: 20 }]);
+        assert_eq!(sent(&mut s, ms(0)), []);
+        input(&mut s, &[welcome(), ts_frame(1, 20, 1, 20)], ms(1));
+        assert_eq!(sent(&mut s, ms(1)), [Frame::GetTs { id: 2, count: 1 }]);
+        assert_eq!(done(&mut s).len(), 1);
+    }
+
+    #[test]
+    fn partial_frames_across_inputs_are_reassembled() {
+        let mut s = session(config(2), &[A]);
+        s.push(2, ms(0));
+        s.push(1, ms(0));
+        let _ = connect(&mut s, A, ms(0));
+        let mut bytes = Vec::new();
+        welcome().encode(&mut bytes).unwrap();
+        ts_frame(1, 3, 7, 3).encode(&mut bytes).unwrap();
+        for chunk in bytes.chunks(3) {
+            s.handle_input(chunk, ms(1));
+        }
+        assert_eq!(done(&mut s), [(0, ts((7 << 18) + 2)), (1, ts((7 << 18) + 3))]);
+    }
+
+    #[test]
+    fn a_hint_is_followed_at_once_and_the_callers_go_again_in_order() {
+        let mut s = session(config(2), &[A, B]);
+        let leader = "10.0.0.1:7";
+        for _ in 0..3 {
+            s.push(1, ms(0));
+        }
+        s.push_call(Call::Status, ms(0));
+        let out = connect(&mut s, A, ms(0));
+        assert_eq!(out[1..], [Frame::GetTs { id: 1, count: 3 }, Frame::GetStatus { id: 2 }]);
+        input(&mut s, &[welcome(), not_leader(1, Some(leader))], ms(1));
+        // The connection goes; both requests are requeued, in order.
+        assert_eq!(s.poll_action(), Some(Action::Close));
+        assert_eq!(s.queued(), 4);
+        assert!(done(&mut s).is_empty());
+        let out = connect(&mut s, leader, ms(1));
+        assert_eq!(out[1..], [Frame::GetTs { id: 3, count: 3 }, Frame::GetStatus { id: 4 }]);
+        input(&mut s, &[welcome(), ts_frame(3, 3, 9, 3)], ms(2));
+        assert_eq!(done(&mut s), [(0, ts((9 << 18) + 1)), (1, ts((9 << 18) + 2)), (2, ts((9 << 18) + 3))]);
+    }
+
+    #[test]
+    fn a_stale_hint_falls_back_to_the_seeds_and_a_third_move_pauses() {
+        let mut s = session(config(1), &[A, B]);
+        let leader = "10.0.0.1:7";
+        s.push(1, ms(0));
+        let _ = connect(&mut s, A, ms(0));
+        input(&mut s, &[welcome(), not_leader(1, Some(leader))], ms(1));
+        assert_eq!(s.poll_action(), Some(Action::Close));
+        assert_eq!(s.poll_action(), Some(Action::Connect(addr(leader))));
+        s.connection_failed(Broken::Unreachable, "refused", ms(2));
+        // Two moves at once; B names the dead leader again: the third waits.
+        let _ = connect(&mut s, B, ms(2));
+        input(&mut s, &[welcome(), not_leader(2, Some(leader))], ms(3));
+        assert_eq!(s.poll_action(), Some(Action::Close));
+        assert_eq!(s.poll_action(), None, "a third move in a row went at once");
+        let until = s.poll_timeout().unwrap();
+        assert!(until > ms(3) && until <= ms(13), "{until:?}");
+        s.handle_timeout(until);
+        assert_eq!(s.poll_action(), Some(Action::Connect(addr(leader))));
+        assert!(done(&mut s).is_empty());
+    }
+
+    #[test]
+    fn a_lost_connection_is_reopened_at_once_then_moves_on() {
+        let mut s = session(config(1), &[A, B]);
+        s.push(1, ms(0));
+        let _ = connect(&mut s, A, ms(0));
+        s.connection_failed(Broken::Lost, "closed", ms(1));
+        let _ = connect(&mut s, A, ms(1));
+        s.connection_failed(Broken::Lost, "closed", ms(2));
+        assert_eq!(s.poll_action(), None, "the second loss waits");
+        s.handle_timeout(s.poll_timeout().unwrap());
+        assert_eq!(s.poll_action(), Some(Action::Connect(addr(B))));
+    }
+
+    #[test]
+    fn logical_exhaustion_pauses_on_the_same_connection() {
+        let mut s = session(config(2), &[A]);
+        s.push(1, ms(0));
+        let _ = connect(&mut s, A, ms(0));
+        let busy = Frame::Error { id: 1, code: ErrorCode::LogicalExhausted, leader: LeaderHint::default() };
+        input(&mut s, &[welcome(), busy], ms(1));
+        assert_eq!(s.poll_action(), None, "the connection stays");
+        assert_eq!(sent(&mut s, ms(1)), [], "sent during the pause");
+        let until = s.poll_timeout().unwrap();
+        s.handle_timeout(until);
+        assert_eq!(sent(&mut s, until), [Frame::GetTs { id: 2, count: 1 }]);
+    }
+
+    #[test]
+    fn a_failure_requeues_callers_in_arrival_order() {
+        let mut s = session(ClientConfig { max_batch: 2, ..config(3) }, &[A]);
+        for _ in 0..6 {
+            s.push(1, ms(0));
+        }
+        let _ = connect(&mut s, A, ms(0));
+        assert_eq!(s.in_flight(), 3);
+        input(&mut s, &[welcome()], ms(1));
+        s.connection_failed(Broken::Lost, "reset", ms(1));
+        assert_eq!(s.pending(), Some(Ticket(0)));
+        let out = connect(&mut s, A, ms(1));
+        assert_eq!(
+            out[1..],
+            [
+                Frame::GetTs { id: 4, count: 2 },
+                Frame::GetTs { id: 5, count: 2 },
+                Frame::GetTs { id: 6, count: 2 }
+            ]
+        );
+        input(&mut s, &[welcome(), ts_frame(4, 2, 1, 2), ts_frame(5, 2, 1, 4), ts_frame(6, 2, 1, 6)], ms(2));
+        let got: Vec<u64> = done(&mut s).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn deadlines_fail_the_callers_with_the_last_error() {
+        let cfg = ClientConfig { deadline: Duration::from_millis(100), ..config(1) };
+        let mut s = session(cfg, &[A]);
+        s.push(1, ms(0));
+        let _ = connect(&mut s, A, ms(0));
+        // Within the deadline: retried.
+        s.connection_failed(Broken::Unreachable, "refused", ms(50));
+        assert!(done(&mut s).is_empty());
+        let until = s.poll_timeout().unwrap();
+        assert!(until <= ms(100), "the pause outlives the deadline: {until:?}");
+        s.handle_timeout(until);
+        let _ = connect(&mut s, A, until);
+        s.push(1, ms(90));
+        s.connection_failed(Broken::Unreachable, "refused again", ms(120));
+        // The old caller's request is past its deadline; the young caller
+        // (queued, never sent) waits for its own attempt.
+        let got = done(&mut s);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, 0);
+        assert!(matches!(got[0].1, Err(CallError::Transport { error: "refused again", .. })));
+        assert_eq!(s.last_error().map(|e| e.to_string()), Some("refused again".to_string()));
+        assert_eq!(s.queued(), 1);
+    }
+
+    #[test]
+    fn a_zero_deadline_makes_exactly_one_attempt() {
+        let mut s = session(ClientConfig { deadline: Duration::ZERO, ..config(1) }, &[A]);
+        s.push(1, ms(0));
+        let _ = connect(&mut s, A, ms(0));
+        s.connection_failed(Broken::Lost, "closed", ms(0));
+        assert_eq!(done(&mut s).len(), 1);
+        assert_eq!(s.poll_action(), None, "nobody is waiting");
+    }
+
+    #[test]
+    fn a_request_timeout_closes_and_retries() {
+        let cfg = ClientConfig { request_timeout: Duration::from_millis(30), ..config(1) };
+        let mut s = session(cfg, &[A, B]);
+        s.push(1, ms(0));
+        let _ = connect(&mut s, A, ms(0));
+        assert_eq!(s.poll_timeout(), Some(ms(30)), "the Welcome is waited for too");
+        input(&mut s, &[welcome()], ms(5));
+        assert_eq!(s.poll_timeout(), Some(ms(30)));
+        s.handle_timeout(ms(29));
+        assert_eq!(s.poll_action(), None);
+        s.handle_timeout(ms(30));
+        assert_eq!(s.poll_action(), Some(Action::Close));
+        assert!(matches!(s.last_error(), Some(CallError::Timeout { .. })));
+        // Timed out at a seed: the next seed, after a pause.
+        s.handle_timeout(s.poll_timeout().unwrap());
+        assert_eq!(s.poll_action(), Some(Action::Connect(addr(B))));
+    }
+
+    #[test]
+    fn handshake_checks() {
+        // Another cluster's Welcome: the callers behind the Hello fail.
+        let mut s = session(ClientConfig { cluster_id: 3, ..config(1) }, &[A]);
+        s.push(1, ms(0));
+        let out = connect(&mut s, A, ms(0));
+        assert_eq!(out[0], Frame::Hello { version: VERSION, cluster_id: 3 });
+        input(&mut s, &[welcome()], ms(1));
+        assert_eq!(s.poll_action(), Some(Action::Close));
+        let got = done(&mut s);
+        assert!(matches!(got[..], [(0, Err(CallError::Unexpected { .. }))]), "{got:?}");
+        // A refused Hello.
+        let mut s = session(config(1), &[A]);
+        s.push(1, ms(0));
+        let _ = connect(&mut s, A, ms(0));
+        let refusal = Frame::Error { id: 0, code: ErrorCode::ClusterMismatch, leader: LeaderHint::default() };
+        input(&mut s, &[refusal], ms(1));
+        let got = done(&mut s);
+        assert!(matches!(got[..], [(0, Err(CallError::Server { code: ErrorCode::ClusterMismatch, .. }))]));
+        // An eager open reports its outcome without callers.
+        let mut s = session(config(1), &[A, B]);
+        s.open(1);
+        assert!(s.opening());
+        assert_eq!(connect(&mut s, B, ms(0)), [Frame::Hello { version: VERSION, cluster_id: 0 }]);
+        input(&mut s, &[welcome()], ms(1));
+        assert!(!s.opening());
+        assert_eq!(s.state(), ConnState::Ready { addr: addr(B), node: NodeId(0) });
+        assert_eq!(s.poll_action(), None);
+    }
+
+    #[test]
+    fn replies_out_of_step_close_the_connection() {
+        let mut s = session(config(2), &[A]);
+        s.push(1, ms(0));
+        s.push_call(Call::ReadPrimary, ms(0));
+        let _ = connect(&mut s, A, ms(0));
+        // A range that does not match the request.
+        input(&mut s, &[welcome(), ts_frame(1, 2, 1, 2)], ms(1));
+        assert_eq!(s.poll_action(), Some(Action::Close));
+        let got = done(&mut s);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got.iter().all(|(_, r)| matches!(r, Err(CallError::Unexpected { .. }))));
+        // An id nobody sent; then garbage.
+        s.push(1, ms(2));
+        let _ = connect(&mut s, A, ms(2));
+        input(&mut s, &[welcome(), ts_frame(77, 1, 1, 1)], ms(3));
+        assert!(matches!(done(&mut s)[..], [(2, Err(CallError::Unexpected { .. }))]));
+        let _ = s.poll_action();
+        s.push(1, ms(4));
+        let _ = connect(&mut s, A, ms(4));
+        s.handle_input(&[0, 0, 0, 0], ms(5));
+        assert!(matches!(done(&mut s)[..], [(3, Err(CallError::Protocol { .. }))]));
+    }
+
+    #[test]
+    fn a_merged_batch_too_large_is_split_and_sent_again() {
+        let mut s = session(ClientConfig { max_batch: 100, ..config(1) }, &[A]);
+        for _ in 0..4 {
+            s.push(25, ms(0));
+        }
+        let _ = connect(&mut s, A, ms(0));
+        let refused = Frame::Error { id: 1, code: ErrorCode::CountTooLarge, leader: LeaderHint::default() };
+        input(&mut s, &[welcome(), refused], ms(1));
+        assert_eq!(s.max_batch(), 50);
+        assert_eq!(sent(&mut s, ms(1)), [Frame::GetTs { id: 2, count: 50 }]);
+        assert!(done(&mut s).is_empty());
+        // Alone, a caller gets the refusal.
+        let mut s = session(config(1), &[A]);
+        s.push(5000, ms(0));
+        let _ = connect(&mut s, A, ms(0));
+        let refused = Frame::Error { id: 1, code: ErrorCode::CountTooLarge, leader: LeaderHint::default() };
+        input(&mut s, &[welcome(), refused], ms(1));
+        assert!(matches!(
+            done(&mut s)[..],
+            [(0, Err(CallError::Server { code: ErrorCode::CountTooLarge, .. }))]
+        ));
+    }
+
+    #[test]
+    fn invalid_counts_and_primary_calls_are_not_retried() {
+        let mut s = session(config(1), &[A]);
+        s.push(0, ms(0));
+        s.push(MAX_COUNT + 1, ms(0));
+        assert_eq!(done(&mut s).len(), 2);
+        assert_eq!(s.poll_action(), None);
+        s.push_call(Call::ReadPrimary, ms(0));
+        let _ = connect(&mut s, A, ms(0));
+        s.connection_failed(Broken::Lost, "closed", ms(1));
+        assert!(matches!(done(&mut s)[..], [(2, Err(CallError::Transport { .. }))]));
+        s.push_call(Call::ReadPrimary, ms(2));
+        let _ = connect(&mut s, A, ms(2));
+        input(&mut s, &[welcome(), Frame::Primary { id: 2, registered: None }], ms(3));
+        assert_eq!(done(&mut s), [(3, Ok(Answer::Primary(None)))]);
+    }
+
+    #[test]
+    fn no_seeds_or_no_room_in_flight_is_refused() {
+        let none: Result<Session, _> = ClientSession::new(ClientConfig::default(), &[], 0);
+        assert_eq!(none.err(), Some(ClientConfigError::NoSeeds));
+        let zero: Result<Session, _> = ClientSession::new(config(0), &[addr(A)], 0);
+        assert_eq!(zero.err(), Some(ClientConfigError::NoneInFlight));
+    }
+
+    /// One step of a random interleaving.
+    #[derive(Clone, Copy, Debug)]
+    enum Op {
+        Push(u32),
+        /// The server answers the oldest request it has, `NotLeader` if odd.
+        Reply(u8),
+        /// The server answers its newest request first.
+        ReplyNewest,
+        Lose,
+        Timeout,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1u32..40).prop_map(Op::Push),
+            4 => any::<u8>().prop_map(Op::Reply),
+            1 => Just(Op::ReplyNewest),
+            1 => Just(Op::Lose),
+            1 => Just(Op::Timeout),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the interleaving of callers, replies (in and out of
+        /// order, refusals included) and losses: every ticket completes
+        /// exactly once, with a range of its own count, and the ranges
+        /// handed out are disjoint and increase with each reply.
+        #[test]
+        fn every_ticket_completes_once_with_disjoint_ranges(
+            ops in proptest::collection::vec(op(), 1..120),
+            in_flight in 1usize..4,
+            max_batch in 1u32..100,
+        ) {
+            let cfg = ClientConfig {
+                max_in_flight: in_flight,
+                max_batch,
+                deadline: Duration::from_secs(3600),
+                ..ClientConfig::default()
+            };
+            let mut s = session(cfg, &[A, B]);
+            let mut now = ms(0);
+            let mut counts = Vec::new();
+            let mut results: Vec<Option<Timestamp>> = Vec::new();
+            // What the server has received and not answered: (id, count).
+            let mut server: VecDeque<(u64, u32)> = VecDeque::new();
+            let mut connected = false;
+            let mut next_ms = 1u64;
+            let mut last_handed = 0u64;
+            let mut buf = [0u8; 8 * TRANSMIT_MIN];
+            let finish = [Op::Reply(0); 400];
+            for op in ops.iter().chain(finish.iter()) {
+                now += Duration::from_millis(1);
+                match *op {
+                    Op::Push(count) => {
+                        let t = s.push(count, now);
+                        prop_assert_eq!(t.get() as usize, counts.len());
+                        counts.push(count);
+                        results.push(None);
+                    }
+                    Op::Lose if connected => {
+                        connected = false;
+                        server.clear();
+                        s.connection_failed(Broken::Lost, "lost", now);
+                    }
+                    Op::Timeout => {
+                        if let Some(at) = s.poll_timeout() {
+                            now = now.max(at);
+                            s.handle_timeout(now);
+                        }
+                    }
+                    Op::Reply(kind) if connected && !server.is_empty() => {
+                        let (id, count) = server.pop_front().unwrap();
+                        let frame = if kind % 5 == 1 {
+                            not_leader(id, None)
+                        } else {
+                            next_ms += 1;
+                            ts_frame(id, count, next_ms, count)
+                        };
+                        input(&mut s, &[frame], now);
+                    }
+                    Op::ReplyNewest if connected && !server.is_empty() => {
+                        let (id, count) = server.pop_back().unwrap();
+                        next_ms += 1;
+                        input(&mut s, &[ts_frame(id, count, next_ms, count)], now);
+                    }
+                    _ => {}
+                }
+                // The runtime's part: actions, transmits, completions.
+                loop {
+                    let mut progress = false;
+                    while let Some(action) = s.poll_action() {
+                        progress = true;
+                        match action {
+                            Action::Close => {
+                                connected = false;
+                                server.clear();
+                            }
+                            Action::Connect(_) => {
+                                server.clear();
+                                connected = true;
+                                s.connected(now);
+                            }
+                        }
+                    }
+                    let n = s.poll_transmit(&mut buf, now);
+                    let mut at = 0;
+                    while let Some((f, used)) = Frame::decode(&buf[at..n]).unwrap() {
+                        at += used;
+                        progress = true;
+                        match f {
+                            Frame::Hello { .. } => input(&mut s, &[welcome()], now),
+                            Frame::GetTs { id, count } => server.push_back((id, count)),
+                            other => prop_assert!(false, "sent {:?}", other),
+                        }
+                    }
+                    if s.poll_timeout().is_some_and(|at| at <= now) {
+                        s.handle_timeout(now);
+                        progress = true;
+                    }
+                    if !progress {
+                        break;
+                    }
+                }
+                if s.poll_action().is_none() && s.poll_timeout().is_some() && s.pending().is_some() && !connected {
+                    // A pause: let it pass.
+                    now = s.poll_timeout().unwrap();
+                    s.handle_timeout(now);
+                }
+                while let Some(c) = s.poll_completion() {
+                    let i = c.ticket.get() as usize;
+                    prop_assert!(results[i].is_none(), "ticket {} completed twice", i);
+                    let Ok(Answer::Ts(last)) = c.result else {
+                        return Err(TestCaseError::fail(format!("ticket {i} failed: {:?}", c.result)));
+                    };
+                    results[i] = Some(last);
+                    // The server's ranges increase from reply to reply, and
+                    // a reply's sub-ranges increase in queue order: in
+                    // completion order, every range lies above the last.
+                    let first = last.to_u64() - u64::from(counts[i]) + 1;
+                    prop_assert!(first > last_handed, "ticket {} got {}..={}, not above {}", i, first, last.to_u64(), last_handed);
+                    last_handed = last.to_u64();
+                }
+            }
+            for (i, r) in results.iter().enumerate() {
+                prop_assert!(r.is_some(), "ticket {} never completed", i);
+            }
+        }
+    }
+}
