@@ -12,15 +12,17 @@
 //! A node whose data dir lost its restart counter (a new node, or a replaced
 //! disk) starts here too, before it may campaign or accept: it learns from a
 //! quorum of peers the highest ballot they saw from its id and starts above
-//! it, so no ballot of its lost incarnation is ever reused.
+//! it, so no ballot of its lost incarnation is ever reused. The decisions
+//! (whom to ask when, what counts as a quorum, where to start) are the
+//! core's [`Recovery`]; the driver sends its queries and builds the node.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant as StdInstant};
 
-use leasetso_core::quorum::{NodeSet, majority};
 use leasetso_core::{
-    Ballot, Event, LeaseMsg, Message, Node, NodeConfig, NodeId, Output, PeerFrame, StoreReply, StoreRequest,
+    Ballot, Event, LeaseMsg, Message, Node, NodeConfig, NodeId, Output, PeerFrame, Recovery, StoreReply,
+    StoreRequest,
 };
 use leasetso_sled::SledStore;
 
@@ -35,8 +37,8 @@ use crate::store::Job;
 const MAX_DRIVER_SLEEP: Duration = Duration::from_secs(1);
 /// Inputs taken per lock of the node, at most.
 const BATCH: usize = 256;
-/// How often a node that lost its restart counter asks its peers again.
-const RESTART_ASK_EVERY: Duration = Duration::from_millis(100);
+/// How often a node still waiting for its peers' restart answers says so.
+const RECOVERY_LOG_EVERY: Duration = Duration::from_secs(5);
 /// How long a shutdown waits for the Release to reach the peers.
 const RELEASE_FLUSH: Duration = Duration::from_millis(500);
 
@@ -201,54 +203,47 @@ impl Driver {
         }
     }
 
-    /// Learns from a quorum of peers the highest ballot of this node's id
-    /// they have seen, raises the restart counter above it and builds the
-    /// node. `None` if the server stops first.
+    /// Runs the core's [`Recovery`]: learns from a quorum of peers the
+    /// highest ballot of this node's id they have seen, raises the restart
+    /// counter above it and builds the node. `None` if the server stops
+    /// first.
     fn recover(&self, pending: Pending) -> Option<Node> {
         let Pending { cfg, store } = pending;
         let net = self.net.as_ref()?;
-        let need = majority(cfg.nodes);
+        let mut recovery = Recovery::new(cfg.id, cfg.nodes, self.shared.clock.now());
+        let need = recovery.needed();
         tracing::info!(
             need,
             "data dir has no restart counter (a new node, or a replaced disk): asking a quorum of peers \
              for the ballots they saw from this node before taking part"
         );
-        let mut answered = NodeSet::EMPTY;
-        let mut highest = Ballot::ZERO;
-        let started = StdInstant::now();
-        let mut next_ask = started;
-        let mut next_log = started + Duration::from_secs(5);
-        while answered.len() < need {
-            let now = StdInstant::now();
-            if now >= next_ask {
-                for peer in 0..cfg.nodes {
-                    if peer != cfg.id.0 && !answered.contains(NodeId(peer)) {
-                        net.send(NodeId(peer), PeerFrame::RestartQuery);
-                    }
-                }
-                next_ask = now + RESTART_ASK_EVERY;
+        let mut next_log = StdInstant::now() + RECOVERY_LOG_EVERY;
+        let recovered = loop {
+            if let Some(recovered) = recovery.outcome() {
+                break recovered;
             }
-            if now >= next_log {
+            let now = self.shared.clock.now();
+            while let Some(peer) = recovery.poll_query(now) {
+                net.send(peer, PeerFrame::RestartQuery);
+            }
+            if StdInstant::now() >= next_log {
                 tracing::warn!(
-                    answered = answered.len(),
+                    answered = recovery.answered(),
                     need,
                     "still waiting for peers to answer the restart query"
                 );
-                next_log = now + Duration::from_secs(5);
+                next_log = StdInstant::now() + RECOVERY_LOG_EVERY;
             }
-            match self.rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(Input::RestartInfo { from, highest: seen }) => {
-                    if answered.insert(from) {
-                        highest = crate::peer::bound(highest, seen);
-                    }
-                }
+            let wait = recovery.poll_timeout().map_or(MAX_DRIVER_SLEEP, |t| t.saturating_since(now));
+            match self.rx.recv_timeout(wait.min(MAX_DRIVER_SLEEP)) {
+                Ok(Input::RestartInfo { from, highest }) => recovery.handle_info(from, highest),
                 Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return None,
                 // Lease traffic and replies before the node exists are lost,
                 // as the protocol allows.
                 Ok(_) | Err(RecvTimeoutError::Timeout) => {}
             }
-        }
-        let restart = match store.raise_restart(highest.restart.saturating_add(1)) {
+        };
+        let restart = match store.raise_restart(recovered.restart) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot store the restart counter; the node does not start");
@@ -257,7 +252,7 @@ impl Driver {
         };
         tracing::info!(
             restart,
-            highest = %highest,
+            highest = %recovered.catch_up,
             "restart counter recovered from the peers: starting above every ballot they saw from this node"
         );
         let mut node = match Node::new(cfg, restart, self.shared.clock.now()) {
@@ -267,7 +262,7 @@ impl Driver {
                 return None;
             }
         };
-        node.catch_up(highest);
+        node.catch_up(recovered.catch_up);
         if let Ok(fence) = store.fence() {
             node.catch_up(fence);
         }

@@ -6,23 +6,27 @@
 //! connections the others dialled. So each direction of a pair is one TCP
 //! stream with one writer, and no frame waits behind a reply.
 //!
-//! * **Outgoing** ([`Link`]): one thread per peer owns the connection. It
-//!   connects, does the handshake (the core's [`Handshake::check_answer`]),
-//!   then writes what the driver queued. The queue is bounded: when a peer is
-//!   slow or dead, what does not fit is dropped (the lease protocol tolerates
-//!   loss, a store round times out), so a dead peer costs a constant amount
-//!   of memory and the driver never blocks on it. While the link is down,
-//!   queued frames are discarded (they would be stale by the time it is up)
-//!   and it reconnects with jittered exponential backoff.
-//! * **Incoming**: an acceptor thread and one reader thread per connection.
-//!   The reader checks the peer's `Hello` (the core's [`Handshake::check`])
-//!   and answers `Welcome` or `Refused`; from then on every frame it decodes
-//!   is tagged with the id the handshake named, never with anything the frame
-//!   says. A malformed frame drops the connection (the peer redials).
+//! The sequencing of a connection (Hello, Welcome or Refused, then frames
+//! tagged with the handshake's id) is the core's: [`Dialler`] and
+//! [`Acceptor`] sessions (`leasetso_core::link`). This module moves their
+//! bytes, keeps sockets, threads, queues and redial timers, and routes the
+//! frames the sessions report to the driver and the store thread.
 //!
-//! Protocol decisions live in the core (`leasetso_core::peer`); this module
-//! moves bytes, keeps sockets and threads, and routes decoded frames to the
-//! driver and the store thread.
+//! * **Outgoing** ([`Link`]): one thread per peer owns the connection. It
+//!   connects, writes the dialler session's Hello and feeds it the answer
+//!   until the link is up, then writes what the driver queued, encoded by the
+//!   session. The queue is bounded: when a peer is slow or dead, what does
+//!   not fit is dropped (the lease protocol tolerates loss, a store round
+//!   times out), so a dead peer costs a constant amount of memory and the
+//!   driver never blocks on it. While the link is down, queued frames are
+//!   discarded (they would be stale by the time it is up) and it reconnects
+//!   with jittered exponential backoff.
+//! * **Incoming**: an acceptor thread and one reader thread per connection,
+//!   which feeds an acceptor session what it reads and writes the Welcome or
+//!   the Refused it answers (lingering before the close after a refusal).
+//!   The frames the session reports carry the id the handshake named, never
+//!   anything a frame says. A malformed frame ends the session and drops the
+//!   connection (the peer redials).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -33,10 +37,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant as StdInstant};
 
-use leasetso_core::peer::MAX_PEER_FRAME_LEN;
+use leasetso_core::link::MAX_FRAME_BYTES;
+use leasetso_core::recovery::Seen;
 use leasetso_core::rng::Rng;
-use leasetso_core::wire::LEN_PREFIX;
-use leasetso_core::{Ballot, Handshake, HandshakeError, NodeId, PeerFrame};
+use leasetso_core::{
+    Acceptor, Ballot, Dialler, Handshake, HandshakeError, LinkError, LinkEvent, NodeId, PeerFrame,
+};
 
 use crate::driver::Input;
 use crate::io::{linger_close, refill};
@@ -56,7 +62,7 @@ const IO_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Bytes gathered before one write, when frames queue up.
 const WRITE_BATCH: usize = 16 * 1024;
 /// Room for one whole peer frame.
-const FRAME_ROOM: usize = LEN_PREFIX + MAX_PEER_FRAME_LEN as usize;
+const FRAME_ROOM: usize = MAX_FRAME_BYTES;
 /// Read buffer of an incoming connection.
 const READ_BUF: usize = 16 * 1024;
 
@@ -84,7 +90,7 @@ pub(crate) struct PeerNet {
     resp_addrs: Mutex<Vec<Option<SocketAddr>>>,
     /// The highest ballot of its own each peer was seen to use (a store that
     /// lost its restart counter asks for it).
-    seen: Mutex<Vec<Ballot>>,
+    seen: Mutex<Seen>,
     /// The live incoming connection of each peer, to close it at shutdown or
     /// when the peer dials again.
     incoming: Mutex<HashMap<u16, (u64, TcpStream)>>,
@@ -146,7 +152,7 @@ impl PeerNet {
             links,
             client_addrs: Mutex::new(vec![None; usize::from(nodes)]),
             resp_addrs: Mutex::new(vec![None; usize::from(nodes)]),
-            seen: Mutex::new(vec![Ballot::ZERO; usize::from(nodes)]),
+            seen: Mutex::new(Seen::new()),
             incoming: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -215,7 +221,7 @@ impl PeerNet {
 
     /// The highest ballot of node `id`'s own this node has seen on the wire.
     pub(crate) fn seen(&self, id: NodeId) -> Ballot {
-        lock(&self.seen).get(usize::from(id.0)).copied().unwrap_or(Ballot::ZERO)
+        lock(&self.seen).highest(id)
     }
 
     /// Waits until every link has written what was queued before this call,
@@ -292,141 +298,170 @@ impl PeerNet {
         }
     }
 
-    /// Serves one incoming connection: the handshake, then frames until the
-    /// peer leaves, breaks the protocol, or this node stops.
+    /// Serves one incoming connection through the core's [`Acceptor`]
+    /// session: the handshake, then frames until the peer leaves, breaks the
+    /// protocol, or this node stops.
     fn read(&self, stream: TcpStream, routes: &Routes) {
         let remote = stream.peer_addr().ok();
         let _ = stream.set_nodelay(true);
         let _ = stream.set_read_timeout(Some(IO_TIMEOUT * 5));
         let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-        let mut reader = FrameReader::new();
-        let hello = match reader.next(&stream) {
-            Ok(frame) => frame,
-            Err(e) => {
-                tracing::debug!(?remote, error = %e, "peer connection closed before its handshake");
-                return;
-            }
-        };
-        let from = match hello {
-            PeerFrame::Hello(theirs) => match self.ours.check(&theirs, self.nodes, None) {
-                Ok(()) => {
-                    // What the peer says now replaces what an earlier
-                    // start of it said, an absent address included.
-                    lock(&self.client_addrs)[usize::from(theirs.node.0)] = theirs.client_addr;
-                    lock(&self.resp_addrs)[usize::from(theirs.node.0)] = theirs.resp_addr;
-                    theirs.node
+        let mut session = Acceptor::new(self.ours, self.nodes);
+        let mut buf: Box<[u8; READ_BUF]> = Box::new([0; READ_BUF]);
+        let (mut start, mut end) = (0, 0);
+        // This connection's number once the peer is up, to unregister it.
+        let mut up: Option<(NodeId, u64)> = None;
+        'conn: loop {
+            while start < end {
+                start += session.handle_input(&buf[start..end]);
+                while let Some(event) = session.poll_event() {
+                    let go_on = match event {
+                        LinkEvent::Up { peer, client_addr, resp_addr, .. } => {
+                            match self.welcome(&stream, &mut session, peer, client_addr, resp_addr) {
+                                Some(conn) => {
+                                    up = Some((peer, conn));
+                                    tracing::debug!(peer = peer.0 + 1, ?remote, "peer connected");
+                                    true
+                                }
+                                None => false,
+                            }
+                        }
+                        LinkEvent::Frame { from, frame } => self.route(from, frame, routes),
+                        LinkEvent::Closed(e) => {
+                            self.closed(&stream, &mut session, remote, up.map(|(p, _)| p), e);
+                            false
+                        }
+                    };
+                    if !go_on {
+                        break 'conn;
+                    }
                 }
+            }
+            match refill(&stream, &mut buf[..], &mut start, &mut end, FRAME_ROOM) {
+                Ok(0) => {
+                    if up.is_none() {
+                        tracing::debug!(?remote, "peer connection closed before its handshake");
+                    }
+                    break;
+                }
+                Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(?remote, "refusing a peer: {e}");
-                    refuse(&stream, e, self.ours);
-                    return;
+                    match up {
+                        Some((peer, _)) => {
+                            tracing::debug!(peer = peer.0 + 1, error = %e, "peer connection lost")
+                        }
+                        None => {
+                            tracing::debug!(?remote, error = %e, "peer connection closed before its handshake")
+                        }
+                    }
+                    break;
                 }
-            },
-            _ => {
-                tracing::warn!(?remote, "refusing a peer: its first frame is not Hello");
-                refuse(&stream, HandshakeError::NotHandshake, self.ours);
-                return;
             }
-        };
-        if write_frame(&stream, &PeerFrame::Welcome(self.ours)).is_err() {
-            return;
         }
+        if let Some((peer, conn)) = up {
+            let mut incoming = lock(&self.incoming);
+            if incoming.get(&peer.0).is_some_and(|(c, _)| *c == conn) {
+                incoming.remove(&peer.0);
+            }
+        }
+    }
+
+    /// The peer passed the handshake: records the addresses it advertises
+    /// now (they replace what an earlier start of it said, an absent one
+    /// included), writes the Welcome and registers the connection. `None`:
+    /// the connection is to be dropped.
+    fn welcome(
+        &self,
+        stream: &TcpStream,
+        session: &mut Acceptor,
+        peer: NodeId,
+        client_addr: Option<SocketAddr>,
+        resp_addr: Option<SocketAddr>,
+    ) -> Option<u64> {
+        lock(&self.client_addrs)[usize::from(peer.0)] = client_addr;
+        lock(&self.resp_addrs)[usize::from(peer.0)] = resp_addr;
+        write_answer(stream, session).ok()?;
         let _ = stream.set_read_timeout(None);
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        match stream.try_clone() {
-            Ok(clone) => {
-                if let Some((_, old)) = lock(&self.incoming).insert(from.0, (conn, clone)) {
-                    // The peer dialled again (it restarted, or lost the old
-                    // connection): the old stream is dead or about to be.
-                    let _ = old.shutdown(Shutdown::Both);
-                }
+        let clone = stream.try_clone().ok()?;
+        if let Some((_, old)) = lock(&self.incoming).insert(peer.0, (conn, clone)) {
+            // The peer dialled again (it restarted, or lost the old
+            // connection): the old stream is dead or about to be.
+            let _ = old.shutdown(Shutdown::Both);
+        }
+        (!self.stopping.load(Ordering::SeqCst)).then_some(conn)
+    }
+
+    /// Hands one frame of `from` on; false when the node is shutting down.
+    fn route(&self, from: NodeId, frame: PeerFrame, routes: &Routes) -> bool {
+        match frame {
+            PeerFrame::Lease(msg) => {
+                lock(&self.seen).observe(from, &msg);
+                routes.driver.send(Input::Peer { from, msg }).is_ok()
             }
-            Err(_) => return,
-        }
-        if self.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        tracing::debug!(peer = from.0 + 1, ?remote, "peer connected");
-        loop {
-            let frame = match reader.next(&stream) {
-                Ok(frame) => frame,
-                Err(ReadError::Closed) => break,
-                Err(ReadError::Io(e)) => {
-                    tracing::debug!(peer = from.0 + 1, error = %e, "peer connection lost");
-                    break;
-                }
-                Err(ReadError::Wire(e)) => {
-                    tracing::warn!(peer = from.0 + 1, error = %e, "malformed peer frame; dropping the connection");
-                    break;
-                }
-            };
-            let routed = match frame {
-                PeerFrame::Lease(msg) => {
-                    if let Some(b) = msg.proposer_ballot().filter(|b| b.node == from) {
-                        let mut seen = lock(&self.seen);
-                        let slot = &mut seen[usize::from(from.0)];
-                        *slot = bound(*slot, b);
-                    }
-                    routes.driver.send(Input::Peer { from, msg }).is_ok()
-                }
-                PeerFrame::StoreReply { id, reply } => {
-                    routes.driver.send(Input::StoreReply { replica: from, id, reply }).is_ok()
-                }
-                PeerFrame::RestartInfo { highest } => {
-                    routes.driver.send(Input::RestartInfo { from, highest }).is_ok()
-                }
-                PeerFrame::Store(request) => {
-                    // A full store queue drops the request: the peer's round
-                    // times out, as if the frame had been lost.
-                    !matches!(
-                        routes.store.try_send(Job::Remote { from, request }),
-                        Err(TrySendError::Disconnected(_))
-                    )
-                }
-                PeerFrame::RestartQuery => !matches!(
-                    routes.store.try_send(Job::RestartQuery { from }),
+            PeerFrame::StoreReply { id, reply } => {
+                routes.driver.send(Input::StoreReply { replica: from, id, reply }).is_ok()
+            }
+            PeerFrame::RestartInfo { highest } => {
+                routes.driver.send(Input::RestartInfo { from, highest }).is_ok()
+            }
+            PeerFrame::Store(request) => {
+                // A full store queue drops the request: the peer's round
+                // times out, as if the frame had been lost.
+                !matches!(
+                    routes.store.try_send(Job::Remote { from, request }),
                     Err(TrySendError::Disconnected(_))
-                ),
-                PeerFrame::Hello(_) | PeerFrame::Welcome(_) | PeerFrame::Refused { .. } => {
-                    tracing::warn!(
-                        peer = from.0 + 1,
-                        "handshake frame after the handshake; dropping the connection"
-                    );
-                    break;
-                }
-            };
-            if !routed {
-                break; // The node is shutting down.
+                )
             }
+            PeerFrame::RestartQuery => !matches!(
+                routes.store.try_send(Job::RestartQuery { from }),
+                Err(TrySendError::Disconnected(_))
+            ),
+            // The session never reports handshake frames after the handshake.
+            PeerFrame::Hello(_) | PeerFrame::Welcome(_) | PeerFrame::Refused { .. } => false,
         }
-        let mut incoming = lock(&self.incoming);
-        if incoming.get(&from.0).is_some_and(|(c, _)| *c == conn) {
-            incoming.remove(&from.0);
+    }
+
+    /// The session ended: says why, writes its refusal if it has one (then
+    /// lingers, so the peer reads it before the close).
+    fn closed(
+        &self,
+        stream: &TcpStream,
+        session: &mut Acceptor,
+        remote: Option<SocketAddr>,
+        peer: Option<NodeId>,
+        e: LinkError,
+    ) {
+        match (e, peer) {
+            (LinkError::Handshake(HandshakeError::NotHandshake), _) => {
+                tracing::warn!(?remote, "refusing a peer: its first frame is not Hello");
+            }
+            (LinkError::Handshake(h), _) => tracing::error!(?remote, "refusing a peer: {h}"),
+            (e, Some(peer)) => tracing::warn!(peer = peer.0 + 1, error = %e, "dropping the peer connection"),
+            (e, None) => tracing::debug!(?remote, error = %e, "peer connection closed before its handshake"),
+        }
+        if let Ok(n) = write_answer(stream, session) {
+            if n > 0 {
+                linger_close(stream);
+            }
         }
     }
 }
 
-/// The component-wise maximum of two ballots of one node: its counter and
-/// its restart each at least as high as either's. What a node that lost its
-/// restart counter must start above is the highest *restart* its peers saw
-/// (a ballot of an older start may carry the higher counter), and its counter
-/// catches up to the highest counter.
-pub(crate) fn bound(a: Ballot, b: Ballot) -> Ballot {
-    Ballot { counter: a.counter.max(b.counter), restart: a.restart.max(b.restart), node: b.node }
-}
+/// The component-wise maximum of two ballots of one node (the core's
+/// [`leasetso_core::recovery::bound`]): what a peer's restart query is
+/// answered with, from this node's fence and what it saw.
+pub(crate) use leasetso_core::recovery::bound;
 
-/// Sends `Refused` and closes.
-fn refuse(stream: &TcpStream, e: HandshakeError, ours: Handshake) {
-    let _ = write_frame(stream, &PeerFrame::Refused { reason: e.refusal(), theirs: ours });
-    linger_close(stream);
-}
-
-fn write_frame(mut stream: &TcpStream, frame: &PeerFrame) -> io::Result<()> {
-    let mut buf = [0u8; FRAME_ROOM];
+/// Writes what the acceptor has to send (its Welcome or Refused); returns
+/// the bytes written.
+fn write_answer(mut stream: &TcpStream, session: &mut Acceptor) -> io::Result<usize> {
+    let mut buf = [0u8; MAX_FRAME_BYTES];
     let mut slice = &mut buf[..];
-    // Every peer frame fits FRAME_ROOM bytes (MAX_PEER_FRAME_LEN bounds them).
-    let n = frame.encode(&mut slice).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    stream.write_all(&buf[..n])
+    // A handshake frame fits MAX_FRAME_BYTES (MAX_PEER_FRAME_LEN bounds it).
+    let n = session.poll_transmit(&mut slice).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    stream.write_all(&buf[..n])?;
+    Ok(n)
 }
 
 /// The address to reach a listener on `addr` from this host: a wildcard
@@ -439,53 +474,6 @@ pub(crate) fn loopback(mut addr: SocketAddr) -> SocketAddr {
         });
     }
     addr
-}
-
-enum ReadError {
-    Closed,
-    Io(io::Error),
-    Wire(leasetso_core::WireError),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Closed => f.write_str("closed"),
-            ReadError::Io(e) => e.fmt(f),
-            ReadError::Wire(e) => e.fmt(f),
-        }
-    }
-}
-
-/// Reads whole peer frames from a stream into a fixed buffer.
-struct FrameReader {
-    buf: Box<[u8; READ_BUF]>,
-    start: usize,
-    end: usize,
-}
-
-impl FrameReader {
-    fn new() -> Self {
-        FrameReader { buf: Box::new([0; READ_BUF]), start: 0, end: 0 }
-    }
-
-    fn next(&mut self, stream: &TcpStream) -> Result<PeerFrame, ReadError> {
-        loop {
-            match PeerFrame::decode(&self.buf[self.start..self.end]) {
-                Ok(Some((frame, used))) => {
-                    self.start += used;
-                    return Ok(frame);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(ReadError::Wire(e)),
-            }
-            match refill(stream, &mut self.buf[..], &mut self.start, &mut self.end, FRAME_ROOM) {
-                Ok(0) => return Err(ReadError::Closed),
-                Ok(_) => {}
-                Err(e) => return Err(ReadError::Io(e)),
-            }
-        }
-    }
 }
 
 /// One outgoing link's thread.
@@ -506,14 +494,14 @@ impl Link {
         let mut last_error = String::new();
         while !self.net.stopping.load(Ordering::SeqCst) {
             match self.connect(addr) {
-                Ok(stream) => {
+                Ok((stream, session)) => {
                     backoff = MIN_BACKOFF;
                     last_error.clear();
                     self.up.store(true, Ordering::SeqCst);
                     tracing::info!(peer = self.to.0 + 1, %addr, "peer link up");
                     self.conn += 1;
                     let watcher = self.watch(&stream);
-                    let result = self.write_loop(&stream);
+                    let result = self.write_loop(&stream, &session);
                     self.up.store(false, Ordering::SeqCst);
                     let _ = stream.shutdown(Shutdown::Both);
                     if let Some(watcher) = watcher {
@@ -595,29 +583,55 @@ impl Link {
         }
     }
 
-    fn connect(&mut self, addr: SocketAddr) -> Result<TcpStream, DialError> {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(DialError::Io)?;
+    /// Dials the peer and runs the core's [`Dialler`] session through the
+    /// handshake; returns the connection and the session, up.
+    fn connect(&mut self, addr: SocketAddr) -> Result<(TcpStream, Dialler), DialError> {
+        let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(DialError::Io)?;
         stream.set_nodelay(true).map_err(DialError::Io)?;
         stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(DialError::Io)?;
         stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(DialError::Io)?;
-        write_frame(&stream, &PeerFrame::Hello(self.net.ours)).map_err(DialError::Io)?;
-        let answer = FrameReader::new().next(&stream).map_err(|e| match e {
-            ReadError::Closed => {
-                DialError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the handshake"))
+        let mut session = Dialler::new(self.net.ours, self.net.nodes, self.to);
+        let mut buf = [0u8; MAX_FRAME_BYTES];
+        let mut slice = &mut buf[..];
+        // The Hello fits MAX_FRAME_BYTES (MAX_PEER_FRAME_LEN bounds it).
+        let n = session.poll_transmit(&mut slice).map_err(|e| DialError::Io(io::Error::other(e)))?;
+        stream.write_all(&buf[..n]).map_err(DialError::Io)?;
+        while !session.is_up() {
+            let read = loop {
+                match stream.read(&mut buf) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other.map_err(DialError::Io)?,
+                }
+            };
+            if read == 0 {
+                let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the handshake");
+                return Err(DialError::Io(eof));
             }
-            ReadError::Io(e) => DialError::Io(e),
-            ReadError::Wire(e) => DialError::Io(io::Error::new(io::ErrorKind::InvalidData, e)),
-        })?;
-        let theirs =
-            self.net.ours.check_answer(&answer, self.net.nodes, self.to).map_err(DialError::Handshake)?;
-        lock(&self.net.client_addrs)[usize::from(self.to.0)] = theirs.client_addr;
-        lock(&self.net.resp_addrs)[usize::from(self.to.0)] = theirs.resp_addr;
-        Ok(stream)
+            let mut rest = &buf[..read];
+            while !rest.is_empty() {
+                rest = &rest[session.handle_input(rest)..];
+                while let Some(event) = session.poll_event() {
+                    match event {
+                        LinkEvent::Up { client_addr, resp_addr, .. } => {
+                            lock(&self.net.client_addrs)[usize::from(self.to.0)] = client_addr;
+                            lock(&self.net.resp_addrs)[usize::from(self.to.0)] = resp_addr;
+                        }
+                        LinkEvent::Closed(LinkError::Handshake(e)) => return Err(DialError::Handshake(e)),
+                        LinkEvent::Closed(e) => {
+                            return Err(DialError::Io(io::Error::new(io::ErrorKind::InvalidData, e)));
+                        }
+                        // A dialler reports no frames.
+                        LinkEvent::Frame { .. } => {}
+                    }
+                }
+            }
+        }
+        Ok((stream, session))
     }
 
     /// Writes queued frames until the connection fails (`Err`) or the node
     /// stops (`Ok`). Frames that queued up meanwhile go out in one write.
-    fn write_loop(&mut self, mut stream: &TcpStream) -> io::Result<()> {
+    fn write_loop(&mut self, mut stream: &TcpStream, session: &Dialler) -> io::Result<()> {
         let mut out: Vec<u8> = Vec::with_capacity(WRITE_BATCH + FRAME_ROOM);
         let mut acks: Vec<mpsc::Sender<()>> = Vec::new();
         loop {
@@ -632,8 +646,14 @@ impl Link {
             let mut next = Some(first);
             while let Some(cmd) = next {
                 match cmd {
-                    // `out` is a Vec and grows: encoding cannot fail.
-                    Cmd::Frame(frame) => drop(frame.encode(&mut out)),
+                    // `out` is a Vec and grows, and the session is up:
+                    // only a handshake frame, which the driver never
+                    // queues, could be refused.
+                    Cmd::Frame(frame) => {
+                        if let Err(e) = session.encode(&frame, &mut out) {
+                            tracing::warn!(peer = self.to.0 + 1, error = %e, "peer frame not sent");
+                        }
+                    }
                     Cmd::Flush(ack) => acks.push(ack),
                     // A late word from an earlier connection's watcher.
                     Cmd::Dead(conn) if conn != self.conn => {}
