@@ -222,6 +222,7 @@ impl ServerConn {
     /// bytes behind it) and what the runtime does next. Never panics, and
     /// never lets `out` grow past [`OUT_CAPACITY`] if the runtime empties it
     /// on [`Served::Flush`].
+    #[must_use = "the consumed bytes must be dropped from the input and the runtime must act on `Served`"]
     pub fn handle(&mut self, input: &[u8], backend: &mut impl Backend, out: &mut Vec<u8>) -> (usize, Served) {
         let mut used = 0;
         loop {
