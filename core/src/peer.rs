@@ -18,11 +18,15 @@
 //!   acceptor), so they refuse to talk and both say why.
 //!
 //! After the handshake a frame's sender is the node the handshake named: no
-//! frame carries a `from` a peer could forge (the runtime tags what it reads
-//! with the link's id). Frames have the client protocol's framing: `len: u32`
-//! (bytes that follow), `kind: u8`, then a body whose size the kind fixes, so
-//! a malformed frame is found from its prefix and kind alone and is an error
-//! value: the runtime drops that link and the peer reconnects.
+//! frame carries a `from` a peer could forge (the link session tags what it
+//! decodes with the link's id). This module says what the frames and the
+//! checks are; [`crate::link`] sequences them (Hello, the answer, then
+//! frames) for both sides of a connection.
+//!
+//! Frames have the client protocol's framing: `len: u32` (bytes that
+//! follow), `kind: u8`, then a body whose size the kind fixes, so a malformed
+//! frame is found from its prefix and kind alone and is an error value: the
+//! session ends, the runtime drops that link and the peer reconnects.
 
 use core::net::SocketAddr;
 
