@@ -215,6 +215,47 @@ pub fn parse_loopback_addr(line: &str) -> Option<SocketAddr> {
     Some(SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
+/// Which runtime runs a `leasetso serve` process: `--runtime` of `serve`.
+///
+/// The conformance suite (`tests/conformance.rs`) runs the same checks on
+/// every runtime; the other process tests run the default (std).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Runtime {
+    /// Blocking threads (`leasetso-std`), the default.
+    #[default]
+    Std,
+    /// Async on smol (`leasetso-smol`).
+    Smol,
+}
+
+impl Runtime {
+    /// Every runtime, the default first.
+    pub const ALL: [Runtime; 2] = [Runtime::Std, Runtime::Smol];
+
+    /// Its name, as `--runtime` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Std => "std",
+            Runtime::Smol => "smol",
+        }
+    }
+
+    /// The `serve` arguments that select it. None for std, the default, so
+    /// that a binary from before `--runtime` existed runs the std tests.
+    pub fn serve_args(self) -> &'static [&'static str] {
+        match self {
+            Runtime::Std => &[],
+            Runtime::Smol => &["--runtime", "smol"],
+        }
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Why a server did not get to its ready line.
 #[derive(Debug)]
 pub struct StartFailure {
@@ -279,8 +320,19 @@ impl ServerProcess {
         data_dir: &Path,
         extra: &[&str],
     ) -> Result<ServerProcess, StartFailure> {
+        Self::try_start_runtime(Runtime::Std, listen, data_dir, extra)
+    }
+
+    /// [`try_start_at`](Self::try_start_at) on `runtime`.
+    pub fn try_start_runtime(
+        runtime: Runtime,
+        listen: &str,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Result<ServerProcess, StartFailure> {
         let mut cmd = Command::new(leasetso_bin());
-        cmd.arg("serve").args(["--listen", listen, "--data"]).arg(data_dir).args(extra);
+        cmd.arg("serve").args(runtime.serve_args());
+        cmd.args(["--listen", listen, "--data"]).arg(data_dir).args(extra);
         let Drained { child, log, ready: rx, drains } = spawn_drained(&mut cmd, "serving on");
         let mut server = ServerProcess {
             child,

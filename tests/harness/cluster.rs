@@ -42,8 +42,8 @@ use leasetso_std::{Client, ClientError, ClientOptions};
 use super::netns::Netns;
 use super::proxy::DelayProxy;
 use crate::{
-    Drained, Log, RawConn, START_TIMEOUT, STOP_TIMEOUT, TempDir, data_dir, leasetso_bin, send_signal,
-    spawn_drained, wait_timeout,
+    Drained, Log, RawConn, Runtime, START_TIMEOUT, STOP_TIMEOUT, TempDir, data_dir, leasetso_bin,
+    send_signal, spawn_drained, wait_timeout,
 };
 
 /// The peer port of every node in a namespace.
@@ -111,10 +111,14 @@ pub struct ClusterOptions {
     /// at one, b's entry for a at the other). In namespaces the proxy of a's
     /// entry lives in a's namespace, so cutting a cuts it too.
     pub delays: Vec<(usize, usize, Duration)>,
+    /// Node `i` runs on `runtimes[i]` (`serve --runtime`), std past the
+    /// end: empty runs every node on std, `[Smol, Std, Std]` a mixed cluster.
+    pub runtimes: Vec<Runtime>,
 }
 
 impl Default for ClusterOptions {
-    /// A 500 ms lease on loopback, no cluster id, nothing delayed.
+    /// A 500 ms lease on loopback, no cluster id, nothing delayed, every
+    /// node on std.
     fn default() -> Self {
         ClusterOptions {
             lease_ms: 500,
@@ -122,6 +126,7 @@ impl Default for ClusterOptions {
             extra_args: Vec::new(),
             netns: None,
             delays: Vec::new(),
+            runtimes: Vec::new(),
         }
     }
 }
@@ -288,7 +293,9 @@ impl Cluster {
     fn args(&self, i: usize) -> Vec<OsString> {
         let node = &self.nodes[i];
         let listen = node.client_addr.map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
-        let mut args: Vec<OsString> = vec!["serve".into(), "--listen".into(), listen.into(), "--data".into()];
+        let mut args: Vec<OsString> = vec!["serve".into()];
+        args.extend(self.runtime(i).serve_args().iter().map(OsString::from));
+        args.extend(["--listen".into(), listen.into(), "--data".into()]);
         args.push(node.data.path().into());
         if self.nodes.len() > 1 {
             args.extend([
@@ -305,6 +312,11 @@ impl Cluster {
         args.extend(self.opts.extra_args.iter().map(OsString::from));
         args.extend(node.extra.iter().map(OsString::from));
         args
+    }
+
+    /// The runtime node `i` runs on.
+    pub fn runtime(&self, i: usize) -> Runtime {
+        self.opts.runtimes.get(i).copied().unwrap_or_default()
     }
 
     /// Sets more `serve` arguments for node `i` alone, used from its next

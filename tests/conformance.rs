@@ -1,0 +1,1314 @@
+//! One conformance suite for every runtime and across them: the same checks
+//! against `leasetso serve` on each server runtime (`--runtime std|smol`),
+//! through each client library (`leasetso_std::Client`, blocking, callers
+//! as threads; `leasetso_smol::Client`, async, callers as tasks), in every
+//! pairing: std client ↔ smol server and smol client ↔ std server as much as
+//! the like pairs.
+//!
+//! * **Client cases** are functions of a `(server runtime, client kind)`
+//!   pair; [`matrix!`] makes one test per pair of each, so a failure names
+//!   its cell (`batching_and_split::smol_server_std_client`). They are:
+//!   single node, batching and split, pipelining, a refused cluster id, and
+//!   a restart above the window (SIGTERM, then kill -9 under load).
+//! * **Raw cases** ([`raw_cases`]) are byte strings sent over a plain socket:
+//!   garbage, truncated, oversized and malformed frames, handshake errors, a
+//!   foreign cluster id, pipelined requests answered in order by id. Every
+//!   case runs against each server runtime and the transcripts (the bytes
+//!   that came back, with the timestamps masked, and how the connection
+//!   ended) must be **the same bytes** from every runtime, and the ones
+//!   PROTOCOL.md prescribes.
+//! * **Cluster cases** run one 3-node cluster per server runtime (and a
+//!   mixed one) and kill its leader with SIGKILL while both clients load it.
+//!
+//! Servers are shared where the checks leave no state that matters: one
+//! single-node server per runtime serves every stateless case that runs
+//! while it is alive ([`shared_server`]). Every process is killed and every
+//! data dir removed when its last user is done, passing or failing.
+//! `LEASETSO_CONFORMANCE_FULL=1` runs longer loops and more failover rounds.
+//! Run alone with `cargo test -p leasetso-tests --test conformance` (build
+//! the binary first: `cargo build -p leasetso-std`).
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use leasetso_core::wire::{LEN_PREFIX, MAGIC, MAX_FRAME_LEN, VERSION};
+use leasetso_core::{ErrorCode, Frame, LeaderHint, LeaseView, MAX_LOGICAL, NodeId, Role, Timestamp};
+use leasetso_tests::harness::cluster::{Cluster, ClusterOptions, exclusive};
+use leasetso_tests::harness::tap::Tap;
+use leasetso_tests::{
+    Call, RawConn, Runtime, ServerProcess, TempDir, check_calls, data_dir, encode, leasetso_bin, wall_ms,
+};
+
+/// The cluster id of every server here: a Hello for another one is refused.
+const CLUSTER: u64 = 42;
+/// The largest count one request may carry.
+const MAX_COUNT: u32 = MAX_LOGICAL - 1;
+/// How long a raw connection waits for the next byte before the case fails.
+const RAW_READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a cluster may take to elect a leader.
+const ELECTION: Duration = Duration::from_secs(15);
+/// How long a load may take to make progress again after an event.
+const RESUME: Duration = Duration::from_secs(10);
+
+/// Whether `LEASETSO_CONFORMANCE_FULL` asks for the longer runs.
+fn full() -> bool {
+    std::env::var_os("LEASETSO_CONFORMANCE_FULL").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+// ---------------------------------------------------------------------------
+// Runtimes and clients
+// ---------------------------------------------------------------------------
+
+/// Whether the binary can run servers on `runtime`.
+///
+/// The smol runtime is being written alongside this suite; until the binary
+/// takes `serve --runtime`, its cells say so on stderr and pass without
+/// running. (Once it does, a smol cell that fails is a failure.)
+fn server_available(runtime: Runtime) -> bool {
+    static SMOL: OnceLock<bool> = OnceLock::new();
+    match runtime {
+        Runtime::Std => true,
+        Runtime::Smol => *SMOL.get_or_init(|| {
+            let out = std::process::Command::new(leasetso_bin())
+                .args(["serve", "--help"])
+                .output()
+                .unwrap_or_else(|e| panic!("running `leasetso serve --help`: {e}"));
+            String::from_utf8_lossy(&out.stdout).contains("--runtime")
+        }),
+    }
+}
+
+/// The client libraries under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientKind {
+    /// `leasetso_std::Client`: blocking, callers are threads.
+    Std,
+}
+
+impl ClientKind {
+    /// Every client library.
+    const ALL: [ClientKind; 1] = [ClientKind::Std];
+
+    fn name(self) -> &'static str {
+        match self {
+            ClientKind::Std => "std",
+        }
+    }
+}
+
+impl fmt::Display for ClientKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The options every client library takes, in the suite's terms.
+#[derive(Clone, Copy, Debug)]
+struct ClientConf {
+    /// The cluster the client expects (0: any).
+    cluster_id: u64,
+    /// How long one call retries.
+    deadline: Duration,
+    /// The most timestamps merged into one request.
+    max_batch: u32,
+    /// Requests in flight on one connection, for clients that pipeline.
+    in_flight: usize,
+}
+
+impl Default for ClientConf {
+    fn default() -> Self {
+        ClientConf { cluster_id: 0, deadline: Duration::from_secs(7), max_batch: 10_000, in_flight: 4 }
+    }
+}
+
+/// Why a client call failed: the server's code if it refused, and the
+/// client's message.
+#[derive(Clone, Debug)]
+struct Failure {
+    code: Option<ErrorCode>,
+    message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<leasetso_std::ClientError> for Failure {
+    fn from(e: leasetso_std::ClientError) -> Self {
+        Failure { code: e.code(), message: format!("std client: {e}") }
+    }
+}
+
+/// A connected client of either library, shareable by its callers.
+#[derive(Clone)]
+enum TestClient {
+    Std(Arc<leasetso_std::Client>),
+}
+
+impl TestClient {
+    /// Connects `kind` to the first of `seeds` that completes the handshake.
+    fn connect(kind: ClientKind, seeds: &[SocketAddr], conf: ClientConf) -> Result<TestClient, Failure> {
+        match kind {
+            ClientKind::Std => {
+                let opts = leasetso_std::ClientOptions {
+                    cluster_id: conf.cluster_id,
+                    deadline: conf.deadline,
+                    request_timeout: Duration::from_secs(1),
+                    connect_timeout: Duration::from_secs(1),
+                    max_batch: conf.max_batch,
+                    ..leasetso_std::ClientOptions::default()
+                };
+                Ok(TestClient::Std(Arc::new(leasetso_std::Client::connect_with(seeds, opts)?)))
+            }
+        }
+    }
+
+    /// [`connect`](Self::connect), panicking with the reason.
+    fn open(kind: ClientKind, seeds: &[SocketAddr], conf: ClientConf) -> TestClient {
+        Self::connect(kind, seeds, conf).unwrap_or_else(|e| panic!("{kind} client to {seeds:?}: {e}"))
+    }
+
+    fn kind(&self) -> ClientKind {
+        match self {
+            TestClient::Std(_) => ClientKind::Std,
+        }
+    }
+
+    /// The most requests it may have in flight on its connection.
+    fn in_flight_limit(&self) -> i64 {
+        match self {
+            // One request in flight per connection (its module docs).
+            TestClient::Std(_) => 1,
+        }
+    }
+
+    /// `count` timestamps (one caller, waiting).
+    fn get_ts_n(&self, count: u32) -> Result<Timestamp, Failure> {
+        match self {
+            TestClient::Std(c) => Ok(c.get_ts_n(count)?),
+        }
+    }
+
+    /// Runs `plan.callers` concurrent callers on this client (threads for a
+    /// blocking client, tasks for an async one) until each made its calls or
+    /// the plan is stopped; returns every call they made.
+    fn run(&self, plan: &Callers) -> Vec<Rec> {
+        match self {
+            TestClient::Std(c) => thread::scope(|s| {
+                let handles: Vec<_> = (0..plan.callers)
+                    .map(|caller| {
+                        let c = Arc::clone(c);
+                        s.spawn(move || {
+                            let mut out = Vec::new();
+                            let mut i = 0;
+                            while plan.more(i) {
+                                let count = (plan.count)(caller, i);
+                                let sent = Instant::now();
+                                let result = c.get_ts_n(count).map_err(Failure::from);
+                                out.push(plan.record(caller, sent, count, result));
+                                if let Some(pause) = plan.pause_after(&out) {
+                                    thread::sleep(pause);
+                                }
+                                i += 1;
+                            }
+                            out
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            }),
+        }
+    }
+
+    /// [`run`](Self::run) on a thread of its own, for loads that run while
+    /// the test does something else; stop them with [`Callers::stop`].
+    fn start(&self, plan: Callers) -> JoinHandle<Vec<Rec>> {
+        let client = self.clone();
+        thread::Builder::new()
+            .name(format!("load-{}", client.kind()))
+            .spawn(move || client.run(&plan))
+            .expect("spawn a load thread")
+    }
+}
+
+/// One call as a caller saw it.
+#[derive(Clone, Debug)]
+struct Rec {
+    client: usize,
+    sent: Instant,
+    received: Instant,
+    count: u32,
+    result: Result<Timestamp, Failure>,
+}
+
+impl Rec {
+    fn call(&self) -> Option<Call> {
+        let last = *self.result.as_ref().ok()?;
+        Some(Call { client: self.client, sent: self.sent, received: self.received, count: self.count, last })
+    }
+}
+
+/// The successful calls; panics with the first few failures if any call failed.
+fn all_ok(recs: &[Rec], what: &str) -> Vec<Call> {
+    let failed: Vec<&Rec> = recs.iter().filter(|r| r.result.is_err()).collect();
+    if !failed.is_empty() {
+        let shown: Vec<String> = failed.iter().take(5).map(|r| format!("  {r:?}")).collect();
+        panic!("{what}: {} of {} calls failed, e.g.:\n{}", failed.len(), recs.len(), shown.join("\n"));
+    }
+    recs.iter().filter_map(Rec::call).collect()
+}
+
+/// What a set of concurrent callers does.
+#[derive(Clone)]
+struct Callers {
+    /// How many callers.
+    callers: usize,
+    /// The [`Call::client`] id of caller 0 (the others follow), so that the
+    /// calls of several clients can be checked together.
+    first_id: usize,
+    /// Calls per caller (`usize::MAX`: until stopped).
+    calls: usize,
+    /// The count of caller `c`'s call `i`.
+    count: fn(usize, usize) -> u32,
+    /// Raised to stop every caller after its call under way.
+    stop: Arc<AtomicBool>,
+    /// Successful calls so far, all callers together.
+    ok: Arc<AtomicU64>,
+    /// A pause after each successful call (failed ones pause 10 ms).
+    pause: Duration,
+}
+
+impl Callers {
+    fn new(callers: usize, calls: usize, count: fn(usize, usize) -> u32) -> Callers {
+        Callers {
+            callers,
+            first_id: 0,
+            calls,
+            count,
+            stop: Arc::new(AtomicBool::new(false)),
+            ok: Arc::new(AtomicU64::new(0)),
+            pause: Duration::ZERO,
+        }
+    }
+
+    fn more(&self, i: usize) -> bool {
+        i < self.calls && !self.stop.load(Ordering::SeqCst)
+    }
+
+    fn record(&self, caller: usize, sent: Instant, count: u32, result: Result<Timestamp, Failure>) -> Rec {
+        if result.is_ok() {
+            self.ok.fetch_add(1, Ordering::SeqCst);
+        }
+        Rec { client: self.first_id + caller, sent, received: Instant::now(), count, result }
+    }
+
+    fn pause_after(&self, recs: &[Rec]) -> Option<Duration> {
+        match recs.last() {
+            Some(r) if r.result.is_err() => Some(Duration::from_millis(10)),
+            _ if !self.pause.is_zero() => Some(self.pause),
+            _ => None,
+        }
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until `more` calls succeeded after this one was made.
+    fn wait_progress(&self, more: u64, timeout: Duration) -> bool {
+        let target = self.ok.load(Ordering::SeqCst) + more;
+        let deadline = Instant::now() + timeout;
+        while self.ok.load(Ordering::SeqCst) < target {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared servers
+// ---------------------------------------------------------------------------
+
+/// A single-node server (`--cluster-id 42`) shared by the cases that run
+/// while it lives: killed and its data dir removed with its last user.
+struct SharedServer {
+    // Dropped first: the process dies before its data dir goes.
+    server: ServerProcess,
+    _dir: TempDir,
+}
+
+impl SharedServer {
+    fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+}
+
+/// The running shared server of `runtime`, started if none is.
+fn shared_server(runtime: Runtime) -> Arc<SharedServer> {
+    static SHARED: Mutex<[Weak<SharedServer>; 2]> = Mutex::new([Weak::new(), Weak::new()]);
+    let slot = Runtime::ALL.iter().position(|&r| r == runtime).expect("a known runtime");
+    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(server) = shared[slot].upgrade() {
+        return server;
+    }
+    let dir = data_dir();
+    let server =
+        ServerProcess::try_start_runtime(runtime, "127.0.0.1:0", dir.path(), &["--cluster-id", "42"])
+            .unwrap_or_else(|f| panic!("the shared {runtime} server: {f}"));
+    server.wait_serving();
+    let server = Arc::new(SharedServer { server, _dir: dir });
+    shared[slot] = Arc::downgrade(&server);
+    server
+}
+
+/// Runs one cell of the matrix, or says why it cannot yet.
+fn cell(case: fn(Runtime, ClientKind), server: Runtime, client: ClientKind) {
+    if !server_available(server) {
+        eprintln!("skipped: the leasetso binary has no `serve --runtime {server}` yet");
+        return;
+    }
+    case(server, client);
+}
+
+/// One test per (server runtime, client) pair for each case function.
+macro_rules! matrix {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            use super::{ClientKind, Runtime, cell};
+
+            #[test]
+            fn std_server_std_client() {
+                cell(super::$case, Runtime::Std, ClientKind::Std);
+            }
+
+            #[test]
+            fn smol_server_std_client() {
+                cell(super::$case, Runtime::Smol, ClientKind::Std);
+            }
+        }
+    )*};
+}
+
+matrix!(single_node, batching_and_split, pipelining, client_cluster_mismatch, restart_above_the_window);
+
+// ---------------------------------------------------------------------------
+// Client cases
+// ---------------------------------------------------------------------------
+
+/// One caller, varied counts up to a whole millisecond: each range lies in
+/// one millisecond and above the one before, near the wall clock; invalid
+/// counts are refused without spoiling the client.
+fn single_node(server: Runtime, kind: ClientKind) {
+    let s = shared_server(server);
+    let client = TestClient::open(kind, &[s.addr()], ClientConf::default());
+    const COUNTS: [u32; 8] = [1, 2, 7, 1, 64, 1000, 1, MAX_COUNT];
+    let calls = if full() { 5_000 } else { 400 };
+    let mut prev = Timestamp::ZERO;
+    for i in 0..calls {
+        let count = COUNTS[i % COUNTS.len()];
+        let last =
+            client.get_ts_n(count).unwrap_or_else(|e| panic!("{kind} client, call {i}: GetTs({count}): {e}"));
+        assert!(last.logical >= count && last.logical < MAX_LOGICAL, "GetTs({count}) ended at {last:?}");
+        assert!(last.to_u64() - u64::from(count) >= prev.to_u64(), "{prev:?} then {last:?} for {count}");
+        if count == MAX_COUNT {
+            assert_eq!(last.logical, MAX_COUNT, "a whole millisecond must end at its last logical");
+        }
+        prev = last;
+    }
+    let wall = wall_ms();
+    assert!(prev.physical_ms.abs_diff(wall) < 5_000, "physical {prev:?} is far from the wall clock {wall}");
+    for count in [0, MAX_LOGICAL, u32::MAX] {
+        assert!(client.get_ts_n(count).is_err(), "{kind} client: GetTs({count}) was not refused");
+    }
+    let after = client.get_ts_n(1).unwrap_or_else(|e| panic!("after invalid counts: {e}"));
+    assert!(after > prev, "{after:?} after {prev:?}");
+}
+
+/// Many callers on one client with a small batch cap, seen through a tap:
+/// their calls go out merged into fewer requests, no request carries more
+/// than the cap, the ranges are split among the callers so that every
+/// timestamp asked for reaches exactly one caller, and a call above the cap
+/// goes out alone.
+fn batching_and_split(server: Runtime, kind: ClientKind) {
+    const CAP: u32 = 8;
+    let s = shared_server(server);
+    let tap = Tap::start(s.addr()).expect("start a tap");
+    let client =
+        TestClient::open(kind, &[tap.addr()], ClientConf { max_batch: CAP, ..ClientConf::default() });
+    let calls = if full() { 3_000 } else { 300 };
+    let plan = Callers::new(8, calls, |caller, i| 1 + ((caller + i) % 5) as u32);
+    let recs = client.run(&plan);
+    let calls = all_ok(&recs, &format!("{kind} client, 8 callers"));
+    check_calls(&calls);
+    let wire = tap.counts();
+    let asked: u64 = calls.iter().map(|c| u64::from(c.count)).sum();
+    eprintln!("{server} server, {kind} client: {} calls went out as {} requests", calls.len(), wire.get_ts);
+    assert!(
+        wire.get_ts < calls.len() as u64,
+        "{} calls from 8 callers went out as {} requests: nothing was merged",
+        calls.len(),
+        wire.get_ts
+    );
+    assert!(wire.counts.iter().all(|&c| c <= CAP), "a request above the cap {CAP}: {:?}", wire.counts);
+    assert!(wire.counts.iter().any(|&c| c > 5), "no request carried more than one caller's count");
+    assert_eq!(
+        wire.requested(),
+        asked,
+        "the callers asked for {asked} timestamps, the wire carried another number"
+    );
+    assert_eq!(wire.answers, wire.get_ts, "requests and answers on the wire");
+    // One call above the cap: one request of its own size.
+    tap.reset();
+    let last = client.get_ts_n(100).unwrap_or_else(|e| panic!("GetTs(100) above the cap: {e}"));
+    assert!(last.logical >= 100);
+    assert_eq!(tap.counts().counts, vec![100], "a call above the cap must go out alone");
+}
+
+/// Many callers of single timestamps, seen through a tap: one connection,
+/// never more requests in flight than the client allows, and more than one
+/// whenever it allows more.
+fn pipelining(server: Runtime, kind: ClientKind) {
+    let s = shared_server(server);
+    let tap = Tap::start(s.addr()).expect("start a tap");
+    let conf = ClientConf { in_flight: 4, ..ClientConf::default() };
+    let client = TestClient::open(kind, &[tap.addr()], conf);
+    let calls = if full() { 2_000 } else { 200 };
+    let plan = Callers::new(16, calls, |_, _| 1);
+    let recs = client.run(&plan);
+    let calls = all_ok(&recs, &format!("{kind} client, 16 callers"));
+    check_calls(&calls);
+    let wire = tap.counts();
+    let limit = client.in_flight_limit();
+    eprintln!(
+        "{server} server, {kind} client: {} calls, {} requests, at most {} in flight (limit {limit}, asked for {})",
+        calls.len(),
+        wire.get_ts,
+        wire.max_in_flight,
+        conf.in_flight
+    );
+    assert_eq!(wire.connections, 1, "the client used {} connections", wire.connections);
+    assert!(wire.max_in_flight <= limit, "{} requests in flight, over the limit {limit}", wire.max_in_flight);
+    if limit > 1 {
+        assert!(wire.max_in_flight > 1, "a client allowed {limit} in flight never had two");
+    }
+    assert_eq!(wire.answers, wire.get_ts, "requests and answers on the wire");
+}
+
+/// A client for another cluster is refused with ClusterMismatch; one for
+/// this cluster or any (0) is served.
+fn client_cluster_mismatch(server: Runtime, kind: ClientKind) {
+    let s = shared_server(server);
+    let conf = |cluster_id| ClientConf { cluster_id, deadline: Duration::ZERO, ..ClientConf::default() };
+    match TestClient::connect(kind, &[s.addr()], conf(7)) {
+        Ok(_) => panic!("{kind} client for cluster 7 was welcomed by cluster {CLUSTER}"),
+        Err(e) => assert_eq!(e.code, Some(ErrorCode::ClusterMismatch), "{kind} client for cluster 7: {e}"),
+    }
+    for cluster_id in [CLUSTER, 0] {
+        let client = TestClient::open(kind, &[s.addr()], conf(cluster_id));
+        client.get_ts_n(1).unwrap_or_else(|e| panic!("{kind} client for cluster {cluster_id}: {e}"));
+    }
+}
+
+/// Takes timestamps on a fresh client; returns the highest.
+fn take(client: &TestClient, n: usize) -> Timestamp {
+    const COUNTS: [u32; 5] = [1, 3, 100, 1, 4096];
+    let mut prev = Timestamp::ZERO;
+    for i in 0..n {
+        let count = COUNTS[i % COUNTS.len()];
+        let last = client.get_ts_n(count).unwrap_or_else(|e| panic!("GetTs({count}): {e}"));
+        assert!(last.to_u64() - u64::from(count) >= prev.to_u64(), "{prev:?} then {last:?}");
+        prev = last;
+    }
+    prev
+}
+
+/// The saved window end a serving node reports.
+fn window_end(addr: SocketAddr) -> u64 {
+    let (role, window_end_ms, current) = RawConn::open(addr).status().expect("GetStatus");
+    assert_eq!(role, Role::Leader, "status of a serving node");
+    assert!(window_end_ms > current.physical_ms, "window end {window_end_ms} not above {current:?}");
+    window_end_ms
+}
+
+fn restart_at(runtime: Runtime, addr: SocketAddr, dir: &TempDir) -> ServerProcess {
+    ServerProcess::try_start_runtime(runtime, &addr.to_string(), dir.path(), &[])
+        .unwrap_or_else(|f| panic!("restarting the {runtime} server on {addr}: {f}"))
+}
+
+/// A server stopped with SIGTERM, then killed with SIGKILL under load, and
+/// restarted each time on its data dir and port: one client rides through
+/// both, and everything after each restart is above everything before it
+/// and beyond the window saved before it.
+fn restart_above_the_window(runtime: Runtime, kind: ClientKind) {
+    let dir = data_dir();
+    let server = ServerProcess::try_start_runtime(runtime, "127.0.0.1:0", dir.path(), &[])
+        .unwrap_or_else(|f| panic!("{f}"));
+    server.wait_serving();
+    let addr = server.addr();
+    let client = TestClient::open(
+        kind,
+        &[addr],
+        ClientConf { deadline: Duration::from_secs(10), ..ClientConf::default() },
+    );
+    let highest = take(&client, 200);
+    let window = window_end(addr);
+    server.stop();
+
+    let server = restart_at(runtime, addr, &dir);
+    let first = client.get_ts_n(1).unwrap_or_else(|e| panic!("after SIGTERM: {e}\n{}", server.log()));
+    assert!(first > highest, "after SIGTERM, {first:?} is not above {highest:?} handed out before");
+    assert!(
+        first.physical_ms > window,
+        "after SIGTERM, {first:?} is not beyond the saved window end {window}"
+    );
+
+    // Under load: two callers, the crash in the middle of their calls.
+    let mut plan = Callers::new(2, usize::MAX, |c, i| 1 + ((c * 7 + i) % 50) as u32);
+    plan.pause = Duration::from_millis(1);
+    let load = client.start(plan.clone());
+    assert!(plan.wait_progress(50, RESUME), "the load made no progress before the crash");
+    let window = window_end(addr);
+    server.crash();
+    let crashed = Instant::now();
+    let server = restart_at(runtime, addr, &dir);
+    let restarted = Instant::now();
+    let resumed = plan.wait_progress(50, RESUME);
+    plan.stop();
+    let recs = load.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+    assert!(resumed, "the load made no progress after the restart\n{}", server.log());
+    let calls = all_ok(&recs, &format!("{kind} client through a kill -9 of the {runtime} server"));
+    check_calls(&calls);
+    let before = calls.iter().filter(|c| c.received < crashed).map(|c| c.last).max().expect("calls before");
+    let after: Vec<&Call> = calls.iter().filter(|c| c.sent > restarted).collect();
+    assert!(!after.is_empty(), "no call was made after the restart");
+    for c in after {
+        assert!(c.first() > before.to_u64(), "after kill -9, {c:?} is not above {before:?}");
+        assert!(
+            c.last.physical_ms > window,
+            "after kill -9, {c:?} is not beyond the saved window end {window}"
+        );
+    }
+    server.stop();
+}
+
+// ---------------------------------------------------------------------------
+// Across runtimes on one data dir
+// ---------------------------------------------------------------------------
+
+/// One data dir served in turn by each runtime (stopped, then killed): the
+/// store is the same, so each resumes above the one before.
+#[test]
+fn restart_across_runtimes() {
+    if !server_available(Runtime::Smol) {
+        eprintln!("skipped: the leasetso binary has no `serve --runtime smol` yet");
+        return;
+    }
+    let dir = data_dir();
+    let order = [Runtime::Std, Runtime::Smol, Runtime::Std, Runtime::Smol, Runtime::Std];
+    let mut addr: Option<SocketAddr> = None;
+    let mut highest = Timestamp::ZERO;
+    let mut window = 0;
+    for (i, &runtime) in order.iter().enumerate() {
+        let listen = addr.map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
+        let server = ServerProcess::try_start_runtime(runtime, &listen, dir.path(), &[])
+            .unwrap_or_else(|f| panic!("start {i} ({runtime}): {f}"));
+        addr = Some(server.addr());
+        let first = server.wait_serving();
+        assert!(first > highest, "start {i} ({runtime}): {first:?} is not above {highest:?}");
+        assert!(
+            first.physical_ms > window,
+            "start {i} ({runtime}): {first:?} not beyond the window {window}"
+        );
+        let mut conn = RawConn::open(server.addr());
+        for count in [1, 100, 4096, 1] {
+            highest = conn.get_ts_retry(count, Instant::now() + Duration::from_secs(5)).expect("GetTs");
+        }
+        window = window_end(server.addr());
+        if i % 2 == 0 {
+            server.stop();
+        } else {
+            server.crash();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Cluster failover by kill -9
+// ---------------------------------------------------------------------------
+
+/// A 3-node cluster on `runtimes`, loaded by every client library at once;
+/// its leader is killed with SIGKILL again and again (and restarted). Every
+/// call of every client succeeds, and their histories together are valid.
+fn failover_by_kill_9(runtimes: [Runtime; 3]) {
+    if let Some(&missing) = runtimes.iter().find(|&&r| !server_available(r)) {
+        eprintln!("skipped: the leasetso binary has no `serve --runtime {missing}` yet");
+        return;
+    }
+    let _serial = exclusive();
+    let rounds = if full() { 8 } else { 2 };
+    let mut cluster = Cluster::start(
+        3,
+        ClusterOptions { lease_ms: 500, runtimes: runtimes.to_vec(), ..ClusterOptions::default() },
+    );
+    cluster.wait_leader(ELECTION);
+    cluster.wait_serving(ELECTION);
+    let seeds = cluster.client_addrs();
+    let loads: Vec<(ClientKind, Callers, JoinHandle<Vec<Rec>>)> = ClientKind::ALL
+        .iter()
+        .enumerate()
+        .map(|(k, &kind)| {
+            let client = TestClient::connect(kind, &seeds, ClientConf::default())
+                .unwrap_or_else(|e| cluster.fail(&format!("{kind} client to {seeds:?}: {e}")));
+            let mut plan = Callers::new(4, usize::MAX, |c, i| [1, 1, 3, 16][(c + i) % 4]);
+            plan.first_id = k * 100;
+            plan.pause = Duration::from_millis(1);
+            let handle = client.start(plan.clone());
+            (kind, plan, handle)
+        })
+        .collect();
+    let progress = |cluster: &Cluster, what: &str| {
+        for (kind, plan, _) in &loads {
+            if !plan.wait_progress(20, RESUME) {
+                cluster.fail(&format!("{what}: the {kind} client makes no progress: {}", cluster.describe()));
+            }
+        }
+    };
+    progress(&cluster, "before the kills");
+    let mut kills = Vec::new();
+    for round in 0..rounds {
+        let leader = cluster.wait_leader(ELECTION);
+        let killed = Instant::now();
+        cluster.kill(leader);
+        let Some(next) = cluster.wait_leader_other_than(leader, ELECTION) else {
+            cluster.fail(&format!("round {round}: nobody took over from node {leader} within {ELECTION:?}"));
+        };
+        eprintln!(
+            "round {round}: killed node {leader} ({}), node {next} ({}) took over in {:?}",
+            cluster.runtime(leader),
+            cluster.runtime(next),
+            killed.elapsed()
+        );
+        progress(&cluster, &format!("round {round}, after node {leader} was killed"));
+        kills.push(killed);
+        cluster.restart(leader);
+        thread::sleep(cluster.quarantine());
+        cluster.assert_running();
+    }
+    let mut calls = Vec::new();
+    for (kind, plan, handle) in loads {
+        plan.stop();
+        let recs = handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let ok = all_ok(&recs, &format!("{kind} client through {rounds} kills"));
+        assert!(ok.len() > 100, "the {kind} client made only {} calls", ok.len());
+        calls.extend(ok);
+    }
+    let total = check_calls(&calls);
+    for killed in kills {
+        let before = calls.iter().filter(|c| c.received < killed).map(|c| c.last).max();
+        let after = calls.iter().filter(|c| c.sent > killed).map(Call::first).min();
+        if let (Some(before), Some(after)) = (before, after) {
+            assert!(before.to_u64() < after, "a call after a kill got {after}, below {before:?} before it");
+        }
+    }
+    eprintln!("{runtimes:?}: {} calls, {total} timestamps through {rounds} kills", calls.len());
+    cluster.assert_running();
+}
+
+mod failover_by_kill_9 {
+    use super::Runtime;
+
+    #[test]
+    fn std_cluster() {
+        super::failover_by_kill_9([Runtime::Std; 3]);
+    }
+
+    #[test]
+    fn smol_cluster() {
+        super::failover_by_kill_9([Runtime::Smol; 3]);
+    }
+
+    #[test]
+    fn mixed_cluster() {
+        super::failover_by_kill_9([Runtime::Smol, Runtime::Std, Runtime::Smol]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw cases: the same bytes back from every server runtime
+// ---------------------------------------------------------------------------
+
+/// One thing to do on a raw connection.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Write these bytes at once.
+    Send(Vec<u8>),
+    /// Write these bytes one per write, 1 ms apart.
+    Dribble(Vec<u8>),
+    /// Wait (e.g. between the halves of a frame).
+    Pause(Duration),
+    /// Close the writing half: the server reads EOF.
+    HalfClose,
+}
+
+/// How a transcript ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// The sentinel GetStatus (sent after the case's bytes) was answered:
+    /// the connection is open and in order.
+    Open,
+    /// The server closed cleanly (after lingering, for fatal errors).
+    Eof,
+    /// The connection was reset.
+    Reset,
+    /// Nothing arrived for [`RAW_READ_TIMEOUT`].
+    Silent,
+}
+
+/// What a raw connection got back.
+#[derive(Clone, PartialEq, Eq)]
+enum Event {
+    /// A frame's bytes; a Ts or Status frame with its time-dependent fields
+    /// masked ([`mask`]).
+    Frame(Vec<u8>),
+    /// Bytes that are not a frame, or half a frame before the close.
+    Undecodable(Vec<u8>),
+    /// How it ended.
+    End(End),
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Frame(bytes) => match Frame::decode(bytes) {
+                Ok(Some((frame, _))) => write!(f, "{frame:?} {bytes:02x?}"),
+                _ => write!(f, "frame? {bytes:02x?}"),
+            },
+            Event::Undecodable(bytes) => write!(f, "undecodable {bytes:02x?}"),
+            Event::End(end) => write!(f, "{end:?}"),
+        }
+    }
+}
+
+/// A raw case: what to send and what PROTOCOL.md says comes back.
+struct RawCase {
+    name: &'static str,
+    steps: Vec<Step>,
+    /// The frames expected, masked as [`mask`] masks them.
+    expect: Vec<Frame>,
+    /// How the connection ends. [`End::Open`] appends a sentinel GetStatus
+    /// to the steps and its (masked) answer to `expect`.
+    end: End,
+}
+
+/// The id of the sentinel GetStatus of [`End::Open`] cases.
+const SENTINEL: u64 = 0x5e47;
+
+fn hello() -> Vec<u8> {
+    encode(&Frame::Hello { version: VERSION, cluster_id: CLUSTER })
+}
+
+fn welcome() -> Frame {
+    Frame::Welcome { version: VERSION, cluster_id: CLUSTER, node: NodeId(0) }
+}
+
+fn get_ts(id: u64, count: u32) -> Vec<u8> {
+    encode(&Frame::GetTs { id, count })
+}
+
+/// A fatal error: id 0, the empty hint.
+fn fatal(code: ErrorCode) -> Frame {
+    Frame::Error { id: 0, code, leader: LeaderHint::default() }
+}
+
+/// A request's error: its id, the empty hint.
+fn refused(id: u64, code: ErrorCode) -> Frame {
+    Frame::Error { id, code, leader: LeaderHint::default() }
+}
+
+/// A Ts as [`mask`] leaves it.
+fn ts(id: u64, count: u32) -> Frame {
+    Frame::Ts { id, count, last: Timestamp::ZERO }
+}
+
+/// The placeholder [`mask`] puts where a node names its own address.
+fn own_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A single node's Status as [`mask`] leaves it.
+fn status(id: u64) -> Frame {
+    Frame::Status {
+        id,
+        role: Role::Leader,
+        node: NodeId(0),
+        leader: LeaderHint { node: Some(NodeId(0)), addr: Some(own_addr()) },
+        window_end_ms: 0,
+        current: Timestamp::ZERO,
+        view: LeaseView { links_up: 1, nodes: 1, ..LeaseView::default() },
+    }
+}
+
+/// Concatenated byte strings.
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+/// Every raw case. Each says which rule of PROTOCOL.md it holds the server
+/// to ("Frames", the check table of "What a server does with bad input",
+/// "Conversation", "Request ids").
+fn raw_cases() -> Vec<RawCase> {
+    use ErrorCode::*;
+    use Step::*;
+    let ts_frame = encode(&Frame::Ts { id: 1, count: 1, last: Timestamp::from_u64(1 << 18 | 1) });
+    let status_req = encode(&Frame::GetStatus { id: 3 });
+    let mut bad_magic = hello();
+    bad_magic[5..9].copy_from_slice(b"HTTP");
+    let mut bad_magic_v99 = bad_magic.clone();
+    bad_magic_v99[9] = 99;
+    // A Hello of 14 body bytes (one too many) whose magic is wrong too.
+    let mut long_bad_hello = vec![0, 0, 0, 15, 0x01];
+    long_bad_hello.extend_from_slice(b"HTTP");
+    long_bad_hello.extend_from_slice(&[VERSION; 10]);
+    // An Error frame from the client with code 999: a field out of its domain.
+    let mut bad_code_error = vec![0, 0, 0, 32, 0x7f];
+    bad_code_error.extend_from_slice(&7u64.to_be_bytes());
+    bad_code_error.extend_from_slice(&999u16.to_be_bytes());
+    bad_code_error.extend_from_slice(&[0xff, 0xff]);
+    bad_code_error.extend_from_slice(&[0; 19]);
+    let welcome_frame = encode(&Frame::Welcome { version: VERSION, cluster_id: CLUSTER, node: NodeId(0) });
+    let hello_v = |version: u8, cluster_id: u64| encode(&Frame::Hello { version, cluster_id });
+    let over = (MAX_FRAME_LEN + 1).to_be_bytes();
+    assert_eq!(LEN_PREFIX, 4);
+    assert_eq!(bad_magic[5..9], *b"HTTP");
+    assert_eq!(hello()[5..9], MAGIC);
+    let get_ts_1 = get_ts(1, 1);
+
+    let case = |name, steps, expect, end| RawCase { name, steps, expect, end };
+    vec![
+        // The handshake ("Conversation" 1-2; checks 9 and 10).
+        case("hello for any cluster", vec![Send(hello_v(VERSION, 0))], vec![welcome()], End::Open),
+        case("hello for this cluster", vec![Send(hello())], vec![welcome()], End::Open),
+        case("hello dribbled a byte per write", vec![Dribble(hello())], vec![welcome()], End::Open),
+        case("hello for cluster 7", vec![Send(hello_v(VERSION, 7))], vec![fatal(ClusterMismatch)], End::Eof),
+        case(
+            "hello of version 99",
+            vec![Send(hello_v(99, CLUSTER))],
+            vec![fatal(UnsupportedVersion)],
+            End::Eof,
+        ),
+        case(
+            "hello of version 99 for cluster 7: the version is checked first",
+            vec![Send(hello_v(99, 7))],
+            vec![fatal(UnsupportedVersion)],
+            End::Eof,
+        ),
+        case(
+            "hello with the wrong magic",
+            vec![Send(bad_magic.clone())],
+            vec![fatal(UnsupportedVersion)],
+            End::Eof,
+        ),
+        case(
+            "hello with the wrong magic and version 99",
+            vec![Send(bad_magic_v99)],
+            vec![fatal(UnsupportedVersion)],
+            End::Eof,
+        ),
+        case(
+            "hello of the wrong size with the wrong magic: the size is checked first",
+            vec![Send(long_bad_hello)],
+            vec![fatal(Malformed)],
+            End::Eof,
+        ),
+        case("GetTs before hello", vec![Send(get_ts_1.clone())], vec![fatal(HandshakeRequired)], End::Eof),
+        case(
+            "GetStatus before hello",
+            vec![Send(status_req.clone())],
+            vec![fatal(HandshakeRequired)],
+            End::Eof,
+        ),
+        case(
+            "a server's Ts before hello",
+            vec![Send(ts_frame.clone())],
+            vec![fatal(HandshakeRequired)],
+            End::Eof,
+        ),
+        case(
+            "a server's Welcome before hello",
+            vec![Send(welcome_frame.clone())],
+            vec![fatal(HandshakeRequired)],
+            End::Eof,
+        ),
+        case(
+            "an unknown kind before hello: the kind is checked first",
+            vec![Send(vec![0, 0, 0, 1, 0x55])],
+            vec![fatal(UnknownKind)],
+            End::Eof,
+        ),
+        case(
+            "an Error with code 999 before hello: the fields are checked first",
+            vec![Send(bad_code_error.clone())],
+            vec![fatal(Malformed)],
+            End::Eof,
+        ),
+        case(
+            "a second hello",
+            vec![Send(hello()), Send(hello())],
+            vec![welcome(), fatal(HandshakeRequired)],
+            End::Eof,
+        ),
+        case(
+            "a second hello of version 99",
+            vec![Send(hello()), Send(hello_v(99, CLUSTER))],
+            vec![welcome(), fatal(HandshakeRequired)],
+            End::Eof,
+        ),
+        case(
+            "a second hello with the wrong magic",
+            vec![Send(hello()), Send(bad_magic.clone())],
+            vec![welcome(), fatal(UnsupportedVersion)],
+            End::Eof,
+        ),
+        // Framing (checks 1-4, 6, 11).
+        case(
+            "an HTTP request",
+            vec![Send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec())],
+            vec![fatal(FrameTooLarge)],
+            End::Eof,
+        ),
+        case(
+            "a length of 4 GiB, refused from the prefix alone",
+            vec![Send(vec![0xff; 4])],
+            vec![fatal(FrameTooLarge)],
+            End::Eof,
+        ),
+        case(
+            "a length of 257 after the handshake",
+            vec![Send(hello()), Send(over.to_vec())],
+            vec![welcome(), fatal(FrameTooLarge)],
+            End::Eof,
+        ),
+        case(
+            "a length of 0",
+            vec![Send(hello()), Send(vec![0, 0, 0, 0])],
+            vec![welcome(), fatal(Malformed)],
+            End::Eof,
+        ),
+        case(
+            "an unknown kind after the handshake",
+            vec![Send(hello()), Send(vec![0, 0, 0, 1, 0x55])],
+            vec![welcome(), fatal(UnknownKind)],
+            End::Eof,
+        ),
+        case(
+            "GetTs with a 1-byte body",
+            vec![Send(hello()), Send(vec![0, 0, 0, 2, get_ts_1[4], 0])],
+            vec![welcome(), fatal(Malformed)],
+            End::Eof,
+        ),
+        case(
+            "a server's Ts after the handshake",
+            vec![Send(hello()), Send(ts_frame)],
+            vec![welcome(), fatal(UnknownKind)],
+            End::Eof,
+        ),
+        case(
+            "a server's Welcome after the handshake",
+            vec![Send(hello()), Send(welcome_frame)],
+            vec![welcome(), fatal(UnknownKind)],
+            End::Eof,
+        ),
+        case(
+            "an Error with code 999 after the handshake",
+            vec![Send(hello()), Send(bad_code_error)],
+            vec![welcome(), fatal(Malformed)],
+            End::Eof,
+        ),
+        // Truncated frames and half-closes ("Conversation" 4).
+        case(
+            "EOF in the middle of a GetTs",
+            vec![Send(hello()), Send(get_ts_1[..9].to_vec()), HalfClose],
+            vec![welcome()],
+            End::Eof,
+        ),
+        case("EOF in the middle of a hello", vec![Send(hello()[..3].to_vec()), HalfClose], vec![], End::Eof),
+        case(
+            "EOF after a whole GetTs: the answer still comes",
+            vec![Send(hello()), Send(get_ts_1.clone()), HalfClose],
+            vec![welcome(), ts(1, 1)],
+            End::Eof,
+        ),
+        case(
+            "a GetTs split in two writes",
+            vec![
+                Send(hello()),
+                Send(get_ts_1[..7].to_vec()),
+                Pause(Duration::from_millis(50)),
+                Send(get_ts_1[7..].to_vec()),
+            ],
+            vec![welcome(), ts(1, 1)],
+            End::Open,
+        ),
+        // Pipelining and order ("Conversation" 3, "Request ids").
+        case(
+            "requests pipelined behind the hello, answered in order by id",
+            vec![Send(cat(&[
+                &hello(),
+                &get_ts(10, 1),
+                &get_ts(11, 5),
+                &get_ts(12, 0),
+                &get_ts(13, 100),
+                &get_ts(14, MAX_LOGICAL),
+                &encode(&Frame::GetStatus { id: 15 }),
+                &get_ts(0, 1),
+                &get_ts(16, MAX_COUNT),
+                &get_ts(17, u32::MAX),
+                &encode(&Frame::ReadPrimary { id: 18 }),
+                &get_ts(19, 1),
+            ]))],
+            vec![
+                welcome(),
+                ts(10, 1),
+                ts(11, 5),
+                refused(12, ZeroCount),
+                ts(13, 100),
+                refused(14, CountTooLarge),
+                status(15),
+                ts(0, 1),
+                ts(16, MAX_COUNT),
+                refused(17, CountTooLarge),
+                Frame::Primary { id: 18, registered: None },
+                ts(19, 1),
+            ],
+            End::Open,
+        ),
+        case(
+            "a refused hello with requests behind it: none of them runs",
+            vec![Send(cat(&[&hello_v(VERSION, 7), &get_ts_1, &status_req]))],
+            vec![fatal(ClusterMismatch)],
+            End::Eof,
+        ),
+        case(
+            "answers before a bad frame come before its fatal error",
+            vec![Send(cat(&[&hello(), &get_ts(5, 2), &status_req, &[0, 0, 0, 1, 0x55], &get_ts(6, 1)]))],
+            vec![welcome(), ts(5, 2), status(3), fatal(UnknownKind)],
+            End::Eof,
+        ),
+    ]
+}
+
+/// Masks what differs between two servers and two runs but is no part of
+/// the protocol's promises: a Ts's timestamp (checked by the caller before
+/// masking), a Status's clock, window, lease and fence, and the node's own
+/// address in its hint (replaced by [`own_addr`]).
+fn mask(frame: Frame, server: SocketAddr) -> Frame {
+    match frame {
+        Frame::Ts { id, count, .. } => Frame::Ts { id, count, last: Timestamp::ZERO },
+        Frame::Status { id, role, node, leader, view, .. } => Frame::Status {
+            id,
+            role,
+            node,
+            leader: LeaderHint {
+                node: leader.node,
+                addr: leader.addr.map(|a| if a == server { own_addr() } else { a }),
+            },
+            window_end_ms: 0,
+            current: Timestamp::ZERO,
+            view: LeaseView { lease: None, lease_left_ms: 0, quarantine_left_ms: 0, fence: None, ..view },
+        },
+        other => other,
+    }
+}
+
+/// Runs `case` on a fresh connection to `server`; returns what came back.
+fn transcript(server: SocketAddr, case: &RawCase) -> Vec<Event> {
+    let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{}: connect to {server}: {e}", case.name));
+    stream.set_nodelay(true).expect("nodelay");
+    stream.set_read_timeout(Some(RAW_READ_TIMEOUT)).expect("read timeout");
+    let mut steps = case.steps.clone();
+    if case.end == End::Open {
+        steps.push(Step::Send(encode(&Frame::GetStatus { id: SENTINEL })));
+    }
+    for step in &steps {
+        let sent = match step {
+            Step::Send(bytes) => stream.write_all(bytes),
+            Step::Dribble(bytes) => bytes.iter().try_for_each(|b| {
+                thread::sleep(Duration::from_millis(1));
+                stream.write_all(std::slice::from_ref(b))
+            }),
+            Step::Pause(d) => {
+                thread::sleep(*d);
+                Ok(())
+            }
+            Step::HalfClose => stream.shutdown(Shutdown::Write),
+        };
+        // A server that closed early shows in the transcript; a write
+        // refused by it is no failure of its own.
+        if sent.is_err() {
+            break;
+        }
+    }
+    let mut events = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut last_ts: Option<Timestamp> = None;
+    loop {
+        // Every whole frame buffered so far.
+        while buf.len() >= LEN_PREFIX {
+            let len = u32::from_be_bytes(buf[..4].try_into().expect("four bytes"));
+            if len == 0 || len > MAX_FRAME_LEN {
+                events.push(Event::Undecodable(std::mem::take(&mut buf)));
+                break;
+            }
+            let total = LEN_PREFIX + len as usize;
+            if buf.len() < total {
+                break;
+            }
+            let bytes: Vec<u8> = buf.drain(..total).collect();
+            match Frame::decode(&bytes) {
+                Ok(Some((frame, used))) if used == total => {
+                    if let Frame::Ts { count, last, .. } = frame {
+                        assert!(
+                            count >= 1 && last.logical >= count && last.logical < MAX_LOGICAL,
+                            "{}: {frame:?} is not a range within one millisecond",
+                            case.name
+                        );
+                        if let Some(prev) = last_ts {
+                            assert!(
+                                last.to_u64() - u64::from(count) >= prev.to_u64(),
+                                "{}: {frame:?} is not above the range before it, ending at {prev:?}",
+                                case.name
+                            );
+                        }
+                        last_ts = Some(last);
+                    }
+                    let sentinel = matches!(frame, Frame::Status { id: SENTINEL, .. });
+                    events.push(Event::Frame(encode(&mask(frame, server))));
+                    if sentinel && case.end == End::Open {
+                        events.push(Event::End(End::Open));
+                        return events;
+                    }
+                }
+                _ => events.push(Event::Undecodable(bytes)),
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                if !buf.is_empty() {
+                    events.push(Event::Undecodable(std::mem::take(&mut buf)));
+                }
+                events.push(Event::End(End::Eof));
+                return events;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                events.push(Event::End(End::Silent));
+                return events;
+            }
+            Err(_) => {
+                events.push(Event::End(End::Reset));
+                return events;
+            }
+        }
+    }
+}
+
+/// What `case` must give back: its frames (masked) and its end.
+fn expected(case: &RawCase) -> Vec<Event> {
+    let mut events: Vec<Event> = case.expect.iter().map(|f| Event::Frame(encode(f))).collect();
+    if case.end == End::Open {
+        events.push(Event::Frame(encode(&status(SENTINEL))));
+    }
+    events.push(Event::End(case.end));
+    events
+}
+
+fn show(events: &[Event]) -> String {
+    events.iter().map(|e| format!("\n      {e:?}")).collect()
+}
+
+/// Every raw case against the shared server of each runtime, all at once:
+/// each runtime must give back the same bytes as the others, and the bytes
+/// PROTOCOL.md prescribes; and the servers serve on afterwards.
+#[test]
+fn raw_frames_get_the_same_bytes_from_every_server_runtime() {
+    let runtimes: Vec<Runtime> = Runtime::ALL.into_iter().filter(|&r| server_available(r)).collect();
+    for r in Runtime::ALL.iter().filter(|r| !runtimes.contains(r)) {
+        eprintln!("skipped the {r} server: the leasetso binary has no `serve --runtime {r}` yet");
+    }
+    let servers: Vec<Arc<SharedServer>> = runtimes.iter().map(|&r| shared_server(r)).collect();
+    let cases = raw_cases();
+    let transcripts: Vec<Vec<Vec<Event>>> = thread::scope(|s| {
+        let handles: Vec<Vec<_>> = servers
+            .iter()
+            .map(|server| {
+                let addr = server.addr();
+                cases.iter().map(|case| s.spawn(move || transcript(addr, case))).collect()
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|hs| {
+                hs.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+            })
+            .collect()
+    });
+    let mut problems = Vec::new();
+    for (c, case) in cases.iter().enumerate() {
+        // The point: every runtime answers with the same bytes.
+        for (r, runtime) in runtimes.iter().enumerate().skip(1) {
+            if transcripts[r][c] != transcripts[0][c] {
+                problems.push(format!(
+                    "{:?}: the {} and {runtime} servers differ:\n    {}:{}\n    {runtime}:{}",
+                    case.name,
+                    runtimes[0],
+                    runtimes[0],
+                    show(&transcripts[0][c]),
+                    show(&transcripts[r][c])
+                ));
+            }
+        }
+        // And the bytes are the protocol's.
+        let want = expected(case);
+        for (r, runtime) in runtimes.iter().enumerate() {
+            if transcripts[r][c] != want {
+                problems.push(format!(
+                    "{:?}: the {runtime} server does not answer as PROTOCOL.md says:\n    expected:{}\n    got:{}",
+                    case.name,
+                    show(&want),
+                    show(&transcripts[r][c])
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problems in {} raw cases:\n  {}",
+        problems.len(),
+        cases.len(),
+        problems.join("\n  ")
+    );
+    // Nothing above disturbed the servers.
+    for (server, runtime) in servers.iter().zip(&runtimes) {
+        let mut conn = RawConn::open(server.addr());
+        let ts =
+            conn.get_ts(1).expect("GetTs").unwrap_or_else(|code| panic!("the {runtime} server: {code:?}"));
+        assert!(ts.logical >= 1);
+    }
+    eprintln!("{} raw cases, identical on {runtimes:?}", cases.len());
+}
