@@ -22,6 +22,7 @@
 //! smol-rs I/O crates, no sled.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod client;
 pub mod clock;
 pub mod error;
 pub(crate) mod io;
@@ -37,6 +38,7 @@ pub mod server;
 #[cfg(feature = "server")]
 mod store;
 
+pub use client::{Client, ClientOptions, MAX_COUNT, NodeStatus};
 pub use clock::Clock;
 pub use error::ClientError;
 #[cfg(feature = "server")]

@@ -1,0 +1,141 @@
+//! One smol node on loopback with the smol client: GetTS, merging of
+//! concurrent callers, pipelining, status, and the std client against it.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::Running;
+use leasetso_smol::{Client, ClientError, ClientOptions, ErrorCode, Role};
+
+fn opts() -> ClientOptions {
+    ClientOptions { deadline: Duration::from_secs(2), ..ClientOptions::default() }
+}
+
+#[test]
+fn get_ts_increases_and_status_reports_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::single(dir.path());
+    smol::block_on(async {
+        let client = Client::connect(&[server.addr], opts()).await.unwrap();
+        let mut last = client.get_ts().await.unwrap();
+        for n in [1, 5, 100, 1] {
+            let next = client.get_ts_n(n).await.unwrap();
+            assert!(next > last, "{next:?} after {last:?}");
+            last = next;
+        }
+        let status = client.status().await.unwrap();
+        assert_eq!(status.role, Role::Leader);
+        assert_eq!(status.leader.addr, Some(server.addr));
+        assert!(status.current >= last);
+        match client.get_ts_n(0).await {
+            Err(ClientError::InvalidCount { count: 0, .. }) => {}
+            other => panic!("count 0: {other:?}"),
+        }
+    });
+    let stats = server.handle.stats();
+    assert_eq!(stats.connections, 1);
+    assert_eq!(stats.timestamps, 1 + 1 + 5 + 100 + 1);
+    server.stop();
+}
+
+/// Many tasks on one client: every caller gets its own range, the ranges are
+/// disjoint, and fewer requests reach the server than calls were made.
+#[test]
+fn concurrent_callers_are_merged_and_ranges_are_disjoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::single(dir.path());
+    let ex = Arc::new(smol::Executor::new());
+    let (tasks, per_task, count) = (64usize, 50usize, 3u32);
+    let ranges = smol::block_on(ex.run(async {
+        let client = Client::connect(&[server.addr], opts()).await.unwrap();
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let client = client.clone();
+                ex.spawn(async move {
+                    let mut mine = Vec::new();
+                    for _ in 0..per_task {
+                        let last = client.get_ts_n(count).await.unwrap().to_u64();
+                        mine.push(last);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.await);
+        }
+        all
+    }));
+    let mut seen = HashSet::new();
+    for last in &ranges {
+        for ts in last - u64::from(count) + 1..=*last {
+            assert!(seen.insert(ts), "timestamp {ts} handed out twice");
+        }
+    }
+    let stats = server.handle.stats();
+    let calls = (tasks * per_task) as u64;
+    assert_eq!(stats.timestamps, calls * u64::from(count));
+    assert!(
+        stats.get_ts_requests < calls,
+        "{} requests for {calls} calls: nothing merged",
+        stats.get_ts_requests
+    );
+}
+
+/// With callers arriving while a request is out, the client keeps more than
+/// one request in flight on its one connection.
+#[test]
+fn requests_are_pipelined() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::single(dir.path());
+    let ex = Arc::new(smol::Executor::new());
+    let max_seen = Arc::new(AtomicUsize::new(0));
+    smol::block_on(ex.run(async {
+        let o = ClientOptions { max_in_flight: 4, max_batch: 1, ..opts() };
+        let client = Client::connect(&[server.addr], o).await.unwrap();
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let client = client.clone();
+                let max_seen = Arc::clone(&max_seen);
+                ex.spawn(async move {
+                    for _ in 0..200 {
+                        client.get_ts().await.unwrap();
+                        max_seen.fetch_max(client.in_flight(), Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await;
+        }
+    }));
+    let seen = max_seen.load(Ordering::Relaxed);
+    assert!(seen > 1 && seen <= 4, "at most {seen} requests were in flight at once");
+    assert_eq!(server.handle.stats().connections, 1);
+}
+
+/// A client naming another cluster is refused at the handshake.
+#[test]
+fn cluster_mismatch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::single(dir.path());
+    let err = smol::block_on(Client::connect(&[server.addr], ClientOptions { cluster_id: 99, ..opts() }))
+        .expect_err("another cluster's client");
+    assert_eq!(err.code(), Some(ErrorCode::ClusterMismatch), "{err}");
+}
+
+/// The std client speaks to the smol server.
+#[test]
+fn std_client_against_smol_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::single(dir.path());
+    let client = leasetso_std::Client::connect(server.addr).unwrap();
+    let a = client.get_ts_n(10).unwrap();
+    let b = client.get_ts().unwrap();
+    assert!(b > a);
+}
