@@ -37,6 +37,51 @@
 //! malformed frame, a protocol violation or a failed handshake ends the
 //! session ([`LinkEvent::Closed`]); the dialler redials, as the protocol
 //! expects of it.
+//!
+//! A runtime's loop, here with the two sides joined in memory:
+//!
+//! ```
+//! use leasetso_core::link::{Acceptor, Dialler, LinkEvent};
+//! use leasetso_core::peer::PEER_VERSION;
+//! use leasetso_core::{Handshake, NodeId, PeerFrame};
+//!
+//! let hs = |node| Handshake {
+//!     version: PEER_VERSION,
+//!     cluster_id: 1,
+//!     node: NodeId(node),
+//!     client_addr: None,
+//!     resp_addr: None,
+//!     digest: 42,
+//! };
+//! let mut dialler = Dialler::new(hs(0), 3, NodeId(1));
+//! let mut acceptor = Acceptor::new(hs(1), 3);
+//!
+//! // Dialler → acceptor: the Hello.
+//! let mut wire = Vec::new();
+//! let _ = dialler.poll_transmit(&mut wire).unwrap();
+//! let mut input = &wire[..];
+//! while !input.is_empty() {
+//!     input = &input[acceptor.handle_input(input)..];
+//!     while let Some(event) = acceptor.poll_event() {
+//!         assert!(matches!(event, LinkEvent::Up { peer: NodeId(0), .. }));
+//!     }
+//! }
+//! // Acceptor → dialler: the Welcome.
+//! let mut answer = Vec::new();
+//! let _ = acceptor.poll_transmit(&mut answer).unwrap();
+//! let _ = dialler.handle_input(&answer);
+//! assert!(matches!(dialler.poll_event(), Some(LinkEvent::Up { peer: NodeId(1), .. })));
+//!
+//! // From now on the dialler encodes and the acceptor reports frames,
+//! // tagged with the id its handshake named.
+//! let mut wire = Vec::new();
+//! dialler.encode(&PeerFrame::RestartQuery, &mut wire).unwrap();
+//! let _ = acceptor.handle_input(&wire);
+//! assert_eq!(
+//!     acceptor.poll_event(),
+//!     Some(LinkEvent::Frame { from: NodeId(0), frame: PeerFrame::RestartQuery })
+//! );
+//! ```
 
 use core::net::SocketAddr;
 

@@ -20,6 +20,25 @@
 //! [`Recovery`] holds that loop's decisions (time in; whom to ask now, and
 //! the outcome, out); the runtime sends the frames, raises the stored
 //! counter and builds the node. [`Seen`] is the answering side's record.
+//!
+//! ```
+//! use leasetso_core::recovery::{Recovered, Recovery};
+//! use leasetso_core::{Ballot, Instant, NodeId};
+//!
+//! let mut recovery = Recovery::new(NodeId(0), 3, Instant::ZERO);
+//! let mut asked = Vec::new();
+//! while let Some(peer) = recovery.poll_query(Instant::ZERO) {
+//!     asked.push(peer); // the runtime sends RestartQuery to `peer`
+//! }
+//! assert_eq!(asked, [NodeId(1), NodeId(2)]);
+//! // The answers come back as RestartInfo frames.
+//! recovery.handle_info(NodeId(2), Ballot::new(12, 3, NodeId(0)));
+//! recovery.handle_info(NodeId(1), Ballot::new(30, 1, NodeId(0)));
+//! assert_eq!(
+//!     recovery.outcome(),
+//!     Some(Recovered { restart: 4, catch_up: Ballot::new(30, 3, NodeId(0)) })
+//! );
+//! ```
 
 use core::time::Duration;
 
