@@ -298,4 +298,33 @@ mod tests {
         assert_eq!(s.highest(NodeId(2)), Ballot::ZERO);
         assert_eq!(s.highest(NodeId(MAX_NODES)), Ballot::ZERO);
     }
+
+    proptest::proptest! {
+        /// Any answers, duplicates and strangers included: done exactly when
+        /// a majority of distinct peers answered, and then above the highest
+        /// restart and at the highest counter of each peer's first answer
+        /// before that point.
+        #[test]
+        fn any_answers(nodes in 1u16..8, me in 0u16..8, answers in proptest::collection::vec((0u16..9, 0u64..50, 0u64..50), 0..30)) {
+            let me = NodeId(me % nodes);
+            let mut r = Recovery::new(me, nodes, ms(0));
+            let mut counted: Vec<u16> = Vec::new();
+            let (mut restart, mut counter) = (0, 0);
+            for (from, c, rs) in answers {
+                r.handle_info(NodeId(from), Ballot::new(c, rs, me));
+                let quorum = counted.len() >= usize::from(majority(nodes));
+                if !quorum && from < nodes && NodeId(from) != me && !counted.contains(&from) {
+                    counted.push(from);
+                    restart = restart.max(rs);
+                    counter = counter.max(c);
+                }
+                let done = counted.len() >= usize::from(majority(nodes));
+                proptest::prop_assert_eq!(r.is_done(), done);
+                proptest::prop_assert_eq!(usize::from(r.answered()), counted.len());
+                let expected = done.then_some(Recovered { restart: restart + 1, catch_up: Ballot::new(counter, restart, me) });
+                proptest::prop_assert_eq!(r.outcome(), expected);
+                proptest::prop_assert_eq!(r.poll_timeout().is_none(), done);
+            }
+        }
+    }
 }
