@@ -32,7 +32,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,7 @@ use leasetso_core::{ErrorCode, Frame, LeaderHint, LeaseView, MAX_LOGICAL, NodeId
 use leasetso_tests::harness::cluster::{Cluster, ClusterOptions, exclusive};
 use leasetso_tests::harness::tap::Tap;
 use leasetso_tests::{
-    Call, RawConn, Runtime, ServerProcess, TempDir, check_calls, data_dir, encode, leasetso_bin, wall_ms,
+    Call, RawConn, Runtime, ServerProcess, TempDir, check_calls, data_dir, encode, wall_ms,
 };
 
 /// The cluster id of every server here: a Hello for another one is refused.
@@ -64,39 +64,23 @@ fn full() -> bool {
 // Runtimes and clients
 // ---------------------------------------------------------------------------
 
-/// Whether the binary can run servers on `runtime`.
-///
-/// The smol runtime is being written alongside this suite; until the binary
-/// takes `serve --runtime`, its cells say so on stderr and pass without
-/// running. (Once it does, a smol cell that fails is a failure.)
-fn server_available(runtime: Runtime) -> bool {
-    static SMOL: OnceLock<bool> = OnceLock::new();
-    match runtime {
-        Runtime::Std => true,
-        Runtime::Smol => *SMOL.get_or_init(|| {
-            let out = std::process::Command::new(leasetso_bin())
-                .args(["serve", "--help"])
-                .output()
-                .unwrap_or_else(|e| panic!("running `leasetso serve --help`: {e}"));
-            String::from_utf8_lossy(&out.stdout).contains("--runtime")
-        }),
-    }
-}
-
 /// The client libraries under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ClientKind {
     /// `leasetso_std::Client`: blocking, callers are threads.
     Std,
+    /// `leasetso_smol::Client`: async, callers are tasks.
+    Smol,
 }
 
 impl ClientKind {
     /// Every client library.
-    const ALL: [ClientKind; 1] = [ClientKind::Std];
+    const ALL: [ClientKind; 2] = [ClientKind::Std, ClientKind::Smol];
 
     fn name(self) -> &'static str {
         match self {
             ClientKind::Std => "std",
+            ClientKind::Smol => "smol",
         }
     }
 }
@@ -146,10 +130,22 @@ impl From<leasetso_std::ClientError> for Failure {
     }
 }
 
+impl From<leasetso_smol::ClientError> for Failure {
+    fn from(e: leasetso_smol::ClientError) -> Self {
+        Failure { code: e.code(), message: format!("smol client: {e}") }
+    }
+}
+
 /// A connected client of either library, shareable by its callers.
+///
+/// The async client is driven by `smol::block_on` where the test waits
+/// for one call, and its callers are tasks on one `smol::LocalExecutor`
+/// (one thread) where many call at once: the way an async application uses
+/// it.
 #[derive(Clone)]
 enum TestClient {
     Std(Arc<leasetso_std::Client>),
+    Smol(leasetso_smol::Client),
 }
 
 impl TestClient {
@@ -167,6 +163,18 @@ impl TestClient {
                 };
                 Ok(TestClient::Std(Arc::new(leasetso_std::Client::connect_with(seeds, opts)?)))
             }
+            ClientKind::Smol => {
+                let opts = leasetso_smol::ClientOptions {
+                    cluster_id: conf.cluster_id,
+                    deadline: conf.deadline,
+                    request_timeout: Duration::from_secs(1),
+                    connect_timeout: Duration::from_secs(1),
+                    max_batch: conf.max_batch,
+                    max_in_flight: conf.in_flight,
+                    ..leasetso_smol::ClientOptions::default()
+                };
+                Ok(TestClient::Smol(smol::block_on(leasetso_smol::Client::connect(seeds, opts))?))
+            }
         }
     }
 
@@ -178,6 +186,7 @@ impl TestClient {
     fn kind(&self) -> ClientKind {
         match self {
             TestClient::Std(_) => ClientKind::Std,
+            TestClient::Smol(_) => ClientKind::Smol,
         }
     }
 
@@ -186,6 +195,7 @@ impl TestClient {
         match self {
             // One request in flight per connection (its module docs).
             TestClient::Std(_) => 1,
+            TestClient::Smol(c) => c.options().max_in_flight as i64,
         }
     }
 
@@ -193,6 +203,7 @@ impl TestClient {
     fn get_ts_n(&self, count: u32) -> Result<Timestamp, Failure> {
         match self {
             TestClient::Std(c) => Ok(c.get_ts_n(count)?),
+            TestClient::Smol(c) => Ok(smol::block_on(c.get_ts_n(count))?),
         }
     }
 
@@ -227,6 +238,36 @@ impl TestClient {
                     .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
                     .collect()
             }),
+            TestClient::Smol(c) => {
+                let ex = smol::LocalExecutor::new();
+                let tasks: Vec<_> = (0..plan.callers)
+                    .map(|caller| {
+                        let c = c.clone();
+                        ex.spawn(async move {
+                            let mut out = Vec::new();
+                            let mut i = 0;
+                            while plan.more(i) {
+                                let count = (plan.count)(caller, i);
+                                let sent = Instant::now();
+                                let result = c.get_ts_n(count).await.map_err(Failure::from);
+                                out.push(plan.record(caller, sent, count, result));
+                                if let Some(pause) = plan.pause_after(&out) {
+                                    smol::Timer::after(pause).await;
+                                }
+                                i += 1;
+                            }
+                            out
+                        })
+                    })
+                    .collect();
+                smol::block_on(ex.run(async {
+                    let mut all = Vec::new();
+                    for task in tasks {
+                        all.extend(task.await);
+                    }
+                    all
+                }))
+            }
         }
     }
 
@@ -374,12 +415,9 @@ fn shared_server(runtime: Runtime) -> Arc<SharedServer> {
     server
 }
 
-/// Runs one cell of the matrix, or says why it cannot yet.
+/// Runs one cell of the matrix.
 fn cell(case: fn(Runtime, ClientKind), server: Runtime, client: ClientKind) {
-    if !server_available(server) {
-        eprintln!("skipped: the leasetso binary has no `serve --runtime {server}` yet");
-        return;
-    }
+    eprintln!("{server} server, {client} client");
     case(server, client);
 }
 
@@ -397,6 +435,16 @@ macro_rules! matrix {
             #[test]
             fn smol_server_std_client() {
                 cell(super::$case, Runtime::Smol, ClientKind::Std);
+            }
+
+            #[test]
+            fn std_server_smol_client() {
+                cell(super::$case, Runtime::Std, ClientKind::Smol);
+            }
+
+            #[test]
+            fn smol_server_smol_client() {
+                cell(super::$case, Runtime::Smol, ClientKind::Smol);
             }
         }
     )*};
@@ -612,10 +660,6 @@ fn restart_above_the_window(runtime: Runtime, kind: ClientKind) {
 /// store is the same, so each resumes above the one before.
 #[test]
 fn restart_across_runtimes() {
-    if !server_available(Runtime::Smol) {
-        eprintln!("skipped: the leasetso binary has no `serve --runtime smol` yet");
-        return;
-    }
     let dir = data_dir();
     let order = [Runtime::Std, Runtime::Smol, Runtime::Std, Runtime::Smol, Runtime::Std];
     let mut addr: Option<SocketAddr> = None;
@@ -653,10 +697,6 @@ fn restart_across_runtimes() {
 /// its leader is killed with SIGKILL again and again (and restarted). Every
 /// call of every client succeeds, and their histories together are valid.
 fn failover_by_kill_9(runtimes: [Runtime; 3]) {
-    if let Some(&missing) = runtimes.iter().find(|&&r| !server_available(r)) {
-        eprintln!("skipped: the leasetso binary has no `serve --runtime {missing}` yet");
-        return;
-    }
     let _serial = exclusive();
     let rounds = if full() { 8 } else { 2 };
     let mut cluster = Cluster::start(
@@ -1247,10 +1287,7 @@ fn show(events: &[Event]) -> String {
 /// PROTOCOL.md prescribes; and the servers serve on afterwards.
 #[test]
 fn raw_frames_get_the_same_bytes_from_every_server_runtime() {
-    let runtimes: Vec<Runtime> = Runtime::ALL.into_iter().filter(|&r| server_available(r)).collect();
-    for r in Runtime::ALL.iter().filter(|r| !runtimes.contains(r)) {
-        eprintln!("skipped the {r} server: the leasetso binary has no `serve --runtime {r}` yet");
-    }
+    let runtimes = Runtime::ALL;
     let servers: Vec<Arc<SharedServer>> = runtimes.iter().map(|&r| shared_server(r)).collect();
     let cases = raw_cases();
     let transcripts: Vec<Vec<Vec<Event>>> = thread::scope(|s| {
