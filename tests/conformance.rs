@@ -199,6 +199,14 @@ impl TestClient {
         }
     }
 
+    /// The server it talks to now.
+    fn server_addr(&self) -> SocketAddr {
+        match self {
+            TestClient::Std(c) => c.server_addr(),
+            TestClient::Smol(c) => c.server_addr(),
+        }
+    }
+
     /// `count` timestamps (one caller, waiting).
     fn get_ts_n(&self, count: u32) -> Result<Timestamp, Failure> {
         match self {
@@ -699,12 +707,17 @@ fn restart_across_runtimes() {
 fn failover_by_kill_9(runtimes: [Runtime; 3]) {
     let _serial = exclusive();
     let rounds = if full() { 8 } else { 2 };
-    let mut cluster = Cluster::start(
-        3,
-        ClusterOptions { lease_ms: 500, runtimes: runtimes.to_vec(), ..ClusterOptions::default() },
-    );
-    cluster.wait_leader(ELECTION);
+    let opts = ClusterOptions {
+        lease_ms: 500,
+        cluster_id: Some(CLUSTER),
+        runtimes: runtimes.to_vec(),
+        ..ClusterOptions::default()
+    };
+    let mut cluster = Cluster::start(3, opts);
+    let leader = cluster.wait_leader(ELECTION);
     cluster.wait_serving(ELECTION);
+    followers_answer_alike(&cluster, leader);
+    follower_seeds_lead_to_the_leader(&cluster, leader);
     let seeds = cluster.client_addrs();
     let loads: Vec<(ClientKind, Callers, JoinHandle<Vec<Rec>>)> = ClientKind::ALL
         .iter()
@@ -746,6 +759,8 @@ fn failover_by_kill_9(runtimes: [Runtime; 3]) {
         cluster.restart(leader);
         thread::sleep(cluster.quarantine());
         cluster.assert_running();
+        // The restarted node among the followers, under another leader.
+        followers_answer_alike(&cluster, cluster.wait_leader(ELECTION));
     }
     let mut calls = Vec::new();
     for (kind, plan, handle) in loads {
@@ -765,6 +780,95 @@ fn failover_by_kill_9(runtimes: [Runtime; 3]) {
     }
     eprintln!("{runtimes:?}: {} calls, {total} timestamps through {rounds} kills", calls.len());
     cluster.assert_running();
+}
+
+/// What a follower answers a client, as raw bytes: the Welcome with its own
+/// node id, `NotLeader` naming the leader (node and client address) for
+/// every GetTs with a valid count, id 0 included, and the count errors
+/// (checked before leadership) with the empty hint, its own replica's
+/// registration; EOF after the answers. Every follower must answer exactly
+/// so, and in a mixed cluster the followers of both runtimes must answer
+/// with the same bytes (but for the Welcome's node id). A follower may
+/// take a moment after the election to know the leader's address, so each
+/// is asked until it answers as expected, for up to 5 s.
+fn followers_answer_alike(cluster: &Cluster, leader: usize) {
+    let hint = LeaderHint { node: Some(NodeId(leader as u16)), addr: Some(cluster.node_addr(leader)) };
+    let not_leader = |id| Frame::Error { id, code: ErrorCode::NotLeader, leader: hint };
+    let steps = vec![
+        Step::Send(cat(&[
+            &hello(),
+            &get_ts(1, 1),
+            &get_ts(2, 0),
+            &get_ts(3, MAX_LOGICAL),
+            &get_ts(0, 7),
+            &encode(&Frame::ReadPrimary { id: 4 }),
+        ])),
+        Step::HalfClose,
+    ];
+    let mut answers: Vec<(Runtime, Vec<Event>)> = Vec::new();
+    for i in (0..cluster.len()).filter(|&i| i != leader) {
+        let case = RawCase {
+            name: "a follower's answers",
+            steps: steps.clone(),
+            expect: vec![
+                Frame::Welcome { version: VERSION, cluster_id: CLUSTER, node: NodeId(i as u16) },
+                not_leader(1),
+                refused(2, ErrorCode::ZeroCount),
+                refused(3, ErrorCode::CountTooLarge),
+                not_leader(0),
+                Frame::Primary { id: 4, registered: None },
+            ],
+            end: End::Eof,
+        };
+        let want = expected(&case);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let got = loop {
+            let got = transcript(cluster.node_addr(i), &case);
+            if got == want || Instant::now() >= deadline {
+                break got;
+            }
+            thread::sleep(Duration::from_millis(100));
+        };
+        if got != want {
+            cluster.fail(&format!(
+                "node {i} ({}), a follower of node {leader}, does not answer as PROTOCOL.md says:\n    expected:{}\n    got:{}",
+                cluster.runtime(i),
+                show(&want),
+                show(&got)
+            ));
+        }
+        answers.push((cluster.runtime(i), got));
+    }
+    // The point of a mixed cluster: both runtimes' bytes, side by side.
+    for pair in answers.windows(2) {
+        let ((ra, a), (rb, b)) = (&pair[0], &pair[1]);
+        if a[1..] != b[1..] {
+            cluster.fail(&format!("a {ra} and a {rb} follower differ:{}\n  and{}", show(a), show(b)));
+        }
+    }
+    let runtimes: Vec<Runtime> = answers.iter().map(|(r, _)| *r).collect();
+    eprintln!("the followers of node {leader} ({runtimes:?}) answer alike");
+}
+
+/// A client of each library given only a follower's address reaches the
+/// leader by its hint, and says it talks to the leader afterwards.
+fn follower_seeds_lead_to_the_leader(cluster: &Cluster, leader: usize) {
+    let follower = (leader + 1) % cluster.len();
+    for kind in ClientKind::ALL {
+        let seeds = [cluster.node_addr(follower)];
+        let client = TestClient::connect(kind, &seeds, ClientConf::default())
+            .unwrap_or_else(|e| cluster.fail(&format!("{kind} client to follower {follower}: {e}")));
+        if let Err(e) = client.get_ts_n(1) {
+            cluster.fail(&format!("{kind} client seeded with follower {follower}: {e}"));
+        }
+        let at = client.server_addr();
+        if at != cluster.node_addr(leader) {
+            cluster.fail(&format!(
+                "{kind} client seeded with follower {follower} talks to {at}, not to the leader {leader} at {}",
+                cluster.node_addr(leader)
+            ));
+        }
+    }
 }
 
 mod failover_by_kill_9 {
