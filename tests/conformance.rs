@@ -702,9 +702,10 @@ fn restart_across_runtimes() {
 // ---------------------------------------------------------------------------
 
 /// A 3-node cluster on `runtimes`, loaded by every client library at once;
-/// its leader is killed with SIGKILL again and again (and restarted). Every
-/// call of every client succeeds, and their histories together are valid.
-fn failover_by_kill_9(runtimes: [Runtime; 3]) {
+/// its leader is killed with SIGKILL again and again and restarted (with
+/// `switch`, on the other runtime). Every call of every client succeeds,
+/// and their histories together are valid.
+fn failover_by_kill_9(runtimes: [Runtime; 3], switch: bool) {
     let _serial = exclusive();
     let rounds = if full() { 8 } else { 2 };
     let opts = ClusterOptions {
@@ -756,6 +757,11 @@ fn failover_by_kill_9(runtimes: [Runtime; 3]) {
         );
         progress(&cluster, &format!("round {round}, after node {leader} was killed"));
         kills.push(killed);
+        if switch {
+            let other = if cluster.runtime(leader) == Runtime::Std { Runtime::Smol } else { Runtime::Std };
+            eprintln!("round {round}: node {leader} restarts on {other}");
+            cluster.set_runtime(leader, other);
+        }
         cluster.restart(leader);
         thread::sleep(cluster.quarantine());
         cluster.assert_running();
@@ -876,17 +882,19 @@ mod failover_by_kill_9 {
 
     #[test]
     fn std_cluster() {
-        super::failover_by_kill_9([Runtime::Std; 3]);
+        super::failover_by_kill_9([Runtime::Std; 3], false);
     }
 
     #[test]
     fn smol_cluster() {
-        super::failover_by_kill_9([Runtime::Smol; 3]);
+        super::failover_by_kill_9([Runtime::Smol; 3], false);
     }
 
+    /// Each killed node also comes back on the other runtime, on its
+    /// data dir: the runtimes share the store and the peer protocol.
     #[test]
     fn mixed_cluster() {
-        super::failover_by_kill_9([Runtime::Smol, Runtime::Std, Runtime::Smol]);
+        super::failover_by_kill_9([Runtime::Smol, Runtime::Std, Runtime::Smol], true);
     }
 }
 
@@ -1249,6 +1257,14 @@ fn raw_cases() -> Vec<RawCase> {
             "answers before a bad frame come before its fatal error",
             vec![Send(cat(&[&hello(), &get_ts(5, 2), &status_req, &[0, 0, 0, 1, 0x55], &get_ts(6, 1)]))],
             vec![welcome(), ts(5, 2), status(3), fatal(UnknownKind)],
+            End::Eof,
+        ),
+        // The linger after a fatal error ("Conversation"): what the client
+        // still sends is read and dropped, then the close is clean.
+        case(
+            "10 KiB sent after a fatal error are discarded, then a clean close",
+            vec![Send(vec![0, 0, 0, 0]), Pause(Duration::from_millis(50)), Send(vec![0x55; 10 * 1024])],
+            vec![fatal(Malformed)],
             End::Eof,
         ),
     ]

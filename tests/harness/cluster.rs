@@ -319,6 +319,16 @@ impl Cluster {
         self.opts.runtimes.get(i).copied().unwrap_or_default()
     }
 
+    /// Runs node `i` on `runtime` from its next (re)start on, on the same
+    /// data dir and addresses: a node moving between runtimes.
+    pub fn set_runtime(&mut self, i: usize, runtime: Runtime) {
+        let runtimes = &mut self.opts.runtimes;
+        if runtimes.len() <= i {
+            runtimes.resize(i + 1, Runtime::default());
+        }
+        runtimes[i] = runtime;
+    }
+
     /// Sets more `serve` arguments for node `i` alone, used from its next
     /// (re)start on (e.g. `--mode primary` for a rolling migration).
     pub fn set_node_args(&mut self, i: usize, args: &[&str]) {
