@@ -17,8 +17,13 @@
 //!   that came back, with the timestamps masked, and how the connection
 //!   ended) must be **the same bytes** from every runtime, and the ones
 //!   PROTOCOL.md prescribes.
-//! * **Cluster cases** run one 3-node cluster per server runtime (and a
-//!   mixed one) and kill its leader with SIGKILL while both clients load it.
+//! * **Cluster cases** run one 3-node cluster per server runtime and a
+//!   mixed one, and kill the leader with SIGKILL while both clients load it
+//!   (the mixed cluster's killed nodes come back on the other runtime).
+//!   Before the kills and after each, every follower's raw answers must be
+//!   PROTOCOL.md's bytes (the same from std and smol followers), and a
+//!   client of each library seeded with a follower must reach the leader.
+//! * `restart_across_runtimes` serves one data dir by each runtime in turn.
 //!
 //! Servers are shared where the checks leave no state that matters: one
 //! single-node server per runtime serves every stateless case that runs
