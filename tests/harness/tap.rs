@@ -48,6 +48,8 @@ pub struct TapCounts {
     pub counts: Vec<u32>,
     /// Answers to requests sent by the server.
     pub answers: u64,
+    /// The timestamps its `Ts` answers carried, all together.
+    pub served: u64,
     /// The most requests one connection had in flight at once.
     pub max_in_flight: i64,
 }
@@ -64,6 +66,7 @@ struct Shared {
     stop: AtomicBool,
     connections: AtomicU64,
     answers: AtomicU64,
+    served: AtomicU64,
     max_in_flight: AtomicI64,
     counts: Mutex<Vec<u32>>,
     /// A clone of every socket the tap holds, to shut them down on drop.
@@ -114,6 +117,7 @@ impl Tap {
             get_ts: counts.len() as u64,
             counts,
             answers: self.shared.answers.load(Ordering::SeqCst),
+            served: self.shared.served.load(Ordering::SeqCst),
             max_in_flight: self.shared.max_in_flight.load(Ordering::SeqCst),
         }
     }
@@ -123,6 +127,7 @@ impl Tap {
     pub fn reset(&self) {
         self.shared.connections.store(0, Ordering::SeqCst);
         self.shared.answers.store(0, Ordering::SeqCst);
+        self.shared.served.store(0, Ordering::SeqCst);
         self.shared.max_in_flight.store(0, Ordering::SeqCst);
         self.shared.counts.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
@@ -244,7 +249,12 @@ fn note(frame: Frame, direction: Direction, shared: &Shared, in_flight: &AtomicI
             let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
         }
-        (Direction::Down, Frame::Ts { .. } | Frame::Status { .. } | Frame::Primary { .. }) => {
+        (Direction::Down, Frame::Ts { count, .. }) => {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            shared.served.fetch_add(u64::from(count), Ordering::SeqCst);
+            shared.answers.fetch_add(1, Ordering::SeqCst);
+        }
+        (Direction::Down, Frame::Status { .. } | Frame::Primary { .. }) => {
             in_flight.fetch_sub(1, Ordering::SeqCst);
             shared.answers.fetch_add(1, Ordering::SeqCst);
         }
