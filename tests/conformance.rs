@@ -8,7 +8,8 @@
 //! * **Client cases** are functions of a `(server runtime, client kind)`
 //!   pair; [`matrix!`] makes one test per pair of each, so a failure names
 //!   its cell (`batching_and_split::smol_server_std_client`). They are:
-//!   single node, batching and split, pipelining, a refused cluster id, and
+//!   single node (with the status call), batching and split, pipelining,
+//!   the handshake (a refused cluster id, nobody listening), and
 //!   a restart above the window (SIGTERM, then kill -9 under load).
 //! * **Raw cases** ([`raw_cases`]) are byte strings sent over a plain socket:
 //!   garbage, truncated, oversized and malformed frames, handshake errors, a
@@ -46,7 +47,7 @@ use leasetso_core::{ErrorCode, Frame, LeaderHint, LeaseView, MAX_LOGICAL, NodeId
 use leasetso_tests::harness::cluster::{Cluster, ClusterOptions, exclusive};
 use leasetso_tests::harness::tap::Tap;
 use leasetso_tests::{
-    Call, RawConn, Runtime, ServerProcess, TempDir, check_calls, data_dir, encode, wall_ms,
+    Call, RawConn, Runtime, ServerProcess, TempDir, check_calls, data_dir, dead_addr, encode, wall_ms,
 };
 
 /// The cluster id of every server here: a Hello for another one is refused.
@@ -212,6 +213,32 @@ impl TestClient {
         }
     }
 
+    /// The status of the server it talks to.
+    fn status(&self) -> Result<StatusView, Failure> {
+        Ok(match self {
+            TestClient::Std(c) => {
+                let s = c.status()?;
+                StatusView {
+                    role: s.role,
+                    node: s.node,
+                    leader: s.leader,
+                    window_end_ms: s.window_end_ms,
+                    current: s.current,
+                }
+            }
+            TestClient::Smol(c) => {
+                let s = smol::block_on(c.status())?;
+                StatusView {
+                    role: s.role,
+                    node: s.node,
+                    leader: s.leader,
+                    window_end_ms: s.window_end_ms,
+                    current: s.current,
+                }
+            }
+        })
+    }
+
     /// `count` timestamps (one caller, waiting).
     fn get_ts_n(&self, count: u32) -> Result<Timestamp, Failure> {
         match self {
@@ -292,6 +319,29 @@ impl TestClient {
             .name(format!("load-{}", client.kind()))
             .spawn(move || client.run(&plan))
             .expect("spawn a load thread")
+    }
+}
+
+/// What both clients' status calls return, in the suite's terms.
+#[derive(Clone, Copy, Debug)]
+struct StatusView {
+    role: Role,
+    node: NodeId,
+    leader: LeaderHint,
+    window_end_ms: u64,
+    current: Timestamp,
+}
+
+impl StatusView {
+    /// Asserts that it describes node `node` serving at `addr`, having
+    /// handed out at least up to `seen`.
+    fn assert_serving(&self, node: usize, addr: SocketAddr, seen: Timestamp, what: &str) {
+        let id = Some(NodeId(node as u16));
+        assert_eq!(self.role, Role::Leader, "{what}: {self:?}");
+        assert_eq!(self.node, NodeId(node as u16), "{what}: {self:?}");
+        assert_eq!(self.leader, LeaderHint { node: id, addr: Some(addr) }, "{what}: its hint, {self:?}");
+        assert!(self.current >= seen, "{what}: current {:?} below {seen:?} handed out", self.current);
+        assert!(self.window_end_ms > self.current.physical_ms, "{what}: window not above current: {self:?}");
     }
 }
 
@@ -463,7 +513,7 @@ macro_rules! matrix {
     )*};
 }
 
-matrix!(single_node, batching_and_split, pipelining, client_cluster_mismatch, restart_above_the_window);
+matrix!(single_node, batching_and_split, pipelining, client_handshake, restart_above_the_window);
 
 // ---------------------------------------------------------------------------
 // Client cases
@@ -496,6 +546,8 @@ fn single_node(server: Runtime, kind: ClientKind) {
     }
     let after = client.get_ts_n(1).unwrap_or_else(|e| panic!("after invalid counts: {e}"));
     assert!(after > prev, "{after:?} after {prev:?}");
+    let status = client.status().unwrap_or_else(|e| panic!("{kind} client: status: {e}"));
+    status.assert_serving(0, s.addr(), after, &format!("{kind} client's status of the {server} server"));
 }
 
 /// Many callers on one client with a small batch cap, seen through a tap:
@@ -575,8 +627,9 @@ fn pipelining(server: Runtime, kind: ClientKind) {
 }
 
 /// A client for another cluster is refused with ClusterMismatch; one for
-/// this cluster or any (0) is served.
-fn client_cluster_mismatch(server: Runtime, kind: ClientKind) {
+/// this cluster or any (0) is served; with nobody listening, connecting
+/// fails at once (no deadline to wait out), with no server's code.
+fn client_handshake(server: Runtime, kind: ClientKind) {
     let s = shared_server(server);
     let conf = |cluster_id| ClientConf { cluster_id, deadline: Duration::ZERO, ..ClientConf::default() };
     match TestClient::connect(kind, &[s.addr()], conf(7)) {
@@ -587,6 +640,14 @@ fn client_cluster_mismatch(server: Runtime, kind: ClientKind) {
         let client = TestClient::open(kind, &[s.addr()], conf(cluster_id));
         client.get_ts_n(1).unwrap_or_else(|e| panic!("{kind} client for cluster {cluster_id}: {e}"));
     }
+    let dead = dead_addr();
+    let began = Instant::now();
+    match TestClient::connect(kind, &[dead], conf(0)) {
+        Ok(_) => panic!("{kind} client connected to {dead}, where nobody listens"),
+        Err(e) => assert_eq!(e.code, None, "{kind} client to {dead}: {e}"),
+    }
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(2), "{kind} client took {took:?} to find nobody listening");
 }
 
 /// Takes timestamps on a fresh client; returns the highest.
@@ -884,6 +945,10 @@ fn follower_seeds_lead_to_the_leader(cluster: &Cluster, leader: usize) {
                 "{kind} client seeded with follower {follower} talks to {at}, not to the leader {leader} at {}",
                 cluster.node_addr(leader)
             ));
+        }
+        match client.status() {
+            Ok(s) if s.role == Role::Leader && s.node == NodeId(leader as u16) => {}
+            other => cluster.fail(&format!("{kind} client's status after the redirect: {other:?}")),
         }
     }
 }
