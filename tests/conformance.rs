@@ -775,8 +775,8 @@ fn restart_across_runtimes() {
 
 /// A 3-node cluster on `runtimes`, loaded by every client library at once;
 /// its leader is killed with SIGKILL again and again and restarted (with
-/// `switch`, on the other runtime). Every call of every client succeeds,
-/// and their histories together are valid.
+/// `switch`, on the other runtime), then stopped with SIGTERM. Every call
+/// of every client succeeds, and their histories together are valid.
 fn failover_by_kill_9(runtimes: [Runtime; 3], switch: bool) {
     let _serial = exclusive();
     let rounds = if full() { 8 } else { 2 };
@@ -840,6 +840,25 @@ fn failover_by_kill_9(runtimes: [Runtime; 3], switch: bool) {
         // The restarted node among the followers, under another leader.
         followers_answer_alike(&cluster, cluster.wait_leader(ELECTION));
     }
+    // Last, a planned stop: SIGTERM releases the lease (flushed to the
+    // peers) and another node takes over without waiting for it to expire.
+    let leader = cluster.wait_leader(ELECTION);
+    let termed = Instant::now();
+    let status = cluster.term(leader);
+    if !status.success() {
+        cluster.fail(&format!("node {leader} ({}) exited with {status} on SIGTERM", cluster.runtime(leader)));
+    }
+    let Some(next) = cluster.wait_leader_other_than(leader, Duration::from_secs(5)) else {
+        cluster.fail(&format!("nobody took over from node {leader} within 5 s of its SIGTERM"));
+    };
+    eprintln!(
+        "SIGTERM of node {leader} ({}): node {next} ({}) took over in {:?}",
+        cluster.runtime(leader),
+        cluster.runtime(next),
+        termed.elapsed()
+    );
+    progress(&cluster, &format!("after node {leader}'s SIGTERM"));
+    kills.push(termed);
     let mut calls = Vec::new();
     for (kind, plan, handle) in loads {
         plan.stop();
@@ -857,6 +876,7 @@ fn failover_by_kill_9(runtimes: [Runtime; 3], switch: bool) {
         }
     }
     eprintln!("{runtimes:?}: {} calls, {total} timestamps through {rounds} kills", calls.len());
+    cluster.restart(leader);
     cluster.assert_running();
 }
 
