@@ -1143,6 +1143,7 @@ fn raw_cases() -> Vec<RawCase> {
     assert_eq!(bad_magic[5..9], *b"HTTP");
     assert_eq!(hello()[5..9], MAGIC);
     let get_ts_1 = get_ts(1, 1);
+    let burst: Vec<u8> = (0..500u64).flat_map(|i| get_ts(1000 + i, 1 + (i % 3) as u32)).collect();
 
     let case = |name, steps, expect, end| RawCase { name, steps, expect, end };
     vec![
@@ -1354,6 +1355,21 @@ fn raw_cases() -> Vec<RawCase> {
             vec![Send(cat(&[&hello(), &get_ts(5, 2), &status_req, &[0, 0, 0, 1, 0x55], &get_ts(6, 1)]))],
             vec![welcome(), ts(5, 2), status(3), fatal(UnknownKind)],
             End::Eof,
+        ),
+        case(
+            "500 requests in one write, more than a read buffer, answered in order",
+            vec![Send(cat(&[&hello(), &burst]))],
+            std::iter::once(welcome()).chain((0..500u64).map(|i| ts(1000 + i, 1 + (i % 3) as u32))).collect(),
+            End::Open,
+        ),
+        case(
+            "three requests dribbled a byte per write",
+            vec![
+                Send(hello()),
+                Dribble(cat(&[&get_ts(7, 1), &encode(&Frame::GetStatus { id: 8 }), &get_ts(9, 4)])),
+            ],
+            vec![welcome(), ts(7, 1), status(8), ts(9, 4)],
+            End::Open,
         ),
         // The linger after a fatal error ("Conversation"): what the client
         // still sends is read and dropped, then the close is clean.
