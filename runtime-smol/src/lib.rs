@@ -25,6 +25,7 @@
 pub mod client;
 pub mod clock;
 pub mod error;
+#[cfg(feature = "server")]
 pub(crate) mod io;
 
 #[cfg(feature = "server")]
