@@ -25,6 +25,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 #[test]
+#[allow(clippy::assertions_on_constants, reason = "the constant is what the build made of the core")]
 fn the_core_the_workspace_builds_has_no_variants() {
     // Feature unification gives every package of one build the same
     // leasetso-core, so this is the core the `leasetso` binary of this build
@@ -41,6 +42,7 @@ fn the_core_the_workspace_builds_has_no_variants() {
 }
 
 #[test]
+#[allow(clippy::assertions_on_constants, reason = "the constant is what the build made of the core")]
 fn the_simulators_core_has_them() {
     use leasetso_core_variants::Bugs;
     assert!(Bugs::AVAILABLE);
