@@ -8,7 +8,8 @@
 #    libclang-dev, installed here if missing; ~15 min on 2 cores);
 # 2. builds leasetso and this harness in release;
 # 3. starts `tsoracle serve file` and `leasetso serve` on 127.0.0.1 (free
-#    ports, temp data dirs), both stopped and removed on exit;
+#    ports, temp data dirs), and `leasetso serve --runtime smol` when the
+#    binary has it, all stopped and removed on exit;
 # 4. runs the harness (src/main.rs) against both and prints the machine, the
 #    rates of both and their ratio, and the latency at one caller.
 # Harness options (see src/main.rs): --seconds S --warmup S --rounds R
@@ -94,7 +95,17 @@ tso_addr="$(wait_addr "$tmp/tsoracle.log" "serving on" "${pids[-1]}")"
 "$leasetso" serve --listen 127.0.0.1:0 --data "$tmp/leasetso" >"$tmp/leasetso.log" 2>&1 &
 pids+=($!)
 lts_addr="$(wait_addr "$tmp/leasetso.log" "serving on" "${pids[-1]}")"
-echo "tsoracle $TSORACLE_VERSION on $tso_addr, leasetso on $lts_addr"
+echo "tsoracle $TSORACLE_VERSION on $tso_addr, leasetso (std server) on $lts_addr"
+# The smol server too, when this leasetso has it (`serve --runtime smol`).
+smol_args=()
+if "$leasetso" serve --help 2>/dev/null | grep -q -- "--runtime"; then
+  "$leasetso" serve --runtime smol --listen 127.0.0.1:0 --data "$tmp/leasetso-smol" \
+    >"$tmp/leasetso-smol.log" 2>&1 &
+  pids+=($!)
+  smol_addr="$(wait_addr "$tmp/leasetso-smol.log" "serving on" "${pids[-1]}")"
+  smol_args=(--leasetso-smol "$smol_addr")
+  echo "leasetso (smol server) on $smol_addr"
+fi
 
 echo "== machine"
 echo "cores: $(nproc)  arch: $(uname -m)  kernel: $(uname -r)"
@@ -102,4 +113,4 @@ echo "$(rustc --version)"
 echo "leasetso: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)  tsoracle: $("$tsoracle" --version 2>/dev/null || echo "$TSORACLE_VERSION")"
 echo
 
-"$harness" --leasetso "$lts_addr" --tsoracle "http://$tso_addr" "$@"
+"$harness" --leasetso "$lts_addr" "${smol_args[@]}" --tsoracle "http://$tso_addr" "$@"

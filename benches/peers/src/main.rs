@@ -9,8 +9,11 @@
 //! bare TCP ping-pong floor, and the core count.
 //!
 //! Each client is driven the way it is meant to be used: leasetso's blocking
-//! `Client` from N OS threads; tsoracle's async `Client` from N tokio tasks on
-//! a multi-threaded runtime with one worker per core. tsoracle runs at its
+//! `Client` from N OS threads; leasetso's async `leasetso_smol::Client` from
+//! N tasks on an `async_executor::Executor` run by one thread per core
+//! (against the std server at `--leasetso` and, with `--leasetso-smol`, the
+//! smol server too); tsoracle's async `Client` from N tokio tasks on a
+//! multi-threaded runtime with one worker per core. tsoracle runs at its
 //! default coalescing wait (`batch_flush_interval` 1 ms, "default") and with
 //! the wait set to 0 ("wait 0", its best). A fourth, diagnostic column drives
 //! tsoracle (wait 0) from N OS threads like leasetso, to separate the client's
@@ -28,9 +31,50 @@ use std::time::{Duration, Instant};
 
 use leasetso_benches::{PingPong, Summary};
 
+/// Executor worker threads for the smol client's callers, stopped on drop.
+struct SmolPool {
+    ex: Arc<smol::Executor<'static>>,
+    stop: Option<smol::channel::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SmolPool {
+    fn new(workers: usize) -> SmolPool {
+        let ex = Arc::new(smol::Executor::new());
+        let (stop, stopped) = smol::channel::unbounded::<()>();
+        let threads = (0..workers)
+            .map(|i| {
+                let (ex, stopped) = (Arc::clone(&ex), stopped.clone());
+                std::thread::Builder::new()
+                    .name(format!("smol-worker-{i}"))
+                    .spawn(move || {
+                        let _ = smol::block_on(ex.run(stopped.recv()));
+                    })
+                    .expect("a smol worker thread")
+            })
+            .collect();
+        SmolPool { ex, stop: Some(stop), threads }
+    }
+
+    /// Runs `fut` on the pool and waits for it from this thread.
+    fn block_on<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> T {
+        smol::block_on(self.ex.spawn(fut))
+    }
+}
+
+impl Drop for SmolPool {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 /// What to measure, from the command line.
 struct Args {
     leasetso: SocketAddr,
+    leasetso_smol: Option<SocketAddr>,
     tsoracle: String,
     seconds: f64,
     warmup: f64,
@@ -40,13 +84,14 @@ struct Args {
     batch_callers: Vec<usize>,
 }
 
-const USAGE: &str = "usage: leasetso-peers --leasetso HOST:PORT --tsoracle http://HOST:PORT \
-[--seconds S (5)] [--warmup S (0.5)] [--rounds R (3)] [--callers 1,8,64,256] \
+const USAGE: &str = "usage: leasetso-peers --leasetso HOST:PORT [--leasetso-smol HOST:PORT] \
+--tsoracle http://HOST:PORT [--seconds S (5)] [--warmup S (0.5)] [--rounds R (3)] [--callers 1,8,64,256] \
 [--batch 64] [--batch-callers 1,8]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         leasetso: "127.0.0.1:7400".parse().map_err(|e| format!("{e}"))?,
+        leasetso_smol: None,
         tsoracle: "http://127.0.0.1:50551".into(),
         seconds: 5.0,
         warmup: 0.5,
@@ -63,6 +108,9 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--leasetso" => args.leasetso = value()?.parse().map_err(|e| format!("--leasetso: {e}"))?,
+            "--leasetso-smol" => {
+                args.leasetso_smol = Some(value()?.parse().map_err(|e| format!("--leasetso-smol: {e}"))?)
+            }
             "--tsoracle" => {
                 let v = value()?;
                 args.tsoracle = if v.contains("://") { v } else { format!("http://{v}") };
@@ -98,10 +146,14 @@ impl Run {
 }
 
 /// The systems compared, each a client and a way of driving it.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum System {
-    /// leasetso's blocking client from N OS threads.
+    /// leasetso's blocking client from N OS threads (std server).
     Leasetso,
+    /// leasetso's async client from N tasks, against the std server.
+    Smol,
+    /// leasetso's async client from N tasks, against the smol server.
+    SmolOnSmol,
     /// tsoracle's client at its default 1 ms coalescing wait, N tokio tasks.
     TsoDefault,
     /// tsoracle's client with the wait set to 0, N tokio tasks.
@@ -112,13 +164,27 @@ enum System {
     TsoWait0Threads,
 }
 
-const SYSTEMS: [System; 4] =
-    [System::Leasetso, System::TsoDefault, System::TsoWait0, System::TsoWait0Threads];
-
 impl System {
+    /// The systems of this run: the smol server's column only with
+    /// `--leasetso-smol`.
+    fn all(args: &Args) -> Vec<System> {
+        let mut v = vec![System::Leasetso, System::Smol];
+        if args.leasetso_smol.is_some() {
+            v.push(System::SmolOnSmol);
+        }
+        v.extend([System::TsoDefault, System::TsoWait0, System::TsoWait0Threads]);
+        v
+    }
+
+    fn is_leasetso(self) -> bool {
+        matches!(self, System::Leasetso | System::Smol | System::SmolOnSmol)
+    }
+
     fn label(self) -> &'static str {
         match self {
-            System::Leasetso => "leasetso (N threads)",
+            System::Leasetso => "leasetso std client (N threads), std server",
+            System::Smol => "leasetso smol client (N tasks), std server",
+            System::SmolOnSmol => "leasetso smol client (N tasks), smol server",
             System::TsoDefault => "tsoracle default 1ms wait (N tasks)",
             System::TsoWait0 => "tsoracle wait 0 (N tasks)",
             System::TsoWait0Threads => "tsoracle wait 0 (N threads)",
@@ -128,6 +194,8 @@ impl System {
     fn short(self) -> &'static str {
         match self {
             System::Leasetso => "leasetso",
+            System::Smol => "smol",
+            System::SmolOnSmol => "smol-srv",
             System::TsoDefault => "tso-default",
             System::TsoWait0 => "tso-wait0",
             System::TsoWait0Threads => "tso-wait0-thr",
@@ -138,7 +206,10 @@ impl System {
 /// The clients under test, connected once and reused by every run.
 struct Clients {
     rt: tokio::runtime::Runtime,
+    pool: SmolPool,
     leasetso: leasetso_std::Client,
+    smol: leasetso_smol::Client,
+    smol_on_smol: Option<leasetso_smol::Client>,
     tso_default: Arc<tsoracle_client::Client>,
     tso_wait0: Arc<tsoracle_client::Client>,
 }
@@ -150,8 +221,17 @@ impl Clients {
             .enable_all()
             .build()
             .map_err(|e| format!("tokio runtime: {e}"))?;
+        let pool = SmolPool::new(workers);
         let leasetso = leasetso_std::Client::connect(args.leasetso)
             .map_err(|e| format!("leasetso at {}: {e}", args.leasetso))?;
+        let smol_connect = |addr: SocketAddr| {
+            pool.block_on(async move {
+                leasetso_smol::Client::connect(&[addr], leasetso_smol::ClientOptions::default()).await
+            })
+            .map_err(|e| format!("leasetso (smol client) at {addr}: {e}"))
+        };
+        let smol = smol_connect(args.leasetso)?;
+        let smol_on_smol = args.leasetso_smol.map(smol_connect).transpose()?;
         let (tso_default, tso_wait0) = rt
             .block_on(async {
                 let default =
@@ -163,10 +243,17 @@ impl Clients {
                 Ok::<_, tsoracle_client::ClientError>((default, wait0))
             })
             .map_err(|e| format!("tsoracle at {}: {e}", args.tsoracle))?;
-        let clients =
-            Clients { rt, leasetso, tso_default: Arc::new(tso_default), tso_wait0: Arc::new(tso_wait0) };
-        // Both servers answer before anything is timed.
-        for system in [System::Leasetso, System::TsoDefault, System::TsoWait0] {
+        let clients = Clients {
+            rt,
+            pool,
+            leasetso,
+            smol,
+            smol_on_smol,
+            tso_default: Arc::new(tso_default),
+            tso_wait0: Arc::new(tso_wait0),
+        };
+        // Every server answers before anything is timed.
+        for system in System::all(args) {
             clients.wait_ready(system)?;
         }
         Ok(clients)
@@ -177,6 +264,10 @@ impl Clients {
         loop {
             let result = match system {
                 System::Leasetso => self.leasetso.get_ts().map(drop).map_err(|e| e.to_string()),
+                System::Smol | System::SmolOnSmol => {
+                    let c = self.smol(system);
+                    self.pool.block_on(async move { c.get_ts().await.map(drop).map_err(|e| e.to_string()) })
+                }
                 _ => {
                     let c = self.tso(system);
                     self.rt.block_on(async move { c.get_ts().await.map(drop).map_err(|e| e.to_string()) })
@@ -197,6 +288,13 @@ impl Clients {
         }
     }
 
+    fn smol(&self, system: System) -> leasetso_smol::Client {
+        match (system, &self.smol_on_smol) {
+            (System::SmolOnSmol, Some(c)) => c.clone(),
+            _ => self.smol.clone(),
+        }
+    }
+
     /// `callers` concurrent callers asking for `count` timestamps per call for
     /// `time`; every call's latency is kept when `record` is set.
     fn run(&self, system: System, callers: usize, count: u32, time: Duration, record: bool) -> Run {
@@ -206,6 +304,9 @@ impl Clients {
                 run_threads(callers, count, time, record, || {
                     black_box(client.get_ts_n(count).expect("leasetso get_ts"));
                 })
+            }
+            System::Smol | System::SmolOnSmol => {
+                self.run_smol(self.smol(system), callers, count, time, record)
             }
             System::TsoWait0Threads => {
                 let (client, rt) = (&self.tso_wait0, self.rt.handle());
@@ -223,6 +324,57 @@ impl Clients {
                 self.run_tasks(self.tso(system), callers, count, time, record)
             }
         }
+    }
+
+    /// The smol client from `callers` tasks on the smol pool; the timer runs
+    /// on this thread.
+    fn run_smol(
+        &self,
+        client: leasetso_smol::Client,
+        callers: usize,
+        count: u32,
+        time: Duration,
+        record: bool,
+    ) -> Run {
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = Arc::new(smol::lock::Barrier::new(callers + 1));
+        let tasks: Vec<smol::Task<(u64, Vec<Duration>)>> = (0..callers)
+            .map(|_| {
+                let (stop, start, client) = (Arc::clone(&stop), Arc::clone(&start), client.clone());
+                self.pool.ex.spawn(async move {
+                    let mut lat = Vec::with_capacity(if record { 1 << 20 } else { 0 });
+                    let mut calls = 0u64;
+                    start.wait().await;
+                    while !stop.load(Ordering::Relaxed) {
+                        let t0 = Instant::now();
+                        if count == 1 {
+                            black_box(client.get_ts().await.expect("leasetso smol get_ts"));
+                        } else {
+                            black_box(client.get_ts_n(count).await.expect("leasetso smol get_ts_n"));
+                        }
+                        if record {
+                            lat.push(t0.elapsed());
+                        }
+                        calls += 1;
+                    }
+                    (calls, lat)
+                })
+            })
+            .collect();
+        smol::block_on(async move {
+            start.wait().await;
+            let t0 = Instant::now();
+            smol::Timer::after(time).await;
+            stop.store(true, Ordering::Relaxed);
+            let mut run = Run { timestamps: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
+            for t in tasks {
+                let (calls, lat) = t.await;
+                run.timestamps += calls * u64::from(count);
+                run.latencies.extend(lat);
+            }
+            run.elapsed = t0.elapsed();
+            run
+        })
     }
 
     fn run_tasks(
@@ -325,24 +477,43 @@ fn fmt_rate(r: f64) -> String {
     if r >= 1e6 { format!("{:.2}M/s", r / 1e6) } else { format!("{:.1}k/s", r / 1e3) }
 }
 
+/// tsoracle's better task-driven setting at one point: the higher of its
+/// default and its wait-0 rate.
+fn tso_best(systems: &[System], m: &[f64]) -> f64 {
+    systems
+        .iter()
+        .zip(m)
+        .filter(|(s, _)| matches!(s, System::TsoDefault | System::TsoWait0))
+        .map(|(_, &r)| r)
+        .fold(0.0, f64::max)
+}
+
 /// Measures every system at `callers` × `count`, `rounds` times interleaved;
-/// prints one row and returns the median rate of each, in `SYSTEMS` order.
-fn compare(clients: &Clients, args: &Args, callers: usize, count: u32) -> [f64; 4] {
+/// prints one row (the median rates, then each leasetso column's ratio to
+/// tsoracle's better task-driven setting) and returns the median rates, in
+/// `systems` order.
+fn compare(clients: &Clients, args: &Args, systems: &[System], callers: usize, count: u32) -> Vec<f64> {
     let time = Duration::from_secs_f64(args.seconds);
     let warm = Duration::from_secs_f64(args.warmup);
-    let mut rates: [Vec<f64>; 4] = Default::default();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
     for _ in 0..args.rounds {
-        for (i, &system) in SYSTEMS.iter().enumerate() {
+        for (i, &system) in systems.iter().enumerate() {
             if !warm.is_zero() {
                 clients.run(system, callers, count, warm, false);
             }
             rates[i].push(clients.run(system, callers, count, time, false).rate());
         }
     }
-    let m = rates.clone().map(median);
-    let mut row = format!("{callers:>5} {:>13}", fmt_rate(m[0]));
-    for &r in &m[1..] {
-        row += &format!(" {:>13} {:>7}", fmt_rate(r), format!("{:.2}x", m[0] / r));
+    let m: Vec<f64> = rates.iter().cloned().map(median).collect();
+    let best = tso_best(systems, &m);
+    let mut row = format!("{callers:>5}");
+    for &r in &m {
+        row += &format!(" {:>13}", fmt_rate(r));
+    }
+    for (s, &r) in systems.iter().zip(&m) {
+        if s.is_leasetso() {
+            row += &format!(" {:>9}", format!("{:.2}x", r / best));
+        }
     }
     let rounds: Vec<String> =
         rates.iter().map(|rs| rs.iter().map(|&r| fmt_rate(r)).collect::<Vec<_>>().join(",")).collect();
@@ -350,18 +521,15 @@ fn compare(clients: &Clients, args: &Args, callers: usize, count: u32) -> [f64; 
     m
 }
 
-fn header() {
-    println!(
-        "{:>5} {:>13} {:>13} {:>7} {:>13} {:>7} {:>13} {:>7}",
-        "N",
-        SYSTEMS[0].short(),
-        SYSTEMS[1].short(),
-        "ratio",
-        SYSTEMS[2].short(),
-        "ratio",
-        SYSTEMS[3].short(),
-        "ratio"
-    );
+fn header(systems: &[System]) {
+    let mut row = format!("{:>5}", "N");
+    for s in systems {
+        row += &format!(" {:>13}", s.short());
+    }
+    for s in systems.iter().filter(|s| s.is_leasetso()) {
+        row += &format!(" {:>9}", format!("{}/tso", s.short()));
+    }
+    println!("{row}");
 }
 
 fn main() {
@@ -380,40 +548,60 @@ fn main() {
             std::process::exit(1);
         }
     };
-    println!("machine: {cores} cores (available_parallelism); tokio runtime for tsoracle: {cores} workers");
-    println!("leasetso at {}, tsoracle at {}", args.leasetso, args.tsoracle);
-    for system in SYSTEMS {
+    let systems = System::all(&args);
+    println!(
+        "machine: {cores} cores (available_parallelism); tokio runtime for tsoracle: {cores} workers; \
+         smol executor for leasetso's async client: {cores} threads"
+    );
+    match args.leasetso_smol {
+        Some(smol) => println!(
+            "leasetso at {} (std server) and {smol} (smol server), tsoracle at {}",
+            args.leasetso, args.tsoracle
+        ),
+        None => println!("leasetso at {} (std server), tsoracle at {}", args.leasetso, args.tsoracle),
+    }
+    for &system in &systems {
         println!("  {:<14} {}", system.short(), system.label());
     }
     println!(
         "{} s per run after {} s warm-up; median of {} interleaved rounds (each round's rate listed after it);",
         args.seconds, args.warmup, args.rounds
     );
-    println!("ratio = leasetso's median rate / that column's median rate (above 1: leasetso is faster)");
+    println!(
+        "X/tso = leasetso column X's median rate / tsoracle's better task-driven median rate (default or \
+         wait 0; above 1: leasetso is faster)"
+    );
 
     println!("\n== throughput, one timestamp per call, timestamps/s, N callers sharing one client");
-    header();
-    let mut worst = f64::INFINITY;
+    header(&systems);
+    let mut worst: Vec<f64> = vec![f64::INFINITY; systems.len()];
     for &n in &args.callers {
-        let m = compare(&clients, &args, n, 1);
-        worst = worst.min(m[0] / m[1].max(m[2]));
+        let m = compare(&clients, &args, &systems, n, 1);
+        let best = tso_best(&systems, &m);
+        for (w, &r) in worst.iter_mut().zip(&m) {
+            *w = w.min(r / best);
+        }
     }
-    println!("lowest ratio of leasetso to tsoracle's better setting (default or wait 0, tasks): {worst:.2}x");
+    for (s, w) in systems.iter().zip(&worst) {
+        if s.is_leasetso() {
+            println!("lowest ratio of {} to tsoracle's better task-driven setting: {w:.2}x", s.short());
+        }
+    }
 
     println!(
         "\n== batch mode: leasetso get_ts_n({0}) vs tsoracle get_ts_batch({0}), timestamps/s",
         args.batch
     );
-    header();
+    header(&systems);
     for &n in &args.batch_callers {
-        compare(&clients, &args, n, args.batch);
+        compare(&clients, &args, &systems, n, args.batch);
     }
 
     println!("\n== latency at N = 1, one timestamp per call (every call timed; samples of all rounds)");
     let time = Duration::from_secs_f64(args.seconds);
     let mut ping = PingPong::start().expect("ping-pong");
     let mut floor = Vec::with_capacity(1 << 20);
-    let mut lat: [Vec<Duration>; 4] = Default::default();
+    let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); systems.len()];
     for _ in 0..args.rounds {
         let deadline = Instant::now() + time;
         while Instant::now() < deadline {
@@ -421,13 +609,13 @@ fn main() {
             black_box(ping.round_trip());
             floor.push(t0.elapsed());
         }
-        for (i, &system) in SYSTEMS.iter().enumerate() {
+        for (i, &system) in systems.iter().enumerate() {
             lat[i].extend(clients.run(system, 1, 1, time, true).latencies);
         }
     }
     let floor = Summary::of(&mut floor);
     println!("  {:<14} {floor}", "tcp-ping-pong");
-    for (i, system) in SYSTEMS.into_iter().enumerate() {
+    for (i, system) in systems.iter().enumerate() {
         let s = Summary::of(&mut lat[i]);
         println!(
             "  {:<14} {s}  (p50 {:.2}x, p99 {:.2}x the floor)",
