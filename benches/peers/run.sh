@@ -13,7 +13,7 @@
 # 4. runs the harness (src/main.rs) against both and prints the machine, the
 #    rates of both and their ratio, and the latency at one caller.
 # Harness options (see src/main.rs): --seconds S --warmup S --rounds R
-# --callers 1,8,64,256 --batch 64 --batch-callers 1,8.
+# --callers 1,8,64,256,1024 --batch 64 --batch-callers 1,8.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"

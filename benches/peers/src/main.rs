@@ -3,7 +3,7 @@
 //!
 //! `benches/peers/run.sh` starts both servers on loopback and runs this with
 //! their addresses. The load: N concurrent callers sharing ONE client, each
-//! asking for one timestamp at a time, for a fixed time; N in 1, 8, 64, 256.
+//! asking for one timestamp at a time, for a fixed time; N in 1, 8, 64, 256, 1024.
 //! Then a batch mode (leasetso `get_ts_n(64)` against tsoracle
 //! `get_ts_batch(64)`), the latency at N = 1 (per-call p50/p99) next to a
 //! bare TCP ping-pong floor, and the core count.
@@ -85,7 +85,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: leasetso-peers --leasetso HOST:PORT [--leasetso-smol HOST:PORT] \
---tsoracle http://HOST:PORT [--seconds S (5)] [--warmup S (0.5)] [--rounds R (3)] [--callers 1,8,64,256] \
+--tsoracle http://HOST:PORT [--seconds S (5)] [--warmup S (0.5)] [--rounds R (3)] [--callers 1,8,64,256,1024] \
 [--batch 64] [--batch-callers 1,8]";
 
 fn parse_args() -> Result<Args, String> {
@@ -96,7 +96,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: 5.0,
         warmup: 0.5,
         rounds: 3,
-        callers: vec![1, 8, 64, 256],
+        callers: vec![1, 8, 64, 256, 1024],
         batch: 64,
         batch_callers: vec![1, 8],
     };
