@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::future;
-use leasetso_core::quorum::{NodeSet, majority};
+use leasetso_core::recovery::Recovery;
 use leasetso_core::{
     Ballot, Event, LeaseMsg, Message, Node, NodeConfig, NodeId, Output, PeerFrame, StoreReply, StoreRequest,
 };
@@ -29,8 +29,6 @@ use crate::store::Job;
 const MAX_DRIVER_SLEEP: Duration = Duration::from_secs(1);
 /// Inputs taken per lock of the node, at most.
 const BATCH: usize = 256;
-/// How often a node that lost its restart counter asks its peers again.
-const RESTART_ASK_EVERY: Duration = Duration::from_millis(100);
 /// How long a shutdown waits for the Release to reach the peers.
 const RELEASE_FLUSH: Duration = Duration::from_millis(500);
 
@@ -199,52 +197,44 @@ fn dispatch(shared: &Shared, outs: &mut Outs) {
     }
 }
 
-/// Learns from a quorum of peers the highest ballot of this node's id they
-/// have seen, raises the restart counter above it and builds the node.
-/// `None` if the server stops first.
+/// Learns from a quorum of peers where this node's ballots must start (the
+/// core's [`Recovery`] decides whom to ask when, and the outcome), raises
+/// the restart counter and builds the node. `None` if the server stops first.
 async fn recover(shared: &Shared, rx: &async_channel::Receiver<Input>, pending: Pending) -> Option<Node> {
     let Pending { cfg, store } = pending;
     let net = shared.net.as_ref()?;
-    let need = majority(cfg.nodes);
+    let mut recovery = Recovery::new(cfg.id, cfg.nodes, shared.clock.now());
     tracing::info!(
-        need,
+        need = recovery.needed(),
         "data dir has no restart counter (a new node, or a replaced disk): asking a quorum of peers \
          for the ballots they saw from this node before taking part"
     );
-    let mut answered = NodeSet::EMPTY;
-    let mut highest = Ballot::ZERO;
-    let mut next_ask = std::time::Instant::now();
-    while answered.len() < need {
-        let now = std::time::Instant::now();
-        if now >= next_ask {
-            for peer in 0..cfg.nodes {
-                if peer != cfg.id.0 && !answered.contains(NodeId(peer)) {
-                    net.send(NodeId(peer), PeerFrame::RestartQuery);
-                }
-            }
-            next_ask = now + RESTART_ASK_EVERY;
+    let recovered = loop {
+        let now = shared.clock.now();
+        while let Some(peer) = recovery.poll_query(now) {
+            net.send(peer, PeerFrame::RestartQuery);
         }
-        match next_input(rx, RESTART_ASK_EVERY).await {
-            Wake::Input(Input::RestartInfo { from, highest: seen }) => {
-                if answered.insert(from) {
-                    highest = crate::peer::bound(highest, seen);
-                }
-            }
+        if let Some(recovered) = recovery.outcome() {
+            break recovered;
+        }
+        let wait = recovery.poll_timeout().map_or(MAX_DRIVER_SLEEP, |t| t.saturating_since(now));
+        match next_input(rx, wait.min(MAX_DRIVER_SLEEP)).await {
+            Wake::Input(Input::RestartInfo { from, highest }) => recovery.handle_info(from, highest),
             Wake::Input(Input::Stop) | Wake::Closed => return None,
             // Lease traffic and replies before the node exists are lost, as
             // the protocol allows.
             Wake::Input(_) | Wake::Timer => {}
         }
-    }
-    // A blocking store call, but a rare one made before the node serves.
-    let restart = match store.raise_restart(highest.restart.saturating_add(1)) {
+    };
+    // A blocking store call, but a rare one, made before the node serves.
+    let restart = match store.raise_restart(recovered.restart) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot store the restart counter; the node does not start");
             return None;
         }
     };
-    tracing::info!(restart, highest = %highest, "restart counter recovered from the peers");
+    tracing::info!(restart, catch_up = %recovered.catch_up, "restart counter recovered from the peers");
     let mut node = match Node::new(cfg, restart, shared.clock.now()) {
         Ok(node) => node,
         Err(e) => {
@@ -252,7 +242,7 @@ async fn recover(shared: &Shared, rx: &async_channel::Receiver<Input>, pending: 
             return None;
         }
     };
-    node.catch_up(highest);
+    node.catch_up(recovered.catch_up);
     if let Ok(fence) = store.fence() {
         node.catch_up(fence);
     }

@@ -6,37 +6,42 @@
 //! connections the others dialled. So each direction of a pair is one TCP
 //! stream with one writer, and no frame waits behind a reply.
 //!
-//! * **Outgoing**: one task per peer owns the connection: it dials, does the
-//!   handshake (the core's [`Handshake::check_answer`]), then writes what the
-//!   driver queued. The queue is bounded: what does not fit is dropped (the
+//! Which frame may come when is the core's: the link sessions
+//! ([`Dialler`], [`Acceptor`]) check the handshakes, tag frames with the id
+//! the handshake named and end a connection that breaks the protocol; the
+//! record of the ballots each peer used is the core's [`Seen`]. This module
+//! owns sockets, tasks, queues and timers.
+//!
+//! * **Outgoing**: one task per peer owns the connection: it dials, runs the
+//!   [`Dialler`] session to the Welcome, then writes what the driver queued. The queue is bounded: what does not fit is dropped (the
 //!   lease protocol tolerates loss, a store round times out), so a dead peer
 //!   costs constant memory and the driver never waits for it. The accepting
 //!   side never writes after its Welcome, so the same task also reads the
 //!   socket: a read that returns is the peer closing, and the link redials at
 //!   once instead of losing its next batch to a dead socket.
-//! * **Incoming**: an acceptor task and one reader task per connection. The
-//!   reader checks the peer's `Hello` (the core's [`Handshake::check`]),
-//!   answers `Welcome` or `Refused`, and from then on tags every frame with
-//!   the id the handshake named, never with anything a frame says.
+//! * **Incoming**: an acceptor task and one reader task per connection,
+//!   feeding an [`Acceptor`] session: it answers `Welcome` or `Refused`, and
+//!   from then on reports every frame tagged with the id the handshake
+//!   named, never with anything a frame says; the reader routes them.
 //!
 //! Every task runs on the server's internal executor and ends when it drops.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_executor::Executor;
 use async_net::{TcpListener, TcpStream};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
-use leasetso_core::peer::MAX_PEER_FRAME_LEN;
+use leasetso_core::link::{Acceptor, Dialler, LinkError, LinkEvent, MAX_FRAME_BYTES};
+use leasetso_core::recovery::Seen;
 use leasetso_core::rng::Rng;
-use leasetso_core::wire::LEN_PREFIX;
-use leasetso_core::{Ballot, Handshake, HandshakeError, NodeId, PeerFrame};
+use leasetso_core::{Ballot, Handshake, NodeId, PeerFrame};
 
 use crate::driver::Input;
-use crate::io::{linger_close, refill};
+use crate::io::linger_close;
 use crate::store::Job;
 
 /// Frames queued for one peer at most; more are dropped.
@@ -52,8 +57,6 @@ const REFUSED_BACKOFF: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Bytes gathered before one write, when frames queue up.
 const WRITE_BATCH: usize = 16 * 1024;
-/// Room for one whole peer frame.
-const FRAME_ROOM: usize = LEN_PREFIX + MAX_PEER_FRAME_LEN as usize;
 /// Read buffer of an incoming connection.
 const READ_BUF: usize = 16 * 1024;
 /// A refused peer's connection lingers like a refused client's (PROTOCOL.md).
@@ -86,9 +89,9 @@ pub(crate) struct PeerNet {
     links: Vec<Option<LinkHandle>>,
     /// Client addresses peers advertised in their handshakes, for leader hints.
     client_addrs: Mutex<Vec<Option<SocketAddr>>>,
-    /// The highest ballot of its own each peer was seen to use (a store that
-    /// lost its restart counter asks for it).
-    seen: Mutex<Vec<Ballot>>,
+    /// The ballots of its own each peer was seen to use (a store that lost
+    /// its restart counter asks for them).
+    seen: Mutex<Seen>,
     /// The live incoming connection of each peer (a connection number and
     /// the stream), to close it when the peer dials again.
     incoming: Mutex<Vec<Option<(u64, TcpStream)>>>,
@@ -134,7 +137,7 @@ impl PeerNet {
             seed,
             links,
             client_addrs: Mutex::new(vec![None; usize::from(nodes)]),
-            seen: Mutex::new(vec![Ballot::ZERO; usize::from(nodes)]),
+            seen: Mutex::new(Seen::new()),
             incoming: Mutex::new((0..nodes).map(|_| None).collect()),
             next_conn: std::sync::atomic::AtomicU64::new(0),
         })
@@ -156,7 +159,9 @@ impl PeerNet {
             ex.spawn(Arc::clone(self).link(NodeId(i), rng)).detach();
         }
         let routes = Routes { driver, store };
-        ex.spawn(Arc::clone(self).accept(Arc::clone(ex), listener, routes)).detach();
+        // Weak: a task holding its own executor would keep it (and every
+        // task and socket on it) alive after `run` returns.
+        ex.spawn(Arc::clone(self).accept(Arc::downgrade(ex), listener, routes)).detach();
     }
 
     /// The address the peer listener is bound to.
@@ -190,7 +195,17 @@ impl PeerNet {
 
     /// The highest ballot of node `id`'s own this node has seen on the wire.
     pub(crate) fn seen(&self, id: NodeId) -> Ballot {
-        lock(&self.seen).get(usize::from(id.0)).copied().unwrap_or(Ballot::ZERO)
+        lock(&self.seen).highest(id)
+    }
+
+    /// Closes the incoming connections still registered, once the tasks are
+    /// gone (the handle outlives them).
+    pub(crate) fn close(&self) {
+        for slot in lock(&self.incoming).iter_mut() {
+            if let Some((_, stream)) = slot.take() {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
     }
 
     /// Waits until every link that is up has written what was queued before
@@ -217,7 +232,7 @@ impl PeerNet {
         .await;
     }
 
-    async fn accept(self: Arc<Self>, ex: Arc<Executor<'static>>, listener: TcpListener, routes: Routes) {
+    async fn accept(self: Arc<Self>, ex: Weak<Executor<'static>>, listener: TcpListener, routes: Routes) {
         loop {
             let stream = match listener.accept().await {
                 Ok((s, _)) => s,
@@ -227,109 +242,127 @@ impl PeerNet {
                     continue;
                 }
             };
+            let Some(ex) = ex.upgrade() else { return };
             let net = Arc::clone(&self);
             let routes = routes.clone();
             ex.spawn(async move { net.read(stream, &routes).await }).detach();
         }
     }
 
-    /// Serves one incoming connection: the handshake, then frames until the
-    /// peer leaves or breaks the protocol.
+    /// Serves one incoming connection through an [`Acceptor`] session: the
+    /// handshake, then frames until the peer leaves or breaks the protocol.
     async fn read(&self, mut stream: TcpStream, routes: &Routes) {
         let remote = stream.peer_addr().ok();
         let _ = stream.set_nodelay(true);
-        let mut reader = FrameReader::new();
-        let hello = future::or(async { Some(reader.next(&mut stream).await) }, async {
-            async_io::Timer::after(IO_TIMEOUT * 5).await;
-            None
-        });
-        let hello = match hello.await {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => {
-                tracing::debug!(?remote, error = %e, "peer connection closed before its handshake");
-                return;
-            }
-            None => return,
-        };
-        let from = match hello {
-            PeerFrame::Hello(theirs) => match self.ours.check(&theirs, self.nodes, None) {
-                Ok(()) => {
-                    // What the peer says now replaces what an earlier start
-                    // of it said, an absent address included.
-                    lock(&self.client_addrs)[usize::from(theirs.node.0)] = theirs.client_addr;
-                    theirs.node
-                }
-                Err(e) => {
-                    tracing::error!(?remote, "refusing a peer: {e}");
-                    refuse(&mut stream, e, self.ours).await;
-                    return;
-                }
-            },
-            _ => {
-                tracing::warn!(?remote, "refusing a peer: its first frame is not Hello");
-                refuse(&mut stream, HandshakeError::NotHandshake, self.ours).await;
-                return;
-            }
-        };
-        if write_frame(&mut stream, &PeerFrame::Welcome(self.ours)).await.is_err() {
-            return;
-        }
-        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        if let Some((_, old)) = lock(&self.incoming)[usize::from(from.0)].replace((conn, stream.clone())) {
-            // The peer dialled again (it restarted, or lost the old
-            // connection): the old stream is dead or about to be.
-            let _ = old.shutdown(Shutdown::Both);
-        }
-        tracing::debug!(peer = from.0 + 1, ?remote, "peer connected");
-        loop {
-            let frame = match reader.next(&mut stream).await {
-                Ok(frame) => frame,
-                Err(e) => {
-                    tracing::debug!(peer = from.0 + 1, error = %e, "peer connection ended");
+        let mut session = Acceptor::new(self.ours, self.nodes);
+        let mut buf = vec![0u8; READ_BUF];
+        let mut conn = None;
+        'conn: loop {
+            // Before the handshake a silent peer is given a bounded time.
+            let read = async { Some(stream.read(&mut buf).await) };
+            let n = if session.peer().is_none() {
+                future::or(read, async {
+                    async_io::Timer::after(IO_TIMEOUT * 5).await;
+                    None
+                })
+                .await
+            } else {
+                read.await
+            };
+            let n = match n {
+                Some(Ok(0)) | None => break,
+                Some(Ok(n)) => n,
+                Some(Err(e)) => {
+                    tracing::debug!(?remote, error = %e, "peer connection lost");
                     break;
                 }
             };
-            let routed = match frame {
-                PeerFrame::Lease(msg) => {
-                    if let Some(b) = msg.proposer_ballot().filter(|b| b.node == from) {
-                        let mut seen = lock(&self.seen);
-                        let slot = &mut seen[usize::from(from.0)];
-                        *slot = bound(*slot, b);
+            let mut input = &buf[..n];
+            loop {
+                let used = session.handle_input(input);
+                input = &input[used..];
+                let mut evented = false;
+                while let Some(event) = session.poll_event() {
+                    evented = true;
+                    match event {
+                        LinkEvent::Up { peer, client_addr, .. } => {
+                            // What the peer says now replaces what an
+                            // earlier start of it said, an absent address included.
+                            lock(&self.client_addrs)[usize::from(peer.0)] = client_addr;
+                            if write_answer(&mut stream, &mut session).await.is_err() {
+                                break 'conn;
+                            }
+                            let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+                            let slot = &mut lock(&self.incoming)[usize::from(peer.0)];
+                            if let Some((_, old)) = slot.replace((id, stream.clone())) {
+                                // The peer dialled again (it restarted, or lost
+                                // the old connection): the old one is dead.
+                                let _ = old.shutdown(Shutdown::Both);
+                            }
+                            conn = Some((peer, id));
+                            tracing::debug!(peer = peer.0 + 1, ?remote, "peer connected");
+                        }
+                        LinkEvent::Frame { from, frame } => {
+                            if !self.route(from, frame, routes).await {
+                                break 'conn; // The node is shutting down.
+                            }
+                        }
+                        LinkEvent::Closed(e) => {
+                            match (e, conn) {
+                                (LinkError::Handshake(_), None) => {
+                                    tracing::error!(?remote, "refusing a peer: {e}")
+                                }
+                                (_, None) => tracing::warn!(?remote, "dropping a peer connection: {e}"),
+                                (_, Some((peer, _))) => {
+                                    tracing::warn!(peer = peer.0 + 1, "dropping the peer connection: {e}")
+                                }
+                            }
+                            // A refusal, if one is queued, is written and lingers.
+                            if matches!(write_answer(&mut stream, &mut session).await, Ok(true)) {
+                                linger_close(&mut stream, LINGER, LINGER_BYTES).await;
+                            }
+                            break 'conn;
+                        }
                     }
-                    routes.driver.send(Input::Peer { from, msg }).await.is_ok()
                 }
-                PeerFrame::StoreReply { id, reply } => {
-                    routes.driver.send(Input::StoreReply { replica: from, id, reply }).await.is_ok()
-                }
-                PeerFrame::RestartInfo { highest } => {
-                    routes.driver.send(Input::RestartInfo { from, highest }).await.is_ok()
-                }
-                // A full store queue drops the request: the peer's round
-                // times out, as if the frame had been lost.
-                PeerFrame::Store(request) => !matches!(
-                    routes.store.try_send(Job::Remote { from, request }),
-                    Err(async_channel::TrySendError::Closed(_))
-                ),
-                PeerFrame::RestartQuery => !matches!(
-                    routes.store.try_send(Job::RestartQuery { from }),
-                    Err(async_channel::TrySendError::Closed(_))
-                ),
-                PeerFrame::Hello(_) | PeerFrame::Welcome(_) | PeerFrame::Refused { .. } => {
-                    tracing::warn!(
-                        peer = from.0 + 1,
-                        "handshake frame after the handshake; dropping the connection"
-                    );
+                if input.is_empty() || (used == 0 && !evented) {
                     break;
                 }
-            };
-            if !routed {
-                break; // The node is shutting down.
             }
         }
-        let mut incoming = lock(&self.incoming);
-        let slot = &mut incoming[usize::from(from.0)];
-        if slot.as_ref().is_some_and(|(c, _)| *c == conn) {
-            *slot = None;
+        if let Some((peer, id)) = conn {
+            let slot = &mut lock(&self.incoming)[usize::from(peer.0)];
+            if slot.as_ref().is_some_and(|(c, _)| *c == id) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Hands one frame of `from`'s on; false once the node is shutting down.
+    async fn route(&self, from: NodeId, frame: PeerFrame, routes: &Routes) -> bool {
+        match frame {
+            PeerFrame::Lease(msg) => {
+                lock(&self.seen).observe(from, &msg);
+                routes.driver.send(Input::Peer { from, msg }).await.is_ok()
+            }
+            PeerFrame::StoreReply { id, reply } => {
+                routes.driver.send(Input::StoreReply { replica: from, id, reply }).await.is_ok()
+            }
+            PeerFrame::RestartInfo { highest } => {
+                routes.driver.send(Input::RestartInfo { from, highest }).await.is_ok()
+            }
+            // A full store queue drops the request: the peer's round times
+            // out, as if the frame had been lost.
+            PeerFrame::Store(request) => !matches!(
+                routes.store.try_send(Job::Remote { from, request }),
+                Err(async_channel::TrySendError::Closed(_))
+            ),
+            PeerFrame::RestartQuery => !matches!(
+                routes.store.try_send(Job::RestartQuery { from }),
+                Err(async_channel::TrySendError::Closed(_))
+            ),
+            // The session never reports handshake frames as frames.
+            PeerFrame::Hello(_) | PeerFrame::Welcome(_) | PeerFrame::Refused { .. } => true,
         }
     }
 
@@ -342,18 +375,18 @@ impl PeerNet {
         let mut last_error = String::new();
         loop {
             match self.connect(to, addr).await {
-                Ok(mut stream) => {
+                Ok((mut stream, session)) => {
                     backoff = MIN_BACKOFF;
                     last_error.clear();
                     handle.up.store(true, Ordering::SeqCst);
                     tracing::info!(peer = to.0 + 1, %addr, "peer link up");
-                    let e = write_loop(&mut stream, &handle.rx).await;
+                    let e = write_loop(&mut stream, &session, &handle.rx).await;
                     handle.up.store(false, Ordering::SeqCst);
                     let _ = stream.shutdown(Shutdown::Both);
                     tracing::info!(peer = to.0 + 1, error = %e, "peer link down");
                 }
                 Err(e) => {
-                    let refused = matches!(e, DialError::Handshake(_));
+                    let refused = matches!(e, DialError::Link(LinkError::Handshake(_)));
                     let text = e.to_string();
                     if text != last_error {
                         // Said once per change, not at every redial.
@@ -372,15 +405,40 @@ impl PeerNet {
         }
     }
 
-    async fn connect(&self, to: NodeId, addr: SocketAddr) -> Result<TcpStream, DialError> {
+    /// Dials `to` and runs a [`Dialler`] session to its Welcome.
+    async fn connect(&self, to: NodeId, addr: SocketAddr) -> Result<(TcpStream, Dialler), DialError> {
         let dial = async {
             let mut stream = TcpStream::connect(addr).await.map_err(DialError::Io)?;
             stream.set_nodelay(true).map_err(DialError::Io)?;
-            write_frame(&mut stream, &PeerFrame::Hello(self.ours)).await.map_err(DialError::Io)?;
-            let answer = FrameReader::new().next(&mut stream).await.map_err(DialError::Io)?;
-            let theirs = self.ours.check_answer(&answer, self.nodes, to).map_err(DialError::Handshake)?;
-            lock(&self.client_addrs)[usize::from(to.0)] = theirs.client_addr;
-            Ok(stream)
+            let mut session = Dialler::new(self.ours, self.nodes, to);
+            let mut hello = [0u8; MAX_FRAME_BYTES];
+            let mut room = &mut hello[..];
+            let n = session.poll_transmit(&mut room).map_err(|e| DialError::Io(io::Error::other(e)))?;
+            stream.write_all(&hello[..n]).await.map_err(DialError::Io)?;
+            let mut buf = [0u8; MAX_FRAME_BYTES];
+            loop {
+                let n = stream.read(&mut buf).await.map_err(DialError::Io)?;
+                if n == 0 {
+                    let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the handshake");
+                    return Err(DialError::Io(eof));
+                }
+                let mut input = &buf[..n];
+                while !input.is_empty() || !session.is_up() {
+                    let used = session.handle_input(input);
+                    input = &input[used..];
+                    match session.poll_event() {
+                        Some(LinkEvent::Up { client_addr, .. }) => {
+                            lock(&self.client_addrs)[usize::from(to.0)] = client_addr;
+                            return Ok((stream, session));
+                        }
+                        Some(LinkEvent::Closed(e)) => return Err(DialError::Link(e)),
+                        Some(LinkEvent::Frame { .. }) | None => {}
+                    }
+                    if used == 0 {
+                        break;
+                    }
+                }
+            }
         };
         future::or(dial, async {
             async_io::Timer::after(IO_TIMEOUT).await;
@@ -392,8 +450,12 @@ impl PeerNet {
 
 /// Writes queued frames until the connection fails or the peer closes it;
 /// returns why. Frames that queued up meanwhile go out in one write.
-async fn write_loop(stream: &mut TcpStream, rx: &async_channel::Receiver<Cmd>) -> io::Error {
-    let mut out: Vec<u8> = Vec::with_capacity(WRITE_BATCH + FRAME_ROOM);
+async fn write_loop(
+    stream: &mut TcpStream,
+    session: &Dialler,
+    rx: &async_channel::Receiver<Cmd>,
+) -> io::Error {
+    let mut out: Vec<u8> = Vec::with_capacity(WRITE_BATCH + MAX_FRAME_BYTES);
     let mut acks: Vec<async_channel::Sender<()>> = Vec::new();
     let mut watched = stream.clone();
     let mut byte = [0u8; 1];
@@ -410,8 +472,9 @@ async fn write_loop(stream: &mut TcpStream, rx: &async_channel::Receiver<Cmd>) -
         let mut cmd = Some(first);
         while let Some(c) = cmd {
             match c {
-                // `out` is a Vec and grows: encoding cannot fail.
-                Cmd::Frame(frame) => drop(frame.encode(&mut out)),
+                // The link is up and `out` a growing Vec: the session
+                // refuses only handshake frames, which the driver never queues.
+                Cmd::Frame(frame) => drop(session.encode(&frame, &mut out)),
                 Cmd::Flush(ack) => acks.push(ack),
             }
             cmd = if out.len() < WRITE_BATCH { rx.try_recv().ok() } else { None };
@@ -448,67 +511,28 @@ async fn idle(rx: &async_channel::Receiver<Cmd>, pause: Duration) {
     .await;
 }
 
-/// The component-wise maximum of two ballots of one node: its counter and
-/// its restart each at least as high as either's. What a node that lost its
-/// restart counter must start above is the highest *restart* its peers saw,
-/// and its counter catches up to the highest counter.
-pub(crate) fn bound(a: Ballot, b: Ballot) -> Ballot {
-    Ballot { counter: a.counter.max(b.counter), restart: a.restart.max(b.restart), node: b.node }
-}
-
-/// Sends `Refused` and closes.
-async fn refuse(stream: &mut TcpStream, e: HandshakeError, ours: Handshake) {
-    let _ = write_frame(stream, &PeerFrame::Refused { reason: e.refusal(), theirs: ours }).await;
-    linger_close(stream, LINGER, LINGER_BYTES).await;
-}
-
-async fn write_frame(stream: &mut TcpStream, frame: &PeerFrame) -> io::Result<()> {
-    let mut buf = [0u8; FRAME_ROOM];
-    let mut slice = &mut buf[..];
-    // Every peer frame fits FRAME_ROOM bytes (MAX_PEER_FRAME_LEN bounds them).
-    let n = frame.encode(&mut slice).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    stream.write_all(&buf[..n]).await
-}
-
-/// Reads whole peer frames from a stream into a fixed buffer.
-struct FrameReader {
-    buf: Box<[u8; READ_BUF]>,
-    start: usize,
-    end: usize,
-}
-
-impl FrameReader {
-    fn new() -> Self {
-        FrameReader { buf: Box::new([0; READ_BUF]), start: 0, end: 0 }
+/// Writes what the session still has to send (its Welcome or Refused);
+/// whether anything was written.
+async fn write_answer(stream: &mut TcpStream, session: &mut Acceptor) -> io::Result<bool> {
+    let mut buf = [0u8; MAX_FRAME_BYTES];
+    let mut room = &mut buf[..];
+    let n = session.poll_transmit(&mut room).map_err(io::Error::other)?;
+    if n > 0 {
+        stream.write_all(&buf[..n]).await?;
     }
-
-    async fn next(&mut self, stream: &mut TcpStream) -> io::Result<PeerFrame> {
-        loop {
-            match PeerFrame::decode(&self.buf[self.start..self.end]) {
-                Ok(Some((frame, used))) => {
-                    self.start += used;
-                    return Ok(frame);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
-            }
-            if refill(stream, &mut self.buf[..], &mut self.start, &mut self.end, FRAME_ROOM).await? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
-            }
-        }
-    }
+    Ok(n > 0)
 }
 
 enum DialError {
     Io(io::Error),
-    Handshake(HandshakeError),
+    Link(LinkError),
 }
 
 impl std::fmt::Display for DialError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DialError::Io(e) => e.fmt(f),
-            DialError::Handshake(e) => e.fmt(f),
+            DialError::Link(e) => e.fmt(f),
         }
     }
 }

@@ -29,7 +29,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_executor::Executor;
@@ -477,7 +477,7 @@ impl Server {
                 net.start(&ex, l, driver_tx.clone(), shared.store.clone());
             }
             let driver = ex.spawn(driver::run(Arc::clone(&shared), driver_rx, pending));
-            let acceptor = ex.spawn(accept(Arc::clone(&shared), Arc::clone(&ex), listener));
+            let acceptor = ex.spawn(accept(Arc::clone(&shared), Arc::downgrade(&ex), listener));
             shared.stopped().await;
             // Connections close before the lease is released, so no client
             // is told `NotLeader` by a node that is merely shutting down.
@@ -492,8 +492,12 @@ impl Server {
             let _ = store_done.recv().await;
         };
         ex.run(serving).await;
-        // Dropping the executor cancels the peer links and readers.
+        // Dropping the executor cancels the peer links and readers and
+        // closes their sockets; the listeners close with their tasks.
         drop(ex);
+        if let Some(net) = &shared.net {
+            net.close();
+        }
         tracing::info!(addr = %shared.local_addr, "server stopped");
         Ok(())
     }
@@ -513,7 +517,7 @@ async fn wait_conns_closed(shared: &Shared) {
 }
 
 /// Accepts client connections until the stop, each served by its own task.
-async fn accept(shared: Arc<Shared>, ex: Arc<Executor<'static>>, listener: async_net::TcpListener) {
+async fn accept(shared: Arc<Shared>, ex: Weak<Executor<'static>>, listener: async_net::TcpListener) {
     let accepting = async {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -525,6 +529,8 @@ async fn accept(shared: Arc<Shared>, ex: Arc<Executor<'static>>, listener: async
                     continue;
                 }
             };
+            // Weak: a task holding its own executor would keep it alive.
+            let Some(ex) = ex.upgrade() else { return };
             Counters::bump(&shared.counters.connections, 1);
             tracing::debug!(%peer, "client connected");
             shared.open_conns.fetch_add(1, Ordering::SeqCst);

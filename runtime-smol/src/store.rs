@@ -77,7 +77,7 @@ pub(crate) fn run(
                 // does not answer: the asker waits for a quorum of answers.
                 let Ok(fence) = store.fence() else { continue };
                 let fence = if fence.node == from { fence } else { Ballot::ZERO };
-                let highest = crate::peer::bound(fence, net.seen(from));
+                let highest = leasetso_core::recovery::bound(fence, net.seen(from));
                 net.send(from, PeerFrame::RestartInfo { highest });
             }
         }

@@ -73,4 +73,30 @@ fn three_nodes_fail_over_when_the_leader_stops() {
     });
     let new_leader = wait_for_leader(&nodes, Duration::from_secs(5));
     assert_ne!(new_leader, leader);
+
+    // The stopped node comes back with its data dir gone: it first learns
+    // from a quorum of peers where its ballots must start (until then it
+    // knows no lease), then takes part again with every link up.
+    std::fs::remove_dir_all(dir.path().join(format!("n{leader}"))).unwrap();
+    let back = Running::start(config(leader as u16, &peers, &clients, dir.path()));
+    let start = Instant::now();
+    loop {
+        let status = back.handle.status().unwrap();
+        if status.lease.is_some_and(|b| b.node == NodeId(new_leader as u16)) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the restarted node never joined: {status:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nodes[leader] = Some(back);
+    smol::block_on(async {
+        let opts =
+            ClientOptions { cluster_id: 7, deadline: Duration::from_secs(5), ..ClientOptions::default() };
+        let client = Client::connect(&[clients[leader]], opts).await.unwrap();
+        let status = client.status().await.unwrap();
+        assert_eq!(status.role, Role::Follower);
+        assert_eq!(status.leader.addr, Some(clients[new_leader]));
+        client.get_ts().await.unwrap();
+        assert_eq!(client.server_addr(), clients[new_leader]);
+    });
 }
