@@ -65,9 +65,6 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
-    /// The RESP door is not served by this runtime.
-    #[error("the RESP door (--resp) is not available on the smol runtime; use --runtime std")]
-    RespUnsupported,
 }
 
 #[cfg(feature = "server")]

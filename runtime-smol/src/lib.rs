@@ -35,6 +35,8 @@ mod driver;
 #[cfg(feature = "server")]
 mod peer;
 #[cfg(feature = "server")]
+mod resp;
+#[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
 mod store;

@@ -89,6 +89,8 @@ pub(crate) struct PeerNet {
     links: Vec<Option<LinkHandle>>,
     /// Client addresses peers advertised in their handshakes, for leader hints.
     client_addrs: Mutex<Vec<Option<SocketAddr>>>,
+    /// RESP addresses peers advertised in their handshakes, for `-NOTLEADER`.
+    resp_addrs: Mutex<Vec<Option<SocketAddr>>>,
     /// The ballots of its own each peer was seen to use (a store that lost
     /// its restart counter asks for them).
     seen: Mutex<Seen>,
@@ -137,6 +139,7 @@ impl PeerNet {
             seed,
             links,
             client_addrs: Mutex::new(vec![None; usize::from(nodes)]),
+            resp_addrs: Mutex::new(vec![None; usize::from(nodes)]),
             seen: Mutex::new(Seen::new()),
             incoming: Mutex::new((0..nodes).map(|_| None).collect()),
             next_conn: std::sync::atomic::AtomicU64::new(0),
@@ -180,6 +183,11 @@ impl PeerNet {
     /// The client address node `id` advertised, if it did.
     pub(crate) fn client_addr(&self, id: NodeId) -> Option<SocketAddr> {
         lock(&self.client_addrs).get(usize::from(id.0)).copied().flatten()
+    }
+
+    /// The RESP address node `id` advertised, if it did.
+    pub(crate) fn resp_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        lock(&self.resp_addrs).get(usize::from(id.0)).copied().flatten()
     }
 
     /// Bit `i` set: the link to node `i` is up (this node's own bit is set).
@@ -285,10 +293,11 @@ impl PeerNet {
                 while let Some(event) = session.poll_event() {
                     evented = true;
                     match event {
-                        LinkEvent::Up { peer, client_addr, .. } => {
+                        LinkEvent::Up { peer, client_addr, resp_addr, .. } => {
                             // What the peer says now replaces what an
                             // earlier start of it said, an absent address included.
                             lock(&self.client_addrs)[usize::from(peer.0)] = client_addr;
+                            lock(&self.resp_addrs)[usize::from(peer.0)] = resp_addr;
                             if write_answer(&mut stream, &mut session).await.is_err() {
                                 break 'conn;
                             }
@@ -427,8 +436,9 @@ impl PeerNet {
                     let used = session.handle_input(input);
                     input = &input[used..];
                     match session.poll_event() {
-                        Some(LinkEvent::Up { client_addr, .. }) => {
+                        Some(LinkEvent::Up { client_addr, resp_addr, .. }) => {
                             lock(&self.client_addrs)[usize::from(to.0)] = client_addr;
+                            lock(&self.resp_addrs)[usize::from(to.0)] = resp_addr;
                             return Ok((stream, session));
                         }
                         Some(LinkEvent::Closed(e)) => return Err(DialError::Link(e)),

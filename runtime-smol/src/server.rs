@@ -71,8 +71,8 @@ pub struct ServerConfig {
     /// The client address peers hand out for this node in leader hints;
     /// defaults to the bound client address unless that is a wildcard.
     pub advertise: Option<SocketAddr>,
-    /// The RESP door's address; the smol runtime does not serve it yet, so
-    /// [`Server::bind`] refuses a config that asks for it.
+    /// The RESP door's address (`serve --resp`), off if `None`: Redis
+    /// clients get timestamps there with `TSO [count]`.
     pub resp: Option<SocketAddr>,
 }
 
@@ -255,6 +255,7 @@ pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
     peer_listener: Option<TcpListener>,
+    resp_listener: Option<(TcpListener, SocketAddr)>,
     driver_rx: async_channel::Receiver<Input>,
     driver_tx: async_channel::Sender<Input>,
     pending: Option<Pending>,
@@ -343,9 +344,6 @@ impl Server {
     /// replaced disk) first learns from a quorum of peers the highest ballot
     /// they saw from it; it answers clients `NotLeader` until then.
     pub fn bind(cfg: ServerConfig) -> Result<Server, ServerError> {
-        if cfg.resp.is_some() {
-            return Err(ServerError::RespUnsupported);
-        }
         cfg.node.validate()?;
         let nodes = cfg.node.nodes;
         if nodes > 1 {
@@ -368,6 +366,19 @@ impl Server {
         };
         let (listener, local_addr) = bind(cfg.listen)?;
         let advertise = cfg.advertise.or(Some(local_addr)).filter(|a| !a.ip().is_unspecified());
+        // Bound before the peers' handshake is made: its address goes into it.
+        let resp = match cfg.resp {
+            Some(addr) => Some(bind(addr)?),
+            None => None,
+        };
+        // Peers hand out the RESP door's bound address, on the advertised
+        // host when it listens on a wildcard.
+        let resp_advertise = resp.as_ref().map(|&(_, a)| a).and_then(|mut a| {
+            if a.ip().is_unspecified() {
+                a.set_ip(advertise?.ip());
+            }
+            Some(a)
+        });
         let (driver_tx, driver_rx) = async_channel::bounded(DRIVER_QUEUE);
         let (store_tx, store_rx) = async_channel::bounded(STORE_QUEUE);
         let (net, peer_listener) = if nodes > 1 {
@@ -376,7 +387,7 @@ impl Server {
                 cluster_id: cfg.cluster_id,
                 node: cfg.node.id,
                 client_addr: advertise,
-                resp_addr: None,
+                resp_addr: resp_advertise,
                 // `validate` passed above, so the digest exists.
                 digest: cfg.node.digest().unwrap_or(0),
             };
@@ -435,7 +446,16 @@ impl Server {
             store: store_tx,
             counters: Counters::default(),
         });
-        Ok(Server { shared, listener, peer_listener, driver_rx, driver_tx, pending, store_done })
+        Ok(Server {
+            shared,
+            listener,
+            peer_listener,
+            resp_listener: resp,
+            driver_rx,
+            driver_tx,
+            pending,
+            store_done,
+        })
     }
 
     /// The address clients connect to (the real port when asked for port 0).
@@ -453,6 +473,11 @@ impl Server {
         self.shared.node_id
     }
 
+    /// The RESP door's address (the real port when asked for port 0), if it has one.
+    pub fn resp_addr(&self) -> Option<SocketAddr> {
+        self.resp_listener.as_ref().map(|&(_, a)| a)
+    }
+
     /// A handle that stops the server and reads its state while it runs.
     pub fn handle(&self) -> Handle {
         Handle { shared: Arc::clone(&self.shared) }
@@ -464,11 +489,26 @@ impl Server {
     /// future instead cancels every task at once (no Release is sent; the
     /// peers wait out the lease).
     pub async fn run(self) -> Result<(), ServerError> {
-        let Server { shared, listener, peer_listener, driver_rx, driver_tx, pending, store_done } = self;
+        let Server {
+            shared,
+            listener,
+            peer_listener,
+            resp_listener,
+            driver_rx,
+            driver_tx,
+            pending,
+            store_done,
+        } = self;
         let listen_err = |source| ServerError::Bind { addr: shared.local_addr, source };
         let listener = async_net::TcpListener::try_from(listener).map_err(listen_err)?;
         let peer_listener = match peer_listener {
             Some(l) => Some(async_net::TcpListener::try_from(l).map_err(listen_err)?),
+            None => None,
+        };
+        let resp_listener = match resp_listener {
+            Some((l, addr)) => Some(
+                async_net::TcpListener::try_from(l).map_err(|source| ServerError::Bind { addr, source })?,
+            ),
             None => None,
         };
         let ex = Arc::new(Executor::new());
@@ -478,10 +518,15 @@ impl Server {
             }
             let driver = ex.spawn(driver::run(Arc::clone(&shared), driver_rx, pending));
             let acceptor = ex.spawn(accept(Arc::clone(&shared), Arc::downgrade(&ex), listener));
+            let door = resp_listener
+                .map(|l| ex.spawn(crate::resp::accept(Arc::clone(&shared), Arc::downgrade(&ex), l)));
             shared.stopped().await;
             // Connections close before the lease is released, so no client
             // is told `NotLeader` by a node that is merely shutting down.
             acceptor.await;
+            if let Some(door) = door {
+                door.await;
+            }
             wait_conns_closed(&shared).await;
             // The driver releases the lease and flushes the Release.
             let _ = driver_tx.send(Input::Stop).await;

@@ -18,7 +18,11 @@ pub struct Running {
 
 impl Running {
     pub fn start(cfg: ServerConfig) -> Running {
-        let server = Server::bind(cfg).expect("bind");
+        Running::from_bound(Server::bind(cfg).expect("bind"))
+    }
+
+    /// Runs a bound server.
+    pub fn from_bound(server: Server) -> Running {
         let handle = server.handle();
         let addr = server.local_addr();
         let peer_addr = server.peer_addr();

@@ -282,7 +282,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             node,
             peers,
             advertise: args.advertise,
-            resp: None,
+            resp: args.resp,
         };
         return serve_smol(cfg, id, cluster);
     }
@@ -350,6 +350,10 @@ fn serve_smol(cfg: leasetso_smol::ServerConfig, id: NodeId, cluster: bool) -> Re
     let server = leasetso_smol::Server::bind(cfg).map_err(|e| e.to_string())?;
     let handle = server.handle();
     let peer_addr = server.peer_addr();
+    if let Some(addr) = server.resp_addr() {
+        // Before the ready line, so that whoever waits for it can read this too.
+        eprintln!("leasetso: RESP on {addr}");
+    }
     let stopped_early = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stopped_early);
     let stop = handle.clone();
