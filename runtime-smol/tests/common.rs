@@ -14,6 +14,9 @@ pub struct Running {
     pub addr: SocketAddr,
     pub peer_addr: Option<SocketAddr>,
     thread: Option<JoinHandle<()>>,
+    /// Dropping it drops the `run` future: every task ends at once, no
+    /// Release is sent, like a process killed.
+    crash: Option<async_channel::Sender<()>>,
 }
 
 impl Running {
@@ -26,8 +29,13 @@ impl Running {
         let handle = server.handle();
         let addr = server.local_addr();
         let peer_addr = server.peer_addr();
-        let thread = std::thread::spawn(move || smol::block_on(server.run()).expect("run"));
-        Running { handle, addr, peer_addr, thread: Some(thread) }
+        let (crash, crashed) = async_channel::bounded::<()>(1);
+        let thread = std::thread::spawn(move || {
+            smol::block_on(smol::future::or(async { server.run().await.expect("run") }, async {
+                let _ = crashed.recv().await;
+            }))
+        });
+        Running { handle, addr, peer_addr, thread: Some(thread), crash: Some(crash) }
     }
 
     /// A single node on 127.0.0.1, port 0, in `dir`, serving.
@@ -35,6 +43,15 @@ impl Running {
         let running = Running::start(ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir));
         assert!(smol::block_on(running.handle.wait_serving(Duration::from_secs(5))), "node never served");
         running
+    }
+
+    /// Drops the server's `run` future without a graceful stop (no Release:
+    /// the peers wait out the lease) and waits for its thread.
+    pub fn crash(mut self) {
+        self.crash.take();
+        if let Some(t) = self.thread.take() {
+            t.join().expect("server thread");
+        }
     }
 
     /// Stops the server gracefully and waits for `run` to return.
