@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use leasetso_core::{Ballot, NodeId, PeerFrame, StoreOp, StoreReply, StoreRequest};
+use leasetso_core::{NodeId, PeerFrame, StoreOp, StoreReply, StoreRequest};
 use leasetso_sled::SledStore;
 
 use crate::driver::Input;
@@ -72,12 +72,8 @@ pub(crate) fn run(
             }
             Job::RestartQuery { from } => {
                 let Some(net) = &net else { continue };
-                // What this replica's fence and this node's peer links saw of
-                // the asker's ballots. A replica that cannot read its fence
-                // does not answer: the asker waits for a quorum of answers.
-                let Ok(fence) = store.fence() else { continue };
-                let fence = if fence.node == from { fence } else { Ballot::ZERO };
-                let highest = leasetso_core::recovery::bound(fence, net.seen(from));
+                // A replica that cannot read its fence does not answer.
+                let Ok(highest) = store.restart_info(from, net.seen(from)) else { continue };
                 net.send(from, PeerFrame::RestartInfo { highest });
             }
         }

@@ -385,6 +385,19 @@ impl SledStore {
         decode_ballot(FENCE, self.db.get(FENCE)?.as_deref())
     }
 
+    /// The answer to a peer's restart query (the store-thread job both
+    /// runtimes run for `PeerFrame::RestartQuery`): the bound of what this
+    /// replica's fence and `seen_on_links` (what this node's peer links saw
+    /// of the asker's lease messages) say about the ballots of node `asker`.
+    /// The fence counts only if the asker holds it. A replica that cannot
+    /// read its fence must not answer (the asker waits for a quorum of
+    /// answers), hence the error.
+    pub fn restart_info(&self, asker: NodeId, seen_on_links: Ballot) -> Result<Ballot, StoreError> {
+        let fence = self.fence()?;
+        let fence = if fence.node == asker { fence } else { Ballot::ZERO };
+        Ok(leasetso_core::recovery::bound(fence, seen_on_links))
+    }
+
     /// The registered primary and its tag, if any.
     pub fn primary(&self) -> Result<Option<(NodeId, Ballot)>, StoreError> {
         decode_primary(self.db.get(PRIMARY)?.as_deref())
@@ -569,6 +582,24 @@ mod tests {
 
         s.db.insert(RESTART, &[][..]).unwrap();
         assert!(matches!(s.bump_restart(), Err(StoreError::Corrupt { key: RESTART, .. })));
+    }
+
+    /// The restart query's answer: the fence counts only when the asker
+    /// holds it, and combines with what the links saw component-wise.
+    #[test]
+    fn restart_info_bounds_the_fence_of_the_asker_and_the_links() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let s = SledStore::open(dir.path(), 7).unwrap();
+        let seen = Ballot::new(4, 1, NodeId(0));
+        assert_eq!(s.restart_info(NodeId(0), seen).unwrap(), seen, "no fence yet");
+        s.save(10, Ballot::new(2, 3, NodeId(0)), true).unwrap();
+        // Node 0's fence: its restart 3 and the links' counter 4.
+        assert_eq!(s.restart_info(NodeId(0), seen).unwrap(), Ballot::new(4, 3, NodeId(0)));
+        // Another node's fence says nothing about node 1.
+        let other = Ballot::new(1, 1, NodeId(1));
+        assert_eq!(s.restart_info(NodeId(1), other).unwrap(), other);
+        s.db.insert(FENCE, &[1][..]).unwrap();
+        assert!(s.restart_info(NodeId(0), seen).is_err(), "an unreadable fence is no answer");
     }
 
     #[test]
