@@ -31,7 +31,9 @@
 //!   from [`ClientSession::poll_action`] and [`ClientSession::poll_timeout`].
 //!   A request whose oldest caller arrived more than
 //!   [`ClientConfig::deadline`] ago is not retried: its callers get the error
-//!   (C6). No new attempt starts after the deadline, but the attempt under
+//!   (C6), as do the callers queued when a connection that failed was asked
+//!   for (a refused connect is their attempt too, though nothing was sent
+//!   for them). No new attempt starts after the deadline, but the attempt under
 //!   way finishes, and the last pause is cut short so that the last attempt
 //!   starts at the deadline rather than not at all.
 //! * **Completions** are drained with [`ClientSession::poll_completion`].
@@ -401,6 +403,9 @@ pub struct ClientSession<E> {
     in_flight: VecDeque<Request>,
     done: VecDeque<Completion<E>>,
     next_ticket: u64,
+    /// `next_ticket` when the current connection was asked for: the callers
+    /// before it were waiting on that connection.
+    attempt_ticket: u64,
     next_id: u64,
     /// Failures handled so far (see [`Request::epoch`]).
     epoch: u64,
@@ -432,6 +437,7 @@ impl<E: Clone> ClientSession<E> {
             in_flight: VecDeque::with_capacity(config.max_in_flight),
             done: VecDeque::with_capacity(64),
             next_ticket: 0,
+            attempt_ticket: 0,
             next_id: 1,
             epoch: 0,
             last_error: None,
@@ -560,6 +566,7 @@ impl<E: Clone> ClientSession<E> {
         let wanted = self.eager || !self.queue.is_empty();
         if matches!(self.conn, Conn::Closed) && wanted && self.paused_until.is_none() {
             self.conn = Conn::Connecting;
+            self.attempt_ticket = self.next_ticket;
             return Some(Action::Connect(self.addr()));
         }
         None
@@ -944,6 +951,22 @@ impl<E: Clone> ClientSession<E> {
         }
     }
 
+    /// Fails the queued callers that were waiting when the failed connection
+    /// was asked for: its failure was their attempt too (C6), even though
+    /// none of their requests went out (a refused connect, a refused
+    /// handshake). With `retryable`, only those past their deadline and
+    /// those whose call is not retried; otherwise all of them.
+    fn fail_waiting(&mut self, err: &CallError<E>, retryable: bool, now: Instant) {
+        let (attempt, deadline, done) = (self.attempt_ticket, self.config.deadline, &mut self.done);
+        self.queue.retain(|c| {
+            let over = c.ticket.0 < attempt && (!retryable || !c.call.retried() || now >= c.since + deadline);
+            if over {
+                done.push_back(Completion { ticket: c.ticket, result: Err(err.clone()) });
+            }
+            !over
+        });
+    }
+
     /// Closes the connection after a failure of the connection itself (a
     /// refused handshake, bytes out of step). Such a failure is not worth a
     /// retry (C3, C4): every in-flight caller gets `err`; queued callers stay
@@ -982,6 +1005,7 @@ impl<E: Clone> ClientSession<E> {
                     while !self.in_flight.is_empty() {
                         self.fail_request(0, &err);
                     }
+                    self.fail_waiting(&err, false, now);
                 }
             }
             self.last_error = Some(err);
@@ -998,6 +1022,7 @@ impl<E: Clone> ClientSession<E> {
                 while let Some(last) = self.in_flight.len().checked_sub(1) {
                     self.requeue_or_fail(last, &err, now);
                 }
+                self.fail_waiting(&err, true, now);
                 false
             }
         };
@@ -1285,6 +1310,39 @@ mod tests {
         assert!(matches!(got[0].1, Err(CallError::Transport { error: "refused again", .. })));
         assert_eq!(s.last_error().map(|e| e.to_string()), Some("refused again".to_string()));
         assert_eq!(s.queued(), 1);
+    }
+
+    #[test]
+    fn refused_connects_count_as_attempts_until_the_deadline() {
+        let cfg = ClientConfig { deadline: Duration::from_millis(100), ..config(1) };
+        let mut s = session(cfg, &[A, B]);
+        s.push(1, ms(0));
+        let mut now = ms(0);
+        let mut connects = 0;
+        while done(&mut s).is_empty() {
+            assert!(connects < 1_000, "retried past the deadline");
+            match s.poll_action() {
+                Some(Action::Connect(_)) => {
+                    connects += 1;
+                    s.connection_failed(Broken::Unreachable, "refused", now);
+                }
+                Some(Action::Close) => {}
+                None => {
+                    now = s.poll_timeout().expect("a caller waits without a timer");
+                    s.handle_timeout(now);
+                }
+            }
+        }
+        assert!(now >= ms(100) && now < ms(101), "gave up at {now:?}");
+        assert!(connects >= 3, "{connects} attempts");
+        // A caller that arrives after the connect was asked for waits for an
+        // attempt of its own.
+        s.push(1, ms(200));
+        assert_eq!(s.poll_action(), Some(Action::Connect(s.addr())));
+        s.push(1, ms(200));
+        s.connection_failed(Broken::Unreachable, "refused", ms(300));
+        assert!(matches!(done(&mut s)[..], [(1, Err(_))]));
+        assert_eq!(s.pending(), Some(Ticket(2)));
     }
 
     #[test]

@@ -5,14 +5,20 @@
 //! concurrent callers are merged into one request with the summed count (as
 //! PD's client does), and the reply's range is split among them in order.
 //!
-//! The merging is a leader/follower scheme. A caller enqueues a [`Slot`]
-//! holding its count; if no caller holds the sender role it takes it. The
-//! sender takes the queue's head (up to [`ClientOptions::max_batch`]
-//! timestamps), sends it, writes each caller's own sub-range into that
-//! caller's slot and wakes exactly that caller; it repeats until its own range
-//! is in, then hands the role to the oldest queued caller. Callers arriving
-//! meanwhile queue up and go out together in the next request. There is
-//! exactly one request in flight per connection.
+//! The protocol (merging, splitting, reply matching, the handshake, the
+//! redirect rules and the deadlines) is the core's sans-IO
+//! [`ClientSession`]; this file only moves its bytes over a `TcpStream`,
+//! reads the clock, sleeps its pauses and wakes the callers.
+//!
+//! The session is driven by one caller at a time, the *sender*. A caller
+//! queues its call in the session; if no caller holds the sender role it
+//! takes it. The sender runs the session's loop (connect, write, read, sleep
+//! out a pause), writes each answered caller's result into that caller's
+//! [`Slot`] and wakes exactly that caller; it repeats until its own call is
+//! answered, then hands the role to the oldest caller still waiting. Callers
+//! arriving meanwhile queue up in the session (its lock is never held across
+//! I/O) and go out together in the next request. There is one request in
+//! flight per connection unless [`ClientOptions::max_in_flight`] allows more.
 //!
 //! Each caller sleeps on its own slot (`thread::park`) rather than on a
 //! shared condition variable: a finished request wakes the callers it
@@ -26,27 +32,19 @@
 //! Only a cluster's leader serves; the other nodes answer `NotLeader` with a
 //! hint naming the leader (with its client address when they know it). The
 //! client is given one or more *seed* addresses (typically every node's
-//! client address, see [`parse_seeds`]) and finds the leader from them:
-//!
-//! * a hint naming another address is followed at once: landing on a
-//!   follower costs one extra round trip, not a pause;
-//! * a hinted address that refuses the connection or does not answer is
-//!   stale (the leader it names is dead, and the followers keep naming it
-//!   until its lease runs out), so the client goes back to the seeds, from
-//!   the one after the seed it tried last;
-//! * `NotLeader` with no hint (nobody serves yet, or the node does not know
-//!   who does) moves to the next seed after a pause. A hint naming the node
-//!   itself means it holds the lease and is loading the window: it is asked
-//!   again after a pause. Hints with an unspecified address (`0.0.0.0`) are
-//!   ignored: they name no reachable node;
-//! * at most two moves in a row are made without a pause. Two nodes naming
-//!   each other, or seeds repeating the hint of a dead leader, would
-//!   otherwise keep the client in a tight loop; after two, the next attempt
-//!   waits, and every pause breaks the row.
+//! client address, see [`parse_seeds`]) and finds the leader from them by the
+//! rules of [`leasetso_core::redirect`]: a hint naming another address is
+//! followed at once; a hinted address that refuses the connection or does
+//! not answer is stale, so the client goes back to the seeds, from the one
+//! after the seed it tried last; `NotLeader` with no hint moves to the next
+//! seed after a pause, and a hint naming the node itself is asked again after
+//! a pause; hints with an unspecified address are ignored; a lost connection
+//! is reopened once at once; at most two moves in a row are made without a
+//! pause.
 //!
 //! Pauses grow exponentially from [`ClientOptions::retry_backoff`] to
 //! [`ClientOptions::max_backoff`] and are jittered (uniform in `[pause/2,
-//! pause]`, from a small per-client generator) so that the clients of a dead
+//! pause]`, from a per-client seeded generator) so that the clients of a dead
 //! leader do not reach the new one in lockstep.
 //!
 //! Retries are bounded by time, [`ClientOptions::deadline`], not by a count:
@@ -58,15 +56,14 @@
 //! deadline of 7 s (over 2 × D_A) lets a call caught in a failover return the
 //! new leader's timestamp rather than an error.
 //!
-//! The whole search runs inside the sender's request, with the connection's
-//! lock held: there is one request in flight per connection, so the callers
-//! arriving meanwhile queue up and are merged into the first request that
-//! reaches the leader. A batch's deadline counts from its oldest caller's
-//! arrival, so a caller queued behind a request that failed for the whole
-//! deadline is not made to wait a second deadline.
+//! The callers arriving during the search queue up and are merged into the
+//! first request that reaches the leader. A request's deadline counts from
+//! its oldest caller's arrival, so a caller queued behind a request that
+//! failed for the whole deadline is not made to wait a second deadline.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,14 +71,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use leasetso_core::rng::Rng;
-use leasetso_core::wire::{LEN_PREFIX, MAX_FRAME_LEN, VERSION};
-use leasetso_core::{ErrorCode, Frame, LeaderHint, LeaseView, MAX_LOGICAL, NodeId, Role, Timestamp};
+use leasetso_core::client::{Action, Answer, Broken, Call, ConnState, StatusReply, TRANSMIT_MIN};
+use leasetso_core::{
+    CallError, ClientConfig, ClientSession, LeaderHint, LeaseView, NodeId, Role, Ticket, Timestamp,
+};
 
 use crate::error::ClientError;
 
 /// The largest count one request can carry: a range must fit one millisecond.
-pub const MAX_COUNT: u32 = MAX_LOGICAL - 1;
+pub const MAX_COUNT: u32 = leasetso_core::client::MAX_COUNT;
 
 /// How a [`Client`] behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,12 +115,18 @@ pub struct ClientOptions {
     /// the same callers, so only a caller whose own count is too large gets
     /// that error.
     pub max_batch: u32,
+    /// The most requests outstanding on the connection (at least 1; 0 counts
+    /// as 1). One by default: the sender thread writes a request and waits
+    /// for its reply, and the callers arriving meanwhile are merged into the
+    /// next one. More pipelines requests once more than `max_batch`
+    /// timestamps are waiting.
+    pub max_in_flight: usize,
 }
 
 impl Default for ClientOptions {
     /// Any cluster, 3 s to connect and per reply, retries for 7 s (over
     /// 2 × D_A = 6.1 s with the default 3 s lease) with pauses from 10 ms
-    /// doubling to 250 ms, batches of up to 10,000.
+    /// doubling to 250 ms, batches of up to 10,000, one request in flight.
     fn default() -> Self {
         ClientOptions {
             cluster_id: 0,
@@ -134,6 +138,23 @@ impl Default for ClientOptions {
             // new leader soon after it serves.
             max_backoff: Duration::from_millis(250),
             max_batch: 10_000,
+            max_in_flight: 1,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The session's share of the options (the connect timeout stays here:
+    /// the connect is this runtime's).
+    fn session(&self) -> ClientConfig {
+        ClientConfig {
+            cluster_id: self.cluster_id,
+            request_timeout: self.request_timeout,
+            deadline: self.deadline,
+            retry_backoff: self.retry_backoff,
+            max_backoff: self.max_backoff,
+            max_batch: self.max_batch,
+            max_in_flight: self.max_in_flight.max(1),
         }
     }
 }
@@ -205,12 +226,13 @@ impl fmt::Display for NodeStatus {
 /// A blocking leasetso client; `Send + Sync`, share it across threads.
 pub struct Client {
     opts: ClientOptions,
-    link: Mutex<Link>,
-    batcher: Mutex<Batcher>,
-    /// The server talked to now, a copy of the link's. The link's lock is
-    /// held for a whole request, retries included (seconds in a failover):
-    /// [`Client::server_addr`] reads this instead of waiting for it.
-    current: Arc<Mutex<SocketAddr>>,
+    /// The session and who waits for what. Never held across I/O: callers
+    /// queue while the sender reads and writes.
+    shared: Mutex<Shared>,
+    /// The socket and its buffers: only the sender touches them.
+    io: Mutex<Io>,
+    /// The origin of the session's clock.
+    origin: Instant,
 }
 
 impl fmt::Debug for Client {
@@ -219,54 +241,76 @@ impl fmt::Debug for Client {
     }
 }
 
-/// Callers waiting for timestamps, and who sends for them.
+/// The session and the callers waiting on it.
 ///
-/// Invariant (no caller sleeps forever): whenever `queue` is not empty,
+/// Invariant (no caller sleeps forever): whenever `slots` is not empty,
 /// `sending` is true, and exactly one caller holds the sender role, either
-/// running a [`Sender`] or about to (its slot was posted [`Wake::Send`]).
-/// A sender serves the queue, oldest first, until its own range is in, and
-/// then hands the role to the oldest queued caller or, with an empty queue,
-/// clears `sending`: both under this lock, so a caller that enqueues sees
-/// either a sender that will serve it or no sender and becomes one.
-struct Batcher {
-    /// Callers whose counts have not been sent, oldest first.
-    queue: VecDeque<Arc<Slot>>,
+/// driving the session or about to (its slot was posted [`Wake::Send`]). A
+/// sender drives until its own call is answered and then hands the role to
+/// the oldest waiting caller or, with nobody waiting, clears `sending`: both
+/// under this lock, so a caller that queues sees either a sender that will
+/// serve it or no sender and becomes one.
+struct Shared {
+    session: ClientSession<ClientError>,
+    /// The waiting callers by ticket number.
+    slots: HashMap<u64, Arc<Slot>, BuildHasherDefault<TicketHasher>>,
     /// Whether a caller holds the sender role.
     sending: bool,
-    /// The batch buffer, reused by successive senders.
-    spare: Vec<Arc<Slot>>,
-    /// The most timestamps merged into one request: the option, lowered when
-    /// the server refuses a merged batch as too large (a server configured
-    /// with fewer timestamps per millisecond).
-    max_batch: u32,
 }
 
-/// One call's place in the batcher: what it asks for, where its answer goes,
-/// and the thread to wake when it is there.
+/// The socket and its buffers, allocated once per client.
+struct Io {
+    tcp: Option<TcpStream>,
+    out: Box<[u8]>,
+    inp: Box<[u8]>,
+}
+
+/// Room for the Hello and a few requests per write.
+const OUT: usize = 4 * TRANSMIT_MIN;
+/// One read's worth of replies.
+const INP: usize = 16 * 1024;
+
+/// Tickets are consecutive numbers: a multiplicative hash spreads them over
+/// the table without SipHash's cost.
+#[derive(Default)]
+struct TicketHasher(u64);
+
+impl Hasher for TicketHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// One call's place: where its answer goes and the thread to wake when it
+/// is there.
 struct Slot {
-    count: u32,
-    /// When the call was made: the deadline of the request carrying it
-    /// counts from its oldest caller's.
-    since: Instant,
     /// The calling thread, parked until `wake` is set.
     thread: Thread,
     /// Set once per call by the sender: the call's result or the sender role.
     /// A lock of its own, so that a woken caller does not contend for the
-    /// batcher's lock only to read its result.
+    /// session's lock only to read its result.
     wake: Mutex<Option<Wake>>,
 }
 
 /// Why a caller was woken.
 enum Wake {
-    /// Its range, or the error of the request that carried its count.
-    Done(Result<Timestamp, ClientError>),
-    /// It is now the sender (its count is still queued, at the front).
+    /// Its answer, or the error of the request that carried it.
+    Done(Result<Answer, ClientError>),
+    /// It is now the sender (its call is still unanswered).
     Send,
 }
 
 impl Slot {
-    fn new(count: u32) -> Arc<Slot> {
-        Arc::new(Slot { count, since: Instant::now(), thread: thread::current(), wake: Mutex::new(None) })
+    fn new() -> Arc<Slot> {
+        Arc::new(Slot { thread: thread::current(), wake: Mutex::new(None) })
     }
 
     /// Sets the wake-up and unparks the caller. The value is written before
@@ -293,104 +337,42 @@ impl Slot {
 }
 
 /// The sender role while a caller holds it. Dropping it hands the role on,
-/// on return and on unwinding alike, so the queued callers always have a
-/// sender (the [`Batcher`] invariant).
+/// on return and on unwinding alike, so the waiting callers always have a
+/// sender (the [`Shared`] invariant).
 struct Sender<'a> {
     client: &'a Client,
-    /// The sending caller's own slot: it sends until this one is answered.
-    me: &'a Arc<Slot>,
-    /// The callers of the request being sent, in queue order: taken off the
-    /// queue and not answered yet. Empty between requests.
-    batch: Vec<Arc<Slot>>,
-}
-
-impl Sender<'_> {
-    /// Sends batches, oldest callers first, until the sender's own count has
-    /// been answered; returns its result.
-    fn run(&mut self) -> Result<Timestamp, ClientError> {
-        loop {
-            // Only a sender posts to this slot, and it never posts `Send` to
-            // itself: the slot holds nothing or the caller's result.
-            if let Some(Wake::Done(result)) = lock(&self.me.wake).take() {
-                return result;
-            }
-            // This caller's count is still queued (it was not answered), so
-            // the batch is not empty.
-            let (total, since) = {
-                let mut b = lock(&self.client.batcher);
-                let mut total = 0u32;
-                // Queue order is arrival order: the callers taken (ahead of
-                // this one, or with it) arrived no later than it did.
-                let mut since = self.me.since;
-                while let Some(slot) = b.queue.front() {
-                    // Both at most MAX_COUNT < 2^18: no overflow.
-                    if !self.batch.is_empty() && total + slot.count > b.max_batch {
-                        break;
-                    }
-                    total += slot.count;
-                    since = since.min(slot.since);
-                    self.batch.extend(b.queue.pop_front());
-                }
-                (total, since)
-            };
-            let result = self.client.request_ts(total, since);
-            if self.batch.len() > 1
-                && result.as_ref().is_err_and(|e| e.code() == Some(ErrorCode::CountTooLarge))
-            {
-                // Merging made the count too large, not any one caller:
-                // send smaller batches from now on, these callers first.
-                let mut b = lock(&self.client.batcher);
-                b.max_batch = (total / 2).max(1);
-                tracing::debug!(total, max_batch = b.max_batch, "batch too large for the server; shrinking");
-                for slot in self.batch.drain(..).rev() {
-                    b.queue.push_front(slot);
-                }
-            } else {
-                // Each caller of the batch gets its own sub-range (or the
-                // error) and is woken; the sender's own slot is only written.
-                for (slot, result) in split(&result, &self.batch, |slot| slot.count) {
-                    if Arc::ptr_eq(slot, self.me) {
-                        *lock(&slot.wake) = Some(Wake::Done(result));
-                    } else {
-                        slot.post(Wake::Done(result));
-                    }
-                }
-                self.batch.clear();
-            }
-        }
-    }
+    /// The sender's own ticket.
+    me: Ticket,
 }
 
 impl Drop for Sender<'_> {
-    /// Hands the sender role to the oldest queued caller, or gives it up
+    /// Hands the sender role to the oldest waiting caller, or gives it up
     /// when nobody waits (then no one is woken: no system call at one caller).
     fn drop(&mut self) {
-        let mut b = lock(&self.client.batcher);
-        if thread::panicking() {
-            // Unwinding mid-request: the callers taken off the queue have no
-            // answer; they go back to its front and the next sender sends
-            // them. This caller's own count goes nowhere: no one waits for it.
-            b.queue.retain(|slot| !Arc::ptr_eq(slot, self.me));
-            for slot in self.batch.drain(..).rev() {
-                if !Arc::ptr_eq(&slot, self.me) {
-                    b.queue.push_front(slot);
-                }
-            }
-        }
-        self.batch.clear();
-        b.spare = std::mem::take(&mut self.batch);
-        let next = b.queue.front().cloned();
+        let mut st = lock(&self.client.shared);
+        // Still there only when unwinding: no one waits for that answer.
+        st.slots.remove(&self.me.get());
+        let next = st
+            .session
+            .pending()
+            .and_then(|t| st.slots.get(&t.get()))
+            // A pending call whose caller is gone (it unwound): any waiter.
+            .or_else(|| st.slots.values().next())
+            .cloned();
         if next.is_none() {
-            b.sending = false;
+            st.sending = false;
         }
-        drop(b);
-        // The next sender stays at the queue's front, where no one else takes
-        // it: there is no other sender until it runs.
+        drop(st);
         if let Some(next) = next {
             next.post(Wake::Send);
         }
     }
 }
+
+/// What the drive loop's `until` sees: the state, and whether the last round
+/// found nothing to do (no action, nothing to send or read, no timer); it
+/// must give a verdict then, or the loop would spin.
+type Until<'a, R> = &'a mut dyn FnMut(&mut Shared, bool) -> Option<R>;
 
 impl Client {
     /// Connects to a server with the default options and does the handshake.
@@ -416,39 +398,33 @@ impl Client {
         for a in addr.to_socket_addrs().map_err(|e| ClientError::Resolve { source: Arc::new(e) })? {
             push_new(&mut seeds, a);
         }
-        let Some(&first) = seeds.first() else {
-            return Err(ClientError::NoSeeds);
-        };
-        let current = Arc::new(Mutex::new(first));
-        let mut link = Link {
-            seeds,
-            seed: 0,
-            addr: first,
-            hinted: false,
-            current: Arc::clone(&current),
-            conn: None,
-            next_id: 1,
-            rng: Rng::new(rng_seed()),
+        // The only refusals: no seeds, and zero in flight (`session()`
+        // raises it to 1).
+        let session =
+            ClientSession::new(opts.session(), &seeds, rng_seed()).map_err(|_| ClientError::NoSeeds)?;
+        let client = Client {
+            opts,
+            shared: Mutex::new(Shared { session, slots: HashMap::default(), sending: false }),
+            io: Mutex::new(Io {
+                tcp: None,
+                out: vec![0; OUT].into_boxed_slice(),
+                inp: vec![0; INP].into_boxed_slice(),
+            }),
+            origin: Instant::now(),
         };
         // `seeds` is not empty: `last` is set by the first failure or the
         // loop returns early.
         let mut last = ClientError::NoSeeds;
-        for i in 0..link.seeds.len() {
-            link.go_seed(i);
-            match link.ensure(&opts) {
-                Ok(()) => {
-                    return Ok(Client {
-                        opts,
-                        link: Mutex::new(link),
-                        batcher: Mutex::new(Batcher {
-                            queue: VecDeque::new(),
-                            sending: false,
-                            spare: Vec::new(),
-                            max_batch: opts.max_batch.clamp(1, MAX_COUNT),
-                        }),
-                        current,
-                    });
-                }
+        for i in 0..seeds.len() {
+            let mut st = lock(&client.shared);
+            st.session.open(i);
+            let outcome = client.drive(st, &mut |st, stuck| match st.session.state() {
+                ConnState::Ready { .. } => Some(Ok(())),
+                _ if stuck || !st.session.opening() => Some(Err(last_error(&st.session))),
+                _ => None,
+            });
+            match outcome {
+                Ok(()) => return Ok(client),
                 Err(e) => {
                     tracing::debug!(error = %e, "seed did not complete the handshake");
                     last = e;
@@ -467,7 +443,7 @@ impl Client {
     /// it and when it falls back on the seeds. During a failover this is the
     /// address being tried, which may not answer.
     pub fn server_addr(&self) -> SocketAddr {
-        *lock(&self.current)
+        lock(&self.shared).session.addr()
     }
 
     /// One timestamp.
@@ -485,48 +461,26 @@ impl Client {
         if count == 0 || count > MAX_COUNT {
             return Err(ClientError::InvalidCount { count, max: MAX_COUNT });
         }
-        let me = Slot::new(count);
-        let mut b = lock(&self.batcher);
-        b.queue.push_back(Arc::clone(&me));
-        if b.sending {
-            drop(b);
-            match me.wait() {
-                Wake::Done(result) => return result,
-                Wake::Send => {}
-            }
-            b = lock(&self.batcher);
-        } else {
-            b.sending = true;
+        match self.call(Call::Ts { count })? {
+            Answer::Ts(ts) => Ok(ts),
+            _ => Err(self.mismatch()),
         }
-        let batch = std::mem::take(&mut b.spare);
-        drop(b);
-        Sender { client: self, me: &me, batch }.run()
     }
 
     /// The status of the server the client talks to.
     pub fn status(&self) -> Result<NodeStatus, ClientError> {
-        let mut link = lock(&self.link);
-        let mut retry = Retry::new(&self.opts, Instant::now());
-        loop {
-            let err = match link.round_trip(&self.opts, |id| Frame::GetStatus { id }) {
-                Ok((sent, Frame::Status { id, role, node, leader, window_end_ms, current, view }))
-                    if id == sent =>
-                {
-                    return Ok(NodeStatus { role, node, leader, window_end_ms, current, view });
-                }
-                Ok(_) => link.unexpected_reply(),
-                Err(e) => e,
-            };
-            if !err.is_retryable() || !retry.next(&mut link, &err) {
-                return Err(err);
+        match self.call(Call::Status)? {
+            Answer::Status(StatusReply { role, node, leader, window_end_ms, current, view }) => {
+                Ok(NodeStatus { role, node, leader, window_end_ms, current, view })
             }
+            _ => Err(self.mismatch()),
         }
     }
 
     /// The primary registration on the replica of the node this client talks
     /// to (no redirect: every node has a replica of its own).
     pub fn read_primary(&self) -> Result<Option<(NodeId, leasetso_core::Ballot)>, ClientError> {
-        self.primary_request(|id| Frame::ReadPrimary { id })
+        self.primary(Call::ReadPrimary)
     }
 
     /// Clears the registration on the replica of the node this client talks
@@ -536,49 +490,234 @@ impl Client {
         node: NodeId,
         tag: leasetso_core::Ballot,
     ) -> Result<Option<(NodeId, leasetso_core::Ballot)>, ClientError> {
-        self.primary_request(|id| Frame::ClearPrimary { id, node, tag })
+        self.primary(Call::ClearPrimary { node, tag })
     }
 
-    fn primary_request(
-        &self,
-        request: impl Fn(u64) -> Frame,
-    ) -> Result<Option<(NodeId, leasetso_core::Ballot)>, ClientError> {
-        let mut link = lock(&self.link);
-        match link.round_trip(&self.opts, request) {
-            Ok((sent, Frame::Primary { id, registered })) if id == sent => Ok(registered),
-            Ok(_) => Err(link.unexpected_reply()),
-            Err(e) => Err(e),
+    fn primary(&self, call: Call) -> Result<Option<(NodeId, leasetso_core::Ballot)>, ClientError> {
+        match self.call(call)? {
+            Answer::Primary(registered) => Ok(registered),
+            _ => Err(self.mismatch()),
         }
     }
 
-    /// Sends one GetTS for `total` timestamps, retrying (and finding the
-    /// leader) until the deadline counted from `since`, the oldest caller's
-    /// arrival.
-    fn request_ts(&self, total: u32, since: Instant) -> Result<Timestamp, ClientError> {
-        let mut link = lock(&self.link);
-        let mut retry = Retry::new(&self.opts, since);
+    /// An answer of another kind than the call: the session matches them,
+    /// so this is never returned in practice.
+    fn mismatch(&self) -> ClientError {
+        ClientError::Unexpected { addr: self.server_addr(), what: "an answer of another kind than the call" }
+    }
+
+    /// The session's clock: nanoseconds since the client was made.
+    fn now(&self) -> leasetso_core::Instant {
+        // Truncating: u64 nanoseconds last 584 years.
+        leasetso_core::Instant::from_nanos(self.origin.elapsed().as_nanos() as u64)
+    }
+
+    /// Queues `call` and waits for its answer, as the sender or woken by it.
+    fn call(&self, call: Call) -> Result<Answer, ClientError> {
+        let me = Slot::new();
+        let mut st = lock(&self.shared);
+        let ticket = st.session.push_call(call, self.now());
+        st.slots.insert(ticket.get(), Arc::clone(&me));
+        if st.sending {
+            drop(st);
+            match me.wait() {
+                Wake::Done(result) => return result,
+                Wake::Send => {}
+            }
+            st = lock(&self.shared);
+        } else {
+            st.sending = true;
+        }
+        let _sender = Sender { client: self, me: ticket };
+        self.drive(st, &mut |st, stuck| {
+            let mut mine = None;
+            while let Some(done) = st.session.poll_completion() {
+                let result = done.result.map_err(client_error);
+                let slot = st.slots.remove(&done.ticket.get());
+                if done.ticket == ticket {
+                    mine = Some(result);
+                } else if let Some(slot) = slot {
+                    slot.post(Wake::Done(result));
+                }
+            }
+            // Stuck cannot happen while this call is unanswered (the session
+            // always has an action, a frame, a read or a timer for a queued
+            // caller); should it, the call fails rather than hangs.
+            mine.or_else(|| stuck.then(|| Err(last_error(&st.session))))
+        })
+    }
+
+    /// Runs the session's loop (module documentation of
+    /// [`leasetso_core::client`]) until `until` returns a verdict: actions,
+    /// then writes, then a read while a reply is owed, else a sleep until
+    /// the next timer. The session's lock is released around every I/O.
+    fn drive<'c, R>(&'c self, mut st: MutexGuard<'c, Shared>, until: Until<'_, R>) -> R {
+        let mut guard = lock(&self.io);
+        let io = &mut *guard;
+        // Whether the last round found nothing to do: no action, nothing to
+        // send or read, no timer.
+        let mut stuck = false;
         loop {
-            let err = match link.round_trip(&self.opts, |id| Frame::GetTs { id, count: total }) {
-                Ok((sent, Frame::Ts { id, count, last })) if id == sent => {
-                    // The range must be `total` timestamps inside one millisecond,
-                    // never reaching logical 0.
-                    if count == total && last.logical >= total {
-                        return Ok(last);
+            let now = self.now();
+            if let Some(verdict) = until(&mut st, stuck) {
+                return verdict;
+            }
+            match st.session.poll_action() {
+                Some(Action::Close) => {
+                    io.tcp = None;
+                    continue;
+                }
+                Some(Action::Connect(addr)) => {
+                    io.tcp = None;
+                    tracing::debug!(%addr, "connecting");
+                    drop(st);
+                    let result = connect(addr, &self.opts);
+                    st = lock(&self.shared);
+                    match result {
+                        Ok(tcp) => {
+                            io.tcp = Some(tcp);
+                            st.session.connected(self.now());
+                        }
+                        Err((broken, e)) => {
+                            tracing::debug!(error = %e, "connect failed");
+                            st.session.connection_failed(broken, e, self.now());
+                        }
                     }
-                    link.drop_conn();
-                    ClientError::Unexpected {
-                        addr: link.addr,
-                        what: "a range that does not match the request",
+                    continue;
+                }
+                None => {}
+            }
+            let addr = st.session.addr();
+            let n = st.session.poll_transmit(&mut io.out, now);
+            if n > 0 {
+                drop(st);
+                let result = match io.tcp.as_mut() {
+                    Some(tcp) => tcp.write_all(&io.out[..n]),
+                    None => Err(io::ErrorKind::NotConnected.into()),
+                };
+                st = lock(&self.shared);
+                if let Err(e) = result {
+                    io.tcp = None;
+                    let (broken, e) = self.io_error(addr, e);
+                    tracing::debug!(error = %e, "write failed");
+                    st.session.connection_failed(broken, e, self.now());
+                }
+                continue;
+            }
+            if st.session.awaiting_reply() {
+                drop(st);
+                let result = match io.tcp.as_mut() {
+                    Some(tcp) => read(tcp, &mut io.inp),
+                    None => Err(io::ErrorKind::NotConnected.into()),
+                };
+                st = lock(&self.shared);
+                let now = self.now();
+                match result {
+                    Ok(0) => {
+                        io.tcp = None;
+                        st.session.connection_failed(Broken::Lost, ClientError::Closed { addr }, now);
+                    }
+                    Ok(n) => st.session.handle_input(&io.inp[..n], now),
+                    Err(e) => {
+                        io.tcp = None;
+                        let (broken, e) = self.io_error(addr, e);
+                        tracing::debug!(error = %e, "read failed");
+                        st.session.connection_failed(broken, e, now);
                     }
                 }
-                Ok(_) => link.unexpected_reply(),
-                Err(e) => e,
-            };
-            if !err.is_retryable() || !retry.next(&mut link, &err) {
-                return Err(err);
+                continue;
+            }
+            let timer = st.session.poll_timeout();
+            stuck = timer.is_none();
+            if let Some(at) = timer {
+                if at > now {
+                    tracing::debug!(pause = ?at.saturating_since(now), to = %addr, "retrying after a pause");
+                    drop(st);
+                    thread::sleep(at.saturating_since(now));
+                    st = lock(&self.shared);
+                }
+                st.session.handle_timeout(self.now());
             }
         }
     }
+
+    /// Classifies a failed read or write: a socket timeout is the request
+    /// timeout running out (the server does not answer: as a refusal), any
+    /// other error loses the connection.
+    fn io_error(&self, addr: SocketAddr, e: io::Error) -> (Broken, ClientError) {
+        if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+            (Broken::Unreachable, ClientError::Timeout { addr, after: self.opts.request_timeout })
+        } else {
+            (Broken::Lost, ClientError::Io { addr, source: Arc::new(e) })
+        }
+    }
+}
+
+/// Opens a connection with the options' timeouts (the request timeout as
+/// the socket's read and write timeouts).
+fn connect(addr: SocketAddr, opts: &ClientOptions) -> Result<TcpStream, (Broken, ClientError)> {
+    let connected = if opts.connect_timeout.is_zero() {
+        TcpStream::connect(addr)
+    } else {
+        TcpStream::connect_timeout(&addr, opts.connect_timeout)
+    };
+    let tcp = connected.map_err(|e| {
+        let err = if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) {
+            ClientError::Timeout { addr, after: opts.connect_timeout }
+        } else {
+            ClientError::Connect { addr, source: Arc::new(e) }
+        };
+        (Broken::Unreachable, err)
+    })?;
+    let io_err = |e: io::Error| (Broken::Lost, ClientError::Io { addr, source: Arc::new(e) });
+    tcp.set_nodelay(true).map_err(io_err)?;
+    let timeout = (!opts.request_timeout.is_zero()).then_some(opts.request_timeout);
+    tcp.set_read_timeout(timeout).map_err(io_err)?;
+    tcp.set_write_timeout(timeout).map_err(io_err)?;
+    Ok(tcp)
+}
+
+/// One read, retrying an interrupted one.
+fn read(tcp: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match tcp.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// The session's error as the client reports it: the transport errors are
+/// this runtime's own already.
+fn client_error(e: CallError<ClientError>) -> ClientError {
+    match e {
+        CallError::Server { addr, code, leader } => ClientError::Server { addr, code, leader },
+        CallError::Protocol { addr, source } => ClientError::Protocol { addr, source },
+        CallError::Unexpected { addr, what } => ClientError::Unexpected { addr, what },
+        CallError::Timeout { addr, after } => ClientError::Timeout { addr, after },
+        CallError::InvalidCount { count, max } => ClientError::InvalidCount { count, max },
+        CallError::Transport { error, .. } => error,
+    }
+}
+
+/// The session's last error, for an attempt that ended without a caller's
+/// completion (a handshake of [`ClientSession::open`]).
+fn last_error(session: &ClientSession<ClientError>) -> ClientError {
+    match session.last_error() {
+        Some(e) => client_error(e.clone()),
+        None => ClientError::Closed { addr: session.addr() },
+    }
+}
+
+/// A seed that differs between clients: the wall clock's nanoseconds (apart
+/// for processes started at different times), a process-wide count of
+/// clients (apart within a process) and the process id.
+fn rng_seed() -> u64 {
+    static CLIENTS: AtomicU64 = AtomicU64::new(0);
+    let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
+    // Truncating keeps the fast-changing low bits.
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (u64::from(std::process::id()) << 40)
 }
 
 /// Parses a comma-separated list of seed addresses, `"host:port,host:port"`,
@@ -617,390 +756,15 @@ fn push_new(seeds: &mut Vec<SocketAddr>, addr: SocketAddr) {
     }
 }
 
-/// Hands each caller of a batch (whose count `count` reads) its own
-/// sub-range of the reply, in order: the first caller gets the lowest
-/// timestamps. Every caller of a failed batch gets the error.
-fn split<'a, T>(
-    result: &'a Result<Timestamp, ClientError>,
-    batch: &'a [T],
-    count: impl Fn(&T) -> u32 + 'a,
-) -> impl Iterator<Item = (&'a T, Result<Timestamp, ClientError>)> + 'a {
-    let total: u64 = batch.iter().map(|c| u64::from(count(c))).sum();
-    // `request_ts` checked `last.logical >= total`: the range stays in one
-    // millisecond, so packed arithmetic is logical arithmetic.
-    let mut end = result.as_ref().map_or(0, |last| last.to_u64() - total);
-    batch.iter().map(move |caller| {
-        end += u64::from(count(caller));
-        (caller, result.clone().map(|_| Timestamp::from_u64(end)))
-    })
-}
-
 /// For locks whose data a panic cannot leave inconsistent: the client's code
 /// under them does not panic, and a half-read connection is dropped on error.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// How many moves may follow one another without a pause: enough to follow
-/// a hint and to fall back from a stale one to a seed, not enough to spin
-/// between two nodes naming each other.
-const AT_ONCE: u32 = 2;
-
-/// The least that pauses grow by, so that a zero `retry_backoff` still backs off.
-const MIN_STEP: Duration = Duration::from_millis(1);
-
-/// Where the next attempt goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Move {
-    /// The same address again.
-    Stay,
-    /// The hinted leader's address.
-    Hint(SocketAddr),
-    /// The seed after the one tried last.
-    NextSeed,
-}
-
-/// What to do after a retryable failure: where to go, and whether it may be
-/// done at once (still subject to [`AT_ONCE`]) or only after a pause.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Step {
-    to: Move,
-    at_once: bool,
-}
-
-/// The redirect decision (the rules of the module documentation) for a
-/// retryable `err` from `addr`, which came from a hint if `hinted`;
-/// `lost_here` says whether a connection to `addr` was already lost during
-/// this call.
-fn plan(err: &ClientError, addr: SocketAddr, hinted: bool, lost_here: bool) -> Step {
-    let step = |to, at_once| Step { to, at_once };
-    match err {
-        ClientError::Server { code: ErrorCode::NotLeader, leader, .. } => {
-            match leader.addr.filter(|a| !a.ip().is_unspecified() && a.port() != 0) {
-                // Redirected: go there at once.
-                Some(to) if to != addr => step(Move::Hint(to), true),
-                // It names itself: it holds the lease and is loading the
-                // window; it serves shortly.
-                Some(_) => step(Move::Stay, false),
-                // Nobody serves yet, or this node does not know who does.
-                None => step(Move::NextSeed, false),
-            }
-        }
-        // The window is being extended, here.
-        ClientError::Server { code: ErrorCode::LogicalExhausted, .. } => step(Move::Stay, false),
-        // `Internal`: this node is failing; another may take over from it.
-        ClientError::Server { .. } => step(Move::NextSeed, false),
-        // The server was there a moment ago (it closed an idle connection, or
-        // restarted): reopen at once. A second loss moves on, below, so that
-        // a node accepting and closing every connection cannot hold the
-        // client.
-        ClientError::Io { .. } | ClientError::Closed { .. } if !lost_here => step(Move::Stay, true),
-        // Refused, timed out, or lost again. A hinted leader that does not
-        // answer is stale: back to the seeds at once. A seed that does not
-        // answer: the next one, after a pause.
-        ClientError::Connect { .. }
-        | ClientError::Timeout { .. }
-        | ClientError::Io { .. }
-        | ClientError::Closed { .. } => step(Move::NextSeed, hinted),
-        // Not retryable: never asked.
-        _ => step(Move::Stay, false),
-    }
-}
-
-/// The retry state of one call: its deadline, the next pause, and the moves
-/// made in a row without one.
-struct Retry {
-    /// No attempt starts after it; `None` when the deadline lies beyond
-    /// what an `Instant` can hold (never).
-    until: Option<Instant>,
-    /// The longest next pause (the pause is drawn from its upper half).
-    pause: Duration,
-    max: Duration,
-    /// Moves made at once since the last pause.
-    at_once: u32,
-    /// Whether a connection to the current address was lost in this call.
-    lost_here: bool,
-}
-
-impl Retry {
-    fn new(opts: &ClientOptions, since: Instant) -> Self {
-        Retry {
-            until: since.checked_add(opts.deadline),
-            pause: opts.retry_backoff.min(opts.max_backoff),
-            max: opts.max_backoff,
-            at_once: 0,
-            lost_here: false,
-        }
-    }
-
-    /// Prepares the retry after the retryable `err`: follows a hint, falls
-    /// back on the seeds or stays, and pauses unless the move may be made
-    /// at once. Returns false, without pausing, once the deadline has passed.
-    fn next(&mut self, link: &mut Link, err: &ClientError) -> bool {
-        let left = match self.until {
-            Some(until) => until.saturating_duration_since(Instant::now()),
-            None => Duration::MAX,
-        };
-        if left.is_zero() {
-            tracing::debug!(error = %err, "retry deadline reached");
-            return false;
-        }
-        let step = plan(err, link.addr, link.hinted, self.lost_here);
-        match step.to {
-            Move::Stay => {
-                self.lost_here |= matches!(err, ClientError::Io { .. } | ClientError::Closed { .. });
-            }
-            Move::Hint(to) => {
-                tracing::debug!(from = %link.addr, %to, "following the leader hint");
-                link.go(to, true);
-                self.lost_here = false;
-            }
-            Move::NextSeed => {
-                link.go_seed(link.seed + 1);
-                self.lost_here = false;
-            }
-        }
-        if step.at_once && self.at_once < AT_ONCE {
-            self.at_once += 1;
-            tracing::debug!(error = %err, to = %link.addr, "retrying at once");
-        } else {
-            self.at_once = 0;
-            // The last pause is cut short so that the last attempt starts at
-            // the deadline rather than not at all.
-            let pause = link.rng.jitter(self.pause).min(left);
-            self.pause = self.pause.saturating_mul(2).max(MIN_STEP).min(self.max);
-            tracing::debug!(error = %err, to = %link.addr, ?pause, "retrying after a pause");
-            thread::sleep(pause);
-        }
-        true
-    }
-}
-
-/// A seed that differs between clients: the wall clock's nanoseconds (apart
-/// for processes started at different times), a process-wide count of
-/// clients (apart within a process) and the process id.
-fn rng_seed() -> u64 {
-    static CLIENTS: AtomicU64 = AtomicU64::new(0);
-    let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
-    // Truncating keeps the fast-changing low bits.
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (u64::from(std::process::id()) << 40)
-}
-
-/// The connection and where it goes.
-struct Link {
-    /// The addresses the client was given; never empty (`connect_with`
-    /// refuses an empty list).
-    seeds: Vec<SocketAddr>,
-    /// The seed tried last: falling back starts after it.
-    seed: usize,
-    /// The server talked to now.
-    addr: SocketAddr,
-    /// Whether `addr` came from a leader hint rather than from the seeds.
-    hinted: bool,
-    /// The client's copy of `addr`, for [`Client::server_addr`].
-    current: Arc<Mutex<SocketAddr>>,
-    conn: Option<Conn>,
-    next_id: u64,
-    /// Jitter for the pauses; under the link's lock, like the retries.
-    rng: Rng,
-}
-
-/// An open, handshaken connection.
-struct Conn {
-    tcp: TcpStream,
-    buf: Box<[u8; BUF]>,
-    start: usize,
-    end: usize,
-}
-
-/// Room for one whole frame of the largest size.
-const BUF: usize = LEN_PREFIX + MAX_FRAME_LEN as usize;
-
-impl Link {
-    fn drop_conn(&mut self) {
-        self.conn = None;
-    }
-
-    /// Moves to `addr` (dropping the connection if it goes elsewhere).
-    fn go(&mut self, addr: SocketAddr, hinted: bool) {
-        if addr != self.addr {
-            self.drop_conn();
-            self.addr = addr;
-            *lock(&self.current) = addr;
-        }
-        self.hinted = hinted;
-    }
-
-    /// Moves to the `i`-th seed, counting round (`seeds` is never empty).
-    fn go_seed(&mut self, i: usize) {
-        self.seed = i % self.seeds.len();
-        self.go(self.seeds[self.seed], false);
-    }
-
-    /// Connects and does the handshake, unless already connected.
-    fn ensure(&mut self, opts: &ClientOptions) -> Result<(), ClientError> {
-        if self.conn.is_some() {
-            return Ok(());
-        }
-        let addr = self.addr;
-        let connected = if opts.connect_timeout.is_zero() {
-            TcpStream::connect(addr)
-        } else {
-            TcpStream::connect_timeout(&addr, opts.connect_timeout)
-        };
-        let tcp = connected.map_err(|e| {
-            if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) {
-                ClientError::Timeout { addr, after: opts.connect_timeout }
-            } else {
-                ClientError::Connect { addr, source: Arc::new(e) }
-            }
-        })?;
-        let io_err = |e: io::Error| ClientError::Io { addr, source: Arc::new(e) };
-        tcp.set_nodelay(true).map_err(io_err)?;
-        let timeout = (!opts.request_timeout.is_zero()).then_some(opts.request_timeout);
-        tcp.set_read_timeout(timeout).map_err(io_err)?;
-        tcp.set_write_timeout(timeout).map_err(io_err)?;
-        self.conn = Some(Conn { tcp, buf: Box::new([0; BUF]), start: 0, end: 0 });
-        match self.exchange(opts, Frame::Hello { version: VERSION, cluster_id: opts.cluster_id }) {
-            Ok(Frame::Welcome { version, cluster_id, .. })
-                if version == VERSION && (opts.cluster_id == 0 || cluster_id == opts.cluster_id) =>
-            {
-                Ok(())
-            }
-            Ok(Frame::Error { code, leader, .. }) => {
-                self.drop_conn();
-                Err(ClientError::Server { addr, code, leader })
-            }
-            Ok(_) => {
-                self.drop_conn();
-                Err(ClientError::Unexpected { addr, what: "the handshake was not answered with Welcome" })
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Sends a request built from a fresh id and reads its reply, connecting
-    /// first if needed. Returns the id and the reply; an `Error` frame for
-    /// this request becomes [`ClientError::Server`].
-    fn round_trip(
-        &mut self,
-        opts: &ClientOptions,
-        request: impl Fn(u64) -> Frame,
-    ) -> Result<(u64, Frame), ClientError> {
-        self.ensure(opts)?;
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        match self.exchange(opts, request(id))? {
-            Frame::Error { id: 0, code, leader } if code.is_fatal() => {
-                // The server closes after a fatal error.
-                self.drop_conn();
-                Err(ClientError::Server { addr: self.addr, code, leader })
-            }
-            Frame::Error { id: got, code, leader } if got == id => {
-                Err(ClientError::Server { addr: self.addr, code, leader })
-            }
-            reply => Ok((id, reply)),
-        }
-    }
-
-    /// A reply that answers something else: the connection is out of step.
-    fn unexpected_reply(&mut self) -> ClientError {
-        self.drop_conn();
-        ClientError::Unexpected { addr: self.addr, what: "a reply that does not answer the request" }
-    }
-
-    /// Writes `frame` and reads one frame back. Any failure drops the
-    /// connection: after it, the stream's position is unknown.
-    fn exchange(&mut self, opts: &ClientOptions, frame: Frame) -> Result<Frame, ClientError> {
-        let addr = self.addr;
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(ClientError::Closed { addr });
-        };
-        let result = conn.exchange(frame).map_err(|e| match e {
-            ConnError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                ClientError::Timeout { addr, after: opts.request_timeout }
-            }
-            ConnError::Io(e) => ClientError::Io { addr, source: Arc::new(e) },
-            ConnError::Closed => ClientError::Closed { addr },
-            ConnError::Wire(source) => ClientError::Protocol { addr, source },
-        });
-        if result.is_err() {
-            self.drop_conn();
-        }
-        result
-    }
-}
-
-enum ConnError {
-    Io(io::Error),
-    Closed,
-    Wire(leasetso_core::WireError),
-}
-
-impl Conn {
-    fn exchange(&mut self, frame: Frame) -> Result<Frame, ConnError> {
-        let mut out = [0u8; BUF];
-        let mut slice = &mut out[..];
-        // Every frame fits `BUF` bytes (`MAX_FRAME_LEN` bounds them all).
-        let n = frame
-            .encode(&mut slice)
-            .map_err(|e| ConnError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        self.tcp.write_all(&out[..n]).map_err(ConnError::Io)?;
-        loop {
-            match Frame::decode(&self.buf[self.start..self.end]) {
-                Ok(Some((frame, used))) => {
-                    self.start += used;
-                    return Ok(frame);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(ConnError::Wire(e)),
-            }
-            if self.start == self.end {
-                (self.start, self.end) = (0, 0);
-            } else if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                (self.start, self.end) = (0, self.end - self.start);
-            }
-            match self.tcp.read(&mut self.buf[self.end..]) {
-                Ok(0) => return Err(ConnError::Closed),
-                Ok(n) => self.end += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(ConnError::Io(e)),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn split_hands_out_disjoint_ranges_in_order() {
-        let last = Timestamp::new(1_000, 100).unwrap();
-        let batch = [(7, 10), (3, 1), (9, 89)];
-        let result = Ok(last);
-        let got: Vec<_> = split(&result, &batch, |&(_, c)| c).map(|(&(t, _), r)| (t, r.unwrap())).collect();
-        assert_eq!(
-            got,
-            [
-                // The reply's range is logical 1..=100: 1..=10, 11..=11, 12..=100.
-                (7, Timestamp::new(1_000, 10).unwrap()),
-                (3, Timestamp::new(1_000, 11).unwrap()),
-                (9, Timestamp::new(1_000, 100).unwrap()),
-            ]
-        );
-    }
-
-    #[test]
-    fn split_fails_every_caller_of_a_failed_batch() {
-        let err = ClientError::Closed { addr: "127.0.0.1:1".parse().unwrap() };
-        let result = Err(err);
-        let done: Vec<_> = split(&result, &[(1, 1), (2, 5)], |&(_, c): &(u64, u32)| c).collect();
-        assert_eq!(done.len(), 2);
-        assert!(done.iter().all(|(_, r)| matches!(r, Err(ClientError::Closed { .. }))));
-    }
 
     #[test]
     fn status_line() {
@@ -1040,47 +804,20 @@ mod tests {
     }
 
     #[test]
-    fn plan_follows_the_redirect_rules() {
-        let here: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let there: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        let not_leader = |addr| ClientError::Server {
-            addr: here,
-            code: ErrorCode::NotLeader,
-            leader: LeaderHint { node: Some(NodeId(1)), addr },
-        };
-        let code = |code| ClientError::Server { addr: here, code, leader: LeaderHint::default() };
-        let refused =
-            ClientError::Connect { addr: here, source: Arc::new(io::ErrorKind::ConnectionRefused.into()) };
-        let closed = ClientError::Closed { addr: here };
-        let step = |to, at_once| Step { to, at_once };
-
-        assert_eq!(plan(&not_leader(Some(there)), here, false, false), step(Move::Hint(there), true));
-        assert_eq!(plan(&not_leader(Some(here)), here, false, false), step(Move::Stay, false));
-        assert_eq!(plan(&not_leader(None), here, true, false), step(Move::NextSeed, false));
-        let wildcard = "0.0.0.0:2".parse().unwrap();
-        assert_eq!(plan(&not_leader(Some(wildcard)), here, false, false), step(Move::NextSeed, false));
-        assert_eq!(plan(&code(ErrorCode::LogicalExhausted), here, false, false), step(Move::Stay, false));
-        assert_eq!(plan(&code(ErrorCode::Internal), here, false, false), step(Move::NextSeed, false));
-        // A hint that does not answer is stale: back to the seeds at once.
-        assert_eq!(plan(&refused, here, true, false), step(Move::NextSeed, true));
-        assert_eq!(plan(&refused, here, false, false), step(Move::NextSeed, false));
-        // A lost connection is reopened once at once, then treated as refused.
-        assert_eq!(plan(&closed, here, false, false), step(Move::Stay, true));
-        assert_eq!(plan(&closed, here, false, true), step(Move::NextSeed, false));
-        assert_eq!(plan(&closed, here, true, true), step(Move::NextSeed, true));
+    fn two_clients_made_at_once_draw_differently() {
+        assert_ne!(rng_seed(), rng_seed());
     }
 
     #[test]
-    fn jitter_stays_in_the_upper_half_and_varies() {
-        let mut rng = Rng::new(rng_seed());
-        let pause = Duration::from_millis(100);
-        let draws: Vec<Duration> = (0..1_000).map(|_| rng.jitter(pause)).collect();
-        assert!(draws.iter().all(|d| *d >= pause / 2 && *d <= pause));
-        assert!(draws.iter().any(|d| *d < pause * 3 / 4) && draws.iter().any(|d| *d > pause * 3 / 4));
-        assert_eq!(rng.jitter(Duration::ZERO), Duration::ZERO);
-        assert!(rng.jitter(Duration::MAX) >= Duration::from_nanos(u64::MAX / 2));
-        // Two clients made at once draw differently.
-        assert_ne!(Rng::new(rng_seed()).next_u64(), Rng::new(rng_seed()).next_u64());
+    fn tickets_hash_apart() {
+        let hash = |n: u64| {
+            let mut h = TicketHasher::default();
+            h.write_u64(n);
+            h.finish()
+        };
+        // hashbrown picks buckets from the low bits and tags from the top 7.
+        assert_ne!(hash(1) & 0xff, hash(2) & 0xff);
+        assert_ne!(hash(1) >> 57, hash(2) >> 57);
     }
 
     #[test]
