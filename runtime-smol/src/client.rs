@@ -143,6 +143,13 @@ struct Io {
     out_start: usize,
     out_end: usize,
     buf: Box<[u8; READ_BUF]>,
+    /// Wakes the driver for the session's next timeout. Kept armed across
+    /// steps and moved only when the deadline comes earlier: arming an
+    /// async-io timer wakes its reactor thread, which per request would
+    /// cost more than the request.
+    timer: async_io::Timer,
+    /// When `timer` fires, if it is armed.
+    armed: Option<std::time::Instant>,
 }
 
 struct Inner {
@@ -196,6 +203,8 @@ impl Client {
                 out_start: 0,
                 out_end: 0,
                 buf: Box::new([0; READ_BUF]),
+                timer: async_io::Timer::never(),
+                armed: None,
             }),
             pushed: Event::new(),
             clock: Clock::new(),
@@ -341,6 +350,15 @@ impl Client {
                 // Listening before the lock is released: no push is missed.
                 (wait, inner.pushed.listen())
             };
+            // The armed timer, if earlier, wakes the driver first; it then
+            // finds nothing due and re-arms. A later one must move.
+            if let Some(wait) = wait {
+                let at = std::time::Instant::now() + wait;
+                if io.armed.is_none_or(|armed| armed > at) {
+                    io.timer.set_at(at);
+                    io.armed = Some(at);
+                }
+            }
             // 2. I/O, with no lock held but the socket's.
             if let Some(addr) = io.connect {
                 let result = connect(addr, inner.opts.connect_timeout).await;
@@ -356,18 +374,19 @@ impl Client {
                 }
                 continue;
             }
-            let Some(stream) = io.stream.as_mut() else {
+            let Io { stream, buf, timer, armed, out, out_start, out_end, .. } = io;
+            let Some(stream) = stream.as_mut() else {
                 // Nothing to do but wait out a pause or a new caller.
-                sleep_or(wait, listener).await;
+                sleep_or(listener, timer, armed).await;
                 continue;
             };
-            if io.out_start < io.out_end {
-                let written = stream.write(&io.out[io.out_start..io.out_end]).await;
+            if *out_start < *out_end {
+                let written = stream.write(&out[*out_start..*out_end]).await;
                 match written {
                     Ok(n) if n > 0 => {
-                        io.out_start += n;
-                        if io.out_start == io.out_end {
-                            (io.out_start, io.out_end) = (0, 0);
+                        *out_start += n;
+                        if *out_start == *out_end {
+                            (*out_start, *out_end) = (0, 0);
                         }
                     }
                     Ok(_) => fail(inner, io, Broken::Lost, Transport::Closed),
@@ -377,9 +396,9 @@ impl Client {
             }
             // Read while an answer is owed (or to see the server close),
             // and wake for a pause's or timeout's end or a new caller.
-            let read = async { Some(stream.read(&mut io.buf[..]).await) };
+            let read = async { Some(stream.read(&mut buf[..]).await) };
             let other = async {
-                sleep_or(wait, listener).await;
+                sleep_or(listener, timer, armed).await;
                 None
             };
             match future::or(read, other).await {
@@ -403,16 +422,17 @@ fn fail(inner: &Inner, io: &mut Io, broken: Broken, e: Transport) {
     st.session.connection_failed(broken, e, inner.clock.now());
 }
 
-async fn sleep_or(wait: Option<Duration>, listener: event_listener::EventListener) {
-    match wait {
-        Some(d) => {
-            future::or(listener, async {
-                async_io::Timer::after(d).await;
-            })
-            .await
-        }
-        None => listener.await,
-    }
+/// Waits for a new caller or the armed timer.
+async fn sleep_or(
+    listener: event_listener::EventListener,
+    timer: &mut async_io::Timer,
+    armed: &mut Option<std::time::Instant>,
+) {
+    future::or(listener, async {
+        timer.await;
+        *armed = None;
+    })
+    .await
 }
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Transport> {
