@@ -1470,6 +1470,46 @@ mod tests {
     }
 
     #[test]
+    fn a_warmed_up_session_keeps_its_capacity() {
+        let mut s = session(ClientConfig { max_batch: 8, ..config(2) }, &[A]);
+        let mut buf = [0u8; 4 * TRANSMIT_MIN];
+        let mut reply = Vec::with_capacity(256);
+        let mut now = ms(0);
+        s.push(1, now);
+        let _ = connect(&mut s, A, now);
+        input(&mut s, &[welcome(), ts_frame(1, 1, 1, 1)], now);
+        let _ = done(&mut s);
+        let mut round = |s: &mut Session, now: Instant, physical: u64| {
+            for _ in 0..20 {
+                s.push(1, now);
+            }
+            while s.pending().is_some() {
+                let n = s.poll_transmit(&mut buf, now);
+                let mut at = 0;
+                reply.clear();
+                while let Ok(Some((Frame::GetTs { id, count }, used))) = Frame::decode(&buf[at..n]) {
+                    at += used;
+                    ts_frame(id, count, physical, count).encode(&mut reply).unwrap();
+                }
+                s.handle_input(&reply, now);
+                while s.poll_completion().is_some() {}
+            }
+        };
+        for i in 0..100 {
+            now += Duration::from_millis(1);
+            round(&mut s, now, 10 + i);
+        }
+        let capacity =
+            |s: &Session| (s.queue.capacity(), s.sent.capacity(), s.in_flight.capacity(), s.done.capacity());
+        let warm = capacity(&s);
+        for i in 0..1_000 {
+            now += Duration::from_millis(1);
+            round(&mut s, now, 200 + i);
+        }
+        assert_eq!(capacity(&s), warm, "a queue grew after the warm-up");
+    }
+
+    #[test]
     fn no_seeds_or_no_room_in_flight_is_refused() {
         let none: Result<Session, _> = ClientSession::new(ClientConfig::default(), &[], 0);
         assert_eq!(none.err(), Some(ClientConfigError::NoSeeds));
