@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_executor::Executor;
 use leasetso_smol::{Client, ClientOptions, Server, ServerConfig};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = tempfile::tempdir()?;
     let server = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?, data.path()))?;
     let node = server.handle();
