@@ -820,6 +820,38 @@ mod tests {
         assert_ne!(hash(1) >> 57, hash(2) >> 57);
     }
 
+    #[cfg(feature = "server")]
+    #[test]
+    fn pipelined_requests_against_a_real_server_hand_out_unique_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path());
+        let server = crate::Server::start(cfg).unwrap();
+        assert!(server.wait_serving(Duration::from_secs(10)));
+        let opts = ClientOptions { max_in_flight: 3, max_batch: 4, ..ClientOptions::default() };
+        let client = Arc::new(Client::connect_with(server.local_addr(), opts).unwrap());
+        let handles: Vec<_> = (0..12u32)
+            .map(|t| {
+                let client = Arc::clone(&client);
+                thread::spawn(move || {
+                    let count = t % 3 + 1;
+                    (0..50).map(|_| (count, client.get_ts_n(count).unwrap().to_u64())).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut ranges: Vec<(u64, u64)> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .map(|(count, last)| (last + 1 - u64::from(count), last))
+            .collect();
+        ranges.sort_unstable();
+        assert_eq!(ranges.len(), 600);
+        for w in ranges.windows(2) {
+            assert!(w[0].1 < w[1].0, "ranges overlap: {w:?}");
+        }
+        assert_eq!(client.status().unwrap().role, Role::Leader);
+        server.shutdown();
+    }
+
     #[test]
     fn client_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
