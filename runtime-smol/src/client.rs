@@ -190,7 +190,7 @@ impl Client {
         let mut session = Session::new(opts.core(), seeds, rng_seed).map_err(|e| match e {
             leasetso_core::client::ClientConfigError::NoSeeds => ClientError::NoSeeds,
             leasetso_core::client::ClientConfigError::NoneInFlight => {
-                ClientError::InvalidCount { count: 0, max: MAX_COUNT }
+                ClientError::InvalidOptions { what: "max_in_flight must be at least 1" }
             }
         })?;
         session.open(0);

@@ -167,8 +167,15 @@ pub enum ClientError {
         /// The largest count a request may carry.
         max: u32,
     },
-    /// The client's connection task is gone (the client was shut down).
-    #[error("the client is shut down")]
+    /// The client's options cannot work (`max_in_flight` 0).
+    #[error("invalid client options: {what}")]
+    InvalidOptions {
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// The call's place in the client was lost (its bookkeeping was
+    /// removed before its answer came): it was not answered.
+    #[error("the call was not answered: the client dropped it")]
     Shutdown,
 }
 
@@ -203,6 +210,7 @@ impl ClientError {
             | ClientError::Protocol { .. }
             | ClientError::Unexpected { .. }
             | ClientError::InvalidCount { .. }
+            | ClientError::InvalidOptions { .. }
             | ClientError::Shutdown => false,
         }
     }

@@ -23,7 +23,7 @@
 //! The [`Node`] sits behind one `std::sync::Mutex`, taken for the length of
 //! one `get_ts` call or one batch of driver inputs and never across an
 //! `.await`. Sled is blocking: every store operation runs on a dedicated
-//! store thread ([`crate::store`]), so an fsync never delays GetTS, a
+//! store thread (`store.rs`), so an fsync never delays GetTS, a
 //! Promise or an Accept.
 
 use std::net::{SocketAddr, TcpListener};

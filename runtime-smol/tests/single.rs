@@ -119,6 +119,17 @@ fn requests_are_pipelined() {
     assert_eq!(server.handle.stats().connections, 1);
 }
 
+/// Options no session can run with, and no seeds, fail at once.
+#[test]
+fn unusable_options_and_no_seeds_fail_at_connect() {
+    let o = ClientOptions { max_in_flight: 0, ..opts() };
+    let addr = "127.0.0.1:1".parse().unwrap();
+    let err = smol::block_on(Client::connect(&[addr], o)).expect_err("max_in_flight 0");
+    assert!(matches!(err, ClientError::InvalidOptions { .. }), "{err}");
+    let err = smol::block_on(Client::connect(&[], opts())).expect_err("no seeds");
+    assert!(matches!(err, ClientError::NoSeeds), "{err}");
+}
+
 /// A client naming another cluster is refused at the handshake.
 #[test]
 fn cluster_mismatch_is_refused() {
