@@ -53,10 +53,7 @@ pub(crate) async fn accept(
             Counters::bump(&shared.counters.connections, 1);
             let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
             let conn_shared = Arc::clone(&shared);
-            ex.spawn(async move {
-                future::or(serve(&conn_shared, stream, id), conn_shared.stopped()).await;
-            })
-            .detach();
+            shared.spawn_conn(&ex, async move { serve(&conn_shared, stream, id).await });
         }
     };
     future::or(accepting, shared.stopped()).await;

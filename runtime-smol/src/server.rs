@@ -244,6 +244,25 @@ impl Shared {
         future::or(async { rx.recv().await.ok() }, timeout).await
     }
 
+    /// Serves one client connection (of either door) as a task on `ex`,
+    /// counted open until it ends: the stop waits for every one to close
+    /// before the lease is released, so no client is told `NotLeader` by a
+    /// node that is merely shutting down.
+    pub(crate) fn spawn_conn(
+        self: &Arc<Self>,
+        ex: &Executor<'static>,
+        serve: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.open_conns.fetch_add(1, Ordering::SeqCst);
+        let shared = Arc::clone(self);
+        ex.spawn(async move {
+            future::or(serve, shared.stopped()).await;
+            shared.open_conns.fetch_sub(1, Ordering::SeqCst);
+            shared.wake.notify(usize::MAX);
+        })
+        .detach();
+    }
+
     /// Bit `i` set: the link to node `i` is up (a single node: its own bit).
     pub(crate) fn links_up(&self) -> u32 {
         self.net.as_ref().map_or(1 << self.node_id.0, |net| net.links_up())
@@ -578,15 +597,11 @@ async fn accept(shared: Arc<Shared>, ex: Weak<Executor<'static>>, listener: asyn
             let Some(ex) = ex.upgrade() else { return };
             Counters::bump(&shared.counters.connections, 1);
             tracing::debug!(%peer, "client connected");
-            shared.open_conns.fetch_add(1, Ordering::SeqCst);
             let conn_shared = Arc::clone(&shared);
-            ex.spawn(async move {
-                future::or(conn::serve(&conn_shared, stream), conn_shared.stopped()).await;
-                conn_shared.open_conns.fetch_sub(1, Ordering::SeqCst);
-                conn_shared.wake.notify(usize::MAX);
+            shared.spawn_conn(&ex, async move {
+                conn::serve(&conn_shared, stream).await;
                 tracing::debug!(%peer, "client disconnected");
-            })
-            .detach();
+            });
         }
     };
     future::or(accepting, shared.stopped()).await;
