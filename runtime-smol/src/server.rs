@@ -280,6 +280,8 @@ pub struct Server {
     pending: Option<Pending>,
     /// Ends (its sender drops) when the store thread exits.
     store_done: async_channel::Receiver<()>,
+    /// Threads that run the server's tasks, the one polling `run` included.
+    workers: usize,
 }
 
 /// Talks to a server from anywhere: asks it to stop, reads its state.
@@ -474,6 +476,7 @@ impl Server {
             driver_tx,
             pending,
             store_done,
+            workers: 1,
         })
     }
 
@@ -497,6 +500,17 @@ impl Server {
         self.resp_listener.as_ref().map(|&(_, a)| a)
     }
 
+    /// Runs the server's tasks on `workers` threads instead of one: the one
+    /// polling [`Server::run`] and `workers - 1` of the server's own, which
+    /// end when `run` does. For a server that has the machine to itself
+    /// (`leasetso serve --runtime smol` uses one per core), so that client
+    /// connections are served on every core; an application that embeds a
+    /// node on its own executor leaves it at 1, the default.
+    pub fn with_workers(mut self, workers: usize) -> Server {
+        self.workers = workers.max(1);
+        self
+    }
+
     /// A handle that stops the server and reads its state while it runs.
     pub fn handle(&self) -> Handle {
         Handle { shared: Arc::clone(&self.shared) }
@@ -517,6 +531,7 @@ impl Server {
             driver_tx,
             pending,
             store_done,
+            workers,
         } = self;
         let listen_err = |source| ServerError::Bind { addr: shared.local_addr, source };
         let listener = async_net::TcpListener::try_from(listener).map_err(listen_err)?;
@@ -555,7 +570,32 @@ impl Server {
             shared.store.close();
             let _ = store_done.recv().await;
         };
+        // The helpers run the same executor until `run` is done, then let go
+        // of it before it is dropped here.
+        let (release_helpers, released) = async_channel::bounded::<()>(1);
+        let mut helpers_gone = Vec::with_capacity(workers.saturating_sub(1));
+        for _ in 1..workers {
+            let (gone_tx, gone_rx) = async_channel::bounded::<()>(1);
+            let helper_ex = Arc::clone(&ex);
+            let released = released.clone();
+            let spawned = std::thread::Builder::new().name("leasetso-worker".into()).spawn(move || {
+                async_io::block_on(helper_ex.run(async {
+                    let _ = released.recv().await;
+                }));
+                drop(helper_ex);
+                drop(gone_tx);
+            });
+            match spawned {
+                Ok(_) => helpers_gone.push(gone_rx),
+                // Fewer helpers only means fewer cores serve.
+                Err(e) => tracing::warn!(error = %e, "cannot start a worker thread"),
+            }
+        }
         ex.run(serving).await;
+        release_helpers.close();
+        for gone in helpers_gone {
+            let _ = gone.recv().await;
+        }
         // Dropping the executor cancels the peer links and readers and
         // closes their sockets; the listeners close with their tasks.
         drop(ex);

@@ -140,6 +140,32 @@ fn cluster_mismatch_is_refused() {
     assert_eq!(err.code(), Some(ErrorCode::ClusterMismatch), "{err}");
 }
 
+/// A server whose tasks run on three threads serves many connections at
+/// once, hands out no timestamp twice, and stops cleanly.
+#[test]
+fn several_workers_serve_many_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = leasetso_smol::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path());
+    let server = Running::from_bound(leasetso_smol::Server::bind(cfg).unwrap().with_workers(3));
+    assert!(smol::block_on(server.handle.wait_serving(Duration::from_secs(5))));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let client = leasetso_std::Client::connect(addr).unwrap();
+                (0..300).map(|_| client.get_ts().unwrap().to_u64()).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "a timestamp was handed out twice");
+    assert_eq!(server.handle.stats().connections, 8);
+    server.stop();
+}
+
 /// The std client speaks to the smol server.
 #[test]
 fn std_client_against_smol_server() {

@@ -347,7 +347,9 @@ fn serve_smol(cfg: leasetso_smol::ServerConfig, id: NodeId, cluster: bool) -> Re
     }) {
         tracing::warn!(error = %e, "cannot handle Ctrl-C / SIGTERM; stop the process another way");
     }
-    let server = leasetso_smol::Server::bind(cfg).map_err(|e| e.to_string())?;
+    // Every core serves client connections, as the std server's threads do.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let server = leasetso_smol::Server::bind(cfg).map_err(|e| e.to_string())?.with_workers(workers);
     let handle = server.handle();
     let peer_addr = server.peer_addr();
     if let Some(addr) = server.resp_addr() {
