@@ -270,11 +270,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     node.store_timeout = node.store_timeout.min(node.lease.duration);
     let cluster = nodes > 1;
     if args.runtime == RuntimeArg::Smol {
-        if args.resp.is_some() {
-            return Err(
-                "--resp is not served by --runtime smol yet; use --runtime std for the RESP door".into()
-            );
-        }
         let cfg = leasetso_smol::ServerConfig {
             listen: args.listen,
             data_dir: args.data,
