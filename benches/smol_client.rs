@@ -25,7 +25,8 @@
 //! `SMOL_WARMUP` (0.5), `SMOL_ROUNDS` (3), `SMOL_WORKERS` (cores),
 //! `SMOL_SERVERS` (std,smol), `SMOL_STD_CLIENT_MAX` (the most threads the
 //! std client is run with, 256), `SMOL_LATENCY_SAMPLES` (50000 per series),
-//! `LEASETSO_BIN`. Run in test mode (`cargo test --benches`) it makes one
+//! `SMOL_IN_FLIGHT` (the smol client's `max_in_flight`, its default unless
+//! set), `LEASETSO_BIN`. Run in test mode (`cargo test --benches`) it makes one
 //! short round at 1 and 8 callers and 300 latency samples as a smoke test.
 //! Not a test: it asserts nothing about the speed.
 
@@ -49,6 +50,8 @@ struct Settings {
     servers: Vec<String>,
     std_client_max: usize,
     latency_samples: usize,
+    /// The smol client's `max_in_flight`; `None` keeps its default.
+    in_flight: Option<usize>,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -84,6 +87,10 @@ impl Settings {
             servers: env_list("SMOL_SERVERS", &offered.join(",")),
             std_client_max: env_or("SMOL_STD_CLIENT_MAX", 256),
             latency_samples: env_or("SMOL_LATENCY_SAMPLES", if bench { 50_000 } else { 300 }),
+            in_flight: std::env::var("SMOL_IN_FLIGHT")
+                .ok()
+                .map(|v| v.trim().parse().expect("SMOL_IN_FLIGHT: a number"))
+                .filter(|&n: &usize| n > 0),
         }
     }
 }
@@ -233,12 +240,15 @@ fn fmt_rate(r: f64) -> String {
 }
 
 /// Connects the smol client to `addr`, retrying while the server starts.
-fn connect_smol(pool: &Pool, addr: SocketAddr) -> leasetso_smol::Client {
+fn connect_smol(pool: &Pool, addr: SocketAddr, in_flight: Option<usize>) -> leasetso_smol::Client {
+    let mut opts = leasetso_smol::ClientOptions::default();
+    if let Some(n) = in_flight {
+        opts.max_in_flight = n;
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let attempt = pool.run(async move {
-            let client =
-                leasetso_smol::Client::connect(&[addr], leasetso_smol::ClientOptions::default()).await?;
+            let client = leasetso_smol::Client::connect(&[addr], opts).await?;
             client.get_ts().await?;
             Ok::<_, leasetso_smol::ClientError>(client)
         });
@@ -287,19 +297,20 @@ fn main() {
     let pool = Pool::new(cfg.workers);
     let mut columns = Vec::new();
     for (rt, server) in &servers {
-        columns.push(Column::Smol { server: rt, client: connect_smol(&pool, server.addr()) });
+        columns.push(Column::Smol { server: rt, client: connect_smol(&pool, server.addr(), cfg.in_flight) });
     }
     for (rt, server) in &servers {
         columns.push(Column::Std { server: rt, client: Box::new(connect_std(server.addr())) });
     }
     let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "smol_client: {} ({}), servers {}, executor with {} worker threads, {} s per run after {} s warm-up, \
-         median of {} interleaved rounds; load average {}",
+        "smol_client: {} ({}), servers {}, executor with {} worker threads, smol client max_in_flight {}, \
+         {} s per run after {} s warm-up, median of {} interleaved rounds; load average {}",
         bin.display(),
         offered.join("/"),
         servers.iter().map(|(rt, s)| format!("{rt} on {}", s.addr())).collect::<Vec<_>>().join(", "),
         cfg.workers,
+        cfg.in_flight.unwrap_or(leasetso_smol::ClientOptions::default().max_in_flight),
         cfg.seconds,
         cfg.warmup,
         cfg.rounds,
