@@ -1,0 +1,247 @@
+//! The driver's work on the node, minus its waiting: what reaches it
+//! ([`Input`]), one step over the inputs that arrived ([`step`]), handing the
+//! outputs on ([`Outs::dispatch`]), the graceful release ([`release`]) and
+//! building a node whose restart counter the peers told ([`recovered_node`]).
+//!
+//! Each runtime's driver (a thread on a channel with a timeout, a task on an
+//! async channel raced against a timer) only waits for the next input or the
+//! node's next deadline and takes the node's lock around [`step`]. The
+//! order of the core's loop rule is kept here, once: every input is followed
+//! by draining the node's outputs, a due timeout is fed after the inputs, and
+//! the outputs are handed on only once the lock is released.
+
+use std::time::Duration;
+
+use leasetso_core::{
+    Ballot, Event, Instant, LeaseMsg, Message, Node, NodeConfig, NodeId, Output, PeerFrame, Recovered,
+    StoreReply, StoreRequest,
+};
+use leasetso_sled::SledStore;
+
+/// The longest the driver sleeps without looking at the clock again. Its
+/// sleep is measured on a clock that may stop during a suspend while the
+/// node's clock does not, so it wakes at least this often to catch up.
+pub const MAX_DRIVER_SLEEP: Duration = Duration::from_secs(1);
+/// Inputs taken per lock of the node, at most.
+pub const BATCH: usize = 256;
+/// How long a shutdown waits for the Release to reach the peers.
+pub const RELEASE_FLUSH: Duration = Duration::from_millis(500);
+/// Inputs queued for the driver at most; peer readers wait when it is full,
+/// which slows their peers through TCP rather than growing memory.
+pub const DRIVER_QUEUE: usize = 4096;
+
+/// What reaches the driver.
+#[derive(Debug)]
+pub enum Input {
+    /// A lease message from a peer (its id is the link's, from the handshake).
+    Peer {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// A replica's answer to one of this node's store requests.
+    StoreReply {
+        /// The replica.
+        replica: NodeId,
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        reply: StoreReply,
+    },
+    /// A peer's answer to this node's restart query.
+    RestartInfo {
+        /// The peer.
+        from: NodeId,
+        /// The highest ballot of this node's it has seen.
+        highest: Ballot,
+    },
+    /// The server stops: release the lease and exit.
+    Stop,
+}
+
+/// A node still to be built: its data dir lost its restart counter.
+#[derive(Debug)]
+pub struct Pending {
+    /// The node's configuration.
+    pub cfg: NodeConfig,
+    /// Its replica, whose restart counter is raised once the peers answered.
+    pub store: SledStore,
+}
+
+/// How long the driver may wait for an input when the node's next deadline
+/// is `next`: until it, but never longer than [`MAX_DRIVER_SLEEP`].
+pub fn wait(next: Option<Instant>, now: Instant) -> Duration {
+    next.map_or(MAX_DRIVER_SLEEP, |d| d.saturating_since(now).min(MAX_DRIVER_SLEEP))
+}
+
+/// Outputs drained from the node, handed on once its lock is released.
+///
+/// Allocated once per driver with room for a busy step of the cluster's
+/// size, and drained, not replaced, so a step allocates nothing.
+#[derive(Debug)]
+pub struct Outs {
+    sends: Vec<(NodeId, Message)>,
+    stores: Vec<(NodeId, StoreRequest)>,
+    events: Vec<Event>,
+}
+
+impl Outs {
+    /// Empty, with room for a step of a cluster of `nodes`.
+    pub fn new(nodes: u16) -> Self {
+        let cap = 8 * usize::from(nodes) + 16;
+        Outs {
+            sends: Vec::with_capacity(cap),
+            stores: Vec::with_capacity(cap),
+            events: Vec::with_capacity(16),
+        }
+    }
+
+    /// Drains the node's outputs (the core's loop rule: after every input).
+    pub fn drain(&mut self, node: &mut Node) {
+        while let Some(output) = node.poll_output() {
+            match output {
+                Output::Send { to, msg } => self.sends.push((to, msg)),
+                Output::Store { replica, request } => self.stores.push((replica, request)),
+                Output::Event(event) => self.events.push(event),
+            }
+        }
+    }
+
+    /// Hands the drained outputs on, never waiting: lease messages and
+    /// remote store requests to `peer` (a bounded link queue that drops what
+    /// does not fit), this node's own store requests to `local` (the store
+    /// thread's bounded queue; `false` when it is full), and events to the
+    /// log.
+    pub fn dispatch(
+        &mut self,
+        me: NodeId,
+        mut peer: impl FnMut(NodeId, PeerFrame),
+        mut local: impl FnMut(StoreRequest) -> bool,
+    ) {
+        for (to, msg) in self.sends.drain(..) {
+            peer(to, PeerFrame::Lease(msg));
+        }
+        for (replica, request) in self.stores.drain(..) {
+            if replica == me {
+                if !local(request) {
+                    // The round times out and the node steps down: the
+                    // store is far behind, which is what that is for.
+                    tracing::warn!("store queue full; request dropped");
+                }
+            } else {
+                peer(replica, PeerFrame::Store(request));
+            }
+        }
+        for event in self.events.drain(..) {
+            report(event);
+        }
+    }
+}
+
+/// What one [`step`] left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// An [`Input::Stop`] was among the inputs: release and exit.
+    pub stop: bool,
+    /// The node's next deadline.
+    pub next: Option<Instant>,
+}
+
+/// Feeds the node every input of `inputs` (emptying it, keeping its room),
+/// draining its outputs after each, then its timeout if it is due.
+pub fn step(node: &mut Node, inputs: &mut Vec<Input>, outs: &mut Outs, now: Instant, wall_ms: u64) -> Step {
+    let mut stop = false;
+    for input in inputs.drain(..) {
+        match input {
+            Input::Peer { from, msg } => {
+                if let LeaseMsg::Release { ballot } = msg.msg {
+                    tracing::debug!(peer = from.0 + 1, %ballot, "the owner released its lease");
+                }
+                node.handle_message(from, msg, now)
+            }
+            Input::StoreReply { replica, id, reply } => {
+                node.handle_store_reply(replica, id, reply, now, wall_ms)
+            }
+            Input::RestartInfo { .. } => {} // Late answers: the node is built.
+            Input::Stop => stop = true,
+        }
+        outs.drain(node);
+    }
+    if node.poll_timeout().is_some_and(|t| t <= now) {
+        node.handle_timeout(now, wall_ms);
+        outs.drain(node);
+    }
+    Step { stop, next: node.poll_timeout() }
+}
+
+/// Gives the lease up (a graceful handoff: the peers take over at once
+/// instead of waiting for the lease to expire) and drains the Release into
+/// `outs`. Returns whether the node was leading. The step-down this reports
+/// is the release asked for, not a failure, so its event is dropped.
+pub fn release(node: &mut Node, outs: &mut Outs, now: Instant) -> bool {
+    let leading = node.status().fence.is_some();
+    node.release(now, false);
+    outs.drain(node);
+    outs.events.clear();
+    leading
+}
+
+/// Logs the end of [`release`].
+pub fn report_released(leading: Option<bool>) {
+    if leading == Some(true) {
+        tracing::info!("lease released");
+    } else {
+        tracing::debug!("lease released (was not leading)");
+    }
+}
+
+/// Builds the node of `pending` once a quorum of peers answered the restart
+/// query (the core's [`leasetso_core::Recovery`]): stores the restart
+/// counter above every ballot they saw from this node, builds the node and
+/// catches it up to them and to its own replica's fence. `None` (logged) if
+/// the counter cannot be stored or the configuration cannot run. A
+/// blocking store call, but a rare one, made before the node serves.
+pub fn recovered_node(pending: Pending, recovered: Recovered, now: Instant) -> Option<Node> {
+    let Pending { cfg, store } = pending;
+    let restart = match store.raise_restart(recovered.restart) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store the restart counter; the node does not start");
+            return None;
+        }
+    };
+    tracing::info!(
+        restart,
+        highest = %recovered.catch_up,
+        "restart counter recovered from the peers: starting above every ballot they saw from this node"
+    );
+    let mut node = match Node::new(cfg, restart, now) {
+        Ok(node) => node,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid node configuration");
+            return None;
+        }
+    };
+    node.catch_up(recovered.catch_up);
+    if let Ok(fence) = store.fence() {
+        node.catch_up(fence);
+    }
+    Some(node)
+}
+
+fn report(event: Event) {
+    match event {
+        Event::Leading { fence } => tracing::info!(%fence, "lease acquired; syncing the window"),
+        Event::Serving { window_end_ms } => tracing::info!(window_end_ms, "serving timestamps"),
+        Event::WindowExtended { window_end_ms } => tracing::trace!(window_end_ms, "window extended"),
+        Event::SteppedDown { reason } => tracing::warn!(?reason, "stopped serving"),
+        Event::JetLag { lag_ms } => tracing::warn!(lag_ms, "wall clock far ahead of the timestamps"),
+        Event::Yielded { primary } => tracing::warn!(
+            primary = primary.0 + 1,
+            "a primary is registered: yielded (stopped serving, released the lease, not campaigning while it stands)"
+        ),
+        Event::Resumed => tracing::info!("no primary registered on a quorum: campaigning again"),
+        Event::Registered { tag } => tracing::info!(%tag, "registered as primary on a quorum; campaigning"),
+    }
+}
