@@ -28,6 +28,8 @@
 
 pub mod ballot;
 pub mod client;
+#[cfg(test)]
+mod codec_props;
 pub mod conn;
 pub mod lease;
 pub mod link;

@@ -534,14 +534,7 @@ mod tests {
     #[test]
     fn every_peer_frame_round_trips_and_prefixes_ask_for_more() {
         for f in samples() {
-            let mut buf = Vec::new();
-            let n = f.encode(&mut buf).unwrap();
-            assert_eq!(n, buf.len());
-            assert_eq!(n, f.encoded_len());
-            assert_eq!(PeerFrame::decode(&buf), Ok(Some((f, n))), "{f:?}");
-            for cut in 0..n {
-                assert_eq!(PeerFrame::decode(&buf[..cut]), Ok(None), "{f:?} cut at {cut}");
-            }
+            crate::codec_props::check_round_trip(f, &[]).unwrap();
         }
     }
 
@@ -632,32 +625,16 @@ mod tests {
 
     /// Properties over generated peer frames and bytes: what the fixed
     /// samples above show, for every frame and every byte string proptest
-    /// can shrink a failure to.
+    /// can shrink a failure to (the claims every codec shares, in
+    /// `codec_props`, and the peer frames' own).
     mod props {
-        use core::net::{Ipv6Addr, SocketAddrV6};
-
         use proptest::collection::vec;
         use proptest::prelude::*;
 
         use super::*;
-
-        fn ballot() -> impl Strategy<Value = Ballot> {
-            (any::<u64>(), any::<u64>(), any::<u16>()).prop_map(|(c, r, n)| Ballot::new(c, r, NodeId(n)))
-        }
-
-        fn node() -> impl Strategy<Value = NodeId> {
-            any::<u16>().prop_map(NodeId)
-        }
-
-        fn addr() -> impl Strategy<Value = Option<SocketAddr>> {
-            prop_oneof![
-                Just(None),
-                (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| Some(SocketAddr::from((ip, port)))),
-                // Flow info and scope id are not on the wire.
-                (any::<[u8; 16]>(), any::<u16>())
-                    .prop_map(|(ip, port)| Some(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0).into())),
-            ]
-        }
+        use crate::codec_props::{
+            addr, ballot, check_any_bytes, check_round_trip, frame_like, lease_message, node,
+        };
 
         fn handshake() -> impl Strategy<Value = Handshake> {
             (any::<u8>(), any::<u64>(), node(), addr(), addr(), any::<u64>()).prop_map(
@@ -670,21 +647,6 @@ mod tests {
                     digest,
                 },
             )
-        }
-
-        fn lease() -> impl Strategy<Value = Message> {
-            prop_oneof![
-                ballot().prop_map(|ballot| LeaseMsg::Prepare { ballot }),
-                (ballot(), proptest::option::of(ballot()))
-                    .prop_map(|(ballot, lease)| LeaseMsg::Promise { ballot, lease }),
-                (ballot(), ballot()).prop_map(|(refused, promised)| LeaseMsg::Rejected { refused, promised }),
-                ballot().prop_map(|ballot| LeaseMsg::Accept { ballot }),
-                ballot().prop_map(|ballot| LeaseMsg::Accepted { ballot }),
-                (ballot(), any::<u32>())
-                    .prop_map(|(ballot, remaining_ms)| LeaseMsg::LearnChosen { ballot, remaining_ms }),
-                ballot().prop_map(|ballot| LeaseMsg::Release { ballot }),
-            ]
-            .prop_map(|msg| Message { msg })
         }
 
         fn op() -> impl Strategy<Value = StoreOp> {
@@ -726,38 +688,11 @@ mod tests {
                 handshake().prop_map(PeerFrame::Hello),
                 handshake().prop_map(PeerFrame::Welcome),
                 (reason, handshake()).prop_map(|(reason, theirs)| PeerFrame::Refused { reason, theirs }),
-                lease().prop_map(PeerFrame::Lease),
+                lease_message().prop_map(PeerFrame::Lease),
                 (any::<u64>(), op()).prop_map(|(id, op)| PeerFrame::Store(StoreRequest { id, op })),
                 (any::<u64>(), reply()).prop_map(|(id, reply)| PeerFrame::StoreReply { id, reply }),
                 Just(PeerFrame::RestartQuery),
                 ballot().prop_map(|highest| PeerFrame::RestartInfo { highest }),
-            ]
-        }
-
-        fn encode(frame: &PeerFrame) -> Vec<u8> {
-            let mut buf = Vec::new();
-            frame.encode(&mut buf).expect("a Vec grows");
-            buf
-        }
-
-        /// Mostly bytes that start like a header (a small length, any kind)
-        /// or a real frame with a few bytes changed; sometimes anything.
-        fn frame_like() -> impl Strategy<Value = Vec<u8>> {
-            prop_oneof![
-                1 => vec(any::<u8>(), 0..80),
-                3 => (0u8..72, any::<u8>(), vec(any::<u8>(), 0..80)).prop_map(|(len, kind, body)| {
-                    let mut bytes = vec![0, 0, 0, len, kind];
-                    bytes.extend(body);
-                    bytes
-                }),
-                3 => (frame(), vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)).prop_map(|(f, edits)| {
-                    let mut bytes = encode(&f);
-                    for (at, b) in edits {
-                        let i = at.index(bytes.len());
-                        bytes[i] = b;
-                    }
-                    bytes
-                }),
             ]
         }
 
@@ -769,26 +704,8 @@ mod tests {
             /// absent address, the lease of a Promise without one) come out
             /// zero; a request for more comes only with a header valid so far.
             #[test]
-            fn any_bytes_are_a_frame_more_or_an_error(bytes in frame_like()) {
-                match PeerFrame::decode(&bytes) {
-                    Ok(Some((frame, n))) => {
-                        prop_assert!(n <= bytes.len());
-                        prop_assert_eq!(frame.encoded_len(), n);
-                        let again = encode(&frame);
-                        for (i, (&got, &sent)) in again.iter().zip(&bytes).enumerate() {
-                            prop_assert!(got == sent || got == 0, "{:?}: byte {} {:#04x} re-encoded as {:#04x}", frame, i, sent, got);
-                        }
-                        prop_assert_eq!(PeerFrame::decode(&again), Ok(Some((frame, n))));
-                    }
-                    Ok(None) => {
-                        if let Some(len) = bytes.get(..LEN_PREFIX) {
-                            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-                            prop_assert!((1..=MAX_PEER_FRAME_LEN).contains(&len), "waits for a frame of length {}", len);
-                            prop_assert!(bytes.len() < LEN_PREFIX + len as usize);
-                        }
-                    }
-                    Err(_) => {}
-                }
+            fn any_bytes_are_a_frame_more_or_an_error(bytes in frame_like(frame(), 0..72, 80)) {
+                check_any_bytes::<PeerFrame>(&bytes)?;
             }
 
             /// Every peer frame round-trips whatever follows it, takes
@@ -799,17 +716,10 @@ mod tests {
                 frame in frame(),
                 tail in vec(any::<u8>(), 0..8),
             ) {
-                let mut bytes = encode(&frame);
-                let n = bytes.len();
-                prop_assert_eq!(n, frame.encoded_len());
-                for cut in 0..n {
-                    prop_assert_eq!(PeerFrame::decode(&bytes[..cut]), Ok(None), "cut at {}", cut);
-                }
+                let bytes = check_round_trip(frame, &tail)?;
                 if let PeerFrame::Lease(m) = frame {
-                    prop_assert_eq!(Message::decode(&bytes), Ok(Some((m, n))));
+                    prop_assert_eq!(Message::decode(&bytes), Ok(Some((m, bytes.len()))));
                 }
-                bytes.extend(tail);
-                prop_assert_eq!(PeerFrame::decode(&bytes), Ok(Some((frame, n))));
             }
         }
     }

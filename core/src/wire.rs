@@ -694,15 +694,9 @@ mod tests {
 
     #[test]
     fn every_frame_round_trips() {
+        // Every strict prefix asks for more bytes, never errs or panics.
         for frame in samples() {
-            let mut buf = Vec::new();
-            let n = frame.encode(&mut buf).unwrap();
-            assert_eq!(n, buf.len());
-            assert_eq!(Frame::decode(&buf), Ok(Some((frame, n))));
-            // Every strict prefix asks for more bytes, never errs or panics.
-            for cut in 0..n {
-                assert_eq!(Frame::decode(&buf[..cut]), Ok(None), "{frame:?} cut at {cut}");
-            }
+            crate::codec_props::check_round_trip(frame, &[]).unwrap();
         }
     }
 
@@ -755,32 +749,17 @@ mod tests {
     /// hand-written garbage loop): the same claims, for every input proptest
     /// can shrink a failure to.
     mod props {
-        use core::net::{Ipv6Addr, SocketAddrV6};
-
         use proptest::collection::vec;
         use proptest::prelude::*;
 
         use super::*;
         use crate::ballot::Ballot;
+        use crate::codec_props::{addr, ballot, check_any_bytes, check_round_trip, frame_like, node};
         use crate::node::Mode;
-
-        fn ballot() -> impl Strategy<Value = Ballot> {
-            (any::<u64>(), any::<u64>(), any::<u16>()).prop_map(|(c, r, n)| Ballot::new(c, r, NodeId(n)))
-        }
 
         /// An optional ballot as a Status carries it: the zero ballot is "none".
         fn opt_ballot() -> impl Strategy<Value = Option<Ballot>> {
             proptest::option::of(ballot().prop_filter("the zero ballot means none", |b| *b != Ballot::ZERO))
-        }
-
-        fn addr() -> impl Strategy<Value = Option<SocketAddr>> {
-            prop_oneof![
-                Just(None),
-                (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| Some(SocketAddr::from((ip, port)))),
-                // Flow info and scope id are not on the wire.
-                (any::<[u8; 16]>(), any::<u16>())
-                    .prop_map(|(ip, port)| Some(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0).into())),
-            ]
         }
 
         fn hint() -> impl Strategy<Value = LeaderHint> {
@@ -790,7 +769,7 @@ mod tests {
         }
 
         fn primary() -> impl Strategy<Value = Option<(NodeId, Ballot)>> {
-            proptest::option::of((any::<u16>().prop_map(NodeId), ballot()))
+            proptest::option::of((node(), ballot()))
         }
 
         fn code() -> impl Strategy<Value = ErrorCode> {
@@ -872,34 +851,6 @@ mod tests {
             ]
         }
 
-        /// Bytes that mostly start like a frame header (a small length, any
-        /// kind), so bodies get decoded too, and sometimes anything at all.
-        fn frame_like() -> impl Strategy<Value = Vec<u8>> {
-            prop_oneof![
-                1 => vec(any::<u8>(), 0..64),
-                3 => (0u8..48, any::<u8>(), vec(any::<u8>(), 0..64)).prop_map(|(len, kind, body)| {
-                    let mut bytes = vec![0, 0, 0, len, kind];
-                    bytes.extend(body);
-                    bytes
-                }),
-                // A real frame with some of its bytes changed.
-                3 => (frame(), vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)).prop_map(|(f, edits)| {
-                    let mut bytes = encode(&f);
-                    for (at, b) in edits {
-                        let i = at.index(bytes.len());
-                        bytes[i] = b;
-                    }
-                    bytes
-                }),
-            ]
-        }
-
-        fn encode(frame: &Frame) -> Vec<u8> {
-            let mut buf = Vec::new();
-            frame.encode(&mut buf).expect("a Vec grows");
-            buf
-        }
-
         proptest! {
             /// Any bytes are a frame, a request for more bytes, or an error,
             /// never a panic. A frame takes no more bytes than it was given,
@@ -909,26 +860,8 @@ mod tests {
             /// a request for more bytes comes only with a header that is
             /// valid so far.
             #[test]
-            fn any_bytes_are_a_frame_more_or_an_error(bytes in frame_like()) {
-                match Frame::decode(&bytes) {
-                    Ok(Some((frame, n))) => {
-                        prop_assert!(n <= bytes.len());
-                        prop_assert_eq!(frame.encoded_len(), n);
-                        let again = encode(&frame);
-                        for (i, (&got, &sent)) in again.iter().zip(&bytes).enumerate() {
-                            prop_assert!(got == sent || got == 0, "{:?}: byte {} {:#04x} re-encoded as {:#04x}", frame, i, sent, got);
-                        }
-                        prop_assert_eq!(Frame::decode(&again), Ok(Some((frame, n))));
-                    }
-                    Ok(None) => {
-                        if let Some(len) = bytes.get(..LEN_PREFIX) {
-                            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-                            prop_assert!((1..=MAX_FRAME_LEN).contains(&len), "waits for a frame of length {}", len);
-                            prop_assert!(bytes.len() < LEN_PREFIX + len as usize);
-                        }
-                    }
-                    Err(_) => {}
-                }
+            fn any_bytes_are_a_frame_more_or_an_error(bytes in frame_like(frame(), 0..48, 64)) {
+                check_any_bytes::<Frame>(&bytes)?;
             }
 
             /// Every frame round-trips whatever follows it, takes exactly
@@ -938,14 +871,7 @@ mod tests {
                 frame in frame(),
                 tail in vec(any::<u8>(), 0..8),
             ) {
-                let mut bytes = encode(&frame);
-                let n = bytes.len();
-                prop_assert_eq!(n, frame.encoded_len());
-                for cut in 0..n {
-                    prop_assert_eq!(Frame::decode(&bytes[..cut]), Ok(None), "cut at {}", cut);
-                }
-                bytes.extend(tail);
-                prop_assert_eq!(Frame::decode(&bytes), Ok(Some((frame, n))));
+                check_round_trip(frame, &tail)?;
             }
         }
     }

@@ -234,12 +234,7 @@ mod tests {
     #[test]
     fn messages_round_trip_and_prefixes_ask_for_more() {
         for m in samples() {
-            let mut buf = Vec::new();
-            let n = m.encode(&mut buf).unwrap();
-            assert_eq!(Message::decode(&buf), Ok(Some((m, n))));
-            for cut in 0..n {
-                assert_eq!(Message::decode(&buf[..cut]), Ok(None));
-            }
+            crate::codec_props::check_round_trip(m, &[]).unwrap();
         }
     }
 
@@ -265,59 +260,14 @@ mod tests {
     }
 
     /// Properties over generated messages and bytes (they replace a
-    /// hand-written garbage loop).
+    /// hand-written garbage loop): the claims every codec shares
+    /// (`codec_props`), on lease messages.
     mod props {
         use proptest::collection::vec;
         use proptest::prelude::*;
 
         use super::*;
-
-        fn ballot() -> impl Strategy<Value = Ballot> {
-            (any::<u64>(), any::<u64>(), any::<u16>()).prop_map(|(c, r, n)| Ballot::new(c, r, NodeId(n)))
-        }
-
-        /// Every lease message, with any field values.
-        fn message() -> impl Strategy<Value = Message> {
-            prop_oneof![
-                ballot().prop_map(|ballot| LeaseMsg::Prepare { ballot }),
-                (ballot(), proptest::option::of(ballot()))
-                    .prop_map(|(ballot, lease)| LeaseMsg::Promise { ballot, lease }),
-                (ballot(), ballot()).prop_map(|(refused, promised)| LeaseMsg::Rejected { refused, promised }),
-                ballot().prop_map(|ballot| LeaseMsg::Accept { ballot }),
-                ballot().prop_map(|ballot| LeaseMsg::Accepted { ballot }),
-                (ballot(), any::<u32>())
-                    .prop_map(|(ballot, remaining_ms)| LeaseMsg::LearnChosen { ballot, remaining_ms }),
-                ballot().prop_map(|ballot| LeaseMsg::Release { ballot }),
-            ]
-            .prop_map(|msg| Message { msg })
-        }
-
-        fn encode(m: &Message) -> Vec<u8> {
-            let mut buf = Vec::new();
-            m.encode(&mut buf).expect("a Vec grows");
-            buf
-        }
-
-        /// Mostly bytes that start like a header (small length, any kind),
-        /// or a real message with a few bytes changed, sometimes anything.
-        fn message_like() -> impl Strategy<Value = Vec<u8>> {
-            prop_oneof![
-                1 => vec(any::<u8>(), 0..48),
-                3 => (0u8..48, any::<u8>(), vec(any::<u8>(), 0..48)).prop_map(|(len, kind, body)| {
-                    let mut bytes = vec![0, 0, 0, len, kind];
-                    bytes.extend(body);
-                    bytes
-                }),
-                3 => (message(), vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)).prop_map(|(m, edits)| {
-                    let mut bytes = encode(&m);
-                    for (at, b) in edits {
-                        let i = at.index(bytes.len());
-                        bytes[i] = b;
-                    }
-                    bytes
-                }),
-            ]
-        }
+        use crate::codec_props::{check_any_bytes, check_round_trip, frame_like, lease_message};
 
         proptest! {
             /// Any bytes are a message, a request for more, or an error,
@@ -325,41 +275,15 @@ mod tests {
             /// given and re-encodes to them, except that the lease of a
             /// Promise without one comes out zero.
             #[test]
-            fn any_bytes_are_a_message_more_or_an_error(bytes in message_like()) {
-                match Message::decode(&bytes) {
-                    Ok(Some((m, n))) => {
-                        prop_assert!(n <= bytes.len());
-                        prop_assert_eq!(m.encoded_len(), n);
-                        let again = encode(&m);
-                        for (i, (&got, &sent)) in again.iter().zip(&bytes).enumerate() {
-                            prop_assert!(got == sent || got == 0, "{:?}: byte {} {:#04x} re-encoded as {:#04x}", m, i, sent, got);
-                        }
-                        prop_assert_eq!(Message::decode(&again), Ok(Some((m, n))));
-                    }
-                    // Only a header valid so far waits for more.
-                    Ok(None) => {
-                        if let Some(len) = bytes.get(..LEN_PREFIX) {
-                            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-                            prop_assert!((1..=crate::peer::MAX_PEER_FRAME_LEN).contains(&len), "waits for a message of length {}", len);
-                            prop_assert!(bytes.len() < LEN_PREFIX + len as usize);
-                        }
-                    }
-                    Err(_) => {}
-                }
+            fn any_bytes_are_a_message_more_or_an_error(bytes in frame_like(lease_message(), 0..48, 48)) {
+                check_any_bytes::<Message>(&bytes)?;
             }
 
             /// Every message round-trips whatever follows it, takes exactly
             /// `encoded_len` bytes, and each strict prefix asks for more.
             #[test]
-            fn every_message_round_trips_and_its_prefixes_ask_for_more(m in message(), tail in vec(any::<u8>(), 0..8)) {
-                let mut bytes = encode(&m);
-                let n = bytes.len();
-                prop_assert_eq!(n, m.encoded_len());
-                for cut in 0..n {
-                    prop_assert_eq!(Message::decode(&bytes[..cut]), Ok(None), "cut at {}", cut);
-                }
-                bytes.extend(tail);
-                prop_assert_eq!(Message::decode(&bytes), Ok(Some((m, n))));
+            fn every_message_round_trips_and_its_prefixes_ask_for_more(m in lease_message(), tail in vec(any::<u8>(), 0..8)) {
+                check_round_trip(m, &tail)?;
             }
         }
     }
