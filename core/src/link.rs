@@ -168,6 +168,18 @@ fn up(theirs: Handshake) -> LinkEvent {
     LinkEvent::Up { peer: theirs.node, client_addr: theirs.client_addr, resp_addr: theirs.resp_addr, theirs }
 }
 
+/// Hands out a session's one handshake frame (the dialler's Hello, the
+/// acceptor's Welcome or Refused) to `buf`: 0 once it is gone. It is
+/// cleared only after it fit, so a caller whose buffer is full (left
+/// untouched, the encoders' rule) gets the same frame on its next call and
+/// the peer never sees a handshake twice or not at all.
+fn transmit_once(pending: &mut Option<PeerFrame>, buf: &mut impl BufMut) -> Result<usize, EncodeError> {
+    let Some(frame) = *pending else { return Ok(0) };
+    let n = frame.encode(buf)?;
+    *pending = None;
+    Ok(n)
+}
+
 /// Reassembles one frame at a time from bytes cut anywhere.
 ///
 /// Bounded by construction: it holds the bytes of at most one frame, and a
@@ -302,10 +314,7 @@ impl Dialler {
     /// room `buf` is untouched and the Hello stays pending.
     #[must_use = "the Hello must be written to the connection"]
     pub fn poll_transmit(&mut self, buf: &mut impl BufMut) -> Result<usize, EncodeError> {
-        let Some(hello) = self.hello else { return Ok(0) };
-        let n = hello.encode(buf)?;
-        self.hello = None;
-        Ok(n)
+        transmit_once(&mut self.hello, buf)
     }
 
     /// Feeds bytes read from the connection. Returns how many were used: up
@@ -420,10 +429,7 @@ impl Acceptor {
     /// answer stays pending. Nothing follows a Welcome.
     #[must_use = "the answer must be written to the connection"]
     pub fn poll_transmit(&mut self, buf: &mut impl BufMut) -> Result<usize, EncodeError> {
-        let Some(answer) = self.answer else { return Ok(0) };
-        let n = answer.encode(buf)?;
-        self.answer = None;
-        Ok(n)
+        transmit_once(&mut self.answer, buf)
     }
 
     /// Feeds bytes read from the connection. Returns how many were used: up
@@ -640,6 +646,24 @@ mod tests {
         let mut small = [0u8; 8];
         assert!(d.poll_transmit(&mut &mut small[..]).is_err());
         assert!(d.poll_transmit(&mut Vec::new()).unwrap() > 0);
+    }
+
+    /// The acceptor's answer, like the dialler's Hello, waits out a full
+    /// buffer (left untouched) and then goes out exactly once.
+    #[test]
+    fn the_acceptors_answer_stays_pending_while_the_buffer_is_too_small() {
+        let mut a = Acceptor::new(hs(1), NODES);
+        assert_eq!(a.poll_transmit(&mut Vec::new()), Ok(0), "nothing to answer before a Hello");
+        let _ = feed_acceptor(&mut a, &bytes_of(&[PeerFrame::Hello(hs(0))]), 64);
+        let mut small = [5u8; 8];
+        let welcome = PeerFrame::Welcome(hs(1));
+        assert_eq!(
+            a.poll_transmit(&mut &mut small[..]),
+            Err(EncodeError::BufferTooSmall { required: welcome.encoded_len() })
+        );
+        assert_eq!(small, [5u8; 8]);
+        assert_eq!(transmit_acceptor(&mut a), bytes_of(&[welcome]));
+        assert_eq!(a.poll_transmit(&mut Vec::new()), Ok(0), "the Welcome goes out once");
     }
 
     #[test]
