@@ -13,6 +13,11 @@
 //! node has its own list), so only the traffic between two chosen nodes is
 //! delayed. The proxy stops on drop: it closes the listener and every
 //! connection it carries, and joins its threads.
+//!
+//! The socket plumbing every proxy of the harness needs (the acceptor
+//! thread, the registry of sockets and threads, the stop on drop) is
+//! [`Plumbing`] and [`Listening`], which the wire tap (`super::tap`) uses
+//! too.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -31,7 +36,7 @@ pub type Connector = Arc<dyn Fn() -> io::Result<TcpStream> + Send + Sync>;
 /// How long the upstream connect may take before the accepted connection is
 /// dropped (the node on the other side retries on its own).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the acceptor looks at the stop flag while nobody connects.
+/// How often an acceptor looks at the stop flag while nobody connects.
 const ACCEPT_POLL: Duration = Duration::from_millis(5);
 /// The largest chunk read at once.
 const CHUNK: usize = 64 * 1024;
@@ -45,36 +50,30 @@ enum Item {
     Eof(Instant),
 }
 
-/// State shared by the acceptor, the connection threads and the owner.
-struct Shared {
+/// What a proxy's threads share to stop together: a stop flag, a clone of
+/// every socket the proxy holds (shut down on stop, which ends every
+/// blocked read and write) and every thread it started (joined on stop).
+#[derive(Default)]
+pub struct Plumbing {
     stop: AtomicBool,
-    /// The delay, in microseconds (changeable while running).
-    delay_us: AtomicU64,
-    /// Connections accepted so far.
-    accepted: AtomicU64,
-    /// Bytes forwarded so far, both directions.
-    bytes: AtomicU64,
-    /// A clone of every socket the proxy holds, to shut them down on drop.
     sockets: Mutex<Vec<TcpStream>>,
-    /// Every forwarding thread, to join on drop.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl Shared {
-    fn delay(&self) -> Duration {
-        Duration::from_micros(self.delay_us.load(Ordering::Relaxed))
-    }
-
-    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) {
+impl Plumbing {
+    /// Starts a thread of the proxy, joined when the proxy stops.
+    pub fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) {
         let handle = thread::Builder::new().name(name.into()).spawn(f).expect("spawn a proxy thread");
         self.threads.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
     }
 
-    /// Starts forwarding between `client` and `upstream` unless the proxy is
-    /// stopping. Done under the socket list's lock, which `Drop` takes after
-    /// raising the stop flag: either the pair is registered (and its threads
-    /// too) before `Drop` shuts the sockets down, or it is never forwarded.
-    fn forward(self: &Arc<Self>, client: TcpStream, upstream: TcpStream) {
+    /// Registers `client` and `upstream` to be shut down on stop, then hands
+    /// them to `start` (which spawns their forwarding threads), unless the
+    /// proxy is stopping (they are closed then). Both under the socket
+    /// list's lock, which the stop takes after raising its flag: either the
+    /// pair is registered (and its threads too) before the stop shuts the
+    /// sockets down, or it is never forwarded.
+    pub fn forward(&self, client: TcpStream, upstream: TcpStream, start: impl FnOnce(TcpStream, TcpStream)) {
         let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
         if self.stop.load(Ordering::SeqCst) {
             return;
@@ -84,16 +83,119 @@ impl Shared {
                 sockets.push(clone);
             }
         }
-        pipe(self, &client, &upstream);
-        pipe(self, &upstream, &client);
+        start(client, upstream);
+    }
+
+    /// The next connection to `listener` (non-blocking), waiting for one
+    /// while the proxy runs; `None` once it stops. Failures to accept (e.g.
+    /// out of file descriptors) are retried shortly rather than spun on or
+    /// given up for good.
+    fn accept(&self, listener: &TcpListener) -> Option<TcpStream> {
+        while !self.stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((client, _)) => return Some(client),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => thread::sleep(ACCEPT_POLL),
+            }
+        }
+        None
+    }
+}
+
+/// A proxy's listener, served by an acceptor thread until drop, and its
+/// [`Plumbing`]: dropping it stops the acceptor (closing the listener),
+/// shuts every registered socket down and joins every thread.
+pub struct Listening {
+    addr: SocketAddr,
+    plumbing: Arc<Plumbing>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Listening {
+    /// Serves `listener` on a thread named `<name>-accept-<port>`, which
+    /// hands each accepted connection (blocking again) to `on_accept`.
+    pub fn start(
+        listener: TcpListener,
+        name: &'static str,
+        plumbing: Arc<Plumbing>,
+        mut on_accept: impl FnMut(TcpStream) + Send + 'static,
+    ) -> io::Result<Listening> {
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let acceptor = {
+            let plumbing = Arc::clone(&plumbing);
+            thread::Builder::new().name(format!("{name}-accept-{}", addr.port())).spawn(move || {
+                while let Some(client) = plumbing.accept(&listener) {
+                    match client.set_nonblocking(false) {
+                        Ok(()) => on_accept(client),
+                        Err(e) => eprintln!("{name}: {e}"),
+                    }
+                }
+            })?
+        };
+        Ok(Listening { addr, plumbing, acceptor: Some(acceptor) })
+    }
+
+    /// The address it accepts on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.plumbing.stop.store(true, Ordering::SeqCst);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        // The acceptor is gone and `forward` registers nothing once the flag
+        // is up: shutting the sockets down ends every blocked read and
+        // write, and so every thread.
+        for socket in self.plumbing.sockets.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+        let threads: Vec<_> =
+            self.plumbing.threads.lock().unwrap_or_else(PoisonError::into_inner).drain(..).collect();
+        for handle in threads {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// State shared by the acceptor, the connection threads and the owner.
+struct Shared {
+    plumbing: Arc<Plumbing>,
+    /// The delay, in microseconds (changeable while running).
+    delay_us: AtomicU64,
+    /// Connections accepted so far.
+    accepted: AtomicU64,
+    /// Bytes forwarded so far, both directions.
+    bytes: AtomicU64,
+}
+
+impl Shared {
+    fn delay(&self) -> Duration {
+        Duration::from_micros(self.delay_us.load(Ordering::Relaxed))
+    }
+
+    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) {
+        self.plumbing.spawn(name, f);
+    }
+
+    /// Starts forwarding between `client` and `upstream` unless the proxy is
+    /// stopping ([`Plumbing::forward`]).
+    fn forward(self: &Arc<Self>, client: TcpStream, upstream: TcpStream) {
+        self.plumbing.forward(client, upstream, |client, upstream| {
+            pipe(self, &client, &upstream);
+            pipe(self, &upstream, &client);
+        });
     }
 }
 
 /// A running delaying proxy; stopped on drop.
 pub struct DelayProxy {
-    addr: SocketAddr,
+    listening: Listening,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
 }
 
 impl DelayProxy {
@@ -111,28 +213,24 @@ impl DelayProxy {
     /// inside a network namespace), opening its upstream connections with
     /// `connect`.
     pub fn start_on(listener: TcpListener, connect: Connector, delay: Duration) -> io::Result<DelayProxy> {
-        let addr = listener.local_addr()?;
-        listener.set_nonblocking(true)?;
+        let plumbing = Arc::new(Plumbing::default());
         let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
+            plumbing: Arc::clone(&plumbing),
             delay_us: AtomicU64::new(delay.as_micros() as u64),
             accepted: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            sockets: Mutex::new(Vec::new()),
-            threads: Mutex::new(Vec::new()),
         });
-        let acceptor = {
+        let on_accept = {
             let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name(format!("proxy-accept-{}", addr.port()))
-                .spawn(move || accept_loop(listener, connect, shared))?
+            move |client| accepted(client, &connect, &shared)
         };
-        Ok(DelayProxy { addr, shared, acceptor: Some(acceptor) })
+        let listening = Listening::start(listener, "proxy", plumbing, on_accept)?;
+        Ok(DelayProxy { listening, shared })
     }
 
     /// The address it accepts on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listening.addr()
     }
 
     /// Connections accepted so far (to show that traffic went through it).
@@ -157,61 +255,23 @@ impl DelayProxy {
     }
 }
 
-impl Drop for DelayProxy {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        // The acceptor is gone, so no socket is added any more: shutting them
-        // all down ends every blocked read and write, and so every thread.
-        for socket in self.shared.sockets.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
-            let _ = socket.shutdown(Shutdown::Both);
-        }
-        let threads: Vec<_> =
-            self.shared.threads.lock().unwrap_or_else(PoisonError::into_inner).drain(..).collect();
-        for handle in threads {
-            let _ = handle.join();
-        }
-    }
-}
-
-fn accept_loop(listener: TcpListener, connect: Connector, shared: Arc<Shared>) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        let client = match listener.accept() {
-            Ok((client, _)) => client,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(ACCEPT_POLL);
-                continue;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => {
-                // E.g. out of file descriptors: try again shortly rather than
-                // spin or give up on the link for good.
-                thread::sleep(ACCEPT_POLL);
-                continue;
-            }
+/// Counts `client` and connects its upstream on a thread of its own: the
+/// connect may take a while (a partitioned target) and the acceptor keeps
+/// accepting meanwhile.
+fn accepted(client: TcpStream, connect: &Connector, shared: &Arc<Shared>) {
+    shared.accepted.fetch_add(1, Ordering::Relaxed);
+    let (connect, inner) = (Arc::clone(connect), Arc::clone(shared));
+    shared.spawn("proxy-connect", move || {
+        let upstream = match connect() {
+            Ok(upstream) => upstream,
+            // Closing the accepted connection is what a dead target
+            // would look like to the connecting node.
+            Err(_) => return,
         };
-        shared.accepted.fetch_add(1, Ordering::Relaxed);
-        // The upstream connect may take a while (a partitioned target):
-        // make it on a thread of its own so the acceptor keeps accepting.
-        let (connect, inner) = (Arc::clone(&connect), Arc::clone(&shared));
-        shared.spawn("proxy-connect", move || {
-            if let Err(e) = client.set_nonblocking(false) {
-                eprintln!("proxy: {e}");
-                return;
-            }
-            let upstream = match connect() {
-                Ok(upstream) => upstream,
-                // Closing the accepted connection is what a dead target
-                // would look like to the connecting node.
-                Err(_) => return,
-            };
-            let _ = client.set_nodelay(true);
-            let _ = upstream.set_nodelay(true);
-            inner.forward(client, upstream);
-        });
-    }
+        let _ = client.set_nodelay(true);
+        let _ = upstream.set_nodelay(true);
+        inner.forward(client, upstream);
+    });
 }
 
 /// Forwards `from` to `to` with the delay, on a reader and a writer thread.

@@ -21,19 +21,19 @@
 //! more than the client really had, and a maximum above 1 proves the client
 //! pipelines. Bytes that do not decode stop the decoding of that direction
 //! (they are still forwarded: the server judges them). The tap stops on
-//! drop: it closes the listener and every connection, and joins its threads.
+//! drop: it closes the listener and every connection, and joins its threads
+//! (the plumbing of the delaying proxy, [`super::proxy::Listening`]).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use leasetso_core::wire::Frame;
 
-/// How often the acceptor looks at the stop flag while nobody connects.
-const ACCEPT_POLL: Duration = Duration::from_millis(5);
+use super::proxy::{Listening, Plumbing};
+
 /// How long the upstream connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -63,50 +63,36 @@ impl TapCounts {
 
 #[derive(Default)]
 struct Shared {
-    stop: AtomicBool,
+    plumbing: Arc<Plumbing>,
     connections: AtomicU64,
     answers: AtomicU64,
     served: AtomicU64,
     max_in_flight: AtomicI64,
     counts: Mutex<Vec<u32>>,
-    /// A clone of every socket the tap holds, to shut them down on drop.
-    sockets: Mutex<Vec<TcpStream>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl Shared {
-    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) {
-        let handle = thread::Builder::new().name(name.into()).spawn(f).expect("spawn a tap thread");
-        self.threads.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
-    }
 }
 
 /// A running wire tap in front of one server; stopped on drop.
 pub struct Tap {
-    addr: SocketAddr,
+    listening: Listening,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
 }
 
 impl Tap {
     /// A tap on `127.0.0.1:<free port>` forwarding to `target`.
     pub fn start(target: SocketAddr) -> io::Result<Tap> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        listener.set_nonblocking(true)?;
         let shared = Arc::new(Shared::default());
-        let acceptor = {
+        let on_accept = {
             let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name(format!("tap-accept-{}", addr.port()))
-                .spawn(move || accept_loop(listener, target, shared))?
+            move |client| accepted(client, target, &shared)
         };
-        Ok(Tap { addr, shared, acceptor: Some(acceptor) })
+        let listening = Listening::start(listener, "tap", Arc::clone(&shared.plumbing), on_accept)?;
+        Ok(Tap { listening, shared })
     }
 
     /// The address clients connect to instead of the server's.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listening.addr()
     }
 
     /// What it counted so far.
@@ -133,58 +119,23 @@ impl Tap {
     }
 }
 
-impl Drop for Tap {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        // No socket is added any more: shutting them all down ends every
-        // blocked read, and so every thread.
-        for socket in self.shared.sockets.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
-            let _ = socket.shutdown(Shutdown::Both);
-        }
-        let threads: Vec<_> =
-            self.shared.threads.lock().unwrap_or_else(PoisonError::into_inner).drain(..).collect();
-        for handle in threads {
-            let _ = handle.join();
-        }
-    }
-}
-
-fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        let client = match listener.accept() {
-            Ok((client, _)) => client,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(ACCEPT_POLL);
-                continue;
-            }
-            Err(_) => {
-                thread::sleep(ACCEPT_POLL);
-                continue;
-            }
-        };
-        // A target that refuses: close the accepted connection, which is
-        // what the client would have seen without the tap.
-        let Ok(upstream) = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) else { continue };
-        if client.set_nonblocking(false).is_err() {
-            continue;
-        }
-        let _ = client.set_nodelay(true);
-        let _ = upstream.set_nodelay(true);
-        shared.connections.fetch_add(1, Ordering::SeqCst);
-        let mut sockets = shared.sockets.lock().unwrap_or_else(PoisonError::into_inner);
-        let clones = (client.try_clone(), client.try_clone(), upstream.try_clone(), upstream.try_clone());
-        let (Ok(c1), Ok(c2), Ok(u1), Ok(u2)) = clones else { continue };
-        sockets.extend([c1, u1]);
-        drop(sockets);
+/// Connects `client`'s upstream (on the acceptor thread: the target is a
+/// local server) and starts decoding and forwarding both directions.
+fn accepted(client: TcpStream, target: SocketAddr, shared: &Arc<Shared>) {
+    // A target that refuses: close the accepted connection, which is
+    // what the client would have seen without the tap.
+    let Ok(upstream) = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) else { return };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    shared.connections.fetch_add(1, Ordering::SeqCst);
+    let (Ok(to_client), Ok(to_upstream)) = (client.try_clone(), upstream.try_clone()) else { return };
+    shared.plumbing.forward(client, upstream, |client, upstream| {
         let in_flight = Arc::new(AtomicI64::new(0));
-        let (s, f) = (Arc::clone(&shared), Arc::clone(&in_flight));
-        shared.spawn("tap-up", move || pump(client, u2, Direction::Up, &s, &f));
-        let s = Arc::clone(&shared);
-        shared.spawn("tap-down", move || pump(upstream, c2, Direction::Down, &s, &in_flight));
-    }
+        let (s, f) = (Arc::clone(shared), Arc::clone(&in_flight));
+        shared.plumbing.spawn("tap-up", move || pump(client, to_upstream, Direction::Up, &s, &f));
+        let s = Arc::clone(shared);
+        shared.plumbing.spawn("tap-down", move || pump(upstream, to_client, Direction::Down, &s, &in_flight));
+    });
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
