@@ -1,5 +1,5 @@
 //! What both leasetso runtimes share that is neither protocol nor I/O
-//! scheduling: clocks, configuration, error types, counters, the driver's
+//! scheduling: clocks, configuration, the server's error type, counters, the driver's
 //! step over the node and the store thread's jobs.
 //!
 //! The protocol is `leasetso-core`'s (the node and the sans-IO sessions);
@@ -9,14 +9,14 @@
 //! `leasetso-smol` cannot depend on `leasetso-std`: the `leasetso` binary in
 //! `leasetso-std` runs the smol server (`serve --runtime smol`), so the
 //! dependency already points the other way. Both runtimes re-export the
-//! public items, so `leasetso_std::ClientError` and
-//! `leasetso_smol::ClientError` are the same type.
+//! public items, so `leasetso_std::ServerConfig` and
+//! `leasetso_smol::ServerConfig` are the same type.
 //!
 //! * [`clock`]: the clocks the core is fed with (`CLOCK_BOOTTIME` on Linux).
-//! * [`error`]: [`ClientError`] and (feature `server`) [`ServerError`].
 //! * [`io`]: making room in a connection's read buffer.
 //! * Feature `server` (off by default; each runtime's `server` feature turns
-//!   it on, so their client-only builds pull no sled): [`config`]
+//!   it on, so their client-only builds pull no sled): [`error`]
+//!   ([`ServerError`]), [`config`]
 //!   ([`ServerConfig`]), [`stats`] ([`ServerStats`] and the live counters),
 //!   [`driver`] (the driver's inputs and its step over the node) and
 //!   [`store`] (the store thread's jobs).
@@ -27,6 +27,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod driver;
+#[cfg(feature = "server")]
 pub mod error;
 pub mod io;
 #[cfg(feature = "server")]
@@ -37,7 +38,6 @@ pub mod store;
 pub use clock::Clock;
 #[cfg(feature = "server")]
 pub use config::ServerConfig;
-pub use error::ClientError;
 #[cfg(feature = "server")]
 pub use error::ServerError;
 #[cfg(feature = "server")]

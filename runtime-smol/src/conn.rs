@@ -18,7 +18,7 @@ use leasetso_core::conn::{
 use leasetso_core::{LeaderHint, NodeId, Status, Timestamp};
 
 use crate::io::{linger_close, refill};
-use crate::server::{Counters, Shared};
+use crate::server::Shared;
 
 /// The node as a connection sees it.
 struct Node<'a>(&'a Shared);
@@ -41,13 +41,7 @@ impl Backend for Node<'_> {
     }
 
     fn tally(&mut self, tally: Tally) {
-        let c = &self.0.counters;
-        match tally {
-            Tally::GetTs => Counters::bump(&c.get_ts_requests, 1),
-            Tally::Timestamps(n) => Counters::bump(&c.timestamps, u64::from(n)),
-            Tally::GetStatus => Counters::bump(&c.status_requests, 1),
-            Tally::Error => Counters::bump(&c.errors, 1),
-        }
+        self.0.counters.tally(tally);
     }
 }
 

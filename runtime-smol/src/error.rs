@@ -1,86 +1,18 @@
 //! Errors of the server and of the client.
+//!
+//! [`ServerError`] is `leasetso-runtime`'s, the same type in both runtimes.
+//! [`ClientError`] is still one per runtime: code outside the runtimes
+//! (the conformance tests) implements traits for both clients' errors, so
+//! making them one type waits for it.
 
 use std::io;
 use std::net::SocketAddr;
-#[cfg(feature = "server")]
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[cfg(feature = "server")]
-use leasetso_core::ConfigError;
 use leasetso_core::{ErrorCode, LeaderHint, WireError};
 #[cfg(feature = "server")]
-use leasetso_sled::StoreError;
-
-/// Why a server could not start.
-#[cfg(feature = "server")]
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// The node configuration cannot run.
-    #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
-    /// The peer list does not name every node of the cluster.
-    #[error("a cluster of {nodes} nodes needs {nodes} peer addresses, got {peers}")]
-    Peers {
-        /// The configured cluster size.
-        nodes: u16,
-        /// The peer addresses given.
-        peers: usize,
-    },
-    /// This platform has no clock that keeps counting across a suspend
-    /// (`CLOCK_BOOTTIME`), so it runs single-node only.
-    #[error("cluster mode needs CLOCK_BOOTTIME, which this platform lacks; run a single node")]
-    NoBoottime,
-    /// Another process (or another server in this one) has the data dir open.
-    #[error("data dir {} is locked: another leasetso process is using it", dir.display())]
-    DataDirLocked {
-        /// The data dir.
-        dir: PathBuf,
-    },
-    /// The store could not be opened or its restart counter not bumped.
-    #[error("store in {}: {source}", dir.display())]
-    Store {
-        /// The data dir.
-        dir: PathBuf,
-        /// What the store reported.
-        #[source]
-        source: StoreError,
-    },
-    /// A listening socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// The operating system's reason.
-        #[source]
-        source: io::Error,
-    },
-    /// The store thread could not be started.
-    #[error("cannot start the {what} thread: {source}")]
-    Spawn {
-        /// Which thread.
-        what: &'static str,
-        /// The operating system's reason.
-        #[source]
-        source: io::Error,
-    },
-}
-
-#[cfg(feature = "server")]
-impl ServerError {
-    /// Classifies a store error from opening `dir`: a lock held elsewhere is
-    /// the common operator mistake and deserves its own message.
-    pub(crate) fn from_store(dir: PathBuf, source: StoreError) -> Self {
-        // sled reports a held lock only as a formatted I/O error.
-        if let StoreError::Io(e) = &source {
-            if e.to_string().contains("could not acquire lock") {
-                return ServerError::DataDirLocked { dir };
-            }
-        }
-        ServerError::Store { dir, source }
-    }
-}
+pub use leasetso_runtime::ServerError;
 
 /// Why a client call failed.
 ///

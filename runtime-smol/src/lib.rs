@@ -15,6 +15,10 @@
 //! * [`clock`]: the clocks the core is fed with (`CLOCK_BOOTTIME` on Linux).
 //! * [`error`]: [`ServerError`] and [`ClientError`].
 //!
+//! The clocks, [`ServerError`], [`ServerConfig`] and [`ServerStats`] are
+//! `leasetso-runtime`'s, re-exported: the same types as `leasetso-std`'s,
+//! so nodes of both runtimes share their clock kind.
+//!
 //! The protocol lives in `leasetso-core` (the node state machine and the
 //! sans-IO connection, link and client sessions); this crate moves bytes,
 //! owns sockets, tasks and timers, and reads the clocks. Built with
@@ -22,8 +26,9 @@
 //! smol-rs I/O crates, no sled.
 #![warn(missing_docs, unreachable_pub)]
 
+pub use leasetso_runtime::clock;
+
 pub mod client;
-pub mod clock;
 pub mod error;
 #[cfg(feature = "server")]
 pub(crate) mod io;

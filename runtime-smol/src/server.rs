@@ -27,8 +27,7 @@
 //! Promise or an Accept.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -38,7 +37,7 @@ use futures_lite::future;
 use leasetso_core::conn::ADMIN_TIMEOUT;
 use leasetso_core::peer::PEER_VERSION;
 use leasetso_core::{
-    GetTsError, Handshake, LeaderHint, Mode, Node, NodeConfig, NodeId, Status, StoreOp, StoreReply, Timestamp,
+    GetTsError, Handshake, LeaderHint, Mode, Node, NodeId, Status, StoreOp, StoreReply, Timestamp,
 };
 use leasetso_sled::SledStore;
 
@@ -48,88 +47,12 @@ use crate::driver::{self, Input, Pending};
 use crate::error::ServerError;
 use crate::peer::PeerNet;
 use crate::store::{self, Job, STORE_QUEUE};
+pub(crate) use leasetso_runtime::stats::Counters;
+pub use leasetso_runtime::{ServerConfig, ServerStats};
 
 /// Inputs queued for the driver at most; peer readers wait when it is full,
 /// which slows their peers through TCP rather than growing memory.
 const DRIVER_QUEUE: usize = 4096;
-
-/// How a server is set up: what `leasetso serve` offers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerConfig {
-    /// The client address to listen on; port 0 picks a free port.
-    pub listen: SocketAddr,
-    /// The store's directory, created if missing.
-    pub data_dir: PathBuf,
-    /// The cluster this node belongs to; the store remembers it and refuses
-    /// another, clients and peers naming another are turned away.
-    pub cluster_id: u64,
-    /// The node's protocol configuration (`node.nodes` is the cluster size).
-    pub node: NodeConfig,
-    /// Every node's peer address, indexed by node id, this node's own
-    /// included (it listens there). Empty for a single node.
-    pub peers: Vec<SocketAddr>,
-    /// The client address peers hand out for this node in leader hints;
-    /// defaults to the bound client address unless that is a wildcard.
-    pub advertise: Option<SocketAddr>,
-    /// The RESP door's address (`serve --resp`), off if `None`: Redis
-    /// clients get timestamps there with `TSO [count]`.
-    pub resp: Option<SocketAddr>,
-}
-
-impl ServerConfig {
-    /// A single-node server of cluster 1 with the default tunables.
-    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
-        ServerConfig {
-            listen,
-            data_dir: data_dir.into(),
-            cluster_id: 1,
-            node: NodeConfig::single(),
-            peers: Vec::new(),
-            advertise: None,
-            resp: None,
-        }
-    }
-}
-
-/// Counters of what the server has done since it started.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ServerStats {
-    /// Client connections accepted.
-    pub connections: u64,
-    /// GetTS requests answered, with timestamps or with an error.
-    pub get_ts_requests: u64,
-    /// Timestamps handed out.
-    pub timestamps: u64,
-    /// Status requests answered.
-    pub status_requests: u64,
-    /// Error frames sent, per request or fatal.
-    pub errors: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) connections: AtomicU64,
-    pub(crate) get_ts_requests: AtomicU64,
-    pub(crate) timestamps: AtomicU64,
-    pub(crate) status_requests: AtomicU64,
-    pub(crate) errors: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64, by: u64) {
-        counter.fetch_add(by, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> ServerStats {
-        ServerStats {
-            connections: self.connections.load(Ordering::Relaxed),
-            get_ts_requests: self.get_ts_requests.load(Ordering::Relaxed),
-            timestamps: self.timestamps.load(Ordering::Relaxed),
-            status_requests: self.status_requests.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-        }
-    }
-}
 
 /// What every task of one server shares.
 pub(crate) struct Shared {

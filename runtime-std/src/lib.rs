@@ -14,12 +14,17 @@
 //!   leases keep counting across a suspend).
 //! * [`error`]: [`ServerError`] and [`ClientError`].
 //!
+//! The clocks, [`ServerError`], [`ServerConfig`] and [`ServerStats`] are
+//! `leasetso-runtime`'s, re-exported: the same types as `leasetso-smol`'s,
+//! so nodes of both runtimes share their clock kind.
+//!
 //! The protocol itself (the node state machine and the wire format) lives in
 //! `leasetso-core`; the durable store in `leasetso-sled`.
 #![warn(missing_docs, unreachable_pub)]
 
+pub use leasetso_runtime::clock;
+
 pub mod client;
-pub mod clock;
 #[cfg(feature = "server")]
 mod conn;
 #[cfg(feature = "server")]

@@ -11,8 +11,6 @@
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -20,8 +18,8 @@ use std::time::Duration;
 
 use leasetso_core::peer::PEER_VERSION;
 use leasetso_core::{
-    Backend, GetTsError, Handshake, LeaderHint, Mode, Node, NodeConfig, NodeId, Status, StoreOp, StoreReply,
-    Tally, Timestamp, TsRefusal,
+    Backend, GetTsError, Handshake, LeaderHint, Mode, Node, NodeId, Status, StoreOp, StoreReply, Tally,
+    Timestamp, TsRefusal,
 };
 use leasetso_sled::SledStore;
 
@@ -32,90 +30,12 @@ use crate::error::ServerError;
 use crate::peer::{PeerNet, Routes};
 use crate::resp::Door;
 use crate::store::{self, Job, STORE_QUEUE};
+pub(crate) use leasetso_runtime::stats::Counters;
+pub use leasetso_runtime::{ServerConfig, ServerStats};
 
 /// Inputs queued for the driver at most; peer readers wait when it is full,
 /// which slows their peers through TCP rather than growing memory.
 const DRIVER_QUEUE: usize = 4096;
-
-/// How a server is set up.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerConfig {
-    /// The client address to listen on; port 0 picks a free port
-    /// ([`Server::local_addr`] tells which).
-    pub listen: SocketAddr,
-    /// The store's directory, created if missing.
-    pub data_dir: PathBuf,
-    /// The cluster this node belongs to. The store remembers it and refuses
-    /// another; clients and peers that name a different one are turned away.
-    pub cluster_id: u64,
-    /// The node's protocol configuration (`node.nodes` is the cluster size).
-    pub node: NodeConfig,
-    /// Every node's peer address, indexed by node id, this node's own
-    /// included (it listens there). Empty for a single node.
-    pub peers: Vec<SocketAddr>,
-    /// The client address peers hand out for this node in leader hints;
-    /// defaults to the bound client address, unless that is unspecified
-    /// (0.0.0.0), which is never advertised.
-    pub advertise: Option<SocketAddr>,
-    /// The RESP door's address (`serve --resp`), off if `None`: Redis
-    /// clients get timestamps there with `TSO [count]` ([`crate::resp`]).
-    pub resp: Option<SocketAddr>,
-}
-
-impl ServerConfig {
-    /// A single-node server of cluster 1 with the default tunables.
-    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
-        ServerConfig {
-            listen,
-            data_dir: data_dir.into(),
-            cluster_id: 1,
-            node: NodeConfig::single(),
-            peers: Vec::new(),
-            advertise: None,
-            resp: None,
-        }
-    }
-}
-
-/// Counters of what the server has done since it started.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ServerStats {
-    /// Client connections accepted.
-    pub connections: u64,
-    /// GetTS requests answered, with timestamps or with an error.
-    pub get_ts_requests: u64,
-    /// Timestamps handed out (the sum of the counts of successful GetTS).
-    pub timestamps: u64,
-    /// Status requests answered.
-    pub status_requests: u64,
-    /// Error frames sent, per request or fatal.
-    pub errors: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) connections: AtomicU64,
-    pub(crate) get_ts_requests: AtomicU64,
-    pub(crate) timestamps: AtomicU64,
-    pub(crate) status_requests: AtomicU64,
-    pub(crate) errors: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64, by: u64) {
-        counter.fetch_add(by, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> ServerStats {
-        ServerStats {
-            connections: self.connections.load(Ordering::Relaxed),
-            get_ts_requests: self.get_ts_requests.load(Ordering::Relaxed),
-            timestamps: self.timestamps.load(Ordering::Relaxed),
-            status_requests: self.status_requests.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-        }
-    }
-}
 
 /// Open client connections, so that shutdown can close them and wait for their threads.
 #[derive(Default)]
@@ -252,13 +172,7 @@ impl Backend for &Shared {
     }
 
     fn tally(&mut self, tally: Tally) {
-        let c = &self.counters;
-        match tally {
-            Tally::GetTs => Counters::bump(&c.get_ts_requests, 1),
-            Tally::Timestamps(count) => Counters::bump(&c.timestamps, u64::from(count)),
-            Tally::GetStatus => Counters::bump(&c.status_requests, 1),
-            Tally::Error => Counters::bump(&c.errors, 1),
-        }
+        self.counters.tally(tally);
     }
 }
 
