@@ -37,45 +37,28 @@ pub(crate) trait Codec: Copy + Debug + PartialEq + 'static {
     fn encoded_len(&self) -> usize;
 }
 
-impl Codec for Frame {
-    const MAX_LEN: u32 = MAX_FRAME_LEN;
-    fn decode(bytes: &[u8]) -> Result<Option<(Self, usize)>, WireError> {
-        Frame::decode(bytes)
-    }
-    fn encode(&self, buf: &mut Vec<u8>) -> Result<usize, EncodeError> {
-        Frame::encode(self, buf)
-    }
-    fn encoded_len(&self) -> usize {
-        Frame::encoded_len(self)
-    }
+/// Implements [`Codec`] with the type's own decoder, encoder and length.
+macro_rules! codec {
+    ($type:ty, $max:expr) => {
+        impl Codec for $type {
+            const MAX_LEN: u32 = $max;
+            fn decode(bytes: &[u8]) -> Result<Option<(Self, usize)>, WireError> {
+                <$type>::decode(bytes)
+            }
+            fn encode(&self, buf: &mut Vec<u8>) -> Result<usize, EncodeError> {
+                <$type>::encode(self, buf)
+            }
+            fn encoded_len(&self) -> usize {
+                <$type>::encoded_len(self)
+            }
+        }
+    };
 }
 
-impl Codec for PeerFrame {
-    const MAX_LEN: u32 = MAX_PEER_FRAME_LEN;
-    fn decode(bytes: &[u8]) -> Result<Option<(Self, usize)>, WireError> {
-        PeerFrame::decode(bytes)
-    }
-    fn encode(&self, buf: &mut Vec<u8>) -> Result<usize, EncodeError> {
-        PeerFrame::encode(self, buf)
-    }
-    fn encoded_len(&self) -> usize {
-        PeerFrame::encoded_len(self)
-    }
-}
-
-/// Lease messages travel as peer frames, so the peer limit is theirs.
-impl Codec for Message {
-    const MAX_LEN: u32 = MAX_PEER_FRAME_LEN;
-    fn decode(bytes: &[u8]) -> Result<Option<(Self, usize)>, WireError> {
-        Message::decode(bytes)
-    }
-    fn encode(&self, buf: &mut Vec<u8>) -> Result<usize, EncodeError> {
-        Message::encode(self, buf)
-    }
-    fn encoded_len(&self) -> usize {
-        Message::encoded_len(self)
-    }
-}
+codec!(Frame, MAX_FRAME_LEN);
+codec!(PeerFrame, MAX_PEER_FRAME_LEN);
+// Lease messages travel as peer frames, so the peer limit is theirs.
+codec!(Message, MAX_PEER_FRAME_LEN);
 
 /// `c`'s bytes; the encoder reports as many as it wrote.
 pub(crate) fn encode<C: Codec>(c: &C) -> Vec<u8> {

@@ -531,26 +531,34 @@ mod tests {
         PeerFrame::Lease(Message { msg: LeaseMsg::Prepare { ballot: Ballot::new(counter, 1, NodeId(node)) } })
     }
 
-    /// Feeds `bytes` in pieces of `step` bytes, draining after every input,
-    /// as a runtime does; returns every event in order.
-    fn feed_acceptor(s: &mut Acceptor, bytes: &[u8], step: usize) -> Vec<LinkEvent> {
-        let mut events = Vec::new();
-        for chunk in bytes.chunks(step.max(1)) {
-            let mut rest = chunk;
-            while !rest.is_empty() {
-                let used = s.handle_input(rest);
-                rest = &rest[used..];
-                let before = events.len();
-                while let Some(e) = s.poll_event() {
-                    events.push(e);
-                }
-                assert!(used > 0 || events.len() > before, "no progress");
-            }
-        }
-        events
+    /// The two sessions' input side, for one feeding loop.
+    trait Session {
+        fn handle_input(&mut self, bytes: &[u8]) -> usize;
+        fn poll_event(&mut self) -> Option<LinkEvent>;
     }
 
-    fn feed_dialler(s: &mut Dialler, bytes: &[u8], step: usize) -> Vec<LinkEvent> {
+    impl Session for Acceptor {
+        fn handle_input(&mut self, bytes: &[u8]) -> usize {
+            Acceptor::handle_input(self, bytes)
+        }
+        fn poll_event(&mut self) -> Option<LinkEvent> {
+            Acceptor::poll_event(self)
+        }
+    }
+
+    impl Session for Dialler {
+        fn handle_input(&mut self, bytes: &[u8]) -> usize {
+            Dialler::handle_input(self, bytes)
+        }
+        fn poll_event(&mut self) -> Option<LinkEvent> {
+            Dialler::poll_event(self)
+        }
+    }
+
+    /// Feeds `bytes` in pieces of `step` bytes, draining after every input,
+    /// as a runtime does; returns every event in order. Each input either
+    /// uses bytes or yields an event.
+    fn feed(s: &mut impl Session, bytes: &[u8], step: usize) -> Vec<LinkEvent> {
         let mut events = Vec::new();
         for chunk in bytes.chunks(step.max(1)) {
             let mut rest = chunk;
@@ -586,7 +594,7 @@ mod tests {
         // The Hello goes out once.
         assert_eq!(d.poll_transmit(&mut Vec::new()), Ok(0));
 
-        let events = feed_acceptor(&mut a, &wire, wire.len());
+        let events = feed(&mut a, &wire, wire.len());
         assert_eq!(
             events,
             [LinkEvent::Up {
@@ -602,7 +610,7 @@ mod tests {
         assert!(transmit_acceptor(&mut a).is_empty(), "nothing follows the Welcome");
 
         assert!(!d.is_up());
-        let events = feed_dialler(&mut d, &welcome, 1);
+        let events = feed(&mut d, &welcome, 1);
         assert!(matches!(events[..], [LinkEvent::Up { peer: NodeId(1), theirs, .. }] if theirs == hs(1)));
         assert!(d.is_up());
 
@@ -618,7 +626,7 @@ mod tests {
             let n = d.encode(f, &mut wire).unwrap();
             assert_eq!(n, f.encoded_len());
         }
-        let events = feed_acceptor(&mut a, &wire, wire.len());
+        let events = feed(&mut a, &wire, wire.len());
         let expected: Vec<_> =
             frames.iter().map(|&frame| LinkEvent::Frame { from: NodeId(0), frame }).collect();
         assert_eq!(events, expected);
@@ -628,7 +636,7 @@ mod tests {
     #[test]
     fn the_dialler_refuses_handshake_frames_and_leaves_small_buffers_untouched() {
         let mut d = Dialler::new(hs(0), NODES, NodeId(1));
-        let _ = feed_dialler(&mut d, &bytes_of(&[PeerFrame::Welcome(hs(1))]), 100);
+        let _ = feed(&mut d, &bytes_of(&[PeerFrame::Welcome(hs(1))]), 100);
         let mut wire = Vec::new();
         for f in [PeerFrame::Hello(hs(0)), PeerFrame::Welcome(hs(0))] {
             assert_eq!(d.encode(&f, &mut wire), Err(SendError::HandshakeFrame));
@@ -654,7 +662,7 @@ mod tests {
     fn the_acceptors_answer_stays_pending_while_the_buffer_is_too_small() {
         let mut a = Acceptor::new(hs(1), NODES);
         assert_eq!(a.poll_transmit(&mut Vec::new()), Ok(0), "nothing to answer before a Hello");
-        let _ = feed_acceptor(&mut a, &bytes_of(&[PeerFrame::Hello(hs(0))]), 64);
+        let _ = feed(&mut a, &bytes_of(&[PeerFrame::Hello(hs(0))]), 64);
         let mut small = [5u8; 8];
         let welcome = PeerFrame::Welcome(hs(1));
         assert_eq!(
@@ -677,7 +685,7 @@ mod tests {
         ];
         for (theirs, reason) in cases {
             let mut a = Acceptor::new(hs(1), NODES);
-            let events = feed_acceptor(&mut a, &bytes_of(&[PeerFrame::Hello(theirs)]), 3);
+            let events = feed(&mut a, &bytes_of(&[PeerFrame::Hello(theirs)]), 3);
             let [LinkEvent::Closed(LinkError::Handshake(e))] = events[..] else { panic!("{events:?}") };
             assert_eq!(e.refusal(), reason, "{theirs:?}");
             assert!(a.is_closed() && a.peer().is_none());
@@ -695,7 +703,7 @@ mod tests {
         }
         // A first frame that is no Hello is refused as NotHello.
         let mut a = Acceptor::new(hs(1), NODES);
-        let events = feed_acceptor(&mut a, &bytes_of(&[lease(1, 0)]), 1);
+        let events = feed(&mut a, &bytes_of(&[lease(1, 0)]), 1);
         assert_eq!(events, [LinkEvent::Closed(LinkError::Handshake(HandshakeError::NotHandshake))]);
         let out = transmit_acceptor(&mut a);
         assert!(matches!(
@@ -709,10 +717,7 @@ mod tests {
         let mut hello = bytes_of(&[PeerFrame::Hello(hs(0))]);
         hello[5] = b'X';
         let mut a = Acceptor::new(hs(1), NODES);
-        assert_eq!(
-            feed_acceptor(&mut a, &hello, 7),
-            [LinkEvent::Closed(LinkError::Malformed(WireError::BadMagic))]
-        );
+        assert_eq!(feed(&mut a, &hello, 7), [LinkEvent::Closed(LinkError::Malformed(WireError::BadMagic))]);
         assert!(transmit_acceptor(&mut a).is_empty());
         // An oversized length is refused from its prefix, before any body.
         let mut a = Acceptor::new(hs(1), NODES);
@@ -737,7 +742,7 @@ mod tests {
         for (answer, ours) in cases {
             let mut d = Dialler::new(hs(0), NODES, NodeId(1));
             let _ = d.poll_transmit(&mut Vec::new()).unwrap();
-            let events = feed_dialler(&mut d, &bytes_of(&[answer]), 2);
+            let events = feed(&mut d, &bytes_of(&[answer]), 2);
             let [LinkEvent::Closed(LinkError::Handshake(e))] = events[..] else {
                 panic!("{answer:?}: {events:?}")
             };
@@ -750,7 +755,7 @@ mod tests {
         }
         let mut d = Dialler::new(hs(0), NODES, NodeId(1));
         assert_eq!(
-            feed_dialler(&mut d, b"HTTP/1.1 400 Bad Request\r\n", 100),
+            feed(&mut d, b"HTTP/1.1 400 Bad Request\r\n", 100),
             [LinkEvent::Closed(LinkError::Malformed(WireError::FrameTooLarge {
                 len: 0x4854_5450,
                 max: MAX_PEER_FRAME_LEN
@@ -762,7 +767,7 @@ mod tests {
     fn bytes_after_the_welcome_end_the_dialler() {
         let mut d = Dialler::new(hs(0), NODES, NodeId(1));
         let wire = bytes_of(&[PeerFrame::Welcome(hs(1)), PeerFrame::RestartQuery]);
-        let events = feed_dialler(&mut d, &wire, wire.len());
+        let events = feed(&mut d, &wire, wire.len());
         assert!(matches!(events[0], LinkEvent::Up { peer: NodeId(1), .. }));
         assert_eq!(events[1..], [LinkEvent::Closed(LinkError::WroteAfterWelcome)]);
         assert!(d.is_closed());
@@ -772,7 +777,7 @@ mod tests {
     fn a_handshake_frame_after_up_ends_the_acceptor() {
         let mut a = Acceptor::new(hs(1), NODES);
         let wire = bytes_of(&[PeerFrame::Hello(hs(2)), lease(1, 2), PeerFrame::Hello(hs(0)), lease(2, 0)]);
-        let events = feed_acceptor(&mut a, &wire, 5);
+        let events = feed(&mut a, &wire, 5);
         assert!(matches!(events[0], LinkEvent::Up { peer: NodeId(2), .. }));
         assert_eq!(events[1], LinkEvent::Frame { from: NodeId(2), frame: lease(1, 2) });
         assert_eq!(events[2..], [LinkEvent::Closed(LinkError::HandshakeAfterUp)]);
@@ -811,8 +816,8 @@ mod tests {
             wire.extend(bytes_of(&frames));
             let mut whole = Acceptor::new(hs(0), NODES);
             let mut cut = Acceptor::new(hs(0), NODES);
-            let a = feed_acceptor(&mut whole, &wire, wire.len());
-            let b = feed_acceptor(&mut cut, &wire, step);
+            let a = feed(&mut whole, &wire, wire.len());
+            let b = feed(&mut cut, &wire, step);
             prop_assert_eq!(&a, &b);
             prop_assert_eq!(a.len(), frames.len() + 1);
             for (e, f) in a[1..].iter().zip(&frames) {
@@ -829,8 +834,8 @@ mod tests {
             wire.extend(&bytes);
             let mut whole = Acceptor::new(hs(0), NODES);
             let mut bytewise = Acceptor::new(hs(0), NODES);
-            let a = feed_acceptor(&mut whole, &wire, wire.len());
-            let b = feed_acceptor(&mut bytewise, &wire, 1);
+            let a = feed(&mut whole, &wire, wire.len());
+            let b = feed(&mut bytewise, &wire, 1);
             prop_assert_eq!(&a, &b);
             prop_assert!(whole.buffered() <= MAX_FRAME_BYTES);
             let closed = a.iter().position(|e| matches!(e, LinkEvent::Closed(_)));
@@ -849,8 +854,8 @@ mod tests {
         fn any_bytes_into_a_dialler(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let mut whole = Dialler::new(hs(0), NODES, NodeId(1));
             let mut bytewise = Dialler::new(hs(0), NODES, NodeId(1));
-            let a = feed_dialler(&mut whole, &bytes, bytes.len());
-            let b = feed_dialler(&mut bytewise, &bytes, 1);
+            let a = feed(&mut whole, &bytes, bytes.len());
+            let b = feed(&mut bytewise, &bytes, 1);
             prop_assert_eq!(&a, &b);
             prop_assert!(a.len() <= 2);
             prop_assert_eq!(whole.is_up(), matches!(a.last(), Some(LinkEvent::Up { .. })));

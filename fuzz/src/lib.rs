@@ -64,29 +64,25 @@ pub trait Codec: Copy + Debug + PartialEq {
     fn encoded_len(&self) -> usize;
 }
 
-impl Codec for leasetso_core::Frame {
-    fn decode(bytes: &[u8]) -> Result<Option<(Self, usize)>, WireError> {
-        Self::decode(bytes)
-    }
-    fn encode(&self, buf: &mut Vec<u8>) -> Result<usize, EncodeError> {
-        Self::encode(self, buf)
-    }
-    fn encoded_len(&self) -> usize {
-        Self::encoded_len(self)
-    }
+/// Implements [`Codec`] with the type's own decoder, encoder and length.
+macro_rules! codec {
+    ($type:ty) => {
+        impl Codec for $type {
+            fn decode(bytes: &[u8]) -> Result<Option<(Self, usize)>, WireError> {
+                <$type>::decode(bytes)
+            }
+            fn encode(&self, buf: &mut Vec<u8>) -> Result<usize, EncodeError> {
+                <$type>::encode(self, buf)
+            }
+            fn encoded_len(&self) -> usize {
+                <$type>::encoded_len(self)
+            }
+        }
+    };
 }
 
-impl Codec for leasetso_core::PeerFrame {
-    fn decode(bytes: &[u8]) -> Result<Option<(Self, usize)>, WireError> {
-        Self::decode(bytes)
-    }
-    fn encode(&self, buf: &mut Vec<u8>) -> Result<usize, EncodeError> {
-        Self::encode(self, buf)
-    }
-    fn encoded_len(&self) -> usize {
-        Self::encoded_len(self)
-    }
-}
+codec!(leasetso_core::Frame);
+codec!(leasetso_core::PeerFrame);
 
 /// The decoder property, on `data` read the way a server reads a pipelined
 /// stream: frame after frame until bytes run out or an error closes the
