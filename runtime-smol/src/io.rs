@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, future};
+use leasetso_runtime::io::make_room;
 
 /// Reads once more into `buf`, whose unread bytes are `start..end`: first
 /// makes room for at least `room` bytes after them (moving them to the front
@@ -20,12 +21,7 @@ pub(crate) async fn refill(
     end: &mut usize,
     room: usize,
 ) -> io::Result<usize> {
-    if *start == *end {
-        (*start, *end) = (0, 0);
-    } else if buf.len() - *end < room {
-        buf.copy_within(*start..*end, 0);
-        (*start, *end) = (0, *end - *start);
-    }
+    make_room(buf, start, end, room);
     let n = stream.read(&mut buf[*end..]).await?;
     *end += n;
     Ok(n)

@@ -47,12 +47,9 @@ use crate::driver::{self, Input, Pending};
 use crate::error::ServerError;
 use crate::peer::PeerNet;
 use crate::store::{self, Job, STORE_QUEUE};
+use leasetso_runtime::driver::DRIVER_QUEUE;
 pub(crate) use leasetso_runtime::stats::Counters;
 pub use leasetso_runtime::{ServerConfig, ServerStats};
-
-/// Inputs queued for the driver at most; peer readers wait when it is full,
-/// which slows their peers through TCP rather than growing memory.
-const DRIVER_QUEUE: usize = 4096;
 
 /// What every task of one server shares.
 pub(crate) struct Shared {

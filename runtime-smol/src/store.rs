@@ -6,45 +6,23 @@
 //! lapse; so the driver only queues store work here and goes on, and the
 //! reply comes back to it as an input like any other. The thread blocks on
 //! the async channel's blocking side; nothing on the executor ever waits for
-//! it except through a channel.
+//! it except through a channel. The jobs and what each answers are
+//! `leasetso-runtime`'s ([`leasetso_runtime::store`]).
 
 use std::sync::Arc;
 
-use leasetso_core::{NodeId, PeerFrame, StoreOp, StoreReply, StoreRequest};
+use leasetso_core::{NodeId, StoreReply};
+use leasetso_runtime::store::{Done, apply};
 use leasetso_sled::SledStore;
 
 use crate::driver::Input;
 use crate::peer::PeerNet;
 
-/// Jobs queued at most; a peer's request beyond it is dropped (its round
-/// times out, as if the frame had been lost).
-pub(crate) const STORE_QUEUE: usize = 1024;
+pub(crate) use leasetso_runtime::store::STORE_QUEUE;
 
-/// Work for the store thread.
-pub(crate) enum Job {
-    /// This node's own request for its own replica.
-    Local(StoreRequest),
-    /// A peer's request for this node's replica; the reply goes back to it.
-    Remote {
-        /// The peer, as its link's handshake named it.
-        from: NodeId,
-        /// The operation.
-        request: StoreRequest,
-    },
-    /// A peer that lost its restart counter asks for the highest ballot of
-    /// its own seen here.
-    RestartQuery {
-        /// The asking peer.
-        from: NodeId,
-    },
-    /// An operator's request on this replica, answered to the connection that asked.
-    Admin {
-        /// The operation (a registration read or an exact clear).
-        op: StoreOp,
-        /// Where the answer goes.
-        reply: async_channel::Sender<StoreReply>,
-    },
-}
+/// Work for the store thread; an operator's answer goes back on an async
+/// channel to the connection task that asked.
+pub(crate) type Job = leasetso_runtime::store::Job<async_channel::Sender<StoreReply>>;
 
 /// Runs jobs until the queue is closed and drained.
 pub(crate) fn run(
@@ -55,27 +33,20 @@ pub(crate) fn run(
     net: Option<Arc<PeerNet>>,
 ) {
     while let Ok(job) = jobs.recv_blocking() {
-        match job {
-            Job::Local(request) => {
-                let reply = store.execute(request.op);
-                // Gone only once the driver stopped; the rest is drained anyway.
-                let _ = driver.send_blocking(Input::StoreReply { replica: me, id: request.id, reply });
+        match apply(&store, me, job, |from| net.as_ref().map(|net| net.seen(from))) {
+            // Gone only once the driver stopped; the rest is drained anyway.
+            Done::Driver(input) => {
+                let _ = driver.send_blocking(input);
             }
-            Job::Remote { from, request } => {
-                let reply = store.execute(request.op);
+            Done::Peer(to, frame) => {
                 if let Some(net) = &net {
-                    net.send(from, PeerFrame::StoreReply { id: request.id, reply });
+                    net.send(to, frame);
                 }
             }
-            Job::Admin { op, reply } => {
-                let _ = reply.try_send(store.execute(op));
+            Done::Admin(reply, answer) => {
+                let _ = reply.try_send(answer);
             }
-            Job::RestartQuery { from } => {
-                let Some(net) = &net else { continue };
-                // A replica that cannot read its fence does not answer.
-                let Ok(highest) = store.restart_info(from, net.seen(from)) else { continue };
-                net.send(from, PeerFrame::RestartInfo { highest });
-            }
+            Done::Nothing => {}
         }
     }
 }

@@ -3,13 +3,9 @@
 
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
-use std::time::Duration;
 
-/// How long a closing connection waits for the peer's unread bytes, so that
-/// closing does not reset the connection before the peer reads our last frame.
-const LINGER: Duration = Duration::from_millis(250);
-/// The most bytes a closing connection reads and discards.
-const LINGER_BYTES: usize = 64 * 1024;
+use leasetso_core::conn::{LINGER, LINGER_BYTES};
+use leasetso_runtime::io::make_room;
 
 /// Reads once more into `buf`, whose unread bytes are `start..end`: first
 /// makes room for at least `room` bytes after them (moving them to the front
@@ -23,12 +19,7 @@ pub(crate) fn refill(
     end: &mut usize,
     room: usize,
 ) -> io::Result<usize> {
-    if *start == *end {
-        (*start, *end) = (0, 0);
-    } else if buf.len() - *end < room {
-        buf.copy_within(*start..*end, 0);
-        (*start, *end) = (0, *end - *start);
-    }
+    make_room(buf, start, end, room);
     loop {
         match stream.read(&mut buf[*end..]) {
             Ok(n) => {

@@ -448,11 +448,6 @@ impl PeerNet {
     }
 }
 
-/// The component-wise maximum of two ballots of one node (the core's
-/// [`leasetso_core::recovery::bound`]): what a peer's restart query is
-/// answered with, from this node's fence and what it saw.
-pub(crate) use leasetso_core::recovery::bound;
-
 /// Writes what the acceptor has to send (its Welcome or Refused); returns
 /// the bytes written.
 fn write_answer(mut stream: &TcpStream, session: &mut Acceptor) -> io::Result<usize> {

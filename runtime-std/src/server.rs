@@ -30,12 +30,9 @@ use crate::error::ServerError;
 use crate::peer::{PeerNet, Routes};
 use crate::resp::Door;
 use crate::store::{self, Job, STORE_QUEUE};
+use leasetso_runtime::driver::DRIVER_QUEUE;
 pub(crate) use leasetso_runtime::stats::Counters;
 pub use leasetso_runtime::{ServerConfig, ServerStats};
-
-/// Inputs queued for the driver at most; peer readers wait when it is full,
-/// which slows their peers through TCP rather than growing memory.
-const DRIVER_QUEUE: usize = 4096;
 
 /// Open client connections, so that shutdown can close them and wait for their threads.
 #[derive(Default)]

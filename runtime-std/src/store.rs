@@ -4,47 +4,25 @@
 //! A save flushes to disk. Lease messages (Promise, Accept, Release) must
 //! never wait behind an fsync, or a slow disk would let leases lapse; so the
 //! driver only queues store work here and goes on, and the reply comes back
-//! as an input like any other.
+//! as an input like any other. The jobs and what each answers are
+//! `leasetso-runtime`'s ([`leasetso_runtime::store`]); this is the loop on
+//! std's channels.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
-use leasetso_core::{Ballot, NodeId, PeerFrame, StoreOp, StoreReply, StoreRequest};
+use leasetso_core::{NodeId, StoreReply};
+use leasetso_runtime::store::{Done, apply};
 use leasetso_sled::SledStore;
 
 use crate::driver::Input;
 use crate::peer::PeerNet;
 
-/// Jobs queued at most; a peer's request beyond it is dropped (its round
-/// times out, as if the frame had been lost).
-pub(crate) const STORE_QUEUE: usize = 1024;
+pub(crate) use leasetso_runtime::store::STORE_QUEUE;
 
-/// Work for the store thread.
-pub(crate) enum Job {
-    /// This node's own request for its own replica.
-    Local(StoreRequest),
-    /// A peer's request for this node's replica; the reply goes back to it.
-    Remote {
-        /// The peer, as its link's handshake named it.
-        from: NodeId,
-        /// The operation.
-        request: StoreRequest,
-    },
-    /// A peer that lost its restart counter asks for the highest ballot of
-    /// its own seen here.
-    RestartQuery {
-        /// The asking peer.
-        from: NodeId,
-    },
-    /// An operator's request on this replica (`primary show`, `primary
-    /// clear`), answered to the client connection that asked.
-    Admin {
-        /// The operation (a registration read or an exact clear).
-        op: StoreOp,
-        /// Where the answer goes.
-        reply: mpsc::Sender<StoreReply>,
-    },
-}
+/// Work for the store thread; an operator's answer goes back on an `mpsc`
+/// channel to the connection thread that asked.
+pub(crate) type Job = leasetso_runtime::store::Job<mpsc::Sender<StoreReply>>;
 
 /// Runs jobs until every sender is gone.
 pub(crate) fn run(
@@ -55,32 +33,21 @@ pub(crate) fn run(
     net: Option<Arc<PeerNet>>,
 ) {
     for job in jobs {
-        match job {
-            Job::Local(request) => {
-                let reply = store.execute(request.op);
-                if driver.send(Input::StoreReply { replica: me, id: request.id, reply }).is_err() {
+        match apply(&store, me, job, |from| net.as_ref().map(|net| net.seen(from))) {
+            Done::Driver(input) => {
+                if driver.send(input).is_err() {
                     break;
                 }
             }
-            Job::Remote { from, request } => {
-                let reply = store.execute(request.op);
+            Done::Peer(to, frame) => {
                 if let Some(net) = &net {
-                    net.send(from, PeerFrame::StoreReply { id: request.id, reply });
+                    net.send(to, frame);
                 }
             }
-            Job::Admin { op, reply } => {
-                let _ = reply.send(store.execute(op));
+            Done::Admin(reply, answer) => {
+                let _ = reply.send(answer);
             }
-            Job::RestartQuery { from } => {
-                let Some(net) = &net else { continue };
-                // What this replica's fence and this node's peer links saw of
-                // the asker's ballots. A replica that cannot read its fence
-                // does not answer: the asker waits for a quorum of answers.
-                let Ok(fence) = store.fence() else { continue };
-                let fence = if fence.node == from { fence } else { Ballot::ZERO };
-                let highest = crate::peer::bound(fence, net.seen(from));
-                net.send(from, PeerFrame::RestartInfo { highest });
-            }
+            Done::Nothing => {}
         }
     }
 }
