@@ -484,31 +484,24 @@ fn cell(case: fn(Runtime, ClientKind), server: Runtime, client: ClientKind) {
     case(server, client);
 }
 
-/// One test per (server runtime, client) pair for each case function.
+/// One test per (server runtime, client) pair for each case function: a
+/// module per case, a test per cell, named `<server>_server_<client>_client`.
 macro_rules! matrix {
     ($($case:ident),* $(,)?) => {$(
         mod $case {
             use super::{ClientKind, Runtime, cell};
 
-            #[test]
-            fn std_server_std_client() {
-                cell(super::$case, Runtime::Std, ClientKind::Std);
-            }
-
-            #[test]
-            fn smol_server_std_client() {
-                cell(super::$case, Runtime::Smol, ClientKind::Std);
-            }
-
-            #[test]
-            fn std_server_smol_client() {
-                cell(super::$case, Runtime::Std, ClientKind::Smol);
-            }
-
-            #[test]
-            fn smol_server_smol_client() {
-                cell(super::$case, Runtime::Smol, ClientKind::Smol);
-            }
+            matrix!(@cells $case:
+                std_server_std_client = Std, Std;
+                smol_server_std_client = Smol, Std;
+                std_server_smol_client = Std, Smol;
+                smol_server_smol_client = Smol, Smol);
+        }
+    )*};
+    (@cells $case:ident: $($test:ident = $server:ident, $client:ident);*) => {$(
+        #[test]
+        fn $test() {
+            cell(super::$case, Runtime::$server, ClientKind::$client);
         }
     )*};
 }
@@ -1114,6 +1107,23 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
+/// A case whose one write the server refuses with `code`, its first and
+/// only answer, then closes (after its linger).
+fn refused_at_once(name: &'static str, bytes: Vec<u8>, code: ErrorCode) -> RawCase {
+    RawCase { name, steps: vec![Step::Send(bytes)], expect: vec![fatal(code)], end: End::Eof }
+}
+
+/// A case whose hello is welcomed and whose next write the server refuses
+/// with `code`, then closes (after its linger).
+fn refused_after_hello(name: &'static str, bytes: Vec<u8>, code: ErrorCode) -> RawCase {
+    RawCase {
+        name,
+        steps: vec![Step::Send(hello()), Step::Send(bytes)],
+        expect: vec![welcome(), fatal(code)],
+        end: End::Eof,
+    }
+}
+
 /// Every raw case. Each says which rule of PROTOCOL.md it holds the server
 /// to ("Frames", the check table of "What a server does with bad input",
 /// "Conversation", "Request ids").
@@ -1151,141 +1161,51 @@ fn raw_cases() -> Vec<RawCase> {
         case("hello for any cluster", vec![Send(hello_v(VERSION, 0))], vec![welcome()], End::Open),
         case("hello for this cluster", vec![Send(hello())], vec![welcome()], End::Open),
         case("hello dribbled a byte per write", vec![Dribble(hello())], vec![welcome()], End::Open),
-        case("hello for cluster 7", vec![Send(hello_v(VERSION, 7))], vec![fatal(ClusterMismatch)], End::Eof),
-        case(
-            "hello of version 99",
-            vec![Send(hello_v(99, CLUSTER))],
-            vec![fatal(UnsupportedVersion)],
-            End::Eof,
-        ),
-        case(
+        refused_at_once("hello for cluster 7", hello_v(VERSION, 7), ClusterMismatch),
+        refused_at_once("hello of version 99", hello_v(99, CLUSTER), UnsupportedVersion),
+        refused_at_once(
             "hello of version 99 for cluster 7: the version is checked first",
-            vec![Send(hello_v(99, 7))],
-            vec![fatal(UnsupportedVersion)],
-            End::Eof,
+            hello_v(99, 7),
+            UnsupportedVersion,
         ),
-        case(
-            "hello with the wrong magic",
-            vec![Send(bad_magic.clone())],
-            vec![fatal(UnsupportedVersion)],
-            End::Eof,
-        ),
-        case(
-            "hello with the wrong magic and version 99",
-            vec![Send(bad_magic_v99)],
-            vec![fatal(UnsupportedVersion)],
-            End::Eof,
-        ),
-        case(
+        refused_at_once("hello with the wrong magic", bad_magic.clone(), UnsupportedVersion),
+        refused_at_once("hello with the wrong magic and version 99", bad_magic_v99, UnsupportedVersion),
+        refused_at_once(
             "hello of the wrong size with the wrong magic: the size is checked first",
-            vec![Send(long_bad_hello)],
-            vec![fatal(Malformed)],
-            End::Eof,
+            long_bad_hello,
+            Malformed,
         ),
-        case("GetTs before hello", vec![Send(get_ts_1.clone())], vec![fatal(HandshakeRequired)], End::Eof),
-        case(
-            "GetStatus before hello",
-            vec![Send(status_req.clone())],
-            vec![fatal(HandshakeRequired)],
-            End::Eof,
-        ),
-        case(
-            "a server's Ts before hello",
-            vec![Send(ts_frame.clone())],
-            vec![fatal(HandshakeRequired)],
-            End::Eof,
-        ),
-        case(
-            "a server's Welcome before hello",
-            vec![Send(welcome_frame.clone())],
-            vec![fatal(HandshakeRequired)],
-            End::Eof,
-        ),
-        case(
+        refused_at_once("GetTs before hello", get_ts_1.clone(), HandshakeRequired),
+        refused_at_once("GetStatus before hello", status_req.clone(), HandshakeRequired),
+        refused_at_once("a server's Ts before hello", ts_frame.clone(), HandshakeRequired),
+        refused_at_once("a server's Welcome before hello", welcome_frame.clone(), HandshakeRequired),
+        refused_at_once(
             "an unknown kind before hello: the kind is checked first",
-            vec![Send(vec![0, 0, 0, 1, 0x55])],
-            vec![fatal(UnknownKind)],
-            End::Eof,
+            vec![0, 0, 0, 1, 0x55],
+            UnknownKind,
         ),
-        case(
+        refused_at_once(
             "an Error with code 999 before hello: the fields are checked first",
-            vec![Send(bad_code_error.clone())],
-            vec![fatal(Malformed)],
-            End::Eof,
+            bad_code_error.clone(),
+            Malformed,
         ),
-        case(
-            "a second hello",
-            vec![Send(hello()), Send(hello())],
-            vec![welcome(), fatal(HandshakeRequired)],
-            End::Eof,
-        ),
-        case(
-            "a second hello of version 99",
-            vec![Send(hello()), Send(hello_v(99, CLUSTER))],
-            vec![welcome(), fatal(HandshakeRequired)],
-            End::Eof,
-        ),
-        case(
-            "a second hello with the wrong magic",
-            vec![Send(hello()), Send(bad_magic.clone())],
-            vec![welcome(), fatal(UnsupportedVersion)],
-            End::Eof,
-        ),
+        refused_after_hello("a second hello", hello(), HandshakeRequired),
+        refused_after_hello("a second hello of version 99", hello_v(99, CLUSTER), HandshakeRequired),
+        refused_after_hello("a second hello with the wrong magic", bad_magic.clone(), UnsupportedVersion),
         // Framing (checks 1-4, 6, 11).
-        case(
+        refused_at_once(
             "an HTTP request",
-            vec![Send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec())],
-            vec![fatal(FrameTooLarge)],
-            End::Eof,
+            b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+            FrameTooLarge,
         ),
-        case(
-            "a length of 4 GiB, refused from the prefix alone",
-            vec![Send(vec![0xff; 4])],
-            vec![fatal(FrameTooLarge)],
-            End::Eof,
-        ),
-        case(
-            "a length of 257 after the handshake",
-            vec![Send(hello()), Send(over.to_vec())],
-            vec![welcome(), fatal(FrameTooLarge)],
-            End::Eof,
-        ),
-        case(
-            "a length of 0",
-            vec![Send(hello()), Send(vec![0, 0, 0, 0])],
-            vec![welcome(), fatal(Malformed)],
-            End::Eof,
-        ),
-        case(
-            "an unknown kind after the handshake",
-            vec![Send(hello()), Send(vec![0, 0, 0, 1, 0x55])],
-            vec![welcome(), fatal(UnknownKind)],
-            End::Eof,
-        ),
-        case(
-            "GetTs with a 1-byte body",
-            vec![Send(hello()), Send(vec![0, 0, 0, 2, get_ts_1[4], 0])],
-            vec![welcome(), fatal(Malformed)],
-            End::Eof,
-        ),
-        case(
-            "a server's Ts after the handshake",
-            vec![Send(hello()), Send(ts_frame)],
-            vec![welcome(), fatal(UnknownKind)],
-            End::Eof,
-        ),
-        case(
-            "a server's Welcome after the handshake",
-            vec![Send(hello()), Send(welcome_frame)],
-            vec![welcome(), fatal(UnknownKind)],
-            End::Eof,
-        ),
-        case(
-            "an Error with code 999 after the handshake",
-            vec![Send(hello()), Send(bad_code_error)],
-            vec![welcome(), fatal(Malformed)],
-            End::Eof,
-        ),
+        refused_at_once("a length of 4 GiB, refused from the prefix alone", vec![0xff; 4], FrameTooLarge),
+        refused_after_hello("a length of 257 after the handshake", over.to_vec(), FrameTooLarge),
+        refused_after_hello("a length of 0", vec![0, 0, 0, 0], Malformed),
+        refused_after_hello("an unknown kind after the handshake", vec![0, 0, 0, 1, 0x55], UnknownKind),
+        refused_after_hello("GetTs with a 1-byte body", vec![0, 0, 0, 2, get_ts_1[4], 0], Malformed),
+        refused_after_hello("a server's Ts after the handshake", ts_frame, UnknownKind),
+        refused_after_hello("a server's Welcome after the handshake", welcome_frame, UnknownKind),
+        refused_after_hello("an Error with code 999 after the handshake", bad_code_error, Malformed),
         // Truncated frames and half-closes ("Conversation" 4).
         case(
             "EOF in the middle of a GetTs",
