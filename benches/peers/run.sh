@@ -4,8 +4,10 @@
 #   benches/peers/run.sh [harness options]     e.g. --seconds 5 --rounds 3
 #
 # 1. installs tsoracle 2.3.3 into $TSORACLE_ROOT (default /tmp/tsoracle-root)
-#    unless its binary is there (needs Debian protobuf-compiler and
-#    libclang-dev, installed here if missing; ~15 min on 2 cores);
+#    unless its binary is there, with its `file` driver only (the one
+#    `serve file` runs; the openraft and paxos drivers would add RocksDB's
+#    C++ build, by far the longest part); needs Debian
+#    protobuf-compiler and libclang-dev, installed here if missing;
 # 2. builds leasetso and this harness in release;
 # 3. starts `tsoracle serve file` and `leasetso serve` on 127.0.0.1 (free
 #    ports, temp data dirs), and `leasetso serve --runtime smol` when the
@@ -23,8 +25,9 @@ TSORACLE_VERSION=2.3.3
 tsoracle="$TSORACLE_ROOT/bin/tsoracle"
 
 # Debian packages: protoc builds tsoracle's protobuf code (its server and its
-# client crate, which the harness links); libclang is for RocksDB's bindgen
-# in the tsoracle server.
+# client crate, which the harness links); libclang was needed for RocksDB's
+# bindgen in the full server, and the file-only build was only tried with it
+# installed.
 missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 if [ ! -x "$tsoracle" ] && ! dpkg -s libclang-dev >/dev/null 2>&1; then
@@ -41,7 +44,8 @@ fi
 
 if [ ! -x "$tsoracle" ]; then
   echo "== cargo install tsoracle@$TSORACLE_VERSION into $TSORACLE_ROOT (takes a while)"
-  cargo install --locked --root "$TSORACLE_ROOT" "tsoracle@$TSORACLE_VERSION"
+  cargo install --locked --root "$TSORACLE_ROOT" --no-default-features --features file \
+    "tsoracle@$TSORACLE_VERSION"
 fi
 
 echo "== build leasetso and the harness (release)"
