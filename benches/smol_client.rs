@@ -12,6 +12,11 @@
 //! `SMOL_ROUNDS` times, interleaved (every column in turn, then the next
 //! round), and the median round is printed with every round's rate.
 //!
+//! Under each row of rates, the CPU time (user + system, from `/proc`) the
+//! bench process and the column's server spent per timestamp over all
+//! rounds: which side a plateau comes from. (The bench process holds every
+//! client; only the measured one is busy during a run.)
+//!
 //! Then the latency at one caller: every call timed (`Instant` around it),
 //! in blocks of 250 per series, interleaved with the ping-pong floor so all
 //! series see the same moments of the machine; p50, p99 and their ratios to
@@ -206,10 +211,39 @@ fn run_std(client: &leasetso_std::Client, callers: usize, time: Duration) -> Run
     })
 }
 
+/// CPU time (user + system) of process `pid` so far, from
+/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    // `rest` starts at field 3 (the state): field k is token k - 3.
+    let tokens: Vec<&str> = rest.split_whitespace().collect();
+    let field = |k: usize| tokens.get(k - 3).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(14) + field(15);
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU spent during runs, per side, summed over rounds.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    client: Duration,
+    server: Duration,
+    timestamps: u64,
+}
+
+impl Cpu {
+    /// (client, server) µs of CPU per timestamp.
+    fn per_ts_us(&self) -> (f64, f64) {
+        let n = self.timestamps.max(1) as f64;
+        (self.client.as_secs_f64() * 1e6 / n, self.server.as_secs_f64() * 1e6 / n)
+    }
+}
+
 /// One column of the throughput table.
 enum Column<'a> {
-    Smol { server: &'a str, client: leasetso_smol::Client },
-    Std { server: &'a str, client: Box<leasetso_std::Client> },
+    Smol { server: &'a str, pid: u32, client: leasetso_smol::Client },
+    Std { server: &'a str, pid: u32, client: Box<leasetso_std::Client> },
 }
 
 impl Column<'_> {
@@ -217,6 +251,12 @@ impl Column<'_> {
         match self {
             Column::Smol { server, .. } => format!("smol-cl→{server}"),
             Column::Std { server, .. } => format!("std-cl→{server}"),
+        }
+    }
+
+    fn server_pid(&self) -> u32 {
+        match self {
+            Column::Smol { pid, .. } | Column::Std { pid, .. } => *pid,
         }
     }
 
@@ -297,10 +337,18 @@ fn main() {
     let pool = Pool::new(cfg.workers);
     let mut columns = Vec::new();
     for (rt, server) in &servers {
-        columns.push(Column::Smol { server: rt, client: connect_smol(&pool, server.addr(), cfg.in_flight) });
+        columns.push(Column::Smol {
+            server: rt,
+            pid: server.pid(),
+            client: connect_smol(&pool, server.addr(), cfg.in_flight),
+        });
     }
     for (rt, server) in &servers {
-        columns.push(Column::Std { server: rt, client: Box::new(connect_std(server.addr())) });
+        columns.push(Column::Std {
+            server: rt,
+            pid: server.pid(),
+            client: Box::new(connect_std(server.addr())),
+        });
     }
     let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -327,12 +375,17 @@ fn main() {
     let warm = Duration::from_secs_f64(cfg.warmup);
     for &n in &cfg.callers {
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); columns.len()];
+        let mut cpu = vec![Cpu::default(); columns.len()];
         for _ in 0..cfg.rounds {
             for (i, c) in columns.iter().enumerate() {
                 if !warm.is_zero() {
                     c.run(&pool, n, warm, cfg.std_client_max);
                 }
+                let (me0, srv0) = (cpu_time(std::process::id()), cpu_time(c.server_pid()));
                 if let Some(run) = c.run(&pool, n, time, cfg.std_client_max) {
+                    cpu[i].client += cpu_time(std::process::id()).saturating_sub(me0);
+                    cpu[i].server += cpu_time(c.server_pid()).saturating_sub(srv0);
+                    cpu[i].timestamps += run.timestamps;
                     rates[i].push(run.rate());
                 }
             }
@@ -349,6 +402,16 @@ fn main() {
             }
         }
         println!("{row}   rounds [{}]", detail.join("] ["));
+        let mut row = format!("{:>5}", "cpu");
+        for (rs, c) in rates.iter().zip(&cpu) {
+            if rs.is_empty() {
+                row += &format!(" {:>15}", "-");
+            } else {
+                let (cl, sv) = c.per_ts_us();
+                row += &format!(" {:>15}", format!("{cl:.2}+{sv:.2}us"));
+            }
+        }
+        println!("{row}   (CPU per timestamp, client process + server process, over all rounds)");
     }
 
     println!(
