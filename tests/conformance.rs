@@ -130,15 +130,13 @@ impl fmt::Display for Failure {
     }
 }
 
+/// One impl for both libraries: their errors are one type
+/// (`leasetso_runtime::ClientError`). Which client failed is not in the
+/// message; every check that reports a failure names the client kind, and
+/// each matrix cell prints its server and client first.
 impl From<leasetso_std::ClientError> for Failure {
     fn from(e: leasetso_std::ClientError) -> Self {
-        Failure { code: e.code(), message: format!("std client: {e}") }
-    }
-}
-
-impl From<leasetso_smol::ClientError> for Failure {
-    fn from(e: leasetso_smol::ClientError) -> Self {
-        Failure { code: e.code(), message: format!("smol client: {e}") }
+        Failure { code: e.code(), message: e.to_string() }
     }
 }
 

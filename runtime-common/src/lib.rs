@@ -1,6 +1,7 @@
 //! What both leasetso runtimes share that is neither protocol nor I/O
-//! scheduling: clocks, configuration, the server's error type, counters, the driver's
-//! step over the node and the store thread's jobs.
+//! scheduling: clocks, configuration, the client's and the server's error
+//! types, counters, the driver's step over the node and the store thread's
+//! jobs.
 //!
 //! The protocol is `leasetso-core`'s (the node and the sans-IO sessions);
 //! the waiting (threads and blocking sockets in `leasetso-std`, tasks and
@@ -13,10 +14,11 @@
 //! `leasetso_smol::ServerConfig` are the same type.
 //!
 //! * [`clock`]: the clocks the core is fed with (`CLOCK_BOOTTIME` on Linux).
+//! * [`error`]: [`ClientError`] (both clients' errors, one type) and, with
+//!   feature `server`, [`ServerError`].
 //! * [`io`]: making room in a connection's read buffer.
 //! * Feature `server` (off by default; each runtime's `server` feature turns
-//!   it on, so their client-only builds pull no sled): [`error`]
-//!   ([`ServerError`]), [`config`]
+//!   it on, so their client-only builds pull no sled): [`config`]
 //!   ([`ServerConfig`]), [`stats`] ([`ServerStats`] and the live counters),
 //!   [`driver`] (the driver's inputs and its step over the node) and
 //!   [`store`] (the store thread's jobs).
@@ -27,7 +29,6 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod driver;
-#[cfg(feature = "server")]
 pub mod error;
 pub mod io;
 #[cfg(feature = "server")]
@@ -38,6 +39,7 @@ pub mod store;
 pub use clock::Clock;
 #[cfg(feature = "server")]
 pub use config::ServerConfig;
+pub use error::ClientError;
 #[cfg(feature = "server")]
 pub use error::ServerError;
 #[cfg(feature = "server")]

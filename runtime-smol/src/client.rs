@@ -464,20 +464,16 @@ fn deliver(st: &mut State) {
     }
 }
 
+/// The session's error as the client reports it: its own verdicts map one to
+/// one ([`ClientError::from_call`]); an I/O failure is a failed connect or a
+/// failed connection by whether the connection was ever made.
 fn convert(e: CallError<Transport>) -> ClientError {
-    match e {
-        CallError::Server { addr, code, leader } => ClientError::Server { addr, code, leader },
-        CallError::Protocol { addr, source } => ClientError::Protocol { addr, source },
-        CallError::Unexpected { addr, what } => ClientError::Unexpected { addr, what },
-        CallError::Timeout { addr, after } => ClientError::Timeout { addr, after },
-        CallError::InvalidCount { count, max } => ClientError::InvalidCount { count, max },
-        CallError::Transport { addr, broken, error } => match (broken, error) {
-            (_, Transport::ConnectTimeout(after)) => ClientError::Timeout { addr, after },
-            (_, Transport::Closed) => ClientError::Closed { addr },
-            (Broken::Unreachable, Transport::Io(source)) => ClientError::Connect { addr, source },
-            (Broken::Lost, Transport::Io(source)) => ClientError::Io { addr, source },
-        },
-    }
+    ClientError::from_call(e, |addr, broken, error| match (broken, error) {
+        (_, Transport::ConnectTimeout(after)) => ClientError::Timeout { addr, after },
+        (_, Transport::Closed) => ClientError::Closed { addr },
+        (Broken::Unreachable, Transport::Io(source)) => ClientError::Connect { addr, source },
+        (Broken::Lost, Transport::Io(source)) => ClientError::Io { addr, source },
+    })
 }
 
 /// Resolves with a caller's result once a driver delivered it.

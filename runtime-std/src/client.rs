@@ -687,17 +687,11 @@ fn read(tcp: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// The session's error as the client reports it: the transport errors are
-/// this runtime's own already.
+/// The session's error as the client reports it: the transport errors this
+/// client hands the session are [`ClientError`]s already (classified where
+/// the socket failed, by [`connect`] and `io_error`).
 fn client_error(e: CallError<ClientError>) -> ClientError {
-    match e {
-        CallError::Server { addr, code, leader } => ClientError::Server { addr, code, leader },
-        CallError::Protocol { addr, source } => ClientError::Protocol { addr, source },
-        CallError::Unexpected { addr, what } => ClientError::Unexpected { addr, what },
-        CallError::Timeout { addr, after } => ClientError::Timeout { addr, after },
-        CallError::InvalidCount { count, max } => ClientError::InvalidCount { count, max },
-        CallError::Transport { error, .. } => error,
-    }
+    ClientError::from_call(e, |_, _, error| error)
 }
 
 /// The session's last error, for an attempt that ended without a caller's
