@@ -299,6 +299,10 @@ pub struct Node {
     oracle: Oracle,
     /// The owner's deadline `d` of the lease held, copied for the hot path.
     lease_deadline: Option<Instant>,
+    /// The margin `m` in nanoseconds, fixed at construction: the hot path's
+    /// lease check `now + m < d` then costs an add and a compare, not a
+    /// `Duration` conversion per call.
+    serve_margin_ns: u64,
     /// The acquisition ballot of the current leadership, if leading. It fences
     /// every load and save of that leadership; renewals keep it.
     fence: Option<Ballot>,
@@ -357,6 +361,7 @@ impl Node {
             learner: Learner::new(),
             oracle: Oracle::new(cfg.oracle),
             lease_deadline: None,
+            serve_margin_ns: crate::time::nanos(Self::serve_margin(&cfg, &timing)),
             fence: None,
             round: None,
             admin: None,
@@ -771,7 +776,7 @@ impl Node {
     /// while this node holds the lease with the margin to spare
     /// (`now + m < d`) and the oracle is synced. Allocates nothing.
     pub fn get_ts(&mut self, count: u32, now: Instant) -> Result<Timestamp, GetTsError> {
-        let live = self.lease_deadline.is_some_and(|d| now + self.serve_margin() < d);
+        let live = self.lease_live(now);
         if !live {
             self.oracle.check_count(count)?;
             return Err(GetTsError::NotLeader { leader: self.leader_hint() });
@@ -784,12 +789,20 @@ impl Node {
 
     /// The margin `m` the owner keeps before its deadline: it serves only
     /// while `now + m < d`.
-    fn serve_margin(&self) -> Duration {
+    fn serve_margin(cfg: &NodeConfig, timing: &LeaseTiming) -> Duration {
         #[cfg(feature = "broken-variants")]
-        if self.cfg.bugs.serve_in_margin {
+        if cfg.bugs.serve_in_margin {
             return Duration::ZERO;
         }
-        self.timing.margin
+        #[cfg(not(feature = "broken-variants"))]
+        let _ = cfg;
+        timing.margin
+    }
+
+    /// Whether the lease is held at `now` with the margin to spare: `now + m < d`.
+    fn lease_live(&self, now: Instant) -> bool {
+        self.lease_deadline
+            .is_some_and(|d| now.as_nanos().saturating_add(self.serve_margin_ns) < d.as_nanos())
     }
 
     /// The node's role and what it knows of the window, as of the latest
@@ -843,7 +856,7 @@ impl Node {
     /// Whether this node serves at `now`: the lease held with margin, and the
     /// window synced. The simulator's safety check reads this.
     pub fn is_serving(&self, now: Instant) -> bool {
-        self.lease_deadline.is_some_and(|d| now + self.serve_margin() < d) && self.oracle.is_serving()
+        self.lease_live(now) && self.oracle.is_serving()
     }
 
     /// The lease this node holds, its ballot and deadline `d`.
