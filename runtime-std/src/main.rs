@@ -269,18 +269,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     // outlast the leadership it serves.
     node.store_timeout = node.store_timeout.min(node.lease.duration);
     let cluster = nodes > 1;
-    if args.runtime == RuntimeArg::Smol {
-        let cfg = leasetso_smol::ServerConfig {
-            listen: args.listen,
-            data_dir: args.data,
-            cluster_id: args.cluster_id,
-            node,
-            peers,
-            advertise: args.advertise,
-            resp: args.resp,
-        };
-        return serve_smol(cfg, id, cluster);
-    }
+    // One configuration type serves both runtimes (leasetso-runtime's).
     let cfg = ServerConfig {
         listen: args.listen,
         data_dir: args.data,
@@ -290,6 +279,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         advertise: args.advertise,
         resp: args.resp,
     };
+    if args.runtime == RuntimeArg::Smol {
+        return serve_smol(cfg, id, cluster);
+    }
     // The handler is installed before the server starts, so a signal that
     // arrives during start-up still stops it cleanly once it runs.
     let (signal_tx, signal_rx) = std::sync::mpsc::channel::<()>();
