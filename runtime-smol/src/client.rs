@@ -10,14 +10,17 @@
 //! # Who drives the connection
 //!
 //! No task is spawned (the API names no executor): the callers drive the
-//! connection themselves. A [`Client`] holds the session under a short
-//! `std::sync::Mutex` (never held across an `.await`) and the socket under an
-//! `async_lock::Mutex`. A caller queues its call, then waits for whichever
-//! comes first: its completion, or the socket's lock. Whoever holds the
-//! socket is the driver: it writes what the session has to send, reads
-//! replies, feeds them in, hands every completion to its caller (waking
-//! exactly that caller's task), and returns once its own call is done;
-//! dropping its guard hands the socket to the next waiting caller. So one
+//! connection themselves, one at a time. A [`Client`] holds the session under
+//! a short `std::sync::Mutex` (never held across an `.await`) and the socket
+//! under an `async_lock::Mutex`. The caller that queues a call while nobody
+//! drives takes the driver role; every other caller only waits for its
+//! completion, polled at most twice and taking the state lock once per poll.
+//! The driver writes what the session has to send, reads replies, feeds them
+//! in, hands every completion to its caller and wakes exactly that caller's
+//! task (after releasing the lock, so the woken do not queue behind it), and
+//! returns once its own call is done, handing the role to one caller still
+//! waiting (one wake per hand-off, not one per caller). A caller that queues a
+//! call the session could send at once wakes the driver if it waits. So one
 //! caller alone pays no cross-task wake at all, and many callers wake only
 //! the tasks whose answers arrived.
 //!
@@ -27,16 +30,14 @@
 //! recorded, and a read either delivered bytes or did nothing.
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_net::TcpStream;
-use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use leasetso_core::client::{
     Action, Answer, Broken, Call, CallError, ClientConfig, ClientSession, ConnState, TRANSMIT_MIN,
@@ -122,16 +123,66 @@ enum Transport {
 
 type Session = ClientSession<Transport>;
 
-/// One caller's place: its answer once in, and the task to wake.
-#[derive(Default)]
-struct Slot {
-    result: Option<Result<Answer, ClientError>>,
-    waker: Option<Waker>,
+/// Whether a caller's answer is in, as its slot holds it: a timestamp
+/// inline, anything else (a status, a registration, an error) in
+/// [`State::rare`]. An `Answer` is about 180 bytes; kept out of the slot, the
+/// slot of the common call stays small and cheap to insert and remove.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
+    Waiting,
+    Ts(Timestamp),
+    Rare,
 }
+
+/// One caller's place: its answer once in, the task to wake, and whether
+/// the driver role was handed to it.
+struct Slot {
+    held: Held,
+    waker: Option<Waker>,
+    /// The previous driver left and named this caller the next one.
+    drive: bool,
+}
+
+/// Tickets are unique and dense: a multiplicative hash spreads them at the
+/// cost of one multiply (SipHash would be most of a lookup here).
+#[derive(Default)]
+struct TicketHasher(u64);
+
+impl Hasher for TicketHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Slots = HashMap<Ticket, Slot, BuildHasherDefault<TicketHasher>>;
 
 struct State {
     session: Session,
-    slots: HashMap<Ticket, Slot>,
+    slots: Slots,
+    /// The answers that are not a timestamp ([`Held::Rare`]), by ticket.
+    rare: HashMap<Ticket, Result<Answer, ClientError>, BuildHasherDefault<TicketHasher>>,
+    /// Some task holds the driver role or has been named for it. Invariant:
+    /// while a slot waits without a result, this is true (see
+    /// [`CallGuard`]'s drop, which hands the role on).
+    driving: bool,
+    /// A call was queued since the driver last encoded what to send.
+    pushed: bool,
+    /// The driver's task while it waits on the socket or a timer: the
+    /// first caller to queue a call that could be sent now wakes it.
+    driver: Option<Waker>,
+    /// The last ticket queued: the role goes to it first, as its answer
+    /// comes last and its driver so lasts longest.
+    last: Option<Ticket>,
 }
 
 /// The socket and what is half done on it (see "Who drives the connection").
@@ -150,14 +201,15 @@ struct Io {
     timer: async_io::Timer,
     /// When `timer` fires, if it is armed.
     armed: Option<std::time::Instant>,
+    /// The tasks whose answers a step delivered, woken once the state lock
+    /// is released (so the woken callers do not queue on it behind the
+    /// driver). Reused: its capacity stays.
+    wake: Vec<Waker>,
 }
 
 struct Inner {
     state: Mutex<State>,
     io: async_lock::Mutex<Io>,
-    /// Notified when a caller queues a call, so a driver waiting on a reply
-    /// sends it at once (up to the in-flight limit).
-    pushed: Event,
     clock: Clock,
     opts: ClientOptions,
 }
@@ -195,7 +247,16 @@ impl Client {
         })?;
         session.open(0);
         let inner = Arc::new(Inner {
-            state: Mutex::new(State { session, slots: HashMap::new() }),
+            // The connecting task below is the driver until it returns.
+            state: Mutex::new(State {
+                session,
+                slots: Slots::default(),
+                rare: HashMap::default(),
+                driving: true,
+                pushed: false,
+                driver: None,
+                last: None,
+            }),
             io: async_lock::Mutex::new(Io {
                 stream: None,
                 connect: None,
@@ -205,14 +266,14 @@ impl Client {
                 buf: Box::new([0; READ_BUF]),
                 timer: async_io::Timer::never(),
                 armed: None,
+                wake: Vec::with_capacity(64),
             }),
-            pushed: Event::new(),
             clock: Clock::new(),
             opts,
         });
         let client = Client { inner };
         let mut io = client.inner.io.lock().await;
-        client
+        let opened = client
             .drive(&mut io, |st| {
                 if st.session.opening() {
                     return None;
@@ -222,8 +283,11 @@ impl Client {
                     _ => Err(st.session.last_error().cloned().map_or(ClientError::NoSeeds, convert)),
                 })
             })
-            .await?;
+            .await;
         drop(io);
+        // No clone exists yet, so no caller waits: the role goes back unheld.
+        lock(&client.inner.state).driving = false;
+        opened?;
         Ok(client)
     }
 
@@ -289,27 +353,28 @@ impl Client {
     }
 
     /// Queues `call` and waits for its completion, driving the connection
-    /// whenever this caller gets the socket first.
+    /// if this caller holds the driver role (it was free when the call was
+    /// queued, or the previous driver handed it over).
     async fn call(&self, call: Call) -> Result<Answer, ClientError> {
-        let ticket = {
-            let mut st = lock(&self.inner.state);
-            let ticket = st.session.push_call(call, self.inner.clock.now());
-            st.slots.insert(ticket, Slot::default());
-            ticket
-        };
-        // Removes the slot if this future is dropped before its answer.
-        let _slot = SlotGuard { inner: &self.inner, ticket };
-        self.inner.pushed.notify(1);
-        let wait = Completed { inner: &self.inner, ticket };
-        // Whichever comes first: the answer (another caller drove), or the
-        // socket (this caller drives until its own answer is in).
-        let got = future::or(async { Err(wait.await) }, async { Ok(self.inner.io.lock().await) }).await;
-        match got {
-            Err(result) => result,
-            Ok(mut io) => {
-                self.drive(&mut io, |st| st.slots.get_mut(&ticket).and_then(|s| s.result.take())).await
-            }
+        let inner = &*self.inner;
+        // Hands the role on and forgets the slot, however this future ends.
+        let mut guard = CallGuard { inner, ticket: None, role: false };
+        let mut call = Some(call);
+        let got = future::poll_fn(|cx| guard.poll_wait(&mut call, cx)).await;
+        if let Some(result) = got {
+            return result;
         }
+        guard.role = true;
+        let Some(ticket) = guard.ticket else {
+            // poll_wait returns None only once it queued the call.
+            return Err(ClientError::Shutdown);
+        };
+        // Declared after `guard`, so dropped before it: the socket is free
+        // by the time the role is handed on.
+        let mut io = inner.io.lock().await;
+        let result = self.drive(&mut io, |st| st.take(ticket)).await;
+        drop(io);
+        result
     }
 
     /// Runs the connection until `done` returns something (checked after
@@ -318,13 +383,13 @@ impl Client {
         let inner = &*self.inner;
         loop {
             // 1. Under the state lock: completions out, actions, bytes to send.
-            let (wait, listener) = {
+            let (wait, finished) = {
                 let mut st = lock(&inner.state);
                 let now = inner.clock.now();
                 if st.session.poll_timeout().is_some_and(|t| t <= now) {
                     st.session.handle_timeout(now);
                 }
-                deliver(&mut st);
+                deliver(&mut st, &mut io.wake);
                 while let Some(action) = st.session.poll_action() {
                     match action {
                         Action::Connect(addr) => {
@@ -339,17 +404,24 @@ impl Client {
                     io.out_start = 0;
                     io.out_end = 0;
                 }
-                if let Some(r) = done(&mut st) {
-                    return r;
-                }
+                st.pushed = false;
                 if io.stream.is_some() && io.out_end + TRANSMIT_MIN <= WRITE_BUF {
                     let end = io.out_end;
                     io.out_end += st.session.poll_transmit(&mut io.out[end..], now);
                 }
-                let wait = st.session.poll_timeout().map(|t| t.saturating_since(now));
-                // Listening before the lock is released: no push is missed.
-                (wait, inner.pushed.listen())
+                // A call queued from here on sets `pushed` and wakes the
+                // driver: none is missed.
+                (st.session.poll_timeout().map(|t| t.saturating_since(now)), done(&mut st))
             };
+            if let Some(r) = finished {
+                wake_all(&mut io.wake);
+                // Keep the pipeline full across the hand-off: send what the
+                // session encoded if the socket takes it at once (the next
+                // driver sends the rest).
+                flush_once(inner, io).await;
+                return r;
+            }
+            wake_all(&mut io.wake);
             // The armed timer, if earlier, wakes the driver first; it then
             // finds nothing due and re-arms. A later one must move.
             if let Some(wait) = wait {
@@ -377,7 +449,7 @@ impl Client {
             let Io { stream, buf, timer, armed, out, out_start, out_end, .. } = io;
             let Some(stream) = stream.as_mut() else {
                 // Nothing to do but wait out a pause or a new caller.
-                sleep_or(listener, timer, armed).await;
+                sleep_or(inner, timer, armed).await;
                 continue;
             };
             if *out_start < *out_end {
@@ -398,7 +470,7 @@ impl Client {
             // and wake for a pause's or timeout's end or a new caller.
             let read = async { Some(stream.read(&mut buf[..]).await) };
             let other = async {
-                sleep_or(listener, timer, armed).await;
+                sleep_or(inner, timer, armed).await;
                 None
             };
             match future::or(read, other).await {
@@ -414,6 +486,28 @@ impl Client {
     }
 }
 
+/// One write of the encoded bytes, if the socket takes them without waiting.
+async fn flush_once(inner: &Inner, io: &mut Io) {
+    let Some(stream) = io.stream.as_mut() else { return };
+    if io.out_start == io.out_end {
+        return;
+    }
+    // Polled once, never suspended: a write that is not ready has written
+    // nothing, and the driver cannot be cancelled in between.
+    let written = future::poll_once(stream.write(&io.out[io.out_start..io.out_end])).await;
+    match written {
+        None => {}
+        Some(Ok(n)) if n > 0 => {
+            io.out_start += n;
+            if io.out_start == io.out_end {
+                (io.out_start, io.out_end) = (0, 0);
+            }
+        }
+        Some(Ok(_)) => fail(inner, io, Broken::Lost, Transport::Closed),
+        Some(Err(e)) => fail(inner, io, Broken::Lost, Transport::Io(Arc::new(e))),
+    }
+}
+
 /// The connection failed: drop it and tell the session.
 fn fail(inner: &Inner, io: &mut Io, broken: Broken, e: Transport) {
     io.stream = None;
@@ -422,13 +516,20 @@ fn fail(inner: &Inner, io: &mut Io, broken: Broken, e: Transport) {
     st.session.connection_failed(broken, e, inner.clock.now());
 }
 
-/// Waits for a new caller or the armed timer.
-async fn sleep_or(
-    listener: event_listener::EventListener,
-    timer: &mut async_io::Timer,
-    armed: &mut Option<std::time::Instant>,
-) {
-    future::or(listener, async {
+/// Waits for a new caller (see [`State::pushed`]) or the armed timer.
+async fn sleep_or(inner: &Inner, timer: &mut async_io::Timer, armed: &mut Option<std::time::Instant>) {
+    let pushed = future::poll_fn(|cx| {
+        let mut st = lock(&inner.state);
+        if st.pushed {
+            return Poll::Ready(());
+        }
+        match &mut st.driver {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            w => *w = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    });
+    future::or(pushed, async {
         timer.await;
         *armed = None;
     })
@@ -452,15 +553,54 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Trans
     .await
 }
 
-/// Hands every finished call to its caller and wakes its task.
-fn deliver(st: &mut State) {
+/// Hands every finished call to its caller; the tasks to wake go to `wake`
+/// (woken by [`wake_all`] once the lock is released).
+fn deliver(st: &mut State, wake: &mut Vec<Waker>) {
     while let Some(c) = st.session.poll_completion() {
-        if let Some(slot) = st.slots.get_mut(&c.ticket) {
-            slot.result = Some(c.result.map_err(convert));
-            if let Some(w) = slot.waker.take() {
-                w.wake();
+        // A slot already gone is a caller that left: its answer is dropped.
+        let Some(slot) = st.slots.get_mut(&c.ticket) else { continue };
+        match c.result {
+            Ok(Answer::Ts(ts)) => slot.held = Held::Ts(ts),
+            other => {
+                slot.held = Held::Rare;
+                st.rare.insert(c.ticket, other.map_err(convert));
             }
         }
+        wake.extend(slot.waker.take());
+    }
+}
+
+impl State {
+    /// The answer of `ticket`'s call if it is in, taken (the slot stays).
+    fn take(&mut self, ticket: Ticket) -> Option<Result<Answer, ClientError>> {
+        let slot = self.slots.get_mut(&ticket)?;
+        match std::mem::replace(&mut slot.held, Held::Waiting) {
+            Held::Waiting => None,
+            Held::Ts(ts) => Some(Ok(Answer::Ts(ts))),
+            // Rare answers are inserted with their slot's `Held::Rare`.
+            Held::Rare => Some(self.rare.remove(&ticket).unwrap_or(Err(ClientError::Shutdown))),
+        }
+    }
+
+    /// Forgets `ticket`'s slot (and a rare answer it left); whether the
+    /// role had been handed to it.
+    fn remove(&mut self, ticket: Ticket) -> bool {
+        match self.slots.remove(&ticket) {
+            Some(slot) => {
+                if slot.held == Held::Rare {
+                    self.rare.remove(&ticket);
+                }
+                slot.drive
+            }
+            None => false,
+        }
+    }
+}
+
+/// Wakes the tasks [`deliver`] collected.
+fn wake_all(wake: &mut Vec<Waker>) {
+    for w in wake.drain(..) {
+        w.wake();
     }
 }
 
@@ -476,39 +616,115 @@ fn convert(e: CallError<Transport>) -> ClientError {
     })
 }
 
-/// Resolves with a caller's result once a driver delivered it.
-struct Completed<'a> {
+/// One call's bookkeeping: its slot, and the driver role while it holds it.
+/// Dropping it (the call returned, or its future was dropped at any
+/// `.await`) forgets the slot and hands the role to a caller still waiting,
+/// so a waiting caller always has a driver.
+struct CallGuard<'a> {
     inner: &'a Inner,
-    ticket: Ticket,
+    /// The call's ticket once queued, until its slot is removed.
+    ticket: Option<Ticket>,
+    /// This call drives the connection.
+    role: bool,
 }
 
-impl Future for Completed<'_> {
-    type Output = Result<Answer, ClientError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut st = lock(&self.inner.state);
-        let Some(slot) = st.slots.get_mut(&self.ticket) else {
-            return Poll::Ready(Err(ClientError::Shutdown));
+impl CallGuard<'_> {
+    /// First poll: queues the call, taking the role if it is free. Later
+    /// polls: the result (`Some`), or `None` once this call holds the role.
+    fn poll_wait(
+        &mut self,
+        call: &mut Option<Call>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Answer, ClientError>>> {
+        let inner = self.inner;
+        if let Some(call) = call.take() {
+            let mut st = lock(&inner.state);
+            let ticket = st.session.push_call(call, inner.clock.now());
+            self.ticket = Some(ticket);
+            st.last = Some(ticket);
+            if !st.driving {
+                st.driving = true;
+                self.role = true;
+                st.slots.insert(ticket, Slot { held: Held::Waiting, waker: None, drive: false });
+                return Poll::Ready(None);
+            }
+            st.slots
+                .insert(ticket, Slot { held: Held::Waiting, waker: Some(cx.waker().clone()), drive: false });
+            // Wake a waiting driver only if the request could go now.
+            let wake = if st.session.in_flight() < inner.opts.max_in_flight {
+                st.pushed = true;
+                st.driver.take()
+            } else {
+                None
+            };
+            drop(st);
+            if let Some(w) = wake {
+                w.wake();
+            }
+            return Poll::Pending;
+        }
+        let Some(ticket) = self.ticket else {
+            return Poll::Ready(Some(Err(ClientError::Shutdown)));
         };
-        if let Some(result) = slot.result.take() {
-            return Poll::Ready(result);
+        let mut st = lock(&inner.state);
+        let Some(slot) = st.slots.get_mut(&ticket) else {
+            return Poll::Ready(Some(Err(ClientError::Shutdown)));
+        };
+        if slot.drive {
+            slot.drive = false;
+            self.role = true;
+            return Poll::Ready(None);
         }
-        match &mut slot.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            w => *w = Some(cx.waker().clone()),
+        if slot.held == Held::Waiting {
+            match &mut slot.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
         }
-        Poll::Pending
+        let result = st.take(ticket);
+        st.remove(ticket);
+        self.ticket = None;
+        Poll::Ready(result)
     }
 }
 
-/// Forgets a caller's slot when its call ends or is dropped.
-struct SlotGuard<'a> {
-    inner: &'a Inner,
-    ticket: Ticket,
-}
-
-impl Drop for SlotGuard<'_> {
+impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        lock(&self.inner.state).slots.remove(&self.ticket);
+        if self.ticket.is_none() && !self.role {
+            return;
+        }
+        let mut st = lock(&self.inner.state);
+        let mut role = self.role;
+        if let Some(ticket) = self.ticket {
+            // A caller named driver but dropped before it took over still
+            // owes the role to the others.
+            role |= st.remove(ticket);
+        }
+        if !role {
+            return;
+        }
+        st.driver = None;
+        let State { session, slots, last, .. } = &mut *st;
+        // The youngest call is usually still waiting, else the oldest
+        // unanswered; any waiting one will do.
+        let waiting = |t: Option<Ticket>, slots: &Slots| {
+            t.filter(|t| slots.get(t).is_some_and(|s| s.held == Held::Waiting))
+        };
+        let next = match waiting(*last, slots).or_else(|| waiting(session.pending(), slots)) {
+            Some(t) => slots.get_mut(&t),
+            None => slots.values_mut().find(|s| s.held == Held::Waiting),
+        };
+        match next {
+            Some(slot) => {
+                slot.drive = true;
+                let waker = slot.waker.take();
+                drop(st);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            None => st.driving = false,
+        }
     }
 }
