@@ -20,7 +20,8 @@
 //! * Feature `server` (off by default; each runtime's `server` feature turns
 //!   it on, so their client-only builds pull no sled): [`config`]
 //!   ([`ServerConfig`]), [`stats`] ([`ServerStats`] and the live counters),
-//!   [`driver`] (the driver's inputs and its step over the node) and
+//!   [`driver`] (the driver's inputs and its step over the node),
+//!   [`node_cell`] ([`NodeCell`], the node slot both servers share) and
 //!   [`store`] (the store thread's jobs).
 #![warn(missing_docs, unreachable_pub)]
 
@@ -32,6 +33,8 @@ pub mod driver;
 pub mod error;
 pub mod io;
 #[cfg(feature = "server")]
+pub mod node_cell;
+#[cfg(feature = "server")]
 pub mod stats;
 #[cfg(feature = "server")]
 pub mod store;
@@ -42,5 +45,7 @@ pub use config::ServerConfig;
 pub use error::ClientError;
 #[cfg(feature = "server")]
 pub use error::ServerError;
+#[cfg(feature = "server")]
+pub use node_cell::NodeCell;
 #[cfg(feature = "server")]
 pub use stats::ServerStats;

@@ -25,11 +25,11 @@ struct Node<'a>(&'a Shared);
 
 impl Backend for Node<'_> {
     fn get_ts(&mut self, count: u32) -> Result<Timestamp, TsRefusal> {
-        self.0.get_ts(count).map_err(|e| e.map_or(TsRefusal::Unavailable, TsRefusal::Node))
+        self.0.node.serve_ts(count)
     }
 
     fn status(&mut self) -> Option<Status> {
-        self.0.status()
+        self.0.node.status()
     }
 
     fn hint(&self, leader: Option<NodeId>) -> LeaderHint {

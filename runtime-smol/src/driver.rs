@@ -42,13 +42,13 @@ async fn next_input(rx: &async_channel::Receiver<Input>, wait: Duration) -> Wake
 pub(crate) async fn run(shared: Arc<Shared>, rx: async_channel::Receiver<Input>, pending: Option<Pending>) {
     if let Some(pending) = pending {
         match recover(&shared, &rx, pending).await {
-            Some(node) => *shared.node_slot() = Some(node),
+            Some(node) => *shared.node.slot() = Some(node),
             None => return, // Stopped while waiting for the peers.
         }
     }
     let mut outs = Outs::new(shared.nodes);
     let mut inputs: Vec<Input> = Vec::with_capacity(BATCH);
-    let mut next = shared.with_node(|n| n.poll_timeout()).flatten();
+    let mut next = shared.node.with_node(|n| n.poll_timeout()).flatten();
     let mut stop = false;
     while !stop {
         match next_input(&rx, driver::wait(next, shared.clock.now())).await {
@@ -63,6 +63,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rx: async_channel::Receiver<Input>,
             }
         }
         let stepped = shared
+            .node
             .with_node(|node| driver::step(node, &mut inputs, &mut outs, shared.clock.now(), wall_ms()));
         let Some(step) = stepped else {
             tracing::error!("node state poisoned by a panic; the driver stops");
@@ -74,7 +75,7 @@ pub(crate) async fn run(shared: Arc<Shared>, rx: async_channel::Receiver<Input>,
     }
     // Graceful handoff: the Release must reach the peers, so one of them
     // takes over at once instead of waiting for the lease to expire.
-    let released = shared.with_node(|node| driver::release(node, &mut outs, shared.clock.now()));
+    let released = shared.node.with_node(|node| driver::release(node, &mut outs, shared.clock.now()));
     dispatch(&shared, &mut outs);
     if let Some(net) = &shared.net {
         net.flush(RELEASE_FLUSH).await;

@@ -28,7 +28,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_executor::Executor;
@@ -37,7 +37,7 @@ use futures_lite::future;
 use leasetso_core::conn::ADMIN_TIMEOUT;
 use leasetso_core::peer::PEER_VERSION;
 use leasetso_core::{
-    GetTsError, Handshake, LeaderHint, Mode, Node, NodeId, Status, StoreOp, StoreReply, Timestamp,
+    GetTsError, Handshake, LeaderHint, Node, NodeId, Status, StoreOp, StoreReply, Timestamp,
 };
 use leasetso_sled::SledStore;
 
@@ -47,20 +47,20 @@ use crate::driver::{self, Input, Pending};
 use crate::error::ServerError;
 use crate::peer::PeerNet;
 use crate::store::{self, Job, STORE_QUEUE};
+use leasetso_runtime::NodeCell;
 use leasetso_runtime::driver::DRIVER_QUEUE;
 pub(crate) use leasetso_runtime::stats::Counters;
 pub use leasetso_runtime::{ServerConfig, ServerStats};
 
 /// What every task of one server shares.
 pub(crate) struct Shared {
-    /// `None` until the node is built: at once, unless its data dir lost its
-    /// restart counter and the driver first learns it from the peers.
-    node: Mutex<Option<Node>>,
+    /// The node's slot, shared with `leasetso-std`'s server (one type, one
+    /// answer for a node not built yet or poisoned).
+    pub(crate) node: NodeCell,
     pub(crate) clock: Clock,
     pub(crate) cluster_id: u64,
     pub(crate) node_id: NodeId,
     pub(crate) nodes: u16,
-    pub(crate) mode: Mode,
     pub(crate) local_addr: SocketAddr,
     /// This node's client address as hints name it.
     pub(crate) advertise: Option<SocketAddr>,
@@ -74,48 +74,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Runs `f` on the node under its lock; `None` if the node is not built
-    /// yet, or a task panicked while holding it (its state may then be
-    /// half-updated, and serving from it could repeat a timestamp).
-    pub(crate) fn with_node<R>(&self, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
-        self.node.lock().ok()?.as_mut().map(f)
-    }
-
-    /// The node's slot, for the driver to fill once it is built.
-    pub(crate) fn node_slot(&self) -> MutexGuard<'_, Option<Node>> {
-        self.node.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// GetTS on the node. `Err(None)`: the node cannot answer (poisoned).
+    /// GetTS on the node ([`NodeCell::get_ts`]).
     pub(crate) fn get_ts(&self, count: u32) -> Result<Timestamp, Option<GetTsError>> {
-        let mut guard = self.node.lock().map_err(|_| None)?;
-        match guard.as_mut() {
-            // The clock is read under the lock, so the lease check uses a
-            // time no earlier than the moment of handing out.
-            Some(node) => node.get_ts(count, self.clock.now()).map_err(Some),
-            None => Err(Some(GetTsError::NotLeader { leader: None })),
-        }
-    }
-
-    /// The node's status; a node still learning its restart counter reports
-    /// itself a follower that knows nothing yet. `None` if poisoned.
-    pub(crate) fn status(&self) -> Option<Status> {
-        let guard = self.node.lock().ok()?;
-        Some(match guard.as_ref() {
-            Some(node) => node.status_at(self.clock.now()),
-            None => Status {
-                role: leasetso_core::Role::Follower,
-                leader: None,
-                window_end_ms: 0,
-                current: Timestamp::ZERO,
-                lease: None,
-                lease_left: Duration::ZERO,
-                quarantine_left: Duration::ZERO,
-                fence: None,
-                mode: self.mode,
-                primary: None,
-            },
-        })
+        self.node.get_ts(count)
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -250,13 +211,13 @@ impl Handle {
 
     /// The node's status, as a `GetStatus` request would report it.
     pub fn status(&self) -> Option<Status> {
-        self.shared.status()
+        self.shared.node.status()
     }
 
     /// Whether the node hands out timestamps now.
     pub fn is_serving(&self) -> bool {
         let now = self.shared.clock.now();
-        self.shared.with_node(|node| node.is_serving(now)).unwrap_or(false)
+        self.shared.node.with_node(|node| node.is_serving(now)).unwrap_or(false)
     }
 
     /// Waits until the node serves timestamps, at most `timeout`; returns
@@ -372,12 +333,11 @@ impl Server {
             })
             .map_err(|source| ServerError::Spawn { what: "store", source })?;
         let shared = Arc::new(Shared {
-            node: Mutex::new(node),
+            node: NodeCell::new(node, clock, cfg.node.mode),
             clock,
             cluster_id: cfg.cluster_id,
             node_id: cfg.node.id,
             nodes,
-            mode: cfg.node.mode,
             local_addr,
             advertise,
             net,

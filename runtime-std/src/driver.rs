@@ -45,13 +45,13 @@ impl Driver {
     pub(crate) fn run(mut self) {
         if let Some(pending) = self.pending.take() {
             match self.recover(pending) {
-                Some(node) => *self.shared.node_slot() = Some(node),
+                Some(node) => *self.shared.node.slot() = Some(node),
                 None => return, // Stopped while waiting for the peers.
             }
         }
         let mut outs = Outs::new(self.shared.nodes);
         let mut inputs: Vec<Input> = Vec::with_capacity(BATCH);
-        let mut next = self.shared.with_node(|n| n.poll_timeout()).flatten();
+        let mut next = self.shared.node.with_node(|n| n.poll_timeout()).flatten();
         let mut stop = false;
         while !stop {
             match self.rx.recv_timeout(driver::wait(next, self.shared.clock.now())) {
@@ -65,7 +65,7 @@ impl Driver {
                     Err(_) => break,
                 }
             }
-            let stepped = self.shared.with_node(|node| {
+            let stepped = self.shared.node.with_node(|node| {
                 driver::step(node, &mut inputs, &mut outs, self.shared.clock.now(), wall_ms())
             });
             let Some(step) = stepped else {
@@ -79,7 +79,7 @@ impl Driver {
         // Graceful handoff: the Release must reach the peers, so one of them
         // takes over at once instead of waiting for the lease to expire.
         let released =
-            self.shared.with_node(|node| driver::release(node, &mut outs, self.shared.clock.now()));
+            self.shared.node.with_node(|node| driver::release(node, &mut outs, self.shared.clock.now()));
         self.dispatch(&mut outs);
         if let Some(net) = &self.net {
             net.flush(RELEASE_FLUSH);

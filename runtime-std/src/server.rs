@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use leasetso_core::peer::PEER_VERSION;
 use leasetso_core::{
-    Backend, GetTsError, Handshake, LeaderHint, Mode, Node, NodeId, Status, StoreOp, StoreReply, Tally,
-    Timestamp, TsRefusal,
+    Backend, GetTsError, Handshake, LeaderHint, Node, NodeId, Status, StoreOp, StoreReply, Tally, Timestamp,
+    TsRefusal,
 };
 use leasetso_sled::SledStore;
 
@@ -30,6 +30,7 @@ use crate::error::ServerError;
 use crate::peer::{PeerNet, Routes};
 use crate::resp::Door;
 use crate::store::{self, Job, STORE_QUEUE};
+use leasetso_runtime::NodeCell;
 use leasetso_runtime::driver::DRIVER_QUEUE;
 pub(crate) use leasetso_runtime::stats::Counters;
 pub use leasetso_runtime::{ServerConfig, ServerStats};
@@ -43,14 +44,13 @@ struct Conns {
 
 /// What every thread of one server shares.
 pub(crate) struct Shared {
-    /// `None` until the node is built: at once, unless its data dir lost its
-    /// restart counter and the driver first learns it from the peers.
-    node: Mutex<Option<Node>>,
+    /// The node's slot, shared with `leasetso-smol`'s server (one type, one
+    /// answer for a node not built yet or poisoned).
+    pub(crate) node: NodeCell,
     pub(crate) clock: Clock,
     pub(crate) cluster_id: u64,
     pub(crate) node_id: NodeId,
     pub(crate) nodes: u16,
-    pub(crate) mode: Mode,
     pub(crate) local_addr: SocketAddr,
     /// This node's client address as hints name it.
     pub(crate) advertise: Option<SocketAddr>,
@@ -67,50 +67,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Runs `f` on the node under its lock; `None` if the node is not built
-    /// yet, or a thread panicked while holding it (its state may then be
-    /// half-updated, and serving from it could repeat a timestamp).
+    /// Runs `f` on the node under its lock ([`NodeCell::with_node`]).
     pub(crate) fn with_node<R>(&self, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
-        self.node.lock().ok()?.as_mut().map(f)
+        self.node.with_node(f)
     }
 
-    /// The node's slot, for the driver to fill once it is built.
-    pub(crate) fn node_slot(&self) -> MutexGuard<'_, Option<Node>> {
-        lock_ignoring_poison(&self.node)
-    }
-
-    /// GetTS on the node. `Err(None)`: the node cannot answer (not built yet,
-    /// or poisoned).
+    /// GetTS on the node ([`NodeCell::get_ts`]).
     pub(crate) fn get_ts(&self, count: u32) -> Result<Timestamp, Option<GetTsError>> {
-        let mut guard = self.node.lock().map_err(|_| None)?;
-        match guard.as_mut() {
-            // The clock is read under the lock, so the lease check uses a
-            // time no earlier than the moment of handing out.
-            Some(node) => node.get_ts(count, self.clock.now()).map_err(Some),
-            None => Err(Some(GetTsError::NotLeader { leader: None })),
-        }
-    }
-
-    /// The node's status; a node still learning its restart counter from
-    /// its peers reports itself a follower that knows nothing yet. `None` if
-    /// the node's state is poisoned.
-    pub(crate) fn status(&self) -> Option<Status> {
-        let guard = self.node.lock().ok()?;
-        Some(match guard.as_ref() {
-            Some(node) => node.status_at(self.clock.now()),
-            None => Status {
-                role: leasetso_core::Role::Follower,
-                leader: None,
-                window_end_ms: 0,
-                current: Timestamp::ZERO,
-                lease: None,
-                lease_left: Duration::ZERO,
-                quarantine_left: Duration::ZERO,
-                fence: None,
-                mode: self.mode,
-                primary: None,
-            },
-        })
+        self.node.get_ts(count)
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -153,11 +117,11 @@ impl Shared {
 /// server's counters.
 impl Backend for &Shared {
     fn get_ts(&mut self, count: u32) -> Result<Timestamp, TsRefusal> {
-        Shared::get_ts(self, count).map_err(|e| e.map_or(TsRefusal::Unavailable, TsRefusal::Node))
+        self.node.serve_ts(count)
     }
 
     fn status(&mut self) -> Option<Status> {
-        Shared::status(self)
+        self.node.status()
     }
 
     fn hint(&self, leader: Option<NodeId>) -> LeaderHint {
@@ -299,12 +263,11 @@ impl Server {
             "node started"
         );
         let shared = Arc::new(Shared {
-            node: Mutex::new(node),
+            node: NodeCell::new(node, clock, cfg.node.mode),
             clock,
             cluster_id: cfg.cluster_id,
             node_id: cfg.node.id,
             nodes,
-            mode: cfg.node.mode,
             local_addr,
             advertise,
             net: net.clone(),
@@ -375,13 +338,13 @@ impl Server {
 
     /// The node's status, as a `GetStatus` request would report it.
     pub fn status(&self) -> Option<leasetso_core::Status> {
-        self.shared.status()
+        self.shared.node.status()
     }
 
     /// Whether the node hands out timestamps now.
     pub fn is_serving(&self) -> bool {
         let now = self.shared.clock.now();
-        self.shared.with_node(|node| node.is_serving(now)).unwrap_or(false)
+        self.shared.node.with_node(|node| node.is_serving(now)).unwrap_or(false)
     }
 
     /// Waits until the node serves timestamps, at most `timeout`. Returns
