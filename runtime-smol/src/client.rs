@@ -728,3 +728,105 @@ impl Drop for CallGuard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+    use std::task::Context;
+
+    use leasetso_core::wire::{Frame, VERSION};
+
+    use super::*;
+
+    /// A one-connection server that welcomes at once and holds every GetTs
+    /// until told to (`()` on `go`); from then on it answers at once.
+    fn held_server() -> (SocketAddr, mpsc::Sender<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go, wait) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+            let (mut rx, mut held, mut logical, mut open) = (Vec::new(), Vec::new(), 0u32, false);
+            let mut buf = [0u8; 4096];
+            loop {
+                match sock.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => rx.extend_from_slice(&buf[..n]),
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                    Err(_) => return,
+                }
+                while let Ok(Some((frame, used))) = Frame::decode(&rx) {
+                    rx.drain(..used);
+                    match frame {
+                        Frame::Hello { .. } => {
+                            let welcome = Frame::Welcome { version: VERSION, cluster_id: 0, node: NodeId(1) };
+                            let mut out = Vec::new();
+                            welcome.encode(&mut out).unwrap();
+                            sock.write_all(&out).unwrap();
+                        }
+                        Frame::GetTs { id, count } => held.push((id, count)),
+                        _ => return,
+                    }
+                }
+                open = open || wait.try_recv().is_ok();
+                if open {
+                    let mut out = Vec::new();
+                    for (id, count) in held.drain(..) {
+                        logical += count;
+                        let last = Timestamp::new(1, logical).unwrap();
+                        Frame::Ts { id, count, last }.encode(&mut out).unwrap();
+                    }
+                    if sock.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        (addr, go)
+    }
+
+    fn slot_drives(client: &Client, ticket: Option<Ticket>) -> bool {
+        let st = lock(&client.inner.state);
+        st.slots.get(&ticket.unwrap()).is_some_and(|s| s.drive)
+    }
+
+    /// A driver dropped mid-read hands the role to the youngest waiting
+    /// caller; that caller, dropped before it ever took over, hands it on
+    /// again; the last one drives to its answer, and nothing is left behind.
+    #[test]
+    fn the_driver_role_survives_cancelled_drivers() {
+        let (addr, go) = held_server();
+        let client = future::block_on(Client::connect(&[addr], ClientOptions::default())).unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let (mut a, mut b, mut c) =
+            (Box::pin(client.get_ts()), Box::pin(client.get_ts()), Box::pin(client.get_ts()));
+        // A finds nobody driving: it sends its request and waits on the read.
+        assert!(a.as_mut().poll(&mut cx).is_pending());
+        assert!(b.as_mut().poll(&mut cx).is_pending());
+        assert!(c.as_mut().poll(&mut cx).is_pending());
+        let tickets: Vec<Ticket> = {
+            let st = lock(&client.inner.state);
+            assert!(st.driving);
+            let mut t: Vec<Ticket> = st.slots.keys().copied().collect();
+            t.sort();
+            t
+        };
+        let (tb, tc) = (Some(tickets[1]), Some(tickets[2]));
+        drop(a);
+        assert!(slot_drives(&client, tc), "the youngest waiting caller is named next");
+        assert!(!slot_drives(&client, tb));
+        drop(c);
+        assert!(slot_drives(&client, tb), "a named caller that leaves names another");
+        go.send(()).unwrap();
+        let got = future::block_on(future::or(async { Some(b.await) }, async {
+            async_io::Timer::after(Duration::from_secs(5)).await;
+            None
+        }));
+        assert!(got.expect("the last caller was never answered").is_ok());
+        let st = lock(&client.inner.state);
+        assert!(!st.driving, "the role is free once nobody waits");
+        assert!(st.slots.is_empty() && st.rare.is_empty());
+    }
+}
