@@ -21,13 +21,16 @@
 //!   it on, so their client-only builds pull no sled): [`config`]
 //!   ([`ServerConfig`]), [`stats`] ([`ServerStats`] and the live counters),
 //!   [`driver`] (the driver's inputs and its step over the node),
-//!   [`node_cell`] ([`NodeCell`], the node slot both servers share) and
+//!   [`node_cell`] ([`NodeCell`], the node slot both servers share),
+//!   [`directory`] ([`PeerDirectory`], what the links learn of the peers) and
 //!   [`store`] (the store thread's jobs).
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod clock;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
+pub mod directory;
 #[cfg(feature = "server")]
 pub mod driver;
 pub mod error;
@@ -42,6 +45,8 @@ pub mod store;
 pub use clock::Clock;
 #[cfg(feature = "server")]
 pub use config::ServerConfig;
+#[cfg(feature = "server")]
+pub use directory::PeerDirectory;
 pub use error::ClientError;
 #[cfg(feature = "server")]
 pub use error::ServerError;

@@ -28,7 +28,7 @@
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -36,13 +36,13 @@ use async_executor::Executor;
 use async_net::{TcpListener, TcpStream};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use leasetso_core::link::{Acceptor, Dialler, LinkError, LinkEvent, MAX_FRAME_BYTES};
-use leasetso_core::recovery::Seen;
 use leasetso_core::rng::Rng;
 use leasetso_core::{Ballot, Handshake, NodeId, PeerFrame};
 
 use crate::driver::Input;
 use crate::io::linger_close;
 use crate::store::Job;
+use leasetso_runtime::PeerDirectory;
 
 /// Frames queued for one peer at most; more are dropped.
 const LINK_QUEUE: usize = 1024;
@@ -75,7 +75,6 @@ enum Cmd {
 struct LinkHandle {
     tx: async_channel::Sender<Cmd>,
     rx: async_channel::Receiver<Cmd>,
-    up: AtomicBool,
 }
 
 /// What the peer tasks share.
@@ -87,13 +86,9 @@ pub(crate) struct PeerNet {
     listen_addr: SocketAddr,
     seed: u64,
     links: Vec<Option<LinkHandle>>,
-    /// Client addresses peers advertised in their handshakes, for leader hints.
-    client_addrs: Mutex<Vec<Option<SocketAddr>>>,
-    /// RESP addresses peers advertised in their handshakes, for `-NOTLEADER`.
-    resp_addrs: Mutex<Vec<Option<SocketAddr>>>,
-    /// The ballots of its own each peer was seen to use (a store that lost
-    /// its restart counter asks for them).
-    seen: Mutex<Seen>,
+    /// Advertised addresses, up flags and seen ballots (the part of the
+    /// links' state both runtimes share).
+    pub(crate) dir: PeerDirectory,
     /// The live incoming connection of each peer (a connection number and
     /// the stream), to close it when the peer dials again.
     incoming: Mutex<Vec<Option<(u64, TcpStream)>>>,
@@ -126,7 +121,7 @@ impl PeerNet {
             .map(|i| {
                 (i != me.0).then(|| {
                     let (tx, rx) = async_channel::bounded(LINK_QUEUE);
-                    LinkHandle { tx, rx, up: AtomicBool::new(false) }
+                    LinkHandle { tx, rx }
                 })
             })
             .collect();
@@ -138,9 +133,7 @@ impl PeerNet {
             listen_addr,
             seed,
             links,
-            client_addrs: Mutex::new(vec![None; usize::from(nodes)]),
-            resp_addrs: Mutex::new(vec![None; usize::from(nodes)]),
-            seen: Mutex::new(Seen::new()),
+            dir: PeerDirectory::new(me, nodes),
             incoming: Mutex::new((0..nodes).map(|_| None).collect()),
             next_conn: std::sync::atomic::AtomicU64::new(0),
         })
@@ -180,30 +173,14 @@ impl PeerNet {
         }
     }
 
-    /// The client address node `id` advertised, if it did.
-    pub(crate) fn client_addr(&self, id: NodeId) -> Option<SocketAddr> {
-        lock(&self.client_addrs).get(usize::from(id.0)).copied().flatten()
-    }
-
-    /// The RESP address node `id` advertised, if it did.
+    /// The RESP address node `id` advertised ([`PeerDirectory::resp_addr`]).
     pub(crate) fn resp_addr(&self, id: NodeId) -> Option<SocketAddr> {
-        lock(&self.resp_addrs).get(usize::from(id.0)).copied().flatten()
+        self.dir.resp_addr(id)
     }
 
-    /// Bit `i` set: the link to node `i` is up (this node's own bit is set).
-    pub(crate) fn links_up(&self) -> u32 {
-        let mut mask = 1u32 << self.me.0;
-        for (i, link) in self.links.iter().enumerate() {
-            if link.as_ref().is_some_and(|l| l.up.load(Ordering::Relaxed)) {
-                mask |= 1 << i;
-            }
-        }
-        mask
-    }
-
-    /// The highest ballot of node `id`'s own this node has seen on the wire.
+    /// The highest ballot of node `id`'s own seen ([`PeerDirectory::seen`]).
     pub(crate) fn seen(&self, id: NodeId) -> Ballot {
-        lock(&self.seen).highest(id)
+        self.dir.seen(id)
     }
 
     /// Closes the incoming connections still registered, once the tasks are
@@ -220,8 +197,9 @@ impl PeerNet {
     /// this call, at most `timeout`: the Release of a shutdown reaches the peers.
     pub(crate) async fn flush(&self, timeout: Duration) {
         let mut acks = Vec::new();
-        for link in self.links.iter().flatten() {
-            if !link.up.load(Ordering::Relaxed) {
+        for (i, link) in self.links.iter().enumerate() {
+            let Some(link) = link else { continue };
+            if !self.dir.is_up(NodeId(i as u16)) {
                 continue;
             }
             let (tx, rx) = async_channel::bounded(1);
@@ -296,8 +274,7 @@ impl PeerNet {
                         LinkEvent::Up { peer, client_addr, resp_addr, .. } => {
                             // What the peer says now replaces what an
                             // earlier start of it said, an absent address included.
-                            lock(&self.client_addrs)[usize::from(peer.0)] = client_addr;
-                            lock(&self.resp_addrs)[usize::from(peer.0)] = resp_addr;
+                            self.dir.advertised(peer, client_addr, resp_addr);
                             if write_answer(&mut stream, &mut session).await.is_err() {
                                 break 'conn;
                             }
@@ -351,7 +328,7 @@ impl PeerNet {
     async fn route(&self, from: NodeId, frame: PeerFrame, routes: &Routes) -> bool {
         match frame {
             PeerFrame::Lease(msg) => {
-                lock(&self.seen).observe(from, &msg);
+                self.dir.observe(from, &msg);
                 routes.driver.send(Input::Peer { from, msg }).await.is_ok()
             }
             PeerFrame::StoreReply { id, reply } => {
@@ -387,10 +364,10 @@ impl PeerNet {
                 Ok((mut stream, session)) => {
                     backoff = MIN_BACKOFF;
                     last_error.clear();
-                    handle.up.store(true, Ordering::SeqCst);
+                    self.dir.set_up(to, true);
                     tracing::info!(peer = to.0 + 1, %addr, "peer link up");
                     let e = write_loop(&mut stream, &session, &handle.rx).await;
-                    handle.up.store(false, Ordering::SeqCst);
+                    self.dir.set_up(to, false);
                     let _ = stream.shutdown(Shutdown::Both);
                     tracing::info!(peer = to.0 + 1, error = %e, "peer link down");
                 }
@@ -437,8 +414,7 @@ impl PeerNet {
                     input = &input[used..];
                     match session.poll_event() {
                         Some(LinkEvent::Up { client_addr, resp_addr, .. }) => {
-                            lock(&self.client_addrs)[usize::from(to.0)] = client_addr;
-                            lock(&self.resp_addrs)[usize::from(to.0)] = resp_addr;
+                            self.dir.advertised(to, client_addr, resp_addr);
                             return Ok((stream, session));
                         }
                         Some(LinkEvent::Closed(e)) => return Err(DialError::Link(e)),

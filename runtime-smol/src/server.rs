@@ -107,7 +107,7 @@ impl Shared {
     pub(crate) fn hint(&self, leader: Option<NodeId>) -> LeaderHint {
         let addr = match leader {
             Some(id) if id == self.node_id => self.advertise,
-            Some(id) => self.net.as_ref().and_then(|net| net.client_addr(id)),
+            Some(id) => self.net.as_ref().and_then(|net| net.dir.client_addr(id)),
             None => None,
         };
         LeaderHint { node: leader, addr: addr.filter(|a| !a.ip().is_unspecified()) }
@@ -146,7 +146,7 @@ impl Shared {
 
     /// Bit `i` set: the link to node `i` is up (a single node: its own bit).
     pub(crate) fn links_up(&self) -> u32 {
-        self.net.as_ref().map_or(1 << self.node_id.0, |net| net.links_up())
+        self.net.as_ref().map_or(1 << self.node_id.0, |net| net.dir.links_up())
     }
 }
 

@@ -38,7 +38,6 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant as StdInstant};
 
 use leasetso_core::link::MAX_FRAME_BYTES;
-use leasetso_core::recovery::Seen;
 use leasetso_core::rng::Rng;
 use leasetso_core::{
     Acceptor, Ballot, Dialler, Handshake, HandshakeError, LinkError, LinkEvent, NodeId, PeerFrame,
@@ -47,6 +46,7 @@ use leasetso_core::{
 use crate::driver::Input;
 use crate::io::{linger_close, refill};
 use crate::store::Job;
+use leasetso_runtime::PeerDirectory;
 
 /// Frames queued for one peer at most; more are dropped.
 const LINK_QUEUE: usize = 1024;
@@ -79,18 +79,13 @@ pub(crate) enum Cmd {
 
 /// The state every peer thread shares.
 pub(crate) struct PeerNet {
-    me: NodeId,
     nodes: u16,
     ours: Handshake,
     peers: Vec<SocketAddr>,
     links: Vec<Option<LinkHandle>>,
-    /// Client addresses peers advertised in their handshakes, for leader hints.
-    client_addrs: Mutex<Vec<Option<SocketAddr>>>,
-    /// RESP addresses peers advertised in their handshakes, for `-NOTLEADER`.
-    resp_addrs: Mutex<Vec<Option<SocketAddr>>>,
-    /// The highest ballot of its own each peer was seen to use (a store that
-    /// lost its restart counter asks for it).
-    seen: Mutex<Seen>,
+    /// Advertised addresses, up flags and seen ballots (the part of the
+    /// links' state both runtimes share).
+    pub(crate) dir: PeerDirectory,
     /// The live incoming connection of each peer, to close it at shutdown or
     /// when the peer dials again.
     incoming: Mutex<HashMap<u16, (u64, TcpStream)>>,
@@ -103,7 +98,6 @@ pub(crate) struct PeerNet {
 /// The driver's end of one outgoing link.
 struct LinkHandle {
     tx: SyncSender<Cmd>,
-    up: Arc<AtomicBool>,
 }
 
 /// Where decoded frames go.
@@ -140,19 +134,15 @@ impl PeerNet {
                 continue;
             }
             let (tx, rx) = mpsc::sync_channel(LINK_QUEUE);
-            let up = Arc::new(AtomicBool::new(false));
-            links.push(Some(LinkHandle { tx, up: Arc::clone(&up) }));
-            receivers.push(Some((rx, up)));
+            links.push(Some(LinkHandle { tx }));
+            receivers.push(Some(rx));
         }
         let net = Arc::new(PeerNet {
-            me,
             nodes,
             ours,
             peers,
             links,
-            client_addrs: Mutex::new(vec![None; usize::from(nodes)]),
-            resp_addrs: Mutex::new(vec![None; usize::from(nodes)]),
-            seen: Mutex::new(Seen::new()),
+            dir: PeerDirectory::new(me, nodes),
             incoming: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -161,12 +151,11 @@ impl PeerNet {
         });
         let mut threads = Vec::new();
         for (i, receiver) in receivers.into_iter().enumerate() {
-            let Some((rx, up)) = receiver else { continue };
+            let Some(rx) = receiver else { continue };
             let link = Link {
                 net: Arc::clone(&net),
                 to: NodeId(i as u16),
                 rx,
-                up,
                 rng: Rng::new(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                 conn: 0,
             };
@@ -198,30 +187,14 @@ impl PeerNet {
         }
     }
 
-    /// The client address node `id` advertised, if it did.
-    pub(crate) fn client_addr(&self, id: NodeId) -> Option<SocketAddr> {
-        lock(&self.client_addrs).get(usize::from(id.0)).copied().flatten()
-    }
-
-    /// The RESP address node `id` advertised, if it did.
+    /// The RESP address node `id` advertised ([`PeerDirectory::resp_addr`]).
     pub(crate) fn resp_addr(&self, id: NodeId) -> Option<SocketAddr> {
-        lock(&self.resp_addrs).get(usize::from(id.0)).copied().flatten()
+        self.dir.resp_addr(id)
     }
 
-    /// Bit `i` set: the link to node `i` is up (this node's own bit is set).
-    pub(crate) fn links_up(&self) -> u32 {
-        let mut mask = 1u32 << self.me.0;
-        for (i, link) in self.links.iter().enumerate() {
-            if link.as_ref().is_some_and(|l| l.up.load(Ordering::Relaxed)) {
-                mask |= 1 << i;
-            }
-        }
-        mask
-    }
-
-    /// The highest ballot of node `id`'s own this node has seen on the wire.
+    /// The highest ballot of node `id`'s own seen ([`PeerDirectory::seen`]).
     pub(crate) fn seen(&self, id: NodeId) -> Ballot {
-        lock(&self.seen).highest(id)
+        self.dir.seen(id)
     }
 
     /// Waits until every link has written what was queued before this call,
@@ -229,8 +202,9 @@ impl PeerNet {
     pub(crate) fn flush(&self, timeout: Duration) {
         let deadline = StdInstant::now() + timeout;
         let mut acks = Vec::new();
-        for link in self.links.iter().flatten() {
-            if !link.up.load(Ordering::Relaxed) {
+        for (i, link) in self.links.iter().enumerate() {
+            let Some(link) = link else { continue };
+            if !self.dir.is_up(NodeId(i as u16)) {
                 continue;
             }
             let (tx, rx) = mpsc::channel();
@@ -378,8 +352,7 @@ impl PeerNet {
         client_addr: Option<SocketAddr>,
         resp_addr: Option<SocketAddr>,
     ) -> Option<u64> {
-        lock(&self.client_addrs)[usize::from(peer.0)] = client_addr;
-        lock(&self.resp_addrs)[usize::from(peer.0)] = resp_addr;
+        self.dir.advertised(peer, client_addr, resp_addr);
         write_answer(stream, session).ok()?;
         let _ = stream.set_read_timeout(None);
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -396,7 +369,7 @@ impl PeerNet {
     fn route(&self, from: NodeId, frame: PeerFrame, routes: &Routes) -> bool {
         match frame {
             PeerFrame::Lease(msg) => {
-                lock(&self.seen).observe(from, &msg);
+                self.dir.observe(from, &msg);
                 routes.driver.send(Input::Peer { from, msg }).is_ok()
             }
             PeerFrame::StoreReply { id, reply } => {
@@ -476,7 +449,6 @@ struct Link {
     net: Arc<PeerNet>,
     to: NodeId,
     rx: Receiver<Cmd>,
-    up: Arc<AtomicBool>,
     rng: Rng,
     /// Connections made so far; the current one's number.
     conn: u64,
@@ -492,12 +464,12 @@ impl Link {
                 Ok((stream, session)) => {
                     backoff = MIN_BACKOFF;
                     last_error.clear();
-                    self.up.store(true, Ordering::SeqCst);
+                    self.net.dir.set_up(self.to, true);
                     tracing::info!(peer = self.to.0 + 1, %addr, "peer link up");
                     self.conn += 1;
                     let watcher = self.watch(&stream);
                     let result = self.write_loop(&stream, &session);
-                    self.up.store(false, Ordering::SeqCst);
+                    self.net.dir.set_up(self.to, false);
                     let _ = stream.shutdown(Shutdown::Both);
                     if let Some(watcher) = watcher {
                         let _ = watcher.join();
@@ -608,8 +580,7 @@ impl Link {
                 while let Some(event) = session.poll_event() {
                     match event {
                         LinkEvent::Up { client_addr, resp_addr, .. } => {
-                            lock(&self.net.client_addrs)[usize::from(self.to.0)] = client_addr;
-                            lock(&self.net.resp_addrs)[usize::from(self.to.0)] = resp_addr;
+                            self.net.dir.advertised(self.to, client_addr, resp_addr);
                         }
                         LinkEvent::Closed(LinkError::Handshake(e)) => return Err(DialError::Handshake(e)),
                         LinkEvent::Closed(e) => {

@@ -1,0 +1,135 @@
+//! What a server knows about its peers, apart from the sockets: the
+//! addresses each advertised in its handshake, which outgoing links are up,
+//! and the highest ballot of its own each was seen to use.
+//!
+//! Each runtime's links (threads in `leasetso-std`, tasks in
+//! `leasetso-smol`) update it; the connections read it for leader hints and
+//! `links_up`, the store thread for a restart query. It is one type so both
+//! runtimes answer those the same way.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use leasetso_core::recovery::Seen;
+use leasetso_core::{Ballot, Message, NodeId};
+
+/// The directory of one server's peers.
+#[derive(Debug)]
+pub struct PeerDirectory {
+    me: NodeId,
+    /// Client addresses peers advertised in their handshakes, for leader hints.
+    client_addrs: Mutex<Vec<Option<SocketAddr>>>,
+    /// RESP addresses peers advertised in their handshakes, for `-NOTLEADER`.
+    resp_addrs: Mutex<Vec<Option<SocketAddr>>>,
+    /// Whether the outgoing link to each peer is up (this node's own entry
+    /// stays false: [`PeerDirectory::links_up`] sets its bit regardless).
+    up: Vec<AtomicBool>,
+    /// The highest ballot of its own each peer was seen to use (a store that
+    /// lost its restart counter asks for it).
+    seen: Mutex<Seen>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain bookkeeping no panic can leave inconsistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl PeerDirectory {
+    /// Nothing known yet about the `nodes` nodes of a cluster `me` is one of.
+    pub fn new(me: NodeId, nodes: u16) -> Self {
+        let n = usize::from(nodes);
+        PeerDirectory {
+            me,
+            client_addrs: Mutex::new(vec![None; n]),
+            resp_addrs: Mutex::new(vec![None; n]),
+            up: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            seen: Mutex::new(Seen::new()),
+        }
+    }
+
+    /// Records the addresses `peer` advertised in its handshake (either
+    /// direction's); an id outside the cluster is ignored.
+    pub fn advertised(&self, peer: NodeId, client: Option<SocketAddr>, resp: Option<SocketAddr>) {
+        let i = usize::from(peer.0);
+        if let Some(slot) = lock(&self.client_addrs).get_mut(i) {
+            *slot = client;
+        }
+        if let Some(slot) = lock(&self.resp_addrs).get_mut(i) {
+            *slot = resp;
+        }
+    }
+
+    /// The client address node `id` advertised, if it did.
+    pub fn client_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        lock(&self.client_addrs).get(usize::from(id.0)).copied().flatten()
+    }
+
+    /// The RESP address node `id` advertised, if it did.
+    pub fn resp_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        lock(&self.resp_addrs).get(usize::from(id.0)).copied().flatten()
+    }
+
+    /// Marks the outgoing link to `peer` up or down.
+    pub fn set_up(&self, peer: NodeId, up: bool) {
+        if let Some(flag) = self.up.get(usize::from(peer.0)) {
+            flag.store(up, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the outgoing link to `peer` is up.
+    pub fn is_up(&self, peer: NodeId) -> bool {
+        self.up.get(usize::from(peer.0)).is_some_and(|flag| flag.load(Ordering::Relaxed))
+    }
+
+    /// Bit `i` set: the link to node `i` is up (this node's own bit is set).
+    pub fn links_up(&self) -> u32 {
+        let mut mask = 1u32 << self.me.0;
+        for (i, flag) in self.up.iter().enumerate() {
+            if flag.load(Ordering::Relaxed) {
+                mask |= 1 << i;
+            }
+        }
+        mask
+    }
+
+    /// Notes the ballot `msg` from `from` carries, if it is one of `from`'s own.
+    pub fn observe(&self, from: NodeId, msg: &Message) {
+        lock(&self.seen).observe(from, msg);
+    }
+
+    /// The highest ballot of node `id`'s own this node has seen on the wire.
+    pub fn seen(&self, id: NodeId) -> Ballot {
+        lock(&self.seen).highest(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_up_sets_our_bit_and_the_up_peers() {
+        let dir = PeerDirectory::new(NodeId(1), 3);
+        assert_eq!(dir.links_up(), 0b010);
+        dir.set_up(NodeId(2), true);
+        assert!(dir.is_up(NodeId(2)));
+        assert_eq!(dir.links_up(), 0b110);
+        dir.set_up(NodeId(2), false);
+        dir.set_up(NodeId(9), true);
+        assert_eq!(dir.links_up(), 0b010);
+    }
+
+    #[test]
+    fn advertised_addresses_are_kept_per_peer() {
+        let dir = PeerDirectory::new(NodeId(0), 2);
+        let client: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let resp: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        dir.advertised(NodeId(1), Some(client), Some(resp));
+        dir.advertised(NodeId(5), Some(client), None);
+        assert_eq!(dir.client_addr(NodeId(1)), Some(client));
+        assert_eq!(dir.resp_addr(NodeId(1)), Some(resp));
+        assert_eq!(dir.client_addr(NodeId(0)), None);
+        assert_eq!(dir.seen(NodeId(1)), Ballot::ZERO);
+    }
+}
