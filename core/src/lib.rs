@@ -14,6 +14,8 @@
 //! * [`store`]: the window store's contract and its reference implementation.
 //! * [`wire`]: the client protocol's frames (PROTOCOL.md).
 //! * [`conn`]: the server side of a client connection, as a sans-IO session.
+//! * [`client`]: the client session: batching, splitting, pipelining, reply matching.
+//! * [`redirect`]: where a client goes after a failure, and how long it waits.
 //! * [`peer`]: the peer protocol's frames and handshake (PROTOCOL.md).
 //! * [`link`]: the peer link sessions: dialler and acceptor, handshake then frames.
 //! * [`recovery`]: a node that lost its restart counter learns it from its peers.
@@ -22,8 +24,6 @@
 //! * [`quorum`]: sets of distinct node ids, for counting quorums.
 //! * [`time`]: the monotonic instant the runtimes pass in.
 //! * [`rng`]: the seeded generator behind every backoff jitter.
-//! * [`client`]: the client session: batching, splitting, pipelining, reply matching.
-//! * [`redirect`]: where a client goes after a failure, and how long it waits.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod ballot;
