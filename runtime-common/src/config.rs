@@ -3,7 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use leasetso_core::NodeConfig;
+use leasetso_core::peer::PEER_VERSION;
+use leasetso_core::{Handshake, Instant, Node, NodeConfig};
+use leasetso_sled::SledStore;
+
+use crate::clock::Clock;
+use crate::driver::Pending;
+use crate::error::ServerError;
 
 /// How a server is set up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,9 +51,112 @@ impl ServerConfig {
     }
 }
 
+/// The store a server opened for its configuration, and the restart counter
+/// it held before this start (0: none, a new or replaced data dir).
+#[derive(Debug)]
+pub struct Opened {
+    /// The node's replica, bound to the cluster id and the node id.
+    pub store: SledStore,
+    /// The restart counter found in the store.
+    pub stored_restart: u64,
+}
+
+impl ServerConfig {
+    /// The start-up checks both runtimes make before binding anything: the
+    /// node's configuration is valid, a cluster node has a suspend-proof
+    /// clock and one peer address per node, and the data dir opens as this
+    /// cluster's and this node's (it refuses another's, writing nothing).
+    pub fn open_store(&self) -> Result<Opened, ServerError> {
+        self.node.validate()?;
+        let nodes = self.node.nodes;
+        if nodes > 1 {
+            if !Clock::is_boottime() {
+                return Err(ServerError::NoBoottime);
+            }
+            if self.peers.len() != usize::from(nodes) {
+                return Err(ServerError::Peers { nodes, peers: self.peers.len() });
+            }
+        }
+        let store_err = |e| ServerError::from_store(self.data_dir.clone(), e);
+        let store = SledStore::open(&self.data_dir, self.cluster_id).map_err(store_err)?;
+        store.claim_node(self.node.id).map_err(store_err)?;
+        let stored_restart = store.restart().map_err(store_err)?;
+        Ok(Opened { store, stored_restart })
+    }
+
+    /// The node of this start, or, for a cluster node whose restart counter
+    /// is gone, what its driver needs to build it once the peers have told
+    /// it the counter (`Pending`). Every start gets a restart number of its
+    /// own, durably, so no ballot of this start equals one of an earlier
+    /// start; the ballot counter starts above the fence this replica holds,
+    /// so the first load of this start is not refused as older.
+    pub fn first_node(
+        &self,
+        opened: &Opened,
+        now: Instant,
+    ) -> Result<(Option<Node>, Option<Pending>), ServerError> {
+        let Opened { store, stored_restart } = opened;
+        if *stored_restart == 0 && self.node.nodes > 1 {
+            return Ok((None, Some(Pending { cfg: self.node, store: store.clone() })));
+        }
+        let store_err = |e| ServerError::from_store(self.data_dir.clone(), e);
+        let restart = store.bump_restart().map_err(store_err)?;
+        let mut node = Node::new(self.node, restart, now)?;
+        node.catch_up(store.fence().map_err(store_err)?);
+        tracing::info!(restart, "restart counter bumped");
+        Ok((Some(node), None))
+    }
+
+    /// This node's side of the peer handshake: who it is, the client and
+    /// RESP addresses peers hand out for it, and the digest of the timing
+    /// every node of the cluster must share.
+    pub fn handshake(&self, client_addr: Option<SocketAddr>, resp_addr: Option<SocketAddr>) -> Handshake {
+        Handshake {
+            version: PEER_VERSION,
+            cluster_id: self.cluster_id,
+            node: self.node.id,
+            client_addr,
+            resp_addr,
+            // `open_store` validated the configuration, so the digest exists.
+            digest: self.node.digest().unwrap_or(0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fresh_single_node_starts_at_restart_one_and_again_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path());
+        let opened = cfg.open_store().unwrap();
+        assert_eq!(opened.stored_restart, 0);
+        let (node, pending) = cfg.first_node(&opened, Instant::from_millis(1)).unwrap();
+        assert!(node.is_some() && pending.is_none(), "a single node never waits for peers");
+        drop(opened);
+        let opened = cfg.open_store().unwrap();
+        assert_eq!(opened.stored_restart, 1, "the first start's counter is durable");
+        let _ = cfg.first_node(&opened, Instant::from_millis(2)).unwrap();
+        assert_eq!(opened.store.restart().unwrap(), 2);
+    }
+
+    #[test]
+    fn another_clusters_data_dir_and_a_short_peer_list_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path());
+        drop(cfg.open_store().unwrap());
+        let other = ServerConfig { cluster_id: 2, ..cfg.clone() };
+        assert!(other.open_store().is_err(), "a data dir of cluster 1 opened as cluster 2");
+        let mut three = cfg.clone();
+        three.node.nodes = 3;
+        three.peers = vec!["127.0.0.1:1".parse().unwrap()];
+        assert!(matches!(
+            three.open_store(),
+            Err(ServerError::Peers { nodes: 3, peers: 1 }) | Err(ServerError::NoBoottime)
+        ));
+    }
 
     #[test]
     fn new_is_a_single_node_of_cluster_one_without_extras() {

@@ -44,7 +44,7 @@ pub mod store;
 
 pub use clock::Clock;
 #[cfg(feature = "server")]
-pub use config::ServerConfig;
+pub use config::{Opened, ServerConfig};
 #[cfg(feature = "server")]
 pub use directory::PeerDirectory;
 pub use error::ClientError;

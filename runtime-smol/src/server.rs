@@ -35,11 +35,7 @@ use async_executor::Executor;
 use event_listener::Event;
 use futures_lite::future;
 use leasetso_core::conn::ADMIN_TIMEOUT;
-use leasetso_core::peer::PEER_VERSION;
-use leasetso_core::{
-    GetTsError, Handshake, LeaderHint, Node, NodeId, Status, StoreOp, StoreReply, Timestamp,
-};
-use leasetso_sled::SledStore;
+use leasetso_core::{GetTsError, LeaderHint, NodeId, Status, StoreOp, StoreReply, Timestamp};
 
 use crate::clock::Clock;
 use crate::conn;
@@ -246,21 +242,8 @@ impl Server {
     /// replaced disk) first learns from a quorum of peers the highest ballot
     /// they saw from it; it answers clients `NotLeader` until then.
     pub fn bind(cfg: ServerConfig) -> Result<Server, ServerError> {
-        cfg.node.validate()?;
+        let opened = cfg.open_store()?;
         let nodes = cfg.node.nodes;
-        if nodes > 1 {
-            if !Clock::is_boottime() {
-                return Err(ServerError::NoBoottime);
-            }
-            if cfg.peers.len() != usize::from(nodes) {
-                return Err(ServerError::Peers { nodes, peers: cfg.peers.len() });
-            }
-        }
-        let dir = cfg.data_dir.clone();
-        let store_err = |e| ServerError::from_store(dir.clone(), e);
-        let store = SledStore::open(&cfg.data_dir, cfg.cluster_id).map_err(store_err)?;
-        store.claim_node(cfg.node.id).map_err(store_err)?;
-        let stored_restart = store.restart().map_err(store_err)?;
         let bind = |addr: SocketAddr| {
             let l = TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
             let local = l.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
@@ -284,15 +267,7 @@ impl Server {
         let (driver_tx, driver_rx) = async_channel::bounded(DRIVER_QUEUE);
         let (store_tx, store_rx) = async_channel::bounded(STORE_QUEUE);
         let (net, peer_listener) = if nodes > 1 {
-            let ours = Handshake {
-                version: PEER_VERSION,
-                cluster_id: cfg.cluster_id,
-                node: cfg.node.id,
-                client_addr: advertise,
-                resp_addr: resp_advertise,
-                // `validate` passed above, so the digest exists.
-                digest: cfg.node.digest().unwrap_or(0),
-            };
+            let ours = cfg.handshake(advertise, resp_advertise);
             let (peer_listener, peer_addr) = bind(cfg.peers[usize::from(cfg.node.id.0)])?;
             let net = PeerNet::new(cfg.node.id, cfg.peers.clone(), peer_addr, ours, cfg.node.seed);
             (Some(net), Some(peer_listener))
@@ -300,18 +275,8 @@ impl Server {
             (None, None)
         };
         let clock = Clock::new();
-        // Every start gets a restart number of its own, durably, so no
-        // ballot of this start equals one of an earlier start.
-        let (node, pending) = if stored_restart > 0 || nodes == 1 {
-            let restart = store.bump_restart().map_err(store_err)?;
-            let mut node = Node::new(cfg.node, restart, clock.now())?;
-            // Start the ballot counter above the fence this replica holds.
-            node.catch_up(store.fence().map_err(store_err)?);
-            tracing::info!(restart, "restart counter bumped");
-            (Some(node), None)
-        } else {
-            (None, Some(Pending { cfg: cfg.node, store: store.clone() }))
-        };
+        let (node, pending) = cfg.first_node(&opened, clock.now())?;
+        let store = opened.store;
         tracing::info!(
             addr = %local_addr,
             node = cfg.node.id.0 + 1,

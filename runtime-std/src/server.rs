@@ -16,16 +16,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use leasetso_core::peer::PEER_VERSION;
 use leasetso_core::{
-    Backend, GetTsError, Handshake, LeaderHint, Node, NodeId, Status, StoreOp, StoreReply, Tally, Timestamp,
-    TsRefusal,
+    Backend, GetTsError, LeaderHint, Node, NodeId, Status, StoreOp, StoreReply, Tally, Timestamp, TsRefusal,
 };
-use leasetso_sled::SledStore;
 
 use crate::clock::Clock;
 use crate::conn;
-use crate::driver::{Driver, Input, Pending};
+use crate::driver::{Driver, Input};
 use crate::error::ServerError;
 use crate::peer::{PeerNet, Routes};
 use crate::resp::Door;
@@ -192,21 +189,8 @@ impl Server {
     /// they saw from it, in the background; it answers clients `NotLeader`
     /// until then.
     pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
-        cfg.node.validate()?;
+        let opened = cfg.open_store()?;
         let nodes = cfg.node.nodes;
-        if nodes > 1 {
-            if !Clock::is_boottime() {
-                return Err(ServerError::NoBoottime);
-            }
-            if cfg.peers.len() != usize::from(nodes) {
-                return Err(ServerError::Peers { nodes, peers: cfg.peers.len() });
-            }
-        }
-        let dir = cfg.data_dir.clone();
-        let store_err = |e| ServerError::from_store(dir.clone(), e);
-        let store = SledStore::open(&cfg.data_dir, cfg.cluster_id).map_err(store_err)?;
-        store.claim_node(cfg.node.id).map_err(store_err)?;
-        let stored_restart = store.restart().map_err(store_err)?;
         let listener =
             TcpListener::bind(cfg.listen).map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
         let local_addr =
@@ -222,15 +206,7 @@ impl Server {
         let (driver_tx, driver_rx) = mpsc::sync_channel(DRIVER_QUEUE);
         let (store_tx, store_rx) = mpsc::sync_channel(STORE_QUEUE);
         let net = if nodes > 1 {
-            let ours = Handshake {
-                version: PEER_VERSION,
-                cluster_id: cfg.cluster_id,
-                node: cfg.node.id,
-                client_addr: advertise,
-                resp_addr: resp.as_ref().and_then(Door::advertise),
-                // `validate` passed above, so the digest exists.
-                digest: cfg.node.digest().unwrap_or(0),
-            };
+            let ours = cfg.handshake(advertise, resp.as_ref().and_then(Door::advertise));
             let routes = Routes { driver: driver_tx.clone(), store: store_tx.clone() };
             let peer_addr = cfg.peers[usize::from(cfg.node.id.0)];
             let net = PeerNet::start(cfg.node.id, cfg.peers.clone(), ours, routes, cfg.node.seed)
@@ -240,20 +216,10 @@ impl Server {
             None
         };
         let clock = Clock::new();
-        // Every start gets a restart number of its own, durably, so no
-        // ballot of this start equals one of an earlier start. A cluster node
-        // whose counter is gone learns it from its peers first (the driver).
-        let (node, pending) = if stored_restart > 0 || nodes == 1 {
-            let restart = store.bump_restart().map_err(store_err)?;
-            let mut node = Node::new(cfg.node, restart, clock.now())?;
-            // Start the ballot counter above the fence this replica holds, so
-            // the first load of this start is not refused as older.
-            node.catch_up(store.fence().map_err(store_err)?);
-            tracing::info!(restart, "restart counter bumped");
-            (Some(node), None)
-        } else {
-            (None, Some(Pending { cfg: cfg.node, store: store.clone() }))
-        };
+        // A cluster node whose counter is gone learns it from its peers
+        // first (the driver).
+        let (node, pending) = cfg.first_node(&opened, clock.now())?;
+        let store = opened.store;
         tracing::info!(
             addr = %local_addr,
             node = cfg.node.id.0 + 1,
