@@ -370,3 +370,57 @@ impl Drop for ServeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// An executor run by `workers` threads of its own until dropped: where the
+/// async benches run their caller tasks (the async client's, and in the
+/// peers harness beside tsoracle's tokio runtime).
+pub struct SmolPool {
+    ex: std::sync::Arc<smol::Executor<'static>>,
+    stop: Option<smol::channel::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SmolPool {
+    /// Starts `workers` threads running the executor.
+    pub fn new(workers: usize) -> SmolPool {
+        let ex = std::sync::Arc::new(smol::Executor::new());
+        let (stop, stopped) = smol::channel::unbounded::<()>();
+        let threads = (0..workers)
+            .map(|i| {
+                let (ex, stopped) = (std::sync::Arc::clone(&ex), stopped.clone());
+                std::thread::Builder::new()
+                    .name(format!("smol-worker-{i}"))
+                    .spawn(move || {
+                        let _ = smol::block_on(ex.run(stopped.recv()));
+                    })
+                    .expect("a smol worker thread")
+            })
+            .collect();
+        SmolPool { ex, stop: Some(stop), threads }
+    }
+
+    /// Starts `fut` as a task on the pool.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> smol::Task<T> {
+        self.ex.spawn(fut)
+    }
+
+    /// Runs `fut` on the pool and waits for it from this thread.
+    pub fn block_on<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        smol::block_on(self.ex.spawn(fut))
+    }
+}
+
+impl Drop for SmolPool {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

@@ -41,7 +41,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use leasetso_benches::{PingPong, ServeProcess, Summary, find_leasetso_bin, offered_runtimes, warn_if_stale};
+use leasetso_benches::{
+    PingPong, ServeProcess, SmolPool, Summary, find_leasetso_bin, offered_runtimes, warn_if_stale,
+};
 
 /// Calls per block of one latency series before switching to the next.
 const BLOCK: usize = 250;
@@ -100,46 +102,6 @@ impl Settings {
     }
 }
 
-/// An executor run by `workers` threads until dropped.
-struct Pool {
-    ex: Arc<smol::Executor<'static>>,
-    stop: Option<smol::channel::Sender<()>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Pool {
-    fn new(workers: usize) -> Pool {
-        let ex = Arc::new(smol::Executor::new());
-        let (stop, stopped) = smol::channel::unbounded::<()>();
-        let threads = (0..workers)
-            .map(|i| {
-                let (ex, stopped) = (Arc::clone(&ex), stopped.clone());
-                std::thread::Builder::new()
-                    .name(format!("bench-worker-{i}"))
-                    .spawn(move || {
-                        let _ = smol::block_on(ex.run(stopped.recv()));
-                    })
-                    .expect("a worker thread")
-            })
-            .collect();
-        Pool { ex, stop: Some(stop), threads }
-    }
-
-    /// Runs `fut` on the pool and waits for it from this thread.
-    fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> T {
-        smol::block_on(self.ex.spawn(fut))
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
 /// A timed run: timestamps in how long.
 struct Run {
     timestamps: u64,
@@ -153,13 +115,13 @@ impl Run {
 }
 
 /// The smol client: `callers` tasks sharing `client` for `time`.
-fn run_smol(pool: &Pool, client: &leasetso_smol::Client, callers: usize, time: Duration) -> Run {
+fn run_smol(pool: &SmolPool, client: &leasetso_smol::Client, callers: usize, time: Duration) -> Run {
     let stop = Arc::new(AtomicBool::new(false));
     let barrier = Arc::new(smol::lock::Barrier::new(callers + 1));
     let tasks: Vec<smol::Task<u64>> = (0..callers)
         .map(|_| {
             let (stop, barrier, client) = (Arc::clone(&stop), Arc::clone(&barrier), client.clone());
-            pool.ex.spawn(async move {
+            pool.spawn(async move {
                 barrier.wait().await;
                 let mut calls = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -260,7 +222,7 @@ impl Column<'_> {
         }
     }
 
-    fn run(&self, pool: &Pool, callers: usize, time: Duration, std_max: usize) -> Option<Run> {
+    fn run(&self, pool: &SmolPool, callers: usize, time: Duration, std_max: usize) -> Option<Run> {
         match self {
             Column::Smol { client, .. } => Some(run_smol(pool, client, callers, time)),
             Column::Std { client, .. } if callers <= std_max => Some(run_std(client, callers, time)),
@@ -280,14 +242,14 @@ fn fmt_rate(r: f64) -> String {
 }
 
 /// Connects the smol client to `addr`, retrying while the server starts.
-fn connect_smol(pool: &Pool, addr: SocketAddr, in_flight: Option<usize>) -> leasetso_smol::Client {
+fn connect_smol(pool: &SmolPool, addr: SocketAddr, in_flight: Option<usize>) -> leasetso_smol::Client {
     let mut opts = leasetso_smol::ClientOptions::default();
     if let Some(n) = in_flight {
         opts.max_in_flight = n;
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let attempt = pool.run(async move {
+        let attempt = pool.block_on(async move {
             let client = leasetso_smol::Client::connect(&[addr], opts).await?;
             client.get_ts().await?;
             Ok::<_, leasetso_smol::ClientError>(client)
@@ -334,7 +296,7 @@ fn main() {
             (rt.clone(), server)
         })
         .collect();
-    let pool = Pool::new(cfg.workers);
+    let pool = SmolPool::new(cfg.workers);
     let mut columns = Vec::new();
     for (rt, server) in &servers {
         columns.push(Column::Smol {
@@ -437,7 +399,7 @@ fn main() {
                 Column::Smol { client, .. } => {
                     let client = client.clone();
                     let mut out = std::mem::take(&mut lat[i]);
-                    lat[i] = pool.run(async move {
+                    lat[i] = pool.block_on(async move {
                         for _ in 0..block {
                             let t0 = Instant::now();
                             black_box(client.get_ts().await.expect("smol client get_ts"));

@@ -29,47 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use leasetso_benches::{PingPong, Summary};
-
-/// Executor worker threads for the smol client's callers, stopped on drop.
-struct SmolPool {
-    ex: Arc<smol::Executor<'static>>,
-    stop: Option<smol::channel::Sender<()>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl SmolPool {
-    fn new(workers: usize) -> SmolPool {
-        let ex = Arc::new(smol::Executor::new());
-        let (stop, stopped) = smol::channel::unbounded::<()>();
-        let threads = (0..workers)
-            .map(|i| {
-                let (ex, stopped) = (Arc::clone(&ex), stopped.clone());
-                std::thread::Builder::new()
-                    .name(format!("smol-worker-{i}"))
-                    .spawn(move || {
-                        let _ = smol::block_on(ex.run(stopped.recv()));
-                    })
-                    .expect("a smol worker thread")
-            })
-            .collect();
-        SmolPool { ex, stop: Some(stop), threads }
-    }
-
-    /// Runs `fut` on the pool and waits for it from this thread.
-    fn block_on<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> T {
-        smol::block_on(self.ex.spawn(fut))
-    }
-}
-
-impl Drop for SmolPool {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
+use leasetso_benches::{PingPong, SmolPool, Summary};
 
 /// What to measure, from the command line.
 struct Args {
@@ -341,7 +301,7 @@ impl Clients {
         let tasks: Vec<smol::Task<(u64, Vec<Duration>)>> = (0..callers)
             .map(|_| {
                 let (stop, start, client) = (Arc::clone(&stop), Arc::clone(&start), client.clone());
-                self.pool.ex.spawn(async move {
+                self.pool.spawn(async move {
                     let mut lat = Vec::with_capacity(if record { 1 << 20 } else { 0 });
                     let mut calls = 0u64;
                     start.wait().await;
