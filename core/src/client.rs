@@ -129,6 +129,8 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(3),
             deadline: Duration::from_secs(7),
             retry_backoff: Duration::from_millis(10),
+            // Short enough that a client waiting out a failover reaches the
+            // new leader soon after it serves.
             max_backoff: Duration::from_millis(250),
             max_batch: 10_000,
             max_in_flight: 2,

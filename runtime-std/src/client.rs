@@ -127,17 +127,18 @@ impl Default for ClientOptions {
     /// Any cluster, 3 s to connect and per reply, retries for 7 s (over
     /// 2 × D_A = 6.1 s with the default 3 s lease) with pauses from 10 ms
     /// doubling to 250 ms, batches of up to 10,000, one request in flight.
+    /// The session's values are the core's defaults ([`ClientConfig`]),
+    /// but for the one request in flight.
     fn default() -> Self {
+        let core = ClientConfig::default();
         ClientOptions {
-            cluster_id: 0,
+            cluster_id: core.cluster_id,
             connect_timeout: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(3),
-            deadline: Duration::from_secs(7),
-            retry_backoff: Duration::from_millis(10),
-            // Short enough that a client waiting out a failover reaches the
-            // new leader soon after it serves.
-            max_backoff: Duration::from_millis(250),
-            max_batch: 10_000,
+            request_timeout: core.request_timeout,
+            deadline: core.deadline,
+            retry_backoff: core.retry_backoff,
+            max_backoff: core.max_backoff,
+            max_batch: core.max_batch,
             max_in_flight: 1,
         }
     }
@@ -844,6 +845,13 @@ mod tests {
         }
         assert_eq!(client.status().unwrap().role, Role::Leader);
         server.shutdown();
+    }
+
+    #[test]
+    fn default_options_are_the_cores_with_one_request_in_flight() {
+        let opts = ClientOptions::default();
+        assert_eq!(opts.session(), ClientConfig { max_in_flight: 1, ..ClientConfig::default() });
+        assert_eq!(opts.connect_timeout, Duration::from_secs(3));
     }
 
     #[test]
