@@ -54,13 +54,14 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use leasetso_benches::{die_with_parent, find_leasetso_bin, warn_if_stale};
 use leasetso_core::wire::VERSION;
 use leasetso_core::{ErrorCode, Frame, LeaderHint, LeaseView, NodeId, Role};
 use leasetso_std::{Client, ClientOptions};
@@ -165,34 +166,6 @@ impl Settings {
 
     fn runs(&self, part: &str) -> bool {
         self.only.iter().any(|o| o == part)
-    }
-}
-
-/// `LEASETSO_BIN`, or `leasetso` in the profile directory of this bench
-/// (`target/release/` for `cargo bench`).
-fn find_bin() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("LEASETSO_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().ok()?;
-    exe.ancestors().skip(1).take(2).map(|dir| dir.join("leasetso")).find(|p| p.is_file())
-}
-
-/// Warns when the binary is older than the sources it is built from.
-fn warn_if_stale(bin: &Path) {
-    let Ok(built) = bin.metadata().and_then(|m| m.modified()) else { return };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let newest = ["runtime-std/src", "core/src", "core/src/lease", "storage-sled/src"]
-        .iter()
-        .filter_map(|dir| std::fs::read_dir(root.join(dir)).ok())
-        .flatten()
-        .filter_map(|e| e.ok()?.metadata().ok()?.modified().ok())
-        .max();
-    if newest.is_some_and(|n| n > built) {
-        eprintln!(
-            "warning: {} is older than its sources; run `cargo build --release -p leasetso-std` first",
-            bin.display()
-        );
     }
 }
 
@@ -431,21 +404,6 @@ fn free_addrs(n: usize) -> Vec<SocketAddr> {
     let listeners: Vec<TcpListener> =
         (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
     listeners.iter().map(|l| l.local_addr().expect("a bound address")).collect()
-}
-
-/// Kills the child if the bench dies, however it dies.
-fn die_with_parent(cmd: &mut Command) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    // SAFETY: the closure makes one system call (prctl), which is
-    // async-signal-safe, and allocates nothing.
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-                .map_err(io::Error::from)
-        });
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = cmd;
 }
 
 impl Cluster {
@@ -1583,7 +1541,7 @@ fn median_of(v: &[f64]) -> Option<f64> {
 
 fn main() {
     let settings = Settings::from_env();
-    let Some(bin) = find_bin() else {
+    let Some(bin) = find_leasetso_bin() else {
         if settings.bench {
             eprintln!(
                 "failover: target/release/leasetso not found; build it first:\n  \

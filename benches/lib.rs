@@ -301,7 +301,6 @@ impl ServeProcess {
         data: &std::path::Path,
     ) -> std::io::Result<ServeProcess> {
         use std::io::BufRead;
-        use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(bin);
         cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data").arg(data);
         if runtime != "std" {
@@ -311,15 +310,7 @@ impl ServeProcess {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        // SAFETY: the closure makes one system call (prctl), which is
-        // async-signal-safe, and allocates nothing.
-        unsafe {
-            cmd.pre_exec(|| {
-                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-                    .map_err(std::io::Error::from)
-            });
-        }
+        die_with_parent(&mut cmd);
         let mut child = cmd.spawn()?;
         let Some(stderr) = child.stderr.take() else {
             let _ = child.kill();
@@ -423,4 +414,21 @@ impl Drop for SmolPool {
             let _ = t.join();
         }
     }
+}
+
+/// Has the child spawned from `cmd` killed when the bench dies, however it
+/// dies (Linux: the parent-death signal), so no `leasetso serve` outlives it.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: the closure makes one system call (prctl), which is
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = cmd;
 }
