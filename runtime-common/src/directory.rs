@@ -5,14 +5,34 @@
 //! Each runtime's links (threads in `leasetso-std`, tasks in
 //! `leasetso-smol`) update it; the connections read it for leader hints and
 //! `links_up`, the store thread for a restart query. It is one type so both
-//! runtimes answer those the same way.
+//! runtimes answer those the same way, and the link tunables both runtimes'
+//! links follow.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use leasetso_core::recovery::Seen;
 use leasetso_core::{Ballot, Message, NodeId};
+
+/// Frames queued for one peer at most; more are dropped (the lease protocol
+/// tolerates loss, a store round times out), so a dead peer costs a
+/// constant amount of memory.
+pub const LINK_QUEUE: usize = 1024;
+/// The first pause before redialling a peer; it doubles up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_millis(20);
+/// The longest pause between two dials of a peer that does not answer.
+pub const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// The pause after a peer refused the handshake (a configuration error an
+/// operator must fix: no point in hammering it).
+pub const REFUSED_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a dial, a handshake, or one write to a peer may take.
+pub const IO_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Bytes gathered before one write to a peer, when frames queue up.
+pub const WRITE_BATCH: usize = 16 * 1024;
+/// Read buffer of an incoming peer connection.
+pub const READ_BUF: usize = 16 * 1024;
 
 /// The directory of one server's peers.
 #[derive(Debug)]

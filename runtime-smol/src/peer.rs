@@ -35,6 +35,7 @@ use std::time::Duration;
 use async_executor::Executor;
 use async_net::{TcpListener, TcpStream};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use leasetso_core::conn::{LINGER, LINGER_BYTES};
 use leasetso_core::link::{Acceptor, Dialler, LinkError, LinkEvent, MAX_FRAME_BYTES};
 use leasetso_core::rng::Rng;
 use leasetso_core::{Ballot, Handshake, NodeId, PeerFrame};
@@ -43,25 +44,9 @@ use crate::driver::Input;
 use crate::io::linger_close;
 use crate::store::Job;
 use leasetso_runtime::PeerDirectory;
-
-/// Frames queued for one peer at most; more are dropped.
-const LINK_QUEUE: usize = 1024;
-/// The first pause before redialling a peer; it doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(20);
-/// The longest pause between two dials of a peer that does not answer.
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
-/// The pause after a peer refused the handshake (a configuration error an
-/// operator must fix: no point in hammering it).
-const REFUSED_BACKOFF: Duration = Duration::from_secs(2);
-/// How long a dial or a handshake may take.
-const IO_TIMEOUT: Duration = Duration::from_millis(1000);
-/// Bytes gathered before one write, when frames queue up.
-const WRITE_BATCH: usize = 16 * 1024;
-/// Read buffer of an incoming connection.
-const READ_BUF: usize = 16 * 1024;
-/// A refused peer's connection lingers like a refused client's (PROTOCOL.md).
-const LINGER: Duration = Duration::from_millis(250);
-const LINGER_BYTES: usize = 64 * 1024;
+use leasetso_runtime::directory::{
+    IO_TIMEOUT, LINK_QUEUE, MAX_BACKOFF, MIN_BACKOFF, READ_BUF, REFUSED_BACKOFF, WRITE_BATCH,
+};
 
 /// What the driver asks a link's task.
 enum Cmd {

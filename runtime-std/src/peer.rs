@@ -47,24 +47,12 @@ use crate::driver::Input;
 use crate::io::{linger_close, refill};
 use crate::store::Job;
 use leasetso_runtime::PeerDirectory;
+use leasetso_runtime::directory::{
+    IO_TIMEOUT, LINK_QUEUE, MAX_BACKOFF, MIN_BACKOFF, READ_BUF, REFUSED_BACKOFF, WRITE_BATCH,
+};
 
-/// Frames queued for one peer at most; more are dropped.
-const LINK_QUEUE: usize = 1024;
-/// The first pause before redialling a peer; it doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(20);
-/// The longest pause between two dials of a peer that does not answer.
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
-/// The pause after a peer refused the handshake (a configuration error an
-/// operator must fix: no point in hammering it).
-const REFUSED_BACKOFF: Duration = Duration::from_secs(2);
-/// How long a dial, a handshake, or one write may take.
-const IO_TIMEOUT: Duration = Duration::from_millis(1000);
-/// Bytes gathered before one write, when frames queue up.
-const WRITE_BATCH: usize = 16 * 1024;
 /// Room for one whole peer frame.
 const FRAME_ROOM: usize = MAX_FRAME_BYTES;
-/// Read buffer of an incoming connection.
-const READ_BUF: usize = 16 * 1024;
 
 /// What the driver asks a link's thread.
 pub(crate) enum Cmd {
