@@ -30,8 +30,8 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/d
   apt-get update -q >&2 && apt-get install -y -q redis-server redis-tools >&2
 fi
 
-echo "== cargo build --release -p leasetso-std" >&2
-cargo build --release -p leasetso-std >&2
+echo "== cargo build --release -p leasetso" >&2
+cargo build --release -p leasetso >&2
 bin=target/release/leasetso
 
 tmp=$(mktemp -d)

@@ -29,7 +29,7 @@
 //! not build):
 //!
 //! ```sh
-//! cargo build --release -p leasetso-std && cargo bench -p leasetso-benches --bench failover
+//! cargo build --release -p leasetso && cargo bench -p leasetso-benches --bench failover
 //! ```
 //!
 //! Environment: `LEASETSO_FAILOVER_ROUNDS` (kill and term rounds per lease,
@@ -1545,11 +1545,11 @@ fn main() {
         if settings.bench {
             eprintln!(
                 "failover: target/release/leasetso not found; build it first:\n  \
-                 cargo build --release -p leasetso-std && cargo bench -p leasetso-benches --bench failover"
+                 cargo build --release -p leasetso && cargo bench -p leasetso-benches --bench failover"
             );
             std::process::exit(1);
         }
-        println!("failover: skipped (no leasetso binary next to this bench; `cargo build -p leasetso-std`)");
+        println!("failover: skipped (no leasetso binary next to this bench; `cargo build -p leasetso`)");
         return;
     };
     warn_if_stale(&bin);

@@ -11,7 +11,7 @@
 //! and the median round is printed beside every round.
 //!
 //! ```sh
-//! cargo build --release -p leasetso-std && cargo bench -p leasetso-benches --bench idle_rss
+//! cargo build --release -p leasetso && cargo bench -p leasetso-benches --bench idle_rss
 //! ```
 //!
 //! Environment: `LEASETSO_BIN` (default `target/release/leasetso` beside this
@@ -177,7 +177,7 @@ fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let Some(bin) = find_leasetso_bin() else {
         if bench {
-            panic!("no leasetso binary: run `cargo build --release -p leasetso-std` or set LEASETSO_BIN");
+            panic!("no leasetso binary: run `cargo build --release -p leasetso` or set LEASETSO_BIN");
         }
         println!("idle_rss: no leasetso binary beside the bench, smoke run skipped");
         return;

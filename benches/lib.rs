@@ -259,7 +259,7 @@ pub fn warn_if_stale(bin: &std::path::Path) {
         .max();
     if newest.is_some_and(|n| n > built) {
         eprintln!(
-            "warning: {} is older than its sources; run `cargo build --release -p leasetso-std` first",
+            "warning: {} is older than its sources; run `cargo build --release -p leasetso` first",
             bin.display()
         );
     }

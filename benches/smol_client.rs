@@ -23,7 +23,7 @@
 //! the floor.
 //!
 //! ```sh
-//! cargo build --release -p leasetso-std && cargo bench -p leasetso-benches --bench smol_client
+//! cargo build --release -p leasetso && cargo bench -p leasetso-benches --bench smol_client
 //! ```
 //!
 //! Environment: `SMOL_CALLERS` (1,8,64,256,1024), `SMOL_SECONDS` (3),
@@ -278,7 +278,7 @@ fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let Some(bin) = find_leasetso_bin() else {
         if bench {
-            panic!("no leasetso binary: run `cargo build --release -p leasetso-std` or set LEASETSO_BIN");
+            panic!("no leasetso binary: run `cargo build --release -p leasetso` or set LEASETSO_BIN");
         }
         println!("smol_client: no leasetso binary beside the bench, smoke run skipped");
         return;

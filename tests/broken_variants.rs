@@ -10,7 +10,7 @@
 //! dependencies (so the simulator tests the core that ships).
 //!
 //! The binary check reads the binary `cargo test --workspace` builds (or
-//! `cargo build -p leasetso-std`, or `LEASETSO_BIN`).
+//! `cargo build -p leasetso`, or `LEASETSO_BIN`).
 
 use std::collections::BTreeMap;
 use std::path::Path;

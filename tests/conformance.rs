@@ -32,7 +32,7 @@
 //! data dir removed when its last user is done, passing or failing.
 //! `LEASETSO_CONFORMANCE_FULL=1` runs longer loops and more failover rounds.
 //! Run alone with `cargo test -p leasetso-tests --test conformance` (build
-//! the binary first: `cargo build -p leasetso-std`).
+//! the binary first: `cargo build -p leasetso`).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -131,7 +131,7 @@ impl fmt::Display for Failure {
 }
 
 /// One impl for both libraries: their errors are one type
-/// (`leasetso_runtime::ClientError`). Which client failed is not in the
+/// (`leasetso_runtime_common::ClientError`). Which client failed is not in the
 /// message; every check that reports a failure names the client kind, and
 /// each matrix cell prints its server and client first.
 impl From<leasetso_std::ClientError> for Failure {

@@ -62,7 +62,7 @@ pub fn leasetso_bin() -> PathBuf {
         }
         None => panic!(
             "the `leasetso` binary was not found next to {} or in its parent directory; \
-             build it first with `cargo build -p leasetso-std` (or run `cargo test --workspace`, \
+             build it first with `cargo build -p leasetso` (or run `cargo test --workspace`, \
              which builds it), or point LEASETSO_BIN at it",
             exe.display()
         ),
@@ -82,7 +82,7 @@ fn warn_if_stale(bin: &Path) {
         .max();
     if newest.is_some_and(|n| n > built) {
         eprintln!(
-            "warning: {} is older than its sources; run `cargo build -p leasetso-std` to test the current code",
+            "warning: {} is older than its sources; run `cargo build -p leasetso` to test the current code",
             bin.display()
         );
     }

@@ -49,7 +49,7 @@ if [ ! -x "$tsoracle" ]; then
 fi
 
 echo "== build leasetso and the harness (release)"
-(cd "$root" && cargo build --release --locked -p leasetso-std --bin leasetso)
+(cd "$root" && cargo build --release --locked -p leasetso --bin leasetso)
 cargo build --release --locked --manifest-path "$here/Cargo.toml"
 leasetso="$root/target/release/leasetso"
 harness="$here/target/release/leasetso-peers"

@@ -96,15 +96,25 @@ impl ServerConfig {
         now: Instant,
     ) -> Result<(Option<Node>, Option<Pending>), ServerError> {
         let Opened { store, stored_restart } = opened;
-        if *stored_restart == 0 && self.node.nodes > 1 {
-            return Ok((None, Some(Pending { cfg: self.node, store: store.clone() })));
+        let cfg = self.node_config();
+        if *stored_restart == 0 && cfg.nodes > 1 {
+            return Ok((None, Some(Pending { cfg, store: store.clone() })));
         }
         let store_err = |e| ServerError::from_store(self.data_dir.clone(), e);
         let restart = store.bump_restart().map_err(store_err)?;
-        let mut node = Node::new(self.node, restart, now)?;
+        let mut node = Node::new(cfg, restart, now)?;
         node.catch_up(store.fence().map_err(store_err)?);
         tracing::info!(restart, "restart counter bumped");
         Ok((Some(node), None))
+    }
+
+    /// The node's configuration as a server runs it: a store round must
+    /// finish well within the lease, or a slow disk would outlast the
+    /// leadership it serves, so the store timeout is at most the lease.
+    pub fn node_config(&self) -> NodeConfig {
+        let mut node = self.node;
+        node.store_timeout = node.store_timeout.min(node.lease.duration);
+        node
     }
 
     /// This node's side of the peer handshake: who it is, the client and
@@ -167,5 +177,15 @@ mod tests {
         assert_eq!(cfg.cluster_id, 1);
         assert_eq!(cfg.node, NodeConfig::single());
         assert!(cfg.peers.is_empty() && cfg.advertise.is_none() && cfg.resp.is_none());
+    }
+
+    #[test]
+    fn the_store_timeout_never_outlasts_the_lease() {
+        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), "/data");
+        cfg.node.lease.duration = std::time::Duration::from_millis(500);
+        cfg.node.store_timeout = std::time::Duration::from_secs(10);
+        assert_eq!(cfg.node_config().store_timeout, cfg.node.lease.duration);
+        cfg.node.store_timeout = std::time::Duration::from_millis(100);
+        assert_eq!(cfg.node_config().store_timeout, std::time::Duration::from_millis(100));
     }
 }

@@ -1,29 +1,34 @@
-//! What both leasetso runtimes share that is neither protocol nor I/O
-//! scheduling: clocks, configuration, the client's and the server's error
-//! types, counters, the driver's step over the node and the store thread's
-//! jobs.
+//! The server kit: everything both leasetso runtimes share that is neither
+//! protocol nor waiting.
 //!
 //! The protocol is `leasetso-core`'s (the node and the sans-IO sessions);
 //! the waiting (threads and blocking sockets in `leasetso-std`, tasks and
-//! async sockets in `leasetso-smol`) is each runtime's own. What is left,
-//! identical in both, lives here once. It is its own crate because
-//! `leasetso-smol` cannot depend on `leasetso-std`: the `leasetso` binary in
-//! `leasetso-std` runs the smol server (`serve --runtime smol`), so the
-//! dependency already points the other way. Both runtimes re-export the
-//! public items, so `leasetso_std::ServerConfig` and
-//! `leasetso_smol::ServerConfig` are the same type.
+//! async sockets in `leasetso-smol`) is each runtime's own. Every rule in
+//! between (which address a hint names, where a peer's frame goes, when a
+//! link redials, how the node answers a connection, what start-up checks)
+//! lives here once, as a function or a value that says what to do; a
+//! runtime only waits, spawns and moves bytes. Both runtimes re-export the
+//! public types, so `leasetso_std::ServerConfig` and
+//! `leasetso_smol::ServerConfig` are one type.
 //!
 //! * [`clock`]: the clocks the core is fed with (`CLOCK_BOOTTIME` on Linux).
 //! * [`error`]: [`ClientError`] (both clients' errors, one type) and, with
 //!   feature `server`, [`ServerError`].
 //! * [`io`]: making room in a connection's read buffer.
 //! * Feature `server` (off by default; each runtime's `server` feature turns
-//!   it on, so their client-only builds pull no sled): [`config`]
-//!   ([`ServerConfig`]), [`stats`] ([`ServerStats`] and the live counters),
-//!   [`driver`] (the driver's inputs and its step over the node),
-//!   [`node_cell`] ([`NodeCell`], the node slot both servers share),
-//!   [`directory`] ([`PeerDirectory`], what the links learn of the peers) and
-//!   [`store`] (the store thread's jobs).
+//!   it on, so their client-only builds pull no sled):
+//!   * [`config`]: [`ServerConfig`] and the start-up both servers make;
+//!   * [`kit`]: [`Kit`], what every door, link and driver of a server
+//!     shares: the node slot, the hint and advertise rules, the one
+//!     `Backend` the core's sessions are served by;
+//!   * [`node_cell`]: [`NodeCell`], the node behind its one lock;
+//!   * [`directory`]: [`PeerDirectory`], what the links learn of the peers,
+//!     and the link tunables;
+//!   * [`route`]: where each frame of a peer goes;
+//!   * [`redial`]: when an outgoing link dials again, and what it logs;
+//!   * [`driver`]: the driver's inputs and its step over the node;
+//!   * [`store`]: the store thread's jobs;
+//!   * [`stats`]: [`ServerStats`] and the live counters.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod clock;
@@ -36,7 +41,13 @@ pub mod driver;
 pub mod error;
 pub mod io;
 #[cfg(feature = "server")]
+pub mod kit;
+#[cfg(feature = "server")]
 pub mod node_cell;
+#[cfg(feature = "server")]
+pub mod redial;
+#[cfg(feature = "server")]
+pub mod route;
 #[cfg(feature = "server")]
 pub mod stats;
 #[cfg(feature = "server")]
@@ -51,6 +62,12 @@ pub use error::ClientError;
 #[cfg(feature = "server")]
 pub use error::ServerError;
 #[cfg(feature = "server")]
+pub use kit::{Advertised, Kit, lock};
+#[cfg(feature = "server")]
 pub use node_cell::NodeCell;
+#[cfg(feature = "server")]
+pub use redial::{DialError, Redial};
+#[cfg(feature = "server")]
+pub use route::{Route, route};
 #[cfg(feature = "server")]
 pub use stats::ServerStats;

@@ -12,38 +12,10 @@
 
 use async_net::TcpStream;
 use futures_lite::AsyncWriteExt;
-use leasetso_core::conn::{
-    Backend, FRAME_ROOM, LINGER, LINGER_BYTES, OUT_CAPACITY, READ_BUF, Served, ServerConn, Tally, TsRefusal,
-};
-use leasetso_core::{LeaderHint, NodeId, Status, Timestamp};
+use leasetso_core::conn::{FRAME_ROOM, LINGER, LINGER_BYTES, OUT_CAPACITY, READ_BUF, Served, ServerConn};
 
 use crate::io::{linger_close, refill};
 use crate::server::Shared;
-
-/// The node as a connection sees it.
-struct Node<'a>(&'a Shared);
-
-impl Backend for Node<'_> {
-    fn get_ts(&mut self, count: u32) -> Result<Timestamp, TsRefusal> {
-        self.0.node.serve_ts(count)
-    }
-
-    fn status(&mut self) -> Option<Status> {
-        self.0.node.status()
-    }
-
-    fn hint(&self, leader: Option<NodeId>) -> LeaderHint {
-        self.0.hint(leader)
-    }
-
-    fn links_up(&self) -> u32 {
-        self.0.links_up()
-    }
-
-    fn tally(&mut self, tally: Tally) {
-        self.0.counters.tally(tally);
-    }
-}
 
 /// Serves `stream` until the client leaves or breaks the protocol. (The
 /// server's stop cancels this future from outside.)
@@ -51,7 +23,7 @@ pub(crate) async fn serve(shared: &Shared, mut stream: TcpStream) {
     // Timestamps are small and latency-bound: never wait to coalesce writes.
     let _ = stream.set_nodelay(true);
     let mut session = ServerConn::new(shared.cluster_id, shared.node_id, shared.nodes);
-    let mut backend = Node(shared);
+    let mut backend = &shared.kit;
     let mut out: Vec<u8> = Vec::with_capacity(OUT_CAPACITY);
     let mut buf = vec![0u8; READ_BUF];
     let (mut start, mut end) = (0usize, 0usize);

@@ -15,13 +15,13 @@ use std::time::Duration;
 use futures_lite::future;
 use leasetso_core::recovery::Recovery;
 use leasetso_core::{Node, PeerFrame};
-use leasetso_runtime::driver::{self, BATCH, Outs, RELEASE_FLUSH};
+use leasetso_runtime_common::driver::{self, BATCH, Outs, RELEASE_FLUSH};
 
 use crate::clock::wall_ms;
 use crate::server::Shared;
 use crate::store::Job;
 
-pub(crate) use leasetso_runtime::driver::{Input, Pending};
+pub(crate) use leasetso_runtime_common::driver::{Input, Pending};
 
 /// What woke the driver.
 enum Wake {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, future};
-use leasetso_runtime::io::make_room;
+use leasetso_runtime_common::io::make_room;
 
 /// Reads once more into `buf`, whose unread bytes are `start..end`: first
 /// makes room for at least `room` bytes after them (moving them to the front

@@ -16,7 +16,7 @@
 //! * [`error`]: [`ServerError`] and [`ClientError`].
 //!
 //! The clocks, [`ServerError`], [`ServerConfig`] and [`ServerStats`] are
-//! `leasetso-runtime`'s, re-exported: the same types as `leasetso-std`'s,
+//! `leasetso-runtime-common`'s, re-exported: the same types as `leasetso-std`'s,
 //! so nodes of both runtimes share their clock kind.
 //!
 //! The protocol lives in `leasetso-core` (the node state machine and the
@@ -26,7 +26,7 @@
 //! smol-rs I/O crates, no sled.
 #![warn(missing_docs, unreachable_pub)]
 
-pub use leasetso_runtime::clock;
+pub use leasetso_runtime_common::clock;
 
 pub mod client;
 pub mod error;

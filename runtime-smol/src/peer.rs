@@ -29,7 +29,7 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_executor::Executor;
@@ -37,16 +37,13 @@ use async_net::{TcpListener, TcpStream};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use leasetso_core::conn::{LINGER, LINGER_BYTES};
 use leasetso_core::link::{Acceptor, Dialler, LinkError, LinkEvent, MAX_FRAME_BYTES};
-use leasetso_core::rng::Rng;
 use leasetso_core::{Ballot, Handshake, NodeId, PeerFrame};
 
 use crate::driver::Input;
 use crate::io::linger_close;
 use crate::store::Job;
-use leasetso_runtime::PeerDirectory;
-use leasetso_runtime::directory::{
-    IO_TIMEOUT, LINK_QUEUE, MAX_BACKOFF, MIN_BACKOFF, READ_BUF, REFUSED_BACKOFF, WRITE_BATCH,
-};
+use leasetso_runtime_common::directory::{IO_TIMEOUT, LINK_QUEUE, READ_BUF, WRITE_BATCH};
+use leasetso_runtime_common::{DialError, PeerDirectory, Redial, Route, lock, route};
 
 /// What the driver asks a link's task.
 enum Cmd {
@@ -73,16 +70,11 @@ pub(crate) struct PeerNet {
     links: Vec<Option<LinkHandle>>,
     /// Advertised addresses, up flags and seen ballots (the part of the
     /// links' state both runtimes share).
-    pub(crate) dir: PeerDirectory,
+    pub(crate) dir: Arc<PeerDirectory>,
     /// The live incoming connection of each peer (a connection number and
     /// the stream), to close it when the peer dials again.
     incoming: Mutex<Vec<Option<(u64, TcpStream)>>>,
     next_conn: std::sync::atomic::AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain bookkeeping no panic can leave inconsistent.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Where an incoming connection's frames go.
@@ -118,7 +110,7 @@ impl PeerNet {
             listen_addr,
             seed,
             links,
-            dir: PeerDirectory::new(me, nodes),
+            dir: Arc::new(PeerDirectory::new(me, nodes)),
             incoming: Mutex::new((0..nodes).map(|_| None).collect()),
             next_conn: std::sync::atomic::AtomicU64::new(0),
         })
@@ -136,8 +128,8 @@ impl PeerNet {
             if i == self.me.0 {
                 continue;
             }
-            let rng = Rng::new(self.seed ^ (u64::from(i) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            ex.spawn(Arc::clone(self).link(NodeId(i), rng)).detach();
+            let redial = Redial::new(NodeId(i), self.peers[usize::from(i)], self.seed);
+            ex.spawn(Arc::clone(self).link(NodeId(i), redial)).detach();
         }
         let routes = Routes { driver, store };
         // Weak: a task holding its own executor would keep it (and every
@@ -156,11 +148,6 @@ impl PeerNet {
         if link.tx.try_send(Cmd::Frame(frame)).is_err() {
             tracing::trace!(to = to.0 + 1, "peer queue full; frame dropped");
         }
-    }
-
-    /// The RESP address node `id` advertised ([`PeerDirectory::resp_addr`]).
-    pub(crate) fn resp_addr(&self, id: NodeId) -> Option<SocketAddr> {
-        self.dir.resp_addr(id)
     }
 
     /// The highest ballot of node `id`'s own seen ([`PeerDirectory::seen`]).
@@ -309,69 +296,33 @@ impl PeerNet {
         }
     }
 
-    /// Hands one frame of `from`'s on; false once the node is shutting down.
+    /// Hands one frame of `from`'s on ([`route`]); false when the link is
+    /// to close or the node is shutting down.
     async fn route(&self, from: NodeId, frame: PeerFrame, routes: &Routes) -> bool {
-        match frame {
-            PeerFrame::Lease(msg) => {
-                self.dir.observe(from, &msg);
-                routes.driver.send(Input::Peer { from, msg }).await.is_ok()
+        match route(&self.dir, from, frame) {
+            Route::Driver(input) => routes.driver.send(input).await.is_ok(),
+            Route::Store(job) => {
+                !matches!(routes.store.try_send(job), Err(async_channel::TrySendError::Closed(_)))
             }
-            PeerFrame::StoreReply { id, reply } => {
-                routes.driver.send(Input::StoreReply { replica: from, id, reply }).await.is_ok()
-            }
-            PeerFrame::RestartInfo { highest } => {
-                routes.driver.send(Input::RestartInfo { from, highest }).await.is_ok()
-            }
-            // A full store queue drops the request: the peer's round times
-            // out, as if the frame had been lost.
-            PeerFrame::Store(request) => !matches!(
-                routes.store.try_send(Job::Remote { from, request }),
-                Err(async_channel::TrySendError::Closed(_))
-            ),
-            PeerFrame::RestartQuery => !matches!(
-                routes.store.try_send(Job::RestartQuery { from }),
-                Err(async_channel::TrySendError::Closed(_))
-            ),
-            // The session never reports handshake frames as frames.
-            PeerFrame::Hello(_) | PeerFrame::Welcome(_) | PeerFrame::Refused { .. } => true,
+            Route::Close => false,
         }
     }
 
     /// One outgoing link: dial, handshake, write, redial, for as long as the
     /// server runs.
-    async fn link(self: Arc<Self>, to: NodeId, mut rng: Rng) {
+    async fn link(self: Arc<Self>, to: NodeId, mut redial: Redial) {
         let Some(Some(handle)) = self.links.get(usize::from(to.0)) else { return };
-        let addr = self.peers[usize::from(to.0)];
-        let mut backoff = MIN_BACKOFF;
-        let mut last_error = String::new();
         loop {
-            match self.connect(to, addr).await {
+            match self.connect(to, redial.addr()).await {
                 Ok((mut stream, session)) => {
-                    backoff = MIN_BACKOFF;
-                    last_error.clear();
+                    redial.up();
                     self.dir.set_up(to, true);
-                    tracing::info!(peer = to.0 + 1, %addr, "peer link up");
                     let e = write_loop(&mut stream, &session, &handle.rx).await;
                     self.dir.set_up(to, false);
                     let _ = stream.shutdown(Shutdown::Both);
-                    tracing::info!(peer = to.0 + 1, error = %e, "peer link down");
+                    redial.down(&e);
                 }
-                Err(e) => {
-                    let refused = matches!(e, DialError::Link(LinkError::Handshake(_)));
-                    let text = e.to_string();
-                    if text != last_error {
-                        // Said once per change, not at every redial.
-                        if refused {
-                            tracing::error!(peer = to.0 + 1, %addr, "peer link refused: {text}");
-                        } else {
-                            tracing::debug!(peer = to.0 + 1, %addr, error = %text, "cannot reach peer");
-                        }
-                        last_error = text;
-                    }
-                    let pause = if refused { REFUSED_BACKOFF } else { rng.jitter(backoff) };
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    idle(&handle.rx, pause).await;
-                }
+                Err(e) => idle(&handle.rx, redial.failed(&e)).await,
             }
         }
     }
@@ -379,19 +330,19 @@ impl PeerNet {
     /// Dials `to` and runs a [`Dialler`] session to its Welcome.
     async fn connect(&self, to: NodeId, addr: SocketAddr) -> Result<(TcpStream, Dialler), DialError> {
         let dial = async {
-            let mut stream = TcpStream::connect(addr).await.map_err(DialError::Io)?;
-            stream.set_nodelay(true).map_err(DialError::Io)?;
+            let mut stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
             let mut session = Dialler::new(self.ours, self.nodes, to);
             let mut hello = [0u8; MAX_FRAME_BYTES];
             let mut room = &mut hello[..];
-            let n = session.poll_transmit(&mut room).map_err(|e| DialError::Io(io::Error::other(e)))?;
-            stream.write_all(&hello[..n]).await.map_err(DialError::Io)?;
+            let n = session.poll_transmit(&mut room).map_err(io::Error::other)?;
+            stream.write_all(&hello[..n]).await?;
             let mut buf = [0u8; MAX_FRAME_BYTES];
             loop {
-                let n = stream.read(&mut buf).await.map_err(DialError::Io)?;
+                let n = stream.read(&mut buf).await?;
                 if n == 0 {
                     let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the handshake");
-                    return Err(DialError::Io(eof));
+                    return Err(eof.into());
                 }
                 let mut input = &buf[..n];
                 while !input.is_empty() || !session.is_up() {
@@ -402,7 +353,7 @@ impl PeerNet {
                             self.dir.advertised(to, client_addr, resp_addr);
                             return Ok((stream, session));
                         }
-                        Some(LinkEvent::Closed(e)) => return Err(DialError::Link(e)),
+                        Some(LinkEvent::Closed(e)) => return Err(e.into()),
                         Some(LinkEvent::Frame { .. }) | None => {}
                     }
                     if used == 0 {
@@ -492,18 +443,4 @@ async fn write_answer(stream: &mut TcpStream, session: &mut Acceptor) -> io::Res
         stream.write_all(&buf[..n]).await?;
     }
     Ok(n > 0)
-}
-
-enum DialError {
-    Io(io::Error),
-    Link(LinkError),
-}
-
-impl std::fmt::Display for DialError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DialError::Io(e) => e.fmt(f),
-            DialError::Link(e) => e.fmt(f),
-        }
-    }
 }

@@ -122,14 +122,12 @@ async fn serve(shared: &Shared, mut stream: TcpStream, id: u64) {
 /// Answers `TSO count`: the node's timestamps, or where to go instead.
 fn tso(shared: &Shared, count: u32, out: &mut Vec<u8>) {
     Counters::bump(&shared.counters.get_ts_requests, 1);
-    let reply = match shared.get_ts(count) {
+    let reply = match shared.node.get_ts(count) {
         Ok(last) => {
             Counters::bump(&shared.counters.timestamps, u64::from(count));
             ts_reply(Ok(last), shared.node_id, |_| None)
         }
-        Err(Some(e)) => ts_reply(Err(e), shared.node_id, |leader| {
-            shared.net.as_ref().and_then(|net| net.resp_addr(leader))
-        }),
+        Err(Some(e)) => ts_reply(Err(e), shared.node_id, |leader| shared.kit.resp_addr(leader)),
         Err(None) => Reply::Error(ErrorReply::Internal),
     };
     send(shared, out, &reply);

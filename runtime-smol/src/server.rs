@@ -35,7 +35,7 @@ use async_executor::Executor;
 use event_listener::Event;
 use futures_lite::future;
 use leasetso_core::conn::ADMIN_TIMEOUT;
-use leasetso_core::{GetTsError, LeaderHint, NodeId, Status, StoreOp, StoreReply, Timestamp};
+use leasetso_core::{NodeId, Status, StoreOp, StoreReply};
 
 use crate::clock::Clock;
 use crate::conn;
@@ -43,38 +43,33 @@ use crate::driver::{self, Input, Pending};
 use crate::error::ServerError;
 use crate::peer::PeerNet;
 use crate::store::{self, Job, STORE_QUEUE};
-use leasetso_runtime::NodeCell;
-use leasetso_runtime::driver::DRIVER_QUEUE;
-pub(crate) use leasetso_runtime::stats::Counters;
-pub use leasetso_runtime::{ServerConfig, ServerStats};
+use leasetso_runtime_common::driver::DRIVER_QUEUE;
+pub(crate) use leasetso_runtime_common::stats::Counters;
+use leasetso_runtime_common::{Advertised, Kit, NodeCell};
+pub use leasetso_runtime_common::{ServerConfig, ServerStats};
 
-/// What every task of one server shares.
+/// What every task of one server shares: the kit (the node, the
+/// addresses, the counters, the rules both runtimes follow) and the tasks'
+/// own bookkeeping.
 pub(crate) struct Shared {
-    /// The node's slot, shared with `leasetso-std`'s server (one type, one
-    /// answer for a node not built yet or poisoned).
-    pub(crate) node: NodeCell,
-    pub(crate) clock: Clock,
-    pub(crate) cluster_id: u64,
-    pub(crate) node_id: NodeId,
-    pub(crate) nodes: u16,
-    pub(crate) local_addr: SocketAddr,
-    /// This node's client address as hints name it.
-    pub(crate) advertise: Option<SocketAddr>,
+    pub(crate) kit: Kit,
     pub(crate) net: Option<Arc<PeerNet>>,
     stopping: AtomicBool,
     /// Notified when `stopping` is set and when a connection task ends.
     wake: Event,
     open_conns: AtomicUsize,
     pub(crate) store: async_channel::Sender<Job>,
-    pub(crate) counters: Counters,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Kit;
+
+    fn deref(&self) -> &Kit {
+        &self.kit
+    }
 }
 
 impl Shared {
-    /// GetTS on the node ([`NodeCell::get_ts`]).
-    pub(crate) fn get_ts(&self, count: u32) -> Result<Timestamp, Option<GetTsError>> {
-        self.node.get_ts(count)
-    }
-
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
@@ -98,20 +93,10 @@ impl Shared {
         }
     }
 
-    /// A leader hint as clients see it: the node id and its advertised
-    /// client address (this node's own, or what the peer said in its handshake).
-    pub(crate) fn hint(&self, leader: Option<NodeId>) -> LeaderHint {
-        let addr = match leader {
-            Some(id) if id == self.node_id => self.advertise,
-            Some(id) => self.net.as_ref().and_then(|net| net.dir.client_addr(id)),
-            None => None,
-        };
-        LeaderHint { node: leader, addr: addr.filter(|a| !a.ip().is_unspecified()) }
-    }
-
     /// Runs an operator's store operation on this node's replica, on the
     /// store thread. `None` if it did not answer within [`ADMIN_TIMEOUT`].
     pub(crate) async fn admin(&self, op: StoreOp) -> Option<StoreReply> {
+        self.kit.admin_note(&op);
         let (tx, rx) = async_channel::bounded(1);
         self.store.try_send(Job::Admin { op, reply: tx }).ok()?;
         let timeout = async {
@@ -138,11 +123,6 @@ impl Shared {
             shared.wake.notify(usize::MAX);
         })
         .detach();
-    }
-
-    /// Bit `i` set: the link to node `i` is up (a single node: its own bit).
-    pub(crate) fn links_up(&self) -> u32 {
-        self.net.as_ref().map_or(1 << self.node_id.0, |net| net.dir.links_up())
     }
 }
 
@@ -212,8 +192,7 @@ impl Handle {
 
     /// Whether the node hands out timestamps now.
     pub fn is_serving(&self) -> bool {
-        let now = self.shared.clock.now();
-        self.shared.node.with_node(|node| node.is_serving(now)).unwrap_or(false)
+        self.shared.kit.is_serving()
     }
 
     /// Waits until the node serves timestamps, at most `timeout`; returns
@@ -250,24 +229,13 @@ impl Server {
             Ok::<_, ServerError>((l, local))
         };
         let (listener, local_addr) = bind(cfg.listen)?;
-        let advertise = cfg.advertise.or(Some(local_addr)).filter(|a| !a.ip().is_unspecified());
         // Bound before the peers' handshake is made: its address goes into it.
-        let resp = match cfg.resp {
-            Some(addr) => Some(bind(addr)?),
-            None => None,
-        };
-        // Peers hand out the RESP door's bound address, on the advertised
-        // host when it listens on a wildcard.
-        let resp_advertise = resp.as_ref().map(|&(_, a)| a).and_then(|mut a| {
-            if a.ip().is_unspecified() {
-                a.set_ip(advertise?.ip());
-            }
-            Some(a)
-        });
+        let resp = cfg.resp.map(bind).transpose()?;
+        let advertised = Advertised::new(cfg.advertise, local_addr, resp.as_ref().map(|&(_, a)| a));
         let (driver_tx, driver_rx) = async_channel::bounded(DRIVER_QUEUE);
         let (store_tx, store_rx) = async_channel::bounded(STORE_QUEUE);
         let (net, peer_listener) = if nodes > 1 {
-            let ours = cfg.handshake(advertise, resp_advertise);
+            let ours = cfg.handshake(advertised.client, advertised.resp);
             let (peer_listener, peer_addr) = bind(cfg.peers[usize::from(cfg.node.id.0)])?;
             let net = PeerNet::new(cfg.node.id, cfg.peers.clone(), peer_addr, ours, cfg.node.seed);
             (Some(net), Some(peer_listener))
@@ -298,19 +266,22 @@ impl Server {
             })
             .map_err(|source| ServerError::Spawn { what: "store", source })?;
         let shared = Arc::new(Shared {
-            node: NodeCell::new(node, clock, cfg.node.mode),
-            clock,
-            cluster_id: cfg.cluster_id,
-            node_id: cfg.node.id,
-            nodes,
-            local_addr,
-            advertise,
+            kit: Kit {
+                node: NodeCell::new(node, clock, cfg.node.mode),
+                clock,
+                cluster_id: cfg.cluster_id,
+                node_id: cfg.node.id,
+                nodes,
+                local_addr,
+                advertised,
+                dir: net.as_ref().map(|net| Arc::clone(&net.dir)),
+                counters: Counters::default(),
+            },
             net,
             stopping: AtomicBool::new(false),
             wake: Event::new(),
             open_conns: AtomicUsize::new(0),
             store: store_tx,
-            counters: Counters::default(),
         });
         Ok(Server {
             shared,

@@ -7,22 +7,22 @@
 //! reply comes back to it as an input like any other. The thread blocks on
 //! the async channel's blocking side; nothing on the executor ever waits for
 //! it except through a channel. The jobs and what each answers are
-//! `leasetso-runtime`'s ([`leasetso_runtime::store`]).
+//! `leasetso-runtime-common`'s ([`leasetso_runtime_common::store`]).
 
 use std::sync::Arc;
 
 use leasetso_core::{NodeId, StoreReply};
-use leasetso_runtime::store::{Done, apply};
+use leasetso_runtime_common::store::{Done, apply};
 use leasetso_sled::SledStore;
 
 use crate::driver::Input;
 use crate::peer::PeerNet;
 
-pub(crate) use leasetso_runtime::store::STORE_QUEUE;
+pub(crate) use leasetso_runtime_common::store::STORE_QUEUE;
 
 /// Work for the store thread; an operator's answer goes back on an async
 /// channel to the connection task that asked.
-pub(crate) type Job = leasetso_runtime::store::Job<async_channel::Sender<StoreReply>>;
+pub(crate) type Job = leasetso_runtime_common::store::Job<async_channel::Sender<StoreReply>>;
 
 /// Runs jobs until the queue is closed and drained.
 pub(crate) fn run(

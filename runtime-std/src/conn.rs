@@ -15,7 +15,7 @@ use std::io::{self, Write};
 use std::net::TcpStream;
 
 use leasetso_core::conn::{ADMIN_TIMEOUT, FRAME_ROOM, OUT_CAPACITY, READ_BUF};
-use leasetso_core::{Served, ServerConn, StoreOp};
+use leasetso_core::{Served, ServerConn};
 
 use crate::io::{linger_close, refill};
 use crate::server::Shared;
@@ -25,7 +25,7 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream) {
     // Timestamps are small and latency-bound: never wait to coalesce writes.
     let _ = stream.set_nodelay(true);
     let mut session = ServerConn::new(shared.cluster_id, shared.node_id, shared.nodes);
-    let mut backend = shared;
+    let mut backend = &shared.kit;
     let mut out = Vec::with_capacity(OUT_CAPACITY);
     let mut buf = vec![0u8; READ_BUF];
     let (mut start, mut end) = (0usize, 0usize);
@@ -42,9 +42,6 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream) {
                 continue;
             }
             Served::Admin { id, op } => {
-                if let StoreOp::ClearPrimary { id: node, tag } = op {
-                    tracing::warn!(primary = node.0 + 1, %tag, "an operator clears the primary registration here");
-                }
                 let reply = shared.admin(op, ADMIN_TIMEOUT);
                 // The session asked for exactly this request: it is the one pending.
                 let _ = session.admin_done(id, reply, &mut backend, &mut out);

@@ -21,7 +21,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant as StdInstant};
 
 use leasetso_core::{Node, PeerFrame, Recovery};
-use leasetso_runtime::driver::{self, BATCH, Outs, RELEASE_FLUSH};
+use leasetso_runtime_common::driver::{self, BATCH, Outs, RELEASE_FLUSH};
 
 use crate::clock::wall_ms;
 use crate::peer::PeerNet;
@@ -31,7 +31,7 @@ use crate::store::Job;
 /// How often a node still waiting for its peers' restart answers says so.
 const RECOVERY_LOG_EVERY: Duration = Duration::from_secs(5);
 
-pub(crate) use leasetso_runtime::driver::{Input, Pending};
+pub(crate) use leasetso_runtime_common::driver::{Input, Pending};
 
 pub(crate) struct Driver {
     pub(crate) shared: Arc<Shared>,

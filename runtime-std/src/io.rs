@@ -5,7 +5,7 @@ use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
 
 use leasetso_core::conn::{LINGER, LINGER_BYTES};
-use leasetso_runtime::io::make_room;
+use leasetso_runtime_common::io::make_room;
 
 /// Reads once more into `buf`, whose unread bytes are `start..end`: first
 /// makes room for at least `room` bytes after them (moving them to the front

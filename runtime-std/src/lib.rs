@@ -1,5 +1,4 @@
-//! leasetso on blocking std threads: the server, the client and the
-//! `leasetso` binary.
+//! leasetso on blocking std threads: a server and a client.
 //!
 //! Map of the crate:
 //! * [`server`]: [`Server`] runs a node: an acceptor thread, a thread per
@@ -15,18 +14,20 @@
 //! * [`error`]: [`ServerError`] and [`ClientError`].
 //!
 //! The clocks, [`ServerError`], [`ServerConfig`] and [`ServerStats`] are
-//! `leasetso-runtime`'s, re-exported: the same types as `leasetso-smol`'s,
+//! the server kit's (`leasetso-runtime-common`), re-exported: the same types as `leasetso-smol`'s,
 //! so nodes of both runtimes share their clock kind.
 //!
 //! The protocol itself (the node state machine and the wire format) lives in
 //! `leasetso-core`; the durable store in `leasetso-sled`.
 #![warn(missing_docs, unreachable_pub)]
 
-pub use leasetso_runtime::clock;
+pub use leasetso_runtime_common::clock;
 
 pub mod client;
 #[cfg(feature = "server")]
 mod conn;
+#[cfg(feature = "server")]
+mod door;
 #[cfg(feature = "server")]
 mod driver;
 pub mod error;

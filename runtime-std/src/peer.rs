@@ -33,23 +33,21 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant as StdInstant};
 
 use leasetso_core::link::MAX_FRAME_BYTES;
-use leasetso_core::rng::Rng;
 use leasetso_core::{
     Acceptor, Ballot, Dialler, Handshake, HandshakeError, LinkError, LinkEvent, NodeId, PeerFrame,
 };
 
+use crate::door::loopback;
 use crate::driver::Input;
 use crate::io::{linger_close, refill};
 use crate::store::Job;
-use leasetso_runtime::PeerDirectory;
-use leasetso_runtime::directory::{
-    IO_TIMEOUT, LINK_QUEUE, MAX_BACKOFF, MIN_BACKOFF, READ_BUF, REFUSED_BACKOFF, WRITE_BATCH,
-};
+use leasetso_runtime_common::directory::{IO_TIMEOUT, LINK_QUEUE, READ_BUF, WRITE_BATCH};
+use leasetso_runtime_common::{DialError, PeerDirectory, Redial, Route, lock, route};
 
 /// Room for one whole peer frame.
 const FRAME_ROOM: usize = MAX_FRAME_BYTES;
@@ -73,7 +71,7 @@ pub(crate) struct PeerNet {
     links: Vec<Option<LinkHandle>>,
     /// Advertised addresses, up flags and seen ballots (the part of the
     /// links' state both runtimes share).
-    pub(crate) dir: PeerDirectory,
+    pub(crate) dir: Arc<PeerDirectory>,
     /// The live incoming connection of each peer, to close it at shutdown or
     /// when the peer dials again.
     incoming: Mutex<HashMap<u16, (u64, TcpStream)>>,
@@ -93,11 +91,6 @@ struct LinkHandle {
 pub(crate) struct Routes {
     pub(crate) driver: SyncSender<Input>,
     pub(crate) store: SyncSender<Job>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain bookkeeping no panic can leave inconsistent.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl PeerNet {
@@ -130,7 +123,7 @@ impl PeerNet {
             ours,
             peers,
             links,
-            dir: PeerDirectory::new(me, nodes),
+            dir: Arc::new(PeerDirectory::new(me, nodes)),
             incoming: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -140,13 +133,9 @@ impl PeerNet {
         let mut threads = Vec::new();
         for (i, receiver) in receivers.into_iter().enumerate() {
             let Some(rx) = receiver else { continue };
-            let link = Link {
-                net: Arc::clone(&net),
-                to: NodeId(i as u16),
-                rx,
-                rng: Rng::new(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-                conn: 0,
-            };
+            let to = NodeId(i as u16);
+            let redial = Redial::new(to, net.peers[i], seed);
+            let link = Link { net: Arc::clone(&net), to, rx, redial, conn: 0 };
             threads.push(
                 thread::Builder::new().name(format!("leasetso-link-{}", i + 1)).spawn(move || link.run())?,
             );
@@ -173,11 +162,6 @@ impl PeerNet {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}
             Err(TrySendError::Full(_)) => tracing::trace!(to = to.0 + 1, "peer queue full; frame dropped"),
         }
-    }
-
-    /// The RESP address node `id` advertised ([`PeerDirectory::resp_addr`]).
-    pub(crate) fn resp_addr(&self, id: NodeId) -> Option<SocketAddr> {
-        self.dir.resp_addr(id)
     }
 
     /// The highest ballot of node `id`'s own seen ([`PeerDirectory::seen`]).
@@ -353,33 +337,13 @@ impl PeerNet {
         (!self.stopping.load(Ordering::SeqCst)).then_some(conn)
     }
 
-    /// Hands one frame of `from` on; false when the node is shutting down.
+    /// Hands one frame of `from` on ([`route`]); false when the link is
+    /// to close or the node is shutting down.
     fn route(&self, from: NodeId, frame: PeerFrame, routes: &Routes) -> bool {
-        match frame {
-            PeerFrame::Lease(msg) => {
-                self.dir.observe(from, &msg);
-                routes.driver.send(Input::Peer { from, msg }).is_ok()
-            }
-            PeerFrame::StoreReply { id, reply } => {
-                routes.driver.send(Input::StoreReply { replica: from, id, reply }).is_ok()
-            }
-            PeerFrame::RestartInfo { highest } => {
-                routes.driver.send(Input::RestartInfo { from, highest }).is_ok()
-            }
-            PeerFrame::Store(request) => {
-                // A full store queue drops the request: the peer's round
-                // times out, as if the frame had been lost.
-                !matches!(
-                    routes.store.try_send(Job::Remote { from, request }),
-                    Err(TrySendError::Disconnected(_))
-                )
-            }
-            PeerFrame::RestartQuery => !matches!(
-                routes.store.try_send(Job::RestartQuery { from }),
-                Err(TrySendError::Disconnected(_))
-            ),
-            // The session never reports handshake frames after the handshake.
-            PeerFrame::Hello(_) | PeerFrame::Welcome(_) | PeerFrame::Refused { .. } => false,
+        match route(&self.dir, from, frame) {
+            Route::Driver(input) => routes.driver.send(input).is_ok(),
+            Route::Store(job) => !matches!(routes.store.try_send(job), Err(TrySendError::Disconnected(_))),
+            Route::Close => false,
         }
     }
 
@@ -420,40 +384,23 @@ fn write_answer(mut stream: &TcpStream, session: &mut Acceptor) -> io::Result<us
     Ok(n)
 }
 
-/// The address to reach a listener on `addr` from this host: a wildcard
-/// listener is reachable on loopback.
-pub(crate) fn loopback(mut addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
-}
-
 /// One outgoing link's thread.
 struct Link {
     net: Arc<PeerNet>,
     to: NodeId,
     rx: Receiver<Cmd>,
-    rng: Rng,
+    redial: Redial,
     /// Connections made so far; the current one's number.
     conn: u64,
 }
 
 impl Link {
     fn run(mut self) {
-        let addr = self.net.peers[usize::from(self.to.0)];
-        let mut backoff = MIN_BACKOFF;
-        let mut last_error = String::new();
         while !self.net.stopping.load(Ordering::SeqCst) {
-            match self.connect(addr) {
+            match self.connect(self.redial.addr()) {
                 Ok((stream, session)) => {
-                    backoff = MIN_BACKOFF;
-                    last_error.clear();
+                    self.redial.up();
                     self.net.dir.set_up(self.to, true);
-                    tracing::info!(peer = self.to.0 + 1, %addr, "peer link up");
                     self.conn += 1;
                     let watcher = self.watch(&stream);
                     let result = self.write_loop(&stream, &session);
@@ -464,23 +411,11 @@ impl Link {
                     }
                     match result {
                         Ok(()) => return, // Stopping.
-                        Err(e) => tracing::info!(peer = self.to.0 + 1, error = %e, "peer link down"),
+                        Err(e) => self.redial.down(&e),
                     }
                 }
                 Err(e) => {
-                    let refused = matches!(e, DialError::Handshake(_));
-                    let text = e.to_string();
-                    if text != last_error {
-                        // Said once per change, not at every redial.
-                        if refused {
-                            tracing::error!(peer = self.to.0 + 1, %addr, "peer link refused: {text}");
-                        } else {
-                            tracing::debug!(peer = self.to.0 + 1, %addr, error = %text, "cannot reach peer");
-                        }
-                        last_error = text;
-                    }
-                    let pause = if refused { REFUSED_BACKOFF } else { self.rng.jitter(backoff) };
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let pause = self.redial.failed(&e);
                     if !self.idle(pause) {
                         return;
                     }
@@ -541,26 +476,26 @@ impl Link {
     /// Dials the peer and runs the core's [`Dialler`] session through the
     /// handshake; returns the connection and the session, up.
     fn connect(&mut self, addr: SocketAddr) -> Result<(TcpStream, Dialler), DialError> {
-        let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(DialError::Io)?;
-        stream.set_nodelay(true).map_err(DialError::Io)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(DialError::Io)?;
-        stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(DialError::Io)?;
+        let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
         let mut session = Dialler::new(self.net.ours, self.net.nodes, self.to);
         let mut buf = [0u8; MAX_FRAME_BYTES];
         let mut slice = &mut buf[..];
         // The Hello fits MAX_FRAME_BYTES (MAX_PEER_FRAME_LEN bounds it).
-        let n = session.poll_transmit(&mut slice).map_err(|e| DialError::Io(io::Error::other(e)))?;
-        stream.write_all(&buf[..n]).map_err(DialError::Io)?;
+        let n = session.poll_transmit(&mut slice).map_err(io::Error::other)?;
+        stream.write_all(&buf[..n])?;
         while !session.is_up() {
             let read = loop {
                 match stream.read(&mut buf) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    other => break other.map_err(DialError::Io)?,
+                    other => break other?,
                 }
             };
             if read == 0 {
                 let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the handshake");
-                return Err(DialError::Io(eof));
+                return Err(eof.into());
             }
             let mut rest = &buf[..read];
             while !rest.is_empty() {
@@ -570,10 +505,7 @@ impl Link {
                         LinkEvent::Up { client_addr, resp_addr, .. } => {
                             self.net.dir.advertised(self.to, client_addr, resp_addr);
                         }
-                        LinkEvent::Closed(LinkError::Handshake(e)) => return Err(DialError::Handshake(e)),
-                        LinkEvent::Closed(e) => {
-                            return Err(DialError::Io(io::Error::new(io::ErrorKind::InvalidData, e)));
-                        }
+                        LinkEvent::Closed(e) => return Err(e.into()),
                         // A dialler reports no frames.
                         LinkEvent::Frame { .. } => {}
                     }
@@ -630,20 +562,6 @@ impl Link {
             for ack in acks.drain(..) {
                 let _ = ack.send(());
             }
-        }
-    }
-}
-
-enum DialError {
-    Io(io::Error),
-    Handshake(HandshakeError),
-}
-
-impl std::fmt::Display for DialError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DialError::Io(e) => e.fmt(f),
-            DialError::Handshake(e) => e.fmt(f),
         }
     }
 }

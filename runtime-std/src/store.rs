@@ -5,24 +5,24 @@
 //! never wait behind an fsync, or a slow disk would let leases lapse; so the
 //! driver only queues store work here and goes on, and the reply comes back
 //! as an input like any other. The jobs and what each answers are
-//! `leasetso-runtime`'s ([`leasetso_runtime::store`]); this is the loop on
+//! `leasetso-runtime-common`'s ([`leasetso_runtime_common::store`]); this is the loop on
 //! std's channels.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use leasetso_core::{NodeId, StoreReply};
-use leasetso_runtime::store::{Done, apply};
+use leasetso_runtime_common::store::{Done, apply};
 use leasetso_sled::SledStore;
 
 use crate::driver::Input;
 use crate::peer::PeerNet;
 
-pub(crate) use leasetso_runtime::store::STORE_QUEUE;
+pub(crate) use leasetso_runtime_common::store::STORE_QUEUE;
 
 /// Work for the store thread; an operator's answer goes back on an `mpsc`
 /// channel to the connection thread that asked.
-pub(crate) type Job = leasetso_runtime::store::Job<mpsc::Sender<StoreReply>>;
+pub(crate) type Job = leasetso_runtime_common::store::Job<mpsc::Sender<StoreReply>>;
 
 /// Runs jobs until every sender is gone.
 pub(crate) fn run(

@@ -1,5 +1,5 @@
 //! Migration plans: a deferring cluster restarted, node by node, as primary
-//! (DESIGN.md, "Yielding to a primary"), and the rollback.
+//! (ARCHITECTURE.md, "Bird's-eye view": modes), and the rollback.
 //!
 //! A plan is the operator's part of a run; the faults go on around it
 //! (crashes, restarts, partitions, lost and late packets during the

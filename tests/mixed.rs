@@ -2,6 +2,8 @@
 //! (handshakes both ways across runtimes), serve, and fail over; the smol
 //! and the std clients follow the leader whichever runtime it runs on.
 
+// The smol runtime's in-process server helper, shared with its own tests.
+#[path = "../runtime-smol/tests/common.rs"]
 mod common;
 
 use std::net::{SocketAddr, TcpListener};

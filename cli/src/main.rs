@@ -60,7 +60,7 @@ struct ClearArgs {
     tag: String,
 }
 
-/// How a node writes the window store (DESIGN.md, "Yielding to a primary").
+/// How a node writes the window store (ARCHITECTURE.md, "Yielding to a primary").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum ModeArg {
     /// Check that no primary is registered, in the same transaction as every
@@ -265,11 +265,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         node.oracle.update_interval = Duration::from_millis(ms);
     }
     node.validate().map_err(|e| format!("invalid configuration: {e}"))?;
-    // A store round must finish well within the lease, or a slow disk would
-    // outlast the leadership it serves.
-    node.store_timeout = node.store_timeout.min(node.lease.duration);
     let cluster = nodes > 1;
-    // One configuration type serves both runtimes (leasetso-runtime's).
+    // One configuration type serves both runtimes (leasetso-runtime-common's).
     let cfg = ServerConfig {
         listen: args.listen,
         data_dir: args.data,
@@ -279,94 +276,110 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         advertise: args.advertise,
         resp: args.resp,
     };
-    if args.runtime == RuntimeArg::Smol {
-        return serve_smol(cfg, id, cluster);
-    }
-    // The handler is installed before the server starts, so a signal that
-    // arrives during start-up still stops it cleanly once it runs.
-    let (signal_tx, signal_rx) = std::sync::mpsc::channel::<()>();
-    if let Err(e) = ctrlc::set_handler(move || {
-        let _ = signal_tx.send(());
-    }) {
-        tracing::warn!(error = %e, "cannot handle Ctrl-C / SIGTERM; stop the process another way");
-    }
-    let server = Server::start(cfg).map_err(|e| e.to_string())?;
-    let stop = server.stop_handle();
-    let stopped_early = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stopped_early);
-    std::thread::spawn(move || {
-        if signal_rx.recv().is_ok() {
-            flag.store(true, Ordering::SeqCst);
-            stop.stop();
+    // Installed before the server starts, so a signal that arrives during
+    // start-up still stops it cleanly once it runs.
+    let signals = install_signals();
+    match args.runtime {
+        RuntimeArg::Std => {
+            let server = Server::start(cfg).map_err(|e| e.to_string())?;
+            let stop = server.stop_handle();
+            let stopped = stop_on_signal(signals, move || stop.stop());
+            let ready = Ready {
+                cluster,
+                id,
+                addr: server.local_addr(),
+                peer: server.peer_addr(),
+                resp: server.resp_addr(),
+            };
+            ready.announce(&stopped, |timeout| server.wait_serving(timeout));
+            server.wait();
+            Ok(())
         }
-    });
-    if let Some(addr) = server.resp_addr() {
-        // Before the ready line, so that whoever waits for it can read this too.
-        eprintln!("leasetso: RESP on {addr}");
-    }
-    if cluster {
-        // A cluster node is ready once it listens: which node serves is the
-        // election's business. Printed directly, not logged, so its format
-        // does not depend on RUST_LOG: scripts read the addresses from it.
-        let peer = server.peer_addr().map_or_else(String::new, |a| a.to_string());
-        eprintln!("leasetso: node {} listening on {} (peers on {peer})", id.0 + 1, server.local_addr());
-    } else {
-        if !server.wait_serving(READY_WAIT) && !stopped_early.load(Ordering::SeqCst) {
-            tracing::warn!(after = ?READY_WAIT, "the node does not serve timestamps yet; listening anyway");
+        RuntimeArg::Smol => {
+            // Every core serves client connections, as the std server's threads do.
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let server = leasetso_smol::Server::bind(cfg).map_err(|e| e.to_string())?.with_workers(workers);
+            let handle = server.handle();
+            let stop = handle.clone();
+            let stopped = stop_on_signal(signals, move || stop.stop());
+            let ready = Ready {
+                cluster,
+                id,
+                addr: server.local_addr(),
+                peer: server.peer_addr(),
+                resp: server.resp_addr(),
+            };
+            // The server's tasks run inside `Server::run`, driven here by
+            // `smol::block_on`; the ready lines come from beside it.
+            let announcing = std::thread::spawn(move || {
+                ready.announce(&stopped, |timeout| smol::block_on(handle.wait_serving(timeout)))
+            });
+            let result = smol::block_on(server.run());
+            let _ = announcing.join();
+            result.map_err(|e| e.to_string())
         }
-        if !stopped_early.load(Ordering::SeqCst) {
-            eprintln!("leasetso: serving on {}", server.local_addr());
-        }
     }
-    server.wait();
-    Ok(())
 }
 
-/// `serve --runtime smol`: the same start-up, readiness lines and graceful
-/// stop as the std server, on smol (the server's tasks run inside
-/// `Server::run`, driven here by `smol::block_on`).
-fn serve_smol(cfg: leasetso_smol::ServerConfig, id: NodeId, cluster: bool) -> Result<(), String> {
-    // Installed before the server starts, so a signal during start-up
-    // still stops it cleanly once it runs.
+/// Ctrl-C and SIGTERM, as a channel that says once that one arrived.
+fn install_signals() -> std::sync::mpsc::Receiver<()> {
     let (signal_tx, signal_rx) = std::sync::mpsc::channel::<()>();
     if let Err(e) = ctrlc::set_handler(move || {
         let _ = signal_tx.send(());
     }) {
         tracing::warn!(error = %e, "cannot handle Ctrl-C / SIGTERM; stop the process another way");
     }
-    // Every core serves client connections, as the std server's threads do.
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let server = leasetso_smol::Server::bind(cfg).map_err(|e| e.to_string())?.with_workers(workers);
-    let handle = server.handle();
-    let peer_addr = server.peer_addr();
-    if let Some(addr) = server.resp_addr() {
-        // Before the ready line, so that whoever waits for it can read this too.
-        eprintln!("leasetso: RESP on {addr}");
-    }
-    let stopped_early = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stopped_early);
-    let stop = handle.clone();
+    signal_rx
+}
+
+/// Calls `stop` when the first signal arrives; the flag says whether it did.
+fn stop_on_signal(
+    signals: std::sync::mpsc::Receiver<()>,
+    stop: impl FnOnce() + Send + 'static,
+) -> Arc<AtomicBool> {
+    let stopped = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stopped);
     std::thread::spawn(move || {
-        if signal_rx.recv().is_ok() {
+        if signals.recv().is_ok() {
             flag.store(true, Ordering::SeqCst);
-            stop.stop();
+            stop();
         }
     });
-    let ready = async {
-        if cluster {
-            let peer = peer_addr.map_or_else(String::new, |a| a.to_string());
-            eprintln!("leasetso: node {} listening on {} (peers on {peer})", id.0 + 1, handle.local_addr());
-        } else {
-            if !handle.wait_serving(READY_WAIT).await && !stopped_early.load(Ordering::SeqCst) {
-                tracing::warn!(after = ?READY_WAIT, "the node does not serve timestamps yet; listening anyway");
-            }
-            if !stopped_early.load(Ordering::SeqCst) {
-                eprintln!("leasetso: serving on {}", handle.local_addr());
-            }
+    stopped
+}
+
+/// What `serve` prints on stderr once the node is up: scripts read the
+/// addresses from these lines, so they are printed, not logged, and their
+/// format does not depend on `RUST_LOG`.
+struct Ready {
+    cluster: bool,
+    id: NodeId,
+    addr: SocketAddr,
+    peer: Option<SocketAddr>,
+    resp: Option<SocketAddr>,
+}
+
+impl Ready {
+    /// A cluster node is ready once it listens (which node serves is the
+    /// election's business); a single node once it serves, or after
+    /// [`READY_WAIT`] with a warning. Nothing after a signal stopped it.
+    fn announce(&self, stopped: &AtomicBool, wait_serving: impl FnOnce(Duration) -> bool) {
+        if let Some(addr) = self.resp {
+            // Before the ready line, so that whoever waits for it can read this too.
+            eprintln!("leasetso: RESP on {addr}");
         }
-    };
-    let (result, ()) = smol::block_on(smol::future::zip(server.run(), ready));
-    result.map_err(|e| e.to_string())
+        if self.cluster {
+            let peer = self.peer.map_or_else(String::new, |a| a.to_string());
+            eprintln!("leasetso: node {} listening on {} (peers on {peer})", self.id.0 + 1, self.addr);
+            return;
+        }
+        if !wait_serving(READY_WAIT) && !stopped.load(Ordering::SeqCst) {
+            tracing::warn!(after = ?READY_WAIT, "the node does not serve timestamps yet; listening anyway");
+        }
+        if !stopped.load(Ordering::SeqCst) {
+            eprintln!("leasetso: serving on {}", self.addr);
+        }
+    }
 }
 
 fn options(args: &ClientArgs) -> ClientOptions {

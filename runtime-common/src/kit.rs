@@ -1,0 +1,232 @@
+//! The server kit: what every door, link and driver of one server shares,
+//! and the rules about it that would otherwise be written once per runtime.
+//!
+//! A runtime builds one [`Kit`] at start-up and hands it (inside its own
+//! shared state) to every connection and link. The kit answers, the same way
+//! for both runtimes:
+//! * GetTS, status and the counters, as the core's sessions ask them of a
+//!   [`Backend`] (one implementation, `impl Backend for &Kit`);
+//! * the **leader-hint rule**: a hint names the leader's advertised client
+//!   address, this node's own or what the peer said in its handshake, and
+//!   never a wildcard ([`Kit::hint`]);
+//! * the **advertise rule**: which client and RESP addresses this node hands
+//!   to its peers ([`Advertised::new`]);
+//! * what an operator's request leaves in the log ([`Kit::admin_note`]).
+//!
+//! The peer-frame routing and the redial policy of the links are in
+//! [`crate::route`] and [`crate::redial`].
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use leasetso_core::{Backend, LeaderHint, NodeId, Status, StoreOp, Tally, Timestamp, TsRefusal};
+
+use crate::clock::Clock;
+use crate::directory::PeerDirectory;
+use crate::node_cell::NodeCell;
+use crate::stats::{Counters, ServerStats};
+
+/// Takes a lock that guards plain flags and bookkeeping, which a panic
+/// cannot leave inconsistent, so a poisoned one is taken anyway. (The node's
+/// own lock is never taken this way: [`NodeCell`] refuses a poisoned node.)
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The addresses this node hands out for itself: in leader hints (its
+/// client address) and in `-NOTLEADER` answers (its RESP address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Advertised {
+    /// The client address hints name; `None` when the only one known is a
+    /// wildcard, which is never handed out.
+    pub client: Option<SocketAddr>,
+    /// The RESP door's address; `None` without a door, or when it listens
+    /// on a wildcard and no client address gives the host.
+    pub resp: Option<SocketAddr>,
+}
+
+impl Advertised {
+    /// The advertise rule. The client address is `--advertise` if given,
+    /// else the bound one; a wildcard is never advertised. The RESP address
+    /// is the door's bound one, or, when that is a wildcard, the advertised
+    /// client host with the door's port.
+    pub fn new(
+        configured: Option<SocketAddr>,
+        client_bound: SocketAddr,
+        resp_bound: Option<SocketAddr>,
+    ) -> Self {
+        let client = configured.or(Some(client_bound)).filter(|a| !a.ip().is_unspecified());
+        let resp = resp_bound.and_then(|bound| {
+            if bound.ip().is_unspecified() {
+                client.map(|c| SocketAddr::new(c.ip(), bound.port()))
+            } else {
+                Some(bound)
+            }
+        });
+        Advertised { client, resp }
+    }
+}
+
+/// What every task or thread of one server shares, whatever the runtime.
+#[derive(Debug)]
+pub struct Kit {
+    /// The node slot (one mutex, never held across I/O).
+    pub node: NodeCell,
+    /// The clock the node is fed with.
+    pub clock: Clock,
+    /// The cluster this node belongs to.
+    pub cluster_id: u64,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The cluster's size.
+    pub nodes: u16,
+    /// The bound client address (the real port when asked for port 0).
+    pub local_addr: SocketAddr,
+    /// What this node hands out for itself.
+    pub advertised: Advertised,
+    /// What the links learned of the peers; `None` for a single node.
+    pub dir: Option<Arc<PeerDirectory>>,
+    /// What the server has done so far.
+    pub counters: Counters,
+}
+
+impl Kit {
+    /// A leader hint as clients see it: the node id and its advertised
+    /// client address (this node's own, or what the peer said in its
+    /// handshake); never a wildcard.
+    pub fn hint(&self, leader: Option<NodeId>) -> LeaderHint {
+        let addr = match leader {
+            Some(id) if id == self.node_id => self.advertised.client,
+            Some(id) => self.dir.as_ref().and_then(|dir| dir.client_addr(id)),
+            None => None,
+        };
+        LeaderHint { node: leader, addr: addr.filter(|a| !a.ip().is_unspecified()) }
+    }
+
+    /// The RESP address of node `id`, for `-NOTLEADER` (this node's own, or
+    /// what the peer advertised).
+    pub fn resp_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        if id == self.node_id {
+            return self.advertised.resp;
+        }
+        self.dir.as_ref().and_then(|dir| dir.resp_addr(id))
+    }
+
+    /// Bit `i` set: the link to node `i` is up (a single node: its own bit).
+    pub fn links_up(&self) -> u32 {
+        self.dir.as_ref().map_or(1 << self.node_id.0, |dir| dir.links_up())
+    }
+
+    /// Whether the node hands out timestamps now.
+    pub fn is_serving(&self) -> bool {
+        let now = self.clock.now();
+        self.node.with_node(|node| node.is_serving(now)).unwrap_or(false)
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.counters.snapshot()
+    }
+
+    /// Logs what an operator's store request changes, before it runs: a
+    /// cleared registration lets deferring nodes campaign again, which an
+    /// operator reading the logs afterwards must be able to find.
+    pub fn admin_note(&self, op: &StoreOp) {
+        if let StoreOp::ClearPrimary { id, tag } = op {
+            tracing::warn!(primary = id.0 + 1, %tag, "an operator clears the primary registration here");
+        }
+    }
+}
+
+/// What a client connection's session ([`leasetso_core::ServerConn`]) asks of
+/// the node: the shared node under its lock, the peer links' view, and the
+/// server's counters. One implementation, for every runtime's connections.
+impl Backend for &Kit {
+    fn get_ts(&mut self, count: u32) -> Result<Timestamp, TsRefusal> {
+        self.node.serve_ts(count)
+    }
+
+    fn status(&mut self) -> Option<Status> {
+        self.node.status()
+    }
+
+    fn hint(&self, leader: Option<NodeId>) -> LeaderHint {
+        Kit::hint(self, leader)
+    }
+
+    fn links_up(&self) -> u32 {
+        Kit::links_up(self)
+    }
+
+    fn tally(&mut self, tally: Tally) {
+        self.counters.tally(tally);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leasetso_core::Mode;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_wildcard_is_never_advertised() {
+        let a = Advertised::new(None, addr("0.0.0.0:7400"), Some(addr("0.0.0.0:6380")));
+        assert_eq!(a, Advertised { client: None, resp: None });
+        let a =
+            Advertised::new(Some(addr("10.0.0.1:7400")), addr("0.0.0.0:7400"), Some(addr("0.0.0.0:6380")));
+        assert_eq!(a.client, Some(addr("10.0.0.1:7400")));
+        assert_eq!(a.resp, Some(addr("10.0.0.1:6380")), "the wildcard door takes the client host");
+        let a = Advertised::new(None, addr("127.0.0.1:7400"), Some(addr("127.0.0.2:6380")));
+        assert_eq!(
+            a,
+            Advertised { client: Some(addr("127.0.0.1:7400")), resp: Some(addr("127.0.0.2:6380")) }
+        );
+        assert_eq!(Advertised::new(None, addr("127.0.0.1:1"), None).resp, None);
+    }
+
+    fn kit(dir: Option<Arc<PeerDirectory>>, nodes: u16) -> Kit {
+        let clock = Clock::new();
+        Kit {
+            node: NodeCell::new(None, clock, Mode::Deferring),
+            clock,
+            cluster_id: 1,
+            node_id: NodeId(0),
+            nodes,
+            local_addr: addr("127.0.0.1:7400"),
+            advertised: Advertised {
+                client: Some(addr("127.0.0.1:7400")),
+                resp: Some(addr("127.0.0.1:6380")),
+            },
+            dir,
+            counters: Counters::default(),
+        }
+    }
+
+    #[test]
+    fn hints_name_what_each_node_advertised() {
+        let dir = Arc::new(PeerDirectory::new(NodeId(0), 3));
+        dir.advertised(NodeId(1), Some(addr("127.0.0.1:7401")), Some(addr("127.0.0.1:6381")));
+        dir.advertised(NodeId(2), Some(addr("0.0.0.0:7402")), None);
+        let kit = kit(Some(dir), 3);
+        assert_eq!(kit.hint(Some(NodeId(0))).addr, Some(addr("127.0.0.1:7400")));
+        assert_eq!(kit.hint(Some(NodeId(1))).addr, Some(addr("127.0.0.1:7401")));
+        assert_eq!(kit.hint(Some(NodeId(2))).addr, None, "a peer's wildcard is not handed on");
+        assert_eq!(kit.hint(None), LeaderHint { node: None, addr: None });
+        assert_eq!(kit.resp_addr(NodeId(0)), Some(addr("127.0.0.1:6380")));
+        assert_eq!(kit.resp_addr(NodeId(1)), Some(addr("127.0.0.1:6381")));
+        assert_eq!(kit.resp_addr(NodeId(2)), None);
+    }
+
+    #[test]
+    fn a_single_node_has_its_own_link_up_and_no_node_serves_nothing() {
+        let kit = kit(None, 1);
+        assert_eq!(kit.links_up(), 1);
+        let mut backend = &kit;
+        assert!(matches!(Backend::get_ts(&mut backend, 1), Err(TsRefusal::Node(_))));
+        assert!(!kit.is_serving());
+    }
+}
