@@ -163,6 +163,7 @@ impl TestClient {
                     request_timeout: Duration::from_secs(1),
                     connect_timeout: Duration::from_secs(1),
                     max_batch: conf.max_batch,
+                    max_in_flight: conf.in_flight,
                     ..leasetso_std::ClientOptions::default()
                 };
                 Ok(TestClient::Std(Arc::new(leasetso_std::Client::connect_with(seeds, opts)?)))
@@ -197,8 +198,7 @@ impl TestClient {
     /// The most requests it may have in flight on its connection.
     fn in_flight_limit(&self) -> i64 {
         match self {
-            // One request in flight per connection (its module docs).
-            TestClient::Std(_) => 1,
+            TestClient::Std(c) => c.options().max_in_flight as i64,
             TestClient::Smol(c) => c.options().max_in_flight as i64,
         }
     }

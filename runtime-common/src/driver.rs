@@ -3,20 +3,32 @@
 //! outputs on ([`Outs::dispatch`]), the graceful release ([`release`]) and
 //! building a node whose restart counter the peers told ([`recovered_node`]).
 //!
-//! Each runtime's driver (a thread on a channel with a timeout, a task on an
-//! async channel raced against a timer) only waits for the next input or the
-//! node's next deadline and takes the node's lock around [`step`]. The
-//! order of the core's loop rule is kept here, once: every input is followed
-//! by draining the node's outputs, a due timeout is fed after the inputs, and
-//! the outputs are handed on only once the lock is released.
+//! [`DriverLoop`] is the whole driver but its waiting: a runtime's driver (a
+//! thread on a channel with a timeout, a task on an async channel raced
+//! against a timer) asks it how long to wait, pushes what arrived, and calls
+//! [`DriverLoop::step`] with its own ways to reach the peers and the store
+//! thread. The order of the core's loop rule is kept here, once: every
+//! input is followed by draining the node's outputs, a due timeout is fed
+//! after the inputs, and the outputs are handed on only once the lock is
+//! released.
+//!
+//! A node whose data dir lost its restart counter (a new node, or a
+//! replaced disk) starts here too, before it may campaign or accept: it
+//! learns from a quorum of peers the highest ballot they saw from its id and
+//! starts above it, so no ballot of its lost incarnation is ever reused. The
+//! decisions (whom to ask when, what counts as a quorum, where to start) are
+//! the core's [`Recovery`]; the loop sends its queries and builds the node.
 
 use std::time::Duration;
 
 use leasetso_core::{
     Ballot, Event, Instant, LeaseMsg, Message, Node, NodeConfig, NodeId, Output, PeerFrame, Recovered,
-    StoreReply, StoreRequest,
+    Recovery, StoreReply, StoreRequest,
 };
 use leasetso_sled::SledStore;
+
+use crate::clock::wall_ms;
+use crate::kit::Kit;
 
 /// The longest the driver sleeps without looking at the clock again. Its
 /// sleep is measured on a clock that may stop during a suspend while the
@@ -228,6 +240,188 @@ pub fn recovered_node(pending: Pending, recovered: Recovered, now: Instant) -> O
         node.catch_up(fence);
     }
     Some(node)
+}
+
+/// How often a node still waiting for its peers' restart answers says so.
+const RECOVERY_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Where the driver is.
+#[derive(Debug)]
+enum Phase {
+    /// Learning the restart counter from the peers; the node is not built.
+    /// (Boxed: it is the rare phase, and the large one.)
+    Recovering(Box<Recovering>),
+    /// The node runs.
+    Running,
+    /// Stopped (asked to, or the node could not be built or is poisoned).
+    Done,
+}
+
+/// A node learning its restart counter.
+#[derive(Debug)]
+struct Recovering {
+    recovery: Recovery,
+    pending: Pending,
+    /// When it next says it is still waiting.
+    next_log: Instant,
+}
+
+/// One driver's state across its loop, apart from its waiting.
+#[derive(Debug)]
+pub struct DriverLoop {
+    phase: Phase,
+    outs: Outs,
+    inputs: Vec<Input>,
+    /// The node's next deadline, as the last step left it.
+    next: Option<Instant>,
+}
+
+impl DriverLoop {
+    /// The driver of `kit`'s node; with `pending`, it first recovers the
+    /// restart counter from the peers and builds the node.
+    pub fn new(kit: &Kit, pending: Option<Pending>) -> Self {
+        let now = kit.clock.now();
+        let phase = match pending {
+            Some(pending) => {
+                let recovery = Recovery::new(pending.cfg.id, pending.cfg.nodes, now);
+                tracing::info!(
+                    need = recovery.needed(),
+                    "data dir has no restart counter (a new node, or a replaced disk): asking a quorum of peers \
+                     for the ballots they saw from this node before taking part"
+                );
+                Phase::Recovering(Box::new(Recovering {
+                    recovery,
+                    pending,
+                    next_log: now + RECOVERY_LOG_EVERY,
+                }))
+            }
+            None => Phase::Running,
+        };
+        DriverLoop {
+            phase,
+            outs: Outs::new(kit.nodes),
+            inputs: Vec::with_capacity(BATCH),
+            next: kit.node.with_node(|n| n.poll_timeout()).flatten(),
+        }
+    }
+
+    /// How long to wait for the next input: until the node's (or the
+    /// recovery's) next deadline, at most [`MAX_DRIVER_SLEEP`].
+    pub fn wait(&self, now: Instant) -> Duration {
+        match &self.phase {
+            Phase::Recovering(r) => wait(r.recovery.poll_timeout(), now),
+            _ => wait(self.next, now),
+        }
+    }
+
+    /// Whether the loop has ended: the node released, or it never ran.
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    /// Whether the next step takes more inputs (at most [`BATCH`] per lock
+    /// of the node).
+    pub fn wants_more(&self) -> bool {
+        self.inputs.len() < BATCH
+    }
+
+    /// An input arrived.
+    pub fn push(&mut self, input: Input) {
+        self.inputs.push(input);
+    }
+
+    /// Every sender of inputs is gone: the same as [`Input::Stop`].
+    pub fn closed(&mut self) {
+        self.inputs.push(Input::Stop);
+    }
+
+    /// Feeds what arrived to the node (or to the recovery), drains its
+    /// outputs and, with the node's lock released, hands them on: frames to
+    /// `peer` (a bounded link queue that drops what does not fit), this
+    /// node's own store requests to `local` (`false` when its queue is
+    /// full). Returns `false` once the loop is to stop: then
+    /// [`DriverLoop::release`] gives the lease up.
+    pub fn step(
+        &mut self,
+        kit: &Kit,
+        mut peer: impl FnMut(NodeId, PeerFrame),
+        local: impl FnMut(StoreRequest) -> bool,
+    ) -> bool {
+        if let Phase::Recovering(_) = self.phase {
+            self.recover(kit, &mut peer);
+            return !self.is_done();
+        }
+        let (inputs, outs) = (&mut self.inputs, &mut self.outs);
+        let stepped = kit.node.with_node(|node| step(node, inputs, outs, kit.clock.now(), wall_ms()));
+        let Some(stepped) = stepped else {
+            tracing::error!("node state poisoned by a panic; the driver stops");
+            self.phase = Phase::Done;
+            return false;
+        };
+        self.next = stepped.next;
+        self.outs.dispatch(kit.node_id, &mut peer, local);
+        !stepped.stop
+    }
+
+    /// One step of the recovery: its answers in, its queries out, the node
+    /// built once a quorum answered.
+    fn recover(&mut self, kit: &Kit, peer: &mut impl FnMut(NodeId, PeerFrame)) {
+        let now = kit.clock.now();
+        let Phase::Recovering(r) = &mut self.phase else { return };
+        let Recovering { recovery, next_log, .. } = &mut **r;
+        for input in self.inputs.drain(..) {
+            match input {
+                Input::RestartInfo { from, highest } => recovery.handle_info(from, highest),
+                Input::Stop => {
+                    self.phase = Phase::Done;
+                    return;
+                }
+                // Lease traffic and replies before the node exists are lost,
+                // as the protocol allows.
+                _ => {}
+            }
+        }
+        while let Some(to) = recovery.poll_query(now) {
+            peer(to, PeerFrame::RestartQuery);
+        }
+        if recovery.outcome().is_none() {
+            if now >= *next_log {
+                tracing::warn!(
+                    answered = recovery.answered(),
+                    need = recovery.needed(),
+                    "still waiting for peers to answer the restart query"
+                );
+                *next_log = now + RECOVERY_LOG_EVERY;
+            }
+            return;
+        }
+        let Phase::Recovering(r) = std::mem::replace(&mut self.phase, Phase::Done) else { return };
+        let Recovering { recovery, pending, .. } = *r;
+        // `outcome()` was just `Some`.
+        let Some(recovered) = recovery.outcome() else { return };
+        if let Some(node) = recovered_node(pending, recovered, now) {
+            self.next = node.poll_timeout();
+            *kit.node.slot() = Some(node);
+            self.phase = Phase::Running;
+        }
+    }
+
+    /// The graceful handoff: gives the lease up and hands the Release on,
+    /// so a peer takes over at once instead of waiting for the lease to
+    /// expire. The runtime then waits (at most [`RELEASE_FLUSH`]) for its
+    /// links to write it.
+    pub fn release(
+        &mut self,
+        kit: &Kit,
+        peer: impl FnMut(NodeId, PeerFrame),
+        local: impl FnMut(StoreRequest) -> bool,
+    ) -> Option<bool> {
+        let outs = &mut self.outs;
+        let leading = kit.node.with_node(|node| release(node, outs, kit.clock.now()));
+        self.outs.dispatch(kit.node_id, peer, local);
+        self.phase = Phase::Done;
+        leading
+    }
 }
 
 fn report(event: Event) {

@@ -187,8 +187,7 @@ pub enum ClientError {
         /// The largest count a request may carry.
         max: u32,
     },
-    /// The client's options cannot work (the async client's `max_in_flight`
-    /// 0; the blocking client counts 0 as 1 and never reports this).
+    /// The client's options cannot work (`max_in_flight` 0), from either client.
     #[error("invalid client options: {what}")]
     InvalidOptions {
         /// What is wrong.

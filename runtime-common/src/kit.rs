@@ -17,7 +17,7 @@
 //! [`crate::route`] and [`crate::redial`].
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use leasetso_core::{Backend, LeaderHint, NodeId, Status, StoreOp, Tally, Timestamp, TsRefusal};
 
@@ -25,13 +25,6 @@ use crate::clock::Clock;
 use crate::directory::PeerDirectory;
 use crate::node_cell::NodeCell;
 use crate::stats::{Counters, ServerStats};
-
-/// Takes a lock that guards plain flags and bookkeeping, which a panic
-/// cannot leave inconsistent, so a poisoned one is taken anyway. (The node's
-/// own lock is never taken this way: [`NodeCell`] refuses a poisoned node.)
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The addresses this node hands out for itself: in leader hints (its
 /// client address) and in `-NOTLEADER` answers (its RESP address).

@@ -11,6 +11,8 @@
 //! public types, so `leasetso_std::ServerConfig` and
 //! `leasetso_smol::ServerConfig` are one type.
 //!
+//! * [`client`]: what both clients share: [`ClientOptions`], [`NodeStatus`],
+//!   seeds, the ticket map their callers wait in.
 //! * [`clock`]: the clocks the core is fed with (`CLOCK_BOOTTIME` on Linux).
 //! * [`error`]: [`ClientError`] (both clients' errors, one type) and, with
 //!   feature `server`, [`ServerError`].
@@ -31,6 +33,7 @@
 //!   * [`stats`]: [`ServerStats`] and the live counters.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod client;
 pub mod clock;
 #[cfg(feature = "server")]
 pub mod config;
@@ -53,6 +56,7 @@ pub mod stats;
 #[cfg(feature = "server")]
 pub mod store;
 
+pub use client::{ClientOptions, NodeStatus};
 pub use clock::Clock;
 #[cfg(feature = "server")]
 pub use config::{Opened, ServerConfig};
@@ -62,7 +66,7 @@ pub use error::ClientError;
 #[cfg(feature = "server")]
 pub use error::ServerError;
 #[cfg(feature = "server")]
-pub use kit::{Advertised, Kit, lock};
+pub use kit::{Advertised, Kit};
 #[cfg(feature = "server")]
 pub use node_cell::NodeCell;
 #[cfg(feature = "server")]
@@ -71,3 +75,10 @@ pub use redial::{DialError, Redial};
 pub use route::{Route, route};
 #[cfg(feature = "server")]
 pub use stats::ServerStats;
+
+/// Takes a lock that guards plain flags and bookkeeping, which a panic
+/// cannot leave inconsistent, so a poisoned one is taken anyway. (The node's
+/// own lock is never taken this way: [`NodeCell`] refuses a poisoned node.)
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

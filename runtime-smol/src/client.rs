@@ -29,22 +29,22 @@
 //! driver, a write goes out through single `write` calls whose progress is
 //! recorded, and a read either delivered bytes or did nothing.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use leasetso_core::client::{
-    Action, Answer, Broken, Call, CallError, ClientConfig, ClientSession, ConnState, TRANSMIT_MIN,
+    Action, Answer, Broken, Call, CallError, ClientSession, ConnState, TRANSMIT_MIN,
 };
 use leasetso_core::{Ballot, NodeId, Ticket, Timestamp};
+use leasetso_runtime_common::client::TicketMap;
+use leasetso_runtime_common::lock;
 
-pub use leasetso_core::client::{MAX_COUNT, StatusReply as NodeStatus};
+pub use leasetso_runtime_common::client::{ClientOptions, MAX_COUNT, NodeStatus, parse_seeds};
 
 use crate::clock::Clock;
 use crate::error::ClientError;
@@ -53,65 +53,6 @@ use crate::error::ClientError;
 const READ_BUF: usize = 4 * 1024;
 /// Bytes the session encodes into per write.
 const WRITE_BUF: usize = 4 * 1024;
-
-/// How a [`Client`] behaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientOptions {
-    /// The cluster the client expects; 0 accepts any.
-    pub cluster_id: u64,
-    /// How long one TCP connect may take. Zero waits as long as the system does.
-    pub connect_timeout: Duration,
-    /// How long the oldest outstanding request may wait for its reply
-    /// before the connection counts as failed. Zero waits forever.
-    pub request_timeout: Duration,
-    /// How long one call keeps being retried (from its arrival; for merged
-    /// calls from the oldest caller's) before it returns the last error.
-    /// Zero makes exactly one attempt. It should outlast a failover, about 2 × D_A.
-    pub deadline: Duration,
-    /// The first pause before a retry; it doubles up to `max_backoff`, jittered.
-    pub retry_backoff: Duration,
-    /// The longest pause between retries.
-    pub max_backoff: Duration,
-    /// The most timestamps merged into one request, at most [`MAX_COUNT`].
-    pub max_batch: u32,
-    /// The most requests outstanding on the connection at once, at least 1.
-    /// More than one lets callers that arrive while a request is out go at
-    /// once instead of waiting a round trip.
-    pub max_in_flight: usize,
-}
-
-impl Default for ClientOptions {
-    /// Any cluster, 3 s to connect and per reply, retries for 7 s, pauses
-    /// from 10 ms to 250 ms, batches of up to 10,000, two requests in flight:
-    /// the core's defaults ([`ClientConfig`]).
-    fn default() -> Self {
-        let core = ClientConfig::default();
-        ClientOptions {
-            cluster_id: core.cluster_id,
-            connect_timeout: Duration::from_secs(3),
-            request_timeout: core.request_timeout,
-            deadline: core.deadline,
-            retry_backoff: core.retry_backoff,
-            max_backoff: core.max_backoff,
-            max_batch: core.max_batch,
-            max_in_flight: core.max_in_flight,
-        }
-    }
-}
-
-impl ClientOptions {
-    fn core(&self) -> ClientConfig {
-        ClientConfig {
-            cluster_id: self.cluster_id,
-            request_timeout: self.request_timeout,
-            deadline: self.deadline,
-            retry_backoff: self.retry_backoff,
-            max_backoff: self.max_backoff,
-            max_batch: self.max_batch,
-            max_in_flight: self.max_in_flight,
-        }
-    }
-}
 
 /// How a connection failed, as this runtime carries it through the session.
 #[derive(Clone, Debug)]
@@ -143,34 +84,13 @@ struct Slot {
     drive: bool,
 }
 
-/// Tickets are unique and dense: a multiplicative hash spreads them at the
-/// cost of one multiply (SipHash would be most of a lookup here).
-#[derive(Default)]
-struct TicketHasher(u64);
-
-impl Hasher for TicketHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type Slots = HashMap<Ticket, Slot, BuildHasherDefault<TicketHasher>>;
+type Slots = TicketMap<Slot>;
 
 struct State {
     session: Session,
     slots: Slots,
     /// The answers that are not a timestamp ([`Held::Rare`]), by ticket.
-    rare: HashMap<Ticket, Result<Answer, ClientError>, BuildHasherDefault<TicketHasher>>,
+    rare: TicketMap<Result<Answer, ClientError>>,
     /// Some task holds the driver role or has been named for it. Invariant:
     /// while a slot waits without a result, this is true (see
     /// [`CallGuard`]'s drop, which hands the role on).
@@ -227,31 +147,18 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    // The state is only changed by session calls that cannot panic halfway
-    // through a caller's bookkeeping; a poisoned lock still holds it whole.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Client {
     /// Connects to the first of `seeds` that completes the handshake (one
     /// pass over them). Later calls follow leader hints from there.
     pub async fn connect(seeds: &[SocketAddr], opts: ClientOptions) -> Result<Client, ClientError> {
-        let seed = seeds.iter().fold(0u64, |h, a| h.rotate_left(7) ^ u64::from(a.port()));
-        let rng_seed = seed ^ Clock::new().now().as_nanos();
-        let mut session = Session::new(opts.core(), seeds, rng_seed).map_err(|e| match e {
-            leasetso_core::client::ClientConfigError::NoSeeds => ClientError::NoSeeds,
-            leasetso_core::client::ClientConfigError::NoneInFlight => {
-                ClientError::InvalidOptions { what: "max_in_flight must be at least 1" }
-            }
-        })?;
+        let mut session: Session = opts.session(seeds)?;
         session.open(0);
         let inner = Arc::new(Inner {
             // The connecting task below is the driver until it returns.
             state: Mutex::new(State {
                 session,
                 slots: Slots::default(),
-                rare: HashMap::default(),
+                rare: TicketMap::default(),
                 driving: true,
                 pushed: false,
                 driver: None,
@@ -325,7 +232,7 @@ impl Client {
     /// The status of the node talked to now.
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         match self.call(Call::Status).await? {
-            Answer::Status(status) => Ok(status),
+            Answer::Status(status) => Ok(status.into()),
             _ => Err(ClientError::Unexpected { addr: self.server_addr(), what: "not a status" }),
         }
     }

@@ -17,8 +17,9 @@
 //! [`Slot`] and wakes exactly that caller; it repeats until its own call is
 //! answered, then hands the role to the oldest caller still waiting. Callers
 //! arriving meanwhile queue up in the session (its lock is never held across
-//! I/O) and go out together in the next request. There is one request in
-//! flight per connection unless [`ClientOptions::max_in_flight`] allows more.
+//! I/O) and go out together in the next request. Up to
+//! [`ClientOptions::max_in_flight`] requests (two by default) are in flight
+//! per connection.
 //!
 //! Each caller sleeps on its own slot (`thread::park`) rather than on a
 //! shared condition variable: a finished request wakes the callers it
@@ -61,168 +62,21 @@
 //! its oldest caller's arrival, so a caller queued behind a request that
 //! failed for the whole deadline is not made to wait a second deadline.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, Thread};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use leasetso_core::client::{Action, Answer, Broken, Call, ConnState, StatusReply, TRANSMIT_MIN};
-use leasetso_core::{
-    CallError, ClientConfig, ClientSession, LeaderHint, LeaseView, NodeId, Role, Ticket, Timestamp,
-};
+use leasetso_core::client::{Action, Answer, Broken, Call, ConnState, TRANSMIT_MIN};
+use leasetso_core::{CallError, ClientSession, NodeId, Ticket, Timestamp};
+use leasetso_runtime_common::client::{TicketMap, resolve_seeds};
+use leasetso_runtime_common::lock;
 
 use crate::error::ClientError;
 
-/// The largest count one request can carry: a range must fit one millisecond.
-pub const MAX_COUNT: u32 = leasetso_core::client::MAX_COUNT;
-
-/// How a [`Client`] behaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientOptions {
-    /// The cluster the client expects; 0 accepts any. A server of another
-    /// cluster refuses the handshake.
-    pub cluster_id: u64,
-    /// How long one TCP connect may take. Zero waits as long as the system does.
-    pub connect_timeout: Duration,
-    /// How long one request may wait for its reply. Zero waits forever. A
-    /// request that times out is retried (elsewhere) within the deadline.
-    pub request_timeout: Duration,
-    /// How long one call ([`Client::get_ts_n`], [`Client::status`]) keeps
-    /// retrying failures that may pass (not the leader, logical clock
-    /// exhausted, internal error, connection refused, lost or closed,
-    /// timeout) before it returns the last one. Counted from the call (for
-    /// merged calls: from the oldest caller of the request). No new attempt
-    /// starts after it, but the attempt under way finishes, so a call may
-    /// return up to one connect and one request timeout later. Zero makes
-    /// exactly one attempt. It should outlast a failover, about 2 × D_A (the
-    /// module documentation says why).
-    pub deadline: Duration,
-    /// The first pause before a retry; it doubles per pause up to
-    /// `max_backoff`, and each pause is drawn uniformly from `[pause/2,
-    /// pause]`.
-    pub retry_backoff: Duration,
-    /// The longest pause between retries.
-    pub max_backoff: Duration,
-    /// The most timestamps merged into one request (PD: 10,000). A single
-    /// call for more than this is sent alone. At most [`MAX_COUNT`]. A server
-    /// configured with fewer timestamps per millisecond refuses a large merged
-    /// batch as `CountTooLarge`; the client then halves its cap and resends
-    /// the same callers, so only a caller whose own count is too large gets
-    /// that error.
-    pub max_batch: u32,
-    /// The most requests outstanding on the connection (at least 1; 0 counts
-    /// as 1). One by default: the sender thread writes a request and waits
-    /// for its reply, and the callers arriving meanwhile are merged into the
-    /// next one. More pipelines requests once more than `max_batch`
-    /// timestamps are waiting.
-    pub max_in_flight: usize,
-}
-
-impl Default for ClientOptions {
-    /// Any cluster, 3 s to connect and per reply, retries for 7 s (over
-    /// 2 × D_A = 6.1 s with the default 3 s lease) with pauses from 10 ms
-    /// doubling to 250 ms, batches of up to 10,000, one request in flight.
-    /// The session's values are the core's defaults ([`ClientConfig`]),
-    /// but for the one request in flight.
-    fn default() -> Self {
-        let core = ClientConfig::default();
-        ClientOptions {
-            cluster_id: core.cluster_id,
-            connect_timeout: Duration::from_secs(3),
-            request_timeout: core.request_timeout,
-            deadline: core.deadline,
-            retry_backoff: core.retry_backoff,
-            max_backoff: core.max_backoff,
-            max_batch: core.max_batch,
-            max_in_flight: 1,
-        }
-    }
-}
-
-impl ClientOptions {
-    /// The session's share of the options (the connect timeout stays here:
-    /// the connect is this runtime's).
-    fn session(&self) -> ClientConfig {
-        ClientConfig {
-            cluster_id: self.cluster_id,
-            request_timeout: self.request_timeout,
-            deadline: self.deadline,
-            retry_backoff: self.retry_backoff,
-            max_backoff: self.max_backoff,
-            max_batch: self.max_batch,
-            max_in_flight: self.max_in_flight.max(1),
-        }
-    }
-}
-
-/// A node's status, as it reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NodeStatus {
-    /// The node's role.
-    pub role: Role,
-    /// The answering node.
-    pub node: NodeId,
-    /// Who serves, as far as the node knows.
-    pub leader: LeaderHint,
-    /// The saved window end in ms (0 unless serving).
-    pub window_end_ms: u64,
-    /// The last timestamp handed out (zero unless serving).
-    pub current: Timestamp,
-    /// The lease, the quarantine, the fence and the peer links.
-    pub view: LeaseView,
-}
-
-impl fmt::Display for NodeStatus {
-    /// One line of `key=value` pairs, node ids 1-based as on the command
-    /// line: `node=1 role=leader leader=1 leader_addr=... mode=deferring
-    /// primary=none (or primary=2 primary_tag=(0,3,1)) lease=(c,r,n)
-    /// lease_owner=1 lease_left_ms=... quarantine_left_ms=... fence=(c,r,n)
-    /// window_end_ms=... current=... links=1:self,2:up,3:down` (`none` for
-    /// what is unknown; `current` is the packed timestamp; a ballot is
-    /// `(counter,restart,node)` with the node 0-based, as on the wire).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let id = |n: Option<NodeId>| n.map_or_else(|| "none".to_string(), |n| (n.0 + 1).to_string());
-        let ballot =
-            |b: Option<leasetso_core::Ballot>| b.map_or_else(|| "none".to_string(), |b| b.to_string());
-        write!(f, "node={} role={} leader={}", self.node.0 + 1, self.role.as_str(), id(self.leader.node))?;
-        if let Some(addr) = self.leader.addr {
-            write!(f, " leader_addr={addr}")?;
-        }
-        let v = &self.view;
-        write!(f, " mode={}", v.mode.as_str())?;
-        match v.primary {
-            Some((p, tag)) => write!(f, " primary={} primary_tag={tag}", p.0 + 1)?,
-            None => f.write_str(" primary=none")?,
-        }
-        write!(
-            f,
-            " lease={} lease_owner={} lease_left_ms={} quarantine_left_ms={} fence={} window_end_ms={} current={} links=",
-            ballot(v.lease),
-            id(v.lease.map(|b| b.node)),
-            v.lease_left_ms,
-            v.quarantine_left_ms,
-            ballot(v.fence),
-            self.window_end_ms,
-            self.current.to_u64()
-        )?;
-        for i in 0..v.nodes.max(1) {
-            let state = if i == self.node.0 {
-                "self"
-            } else if v.links_up & (1 << i) != 0 {
-                "up"
-            } else {
-                "down"
-            };
-            write!(f, "{}{}:{state}", if i == 0 { "" } else { "," }, i + 1)?;
-        }
-        Ok(())
-    }
-}
+pub use leasetso_runtime_common::client::{ClientOptions, MAX_COUNT, NodeStatus, parse_seeds};
 
 /// A blocking leasetso client; `Send + Sync`, share it across threads.
 pub struct Client {
@@ -254,7 +108,7 @@ impl fmt::Debug for Client {
 struct Shared {
     session: ClientSession<ClientError>,
     /// The waiting callers by ticket number.
-    slots: HashMap<u64, Arc<Slot>, BuildHasherDefault<TicketHasher>>,
+    slots: TicketMap<Arc<Slot>>,
     /// Whether a caller holds the sender role.
     sending: bool,
 }
@@ -270,25 +124,6 @@ struct Io {
 const OUT: usize = 4 * TRANSMIT_MIN;
 /// One read's worth of replies.
 const INP: usize = 16 * 1024;
-
-/// Tickets are consecutive numbers: a multiplicative hash spreads them over
-/// the table without SipHash's cost.
-#[derive(Default)]
-struct TicketHasher(u64);
-
-impl Hasher for TicketHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
 
 /// One call's place: where its answer goes and the thread to wake when it
 /// is there.
@@ -352,11 +187,11 @@ impl Drop for Sender<'_> {
     fn drop(&mut self) {
         let mut st = lock(&self.client.shared);
         // Still there only when unwinding: no one waits for that answer.
-        st.slots.remove(&self.me.get());
+        st.slots.remove(&self.me);
         let next = st
             .session
             .pending()
-            .and_then(|t| st.slots.get(&t.get()))
+            .and_then(|t| st.slots.get(&t))
             // A pending call whose caller is gone (it unwound): any waiter.
             .or_else(|| st.slots.values().next())
             .cloned();
@@ -395,17 +230,11 @@ impl Client {
     /// within [`ClientOptions::deadline`]: with no server up, it fails as soon
     /// as every seed has refused, with the last seed's error.
     pub fn connect_with(addr: impl ToSocketAddrs, opts: ClientOptions) -> Result<Client, ClientError> {
-        let mut seeds = Vec::new();
-        for a in addr.to_socket_addrs().map_err(|e| ClientError::Resolve { source: Arc::new(e) })? {
-            push_new(&mut seeds, a);
-        }
-        // The only refusals: no seeds, and zero in flight (`session()`
-        // raises it to 1).
-        let session =
-            ClientSession::new(opts.session(), &seeds, rng_seed()).map_err(|_| ClientError::NoSeeds)?;
+        let seeds = resolve_seeds(addr)?;
+        let session = opts.session(&seeds)?;
         let client = Client {
             opts,
-            shared: Mutex::new(Shared { session, slots: HashMap::default(), sending: false }),
+            shared: Mutex::new(Shared { session, slots: TicketMap::default(), sending: false }),
             io: Mutex::new(Io {
                 tcp: None,
                 out: vec![0; OUT].into_boxed_slice(),
@@ -471,9 +300,7 @@ impl Client {
     /// The status of the server the client talks to.
     pub fn status(&self) -> Result<NodeStatus, ClientError> {
         match self.call(Call::Status)? {
-            Answer::Status(StatusReply { role, node, leader, window_end_ms, current, view }) => {
-                Ok(NodeStatus { role, node, leader, window_end_ms, current, view })
-            }
+            Answer::Status(status) => Ok(status.into()),
             _ => Err(self.mismatch()),
         }
     }
@@ -518,7 +345,7 @@ impl Client {
         let me = Slot::new();
         let mut st = lock(&self.shared);
         let ticket = st.session.push_call(call, self.now());
-        st.slots.insert(ticket.get(), Arc::clone(&me));
+        st.slots.insert(ticket, Arc::clone(&me));
         if st.sending {
             drop(st);
             match me.wait() {
@@ -534,7 +361,7 @@ impl Client {
             let mut mine = None;
             while let Some(done) = st.session.poll_completion() {
                 let result = done.result.map_err(client_error);
-                let slot = st.slots.remove(&done.ticket.get());
+                let slot = st.slots.remove(&done.ticket);
                 if done.ticket == ticket {
                     mine = Some(result);
                 } else if let Some(slot) = slot {
@@ -704,116 +531,11 @@ fn last_error(session: &ClientSession<ClientError>) -> ClientError {
     }
 }
 
-/// A seed that differs between clients: the wall clock's nanoseconds (apart
-/// for processes started at different times), a process-wide count of
-/// clients (apart within a process) and the process id.
-fn rng_seed() -> u64 {
-    static CLIENTS: AtomicU64 = AtomicU64::new(0);
-    let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
-    // Truncating keeps the fast-changing low bits.
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (u64::from(std::process::id()) << 40)
-}
-
-/// Parses a comma-separated list of seed addresses, `"host:port,host:port"`,
-/// as a command line gives them (`get-ts --addr a:7400,b:7400,c:7400`), for
-/// [`Client::connect_with`] (pass `&seeds[..]`).
-///
-/// Whitespace around entries and empty entries (a trailing comma) are
-/// ignored; host names are resolved, each to all its addresses, and an
-/// address listed twice is kept once, in its first place. An empty list is
-/// [`ClientError::NoSeeds`]; an entry that is not `host:port` or does not
-/// resolve is [`ClientError::Seed`], naming the entry: a mistyped seed is
-/// reported rather than silently skipped, since it may be the leader.
-pub fn parse_seeds(list: &str) -> Result<Vec<SocketAddr>, ClientError> {
-    let mut seeds = Vec::new();
-    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let seed_err =
-            |source: io::Error| ClientError::Seed { entry: entry.to_owned(), source: Arc::new(source) };
-        let mut resolved = entry.to_socket_addrs().map_err(seed_err)?.peekable();
-        if resolved.peek().is_none() {
-            return Err(seed_err(io::Error::new(io::ErrorKind::NotFound, "resolves to no address")));
-        }
-        for addr in resolved {
-            push_new(&mut seeds, addr);
-        }
-    }
-    if seeds.is_empty() {
-        return Err(ClientError::NoSeeds);
-    }
-    Ok(seeds)
-}
-
-/// Appends `addr` unless it is already there.
-fn push_new(seeds: &mut Vec<SocketAddr>, addr: SocketAddr) {
-    if !seeds.contains(&addr) {
-        seeds.push(addr);
-    }
-}
-
-/// For locks whose data a panic cannot leave inconsistent: the client's code
-/// under them does not panic, and a half-read connection is dropped on error.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_line() {
-        let status = NodeStatus {
-            role: Role::Leader,
-            node: NodeId(0),
-            leader: LeaderHint { node: Some(NodeId(0)), addr: None },
-            window_end_ms: 5,
-            current: Timestamp::new(3, 2).unwrap(),
-            view: LeaseView {
-                lease: Some(leasetso_core::Ballot::new(4, 1, NodeId(0))),
-                lease_left_ms: 900,
-                quarantine_left_ms: 0,
-                fence: Some(leasetso_core::Ballot::new(2, 1, NodeId(0))),
-                links_up: 0b011,
-                nodes: 3,
-                mode: leasetso_core::Mode::Deferring,
-                primary: None,
-            },
-        };
-        assert_eq!(
-            status.to_string(),
-            "node=1 role=leader leader=1 mode=deferring primary=none lease=(4,1,0) lease_owner=1 lease_left_ms=900 quarantine_left_ms=0 \
-             fence=(2,1,0) window_end_ms=5 current=786434 links=1:self,2:up,3:down"
-        );
-        let none = NodeStatus {
-            leader: LeaderHint::default(),
-            role: Role::Follower,
-            view: LeaseView { nodes: 1, ..LeaseView::default() },
-            ..status
-        };
-        assert_eq!(
-            none.to_string(),
-            "node=1 role=follower leader=none mode=deferring primary=none lease=none lease_owner=none lease_left_ms=0 \
-             quarantine_left_ms=0 fence=none window_end_ms=5 current=786434 links=1:self"
-        );
-    }
-
-    #[test]
-    fn two_clients_made_at_once_draw_differently() {
-        assert_ne!(rng_seed(), rng_seed());
-    }
-
-    #[test]
-    fn tickets_hash_apart() {
-        let hash = |n: u64| {
-            let mut h = TicketHasher::default();
-            h.write_u64(n);
-            h.finish()
-        };
-        // hashbrown picks buckets from the low bits and tags from the top 7.
-        assert_ne!(hash(1) & 0xff, hash(2) & 0xff);
-        assert_ne!(hash(1) >> 57, hash(2) >> 57);
-    }
+    use leasetso_core::Role;
+    use std::time::Duration;
 
     #[cfg(feature = "server")]
     #[test]
@@ -845,13 +567,6 @@ mod tests {
         }
         assert_eq!(client.status().unwrap().role, Role::Leader);
         server.shutdown();
-    }
-
-    #[test]
-    fn default_options_are_the_cores_with_one_request_in_flight() {
-        let opts = ClientOptions::default();
-        assert_eq!(opts.session(), ClientConfig { max_in_flight: 1, ..ClientConfig::default() });
-        assert_eq!(opts.connect_timeout, Duration::from_secs(3));
     }
 
     #[test]

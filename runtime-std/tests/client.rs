@@ -333,7 +333,7 @@ fn replies_that_do_not_answer_the_request_are_errors() {
 }
 
 #[test]
-fn concurrent_calls_share_one_request_in_flight() {
+fn concurrent_calls_share_one_request_in_flight_when_asked() {
     // Each request is answered after 50 ms: callers arriving meanwhile are
     // merged into the next one, and nothing is sent before the answer.
     let slow = fake(|n, frame| match frame {
@@ -343,7 +343,9 @@ fn concurrent_calls_share_one_request_in_flight() {
         ),
         _ => Reply::Close,
     });
-    let client = Arc::new(Client::connect_with(slow.addr, quick(Duration::ZERO)).unwrap());
+    // One request in flight: the sender waits for each answer.
+    let one = ClientOptions { max_in_flight: 1, ..quick(Duration::ZERO) };
+    let client = Arc::new(Client::connect_with(slow.addr, one).unwrap());
     let handles: Vec<_> = (0..8)
         .map(|_| {
             let client = Arc::clone(&client);
@@ -454,7 +456,8 @@ fn merged_batches_shrink_until_the_server_takes_them() {
         ),
         _ => Reply::Close,
     });
-    let client = Arc::new(Client::connect_with(small.addr, quick(Duration::ZERO)).unwrap());
+    let one = ClientOptions { max_in_flight: 1, ..quick(Duration::ZERO) };
+    let client = Arc::new(Client::connect_with(small.addr, one).unwrap());
     let mut got: Vec<Timestamp> = each_caller(&client, 12, |client| client.get_ts_n(2).unwrap());
     got.sort_unstable();
     got.dedup();
@@ -628,13 +631,14 @@ fn merged_callers_follow_the_redirect_together() {
         std::thread::sleep(Duration::from_millis(30));
         not_leader(frame, Some(to))
     });
-    let client = Arc::new(Client::connect_with(follower.addr, quick(SECS_2)).unwrap());
+    let one = ClientOptions { max_in_flight: 1, ..quick(SECS_2) };
+    let client = Arc::new(Client::connect_with(follower.addr, one).unwrap());
     let mut got: Vec<Timestamp> = each_caller(&client, 12, |client| client.get_ts_n(2).unwrap());
     got.sort_unstable();
     got.dedup();
     assert_eq!(got.len(), 12, "every caller got a range of its own");
     assert_eq!(follower.seen(), 1, "only the first request went to the follower");
-    assert!(!leader.pipelined.load(Ordering::SeqCst), "one request in flight");
+    assert!(!leader.pipelined.load(Ordering::SeqCst), "max_in_flight 1 keeps one request in flight");
 }
 
 #[test]

@@ -1,0 +1,336 @@
+//! What both clients share around the core's [`ClientSession`]: their
+//! options, the status they return, seeds, and the ticket map their callers
+//! wait in.
+//!
+//! The protocol is the session's; the waiting (parked threads in
+//! `leasetso-std`, woken tasks in `leasetso-smol`) is each client's own.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use leasetso_core::client::{ClientConfigError, StatusReply};
+use leasetso_core::{ClientConfig, ClientSession, LeaderHint, LeaseView, NodeId, Role, Ticket, Timestamp};
+
+use crate::error::ClientError;
+
+/// The largest count one request can carry: a range must fit one millisecond.
+pub const MAX_COUNT: u32 = leasetso_core::client::MAX_COUNT;
+
+/// How a client behaves; one type for both runtimes' clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// The cluster the client expects; 0 accepts any. A server of another
+    /// cluster refuses the handshake.
+    pub cluster_id: u64,
+    /// How long one TCP connect may take. Zero waits as long as the system does.
+    pub connect_timeout: Duration,
+    /// How long one request may wait for its reply. Zero waits forever. A
+    /// request that times out is retried (elsewhere) within the deadline.
+    pub request_timeout: Duration,
+    /// How long one call keeps retrying failures that may pass (not the
+    /// leader, logical clock exhausted, internal error, connection refused,
+    /// lost or closed, timeout) before it returns the last one. Counted from
+    /// the call (for merged calls: from the oldest caller of the request).
+    /// No new attempt starts after it, but the attempt under way finishes,
+    /// so a call may return up to one connect and one request timeout later.
+    /// Zero makes exactly one attempt. It should outlast a failover, about
+    /// 2 × D_A.
+    pub deadline: Duration,
+    /// The first pause before a retry; it doubles per pause up to
+    /// `max_backoff`, and each pause is drawn uniformly from `[pause/2, pause]`.
+    pub retry_backoff: Duration,
+    /// The longest pause between retries.
+    pub max_backoff: Duration,
+    /// The most timestamps merged into one request (PD: 10,000). A single
+    /// call for more than this is sent alone. At most [`MAX_COUNT`]. A server
+    /// configured with fewer timestamps per millisecond refuses a large merged
+    /// batch as `CountTooLarge`; the client then halves its cap and resends
+    /// the same callers, so only a caller whose own count is too large gets
+    /// that error.
+    pub max_batch: u32,
+    /// The most requests outstanding on the connection at once, at least 1
+    /// (0 is refused as [`ClientError::InvalidOptions`]). More than one lets
+    /// callers that arrive while a request is out go at once instead of
+    /// waiting a round trip.
+    pub max_in_flight: usize,
+}
+
+impl Default for ClientOptions {
+    /// Any cluster, 3 s to connect and per reply, retries for 7 s (over
+    /// 2 × D_A = 6.1 s with the default 3 s lease) with pauses from 10 ms
+    /// doubling to 250 ms, batches of up to 10,000, two requests in flight:
+    /// the core's defaults ([`ClientConfig`]).
+    fn default() -> Self {
+        let core = ClientConfig::default();
+        ClientOptions {
+            cluster_id: core.cluster_id,
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: core.request_timeout,
+            deadline: core.deadline,
+            retry_backoff: core.retry_backoff,
+            max_backoff: core.max_backoff,
+            max_batch: core.max_batch,
+            max_in_flight: core.max_in_flight,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The session's share of the options (the connect timeout stays with
+    /// the runtime: the connect is its own).
+    pub fn config(&self) -> ClientConfig {
+        ClientConfig {
+            cluster_id: self.cluster_id,
+            request_timeout: self.request_timeout,
+            deadline: self.deadline,
+            retry_backoff: self.retry_backoff,
+            max_backoff: self.max_backoff,
+            max_batch: self.max_batch,
+            max_in_flight: self.max_in_flight,
+        }
+    }
+
+    /// A client session over `seeds` with these options, its jitter seeded
+    /// by [`rng_seed`].
+    pub fn session<E: Clone>(&self, seeds: &[SocketAddr]) -> Result<ClientSession<E>, ClientError> {
+        ClientSession::new(self.config(), seeds, rng_seed()).map_err(|e| match e {
+            ClientConfigError::NoSeeds => ClientError::NoSeeds,
+            ClientConfigError::NoneInFlight => {
+                ClientError::InvalidOptions { what: "max_in_flight must be at least 1" }
+            }
+        })
+    }
+}
+
+/// A node's status, as it reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The node's role.
+    pub role: Role,
+    /// The answering node.
+    pub node: NodeId,
+    /// Who serves, as far as the node knows.
+    pub leader: LeaderHint,
+    /// The saved window end in ms (0 unless serving).
+    pub window_end_ms: u64,
+    /// The last timestamp handed out (zero unless serving).
+    pub current: Timestamp,
+    /// The lease, the quarantine, the fence and the peer links.
+    pub view: LeaseView,
+}
+
+impl From<StatusReply> for NodeStatus {
+    fn from(StatusReply { role, node, leader, window_end_ms, current, view }: StatusReply) -> Self {
+        NodeStatus { role, node, leader, window_end_ms, current, view }
+    }
+}
+
+impl fmt::Display for NodeStatus {
+    /// One line of `key=value` pairs, node ids 1-based as on the command
+    /// line: `node=1 role=leader leader=1 leader_addr=... mode=deferring
+    /// primary=none (or primary=2 primary_tag=(0,3,1)) lease=(c,r,n)
+    /// lease_owner=1 lease_left_ms=... quarantine_left_ms=... fence=(c,r,n)
+    /// window_end_ms=... current=... links=1:self,2:up,3:down` (`none` for
+    /// what is unknown; `current` is the packed timestamp; a ballot is
+    /// `(counter,restart,node)` with the node 0-based, as on the wire).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let id = |n: Option<NodeId>| n.map_or_else(|| "none".to_string(), |n| (n.0 + 1).to_string());
+        let ballot =
+            |b: Option<leasetso_core::Ballot>| b.map_or_else(|| "none".to_string(), |b| b.to_string());
+        write!(f, "node={} role={} leader={}", self.node.0 + 1, self.role.as_str(), id(self.leader.node))?;
+        if let Some(addr) = self.leader.addr {
+            write!(f, " leader_addr={addr}")?;
+        }
+        let v = &self.view;
+        write!(f, " mode={}", v.mode.as_str())?;
+        match v.primary {
+            Some((p, tag)) => write!(f, " primary={} primary_tag={tag}", p.0 + 1)?,
+            None => f.write_str(" primary=none")?,
+        }
+        write!(
+            f,
+            " lease={} lease_owner={} lease_left_ms={} quarantine_left_ms={} fence={} window_end_ms={} current={} links=",
+            ballot(v.lease),
+            id(v.lease.map(|b| b.node)),
+            v.lease_left_ms,
+            v.quarantine_left_ms,
+            ballot(v.fence),
+            self.window_end_ms,
+            self.current.to_u64()
+        )?;
+        for i in 0..v.nodes.max(1) {
+            let state = if i == self.node.0 {
+                "self"
+            } else if v.links_up & (1 << i) != 0 {
+                "up"
+            } else {
+                "down"
+            };
+            write!(f, "{}{}:{state}", if i == 0 { "" } else { "," }, i + 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// Tickets are unique and dense: a multiplicative hash spreads them at the
+/// cost of one multiply (SipHash would be most of a lookup here).
+#[derive(Default)]
+pub struct TicketHasher(u64);
+
+impl Hasher for TicketHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// What each waiting caller of a client holds, by its ticket.
+pub type TicketMap<V> = HashMap<Ticket, V, BuildHasherDefault<TicketHasher>>;
+
+/// A seed that differs between clients: the wall clock's nanoseconds (apart
+/// for processes started at different times), a process-wide count of
+/// clients (apart within a process) and the process id.
+pub fn rng_seed() -> u64 {
+    static CLIENTS: AtomicU64 = AtomicU64::new(0);
+    let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
+    // Truncating keeps the fast-changing low bits.
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (u64::from(std::process::id()) << 40)
+}
+
+/// Parses a comma-separated list of seed addresses, `"host:port,host:port"`,
+/// as a command line gives them (`get-ts --addr a:7400,b:7400,c:7400`).
+///
+/// Whitespace around entries and empty entries (a trailing comma) are
+/// ignored; host names are resolved, each to all its addresses, and an
+/// address listed twice is kept once, in its first place. An empty list is
+/// [`ClientError::NoSeeds`]; an entry that is not `host:port` or does not
+/// resolve is [`ClientError::Seed`], naming the entry: a mistyped seed is
+/// reported rather than silently skipped, since it may be the leader.
+pub fn parse_seeds(list: &str) -> Result<Vec<SocketAddr>, ClientError> {
+    let mut seeds = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let seed_err =
+            |source: io::Error| ClientError::Seed { entry: entry.to_owned(), source: Arc::new(source) };
+        let mut resolved = entry.to_socket_addrs().map_err(seed_err)?.peekable();
+        if resolved.peek().is_none() {
+            return Err(seed_err(io::Error::new(io::ErrorKind::NotFound, "resolves to no address")));
+        }
+        for addr in resolved {
+            push_new(&mut seeds, addr);
+        }
+    }
+    if seeds.is_empty() {
+        return Err(ClientError::NoSeeds);
+    }
+    Ok(seeds)
+}
+
+/// Resolves `addr` to seeds, each address once, in order.
+pub fn resolve_seeds(addr: impl ToSocketAddrs) -> Result<Vec<SocketAddr>, ClientError> {
+    let mut seeds = Vec::new();
+    for a in addr.to_socket_addrs().map_err(|e| ClientError::Resolve { source: Arc::new(e) })? {
+        push_new(&mut seeds, a);
+    }
+    Ok(seeds)
+}
+
+/// Appends `addr` unless it is already there.
+fn push_new(seeds: &mut Vec<SocketAddr>, addr: SocketAddr) {
+    if !seeds.contains(&addr) {
+        seeds.push(addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line() {
+        let status = NodeStatus {
+            role: Role::Leader,
+            node: NodeId(0),
+            leader: LeaderHint { node: Some(NodeId(0)), addr: None },
+            window_end_ms: 5,
+            current: Timestamp::new(3, 2).unwrap(),
+            view: LeaseView {
+                lease: Some(leasetso_core::Ballot::new(4, 1, NodeId(0))),
+                lease_left_ms: 900,
+                quarantine_left_ms: 0,
+                fence: Some(leasetso_core::Ballot::new(2, 1, NodeId(0))),
+                links_up: 0b011,
+                nodes: 3,
+                mode: leasetso_core::Mode::Deferring,
+                primary: None,
+            },
+        };
+        assert_eq!(
+            status.to_string(),
+            "node=1 role=leader leader=1 mode=deferring primary=none lease=(4,1,0) lease_owner=1 lease_left_ms=900 quarantine_left_ms=0 \
+             fence=(2,1,0) window_end_ms=5 current=786434 links=1:self,2:up,3:down"
+        );
+        let none = NodeStatus {
+            leader: LeaderHint::default(),
+            role: Role::Follower,
+            view: LeaseView { nodes: 1, ..LeaseView::default() },
+            ..status
+        };
+        assert_eq!(
+            none.to_string(),
+            "node=1 role=follower leader=none mode=deferring primary=none lease=none lease_owner=none lease_left_ms=0 \
+             quarantine_left_ms=0 fence=none window_end_ms=5 current=786434 links=1:self"
+        );
+    }
+
+    #[test]
+    fn two_clients_made_at_once_draw_differently() {
+        assert_ne!(rng_seed(), rng_seed());
+    }
+
+    #[test]
+    fn tickets_hash_apart() {
+        let hash = |n: u64| {
+            let mut h = TicketHasher::default();
+            h.write_u64(n);
+            h.finish()
+        };
+        // hashbrown picks buckets from the low bits and tags from the top 7.
+        assert_ne!(hash(1) & 0xff, hash(2) & 0xff);
+        assert_ne!(hash(1) >> 57, hash(2) >> 57);
+    }
+
+    #[test]
+    fn default_options_are_the_cores_and_zero_in_flight_is_refused() {
+        let opts = ClientOptions::default();
+        assert_eq!(opts.config(), ClientConfig::default());
+        assert_eq!(opts.connect_timeout, Duration::from_secs(3));
+        let seeds = ["127.0.0.1:1".parse().unwrap()];
+        let zero = ClientOptions { max_in_flight: 0, ..opts };
+        assert!(matches!(zero.session::<()>(&seeds), Err(ClientError::InvalidOptions { .. })));
+        assert!(matches!(opts.session::<()>(&[]), Err(ClientError::NoSeeds)));
+    }
+
+    #[test]
+    fn seeds_are_parsed_in_order_without_repeats() {
+        let seeds = parse_seeds(" 127.0.0.1:1, 127.0.0.1:2,127.0.0.1:1,").unwrap();
+        assert_eq!(seeds, vec!["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()]);
+        assert!(matches!(parse_seeds(" , "), Err(ClientError::NoSeeds)));
+        assert!(matches!(parse_seeds("nohostport"), Err(ClientError::Seed { .. })));
+    }
+}
