@@ -20,7 +20,8 @@
 //! * [`link`]: the peer link sessions: dialler and acceptor, handshake then frames.
 //! * [`recovery`]: a node that lost its restart counter learns it from its peers.
 //! * [`resp`]: the RESP door: Redis protocol requests and replies, for Redis clients.
-//! * [`ballot`]: ballots and node ids.
+//! * [`ballot`]: ballots and node ids, and their encoding.
+//! * [`role`]: a node's role and mode (a leaf: both the node and the codecs use it).
 //! * [`quorum`]: sets of distinct node ids, for counting quorums.
 //! * [`time`]: the monotonic instant the runtimes pass in.
 //! * [`rng`]: the seeded generator behind every backoff jitter.
@@ -41,6 +42,7 @@ pub mod recovery;
 pub mod redirect;
 pub mod resp;
 pub mod rng;
+pub mod role;
 pub mod store;
 pub mod time;
 pub mod timestamp;
@@ -51,11 +53,12 @@ pub use client::{CallError, ClientConfig, ClientSession, Completion, Ticket};
 pub use conn::{Backend, Served, ServerConn, Tally, TsRefusal};
 pub use lease::{Bugs, LeaseConfig, LeaseConfigError, LeaseMsg, LeaseTiming, Message};
 pub use link::{Acceptor, Dialler, LinkError, LinkEvent};
-pub use node::{ConfigError, Event, Mode, Node, NodeConfig, Output, Status, StepDown};
+pub use node::{ConfigError, Event, Node, NodeConfig, Output, Status, StepDown};
 pub use oracle::{GetTsError, Oracle, OracleConfig, OracleConfigError};
 pub use peer::{Handshake, HandshakeError, PeerFrame, Refusal};
 pub use recovery::{Recovered, Recovery};
+pub use role::{Mode, Role};
 pub use store::{MemStore, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest};
 pub use time::Instant;
 pub use timestamp::{LOGICAL_BITS, MAX_LOGICAL, Timestamp};
-pub use wire::{ErrorCode, Frame, LeaderHint, LeaseView, Role, WireError};
+pub use wire::{ErrorCode, Frame, LeaderHint, LeaseView, WireError};

@@ -6,30 +6,7 @@ use crate::ballot::NodeId;
 use crate::lease::{Bugs, LeaseConfig, LeaseConfigError, LeaseTiming};
 use crate::oracle::{OracleConfig, OracleConfigError};
 use crate::quorum::MAX_NODES;
-
-/// How a node writes the window store and whether it may campaign
-/// (ARCHITECTURE.md, "Yielding to a primary"). Both modes compete for the same
-/// lease, so at most one node serves at any instant whatever the modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Mode {
-    /// Loads and saves check that no primary is registered (PD's service
-    /// mode); on seeing one the node yields and stays out while it stands.
-    #[default]
-    Deferring,
-    /// Registers itself on a quorum before it campaigns, then loads and saves
-    /// without the check (PD's TSO microservice).
-    Primary,
-}
-
-impl Mode {
-    /// The mode as operators spell it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Mode::Deferring => "deferring",
-            Mode::Primary => "primary",
-        }
-    }
-}
+use crate::role::Mode;
 
 /// How a node is configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -8,7 +8,8 @@
 //!
 //! # Where each piece lives
 //!
-//! * [`config`]: [`NodeConfig`], [`Mode`] and [`ConfigError`].
+//! * [`config`]: [`NodeConfig`] and [`ConfigError`] ([`Mode`] is
+//!   [`crate::role`]'s).
 //! * [`events`]: what the node asks of its runtime ([`Output`]) and tells it
 //!   ([`Event`], [`StepDown`]).
 //! * [`machine`]: the [`Node`] itself and its input loop.
@@ -26,7 +27,10 @@ pub mod machine;
 pub mod rounds;
 pub mod status;
 
-pub use config::{ConfigError, Mode, NodeConfig};
+/// How a node behaves toward a primary: defined in [`crate::role`] (a leaf
+/// the codecs use too), re-exported at its old path.
+pub use crate::role::Mode;
+pub use config::{ConfigError, NodeConfig};
 pub use events::{Event, Output, StepDown};
 pub use machine::Node;
 pub use status::Status;
