@@ -43,14 +43,14 @@ use crate::node::Status;
 use crate::oracle::GetTsError;
 use crate::store::{StoreOk, StoreOp, StoreReply};
 use crate::timestamp::Timestamp;
-use crate::wire::{ErrorCode, Frame, LEN_PREFIX, LeaderHint, LeaseView, MAX_FRAME_LEN, VERSION, WireError};
+use crate::wire::{ErrorCode, Frame, LeaderHint, LeaseView, VERSION, WireError};
 
 /// A read buffer of this size takes many pipelined requests per read.
 pub const READ_BUF: usize = 8 * 1024;
 /// Room a runtime keeps free after the unread bytes of its read buffer: one
 /// whole frame of the largest size always fits, so a frame never waits for
-/// room that cannot come.
-pub const FRAME_ROOM: usize = LEN_PREFIX + MAX_FRAME_LEN as usize;
+/// room that cannot come. The same item as [`crate::wire::FRAME_ROOM`].
+pub use crate::wire::FRAME_ROOM;
 /// `handle` stops with [`Served::Flush`] once `out` holds this many bytes, so
 /// that a long burst of pipelined requests is answered while it is read.
 pub const FLUSH: usize = 8 * 1024;
@@ -395,7 +395,7 @@ mod tests {
     use super::*;
     use crate::ballot::Ballot;
     use crate::node::Mode;
-    use crate::wire::{MAGIC, Role};
+    use crate::wire::{LEN_PREFIX, MAGIC, Role};
 
     const CLUSTER: u64 = 7;
     const ME: NodeId = NodeId(1);

@@ -4,21 +4,21 @@
 //! module says in which order they may come (PROTOCOL.md, "Peer protocol"),
 //! so that every runtime links its nodes the same way without holding any of
 //! it. A session is one connection's state machine in quinn-proto's style:
-//! the runtime feeds it the bytes it read ([`Dialler::handle_input`],
-//! [`Acceptor::handle_input`]), drains its events (`poll_event`) and writes
+//! the runtime feeds it the bytes it read ([`LinkDialler::handle_input`],
+//! [`LinkAcceptor::handle_input`]), drains its events (`poll_event`) and writes
 //! what it has to send (`poll_transmit`); it owns the socket, the timers and
 //! the threads or tasks, the session owns none of them.
 //!
-//! * The **dialler** ([`Dialler`]) is the connecting side: its first bytes
+//! * The **dialler** ([`LinkDialler`]) is the connecting side: its first bytes
 //!   are our `Hello`; the answer is a `Welcome` that must pass
 //!   [`Handshake::check_answer`] (the node dialled, our cluster, version and
 //!   timing digest), reported as [`LinkEvent::Up`], or a `Refused`, or
 //!   anything else, each reported as [`LinkEvent::Closed`] with its
 //!   [`HandshakeError`]. Once up it encodes the node's frames into the
-//!   caller's buffer ([`Dialler::encode`]), never before: a frame sent before
+//!   caller's buffer ([`LinkDialler::encode`]), never before: a frame sent before
 //!   the peer checked our handshake would reach a node that may not be in our
 //!   cluster at all.
-//! * The **acceptor** ([`Acceptor`]) is the accepting side: its first frame
+//! * The **acceptor** ([`LinkAcceptor`]) is the accepting side: its first frame
 //!   must be a `Hello` that passes [`Handshake::check`]; it answers `Welcome`
 //!   (and reports [`LinkEvent::Up`]) or `Refused` with the reason (and reports
 //!   [`LinkEvent::Closed`]; the runtime writes the refusal, then lingers and
@@ -30,8 +30,8 @@
 //!
 //! Both sessions are bounded and allocate nothing: a session holds at most
 //! one partial frame ([`MAX_FRAME_BYTES`]), at most one pending event and at
-//! most one pending handshake frame to write. [`Dialler::handle_input`] and
-//! [`Acceptor::handle_input`] consume bytes only up to the end of the first
+//! most one pending handshake frame to write. [`LinkDialler::handle_input`] and
+//! [`LinkAcceptor::handle_input`] consume bytes only up to the end of the first
 //! frame they complete, so the caller feeds, drains, and feeds the rest
 //! (the loop rule: after every input, drain `poll_event` until `None`). A
 //! malformed frame, a protocol violation or a failed handshake ends the
@@ -41,7 +41,7 @@
 //! A runtime's loop, here with the two sides joined in memory:
 //!
 //! ```
-//! use leasetso_core::link::{Acceptor, Dialler, LinkEvent};
+//! use leasetso_core::link::{LinkAcceptor, LinkDialler, LinkEvent};
 //! use leasetso_core::peer::PEER_VERSION;
 //! use leasetso_core::{Handshake, NodeId, PeerFrame};
 //!
@@ -53,8 +53,8 @@
 //!     resp_addr: None,
 //!     digest: 42,
 //! };
-//! let mut dialler = Dialler::new(hs(0), 3, NodeId(1));
-//! let mut acceptor = Acceptor::new(hs(1), 3);
+//! let mut dialler = LinkDialler::new(hs(0), 3, NodeId(1));
+//! let mut acceptor = LinkAcceptor::new(hs(1), 3);
 //!
 //! // Dialler → acceptor: the Hello.
 //! let mut wire = Vec::new();
@@ -92,8 +92,17 @@ use crate::peer::{Handshake, HandshakeError, MAX_PEER_FRAME_LEN, PeerFrame};
 use crate::wire::{EncodeError, LEN_PREFIX, WireError};
 
 /// The largest peer frame, length prefix included: the most bytes a session
-/// buffers, and room enough for any frame [`Dialler::encode`] writes.
+/// buffers, and room enough for any frame [`LinkDialler::encode`] writes.
 pub const MAX_FRAME_BYTES: usize = LEN_PREFIX + MAX_PEER_FRAME_LEN as usize;
+
+/// Old name, kept until the runtimes move: use [`LinkDialler`]. (Renamed so
+/// that no two public types of the crate share a name: `lease::Acceptor` is
+/// PaxosLease's acceptor.)
+pub type Dialler = LinkDialler;
+
+/// Old name, kept until the runtimes move: use [`LinkAcceptor`]. (Renamed
+/// because `lease::Acceptor` is PaxosLease's acceptor, a different thing.)
+pub type Acceptor = LinkAcceptor;
 
 /// What a session reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,7 +155,7 @@ pub enum LinkError {
     WroteAfterWelcome,
 }
 
-/// Why [`Dialler::encode`] did not encode a frame; the session goes on.
+/// Why [`LinkDialler::encode`] did not encode a frame; the session goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
     /// The link is not up (the handshake is pending, or the session ended).
@@ -269,7 +278,7 @@ enum DialState {
 
 /// The connecting side of a peer link (see the module docs).
 #[derive(Clone, Debug)]
-pub struct Dialler {
+pub struct LinkDialler {
     ours: Handshake,
     nodes: u16,
     dialled: NodeId,
@@ -280,11 +289,11 @@ pub struct Dialler {
     rx: Reassembly,
 }
 
-impl Dialler {
+impl LinkDialler {
     /// A session dialling node `dialled` of a cluster of `nodes`, as `ours`
     /// says. Its first transmit is the Hello.
     pub fn new(ours: Handshake, nodes: u16, dialled: NodeId) -> Self {
-        Dialler {
+        LinkDialler {
             ours,
             nodes,
             dialled,
@@ -319,7 +328,7 @@ impl Dialler {
 
     /// Feeds bytes read from the connection. Returns how many were used: up
     /// to the end of the first frame that completes (the caller drains
-    /// [`Dialler::poll_event`], then feeds the rest). Nothing is used while
+    /// [`LinkDialler::poll_event`], then feeds the rest). Nothing is used while
     /// an event waits to be drained.
     pub fn handle_input(&mut self, bytes: &[u8]) -> usize {
         if self.event.is_some() {
@@ -389,7 +398,7 @@ enum AcceptState {
 
 /// The accepting side of a peer link (see the module docs).
 #[derive(Clone, Debug)]
-pub struct Acceptor {
+pub struct LinkAcceptor {
     ours: Handshake,
     nodes: u16,
     state: AcceptState,
@@ -399,11 +408,18 @@ pub struct Acceptor {
     rx: Reassembly,
 }
 
-impl Acceptor {
+impl LinkAcceptor {
     /// A session for a connection a peer of a cluster of `nodes` opened to
     /// this node, which says `ours`.
     pub fn new(ours: Handshake, nodes: u16) -> Self {
-        Acceptor { ours, nodes, state: AcceptState::Hello, answer: None, event: None, rx: Reassembly::new() }
+        LinkAcceptor {
+            ours,
+            nodes,
+            state: AcceptState::Hello,
+            answer: None,
+            event: None,
+            rx: Reassembly::new(),
+        }
     }
 
     /// The peer, once its Hello passed (and while the session lasts).
@@ -434,7 +450,7 @@ impl Acceptor {
 
     /// Feeds bytes read from the connection. Returns how many were used: up
     /// to the end of the first frame that completes (the caller drains
-    /// [`Acceptor::poll_event`], then feeds the rest). Nothing is used while
+    /// [`LinkAcceptor::poll_event`], then feeds the rest). Nothing is used while
     /// an event waits to be drained.
     pub fn handle_input(&mut self, bytes: &[u8]) -> usize {
         if self.event.is_some() {
@@ -537,21 +553,21 @@ mod tests {
         fn poll_event(&mut self) -> Option<LinkEvent>;
     }
 
-    impl Session for Acceptor {
+    impl Session for LinkAcceptor {
         fn handle_input(&mut self, bytes: &[u8]) -> usize {
-            Acceptor::handle_input(self, bytes)
+            LinkAcceptor::handle_input(self, bytes)
         }
         fn poll_event(&mut self) -> Option<LinkEvent> {
-            Acceptor::poll_event(self)
+            LinkAcceptor::poll_event(self)
         }
     }
 
-    impl Session for Dialler {
+    impl Session for LinkDialler {
         fn handle_input(&mut self, bytes: &[u8]) -> usize {
-            Dialler::handle_input(self, bytes)
+            LinkDialler::handle_input(self, bytes)
         }
         fn poll_event(&mut self) -> Option<LinkEvent> {
-            Dialler::poll_event(self)
+            LinkDialler::poll_event(self)
         }
     }
 
@@ -575,7 +591,7 @@ mod tests {
         events
     }
 
-    fn transmit_acceptor(s: &mut Acceptor) -> Vec<u8> {
+    fn transmit_acceptor(s: &mut LinkAcceptor) -> Vec<u8> {
         let mut out = Vec::new();
         let _ = s.poll_transmit(&mut out).unwrap();
         out
@@ -583,8 +599,8 @@ mod tests {
 
     #[test]
     fn a_dialler_and_an_acceptor_link_up_and_frames_flow() {
-        let mut d = Dialler::new(hs(0), NODES, NodeId(1));
-        let mut a = Acceptor::new(hs(1), NODES);
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
+        let mut a = LinkAcceptor::new(hs(1), NODES);
         let mut wire = Vec::new();
         assert_eq!(d.encode(&lease(1, 0), &mut wire), Err(SendError::NotUp));
         assert!(wire.is_empty());
@@ -635,7 +651,7 @@ mod tests {
 
     #[test]
     fn the_dialler_refuses_handshake_frames_and_leaves_small_buffers_untouched() {
-        let mut d = Dialler::new(hs(0), NODES, NodeId(1));
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
         let _ = feed(&mut d, &bytes_of(&[PeerFrame::Welcome(hs(1))]), 100);
         let mut wire = Vec::new();
         for f in [PeerFrame::Hello(hs(0)), PeerFrame::Welcome(hs(0))] {
@@ -650,7 +666,7 @@ mod tests {
         );
         assert_eq!(small, [7u8; 8]);
         // The Hello stays pending while the buffer is too small.
-        let mut d = Dialler::new(hs(0), NODES, NodeId(1));
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
         let mut small = [0u8; 8];
         assert!(d.poll_transmit(&mut &mut small[..]).is_err());
         assert!(d.poll_transmit(&mut Vec::new()).unwrap() > 0);
@@ -660,7 +676,7 @@ mod tests {
     /// buffer (left untouched) and then goes out exactly once.
     #[test]
     fn the_acceptors_answer_stays_pending_while_the_buffer_is_too_small() {
-        let mut a = Acceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES);
         assert_eq!(a.poll_transmit(&mut Vec::new()), Ok(0), "nothing to answer before a Hello");
         let _ = feed(&mut a, &bytes_of(&[PeerFrame::Hello(hs(0))]), 64);
         let mut small = [5u8; 8];
@@ -684,7 +700,7 @@ mod tests {
             (Handshake { digest: 1, ..hs(0) }, Refusal::Digest),
         ];
         for (theirs, reason) in cases {
-            let mut a = Acceptor::new(hs(1), NODES);
+            let mut a = LinkAcceptor::new(hs(1), NODES);
             let events = feed(&mut a, &bytes_of(&[PeerFrame::Hello(theirs)]), 3);
             let [LinkEvent::Closed(LinkError::Handshake(e))] = events[..] else { panic!("{events:?}") };
             assert_eq!(e.refusal(), reason, "{theirs:?}");
@@ -702,7 +718,7 @@ mod tests {
             assert!(transmit_acceptor(&mut a).is_empty());
         }
         // A first frame that is no Hello is refused as NotHello.
-        let mut a = Acceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES);
         let events = feed(&mut a, &bytes_of(&[lease(1, 0)]), 1);
         assert_eq!(events, [LinkEvent::Closed(LinkError::Handshake(HandshakeError::NotHandshake))]);
         let out = transmit_acceptor(&mut a);
@@ -716,11 +732,11 @@ mod tests {
     fn garbage_before_the_hello_closes_without_an_answer() {
         let mut hello = bytes_of(&[PeerFrame::Hello(hs(0))]);
         hello[5] = b'X';
-        let mut a = Acceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES);
         assert_eq!(feed(&mut a, &hello, 7), [LinkEvent::Closed(LinkError::Malformed(WireError::BadMagic))]);
         assert!(transmit_acceptor(&mut a).is_empty());
         // An oversized length is refused from its prefix, before any body.
-        let mut a = Acceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES);
         let used = a.handle_input(&[0, 0, 1, 0]);
         assert_eq!(used, 4);
         assert!(matches!(
@@ -740,7 +756,7 @@ mod tests {
             (lease(1, 1), Some(Refusal::NotHello)),
         ];
         for (answer, ours) in cases {
-            let mut d = Dialler::new(hs(0), NODES, NodeId(1));
+            let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
             let _ = d.poll_transmit(&mut Vec::new()).unwrap();
             let events = feed(&mut d, &bytes_of(&[answer]), 2);
             let [LinkEvent::Closed(LinkError::Handshake(e))] = events[..] else {
@@ -753,7 +769,7 @@ mod tests {
             assert!(d.is_closed() && !d.is_up());
             assert_eq!(d.encode(&lease(1, 0), &mut Vec::new()), Err(SendError::NotUp));
         }
-        let mut d = Dialler::new(hs(0), NODES, NodeId(1));
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
         assert_eq!(
             feed(&mut d, b"HTTP/1.1 400 Bad Request\r\n", 100),
             [LinkEvent::Closed(LinkError::Malformed(WireError::FrameTooLarge {
@@ -765,7 +781,7 @@ mod tests {
 
     #[test]
     fn bytes_after_the_welcome_end_the_dialler() {
-        let mut d = Dialler::new(hs(0), NODES, NodeId(1));
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
         let wire = bytes_of(&[PeerFrame::Welcome(hs(1)), PeerFrame::RestartQuery]);
         let events = feed(&mut d, &wire, wire.len());
         assert!(matches!(events[0], LinkEvent::Up { peer: NodeId(1), .. }));
@@ -775,7 +791,7 @@ mod tests {
 
     #[test]
     fn a_handshake_frame_after_up_ends_the_acceptor() {
-        let mut a = Acceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES);
         let wire = bytes_of(&[PeerFrame::Hello(hs(2)), lease(1, 2), PeerFrame::Hello(hs(0)), lease(2, 0)]);
         let events = feed(&mut a, &wire, 5);
         assert!(matches!(events[0], LinkEvent::Up { peer: NodeId(2), .. }));
@@ -785,7 +801,7 @@ mod tests {
 
     #[test]
     fn input_waits_while_an_event_is_undrained() {
-        let mut a = Acceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES);
         let wire = bytes_of(&[PeerFrame::Hello(hs(0)), lease(1, 0)]);
         let used = a.handle_input(&wire);
         assert!(used < wire.len());
@@ -814,8 +830,8 @@ mod tests {
         fn any_cut_gives_the_same_frames(frames in proptest::collection::vec(any_frame(), 0..20), step in 1usize..80) {
             let mut wire = bytes_of(&[PeerFrame::Hello(hs(2))]);
             wire.extend(bytes_of(&frames));
-            let mut whole = Acceptor::new(hs(0), NODES);
-            let mut cut = Acceptor::new(hs(0), NODES);
+            let mut whole = LinkAcceptor::new(hs(0), NODES);
+            let mut cut = LinkAcceptor::new(hs(0), NODES);
             let a = feed(&mut whole, &wire, wire.len());
             let b = feed(&mut cut, &wire, step);
             prop_assert_eq!(&a, &b);
@@ -832,8 +848,8 @@ mod tests {
         fn any_bytes_into_an_acceptor(prefix_hello in any::<bool>(), bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let mut wire = if prefix_hello { bytes_of(&[PeerFrame::Hello(hs(1))]) } else { Vec::new() };
             wire.extend(&bytes);
-            let mut whole = Acceptor::new(hs(0), NODES);
-            let mut bytewise = Acceptor::new(hs(0), NODES);
+            let mut whole = LinkAcceptor::new(hs(0), NODES);
+            let mut bytewise = LinkAcceptor::new(hs(0), NODES);
             let a = feed(&mut whole, &wire, wire.len());
             let b = feed(&mut bytewise, &wire, 1);
             prop_assert_eq!(&a, &b);
@@ -852,8 +868,8 @@ mod tests {
 
         #[test]
         fn any_bytes_into_a_dialler(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let mut whole = Dialler::new(hs(0), NODES, NodeId(1));
-            let mut bytewise = Dialler::new(hs(0), NODES, NodeId(1));
+            let mut whole = LinkDialler::new(hs(0), NODES, NodeId(1));
+            let mut bytewise = LinkDialler::new(hs(0), NODES, NodeId(1));
             let a = feed(&mut whole, &bytes, bytes.len());
             let b = feed(&mut bytewise, &bytes, 1);
             prop_assert_eq!(&a, &b);

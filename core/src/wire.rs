@@ -24,6 +24,14 @@ pub const VERSION: u8 = 1;
 pub const MAX_FRAME_LEN: u32 = 256;
 /// Bytes of the length prefix.
 pub const LEN_PREFIX: usize = 4;
+/// The bytes of the largest client frame, length prefix included: the one
+/// bound every buffer of the client protocol is sized by. A reader that
+/// keeps this much room free always fits one whole frame (so a frame never
+/// waits for room that cannot come), a writer with this much room can
+/// always write one, and a partial frame never needs more. Known before as
+/// `conn::FRAME_ROOM` (still re-exported there), `client::TRANSMIT_MIN` (an
+/// alias of it) and the client's private `RX`.
+pub const FRAME_ROOM: usize = LEN_PREFIX + MAX_FRAME_LEN as usize;
 /// The node id that means "none" on the wire.
 pub const NO_NODE: u16 = u16::MAX;
 /// Bytes of an encoded address hint: family, 16 address bytes, port.

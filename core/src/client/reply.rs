@@ -4,15 +4,11 @@
 //! connection (C4).
 
 use crate::time::Instant;
-use crate::wire::{ErrorCode, Frame, LEN_PREFIX, MAX_FRAME_LEN};
+use crate::wire::{ErrorCode, FRAME_ROOM, Frame};
 
 use super::call::{Answer, Call, StatusReply};
 use super::error::CallError;
 use super::session::{ClientSession, Conn};
-
-/// Room for one whole frame of the largest size: a partial frame left over
-/// from one input waits here for the next.
-pub(super) const RX: usize = LEN_PREFIX + MAX_FRAME_LEN as usize;
 
 impl<E: Clone> ClientSession<E> {
     /// Feeds bytes read from the connection, received at `now`. Bytes after
@@ -22,7 +18,7 @@ impl<E: Clone> ClientSession<E> {
         self.expire(now);
         // A partial frame left over: complete it first.
         while self.rx_len > 0 && !bytes.is_empty() && self.is_open() {
-            let take = (RX - self.rx_len).min(bytes.len());
+            let take = (FRAME_ROOM - self.rx_len).min(bytes.len());
             self.rx[self.rx_len..self.rx_len + take].copy_from_slice(&bytes[..take]);
             self.rx_len += take;
             bytes = &bytes[take..];
@@ -59,7 +55,7 @@ impl<E: Clone> ClientSession<E> {
                 Ok(None) => {
                     // `decode` refuses a declared length over the limit, so
                     // a partial frame fits `rx`.
-                    let keep = bytes.len().min(RX);
+                    let keep = bytes.len().min(FRAME_ROOM);
                     self.rx[..keep].copy_from_slice(&bytes[..keep]);
                     self.rx_len = keep;
                     return;

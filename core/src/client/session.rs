@@ -8,11 +8,11 @@ use crate::ballot::NodeId;
 use crate::redirect::Redirect;
 use crate::rng::Rng;
 use crate::time::Instant;
+use crate::wire::FRAME_ROOM;
 
 use super::call::{Call, Completion, Ticket};
 use super::config::{ClientConfig, ClientConfigError, MAX_COUNT};
 use super::error::{Broken, CallError};
-use super::reply::RX;
 
 /// What the runtime must do with its socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,7 +112,9 @@ pub struct ClientSession<E> {
     /// Failures handled so far (see [`Request::epoch`]).
     pub(super) epoch: u64,
     pub(super) last_error: Option<CallError<E>>,
-    pub(super) rx: [u8; RX],
+    /// A partial frame left over from one input, waiting for the next: room
+    /// for one whole frame of the largest size.
+    pub(super) rx: [u8; FRAME_ROOM],
     pub(super) rx_len: usize,
 }
 
@@ -143,7 +145,7 @@ impl<E: Clone> ClientSession<E> {
             next_id: 1,
             epoch: 0,
             last_error: None,
-            rx: [0; RX],
+            rx: [0; FRAME_ROOM],
             rx_len: 0,
         })
     }

@@ -39,7 +39,7 @@ impl Node {
     /// A replica's reply to a store request this node sent.
     ///
     /// A reply to a round that is over is still read for what must not be
-    /// missed (DESIGN.md, "Store contract"): `PrimaryExists` makes a
+    /// missed (ARCHITECTURE.md, "Store contract"): `PrimaryExists` makes a
     /// deferring node yield even after its save reached a quorum without
     /// it, and `Fenced` by a ballot above this leadership's fence ends it.
     pub fn handle_store_reply(
