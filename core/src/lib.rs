@@ -1,10 +1,36 @@
 //! leasetso-core: the sans-IO heart of leasetso.
 //!
-//! A deterministic state machine per node: inputs (timeouts, peer messages,
-//! store replies, GetTS calls) go in with the time they were observed at;
-//! outputs (messages, store operations, events) are drained with
-//! `poll_output()`. No I/O, no threads, no clock reads, no allocation after
-//! construction.
+//! Deterministic state machines: no I/O, no threads, no clock reads, no
+//! allocation on the hot paths once warmed up. Its only dependencies are
+//! `bytes` and `thiserror`.
+//!
+//! # The session contract
+//!
+//! Every session here (the [`Node`], the [`Recovery`] of a lost restart
+//! counter, the client's [`ClientSession`], the server side of a client
+//! connection [`ServerConn`], the peer links [`LinkDialler`] and
+//! [`LinkAcceptor`]) keeps one contract, so that a blocking runtime and an
+//! async one drive them alike and a simulator can drive them all on one
+//! virtual clock:
+//!
+//! 1. **Inputs carry their time.** Every input (bytes read, a peer message,
+//!    a store reply, a caller) takes `now: Instant`, the moment the runtime
+//!    observed it. Nothing here reads a clock; the one exception is a
+//!    [`Backend`] handing out timestamps, which reads its node's clock under
+//!    its own lock so that the lease check uses a time no earlier than the
+//!    moment of handing out.
+//! 2. **Outputs are polled and drained.** What a session wants done comes
+//!    out of `poll_*` calls (`poll_output`, `poll_event`, `poll_transmit`,
+//!    `poll_action`, `poll_completion`), or, for the byte-in/byte-out
+//!    sessions, as bytes appended to the runtime's buffer plus one
+//!    instruction ([`Served`]).
+//! 3. **After each input, drain, then arm one timer.** The runtime drains
+//!    the outputs until `None`, then arms a single timer at
+//!    `poll_timeout()` and calls `handle_timeout(now)` when it passes.
+//!
+//! A few old entry points predate the contract and take no time
+//! ([`ServerConn::handle`], the links' `new` and `handle_input`); each has a
+//! time-taking replacement, and they go once the runtimes have moved.
 //!
 //! Map of the crate:
 //! * [`timestamp`]: the hybrid timestamp, PD's layout.

@@ -38,6 +38,19 @@
 //! session ([`LinkEvent::Closed`]); the dialler redials, as the protocol
 //! expects of it.
 //!
+//! Time, as everywhere in the crate, is an argument. A session made with
+//! `new_at(.., now)` has a handshake deadline, `now` plus
+//! [`HANDSHAKE_TIMEOUT`]: the runtime feeds input with
+//! [`handle_input_at`](LinkDialler::handle_input_at), arms one timer at
+//! [`poll_timeout`](LinkDialler::poll_timeout) after draining the events, and
+//! calls [`handle_timeout`](LinkDialler::handle_timeout) when it passes; a
+//! handshake still pending then ends the session with
+//! [`LinkError::HandshakeTimeout`]. Once the link is up there is no timer:
+//! liveness of an up link is the runtime's I/O timeout. The time-less
+//! `new` and `handle_input` are the old interface, kept until the runtimes
+//! move (a session made with `new` has no handshake deadline of its own);
+//! they will go.
+//!
 //! A runtime's loop, here with the two sides joined in memory:
 //!
 //! ```
@@ -84,16 +97,26 @@
 //! ```
 
 use core::net::SocketAddr;
+use core::time::Duration;
 
 use bytes::BufMut;
 
 use crate::ballot::NodeId;
 use crate::peer::{Handshake, HandshakeError, MAX_PEER_FRAME_LEN, PeerFrame};
+use crate::time::Instant;
 use crate::wire::{EncodeError, LEN_PREFIX, WireError};
 
 /// The largest peer frame, length prefix included: the most bytes a session
 /// buffers, and room enough for any frame [`LinkDialler::encode`] writes.
 pub const MAX_FRAME_BYTES: usize = LEN_PREFIX + MAX_PEER_FRAME_LEN as usize;
+
+/// How long a handshake may take, from the session's start
+/// ([`LinkDialler::new_at`], [`LinkAcceptor::new_at`]) to the link being up:
+/// a peer that connects and then says nothing (or too little) must not hold
+/// a session, and on the dialler's side a redial, forever. A handshake is
+/// two frames of at most [`MAX_FRAME_BYTES`] each; seconds are plenty on
+/// any network a cluster runs on.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Old name, kept until the runtimes move: use [`LinkDialler`]. (Renamed so
 /// that no two public types of the crate share a name: `lease::Acceptor` is
@@ -153,6 +176,11 @@ pub enum LinkError {
     /// dialler reads only to learn that the connection ended).
     #[error("the accepting side wrote after its Welcome")]
     WroteAfterWelcome,
+    /// The handshake did not complete by its deadline (the session's start
+    /// plus [`HANDSHAKE_TIMEOUT`]). No refusal is sent: nothing says the
+    /// peer is still there to read it.
+    #[error("the peer handshake did not complete within {0:?}")]
+    HandshakeTimeout(Duration),
 }
 
 /// Why [`LinkDialler::encode`] did not encode a frame; the session goes on.
@@ -287,6 +315,8 @@ pub struct LinkDialler {
     hello: Option<PeerFrame>,
     event: Option<LinkEvent>,
     rx: Reassembly,
+    /// When the handshake fails if still pending (`None`: made with `new`).
+    deadline: Option<Instant>,
 }
 
 impl LinkDialler {
@@ -301,7 +331,14 @@ impl LinkDialler {
             hello: Some(PeerFrame::Hello(ours)),
             event: None,
             rx: Reassembly::new(),
+            deadline: None,
         }
+    }
+
+    /// The same, started at `now`: the handshake must complete by `now +`
+    /// [`HANDSHAKE_TIMEOUT`] ([`LinkDialler::poll_timeout`]).
+    pub fn new_at(ours: Handshake, nodes: u16, dialled: NodeId, now: Instant) -> Self {
+        LinkDialler { deadline: Some(now + HANDSHAKE_TIMEOUT), ..Self::new(ours, nodes, dialled) }
     }
 
     /// The node this session dials.
@@ -360,6 +397,31 @@ impl LinkDialler {
         }
     }
 
+    /// Feeds bytes read from the connection at `now`, as
+    /// [`handle_input`](LinkDialler::handle_input) does, after the deadline
+    /// check of [`handle_timeout`](LinkDialler::handle_timeout): bytes that
+    /// arrive after the deadline do not complete the handshake.
+    pub fn handle_input_at(&mut self, bytes: &[u8], now: Instant) -> usize {
+        self.handle_timeout(now);
+        self.handle_input(bytes)
+    }
+
+    /// When [`handle_timeout`](LinkDialler::handle_timeout) is due: the
+    /// handshake's deadline while it is pending; `None` once up or over, or
+    /// for a session made with `new`.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline.filter(|_| self.state == DialState::Answer)
+    }
+
+    /// Time has come to `now`: a handshake still pending at its deadline
+    /// ends the session with [`LinkError::HandshakeTimeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.event.is_none() && self.poll_timeout().is_some_and(|at| at <= now) {
+            self.close(LinkError::HandshakeTimeout(HANDSHAKE_TIMEOUT));
+        }
+    }
+
     /// The next event, if any.
     #[must_use = "events must be drained after every input"]
     pub fn poll_event(&mut self) -> Option<LinkEvent> {
@@ -406,6 +468,8 @@ pub struct LinkAcceptor {
     answer: Option<PeerFrame>,
     event: Option<LinkEvent>,
     rx: Reassembly,
+    /// When the handshake fails if still pending (`None`: made with `new`).
+    deadline: Option<Instant>,
 }
 
 impl LinkAcceptor {
@@ -419,6 +483,39 @@ impl LinkAcceptor {
             answer: None,
             event: None,
             rx: Reassembly::new(),
+            deadline: None,
+        }
+    }
+
+    /// The same, started at `now` (the connection accepted): the peer's
+    /// Hello must arrive by `now +` [`HANDSHAKE_TIMEOUT`]
+    /// ([`LinkAcceptor::poll_timeout`]).
+    pub fn new_at(ours: Handshake, nodes: u16, now: Instant) -> Self {
+        LinkAcceptor { deadline: Some(now + HANDSHAKE_TIMEOUT), ..Self::new(ours, nodes) }
+    }
+
+    /// Feeds bytes read from the connection at `now`, as
+    /// [`handle_input`](LinkAcceptor::handle_input) does, after the deadline
+    /// check of [`handle_timeout`](LinkAcceptor::handle_timeout): a Hello
+    /// that arrives after the deadline is not answered.
+    pub fn handle_input_at(&mut self, bytes: &[u8], now: Instant) -> usize {
+        self.handle_timeout(now);
+        self.handle_input(bytes)
+    }
+
+    /// When [`handle_timeout`](LinkAcceptor::handle_timeout) is due: the
+    /// handshake's deadline while the Hello is awaited; `None` once up or
+    /// over, or for a session made with `new`.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline.filter(|_| self.state == AcceptState::Hello)
+    }
+
+    /// Time has come to `now`: a Hello still awaited at the deadline ends
+    /// the session with [`LinkError::HandshakeTimeout`], without a refusal.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.event.is_none() && self.poll_timeout().is_some_and(|at| at <= now) {
+            self.close(LinkError::HandshakeTimeout(HANDSHAKE_TIMEOUT));
         }
     }
 
@@ -589,6 +686,49 @@ mod tests {
             }
         }
         events
+    }
+
+    #[test]
+    fn a_handshake_not_done_by_its_deadline_fails_the_link() {
+        let t0 = Instant::from_millis(1_000);
+        let deadline = t0 + HANDSHAKE_TIMEOUT;
+        let timed_out = Some(LinkEvent::Closed(LinkError::HandshakeTimeout(HANDSHAKE_TIMEOUT)));
+        // A dialler whose Hello is never answered.
+        let mut d = LinkDialler::new_at(hs(0), NODES, NodeId(1), t0);
+        assert_eq!(d.poll_timeout(), Some(deadline));
+        let _ = d.poll_transmit(&mut Vec::new()).unwrap();
+        d.handle_timeout(Instant::from_nanos(deadline.as_nanos() - 1));
+        assert_eq!(d.poll_event(), None);
+        d.handle_timeout(deadline);
+        assert_eq!(d.poll_event(), timed_out);
+        assert!(d.is_closed());
+        assert_eq!(d.poll_timeout(), None);
+        // An acceptor fed half a Hello: a Welcome that comes late answers nothing.
+        let hello = bytes_of(&[PeerFrame::Hello(hs(0))]);
+        let mut a = LinkAcceptor::new_at(hs(1), NODES, t0);
+        assert_eq!(a.handle_input_at(&hello[..3], t0), 3);
+        assert_eq!(a.poll_event(), None);
+        assert_eq!(a.handle_input_at(&hello[3..], deadline), 0);
+        assert_eq!(a.poll_event(), timed_out);
+        assert!(a.is_closed());
+        assert!(transmit_acceptor(&mut a).is_empty(), "a refusal after a timeout");
+        // In time, the link comes up and the timer is gone on both sides.
+        let mut d = LinkDialler::new_at(hs(0), NODES, NodeId(1), t0);
+        let mut a = LinkAcceptor::new_at(hs(1), NODES, t0);
+        let mut wire = Vec::new();
+        let _ = d.poll_transmit(&mut wire).unwrap();
+        assert_eq!(a.handle_input_at(&wire, t0), wire.len());
+        assert!(matches!(a.poll_event(), Some(LinkEvent::Up { .. })));
+        assert_eq!(a.poll_timeout(), None);
+        let answer = transmit_acceptor(&mut a);
+        assert_eq!(d.handle_input_at(&answer, Instant::from_nanos(deadline.as_nanos() - 1)), answer.len());
+        assert!(matches!(d.poll_event(), Some(LinkEvent::Up { .. })));
+        assert_eq!(d.poll_timeout(), None);
+        d.handle_timeout(Instant::NEVER);
+        assert_eq!(d.poll_event(), None);
+        // The old constructors arm no deadline.
+        assert_eq!(LinkDialler::new(hs(0), NODES, NodeId(1)).poll_timeout(), None);
+        assert_eq!(LinkAcceptor::new(hs(1), NODES).poll_timeout(), None);
     }
 
     fn transmit_acceptor(s: &mut LinkAcceptor) -> Vec<u8> {
