@@ -8,8 +8,8 @@
 //!
 //! Every session here (the [`Node`], the [`Recovery`] of a lost restart
 //! counter, the client's [`ClientSession`], the server side of a client
-//! connection [`ServerConn`], the peer links [`LinkDialler`] and
-//! [`LinkAcceptor`]) keeps one contract, so that a blocking runtime and an
+//! connection [`ServerConn`], the RESP door's [`resp::RespConn`], the peer
+//! links [`LinkDialler`] and [`LinkAcceptor`]) keeps one contract, so that a blocking runtime and an
 //! async one drive them alike and a simulator can drive them all on one
 //! virtual clock:
 //!
@@ -29,7 +29,8 @@
 //!    `poll_timeout()` and calls `handle_timeout(now)` when it passes.
 //!
 //! A few old entry points predate the contract and take no time
-//! ([`ServerConn::handle`], the links' `new` and `handle_input`); each has a
+//! ([`ServerConn::handle`], the links' `new` and `handle_input`, the RESP
+//! door's [`resp::Session`] loop left to the runtimes); each has a
 //! time-taking replacement, and they go once the runtimes have moved.
 //!
 //! Map of the crate:

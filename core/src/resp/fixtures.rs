@@ -4,7 +4,9 @@
 pub(super) use core::net::SocketAddr;
 
 pub(super) use crate::ballot::NodeId;
+pub(super) use crate::conn::{Tally, TsRefusal};
 pub(super) use crate::oracle::GetTsError;
+pub(super) use crate::time::Instant;
 pub(super) use crate::timestamp::{MAX_LOGICAL, Timestamp};
 pub(super) use crate::wire::EncodeError;
 

@@ -30,10 +30,19 @@
 //!
 //! Replies are values ([`Reply`]) encoded into a caller's buffer, like the
 //! wire codecs: a buffer too small gets [`EncodeError::BufferTooSmall`](crate::wire::EncodeError::BufferTooSmall) and is
-//! left untouched. [`Session`] holds what one connection remembers (its id
-//! and `CLIENT SETNAME`) and turns a command into an [`Action`]; the runtime
-//! only asks the node for timestamps when the action says so, and turns the
-//! answer into a reply with [`ts_reply`].
+//! left untouched.
+//!
+//! A connection is a [`RespConn`]: bytes in, bytes out, the node reached
+//! through a [`RespBackend`] the runtime passes in, shaped like the client
+//! protocol's [`ServerConn`](crate::conn::ServerConn). It answers every
+//! complete command in order, serves a run of pipelined `TSO`s through one
+//! backend call (one lock of the node), picks `-NOTLEADER <addr>` or
+//! `-TRYAGAIN` from what the backend reports, answers a protocol violation
+//! and then closes, closes after `QUIT`, and keeps its output under
+//! [`OUT_LIMIT`]; the runtime only moves bytes. The older interface, which
+//! left that loop to each runtime ([`Session`] turning a command into an
+//! [`Action`], [`ts_reply`] for a `TSO`'s answer), stays until the runtimes
+//! move.
 
 //!
 //! # Where each piece lives
@@ -43,8 +52,9 @@
 //! * [`command`]: the words recognised as a [`Command`].
 //! * [`reply`]: the replies ([`Reply`], [`ErrorReply`], [`Busy`]) and
 //!   their encoding.
-//! * [`session`]: what one connection remembers ([`Session`]) and what it
-//!   does with a command.
+//! * [`session`]: the connection as a byte-in/byte-out session
+//!   ([`RespConn`], over a [`RespBackend`]), and what one connection
+//!   remembers ([`Session`]).
 
 pub mod command;
 #[cfg(test)]
@@ -56,4 +66,7 @@ pub mod session;
 pub use command::{Command, CommandQuery};
 pub use parse::{Args, MAX_ARGS, MAX_BULK, MAX_COMMAND_LEN, MAX_INLINE, RespError, split};
 pub use reply::{Busy, ErrorReply, Reply, ServerInfo};
-pub use session::{Action, Session, ts_reply};
+pub use session::{
+    Action, MAX_REPLY_LEN, MAX_RUN, OUT_LIMIT, RespBackend, RespClose, RespConn, RespServed, Session,
+    WRITE_FLUSH, advertised_addr, ts_reply,
+};
