@@ -1,6 +1,10 @@
-//! Ballots and node ids.
+//! Ballots and node ids, and a ballot's encoding: every codec that carries
+//! a ballot (lease messages, peer frames, client frames) writes it this one
+//! way.
 
 use core::fmt;
+
+use bytes::{Buf, BufMut};
 
 /// A node's id within its cluster (0-based index into the configured node list).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -56,6 +60,23 @@ impl fmt::Display for Ballot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
     }
+}
+
+/// Bytes of an encoded ballot: `counter: u64, restart: u64, node: u16`,
+/// big-endian.
+pub(crate) const BALLOT_LEN: usize = 18;
+
+/// Appends `b` ([`BALLOT_LEN`] bytes).
+pub(crate) fn put_ballot(buf: &mut impl BufMut, b: Ballot) {
+    buf.put_u64(b.counter);
+    buf.put_u64(b.restart);
+    buf.put_u16(b.node.0);
+}
+
+/// Reads a ballot; the caller checked that [`BALLOT_LEN`] bytes are there
+/// (the frame layouts check a body's size before any field is read).
+pub(crate) fn get_ballot(buf: &mut impl Buf) -> Ballot {
+    Ballot { counter: buf.get_u64(), restart: buf.get_u64(), node: NodeId(buf.get_u16()) }
 }
 
 #[cfg(test)]

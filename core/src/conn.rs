@@ -42,15 +42,16 @@ use crate::ballot::NodeId;
 use crate::node::Status;
 use crate::oracle::GetTsError;
 use crate::store::{StoreOk, StoreOp, StoreReply};
+use crate::time::Instant;
 use crate::timestamp::Timestamp;
-use crate::wire::{ErrorCode, Frame, LEN_PREFIX, LeaderHint, LeaseView, MAX_FRAME_LEN, VERSION, WireError};
+use crate::wire::{ErrorCode, Frame, LeaderHint, LeaseView, VERSION, WireError};
 
 /// A read buffer of this size takes many pipelined requests per read.
 pub const READ_BUF: usize = 8 * 1024;
 /// Room a runtime keeps free after the unread bytes of its read buffer: one
 /// whole frame of the largest size always fits, so a frame never waits for
-/// room that cannot come.
-pub const FRAME_ROOM: usize = LEN_PREFIX + MAX_FRAME_LEN as usize;
+/// room that cannot come. The same item as [`crate::wire::FRAME_ROOM`].
+pub use crate::wire::FRAME_ROOM;
 /// `handle` stops with [`Served::Flush`] once `out` holds this many bytes, so
 /// that a long burst of pipelined requests is answered while it is read.
 pub const FLUSH: usize = 8 * 1024;
@@ -197,13 +198,16 @@ pub struct ServerConn {
     node: NodeId,
     nodes: u16,
     state: State,
+    /// The latest time an input carried ([`ServerConn::handle_at`]), for
+    /// the runtime's idle rules; nothing here enforces a time yet.
+    last_input: Option<Instant>,
 }
 
 impl ServerConn {
     /// A session for a fresh connection to node `node` of a cluster of
     /// `nodes` nodes with id `cluster_id`, waiting for the client's Hello.
     pub fn new(cluster_id: u64, node: NodeId, nodes: u16) -> Self {
-        ServerConn { cluster_id, node, nodes, state: State::Greeting }
+        ServerConn { cluster_id, node, nodes, state: State::Greeting, last_input: None }
     }
 
     /// Whether a Hello was accepted.
@@ -214,6 +218,29 @@ impl ServerConn {
     /// Whether a fatal error closed the session.
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed(_))
+    }
+
+    /// The latest time an input carried, if any came through
+    /// [`handle_at`](ServerConn::handle_at).
+    pub fn last_input(&self) -> Option<Instant> {
+        self.last_input
+    }
+
+    /// [`handle`](ServerConn::handle) for input read at `now`: the session
+    /// contract's form (inputs carry their time; see the crate docs). `now`
+    /// is recorded ([`last_input`](ServerConn::last_input)) and enforces
+    /// nothing yet: the lease check's time is the backend's to read, under
+    /// its lock. Runtimes should call this one; `handle` will go.
+    #[must_use = "the consumed bytes must be dropped from the input and the runtime must act on `Served`"]
+    pub fn handle_at(
+        &mut self,
+        input: &[u8],
+        now: Instant,
+        backend: &mut impl Backend,
+        out: &mut Vec<u8>,
+    ) -> (usize, Served) {
+        self.last_input = Some(self.last_input.map_or(now, |at| at.max(now)));
+        self.handle(input, backend, out)
     }
 
     /// Answers the complete frames at the start of `input` in order,
@@ -395,7 +422,7 @@ mod tests {
     use super::*;
     use crate::ballot::Ballot;
     use crate::node::Mode;
-    use crate::wire::{MAGIC, Role};
+    use crate::wire::{LEN_PREFIX, MAGIC, Role};
 
     const CLUSTER: u64 = 7;
     const ME: NodeId = NodeId(1);
@@ -492,6 +519,23 @@ mod tests {
         let mut out = Vec::new();
         let (used, served) = conn.handle(input, backend, &mut out);
         (used, served, frames(&out), conn)
+    }
+
+    #[test]
+    fn handle_at_answers_as_handle_does_and_records_the_time() {
+        let input = bytes(&[hello(CLUSTER), Frame::GetTs { id: 1, count: 2 }]);
+        let (mut old, mut new) = (ServerConn::new(CLUSTER, ME, 3), ServerConn::new(CLUSTER, ME, 3));
+        let (mut out_old, mut out_new) = (Vec::new(), Vec::new());
+        let a = old.handle(&input, &mut Fake::serving(), &mut out_old);
+        let b =
+            new.handle_at(&input, crate::time::Instant::from_millis(5), &mut Fake::serving(), &mut out_new);
+        assert_eq!((a, out_old), (b, out_new));
+        assert_eq!(old.last_input(), None);
+        assert_eq!(new.last_input(), Some(crate::time::Instant::from_millis(5)));
+        // Time never runs back.
+        let _ =
+            new.handle_at(&[], crate::time::Instant::from_millis(3), &mut Fake::serving(), &mut Vec::new());
+        assert_eq!(new.last_input(), Some(crate::time::Instant::from_millis(5)));
     }
 
     #[test]

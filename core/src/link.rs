@@ -4,21 +4,21 @@
 //! module says in which order they may come (PROTOCOL.md, "Peer protocol"),
 //! so that every runtime links its nodes the same way without holding any of
 //! it. A session is one connection's state machine in quinn-proto's style:
-//! the runtime feeds it the bytes it read ([`Dialler::handle_input`],
-//! [`Acceptor::handle_input`]), drains its events (`poll_event`) and writes
+//! the runtime feeds it the bytes it read ([`LinkDialler::handle_input`],
+//! [`LinkAcceptor::handle_input`]), drains its events (`poll_event`) and writes
 //! what it has to send (`poll_transmit`); it owns the socket, the timers and
 //! the threads or tasks, the session owns none of them.
 //!
-//! * The **dialler** ([`Dialler`]) is the connecting side: its first bytes
+//! * The **dialler** ([`LinkDialler`]) is the connecting side: its first bytes
 //!   are our `Hello`; the answer is a `Welcome` that must pass
 //!   [`Handshake::check_answer`] (the node dialled, our cluster, version and
 //!   timing digest), reported as [`LinkEvent::Up`], or a `Refused`, or
 //!   anything else, each reported as [`LinkEvent::Closed`] with its
 //!   [`HandshakeError`]. Once up it encodes the node's frames into the
-//!   caller's buffer ([`Dialler::encode`]), never before: a frame sent before
+//!   caller's buffer ([`LinkDialler::encode`]), never before: a frame sent before
 //!   the peer checked our handshake would reach a node that may not be in our
 //!   cluster at all.
-//! * The **acceptor** ([`Acceptor`]) is the accepting side: its first frame
+//! * The **acceptor** ([`LinkAcceptor`]) is the accepting side: its first frame
 //!   must be a `Hello` that passes [`Handshake::check`]; it answers `Welcome`
 //!   (and reports [`LinkEvent::Up`]) or `Refused` with the reason (and reports
 //!   [`LinkEvent::Closed`]; the runtime writes the refusal, then lingers and
@@ -30,18 +30,31 @@
 //!
 //! Both sessions are bounded and allocate nothing: a session holds at most
 //! one partial frame ([`MAX_FRAME_BYTES`]), at most one pending event and at
-//! most one pending handshake frame to write. [`Dialler::handle_input`] and
-//! [`Acceptor::handle_input`] consume bytes only up to the end of the first
+//! most one pending handshake frame to write. [`LinkDialler::handle_input`] and
+//! [`LinkAcceptor::handle_input`] consume bytes only up to the end of the first
 //! frame they complete, so the caller feeds, drains, and feeds the rest
 //! (the loop rule: after every input, drain `poll_event` until `None`). A
 //! malformed frame, a protocol violation or a failed handshake ends the
 //! session ([`LinkEvent::Closed`]); the dialler redials, as the protocol
 //! expects of it.
 //!
+//! Time, as everywhere in the crate, is an argument. A session made with
+//! `new_at(.., now)` has a handshake deadline, `now` plus
+//! [`HANDSHAKE_TIMEOUT`]: the runtime feeds input with
+//! [`handle_input_at`](LinkDialler::handle_input_at), arms one timer at
+//! [`poll_timeout`](LinkDialler::poll_timeout) after draining the events, and
+//! calls [`handle_timeout`](LinkDialler::handle_timeout) when it passes; a
+//! handshake still pending then ends the session with
+//! [`LinkError::HandshakeTimeout`]. Once the link is up there is no timer:
+//! liveness of an up link is the runtime's I/O timeout. The time-less
+//! `new` and `handle_input` are the old interface, kept until the runtimes
+//! move (a session made with `new` has no handshake deadline of its own);
+//! they will go.
+//!
 //! A runtime's loop, here with the two sides joined in memory:
 //!
 //! ```
-//! use leasetso_core::link::{Acceptor, Dialler, LinkEvent};
+//! use leasetso_core::link::{LinkAcceptor, LinkDialler, LinkEvent};
 //! use leasetso_core::peer::PEER_VERSION;
 //! use leasetso_core::{Handshake, NodeId, PeerFrame};
 //!
@@ -53,8 +66,8 @@
 //!     resp_addr: None,
 //!     digest: 42,
 //! };
-//! let mut dialler = Dialler::new(hs(0), 3, NodeId(1));
-//! let mut acceptor = Acceptor::new(hs(1), 3);
+//! let mut dialler = LinkDialler::new(hs(0), 3, NodeId(1));
+//! let mut acceptor = LinkAcceptor::new(hs(1), 3);
 //!
 //! // Dialler → acceptor: the Hello.
 //! let mut wire = Vec::new();
@@ -84,16 +97,35 @@
 //! ```
 
 use core::net::SocketAddr;
+use core::time::Duration;
 
 use bytes::BufMut;
 
 use crate::ballot::NodeId;
 use crate::peer::{Handshake, HandshakeError, MAX_PEER_FRAME_LEN, PeerFrame};
+use crate::time::Instant;
 use crate::wire::{EncodeError, LEN_PREFIX, WireError};
 
 /// The largest peer frame, length prefix included: the most bytes a session
-/// buffers, and room enough for any frame [`Dialler::encode`] writes.
+/// buffers, and room enough for any frame [`LinkDialler::encode`] writes.
 pub const MAX_FRAME_BYTES: usize = LEN_PREFIX + MAX_PEER_FRAME_LEN as usize;
+
+/// How long a handshake may take, from the session's start
+/// ([`LinkDialler::new_at`], [`LinkAcceptor::new_at`]) to the link being up:
+/// a peer that connects and then says nothing (or too little) must not hold
+/// a session, and on the dialler's side a redial, forever. A handshake is
+/// two frames of at most [`MAX_FRAME_BYTES`] each; seconds are plenty on
+/// any network a cluster runs on.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Old name, kept until the runtimes move: use [`LinkDialler`]. (Renamed so
+/// that no two public types of the crate share a name: `lease::Acceptor` is
+/// PaxosLease's acceptor.)
+pub type Dialler = LinkDialler;
+
+/// Old name, kept until the runtimes move: use [`LinkAcceptor`]. (Renamed
+/// because `lease::Acceptor` is PaxosLease's acceptor, a different thing.)
+pub type Acceptor = LinkAcceptor;
 
 /// What a session reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,9 +176,14 @@ pub enum LinkError {
     /// dialler reads only to learn that the connection ended).
     #[error("the accepting side wrote after its Welcome")]
     WroteAfterWelcome,
+    /// The handshake did not complete by its deadline (the session's start
+    /// plus [`HANDSHAKE_TIMEOUT`]). No refusal is sent: nothing says the
+    /// peer is still there to read it.
+    #[error("the peer handshake did not complete within {0:?}")]
+    HandshakeTimeout(Duration),
 }
 
-/// Why [`Dialler::encode`] did not encode a frame; the session goes on.
+/// Why [`LinkDialler::encode`] did not encode a frame; the session goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
     /// The link is not up (the handshake is pending, or the session ended).
@@ -269,7 +306,7 @@ enum DialState {
 
 /// The connecting side of a peer link (see the module docs).
 #[derive(Clone, Debug)]
-pub struct Dialler {
+pub struct LinkDialler {
     ours: Handshake,
     nodes: u16,
     dialled: NodeId,
@@ -278,13 +315,15 @@ pub struct Dialler {
     hello: Option<PeerFrame>,
     event: Option<LinkEvent>,
     rx: Reassembly,
+    /// When the handshake fails if still pending (`None`: made with `new`).
+    deadline: Option<Instant>,
 }
 
-impl Dialler {
+impl LinkDialler {
     /// A session dialling node `dialled` of a cluster of `nodes`, as `ours`
     /// says. Its first transmit is the Hello.
     pub fn new(ours: Handshake, nodes: u16, dialled: NodeId) -> Self {
-        Dialler {
+        LinkDialler {
             ours,
             nodes,
             dialled,
@@ -292,7 +331,14 @@ impl Dialler {
             hello: Some(PeerFrame::Hello(ours)),
             event: None,
             rx: Reassembly::new(),
+            deadline: None,
         }
+    }
+
+    /// The same, started at `now`: the handshake must complete by `now +`
+    /// [`HANDSHAKE_TIMEOUT`] ([`LinkDialler::poll_timeout`]).
+    pub fn new_at(ours: Handshake, nodes: u16, dialled: NodeId, now: Instant) -> Self {
+        LinkDialler { deadline: Some(now + HANDSHAKE_TIMEOUT), ..Self::new(ours, nodes, dialled) }
     }
 
     /// The node this session dials.
@@ -319,7 +365,7 @@ impl Dialler {
 
     /// Feeds bytes read from the connection. Returns how many were used: up
     /// to the end of the first frame that completes (the caller drains
-    /// [`Dialler::poll_event`], then feeds the rest). Nothing is used while
+    /// [`LinkDialler::poll_event`], then feeds the rest). Nothing is used while
     /// an event waits to be drained.
     pub fn handle_input(&mut self, bytes: &[u8]) -> usize {
         if self.event.is_some() {
@@ -348,6 +394,31 @@ impl Dialler {
                 }
                 used
             }
+        }
+    }
+
+    /// Feeds bytes read from the connection at `now`, as
+    /// [`handle_input`](LinkDialler::handle_input) does, after the deadline
+    /// check of [`handle_timeout`](LinkDialler::handle_timeout): bytes that
+    /// arrive after the deadline do not complete the handshake.
+    pub fn handle_input_at(&mut self, bytes: &[u8], now: Instant) -> usize {
+        self.handle_timeout(now);
+        self.handle_input(bytes)
+    }
+
+    /// When [`handle_timeout`](LinkDialler::handle_timeout) is due: the
+    /// handshake's deadline while it is pending; `None` once up or over, or
+    /// for a session made with `new`.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline.filter(|_| self.state == DialState::Answer)
+    }
+
+    /// Time has come to `now`: a handshake still pending at its deadline
+    /// ends the session with [`LinkError::HandshakeTimeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.event.is_none() && self.poll_timeout().is_some_and(|at| at <= now) {
+            self.close(LinkError::HandshakeTimeout(HANDSHAKE_TIMEOUT));
         }
     }
 
@@ -389,7 +460,7 @@ enum AcceptState {
 
 /// The accepting side of a peer link (see the module docs).
 #[derive(Clone, Debug)]
-pub struct Acceptor {
+pub struct LinkAcceptor {
     ours: Handshake,
     nodes: u16,
     state: AcceptState,
@@ -397,13 +468,55 @@ pub struct Acceptor {
     answer: Option<PeerFrame>,
     event: Option<LinkEvent>,
     rx: Reassembly,
+    /// When the handshake fails if still pending (`None`: made with `new`).
+    deadline: Option<Instant>,
 }
 
-impl Acceptor {
+impl LinkAcceptor {
     /// A session for a connection a peer of a cluster of `nodes` opened to
     /// this node, which says `ours`.
     pub fn new(ours: Handshake, nodes: u16) -> Self {
-        Acceptor { ours, nodes, state: AcceptState::Hello, answer: None, event: None, rx: Reassembly::new() }
+        LinkAcceptor {
+            ours,
+            nodes,
+            state: AcceptState::Hello,
+            answer: None,
+            event: None,
+            rx: Reassembly::new(),
+            deadline: None,
+        }
+    }
+
+    /// The same, started at `now` (the connection accepted): the peer's
+    /// Hello must arrive by `now +` [`HANDSHAKE_TIMEOUT`]
+    /// ([`LinkAcceptor::poll_timeout`]).
+    pub fn new_at(ours: Handshake, nodes: u16, now: Instant) -> Self {
+        LinkAcceptor { deadline: Some(now + HANDSHAKE_TIMEOUT), ..Self::new(ours, nodes) }
+    }
+
+    /// Feeds bytes read from the connection at `now`, as
+    /// [`handle_input`](LinkAcceptor::handle_input) does, after the deadline
+    /// check of [`handle_timeout`](LinkAcceptor::handle_timeout): a Hello
+    /// that arrives after the deadline is not answered.
+    pub fn handle_input_at(&mut self, bytes: &[u8], now: Instant) -> usize {
+        self.handle_timeout(now);
+        self.handle_input(bytes)
+    }
+
+    /// When [`handle_timeout`](LinkAcceptor::handle_timeout) is due: the
+    /// handshake's deadline while the Hello is awaited; `None` once up or
+    /// over, or for a session made with `new`.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline.filter(|_| self.state == AcceptState::Hello)
+    }
+
+    /// Time has come to `now`: a Hello still awaited at the deadline ends
+    /// the session with [`LinkError::HandshakeTimeout`], without a refusal.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.event.is_none() && self.poll_timeout().is_some_and(|at| at <= now) {
+            self.close(LinkError::HandshakeTimeout(HANDSHAKE_TIMEOUT));
+        }
     }
 
     /// The peer, once its Hello passed (and while the session lasts).
@@ -434,7 +547,7 @@ impl Acceptor {
 
     /// Feeds bytes read from the connection. Returns how many were used: up
     /// to the end of the first frame that completes (the caller drains
-    /// [`Acceptor::poll_event`], then feeds the rest). Nothing is used while
+    /// [`LinkAcceptor::poll_event`], then feeds the rest). Nothing is used while
     /// an event waits to be drained.
     pub fn handle_input(&mut self, bytes: &[u8]) -> usize {
         if self.event.is_some() {
@@ -537,21 +650,21 @@ mod tests {
         fn poll_event(&mut self) -> Option<LinkEvent>;
     }
 
-    impl Session for Acceptor {
+    impl Session for LinkAcceptor {
         fn handle_input(&mut self, bytes: &[u8]) -> usize {
-            Acceptor::handle_input(self, bytes)
+            LinkAcceptor::handle_input(self, bytes)
         }
         fn poll_event(&mut self) -> Option<LinkEvent> {
-            Acceptor::poll_event(self)
+            LinkAcceptor::poll_event(self)
         }
     }
 
-    impl Session for Dialler {
+    impl Session for LinkDialler {
         fn handle_input(&mut self, bytes: &[u8]) -> usize {
-            Dialler::handle_input(self, bytes)
+            LinkDialler::handle_input(self, bytes)
         }
         fn poll_event(&mut self) -> Option<LinkEvent> {
-            Dialler::poll_event(self)
+            LinkDialler::poll_event(self)
         }
     }
 
@@ -575,7 +688,50 @@ mod tests {
         events
     }
 
-    fn transmit_acceptor(s: &mut Acceptor) -> Vec<u8> {
+    #[test]
+    fn a_handshake_not_done_by_its_deadline_fails_the_link() {
+        let t0 = Instant::from_millis(1_000);
+        let deadline = t0 + HANDSHAKE_TIMEOUT;
+        let timed_out = Some(LinkEvent::Closed(LinkError::HandshakeTimeout(HANDSHAKE_TIMEOUT)));
+        // A dialler whose Hello is never answered.
+        let mut d = LinkDialler::new_at(hs(0), NODES, NodeId(1), t0);
+        assert_eq!(d.poll_timeout(), Some(deadline));
+        let _ = d.poll_transmit(&mut Vec::new()).unwrap();
+        d.handle_timeout(Instant::from_nanos(deadline.as_nanos() - 1));
+        assert_eq!(d.poll_event(), None);
+        d.handle_timeout(deadline);
+        assert_eq!(d.poll_event(), timed_out);
+        assert!(d.is_closed());
+        assert_eq!(d.poll_timeout(), None);
+        // An acceptor fed half a Hello: a Welcome that comes late answers nothing.
+        let hello = bytes_of(&[PeerFrame::Hello(hs(0))]);
+        let mut a = LinkAcceptor::new_at(hs(1), NODES, t0);
+        assert_eq!(a.handle_input_at(&hello[..3], t0), 3);
+        assert_eq!(a.poll_event(), None);
+        assert_eq!(a.handle_input_at(&hello[3..], deadline), 0);
+        assert_eq!(a.poll_event(), timed_out);
+        assert!(a.is_closed());
+        assert!(transmit_acceptor(&mut a).is_empty(), "a refusal after a timeout");
+        // In time, the link comes up and the timer is gone on both sides.
+        let mut d = LinkDialler::new_at(hs(0), NODES, NodeId(1), t0);
+        let mut a = LinkAcceptor::new_at(hs(1), NODES, t0);
+        let mut wire = Vec::new();
+        let _ = d.poll_transmit(&mut wire).unwrap();
+        assert_eq!(a.handle_input_at(&wire, t0), wire.len());
+        assert!(matches!(a.poll_event(), Some(LinkEvent::Up { .. })));
+        assert_eq!(a.poll_timeout(), None);
+        let answer = transmit_acceptor(&mut a);
+        assert_eq!(d.handle_input_at(&answer, Instant::from_nanos(deadline.as_nanos() - 1)), answer.len());
+        assert!(matches!(d.poll_event(), Some(LinkEvent::Up { .. })));
+        assert_eq!(d.poll_timeout(), None);
+        d.handle_timeout(Instant::NEVER);
+        assert_eq!(d.poll_event(), None);
+        // The old constructors arm no deadline.
+        assert_eq!(LinkDialler::new(hs(0), NODES, NodeId(1)).poll_timeout(), None);
+        assert_eq!(LinkAcceptor::new(hs(1), NODES).poll_timeout(), None);
+    }
+
+    fn transmit_acceptor(s: &mut LinkAcceptor) -> Vec<u8> {
         let mut out = Vec::new();
         let _ = s.poll_transmit(&mut out).unwrap();
         out
@@ -583,8 +739,8 @@ mod tests {
 
     #[test]
     fn a_dialler_and_an_acceptor_link_up_and_frames_flow() {
-        let mut d = Dialler::new(hs(0), NODES, NodeId(1));
-        let mut a = Acceptor::new(hs(1), NODES);
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
+        let mut a = LinkAcceptor::new(hs(1), NODES);
         let mut wire = Vec::new();
         assert_eq!(d.encode(&lease(1, 0), &mut wire), Err(SendError::NotUp));
         assert!(wire.is_empty());
@@ -635,7 +791,7 @@ mod tests {
 
     #[test]
     fn the_dialler_refuses_handshake_frames_and_leaves_small_buffers_untouched() {
-        let mut d = Dialler::new(hs(0), NODES, NodeId(1));
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
         let _ = feed(&mut d, &bytes_of(&[PeerFrame::Welcome(hs(1))]), 100);
         let mut wire = Vec::new();
         for f in [PeerFrame::Hello(hs(0)), PeerFrame::Welcome(hs(0))] {
@@ -650,7 +806,7 @@ mod tests {
         );
         assert_eq!(small, [7u8; 8]);
         // The Hello stays pending while the buffer is too small.
-        let mut d = Dialler::new(hs(0), NODES, NodeId(1));
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
         let mut small = [0u8; 8];
         assert!(d.poll_transmit(&mut &mut small[..]).is_err());
         assert!(d.poll_transmit(&mut Vec::new()).unwrap() > 0);
@@ -660,7 +816,7 @@ mod tests {
     /// buffer (left untouched) and then goes out exactly once.
     #[test]
     fn the_acceptors_answer_stays_pending_while_the_buffer_is_too_small() {
-        let mut a = Acceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES);
         assert_eq!(a.poll_transmit(&mut Vec::new()), Ok(0), "nothing to answer before a Hello");
         let _ = feed(&mut a, &bytes_of(&[PeerFrame::Hello(hs(0))]), 64);
         let mut small = [5u8; 8];
@@ -684,7 +840,7 @@ mod tests {
             (Handshake { digest: 1, ..hs(0) }, Refusal::Digest),
         ];
         for (theirs, reason) in cases {
-            let mut a = Acceptor::new(hs(1), NODES);
+            let mut a = LinkAcceptor::new(hs(1), NODES);
             let events = feed(&mut a, &bytes_of(&[PeerFrame::Hello(theirs)]), 3);
             let [LinkEvent::Closed(LinkError::Handshake(e))] = events[..] else { panic!("{events:?}") };
             assert_eq!(e.refusal(), reason, "{theirs:?}");
@@ -702,7 +858,7 @@ mod tests {
             assert!(transmit_acceptor(&mut a).is_empty());
         }
         // A first frame that is no Hello is refused as NotHello.
-        let mut a = Acceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES);
         let events = feed(&mut a, &bytes_of(&[lease(1, 0)]), 1);
         assert_eq!(events, [LinkEvent::Closed(LinkError::Handshake(HandshakeError::NotHandshake))]);
         let out = transmit_acceptor(&mut a);
@@ -716,11 +872,11 @@ mod tests {
     fn garbage_before_the_hello_closes_without_an_answer() {
         let mut hello = bytes_of(&[PeerFrame::Hello(hs(0))]);
         hello[5] = b'X';
-        let mut a = Acceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES);
         assert_eq!(feed(&mut a, &hello, 7), [LinkEvent::Closed(LinkError::Malformed(WireError::BadMagic))]);
         assert!(transmit_acceptor(&mut a).is_empty());
         // An oversized length is refused from its prefix, before any body.
-        let mut a = Acceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES);
         let used = a.handle_input(&[0, 0, 1, 0]);
         assert_eq!(used, 4);
         assert!(matches!(
@@ -740,7 +896,7 @@ mod tests {
             (lease(1, 1), Some(Refusal::NotHello)),
         ];
         for (answer, ours) in cases {
-            let mut d = Dialler::new(hs(0), NODES, NodeId(1));
+            let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
             let _ = d.poll_transmit(&mut Vec::new()).unwrap();
             let events = feed(&mut d, &bytes_of(&[answer]), 2);
             let [LinkEvent::Closed(LinkError::Handshake(e))] = events[..] else {
@@ -753,7 +909,7 @@ mod tests {
             assert!(d.is_closed() && !d.is_up());
             assert_eq!(d.encode(&lease(1, 0), &mut Vec::new()), Err(SendError::NotUp));
         }
-        let mut d = Dialler::new(hs(0), NODES, NodeId(1));
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
         assert_eq!(
             feed(&mut d, b"HTTP/1.1 400 Bad Request\r\n", 100),
             [LinkEvent::Closed(LinkError::Malformed(WireError::FrameTooLarge {
@@ -765,7 +921,7 @@ mod tests {
 
     #[test]
     fn bytes_after_the_welcome_end_the_dialler() {
-        let mut d = Dialler::new(hs(0), NODES, NodeId(1));
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
         let wire = bytes_of(&[PeerFrame::Welcome(hs(1)), PeerFrame::RestartQuery]);
         let events = feed(&mut d, &wire, wire.len());
         assert!(matches!(events[0], LinkEvent::Up { peer: NodeId(1), .. }));
@@ -775,7 +931,7 @@ mod tests {
 
     #[test]
     fn a_handshake_frame_after_up_ends_the_acceptor() {
-        let mut a = Acceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES);
         let wire = bytes_of(&[PeerFrame::Hello(hs(2)), lease(1, 2), PeerFrame::Hello(hs(0)), lease(2, 0)]);
         let events = feed(&mut a, &wire, 5);
         assert!(matches!(events[0], LinkEvent::Up { peer: NodeId(2), .. }));
@@ -785,7 +941,7 @@ mod tests {
 
     #[test]
     fn input_waits_while_an_event_is_undrained() {
-        let mut a = Acceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES);
         let wire = bytes_of(&[PeerFrame::Hello(hs(0)), lease(1, 0)]);
         let used = a.handle_input(&wire);
         assert!(used < wire.len());
@@ -814,8 +970,8 @@ mod tests {
         fn any_cut_gives_the_same_frames(frames in proptest::collection::vec(any_frame(), 0..20), step in 1usize..80) {
             let mut wire = bytes_of(&[PeerFrame::Hello(hs(2))]);
             wire.extend(bytes_of(&frames));
-            let mut whole = Acceptor::new(hs(0), NODES);
-            let mut cut = Acceptor::new(hs(0), NODES);
+            let mut whole = LinkAcceptor::new(hs(0), NODES);
+            let mut cut = LinkAcceptor::new(hs(0), NODES);
             let a = feed(&mut whole, &wire, wire.len());
             let b = feed(&mut cut, &wire, step);
             prop_assert_eq!(&a, &b);
@@ -832,8 +988,8 @@ mod tests {
         fn any_bytes_into_an_acceptor(prefix_hello in any::<bool>(), bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let mut wire = if prefix_hello { bytes_of(&[PeerFrame::Hello(hs(1))]) } else { Vec::new() };
             wire.extend(&bytes);
-            let mut whole = Acceptor::new(hs(0), NODES);
-            let mut bytewise = Acceptor::new(hs(0), NODES);
+            let mut whole = LinkAcceptor::new(hs(0), NODES);
+            let mut bytewise = LinkAcceptor::new(hs(0), NODES);
             let a = feed(&mut whole, &wire, wire.len());
             let b = feed(&mut bytewise, &wire, 1);
             prop_assert_eq!(&a, &b);
@@ -852,8 +1008,8 @@ mod tests {
 
         #[test]
         fn any_bytes_into_a_dialler(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let mut whole = Dialler::new(hs(0), NODES, NodeId(1));
-            let mut bytewise = Dialler::new(hs(0), NODES, NodeId(1));
+            let mut whole = LinkDialler::new(hs(0), NODES, NodeId(1));
+            let mut bytewise = LinkDialler::new(hs(0), NODES, NodeId(1));
             let a = feed(&mut whole, &bytes, bytes.len());
             let b = feed(&mut bytewise, &bytes, 1);
             prop_assert_eq!(&a, &b);

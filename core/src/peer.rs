@@ -32,8 +32,8 @@ use core::net::SocketAddr;
 
 use bytes::{Buf, BufMut};
 
-use crate::ballot::{Ballot, NodeId};
-use crate::lease::message::{BALLOT_LEN, get_ballot, lease_body_len, put_ballot};
+use crate::ballot::{BALLOT_LEN, Ballot, NodeId, get_ballot, put_ballot};
+use crate::lease::message::lease_body_len;
 use crate::lease::{LeaseTiming, Message};
 use crate::store::{StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest};
 use crate::time::nanos;
@@ -337,6 +337,40 @@ fn get_bool(buf: &mut &[u8], field: &'static str) -> Result<bool, WireError> {
         0 => Ok(false),
         1 => Ok(true),
         _ => Err(WireError::BadValue(field)),
+    }
+}
+
+/// A lease message alone on the wire is a peer frame of one of its kinds
+/// (`0x41..=0x47`): its framing lives here with the peer protocol's, so
+/// that `crate::lease::message` (the kinds and bodies) never imports the
+/// protocol that carries it.
+impl Message {
+    /// Bytes of the encoded frame, length prefix included.
+    pub fn encoded_len(&self) -> usize {
+        // Every kind `kind()` returns has a body length.
+        LEN_PREFIX + 1 + lease_body_len(self.kind()).unwrap_or(0)
+    }
+
+    /// Appends the frame to `buf`, or leaves it untouched if it has no room.
+    /// The frame is a peer frame (`crate::peer`): lease messages are the
+    /// kinds `0x41..=0x47` of the peer protocol.
+    pub fn encode(&self, buf: &mut impl BufMut) -> Result<usize, EncodeError> {
+        let required = PEER.begin(buf, self.kind())?;
+        self.encode_body(buf);
+        Ok(required)
+    }
+
+    /// Decodes the first frame of `bytes`: a message and the bytes it used,
+    /// `None` if more bytes are needed, or an error if they can never be one
+    /// (including a peer frame of a kind that is not a lease message).
+    pub fn decode(bytes: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
+        let Some(RawFrame { kind, rest: mut buf, consumed }) = PEER.split(bytes)? else {
+            return Ok(None);
+        };
+        match Self::decode_body(kind, &mut buf)? {
+            Some(msg) => Ok(Some((msg, consumed))),
+            None => Err(WireError::UnknownKind(kind)),
+        }
     }
 }
 

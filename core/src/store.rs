@@ -7,7 +7,7 @@
 //! the conformance tests every real store passes.
 //!
 //! There is **one lease**, whatever the nodes' modes, and so **one fence**
-//! per store (DESIGN.md, "Yielding"). Rules every store enforces:
+//! per store (ARCHITECTURE.md, "Yielding"). Rules every store enforces:
 //! * **S1 (fence)**: a load or save whose fence is lower than the stored fence
 //!   is rejected with [`StoreReject::Fenced`]; otherwise the stored fence
 //!   rises to it. So once a newer leader has loaded on a quorum, an older one

@@ -13,8 +13,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{Buf, BufMut};
 
-use crate::ballot::{Ballot, NodeId};
-use crate::lease::message::{BALLOT_LEN, get_ballot, put_ballot};
+use crate::ballot::{BALLOT_LEN, Ballot, NodeId, get_ballot, put_ballot};
 use crate::timestamp::Timestamp;
 
 /// The magic every handshake frame starts with.
@@ -25,6 +24,14 @@ pub const VERSION: u8 = 1;
 pub const MAX_FRAME_LEN: u32 = 256;
 /// Bytes of the length prefix.
 pub const LEN_PREFIX: usize = 4;
+/// The bytes of the largest client frame, length prefix included: the one
+/// bound every buffer of the client protocol is sized by. A reader that
+/// keeps this much room free always fits one whole frame (so a frame never
+/// waits for room that cannot come), a writer with this much room can
+/// always write one, and a partial frame never needs more. Known before as
+/// `conn::FRAME_ROOM` (still re-exported there), `client::TRANSMIT_MIN` (an
+/// alias of it) and the client's private `RX`.
+pub const FRAME_ROOM: usize = LEN_PREFIX + MAX_FRAME_LEN as usize;
 /// The node id that means "none" on the wire.
 pub const NO_NODE: u16 = u16::MAX;
 /// Bytes of an encoded address hint: family, 16 address bytes, port.
@@ -91,41 +98,9 @@ impl ErrorCode {
     }
 }
 
-/// A node's role as reported by [`Frame::Status`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Role {
-    /// Holds no lease.
-    Follower = 0,
-    /// Holds the lease and is syncing the window; serves nothing yet.
-    Syncing = 1,
-    /// Holds the lease and serves timestamps.
-    Leader = 2,
-    /// Stands down while a dedicated primary is registered.
-    Yielded = 3,
-}
-
-impl Role {
-    fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            0 => Role::Follower,
-            1 => Role::Syncing,
-            2 => Role::Leader,
-            3 => Role::Yielded,
-            _ => return None,
-        })
-    }
-
-    /// The role as operators read it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Follower => "follower",
-            Role::Syncing => "syncing",
-            Role::Leader => "leader",
-            Role::Yielded => "yielded",
-        }
-    }
-}
+/// A node's role, as [`Frame::Status`] reports it: defined in [`crate::role`]
+/// (a leaf the node and the codecs both use), re-exported here.
+pub use crate::role::Role;
 
 /// Who serves, as far as a node knows: for redirecting clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -154,7 +129,7 @@ pub struct LeaseView {
     /// The cluster size.
     pub nodes: u16,
     /// The node's mode.
-    pub mode: crate::node::Mode,
+    pub mode: crate::role::Mode,
     /// The primary registration the node last read or made: `(id, tag)`.
     pub primary: Option<(NodeId, Ballot)>,
 }
@@ -375,8 +350,8 @@ fn put_view(buf: &mut impl BufMut, v: &LeaseView) {
     buf.put_u32(v.links_up);
     buf.put_u16(v.nodes);
     buf.put_u8(match v.mode {
-        crate::node::Mode::Deferring => 0,
-        crate::node::Mode::Primary => 1,
+        crate::role::Mode::Deferring => 0,
+        crate::role::Mode::Primary => 1,
     });
     put_primary(buf, v.primary);
 }
@@ -390,8 +365,8 @@ fn get_view(buf: &mut impl Buf) -> Result<LeaseView, WireError> {
         links_up: buf.get_u32(),
         nodes: buf.get_u16(),
         mode: match buf.get_u8() {
-            0 => crate::node::Mode::Deferring,
-            1 => crate::node::Mode::Primary,
+            0 => crate::role::Mode::Deferring,
+            1 => crate::role::Mode::Primary,
             _ => return Err(WireError::BadValue("mode")),
         },
         primary: get_primary(buf)?,
@@ -680,7 +655,7 @@ mod tests {
                     fence: Some(crate::Ballot::new(3, 2, NodeId(0))),
                     links_up: 0b101,
                     nodes: 3,
-                    mode: crate::node::Mode::Primary,
+                    mode: crate::role::Mode::Primary,
                     primary: Some((NodeId(0), crate::Ballot::new(0, 2, NodeId(0)))),
                 },
             },
@@ -755,7 +730,7 @@ mod tests {
         use super::*;
         use crate::ballot::Ballot;
         use crate::codec_props::{addr, ballot, check_any_bytes, check_round_trip, frame_like, node};
-        use crate::node::Mode;
+        use crate::role::Mode;
 
         /// An optional ballot as a Status carries it: the zero ballot is "none".
         fn opt_ballot() -> impl Strategy<Value = Option<Ballot>> {

@@ -1,5 +1,6 @@
 //! GetTS and the periodic update allocate nothing after construction, and
-//! neither does a client connection's session once it is set up.
+//! neither does a client connection's session, nor a RESP connection's,
+//! once it is set up.
 //!
 //! A counting global allocator counts the allocations of each thread, so
 //! the tests of this binary can run side by side.
@@ -7,7 +8,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use core::net::SocketAddr;
+
 use leasetso_core::conn::{FLUSH, OUT_CAPACITY, READ_BUF};
+use leasetso_core::resp::{OUT_LIMIT, RespBackend, RespConn, RespServed, ServerInfo};
 use leasetso_core::wire::VERSION;
 use leasetso_core::{
     Backend, Frame, Instant, LeaderHint, MemStore, Node, NodeConfig, NodeId, Output, Served, ServerConn,
@@ -273,4 +277,68 @@ fn a_client_sessions_get_ts_path_does_not_allocate() {
     assert!(flushes >= 200, "out filled up to the flush mark ({flushes} flushes, FLUSH {FLUSH})");
     assert_eq!(out.capacity(), capacity, "out was never reallocated");
     assert_eq!(after - before, 0, "allocations on a session's GetTS path");
+}
+
+impl RespBackend for AtNow<'_> {
+    fn get_ts(&mut self, count: u32) -> Result<Timestamp, TsRefusal> {
+        Ok(self.node.get_ts(count, self.now)?)
+    }
+    fn resp_addr(&self, _node: NodeId) -> Option<SocketAddr> {
+        None
+    }
+}
+
+#[test]
+fn a_resp_sessions_pipelined_tso_path_does_not_allocate() {
+    let wall0 = 1_700_000_000_000u64;
+    let mut store = MemStore::new();
+    let mut node = Node::new(NodeConfig::single(), store.bump_restart(), Instant::ZERO).unwrap();
+    node.handle_timeout(Instant::ZERO, wall0);
+    drain(&mut node, &mut store, Instant::ZERO, wall0);
+    assert!(node.is_serving(Instant::ZERO), "a single node serves at once");
+
+    // Set up as a runtime does: the session, its output buffer, and what a
+    // Redis client pipelines (TSOs, a PING and a CLIENT ID among them).
+    let mut conn = RespConn::new(1, ServerInfo { node: NodeId(0), nodes: 1 });
+    let mut out = Vec::with_capacity(OUT_LIMIT);
+    let mut input = Vec::new();
+    for i in 0..2_000 {
+        match i % 100 {
+            0 => input.extend_from_slice(b"PING\r\n"),
+            50 => input.extend_from_slice(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n"),
+            _ => input.extend_from_slice(b"*2\r\n$3\r\nTSO\r\n$1\r\n3\r\n"),
+        }
+    }
+    let capacity = out.capacity();
+
+    let before = allocations();
+    let (mut replies, mut flushes) = (0usize, 0usize);
+    for tick in 1..=50u64 {
+        let now = node.poll_timeout().unwrap();
+        let wall = wall0 + tick * 50;
+        node.handle_timeout(now, wall);
+        drain(&mut node, &mut store, now, wall);
+        let mut backend = AtNow { node: &mut node, now };
+        let mut at = 0;
+        loop {
+            let (used, served) = conn.handle(&input[at..], now, &mut backend, &mut out);
+            at += used;
+            // What a runtime writes out: every reply is one line here.
+            replies += out.iter().filter(|&&b| b == b'\n').count();
+            assert!(!out.contains(&b'-'), "an error reply");
+            out.clear();
+            match served {
+                RespServed::Flush => flushes += 1,
+                RespServed::Read => break,
+                RespServed::Close(why) => panic!("closed: {why}"),
+            }
+        }
+        assert_eq!(at, input.len());
+    }
+    let after = allocations();
+
+    assert_eq!(replies, 50 * 2_000, "every command answered");
+    assert!(flushes >= 50, "out filled up to the flush mark ({flushes} flushes)");
+    assert_eq!(out.capacity(), capacity, "out was never reallocated");
+    assert_eq!(after - before, 0, "allocations on a RESP session's TSO path");
 }

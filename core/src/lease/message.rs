@@ -2,15 +2,17 @@
 //!
 //! Messages are small `Copy` values. On the wire a lease message is a peer
 //! frame (`crate::peer`): `len: u32` (bytes that follow), `kind: u8`, then a
-//! body whose size the kind fixes; big-endian throughout. A ballot is
-//! `counter: u64, restart: u64, node: u16`. The owner of a lease is the node
+//! body whose size the kind fixes; big-endian throughout. This module owns
+//! the kinds and the bodies; the frame around them (and so
+//! [`Message::encode`] and [`Message::decode`]) is `crate::peer`'s, which
+//! keeps this module free of the peer protocol that carries it. A ballot is
+//! encoded as [`crate::ballot`] says. The owner of a lease is the node
 //! of its ballot: a proposer only ever proposes itself.
 
 use bytes::{Buf, BufMut};
 
-use crate::ballot::{Ballot, NodeId};
-use crate::peer::PEER;
-use crate::wire::{EncodeError, LEN_PREFIX, RawFrame, WireError};
+use crate::ballot::{BALLOT_LEN, Ballot, get_ballot, put_ballot};
+use crate::wire::WireError;
 
 /// One PaxosLease message (PaxosLease Revisited's names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,7 +62,7 @@ pub enum LeaseMsg {
 }
 
 /// A lease message between nodes. There is one lease per cluster, whatever
-/// the nodes' modes (DESIGN.md, "Yielding"): a deferring and a primary node
+/// the nodes' modes (ARCHITECTURE.md, "Yielding"): a deferring and a primary node
 /// compete for the same lease, so at most one of them serves at any instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Message {
@@ -68,7 +70,6 @@ pub struct Message {
     pub msg: LeaseMsg,
 }
 
-pub(crate) const BALLOT_LEN: usize = 18;
 const PREPARE: u8 = 0x41;
 const PROMISE: u8 = 0x42;
 const REJECTED: u8 = 0x43;
@@ -87,16 +88,6 @@ pub(crate) fn lease_body_len(kind: u8) -> Option<usize> {
         LEARN_CHOSEN => BALLOT_LEN + 4,
         _ => return None,
     })
-}
-
-pub(crate) fn put_ballot(buf: &mut impl BufMut, b: Ballot) {
-    buf.put_u64(b.counter);
-    buf.put_u64(b.restart);
-    buf.put_u16(b.node.0);
-}
-
-pub(crate) fn get_ballot(buf: &mut impl Buf) -> Ballot {
-    Ballot { counter: buf.get_u64(), restart: buf.get_u64(), node: NodeId(buf.get_u16()) }
 }
 
 impl Message {
@@ -127,21 +118,6 @@ impl Message {
         }
     }
 
-    /// Bytes of the encoded frame, length prefix included.
-    pub fn encoded_len(&self) -> usize {
-        // Every kind `kind()` returns has a body length.
-        LEN_PREFIX + 1 + lease_body_len(self.kind()).unwrap_or(0)
-    }
-
-    /// Appends the frame to `buf`, or leaves it untouched if it has no room.
-    /// The frame is a peer frame (`crate::peer`): lease messages are the
-    /// kinds `0x41..=0x47` of the peer protocol.
-    pub fn encode(&self, buf: &mut impl BufMut) -> Result<usize, EncodeError> {
-        let required = PEER.begin(buf, self.kind())?;
-        self.encode_body(buf);
-        Ok(required)
-    }
-
     /// Writes the body of a frame whose prefix and kind are written.
     pub(crate) fn encode_body(&self, buf: &mut impl BufMut) {
         match self.msg {
@@ -162,19 +138,6 @@ impl Message {
                 put_ballot(buf, ballot);
                 buf.put_u32(remaining_ms);
             }
-        }
-    }
-
-    /// Decodes the first frame of `bytes`: a message and the bytes it used,
-    /// `None` if more bytes are needed, or an error if they can never be one
-    /// (including a peer frame of a kind that is not a lease message).
-    pub fn decode(bytes: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
-        let Some(RawFrame { kind, rest: mut buf, consumed }) = PEER.split(bytes)? else {
-            return Ok(None);
-        };
-        match Self::decode_body(kind, &mut buf)? {
-            Some(msg) => Ok(Some((msg, consumed))),
-            None => Err(WireError::UnknownKind(kind)),
         }
     }
 
@@ -212,6 +175,8 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ballot::NodeId;
+    use crate::wire::{EncodeError, LEN_PREFIX};
 
     fn samples() -> Vec<Message> {
         let b = Ballot::new(7, 3, NodeId(2));

@@ -64,7 +64,7 @@ pub use message::{LeaseMsg, Message};
 pub use proposer::{LeaseChange, Proposer};
 pub use timing::{LeaseConfig, LeaseConfigError, LeaseTiming};
 
-/// Known-broken protocol variants (DESIGN.md), which the simulator and the
+/// Known-broken protocol variants (ARCHITECTURE.md), which the simulator and the
 /// model checker must catch. A default `Bugs` is the correct protocol; the
 /// others are constructible only in `leasetso-core-variants`
 /// (tests/core-variants), the build of these sources that sets
