@@ -198,7 +198,7 @@ pub struct ServerConn {
     node: NodeId,
     nodes: u16,
     state: State,
-    /// The latest time an input carried ([`ServerConn::handle_at`]), for
+    /// The latest time an input carried ([`ServerConn::handle`]), for
     /// the runtime's idle rules; nothing here enforces a time yet.
     last_input: Option<Instant>,
 }
@@ -221,26 +221,9 @@ impl ServerConn {
     }
 
     /// The latest time an input carried, if any came through
-    /// [`handle_at`](ServerConn::handle_at).
+    /// [`handle`](ServerConn::handle).
     pub fn last_input(&self) -> Option<Instant> {
         self.last_input
-    }
-
-    /// [`handle`](ServerConn::handle) for input read at `now`: the session
-    /// contract's form (inputs carry their time; see the crate docs). `now`
-    /// is recorded ([`last_input`](ServerConn::last_input)) and enforces
-    /// nothing yet: the lease check's time is the backend's to read, under
-    /// its lock. Runtimes should call this one; `handle` will go.
-    #[must_use = "the consumed bytes must be dropped from the input and the runtime must act on `Served`"]
-    pub fn handle_at(
-        &mut self,
-        input: &[u8],
-        now: Instant,
-        backend: &mut impl Backend,
-        out: &mut Vec<u8>,
-    ) -> (usize, Served) {
-        self.last_input = Some(self.last_input.map_or(now, |at| at.max(now)));
-        self.handle(input, backend, out)
     }
 
     /// Answers the complete frames at the start of `input` in order,
@@ -249,8 +232,19 @@ impl ServerConn {
     /// bytes behind it) and what the runtime does next. Never panics, and
     /// never lets `out` grow past [`OUT_CAPACITY`] if the runtime empties it
     /// on [`Served::Flush`].
+    ///
+    /// `now` is when `input` was read (the session contract: inputs carry
+    /// their time). It is recorded ([`last_input`](ServerConn::last_input));
+    /// the lease check's time is the backend's to read, under its lock.
     #[must_use = "the consumed bytes must be dropped from the input and the runtime must act on `Served`"]
-    pub fn handle(&mut self, input: &[u8], backend: &mut impl Backend, out: &mut Vec<u8>) -> (usize, Served) {
+    pub fn handle(
+        &mut self,
+        input: &[u8],
+        now: Instant,
+        backend: &mut impl Backend,
+        out: &mut Vec<u8>,
+    ) -> (usize, Served) {
+        self.last_input = Some(self.last_input.map_or(now, |at| at.max(now)));
         let mut used = 0;
         loop {
             match self.state {
@@ -425,6 +419,8 @@ mod tests {
     use crate::wire::{LEN_PREFIX, MAGIC, Role};
 
     const CLUSTER: u64 = 7;
+    /// The time of the tests' inputs (the session records it, nothing more).
+    const NOW: Instant = Instant::from_millis(1);
     const ME: NodeId = NodeId(1);
 
     /// A node whose answers the test sets, counting what it was asked.
@@ -517,25 +513,19 @@ mod tests {
     fn run(input: &[u8], backend: &mut Fake) -> (usize, Served, Vec<Frame>, ServerConn) {
         let mut conn = ServerConn::new(CLUSTER, ME, 3);
         let mut out = Vec::new();
-        let (used, served) = conn.handle(input, backend, &mut out);
+        let (used, served) = conn.handle(input, NOW, backend, &mut out);
         (used, served, frames(&out), conn)
     }
 
     #[test]
-    fn handle_at_answers_as_handle_does_and_records_the_time() {
+    fn the_time_of_the_latest_input_is_recorded_and_never_runs_back() {
         let input = bytes(&[hello(CLUSTER), Frame::GetTs { id: 1, count: 2 }]);
-        let (mut old, mut new) = (ServerConn::new(CLUSTER, ME, 3), ServerConn::new(CLUSTER, ME, 3));
-        let (mut out_old, mut out_new) = (Vec::new(), Vec::new());
-        let a = old.handle(&input, &mut Fake::serving(), &mut out_old);
-        let b =
-            new.handle_at(&input, crate::time::Instant::from_millis(5), &mut Fake::serving(), &mut out_new);
-        assert_eq!((a, out_old), (b, out_new));
-        assert_eq!(old.last_input(), None);
-        assert_eq!(new.last_input(), Some(crate::time::Instant::from_millis(5)));
-        // Time never runs back.
-        let _ =
-            new.handle_at(&[], crate::time::Instant::from_millis(3), &mut Fake::serving(), &mut Vec::new());
-        assert_eq!(new.last_input(), Some(crate::time::Instant::from_millis(5)));
+        let mut conn = ServerConn::new(CLUSTER, ME, 3);
+        assert_eq!(conn.last_input(), None);
+        let _ = conn.handle(&input, Instant::from_millis(5), &mut Fake::serving(), &mut Vec::new());
+        assert_eq!(conn.last_input(), Some(Instant::from_millis(5)));
+        let _ = conn.handle(&[], Instant::from_millis(3), &mut Fake::serving(), &mut Vec::new());
+        assert_eq!(conn.last_input(), Some(Instant::from_millis(5)));
     }
 
     #[test]
@@ -561,7 +551,7 @@ mod tests {
             let input = bytes(&[frame, Frame::GetTs { id: 1, count: 1 }]);
             let mut conn = ServerConn::new(CLUSTER, ME, 3);
             let mut out = Vec::new();
-            let (used, served) = conn.handle(&input, &mut backend, &mut out);
+            let (used, served) = conn.handle(&input, NOW, &mut backend, &mut out);
             assert_eq!(served, Served::Close(Fatal::Refused(code)), "{frame:?}");
             assert!(used <= input.len());
             assert_eq!(frames(&out), [fatal(code)]);
@@ -569,7 +559,7 @@ mod tests {
             assert!(conn.is_closed() && !conn.is_greeted());
             // Closed stays closed: nothing is consumed or answered again.
             let before = out.len();
-            assert_eq!(conn.handle(&input[used..], &mut backend, &mut out), (0, served));
+            assert_eq!(conn.handle(&input[used..], NOW, &mut backend, &mut out), (0, served));
             assert_eq!(out.len(), before);
             assert_eq!(backend.tallies, [Tally::Error]);
         }
@@ -659,7 +649,7 @@ mod tests {
         let mut start = 0;
         // Byte by byte: each call consumes a frame only when it is whole.
         for end in 0..=input.len() {
-            let (used, served) = conn.handle(&input[start..end], &mut backend, &mut out);
+            let (used, served) = conn.handle(&input[start..end], NOW, &mut backend, &mut out);
             assert_eq!(served, Served::Read);
             start += used;
             let expected = if end == input.len() {
@@ -829,7 +819,7 @@ mod tests {
         let capacity = out.capacity();
         let (mut at, mut flushes, mut answered) = (0, 0, Vec::new());
         loop {
-            let (used, served) = conn.handle(&input[at..], &mut backend, &mut out);
+            let (used, served) = conn.handle(&input[at..], NOW, &mut backend, &mut out);
             at += used;
             assert!(out.len() <= OUT_CAPACITY);
             answered.extend(frames(&out));
@@ -839,7 +829,7 @@ mod tests {
                     flushes += 1;
                     // Not emptied: asked again, it waits rather than grows.
                     let len = out.len();
-                    assert_eq!(conn.handle(&input[at..], &mut backend, &mut out), (0, Served::Flush));
+                    assert_eq!(conn.handle(&input[at..], NOW, &mut backend, &mut out), (0, Served::Flush));
                     assert_eq!(out.len(), len);
                     out.clear();
                 }
@@ -873,11 +863,11 @@ mod tests {
         let mut backend = Fake::serving();
         let mut conn = ServerConn::new(CLUSTER, ME, 3);
         let mut out = Vec::new();
-        let (used, served) = conn.handle(&input, &mut backend, &mut out);
+        let (used, served) = conn.handle(&input, NOW, &mut backend, &mut out);
         assert_eq!(served, Served::Admin { id: 2, op: StoreOp::ReadPrimary });
         assert_eq!(backend.get_ts_calls, 1, "nothing after the operator request ran");
         // Asked again before the store answered: the same request, nothing consumed.
-        assert_eq!(conn.handle(&input[used..], &mut backend, &mut out), (0, served));
+        assert_eq!(conn.handle(&input[used..], NOW, &mut backend, &mut out), (0, served));
         assert_eq!(
             conn.admin_done(9, None, &mut backend, &mut out),
             Err(AdminError::NotPending { id: 9, pending: Some(2) })
@@ -889,12 +879,12 @@ mod tests {
             Err(AdminError::NotPending { id: 2, pending: None })
         );
         let mut at = used;
-        let (used, served) = conn.handle(&input[at..], &mut backend, &mut out);
+        let (used, served) = conn.handle(&input[at..], NOW, &mut backend, &mut out);
         at += used;
         assert_eq!(served, Served::Admin { id: 4, op: StoreOp::ClearPrimary { id: NodeId(2), tag } });
         // The store did not answer in time: Internal, and the session goes on.
         conn.admin_done(4, None, &mut backend, &mut out).unwrap();
-        let (used, served) = conn.handle(&input[at..], &mut backend, &mut out);
+        let (used, served) = conn.handle(&input[at..], NOW, &mut backend, &mut out);
         assert_eq!((at + used, served), (input.len(), Served::Read));
         let last = Timestamp::from_u64(1 << 20);
         assert_eq!(
@@ -911,7 +901,7 @@ mod tests {
         // A store reply out of contract is Internal too.
         let mut conn = ServerConn::new(CLUSTER, ME, 3);
         let mut out = Vec::new();
-        let _ = conn.handle(&bytes(&[hello(0), Frame::ReadPrimary { id: 6 }]), &mut backend, &mut out);
+        let _ = conn.handle(&bytes(&[hello(0), Frame::ReadPrimary { id: 6 }]), NOW, &mut backend, &mut out);
         conn.admin_done(6, Some(Ok(StoreOk::Saved)), &mut backend, &mut out).unwrap();
         assert_eq!(
             frames(&out)[1],
@@ -937,7 +927,7 @@ mod tests {
             let mut out = Vec::with_capacity(OUT_CAPACITY);
             let (mut at, mut written) = (0, 0);
             loop {
-                let (used, served) = conn.handle(&input[at..], &mut backend, &mut out);
+                let (used, served) = conn.handle(&input[at..], NOW, &mut backend, &mut out);
                 assert!(used <= input.len() - at);
                 assert!(out.len() <= OUT_CAPACITY, "out grew to {}", out.len());
                 at += used;

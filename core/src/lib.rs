@@ -79,10 +79,6 @@ pub use ballot::{Ballot, NodeId};
 pub use client::{CallError, ClientConfig, ClientSession, Completion, Ticket};
 pub use conn::{Backend, Served, ServerConn, Tally, TsRefusal};
 pub use lease::{Bugs, LeaseConfig, LeaseConfigError, LeaseMsg, LeaseTiming, Message};
-/// Old name, kept until the runtimes move: [`LinkAcceptor`].
-pub use link::Acceptor;
-/// Old name, kept until the runtimes move: [`LinkDialler`].
-pub use link::Dialler;
 pub use link::{LinkAcceptor, LinkDialler, LinkError, LinkEvent};
 pub use node::{ConfigError, Event, Node, NodeConfig, Output, Status, StepDown};
 pub use oracle::{GetTsError, Oracle, OracleConfig, OracleConfigError};

@@ -38,25 +38,22 @@
 //! session ([`LinkEvent::Closed`]); the dialler redials, as the protocol
 //! expects of it.
 //!
-//! Time, as everywhere in the crate, is an argument. A session made with
-//! `new_at(.., now)` has a handshake deadline, `now` plus
-//! [`HANDSHAKE_TIMEOUT`]: the runtime feeds input with
-//! [`handle_input_at`](LinkDialler::handle_input_at), arms one timer at
+//! Time, as everywhere in the crate, is an argument. A session made at
+//! `now` has a handshake deadline, `now` plus [`HANDSHAKE_TIMEOUT`]: the
+//! runtime feeds input with the time it was read
+//! ([`handle_input`](LinkDialler::handle_input)), arms one timer at
 //! [`poll_timeout`](LinkDialler::poll_timeout) after draining the events, and
 //! calls [`handle_timeout`](LinkDialler::handle_timeout) when it passes; a
 //! handshake still pending then ends the session with
 //! [`LinkError::HandshakeTimeout`]. Once the link is up there is no timer:
-//! liveness of an up link is the runtime's I/O timeout. The time-less
-//! `new` and `handle_input` are the old interface, kept until the runtimes
-//! move (a session made with `new` has no handshake deadline of its own);
-//! they will go.
+//! liveness of an up link is the runtime's I/O timeout.
 //!
 //! A runtime's loop, here with the two sides joined in memory:
 //!
 //! ```
 //! use leasetso_core::link::{LinkAcceptor, LinkDialler, LinkEvent};
 //! use leasetso_core::peer::PEER_VERSION;
-//! use leasetso_core::{Handshake, NodeId, PeerFrame};
+//! use leasetso_core::{Handshake, Instant, NodeId, PeerFrame};
 //!
 //! let hs = |node| Handshake {
 //!     version: PEER_VERSION,
@@ -66,15 +63,16 @@
 //!     resp_addr: None,
 //!     digest: 42,
 //! };
-//! let mut dialler = LinkDialler::new(hs(0), 3, NodeId(1));
-//! let mut acceptor = LinkAcceptor::new(hs(1), 3);
+//! let now = Instant::from_millis(1);
+//! let mut dialler = LinkDialler::new(hs(0), 3, NodeId(1), now);
+//! let mut acceptor = LinkAcceptor::new(hs(1), 3, now);
 //!
 //! // Dialler → acceptor: the Hello.
 //! let mut wire = Vec::new();
 //! let _ = dialler.poll_transmit(&mut wire).unwrap();
 //! let mut input = &wire[..];
 //! while !input.is_empty() {
-//!     input = &input[acceptor.handle_input(input)..];
+//!     input = &input[acceptor.handle_input(input, now)..];
 //!     while let Some(event) = acceptor.poll_event() {
 //!         assert!(matches!(event, LinkEvent::Up { peer: NodeId(0), .. }));
 //!     }
@@ -82,14 +80,14 @@
 //! // Acceptor → dialler: the Welcome.
 //! let mut answer = Vec::new();
 //! let _ = acceptor.poll_transmit(&mut answer).unwrap();
-//! let _ = dialler.handle_input(&answer);
+//! let _ = dialler.handle_input(&answer, now);
 //! assert!(matches!(dialler.poll_event(), Some(LinkEvent::Up { peer: NodeId(1), .. })));
 //!
 //! // From now on the dialler encodes and the acceptor reports frames,
 //! // tagged with the id its handshake named.
 //! let mut wire = Vec::new();
 //! dialler.encode(&PeerFrame::RestartQuery, &mut wire).unwrap();
-//! let _ = acceptor.handle_input(&wire);
+//! let _ = acceptor.handle_input(&wire, now);
 //! assert_eq!(
 //!     acceptor.poll_event(),
 //!     Some(LinkEvent::Frame { from: NodeId(0), frame: PeerFrame::RestartQuery })
@@ -111,21 +109,12 @@ use crate::wire::{EncodeError, LEN_PREFIX, WireError};
 pub const MAX_FRAME_BYTES: usize = LEN_PREFIX + MAX_PEER_FRAME_LEN as usize;
 
 /// How long a handshake may take, from the session's start
-/// ([`LinkDialler::new_at`], [`LinkAcceptor::new_at`]) to the link being up:
+/// ([`LinkDialler::new`], [`LinkAcceptor::new`]) to the link being up:
 /// a peer that connects and then says nothing (or too little) must not hold
 /// a session, and on the dialler's side a redial, forever. A handshake is
 /// two frames of at most [`MAX_FRAME_BYTES`] each; seconds are plenty on
 /// any network a cluster runs on.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Old name, kept until the runtimes move: use [`LinkDialler`]. (Renamed so
-/// that no two public types of the crate share a name: `lease::Acceptor` is
-/// PaxosLease's acceptor.)
-pub type Dialler = LinkDialler;
-
-/// Old name, kept until the runtimes move: use [`LinkAcceptor`]. (Renamed
-/// because `lease::Acceptor` is PaxosLease's acceptor, a different thing.)
-pub type Acceptor = LinkAcceptor;
 
 /// What a session reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -315,14 +304,16 @@ pub struct LinkDialler {
     hello: Option<PeerFrame>,
     event: Option<LinkEvent>,
     rx: Reassembly,
-    /// When the handshake fails if still pending (`None`: made with `new`).
-    deadline: Option<Instant>,
+    /// When the handshake fails if still pending.
+    deadline: Instant,
 }
 
 impl LinkDialler {
     /// A session dialling node `dialled` of a cluster of `nodes`, as `ours`
-    /// says. Its first transmit is the Hello.
-    pub fn new(ours: Handshake, nodes: u16, dialled: NodeId) -> Self {
+    /// says, started at `now`: its first transmit is the Hello, and the
+    /// handshake must complete by `now +` [`HANDSHAKE_TIMEOUT`]
+    /// ([`LinkDialler::poll_timeout`]).
+    pub fn new(ours: Handshake, nodes: u16, dialled: NodeId, now: Instant) -> Self {
         LinkDialler {
             ours,
             nodes,
@@ -331,14 +322,8 @@ impl LinkDialler {
             hello: Some(PeerFrame::Hello(ours)),
             event: None,
             rx: Reassembly::new(),
-            deadline: None,
+            deadline: now + HANDSHAKE_TIMEOUT,
         }
-    }
-
-    /// The same, started at `now`: the handshake must complete by `now +`
-    /// [`HANDSHAKE_TIMEOUT`] ([`LinkDialler::poll_timeout`]).
-    pub fn new_at(ours: Handshake, nodes: u16, dialled: NodeId, now: Instant) -> Self {
-        LinkDialler { deadline: Some(now + HANDSHAKE_TIMEOUT), ..Self::new(ours, nodes, dialled) }
     }
 
     /// The node this session dials.
@@ -363,11 +348,14 @@ impl LinkDialler {
         transmit_once(&mut self.hello, buf)
     }
 
-    /// Feeds bytes read from the connection. Returns how many were used: up
-    /// to the end of the first frame that completes (the caller drains
-    /// [`LinkDialler::poll_event`], then feeds the rest). Nothing is used while
-    /// an event waits to be drained.
-    pub fn handle_input(&mut self, bytes: &[u8]) -> usize {
+    /// Feeds bytes read from the connection at `now`. Returns how many were
+    /// used: up to the end of the first frame that completes (the caller
+    /// drains [`LinkDialler::poll_event`], then feeds the rest). Nothing is
+    /// used while an event waits to be drained. The deadline is checked
+    /// first ([`handle_timeout`](LinkDialler::handle_timeout)): bytes that
+    /// arrive after it do not complete the handshake.
+    pub fn handle_input(&mut self, bytes: &[u8], now: Instant) -> usize {
+        self.handle_timeout(now);
         if self.event.is_some() {
             return 0;
         }
@@ -397,21 +385,11 @@ impl LinkDialler {
         }
     }
 
-    /// Feeds bytes read from the connection at `now`, as
-    /// [`handle_input`](LinkDialler::handle_input) does, after the deadline
-    /// check of [`handle_timeout`](LinkDialler::handle_timeout): bytes that
-    /// arrive after the deadline do not complete the handshake.
-    pub fn handle_input_at(&mut self, bytes: &[u8], now: Instant) -> usize {
-        self.handle_timeout(now);
-        self.handle_input(bytes)
-    }
-
     /// When [`handle_timeout`](LinkDialler::handle_timeout) is due: the
-    /// handshake's deadline while it is pending; `None` once up or over, or
-    /// for a session made with `new`.
+    /// handshake's deadline while it is pending; `None` once up or over.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline.filter(|_| self.state == DialState::Answer)
+        (self.state == DialState::Answer).then_some(self.deadline)
     }
 
     /// Time has come to `now`: a handshake still pending at its deadline
@@ -468,14 +446,15 @@ pub struct LinkAcceptor {
     answer: Option<PeerFrame>,
     event: Option<LinkEvent>,
     rx: Reassembly,
-    /// When the handshake fails if still pending (`None`: made with `new`).
-    deadline: Option<Instant>,
+    /// When the handshake fails if still pending.
+    deadline: Instant,
 }
 
 impl LinkAcceptor {
     /// A session for a connection a peer of a cluster of `nodes` opened to
-    /// this node, which says `ours`.
-    pub fn new(ours: Handshake, nodes: u16) -> Self {
+    /// this node, which says `ours`, accepted at `now`: the peer's Hello must
+    /// arrive by `now +` [`HANDSHAKE_TIMEOUT`] ([`LinkAcceptor::poll_timeout`]).
+    pub fn new(ours: Handshake, nodes: u16, now: Instant) -> Self {
         LinkAcceptor {
             ours,
             nodes,
@@ -483,32 +462,16 @@ impl LinkAcceptor {
             answer: None,
             event: None,
             rx: Reassembly::new(),
-            deadline: None,
+            deadline: now + HANDSHAKE_TIMEOUT,
         }
-    }
-
-    /// The same, started at `now` (the connection accepted): the peer's
-    /// Hello must arrive by `now +` [`HANDSHAKE_TIMEOUT`]
-    /// ([`LinkAcceptor::poll_timeout`]).
-    pub fn new_at(ours: Handshake, nodes: u16, now: Instant) -> Self {
-        LinkAcceptor { deadline: Some(now + HANDSHAKE_TIMEOUT), ..Self::new(ours, nodes) }
-    }
-
-    /// Feeds bytes read from the connection at `now`, as
-    /// [`handle_input`](LinkAcceptor::handle_input) does, after the deadline
-    /// check of [`handle_timeout`](LinkAcceptor::handle_timeout): a Hello
-    /// that arrives after the deadline is not answered.
-    pub fn handle_input_at(&mut self, bytes: &[u8], now: Instant) -> usize {
-        self.handle_timeout(now);
-        self.handle_input(bytes)
     }
 
     /// When [`handle_timeout`](LinkAcceptor::handle_timeout) is due: the
     /// handshake's deadline while the Hello is awaited; `None` once up or
-    /// over, or for a session made with `new`.
+    /// over.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline.filter(|_| self.state == AcceptState::Hello)
+        (self.state == AcceptState::Hello).then_some(self.deadline)
     }
 
     /// Time has come to `now`: a Hello still awaited at the deadline ends
@@ -545,11 +508,14 @@ impl LinkAcceptor {
         transmit_once(&mut self.answer, buf)
     }
 
-    /// Feeds bytes read from the connection. Returns how many were used: up
-    /// to the end of the first frame that completes (the caller drains
-    /// [`LinkAcceptor::poll_event`], then feeds the rest). Nothing is used while
-    /// an event waits to be drained.
-    pub fn handle_input(&mut self, bytes: &[u8]) -> usize {
+    /// Feeds bytes read from the connection at `now`. Returns how many were
+    /// used: up to the end of the first frame that completes (the caller
+    /// drains [`LinkAcceptor::poll_event`], then feeds the rest). Nothing is
+    /// used while an event waits to be drained. The deadline is checked
+    /// first ([`handle_timeout`](LinkAcceptor::handle_timeout)): a Hello that
+    /// arrives after it is not answered.
+    pub fn handle_input(&mut self, bytes: &[u8], now: Instant) -> usize {
+        self.handle_timeout(now);
         if self.event.is_some() {
             return 0;
         }
@@ -620,6 +586,8 @@ mod tests {
     use proptest::prelude::*;
 
     const NODES: u16 = 3;
+    /// The time of the tests that are not about the handshake deadline.
+    const T0: Instant = Instant::from_millis(1);
 
     fn hs(node: u16) -> Handshake {
         Handshake {
@@ -652,7 +620,7 @@ mod tests {
 
     impl Session for LinkAcceptor {
         fn handle_input(&mut self, bytes: &[u8]) -> usize {
-            LinkAcceptor::handle_input(self, bytes)
+            LinkAcceptor::handle_input(self, bytes, T0)
         }
         fn poll_event(&mut self) -> Option<LinkEvent> {
             LinkAcceptor::poll_event(self)
@@ -661,7 +629,7 @@ mod tests {
 
     impl Session for LinkDialler {
         fn handle_input(&mut self, bytes: &[u8]) -> usize {
-            LinkDialler::handle_input(self, bytes)
+            LinkDialler::handle_input(self, bytes, T0)
         }
         fn poll_event(&mut self) -> Option<LinkEvent> {
             LinkDialler::poll_event(self)
@@ -694,7 +662,7 @@ mod tests {
         let deadline = t0 + HANDSHAKE_TIMEOUT;
         let timed_out = Some(LinkEvent::Closed(LinkError::HandshakeTimeout(HANDSHAKE_TIMEOUT)));
         // A dialler whose Hello is never answered.
-        let mut d = LinkDialler::new_at(hs(0), NODES, NodeId(1), t0);
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1), t0);
         assert_eq!(d.poll_timeout(), Some(deadline));
         let _ = d.poll_transmit(&mut Vec::new()).unwrap();
         d.handle_timeout(Instant::from_nanos(deadline.as_nanos() - 1));
@@ -705,30 +673,27 @@ mod tests {
         assert_eq!(d.poll_timeout(), None);
         // An acceptor fed half a Hello: a Welcome that comes late answers nothing.
         let hello = bytes_of(&[PeerFrame::Hello(hs(0))]);
-        let mut a = LinkAcceptor::new_at(hs(1), NODES, t0);
-        assert_eq!(a.handle_input_at(&hello[..3], t0), 3);
+        let mut a = LinkAcceptor::new(hs(1), NODES, t0);
+        assert_eq!(a.handle_input(&hello[..3], t0), 3);
         assert_eq!(a.poll_event(), None);
-        assert_eq!(a.handle_input_at(&hello[3..], deadline), 0);
+        assert_eq!(a.handle_input(&hello[3..], deadline), 0);
         assert_eq!(a.poll_event(), timed_out);
         assert!(a.is_closed());
         assert!(transmit_acceptor(&mut a).is_empty(), "a refusal after a timeout");
         // In time, the link comes up and the timer is gone on both sides.
-        let mut d = LinkDialler::new_at(hs(0), NODES, NodeId(1), t0);
-        let mut a = LinkAcceptor::new_at(hs(1), NODES, t0);
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1), t0);
+        let mut a = LinkAcceptor::new(hs(1), NODES, t0);
         let mut wire = Vec::new();
         let _ = d.poll_transmit(&mut wire).unwrap();
-        assert_eq!(a.handle_input_at(&wire, t0), wire.len());
+        assert_eq!(a.handle_input(&wire, t0), wire.len());
         assert!(matches!(a.poll_event(), Some(LinkEvent::Up { .. })));
         assert_eq!(a.poll_timeout(), None);
         let answer = transmit_acceptor(&mut a);
-        assert_eq!(d.handle_input_at(&answer, Instant::from_nanos(deadline.as_nanos() - 1)), answer.len());
+        assert_eq!(d.handle_input(&answer, Instant::from_nanos(deadline.as_nanos() - 1)), answer.len());
         assert!(matches!(d.poll_event(), Some(LinkEvent::Up { .. })));
         assert_eq!(d.poll_timeout(), None);
         d.handle_timeout(Instant::NEVER);
         assert_eq!(d.poll_event(), None);
-        // The old constructors arm no deadline.
-        assert_eq!(LinkDialler::new(hs(0), NODES, NodeId(1)).poll_timeout(), None);
-        assert_eq!(LinkAcceptor::new(hs(1), NODES).poll_timeout(), None);
     }
 
     fn transmit_acceptor(s: &mut LinkAcceptor) -> Vec<u8> {
@@ -739,8 +704,8 @@ mod tests {
 
     #[test]
     fn a_dialler_and_an_acceptor_link_up_and_frames_flow() {
-        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
-        let mut a = LinkAcceptor::new(hs(1), NODES);
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1), T0);
+        let mut a = LinkAcceptor::new(hs(1), NODES, T0);
         let mut wire = Vec::new();
         assert_eq!(d.encode(&lease(1, 0), &mut wire), Err(SendError::NotUp));
         assert!(wire.is_empty());
@@ -791,7 +756,7 @@ mod tests {
 
     #[test]
     fn the_dialler_refuses_handshake_frames_and_leaves_small_buffers_untouched() {
-        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1), T0);
         let _ = feed(&mut d, &bytes_of(&[PeerFrame::Welcome(hs(1))]), 100);
         let mut wire = Vec::new();
         for f in [PeerFrame::Hello(hs(0)), PeerFrame::Welcome(hs(0))] {
@@ -806,7 +771,7 @@ mod tests {
         );
         assert_eq!(small, [7u8; 8]);
         // The Hello stays pending while the buffer is too small.
-        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1), T0);
         let mut small = [0u8; 8];
         assert!(d.poll_transmit(&mut &mut small[..]).is_err());
         assert!(d.poll_transmit(&mut Vec::new()).unwrap() > 0);
@@ -816,7 +781,7 @@ mod tests {
     /// buffer (left untouched) and then goes out exactly once.
     #[test]
     fn the_acceptors_answer_stays_pending_while_the_buffer_is_too_small() {
-        let mut a = LinkAcceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES, T0);
         assert_eq!(a.poll_transmit(&mut Vec::new()), Ok(0), "nothing to answer before a Hello");
         let _ = feed(&mut a, &bytes_of(&[PeerFrame::Hello(hs(0))]), 64);
         let mut small = [5u8; 8];
@@ -840,7 +805,7 @@ mod tests {
             (Handshake { digest: 1, ..hs(0) }, Refusal::Digest),
         ];
         for (theirs, reason) in cases {
-            let mut a = LinkAcceptor::new(hs(1), NODES);
+            let mut a = LinkAcceptor::new(hs(1), NODES, T0);
             let events = feed(&mut a, &bytes_of(&[PeerFrame::Hello(theirs)]), 3);
             let [LinkEvent::Closed(LinkError::Handshake(e))] = events[..] else { panic!("{events:?}") };
             assert_eq!(e.refusal(), reason, "{theirs:?}");
@@ -853,12 +818,12 @@ mod tests {
             );
             // Whatever follows is discarded: no event, nothing to write.
             let more = bytes_of(&[lease(1, 0)]);
-            assert_eq!(a.handle_input(&more), more.len());
+            assert_eq!(a.handle_input(&more, T0), more.len());
             assert_eq!(a.poll_event(), None);
             assert!(transmit_acceptor(&mut a).is_empty());
         }
         // A first frame that is no Hello is refused as NotHello.
-        let mut a = LinkAcceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES, T0);
         let events = feed(&mut a, &bytes_of(&[lease(1, 0)]), 1);
         assert_eq!(events, [LinkEvent::Closed(LinkError::Handshake(HandshakeError::NotHandshake))]);
         let out = transmit_acceptor(&mut a);
@@ -872,12 +837,12 @@ mod tests {
     fn garbage_before_the_hello_closes_without_an_answer() {
         let mut hello = bytes_of(&[PeerFrame::Hello(hs(0))]);
         hello[5] = b'X';
-        let mut a = LinkAcceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES, T0);
         assert_eq!(feed(&mut a, &hello, 7), [LinkEvent::Closed(LinkError::Malformed(WireError::BadMagic))]);
         assert!(transmit_acceptor(&mut a).is_empty());
         // An oversized length is refused from its prefix, before any body.
-        let mut a = LinkAcceptor::new(hs(1), NODES);
-        let used = a.handle_input(&[0, 0, 1, 0]);
+        let mut a = LinkAcceptor::new(hs(1), NODES, T0);
+        let used = a.handle_input(&[0, 0, 1, 0], T0);
         assert_eq!(used, 4);
         assert!(matches!(
             a.poll_event(),
@@ -896,7 +861,7 @@ mod tests {
             (lease(1, 1), Some(Refusal::NotHello)),
         ];
         for (answer, ours) in cases {
-            let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
+            let mut d = LinkDialler::new(hs(0), NODES, NodeId(1), T0);
             let _ = d.poll_transmit(&mut Vec::new()).unwrap();
             let events = feed(&mut d, &bytes_of(&[answer]), 2);
             let [LinkEvent::Closed(LinkError::Handshake(e))] = events[..] else {
@@ -909,7 +874,7 @@ mod tests {
             assert!(d.is_closed() && !d.is_up());
             assert_eq!(d.encode(&lease(1, 0), &mut Vec::new()), Err(SendError::NotUp));
         }
-        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1), T0);
         assert_eq!(
             feed(&mut d, b"HTTP/1.1 400 Bad Request\r\n", 100),
             [LinkEvent::Closed(LinkError::Malformed(WireError::FrameTooLarge {
@@ -921,7 +886,7 @@ mod tests {
 
     #[test]
     fn bytes_after_the_welcome_end_the_dialler() {
-        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1));
+        let mut d = LinkDialler::new(hs(0), NODES, NodeId(1), T0);
         let wire = bytes_of(&[PeerFrame::Welcome(hs(1)), PeerFrame::RestartQuery]);
         let events = feed(&mut d, &wire, wire.len());
         assert!(matches!(events[0], LinkEvent::Up { peer: NodeId(1), .. }));
@@ -931,7 +896,7 @@ mod tests {
 
     #[test]
     fn a_handshake_frame_after_up_ends_the_acceptor() {
-        let mut a = LinkAcceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES, T0);
         let wire = bytes_of(&[PeerFrame::Hello(hs(2)), lease(1, 2), PeerFrame::Hello(hs(0)), lease(2, 0)]);
         let events = feed(&mut a, &wire, 5);
         assert!(matches!(events[0], LinkEvent::Up { peer: NodeId(2), .. }));
@@ -941,13 +906,13 @@ mod tests {
 
     #[test]
     fn input_waits_while_an_event_is_undrained() {
-        let mut a = LinkAcceptor::new(hs(1), NODES);
+        let mut a = LinkAcceptor::new(hs(1), NODES, T0);
         let wire = bytes_of(&[PeerFrame::Hello(hs(0)), lease(1, 0)]);
-        let used = a.handle_input(&wire);
+        let used = a.handle_input(&wire, T0);
         assert!(used < wire.len());
-        assert_eq!(a.handle_input(&wire[used..]), 0, "an event is pending");
+        assert_eq!(a.handle_input(&wire[used..], T0), 0, "an event is pending");
         assert!(matches!(a.poll_event(), Some(LinkEvent::Up { .. })));
-        assert_eq!(a.handle_input(&wire[used..]), wire.len() - used);
+        assert_eq!(a.handle_input(&wire[used..], T0), wire.len() - used);
         assert_eq!(a.poll_event(), Some(LinkEvent::Frame { from: NodeId(0), frame: lease(1, 0) }));
     }
 
@@ -970,8 +935,8 @@ mod tests {
         fn any_cut_gives_the_same_frames(frames in proptest::collection::vec(any_frame(), 0..20), step in 1usize..80) {
             let mut wire = bytes_of(&[PeerFrame::Hello(hs(2))]);
             wire.extend(bytes_of(&frames));
-            let mut whole = LinkAcceptor::new(hs(0), NODES);
-            let mut cut = LinkAcceptor::new(hs(0), NODES);
+            let mut whole = LinkAcceptor::new(hs(0), NODES, T0);
+            let mut cut = LinkAcceptor::new(hs(0), NODES, T0);
             let a = feed(&mut whole, &wire, wire.len());
             let b = feed(&mut cut, &wire, step);
             prop_assert_eq!(&a, &b);
@@ -988,8 +953,8 @@ mod tests {
         fn any_bytes_into_an_acceptor(prefix_hello in any::<bool>(), bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let mut wire = if prefix_hello { bytes_of(&[PeerFrame::Hello(hs(1))]) } else { Vec::new() };
             wire.extend(&bytes);
-            let mut whole = LinkAcceptor::new(hs(0), NODES);
-            let mut bytewise = LinkAcceptor::new(hs(0), NODES);
+            let mut whole = LinkAcceptor::new(hs(0), NODES, T0);
+            let mut bytewise = LinkAcceptor::new(hs(0), NODES, T0);
             let a = feed(&mut whole, &wire, wire.len());
             let b = feed(&mut bytewise, &wire, 1);
             prop_assert_eq!(&a, &b);
@@ -1008,8 +973,8 @@ mod tests {
 
         #[test]
         fn any_bytes_into_a_dialler(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let mut whole = LinkDialler::new(hs(0), NODES, NodeId(1));
-            let mut bytewise = LinkDialler::new(hs(0), NODES, NodeId(1));
+            let mut whole = LinkDialler::new(hs(0), NODES, NodeId(1), T0);
+            let mut bytewise = LinkDialler::new(hs(0), NODES, NodeId(1), T0);
             let a = feed(&mut whole, &bytes, bytes.len());
             let b = feed(&mut bytewise, &bytes, 1);
             prop_assert_eq!(&a, &b);

@@ -223,7 +223,7 @@ fn a_client_sessions_get_ts_path_does_not_allocate() {
     let mut hello = Vec::new();
     Frame::Hello { version: VERSION, cluster_id: 0 }.encode(&mut hello).unwrap();
     let mut backend = AtNow { node: &mut node, now: Instant::ZERO };
-    assert_eq!(conn.handle(&hello, &mut backend, &mut out), (hello.len(), Served::Read));
+    assert_eq!(conn.handle(&hello, Instant::ZERO, &mut backend, &mut out), (hello.len(), Served::Read));
     assert!(matches!(Frame::decode(&out), Ok(Some((Frame::Welcome { .. }, _)))));
     out.clear();
     let mut input = Vec::with_capacity(READ_BUF);
@@ -244,7 +244,7 @@ fn a_client_sessions_get_ts_path_does_not_allocate() {
         let mut backend = AtNow { node: &mut node, now };
         let mut at = 0;
         loop {
-            let (used, served) = conn.handle(&input[at..], &mut backend, &mut out);
+            let (used, served) = conn.handle(&input[at..], now, &mut backend, &mut out);
             at += used;
             // What a runtime writes out: count and check the answers.
             let mut i = 0;

@@ -347,7 +347,7 @@ impl Pair {
         let mut closed = false;
         loop {
             let (used, served) =
-                conn.server.handle(&conn.inbox, &mut self.cluster.backend(conn.node), &mut self.out);
+                conn.server.handle(&conn.inbox, now, &mut self.cluster.backend(conn.node), &mut self.out);
             conn.inbox.drain(..used);
             progress |= used > 0;
             match served {

@@ -1,4 +1,4 @@
-//! The peer link sessions (`leasetso_core::link::{Dialler, Acceptor}`) on
+//! The peer link sessions (`leasetso_core::link::{LinkDialler, LinkAcceptor}`) on
 //! any bytes from the peer, cut into any reads. The input's choices pick the
 //! side, whether a valid handshake from the peer comes first (so the fuzzer
 //! reaches the link once it is up), and the read sizes.
@@ -20,12 +20,15 @@ use leasetso_core::lease::{LeaseMsg, Message};
 use leasetso_core::link::MAX_FRAME_BYTES;
 use leasetso_core::peer::PEER_VERSION;
 use leasetso_core::{
-    Acceptor, Ballot, Dialler, Handshake, HandshakeError, LinkError, LinkEvent, NodeId, PeerFrame, WireError,
+    Ballot, Handshake, HandshakeError, Instant, LinkAcceptor, LinkDialler, LinkError, LinkEvent, NodeId,
+    PeerFrame, WireError,
 };
 use leasetso_fuzz::Choices;
 use libfuzzer_sys::fuzz_target;
 
 const NODES: u16 = 3;
+/// One time for every input: the handshake deadline is not what this target is about.
+const NOW: Instant = Instant::from_millis(1);
 
 fn handshake(node: u16) -> Handshake {
     Handshake {
@@ -135,14 +138,14 @@ fuzz_target!(|data: &[u8]| {
     let mut tx = [0u8; MAX_FRAME_BYTES];
     let mut at = 0;
     if dialler_side {
-        let mut link = Dialler::new(ours, NODES, peer);
+        let mut link = LinkDialler::new(ours, NODES, peer, NOW);
         assert_eq!(link.encode(&lease_frame(), &mut &mut tx[..]), Err(leasetso_core::link::SendError::NotUp));
         let n = link.poll_transmit(&mut &mut tx[..]).expect("room for a frame");
         written.extend_from_slice(&tx[..n]);
         assert_eq!(PeerFrame::decode(&written), Ok(Some((PeerFrame::Hello(ours), n))));
         while at < stream.len() {
             let chunk = &stream[at..(at + choices.chunk(80)).min(stream.len())];
-            let used = link.handle_input(chunk);
+            let used = link.handle_input(chunk, NOW);
             assert!(used > 0 && used <= chunk.len(), "used {used} of {}", chunk.len());
             at += used;
             while let Some(event) = link.poll_event() {
@@ -162,11 +165,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(events, dialler_expects(&ours, peer, &stream));
         assert_eq!(link.is_closed(), matches!(events.last(), Some(LinkEvent::Closed(_))));
     } else {
-        let mut link = Acceptor::new(ours, NODES);
+        let mut link = LinkAcceptor::new(ours, NODES, NOW);
         let (expected, refuses) = acceptor_expects(&ours, &stream);
         while at < stream.len() {
             let chunk = &stream[at..(at + choices.chunk(80)).min(stream.len())];
-            let used = link.handle_input(chunk);
+            let used = link.handle_input(chunk, NOW);
             assert!(used > 0 && used <= chunk.len(), "used {used} of {}", chunk.len());
             assert!(link.buffered() < MAX_FRAME_BYTES);
             at += used;
@@ -174,7 +177,7 @@ fuzz_target!(|data: &[u8]| {
                 // An event pending (a frame just completed) holds all input
                 // until it is drained; otherwise the next input is taken.
                 let mut probe = link.clone();
-                let took = probe.handle_input(&stream[at..]);
+                let took = probe.handle_input(&stream[at..], NOW);
                 let pending = link.clone().poll_event().is_some();
                 assert!(!pending || took == 0, "consumed {took} with an event pending");
             }

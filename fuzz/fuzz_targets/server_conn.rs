@@ -16,13 +16,15 @@ use core::time::Duration;
 use leasetso_core::conn::{Backend, Fatal, OUT_CAPACITY, Served, ServerConn, TsRefusal};
 use leasetso_core::wire::{LeaderHint, MAX_FRAME_LEN, Role, VERSION};
 use leasetso_core::{
-    Ballot, ErrorCode, Frame, GetTsError, Mode, NodeId, Status, StoreOk, StoreReject, Timestamp,
+    Ballot, ErrorCode, Frame, GetTsError, Instant, Mode, NodeId, Status, StoreOk, StoreReject, Timestamp,
 };
 use leasetso_fuzz::{Choices, client_frames};
 use libfuzzer_sys::fuzz_target;
 
 const CLUSTER: u64 = 7;
 const ME: NodeId = NodeId(1);
+/// The time of every input: the session only records it.
+const NOW: Instant = Instant::from_millis(1);
 
 struct Node<'a, 'c> {
     choices: &'c mut Choices<'a>,
@@ -105,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
     let mut steps = 0;
     while closed.is_none() && steps < 10_000 {
         steps += 1;
-        let (used, served) = conn.handle(&stream[consumed..arrived], &mut node, &mut out);
+        let (used, served) = conn.handle(&stream[consumed..arrived], NOW, &mut node, &mut out);
         assert!(used <= arrived - consumed, "consumed {used} of {}", arrived - consumed);
         consumed += used;
         assert!(out.len() <= OUT_CAPACITY && out.capacity() == capacity, "out grew to {}", out.len());
@@ -128,7 +130,7 @@ fuzz_target!(|data: &[u8]| {
             }
             Served::Admin { id, .. } => {
                 // Asked again before it is done: the same request, nothing consumed.
-                assert_eq!(conn.handle(&stream[consumed..arrived], &mut node, &mut out), (0, served));
+                assert_eq!(conn.handle(&stream[consumed..arrived], NOW, &mut node, &mut out), (0, served));
                 let reply = match node.choices.byte() % 4 {
                     0 => None,
                     1 => Some(Ok(StoreOk::Primary { registered: None })),
@@ -146,7 +148,7 @@ fuzz_target!(|data: &[u8]| {
                 closed = Some(fatal);
                 // Nothing more is consumed or answered.
                 let rest = &stream[consumed..];
-                assert_eq!(conn.handle(rest, &mut node, &mut out), (0, Served::Close(fatal)));
+                assert_eq!(conn.handle(rest, NOW, &mut node, &mut out), (0, Served::Close(fatal)));
                 assert!(out.is_empty());
             }
         }

@@ -19,10 +19,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use leasetso_core::resp::{RespBackend, advertised_addr};
 use leasetso_core::{Backend, LeaderHint, NodeId, Status, StoreOp, Tally, Timestamp, TsRefusal};
 
 use crate::clock::Clock;
+use crate::config::{Opened, ServerConfig};
 use crate::directory::PeerDirectory;
+use crate::driver::Pending;
+use crate::error::ServerError;
 use crate::node_cell::NodeCell;
 use crate::stats::{Counters, ServerStats};
 
@@ -49,15 +53,31 @@ impl Advertised {
         resp_bound: Option<SocketAddr>,
     ) -> Self {
         let client = configured.or(Some(client_bound)).filter(|a| !a.ip().is_unspecified());
-        let resp = resp_bound.and_then(|bound| {
-            if bound.ip().is_unspecified() {
-                client.map(|c| SocketAddr::new(c.ip(), bound.port()))
-            } else {
-                Some(bound)
-            }
-        });
-        Advertised { client, resp }
+        Advertised { client, resp: resp_bound.and_then(|bound| advertised_addr(bound, client)) }
     }
+}
+
+/// For a runtime's shared server state, a struct with a field `kit: Kit`
+/// beside the runtime's own fields: `Deref<Target = Kit>` through that
+/// field (the node, the clock, the ids and the counters read as the state's
+/// own) and the kit's `Debug`.
+#[macro_export]
+macro_rules! kit_shared {
+    ($shared:ty) => {
+        impl ::std::ops::Deref for $shared {
+            type Target = $crate::Kit;
+
+            fn deref(&self) -> &$crate::Kit {
+                &self.kit
+            }
+        }
+
+        impl ::std::fmt::Debug for $shared {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                self.kit.debug_as("Server", f)
+            }
+        }
+    };
 }
 
 /// What every task or thread of one server shares, whatever the runtime.
@@ -84,6 +104,43 @@ pub struct Kit {
 }
 
 impl Kit {
+    /// Builds the node of this start (or what its driver needs to build it
+    /// once the peers told it its restart counter: `Pending`) and the kit
+    /// around it, and says so in the log. `local_addr` is the bound client
+    /// address; `dir` the links' directory in a cluster.
+    pub fn start(
+        cfg: &ServerConfig,
+        opened: &Opened,
+        local_addr: SocketAddr,
+        advertised: Advertised,
+        dir: Option<Arc<PeerDirectory>>,
+    ) -> Result<(Kit, Option<Pending>), ServerError> {
+        let clock = Clock::new();
+        // A cluster node whose counter is gone learns it from its peers
+        // first (the driver).
+        let (node, pending) = cfg.first_node(opened, clock.now())?;
+        tracing::info!(
+            addr = %local_addr,
+            node = cfg.node.id.0 + 1,
+            nodes = cfg.node.nodes,
+            cluster_id = cfg.cluster_id,
+            data = %cfg.data_dir.display(),
+            "node started"
+        );
+        let kit = Kit {
+            node: NodeCell::new(node, clock, cfg.node.mode),
+            clock,
+            cluster_id: cfg.cluster_id,
+            node_id: cfg.node.id,
+            nodes: cfg.node.nodes,
+            local_addr,
+            advertised,
+            dir,
+            counters: Counters::default(),
+        };
+        Ok((kit, pending))
+    }
+
     /// A leader hint as clients see it: the node id and its advertised
     /// client address (this node's own, or what the peer said in its
     /// handshake); never a wildcard.
@@ -121,6 +178,15 @@ impl Kit {
         self.counters.snapshot()
     }
 
+    /// A server's (or a handle's) `Debug`: which node it is, where.
+    pub fn debug_as(&self, name: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(name)
+            .field("addr", &self.local_addr)
+            .field("node", &(self.node_id.0 + 1))
+            .field("cluster_id", &self.cluster_id)
+            .finish()
+    }
+
     /// Logs what an operator's store request changes, before it runs: a
     /// cleared registration lets deferring nodes campaign again, which an
     /// operator reading the logs afterwards must be able to find.
@@ -153,6 +219,63 @@ impl Backend for &Kit {
 
     fn tally(&mut self, tally: Tally) {
         self.counters.tally(tally);
+    }
+}
+
+/// The node as a RESP connection ([`leasetso_core::resp::RespConn`]) sees
+/// it: runs of `TSO`s under one lock, `-NOTLEADER` addresses from the
+/// directory, and counts summed over one `handle` and added to the
+/// server's counters once ([`RespDoor::flush`]), so that many connections
+/// do not pass the counters' cache lines around per command.
+#[derive(Debug)]
+pub struct RespDoor<'a> {
+    kit: &'a Kit,
+    requests: u64,
+    timestamps: u64,
+    errors: u64,
+}
+
+impl<'a> RespDoor<'a> {
+    /// The backend of one RESP connection to `kit`'s node.
+    pub fn new(kit: &'a Kit) -> Self {
+        RespDoor { kit, requests: 0, timestamps: 0, errors: 0 }
+    }
+
+    /// Adds what was counted since the last flush to the server's counters.
+    pub fn flush(&mut self) {
+        let c = &self.kit.counters;
+        for (counter, n) in [
+            (&c.get_ts_requests, &mut self.requests),
+            (&c.timestamps, &mut self.timestamps),
+            (&c.errors, &mut self.errors),
+        ] {
+            if *n > 0 {
+                Counters::bump(counter, std::mem::take(n));
+            }
+        }
+    }
+}
+
+impl RespBackend for RespDoor<'_> {
+    fn get_ts(&mut self, count: u32) -> Result<Timestamp, TsRefusal> {
+        self.kit.node.serve_ts(count)
+    }
+
+    fn get_ts_run(&mut self, counts: &[u32], results: &mut [Result<Timestamp, TsRefusal>]) -> usize {
+        self.kit.node.serve_run(counts, results)
+    }
+
+    fn resp_addr(&self, node: NodeId) -> Option<SocketAddr> {
+        self.kit.resp_addr(node)
+    }
+
+    fn tally(&mut self, tally: Tally) {
+        match tally {
+            Tally::GetTs => self.requests += 1,
+            Tally::Timestamps(n) => self.timestamps += u64::from(n),
+            Tally::Error => self.errors += 1,
+            Tally::GetStatus => Counters::bump(&self.kit.counters.status_requests, 1),
+        }
     }
 }
 

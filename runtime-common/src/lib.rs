@@ -16,13 +16,15 @@
 //! * [`clock`]: the clocks the core is fed with (`CLOCK_BOOTTIME` on Linux).
 //! * [`error`]: [`ClientError`] (both clients' errors, one type) and, with
 //!   feature `server`, [`ServerError`].
-//! * [`io`]: making room in a connection's read buffer.
+//! * [`io`]: a connection's read buffer ([`io::InBuf`]).
 //! * Feature `server` (off by default; each runtime's `server` feature turns
 //!   it on, so their client-only builds pull no sled):
 //!   * [`config`]: [`ServerConfig`] and the start-up both servers make;
 //!   * [`kit`]: [`Kit`], what every door, link and driver of a server
 //!     shares: the node slot, the hint and advertise rules, the one
 //!     `Backend` the core's sessions are served by;
+//!   * [`door`]: a door's connection apart from its socket ([`ClientDoor`],
+//!     [`RespConnDoor`]), so each runtime has one connection loop;
 //!   * [`node_cell`]: [`NodeCell`], the node behind its one lock;
 //!   * [`directory`]: [`PeerDirectory`], what the links learn of the peers,
 //!     and the link tunables;
@@ -39,6 +41,8 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod directory;
+#[cfg(feature = "server")]
+pub mod door;
 #[cfg(feature = "server")]
 pub mod driver;
 pub mod error;
@@ -62,19 +66,32 @@ pub use clock::Clock;
 pub use config::{Opened, ServerConfig};
 #[cfg(feature = "server")]
 pub use directory::PeerDirectory;
+#[cfg(feature = "server")]
+pub use door::{ClientDoor, Door, Next, RespConnDoor};
 pub use error::ClientError;
 #[cfg(feature = "server")]
 pub use error::ServerError;
 #[cfg(feature = "server")]
-pub use kit::{Advertised, Kit};
+pub use kit::{Advertised, Kit, RespDoor};
 #[cfg(feature = "server")]
 pub use node_cell::NodeCell;
 #[cfg(feature = "server")]
 pub use redial::{DialError, Redial};
 #[cfg(feature = "server")]
-pub use route::{Route, route};
+pub use route::{Incoming, Route, report_closed, route};
 #[cfg(feature = "server")]
 pub use stats::ServerStats;
+
+/// The types both runtimes re-export at their roots, one type each,
+/// whichever runtime a program uses (`leasetso_std::ClientOptions` is
+/// `leasetso_smol::ClientOptions`).
+pub mod exports {
+    pub use crate::client::{ClientOptions, MAX_COUNT, NodeStatus};
+    pub use crate::{ClientError, Clock};
+    #[cfg(feature = "server")]
+    pub use crate::{ServerConfig, ServerError, ServerStats};
+    pub use leasetso_core::{ErrorCode, LeaderHint, NodeConfig, NodeId, Role, Timestamp};
+}
 
 /// Takes a lock that guards plain flags and bookkeeping, which a panic
 /// cannot leave inconsistent, so a poisoned one is taken anyway. (The node's

@@ -65,6 +65,33 @@ impl NodeCell {
         self.get_ts(count).map_err(|e| e.map_or(TsRefusal::Unavailable, TsRefusal::Node))
     }
 
+    /// Serves a run of pipelined requests of `counts` under one lock of the
+    /// node, in order, writing each result to the same index of `results`
+    /// and stopping after the first refusal; returns how many it answered.
+    /// The clock is read for each count, under the lock, as
+    /// [`NodeCell::get_ts`] reads it. One lock per run, not per request, so
+    /// that many connections do not pass the lock's cache line around per
+    /// command.
+    pub fn serve_run(&self, counts: &[u32], results: &mut [Result<Timestamp, TsRefusal>]) -> usize {
+        let Ok(mut guard) = self.node.lock() else {
+            results[..counts.len().min(1)].fill(Err(TsRefusal::Unavailable));
+            return counts.len().min(1);
+        };
+        let Some(node) = guard.as_mut() else {
+            results[..counts.len().min(1)].fill(Err(TsRefusal::Node(GetTsError::NotLeader { leader: None })));
+            return counts.len().min(1);
+        };
+        let mut answered = 0;
+        for (&count, result) in counts.iter().zip(results.iter_mut()) {
+            *result = node.get_ts(count, self.clock.now()).map_err(TsRefusal::Node);
+            answered += 1;
+            if result.is_err() {
+                break;
+            }
+        }
+        answered
+    }
+
     /// The node's status; a node still learning its restart counter from its
     /// peers reports itself a follower that knows nothing yet. `None` if the
     /// node's state is poisoned.

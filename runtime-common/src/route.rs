@@ -14,10 +14,15 @@
 //!   session never reports; should one arrive anyway, the link is closed,
 //!   not ignored, so a peer out of step redials and says Hello again.
 
-use leasetso_core::{NodeId, PeerFrame};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use leasetso_core::{HandshakeError, LinkError, NodeId, PeerFrame};
 
 use crate::directory::PeerDirectory;
 use crate::driver::Input;
+use crate::lock;
 use crate::store::Job;
 
 /// What to do with one frame of a peer.
@@ -44,6 +49,58 @@ pub fn route<R>(dir: &PeerDirectory, from: NodeId, frame: PeerFrame) -> Route<R>
         PeerFrame::Store(request) => Route::Store(Job::Remote { from, request }),
         PeerFrame::RestartQuery => Route::Store(Job::RestartQuery { from }),
         PeerFrame::Hello(_) | PeerFrame::Welcome(_) | PeerFrame::Refused { .. } => Route::Close,
+    }
+}
+
+/// The live incoming connection of each peer, so that a peer that dials
+/// again (it restarted, or lost the old connection) replaces its old one,
+/// which is closed, and so that a stop can close them all. `S` is the
+/// runtime's stream (or its clone).
+#[derive(Debug)]
+pub struct Incoming<S> {
+    next: AtomicU64,
+    live: Mutex<Vec<Option<(u64, S)>>>,
+}
+
+impl<S> Incoming<S> {
+    /// No live connection yet, in a cluster of `nodes`.
+    pub fn new(nodes: u16) -> Self {
+        Incoming { next: AtomicU64::new(0), live: Mutex::new((0..nodes).map(|_| None).collect()) }
+    }
+
+    /// Registers `stream` as `peer`'s live connection. Returns its number
+    /// (for [`Incoming::unregister`]) and the connection it replaces, which
+    /// the caller closes: it is dead, or about to be.
+    pub fn register(&self, peer: NodeId, stream: S) -> (u64, Option<S>) {
+        let conn = self.next.fetch_add(1, Ordering::Relaxed);
+        let old = lock(&self.live).get_mut(usize::from(peer.0)).and_then(|slot| slot.replace((conn, stream)));
+        (conn, old.map(|(_, s)| s))
+    }
+
+    /// Forgets connection `conn` of `peer`, unless a newer one replaced it.
+    pub fn unregister(&self, peer: NodeId, conn: u64) {
+        if let Some(slot) = lock(&self.live).get_mut(usize::from(peer.0)) {
+            if slot.as_ref().is_some_and(|(c, _)| *c == conn) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Takes every live connection, for a stop to close them.
+    pub fn drain(&self) -> Vec<S> {
+        lock(&self.live).iter_mut().filter_map(|slot| slot.take().map(|(_, s)| s)).collect()
+    }
+}
+
+/// Logs why an incoming peer connection ended, once, with who it was.
+pub fn report_closed(remote: Option<SocketAddr>, peer: Option<NodeId>, e: &LinkError) {
+    match (e, peer) {
+        (LinkError::Handshake(HandshakeError::NotHandshake), _) => {
+            tracing::warn!(?remote, "refusing a peer: its first frame is not Hello");
+        }
+        (LinkError::Handshake(h), _) => tracing::error!(?remote, "refusing a peer: {h}"),
+        (e, Some(peer)) => tracing::warn!(peer = peer.0 + 1, error = %e, "dropping the peer connection"),
+        (e, None) => tracing::warn!(?remote, error = %e, "dropping a peer connection before its handshake"),
     }
 }
 

@@ -93,6 +93,38 @@ pub fn apply<R>(
     }
 }
 
+/// A runtime's peer links, as the store thread reaches them.
+pub trait Links {
+    /// Queues `frame` for peer `to` (dropped if its link's queue is full).
+    fn send(&self, to: NodeId, frame: PeerFrame);
+    /// The highest ballot of peer `id`'s own these links have seen.
+    fn seen(&self, id: NodeId) -> Ballot;
+}
+
+/// The store thread's loop: runs every job `jobs` yields, until it ends (its
+/// queue closed and drained), and sends each answer where [`apply`] says:
+/// to the driver (`driver`; an answer for a driver that has stopped is
+/// dropped, and the rest of the queue is still answered), to a peer over
+/// `links` (none for a single node), or to the admin connection that asked
+/// (`admin`).
+pub fn run<R>(
+    me: NodeId,
+    store: &SledStore,
+    jobs: impl Iterator<Item = Job<R>>,
+    links: Option<&impl Links>,
+    mut driver: impl FnMut(Input),
+    mut admin: impl FnMut(R, StoreReply),
+) {
+    for job in jobs {
+        match apply(store, me, job, |from| links.map(|l| l.seen(from))) {
+            Done::Driver(input) => driver(input),
+            Done::Peer(to, frame) => links.iter().for_each(|l| l.send(to, frame)),
+            Done::Admin(reply, answer) => admin(reply, answer),
+            Done::Nothing => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

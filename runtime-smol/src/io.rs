@@ -7,23 +7,15 @@ use std::time::Duration;
 
 use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, future};
-use leasetso_runtime_common::io::make_room;
+use leasetso_runtime_common::io::InBuf;
 
-/// Reads once more into `buf`, whose unread bytes are `start..end`: first
-/// makes room for at least `room` bytes after them (moving them to the front
-/// only when needed), then reads. Returns the bytes read; 0 means the peer
-/// closed. The buffer is allocated once per connection: this allocates
+/// Reads once more into `buf`, with room for at least `room` bytes after
+/// its unread ones. Returns the bytes read; 0 means the peer closed the
+/// connection. The buffer is allocated once per connection: this allocates
 /// nothing.
-pub(crate) async fn refill(
-    stream: &mut TcpStream,
-    buf: &mut [u8],
-    start: &mut usize,
-    end: &mut usize,
-    room: usize,
-) -> io::Result<usize> {
-    make_room(buf, start, end, room);
-    let n = stream.read(&mut buf[*end..]).await?;
-    *end += n;
+pub(crate) async fn refill(stream: &mut TcpStream, buf: &mut InBuf, room: usize) -> io::Result<usize> {
+    let n = stream.read(buf.spare(room)).await?;
+    buf.filled(n);
     Ok(n)
 }
 

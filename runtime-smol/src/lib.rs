@@ -26,32 +26,16 @@
 //! smol-rs I/O crates, no sled.
 #![warn(missing_docs, unreachable_pub)]
 
-pub use leasetso_runtime_common::clock;
+pub use leasetso_runtime_common::{clock, error};
 
 pub mod client;
-pub mod error;
 #[cfg(feature = "server")]
 pub(crate) mod io;
 
 #[cfg(feature = "server")]
-mod conn;
-#[cfg(feature = "server")]
-mod driver;
-#[cfg(feature = "server")]
-mod peer;
-#[cfg(feature = "server")]
-mod resp;
-#[cfg(feature = "server")]
 pub mod server;
-#[cfg(feature = "server")]
-mod store;
 
-pub use client::{Client, ClientOptions, MAX_COUNT, NodeStatus};
-pub use clock::Clock;
-pub use error::ClientError;
+pub use client::Client;
+pub use leasetso_runtime_common::exports::*;
 #[cfg(feature = "server")]
-pub use error::ServerError;
-#[cfg(feature = "server")]
-pub use server::{Handle, Server, ServerConfig, ServerStats};
-
-pub use leasetso_core::{ErrorCode, LeaderHint, NodeConfig, NodeId, Role, Timestamp};
+pub use server::{Handle, Server};

@@ -1,29 +1,21 @@
 //! Byte plumbing the connection threads share: refilling a read buffer and
 //! closing a connection without losing the last frame sent on it.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 
 use leasetso_core::conn::{LINGER, LINGER_BYTES};
-use leasetso_runtime_common::io::make_room;
+use leasetso_runtime_common::io::InBuf;
 
-/// Reads once more into `buf`, whose unread bytes are `start..end`: first
-/// makes room for at least `room` bytes after them (moving them to the front
-/// only when that is needed), then reads, retrying an interrupted read.
-/// Returns the bytes read; 0 means the peer closed the connection. The
-/// buffer is allocated once per connection: this allocates nothing.
-pub(crate) fn refill(
-    mut stream: &TcpStream,
-    buf: &mut [u8],
-    start: &mut usize,
-    end: &mut usize,
-    room: usize,
-) -> io::Result<usize> {
-    make_room(buf, start, end, room);
+/// Reads once more into `buf`, with room for at least `room` bytes after
+/// its unread ones, retrying an interrupted read. Returns the bytes read; 0
+/// means the peer closed the connection. The buffer is allocated once per
+/// connection: this allocates nothing.
+pub(crate) fn refill(mut stream: &TcpStream, buf: &mut InBuf, room: usize) -> io::Result<usize> {
     loop {
-        match stream.read(&mut buf[*end..]) {
+        match stream.read(buf.spare(room)) {
             Ok(n) => {
-                *end += n;
+                buf.filled(n);
                 return Ok(n);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -49,4 +41,14 @@ pub(crate) fn linger_close(stream: &TcpStream) {
             Ok(n) => total += n,
         }
     }
+}
+
+/// Writes out what a session queued, then empties `out` for the next answers.
+pub(crate) fn flush(mut stream: &TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let result = stream.write_all(out);
+    out.clear();
+    result
 }

@@ -21,33 +21,15 @@
 //! `leasetso-core`; the durable store in `leasetso-sled`.
 #![warn(missing_docs, unreachable_pub)]
 
-pub use leasetso_runtime_common::clock;
+pub use leasetso_runtime_common::{clock, error};
 
 pub mod client;
-#[cfg(feature = "server")]
-mod conn;
-#[cfg(feature = "server")]
-mod door;
-#[cfg(feature = "server")]
-mod driver;
-pub mod error;
 #[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub(crate) mod io;
 #[cfg(feature = "server")]
-mod peer;
-#[cfg(feature = "server")]
-mod resp;
-#[cfg(feature = "server")]
 pub mod server;
-#[cfg(feature = "server")]
-mod store;
 
-pub use client::{Client, ClientOptions, MAX_COUNT, NodeStatus};
-pub use clock::Clock;
-pub use error::ClientError;
+pub use client::Client;
+pub use leasetso_runtime_common::exports::*;
 #[cfg(feature = "server")]
-pub use error::ServerError;
-#[cfg(feature = "server")]
-pub use server::{Server, ServerConfig, ServerStats, StopHandle};
-
-pub use leasetso_core::{ErrorCode, LeaderHint, NodeConfig, NodeId, Role, Timestamp};
+pub use server::{Server, StopHandle};

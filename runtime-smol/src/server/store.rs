@@ -12,19 +12,22 @@
 use std::sync::Arc;
 
 use leasetso_core::{NodeId, StoreReply};
-use leasetso_runtime_common::store::{Done, apply};
+use leasetso_runtime_common::store;
 use leasetso_sled::SledStore;
 
-use crate::driver::Input;
-use crate::peer::PeerNet;
+use crate::server::driver::Input;
+use crate::server::peer::PeerNet;
 
 pub(crate) use leasetso_runtime_common::store::STORE_QUEUE;
 
-/// Work for the store thread; an operator's answer goes back on an async
-/// channel to the connection task that asked.
-pub(crate) type Job = leasetso_runtime_common::store::Job<async_channel::Sender<StoreReply>>;
+/// Where an operator's answer goes: the connection that asked.
+type Reply = async_channel::Sender<StoreReply>;
 
-/// Runs jobs until the queue is closed and drained.
+/// Work for the store thread.
+pub(crate) type Job = leasetso_runtime_common::store::Job<Reply>;
+
+/// Runs jobs until the queue is closed and drained
+/// ([`leasetso_runtime_common::store::run`]).
 pub(crate) fn run(
     me: NodeId,
     store: SledStore,
@@ -32,21 +35,13 @@ pub(crate) fn run(
     driver: async_channel::Sender<Input>,
     net: Option<Arc<PeerNet>>,
 ) {
-    while let Ok(job) = jobs.recv_blocking() {
-        match apply(&store, me, job, |from| net.as_ref().map(|net| net.seen(from))) {
-            // Gone only once the driver stopped; the rest is drained anyway.
-            Done::Driver(input) => {
-                let _ = driver.send_blocking(input);
-            }
-            Done::Peer(to, frame) => {
-                if let Some(net) = &net {
-                    net.send(to, frame);
-                }
-            }
-            Done::Admin(reply, answer) => {
-                let _ = reply.try_send(answer);
-            }
-            Done::Nothing => {}
-        }
-    }
+    let admin = |reply: Reply, answer| _ = reply.try_send(answer);
+    store::run(
+        me,
+        &store,
+        std::iter::from_fn(|| jobs.recv_blocking().ok()),
+        net.as_deref(),
+        |input| _ = driver.send_blocking(input),
+        admin,
+    );
 }

@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use futures_lite::future;
 use leasetso_runtime_common::driver::{DriverLoop, RELEASE_FLUSH, report_released};
+use leasetso_runtime_common::store::Links;
 
 use crate::server::Shared;
-use crate::store::Job;
+use crate::server::store::Job;
 
 pub(crate) use leasetso_runtime_common::driver::{Input, Pending};
 

@@ -7,20 +7,20 @@
 //! stream with one writer, and no frame waits behind a reply.
 //!
 //! Which frame may come when is the core's: the link sessions
-//! ([`Dialler`], [`Acceptor`]) check the handshakes, tag frames with the id
+//! ([`LinkDialler`], [`LinkAcceptor`]) check the handshakes, tag frames with the id
 //! the handshake named and end a connection that breaks the protocol; the
 //! record of the ballots each peer used is the core's [`Seen`]. This module
 //! owns sockets, tasks, queues and timers.
 //!
 //! * **Outgoing**: one task per peer owns the connection: it dials, runs the
-//!   [`Dialler`] session to the Welcome, then writes what the driver queued. The queue is bounded: what does not fit is dropped (the
+//!   [`LinkDialler`] session to the Welcome, then writes what the driver queued. The queue is bounded: what does not fit is dropped (the
 //!   lease protocol tolerates loss, a store round times out), so a dead peer
 //!   costs constant memory and the driver never waits for it. The accepting
 //!   side never writes after its Welcome, so the same task also reads the
 //!   socket: a read that returns is the peer closing, and the link redials at
 //!   once instead of losing its next batch to a dead socket.
 //! * **Incoming**: an acceptor task and one reader task per connection,
-//!   feeding an [`Acceptor`] session: it answers `Welcome` or `Refused`, and
+//!   feeding a [`LinkAcceptor`] session: it answers `Welcome` or `Refused`, and
 //!   from then on reports every frame tagged with the id the handshake
 //!   named, never with anything a frame says; the reader routes them.
 //!
@@ -28,22 +28,24 @@
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_executor::Executor;
 use async_net::{TcpListener, TcpStream};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use leasetso_core::conn::{LINGER, LINGER_BYTES};
-use leasetso_core::link::{Acceptor, Dialler, LinkError, LinkEvent, MAX_FRAME_BYTES};
+use leasetso_core::link::{LinkAcceptor, LinkDialler, LinkEvent, MAX_FRAME_BYTES};
 use leasetso_core::{Ballot, Handshake, NodeId, PeerFrame};
 
-use crate::driver::Input;
 use crate::io::linger_close;
-use crate::store::Job;
+use crate::server::driver::Input;
+use crate::server::store::Job;
 use leasetso_runtime_common::directory::{IO_TIMEOUT, LINK_QUEUE, READ_BUF, WRITE_BATCH};
-use leasetso_runtime_common::{DialError, PeerDirectory, Redial, Route, lock, route};
+use leasetso_runtime_common::store::Links;
+use leasetso_runtime_common::{
+    Clock, DialError, Incoming, PeerDirectory, Redial, Route, report_closed, route,
+};
 
 /// What the driver asks a link's task.
 enum Cmd {
@@ -73,8 +75,8 @@ pub(crate) struct PeerNet {
     pub(crate) dir: Arc<PeerDirectory>,
     /// The live incoming connection of each peer (a connection number and
     /// the stream), to close it when the peer dials again.
-    incoming: Mutex<Vec<Option<(u64, TcpStream)>>>,
-    next_conn: std::sync::atomic::AtomicU64,
+    incoming: Incoming<TcpStream>,
+    clock: Clock,
 }
 
 /// Where an incoming connection's frames go.
@@ -111,8 +113,8 @@ impl PeerNet {
             seed,
             links,
             dir: Arc::new(PeerDirectory::new(me, nodes)),
-            incoming: Mutex::new((0..nodes).map(|_| None).collect()),
-            next_conn: std::sync::atomic::AtomicU64::new(0),
+            incoming: Incoming::new(nodes),
+            clock: Clock::new(),
         })
     }
 
@@ -142,26 +144,11 @@ impl PeerNet {
         self.listen_addr
     }
 
-    /// Queues a frame for `to`; drops it if the link's queue is full.
-    pub(crate) fn send(&self, to: NodeId, frame: PeerFrame) {
-        let Some(Some(link)) = self.links.get(usize::from(to.0)) else { return };
-        if link.tx.try_send(Cmd::Frame(frame)).is_err() {
-            tracing::trace!(to = to.0 + 1, "peer queue full; frame dropped");
-        }
-    }
-
-    /// The highest ballot of node `id`'s own seen ([`PeerDirectory::seen`]).
-    pub(crate) fn seen(&self, id: NodeId) -> Ballot {
-        self.dir.seen(id)
-    }
-
     /// Closes the incoming connections still registered, once the tasks are
     /// gone (the handle outlives them).
     pub(crate) fn close(&self) {
-        for slot in lock(&self.incoming).iter_mut() {
-            if let Some((_, stream)) = slot.take() {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
+        for stream in self.incoming.drain() {
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
 
@@ -207,37 +194,44 @@ impl PeerNet {
         }
     }
 
-    /// Serves one incoming connection through an [`Acceptor`] session: the
-    /// handshake, then frames until the peer leaves or breaks the protocol.
+    /// Serves one incoming connection through a [`LinkAcceptor`] session:
+    /// the handshake (by its deadline), then frames until the peer leaves or
+    /// breaks the protocol.
     async fn read(&self, mut stream: TcpStream, routes: &Routes) {
         let remote = stream.peer_addr().ok();
         let _ = stream.set_nodelay(true);
-        let mut session = Acceptor::new(self.ours, self.nodes);
+        let mut session = LinkAcceptor::new(self.ours, self.nodes, self.clock.now());
         let mut buf = vec![0u8; READ_BUF];
         let mut conn = None;
         'conn: loop {
-            // Before the handshake a silent peer is given a bounded time.
+            // Until the handshake is done, a read waits no longer than its deadline.
             let read = async { Some(stream.read(&mut buf).await) };
-            let n = if session.peer().is_none() {
-                future::or(read, async {
-                    async_io::Timer::after(IO_TIMEOUT * 5).await;
-                    None
-                })
-                .await
-            } else {
-                read.await
+            let n = match session.poll_timeout() {
+                Some(deadline) => {
+                    let left = deadline.saturating_since(self.clock.now());
+                    future::or(read, async {
+                        async_io::Timer::after(left).await;
+                        None
+                    })
+                    .await
+                }
+                None => read.await,
             };
-            let n = match n {
-                Some(Ok(0)) | None => break,
-                Some(Ok(n)) => n,
+            let input = match n {
+                Some(Ok(0)) => break,
+                Some(Ok(n)) => &buf[..n],
                 Some(Err(e)) => {
                     tracing::debug!(?remote, error = %e, "peer connection lost");
                     break;
                 }
+                None => {
+                    session.handle_timeout(self.clock.now());
+                    &[][..]
+                }
             };
-            let mut input = &buf[..n];
+            let mut input = input;
             loop {
-                let used = session.handle_input(input);
+                let used = session.handle_input(input, self.clock.now());
                 input = &input[used..];
                 let mut evented = false;
                 while let Some(event) = session.poll_event() {
@@ -250,11 +244,8 @@ impl PeerNet {
                             if write_answer(&mut stream, &mut session).await.is_err() {
                                 break 'conn;
                             }
-                            let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-                            let slot = &mut lock(&self.incoming)[usize::from(peer.0)];
-                            if let Some((_, old)) = slot.replace((id, stream.clone())) {
-                                // The peer dialled again (it restarted, or lost
-                                // the old connection): the old one is dead.
+                            let (id, old) = self.incoming.register(peer, stream.clone());
+                            if let Some(old) = old {
                                 let _ = old.shutdown(Shutdown::Both);
                             }
                             conn = Some((peer, id));
@@ -266,15 +257,7 @@ impl PeerNet {
                             }
                         }
                         LinkEvent::Closed(e) => {
-                            match (e, conn) {
-                                (LinkError::Handshake(_), None) => {
-                                    tracing::error!(?remote, "refusing a peer: {e}")
-                                }
-                                (_, None) => tracing::warn!(?remote, "dropping a peer connection: {e}"),
-                                (_, Some((peer, _))) => {
-                                    tracing::warn!(peer = peer.0 + 1, "dropping the peer connection: {e}")
-                                }
-                            }
+                            report_closed(remote, conn.map(|(p, _)| p), &e);
                             // A refusal, if one is queued, is written and lingers.
                             if matches!(write_answer(&mut stream, &mut session).await, Ok(true)) {
                                 linger_close(&mut stream, LINGER, LINGER_BYTES).await;
@@ -289,10 +272,7 @@ impl PeerNet {
             }
         }
         if let Some((peer, id)) = conn {
-            let slot = &mut lock(&self.incoming)[usize::from(peer.0)];
-            if slot.as_ref().is_some_and(|(c, _)| *c == id) {
-                *slot = None;
-            }
+            self.incoming.unregister(peer, id);
         }
     }
 
@@ -327,12 +307,12 @@ impl PeerNet {
         }
     }
 
-    /// Dials `to` and runs a [`Dialler`] session to its Welcome.
-    async fn connect(&self, to: NodeId, addr: SocketAddr) -> Result<(TcpStream, Dialler), DialError> {
+    /// Dials `to` and runs a [`LinkDialler`] session to its Welcome.
+    async fn connect(&self, to: NodeId, addr: SocketAddr) -> Result<(TcpStream, LinkDialler), DialError> {
         let dial = async {
             let mut stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            let mut session = Dialler::new(self.ours, self.nodes, to);
+            let mut session = LinkDialler::new(self.ours, self.nodes, to, self.clock.now());
             let mut hello = [0u8; MAX_FRAME_BYTES];
             let mut room = &mut hello[..];
             let n = session.poll_transmit(&mut room).map_err(io::Error::other)?;
@@ -346,7 +326,7 @@ impl PeerNet {
                 }
                 let mut input = &buf[..n];
                 while !input.is_empty() || !session.is_up() {
-                    let used = session.handle_input(input);
+                    let used = session.handle_input(input, self.clock.now());
                     input = &input[used..];
                     match session.poll_event() {
                         Some(LinkEvent::Up { client_addr, resp_addr, .. }) => {
@@ -374,7 +354,7 @@ impl PeerNet {
 /// returns why. Frames that queued up meanwhile go out in one write.
 async fn write_loop(
     stream: &mut TcpStream,
-    session: &Dialler,
+    session: &LinkDialler,
     rx: &async_channel::Receiver<Cmd>,
 ) -> io::Error {
     let mut out: Vec<u8> = Vec::with_capacity(WRITE_BATCH + MAX_FRAME_BYTES);
@@ -433,9 +413,24 @@ async fn idle(rx: &async_channel::Receiver<Cmd>, pause: Duration) {
     .await;
 }
 
+/// The links as the store thread and the driver reach them.
+impl Links for PeerNet {
+    /// Queues a frame for `to`; drops it if the link's queue is full.
+    fn send(&self, to: NodeId, frame: PeerFrame) {
+        let Some(Some(link)) = self.links.get(usize::from(to.0)) else { return };
+        if link.tx.try_send(Cmd::Frame(frame)).is_err() {
+            tracing::trace!(to = to.0 + 1, "peer queue full; frame dropped");
+        }
+    }
+
+    fn seen(&self, id: NodeId) -> Ballot {
+        self.dir.seen(id)
+    }
+}
+
 /// Writes what the session still has to send (its Welcome or Refused);
 /// whether anything was written.
-async fn write_answer(stream: &mut TcpStream, session: &mut Acceptor) -> io::Result<bool> {
+async fn write_answer(stream: &mut TcpStream, session: &mut LinkAcceptor) -> io::Result<bool> {
     let mut buf = [0u8; MAX_FRAME_BYTES];
     let mut room = &mut buf[..];
     let n = session.poll_transmit(&mut room).map_err(io::Error::other)?;

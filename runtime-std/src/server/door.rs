@@ -16,13 +16,14 @@ use std::time::Duration;
 use leasetso_runtime_common::lock;
 
 /// Open connections, so that a stop can close them and wait for their threads.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Registry {
     next_id: u64,
     open: HashMap<u64, (TcpStream, Option<JoinHandle<()>>)>,
 }
 
 /// One listener and its connections.
+#[derive(Debug)]
 pub(crate) struct Door {
     /// What the door serves, for thread names and logs.
     what: &'static str,

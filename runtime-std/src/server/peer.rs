@@ -7,8 +7,8 @@
 //! stream with one writer, and no frame waits behind a reply.
 //!
 //! The sequencing of a connection (Hello, Welcome or Refused, then frames
-//! tagged with the handshake's id) is the core's: [`Dialler`] and
-//! [`Acceptor`] sessions (`leasetso_core::link`). This module moves their
+//! tagged with the handshake's id) is the core's: [`LinkDialler`] and
+//! [`LinkAcceptor`] sessions (`leasetso_core::link`). This module moves their
 //! bytes, keeps sockets, threads, queues and redial timers, and routes the
 //! frames the sessions report to the driver and the store thread.
 //!
@@ -28,26 +28,27 @@
 //!   anything a frame says. A malformed frame ends the session and drops the
 //!   connection (the peer redials).
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant as StdInstant};
 
 use leasetso_core::link::MAX_FRAME_BYTES;
-use leasetso_core::{
-    Acceptor, Ballot, Dialler, Handshake, HandshakeError, LinkError, LinkEvent, NodeId, PeerFrame,
-};
+use leasetso_core::{Ballot, Handshake, LinkAcceptor, LinkDialler, LinkEvent, NodeId, PeerFrame};
 
-use crate::door::loopback;
-use crate::driver::Input;
 use crate::io::{linger_close, refill};
-use crate::store::Job;
+use crate::server::door::loopback;
+use crate::server::driver::Input;
+use crate::server::store::Job;
 use leasetso_runtime_common::directory::{IO_TIMEOUT, LINK_QUEUE, READ_BUF, WRITE_BATCH};
-use leasetso_runtime_common::{DialError, PeerDirectory, Redial, Route, lock, route};
+use leasetso_runtime_common::io::InBuf;
+use leasetso_runtime_common::store::Links;
+use leasetso_runtime_common::{
+    Clock, DialError, Incoming, PeerDirectory, Redial, Route, lock, report_closed, route,
+};
 
 /// Room for one whole peer frame.
 const FRAME_ROOM: usize = MAX_FRAME_BYTES;
@@ -74,8 +75,8 @@ pub(crate) struct PeerNet {
     pub(crate) dir: Arc<PeerDirectory>,
     /// The live incoming connection of each peer, to close it at shutdown or
     /// when the peer dials again.
-    incoming: Mutex<HashMap<u16, (u64, TcpStream)>>,
-    next_conn: AtomicU64,
+    incoming: Incoming<TcpStream>,
+    clock: Clock,
     stopping: AtomicBool,
     listen_addr: SocketAddr,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -124,8 +125,8 @@ impl PeerNet {
             peers,
             links,
             dir: Arc::new(PeerDirectory::new(me, nodes)),
-            incoming: Mutex::new(HashMap::new()),
-            next_conn: AtomicU64::new(0),
+            incoming: Incoming::new(nodes),
+            clock: Clock::new(),
             stopping: AtomicBool::new(false),
             listen_addr,
             threads: Mutex::new(Vec::new()),
@@ -153,20 +154,6 @@ impl PeerNet {
     /// The address the peer listener is bound to.
     pub(crate) fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
-    }
-
-    /// Queues a frame for `to`; drops it if the link's queue is full.
-    pub(crate) fn send(&self, to: NodeId, frame: PeerFrame) {
-        let Some(Some(link)) = self.links.get(usize::from(to.0)) else { return };
-        match link.tx.try_send(Cmd::Frame(frame)) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(_)) => tracing::trace!(to = to.0 + 1, "peer queue full; frame dropped"),
-        }
-    }
-
-    /// The highest ballot of node `id`'s own seen ([`PeerDirectory::seen`]).
-    pub(crate) fn seen(&self, id: NodeId) -> Ballot {
-        self.dir.seen(id)
     }
 
     /// Waits until every link has written what was queued before this call,
@@ -202,7 +189,7 @@ impl PeerNet {
         }
         // Wakes the acceptor's blocked `accept`.
         let _ = TcpStream::connect_timeout(&loopback(self.listen_addr), IO_TIMEOUT);
-        for (_, (_, stream)) in lock(&self.incoming).drain() {
+        for stream in self.incoming.drain() {
             let _ = stream.shutdown(Shutdown::Both);
         }
         let threads = std::mem::take(&mut *lock(&self.threads));
@@ -236,7 +223,7 @@ impl PeerNet {
                 Err(e) => tracing::warn!(error = %e, "cannot start a peer reader thread"),
             }
         }
-        for (_, (_, stream)) in lock(&self.incoming).drain() {
+        for stream in self.incoming.drain() {
             let _ = stream.shutdown(Shutdown::Both);
         }
         for r in readers {
@@ -244,46 +231,31 @@ impl PeerNet {
         }
     }
 
-    /// Serves one incoming connection through the core's [`Acceptor`]
-    /// session: the handshake, then frames until the peer leaves, breaks the
-    /// protocol, or this node stops.
+    /// Serves one incoming connection through the core's [`LinkAcceptor`]
+    /// session: the handshake (by its deadline), then frames until the peer
+    /// leaves, breaks the protocol, or this node stops.
     fn read(&self, stream: TcpStream, routes: &Routes) {
         let remote = stream.peer_addr().ok();
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(IO_TIMEOUT * 5));
         let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-        let mut session = Acceptor::new(self.ours, self.nodes);
-        let mut buf: Box<[u8; READ_BUF]> = Box::new([0; READ_BUF]);
-        let (mut start, mut end) = (0, 0);
+        let mut session = LinkAcceptor::new(self.ours, self.nodes, self.clock.now());
+        let mut buf = InBuf::new(READ_BUF);
         // This connection's number once the peer is up, to unregister it.
         let mut up: Option<(NodeId, u64)> = None;
         'conn: loop {
-            while start < end {
-                start += session.handle_input(&buf[start..end]);
-                while let Some(event) = session.poll_event() {
-                    let go_on = match event {
-                        LinkEvent::Up { peer, client_addr, resp_addr, .. } => {
-                            match self.welcome(&stream, &mut session, peer, client_addr, resp_addr) {
-                                Some(conn) => {
-                                    up = Some((peer, conn));
-                                    tracing::debug!(peer = peer.0 + 1, ?remote, "peer connected");
-                                    true
-                                }
-                                None => false,
-                            }
-                        }
-                        LinkEvent::Frame { from, frame } => self.route(from, frame, routes),
-                        LinkEvent::Closed(e) => {
-                            self.closed(&stream, &mut session, remote, up.map(|(p, _)| p), e);
-                            false
-                        }
-                    };
-                    if !go_on {
-                        break 'conn;
-                    }
+            while !buf.pending().is_empty() {
+                let used = session.handle_input(buf.pending(), self.clock.now());
+                buf.consume(used);
+                if !self.on_events(&stream, &mut session, remote, &mut up, routes) {
+                    break 'conn;
                 }
             }
-            match refill(&stream, &mut buf[..], &mut start, &mut end, FRAME_ROOM) {
+            // Until the handshake is done, a read waits no longer than its deadline.
+            if let Some(deadline) = session.poll_timeout() {
+                let left = deadline.saturating_since(self.clock.now()).max(Duration::from_millis(1));
+                let _ = stream.set_read_timeout(Some(left));
+            }
+            match refill(&stream, &mut buf, FRAME_ROOM) {
                 Ok(0) => {
                     if up.is_none() {
                         tracing::debug!(?remote, "peer connection closed before its handshake");
@@ -291,25 +263,62 @@ impl PeerNet {
                     break;
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    match up {
-                        Some((peer, _)) => {
-                            tracing::debug!(peer = peer.0 + 1, error = %e, "peer connection lost")
-                        }
-                        None => {
-                            tracing::debug!(?remote, error = %e, "peer connection closed before its handshake")
-                        }
+                Err(e)
+                    if up.is_none()
+                        && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                {
+                    session.handle_timeout(self.clock.now());
+                    if !self.on_events(&stream, &mut session, remote, &mut up, routes) {
+                        break;
                     }
+                }
+                Err(e) => {
+                    tracing::debug!(peer = ?up.map(|(p, _)| p.0 + 1), ?remote, error = %e, "peer connection lost");
                     break;
                 }
             }
         }
         if let Some((peer, conn)) = up {
-            let mut incoming = lock(&self.incoming);
-            if incoming.get(&peer.0).is_some_and(|(c, _)| *c == conn) {
-                incoming.remove(&peer.0);
+            self.incoming.unregister(peer, conn);
+        }
+    }
+
+    /// Acts on what the session reports; false once the connection is to end.
+    fn on_events(
+        &self,
+        stream: &TcpStream,
+        session: &mut LinkAcceptor,
+        remote: Option<SocketAddr>,
+        up: &mut Option<(NodeId, u64)>,
+        routes: &Routes,
+    ) -> bool {
+        while let Some(event) = session.poll_event() {
+            let go_on = match event {
+                LinkEvent::Up { peer, client_addr, resp_addr, .. } => {
+                    match self.welcome(stream, session, peer, client_addr, resp_addr) {
+                        Some(conn) => {
+                            *up = Some((peer, conn));
+                            tracing::debug!(peer = peer.0 + 1, ?remote, "peer connected");
+                            true
+                        }
+                        None => false,
+                    }
+                }
+                LinkEvent::Frame { from, frame } => self.route(from, frame, routes),
+                LinkEvent::Closed(e) => {
+                    report_closed(remote, up.map(|(p, _)| p), &e);
+                    // A refusal, if one is queued, is written and lingers.
+                    if write_answer(stream, session).is_ok_and(|n| n > 0) {
+                        linger_close(stream);
+                    }
+                    false
+                }
+            };
+            if !go_on {
+                return false;
             }
         }
+        true
     }
 
     /// The peer passed the handshake: records the addresses it advertises
@@ -319,7 +328,7 @@ impl PeerNet {
     fn welcome(
         &self,
         stream: &TcpStream,
-        session: &mut Acceptor,
+        session: &mut LinkAcceptor,
         peer: NodeId,
         client_addr: Option<SocketAddr>,
         resp_addr: Option<SocketAddr>,
@@ -327,11 +336,8 @@ impl PeerNet {
         self.dir.advertised(peer, client_addr, resp_addr);
         write_answer(stream, session).ok()?;
         let _ = stream.set_read_timeout(None);
-        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let clone = stream.try_clone().ok()?;
-        if let Some((_, old)) = lock(&self.incoming).insert(peer.0, (conn, clone)) {
-            // The peer dialled again (it restarted, or lost the old
-            // connection): the old stream is dead or about to be.
+        let (conn, old) = self.incoming.register(peer, stream.try_clone().ok()?);
+        if let Some(old) = old {
             let _ = old.shutdown(Shutdown::Both);
         }
         (!self.stopping.load(Ordering::SeqCst)).then_some(conn)
@@ -346,36 +352,27 @@ impl PeerNet {
             Route::Close => false,
         }
     }
+}
 
-    /// The session ended: says why, writes its refusal if it has one (then
-    /// lingers, so the peer reads it before the close).
-    fn closed(
-        &self,
-        stream: &TcpStream,
-        session: &mut Acceptor,
-        remote: Option<SocketAddr>,
-        peer: Option<NodeId>,
-        e: LinkError,
-    ) {
-        match (e, peer) {
-            (LinkError::Handshake(HandshakeError::NotHandshake), _) => {
-                tracing::warn!(?remote, "refusing a peer: its first frame is not Hello");
-            }
-            (LinkError::Handshake(h), _) => tracing::error!(?remote, "refusing a peer: {h}"),
-            (e, Some(peer)) => tracing::warn!(peer = peer.0 + 1, error = %e, "dropping the peer connection"),
-            (e, None) => tracing::debug!(?remote, error = %e, "peer connection closed before its handshake"),
+/// The links as the store thread and the driver reach them.
+impl Links for PeerNet {
+    /// Queues a frame for `to`; drops it if the link's queue is full.
+    fn send(&self, to: NodeId, frame: PeerFrame) {
+        let Some(Some(link)) = self.links.get(usize::from(to.0)) else { return };
+        match link.tx.try_send(Cmd::Frame(frame)) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => tracing::trace!(to = to.0 + 1, "peer queue full; frame dropped"),
         }
-        if let Ok(n) = write_answer(stream, session) {
-            if n > 0 {
-                linger_close(stream);
-            }
-        }
+    }
+
+    fn seen(&self, id: NodeId) -> Ballot {
+        self.dir.seen(id)
     }
 }
 
 /// Writes what the acceptor has to send (its Welcome or Refused); returns
 /// the bytes written.
-fn write_answer(mut stream: &TcpStream, session: &mut Acceptor) -> io::Result<usize> {
+fn write_answer(mut stream: &TcpStream, session: &mut LinkAcceptor) -> io::Result<usize> {
     let mut buf = [0u8; MAX_FRAME_BYTES];
     let mut slice = &mut buf[..];
     // A handshake frame fits MAX_FRAME_BYTES (MAX_PEER_FRAME_LEN bounds it).
@@ -473,14 +470,14 @@ impl Link {
         }
     }
 
-    /// Dials the peer and runs the core's [`Dialler`] session through the
+    /// Dials the peer and runs the core's [`LinkDialler`] session through the
     /// handshake; returns the connection and the session, up.
-    fn connect(&mut self, addr: SocketAddr) -> Result<(TcpStream, Dialler), DialError> {
+    fn connect(&mut self, addr: SocketAddr) -> Result<(TcpStream, LinkDialler), DialError> {
         let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        let mut session = Dialler::new(self.net.ours, self.net.nodes, self.to);
+        let mut session = LinkDialler::new(self.net.ours, self.net.nodes, self.to, self.net.clock.now());
         let mut buf = [0u8; MAX_FRAME_BYTES];
         let mut slice = &mut buf[..];
         // The Hello fits MAX_FRAME_BYTES (MAX_PEER_FRAME_LEN bounds it).
@@ -499,7 +496,7 @@ impl Link {
             }
             let mut rest = &buf[..read];
             while !rest.is_empty() {
-                rest = &rest[session.handle_input(rest)..];
+                rest = &rest[session.handle_input(rest, self.net.clock.now())..];
                 while let Some(event) = session.poll_event() {
                     match event {
                         LinkEvent::Up { client_addr, resp_addr, .. } => {
@@ -517,7 +514,7 @@ impl Link {
 
     /// Writes queued frames until the connection fails (`Err`) or the node
     /// stops (`Ok`). Frames that queued up meanwhile go out in one write.
-    fn write_loop(&mut self, mut stream: &TcpStream, session: &Dialler) -> io::Result<()> {
+    fn write_loop(&mut self, mut stream: &TcpStream, session: &LinkDialler) -> io::Result<()> {
         let mut out: Vec<u8> = Vec::with_capacity(WRITE_BATCH + FRAME_ROOM);
         let mut acks: Vec<mpsc::Sender<()>> = Vec::new();
         loop {

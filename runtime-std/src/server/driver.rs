@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 
 use leasetso_runtime_common::driver::{DriverLoop, RELEASE_FLUSH, report_released};
+use leasetso_runtime_common::store::Links;
 
-use crate::peer::PeerNet;
 use crate::server::Shared;
-use crate::store::Job;
+use crate::server::peer::PeerNet;
+use crate::server::store::Job;
 
 pub(crate) use leasetso_runtime_common::driver::{Input, Pending};
 

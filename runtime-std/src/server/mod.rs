@@ -6,8 +6,14 @@
 //! length of one `get_ts` call (no I/O, no allocation). The driver takes it to
 //! feed timeouts, peer messages and store replies and to drain outputs, and
 //! hands the outputs on after releasing it. Store operations run on their own
-//! thread ([`crate::store`]), so an fsync never delays GetTS, a Promise or an
+//! thread ([`crate::server::store`]), so an fsync never delays GetTS, a Promise or an
 //! Accept.
+
+mod conn;
+mod door;
+mod driver;
+mod peer;
+mod store;
 
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, SyncSender};
@@ -17,16 +23,14 @@ use std::time::Duration;
 
 use leasetso_core::{NodeId, StoreOp, StoreReply};
 
-use crate::clock::Clock;
-use crate::door::Door;
-use crate::driver::{Driver, Input};
+use self::door::Door;
+use self::driver::{Driver, Input};
+use self::peer::{PeerNet, Routes};
+use self::store::{Job, STORE_QUEUE};
 use crate::error::ServerError;
-use crate::peer::{PeerNet, Routes};
-use crate::store::{self, Job, STORE_QUEUE};
-use crate::{conn, resp};
 use leasetso_runtime_common::driver::DRIVER_QUEUE;
 pub(crate) use leasetso_runtime_common::stats::Counters;
-use leasetso_runtime_common::{Advertised, Kit, NodeCell, lock};
+use leasetso_runtime_common::{Advertised, ClientDoor, Kit, RespConnDoor, lock};
 pub use leasetso_runtime_common::{ServerConfig, ServerStats};
 
 /// What every thread of one server shares: the kit (the node, the
@@ -44,13 +48,7 @@ pub(crate) struct Shared {
     store: Mutex<Option<SyncSender<Job>>>,
 }
 
-impl std::ops::Deref for Shared {
-    type Target = Kit;
-
-    fn deref(&self) -> &Kit {
-        &self.kit
-    }
-}
+leasetso_runtime_common::kit_shared!(Shared);
 
 impl Shared {
     pub(crate) fn is_stopping(&self) -> bool {
@@ -65,7 +63,6 @@ impl Shared {
     /// Runs an operator's store operation on this node's replica, on the
     /// store thread. `None` if it did not answer within `timeout`.
     pub(crate) fn admin(&self, op: StoreOp, timeout: Duration) -> Option<StoreReply> {
-        self.kit.admin_note(&op);
         let (tx, rx) = mpsc::channel();
         let sent = lock(&self.store).as_ref()?.try_send(Job::Admin { op, reply: tx });
         sent.ok()?;
@@ -74,6 +71,7 @@ impl Shared {
 }
 
 /// A running leasetso server. Dropping it shuts it down.
+#[derive(Debug)]
 pub struct Server {
     shared: Arc<Shared>,
     /// The client door.
@@ -84,7 +82,7 @@ pub struct Server {
 }
 
 /// Asks a server to stop from anywhere (a signal handler, another thread).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct StopHandle {
     shared: Arc<Shared>,
 }
@@ -93,22 +91,6 @@ impl StopHandle {
     /// Requests the stop; [`Server::wait`] then shuts the server down.
     pub fn stop(&self) {
         self.shared.request_stop();
-    }
-}
-
-impl std::fmt::Debug for StopHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StopHandle").field("addr", &self.shared.local_addr).finish()
-    }
-}
-
-impl std::fmt::Debug for Server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("addr", &self.shared.local_addr)
-            .field("node", &self.shared.node_id)
-            .field("cluster_id", &self.shared.cluster_id)
-            .finish()
     }
 }
 
@@ -143,32 +125,11 @@ impl Server {
         } else {
             None
         };
-        let clock = Clock::new();
-        // A cluster node whose counter is gone learns it from its peers
-        // first (the driver).
-        let (node, pending) = cfg.first_node(&opened, clock.now())?;
+        let dir = net.as_ref().map(|net| Arc::clone(&net.dir));
+        let (kit, pending) = Kit::start(&cfg, &opened, door.local_addr(), advertised, dir)?;
         let store = opened.store;
-        let local_addr = door.local_addr();
-        tracing::info!(
-            addr = %local_addr,
-            node = cfg.node.id.0 + 1,
-            nodes,
-            cluster_id = cfg.cluster_id,
-            data = %cfg.data_dir.display(),
-            "node started"
-        );
         let shared = Arc::new(Shared {
-            kit: Kit {
-                node: NodeCell::new(node, clock, cfg.node.mode),
-                clock,
-                cluster_id: cfg.cluster_id,
-                node_id: cfg.node.id,
-                nodes,
-                local_addr,
-                advertised,
-                dir: net.as_ref().map(|net| Arc::clone(&net.dir)),
-                counters: Counters::default(),
-            },
+            kit,
             net: net.clone(),
             stopping: Mutex::new(false),
             wake: Condvar::new(),
@@ -193,14 +154,14 @@ impl Server {
             .door
             .start(
                 move || Counters::bump(&counted.counters.connections, 1),
-                move |stream, _| conn::serve(&served, stream),
+                move |stream, _| conn::serve(&served, stream, ClientDoor::new(&served.kit)),
             )
             .map_err(|source| ServerError::Spawn { what: "acceptor", source })?;
         if let Some(mut door) = resp {
             let (counted, served) = (Arc::clone(&server.shared), Arc::clone(&server.shared));
             door.start(
                 move || Counters::bump(&counted.counters.connections, 1),
-                move |stream, id| resp::serve(&served, stream, id),
+                move |stream, id| conn::serve(&served, stream, RespConnDoor::new(&served.kit, id)),
             )
             .map_err(|source| ServerError::Spawn { what: "RESP acceptor", source })?;
             tracing::info!(addr = %door.local_addr(), "RESP door open");

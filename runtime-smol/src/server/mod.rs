@@ -26,6 +26,11 @@
 //! store thread (`store.rs`), so an fsync never delays GetTS, a
 //! Promise or an Accept.
 
+mod conn;
+mod driver;
+mod peer;
+mod store;
+
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -37,15 +42,13 @@ use futures_lite::future;
 use leasetso_core::conn::ADMIN_TIMEOUT;
 use leasetso_core::{NodeId, Status, StoreOp, StoreReply};
 
-use crate::clock::Clock;
-use crate::conn;
-use crate::driver::{self, Input, Pending};
+use self::driver::{Input, Pending};
+use self::peer::PeerNet;
+use self::store::{Job, STORE_QUEUE};
 use crate::error::ServerError;
-use crate::peer::PeerNet;
-use crate::store::{self, Job, STORE_QUEUE};
 use leasetso_runtime_common::driver::DRIVER_QUEUE;
 pub(crate) use leasetso_runtime_common::stats::Counters;
-use leasetso_runtime_common::{Advertised, Kit, NodeCell};
+use leasetso_runtime_common::{Advertised, ClientDoor, Kit, RespConnDoor};
 pub use leasetso_runtime_common::{ServerConfig, ServerStats};
 
 /// What every task of one server shares: the kit (the node, the
@@ -61,13 +64,7 @@ pub(crate) struct Shared {
     pub(crate) store: async_channel::Sender<Job>,
 }
 
-impl std::ops::Deref for Shared {
-    type Target = Kit;
-
-    fn deref(&self) -> &Kit {
-        &self.kit
-    }
-}
+leasetso_runtime_common::kit_shared!(Shared);
 
 impl Shared {
     pub(crate) fn is_stopping(&self) -> bool {
@@ -96,7 +93,6 @@ impl Shared {
     /// Runs an operator's store operation on this node's replica, on the
     /// store thread. `None` if it did not answer within [`ADMIN_TIMEOUT`].
     pub(crate) async fn admin(&self, op: StoreOp) -> Option<StoreReply> {
-        self.kit.admin_note(&op);
         let (tx, rx) = async_channel::bounded(1);
         self.store.try_send(Job::Admin { op, reply: tx }).ok()?;
         let timeout = async {
@@ -127,6 +123,7 @@ impl Shared {
 }
 
 /// A bound leasetso server, ready to [`run`](Server::run).
+#[derive(Debug)]
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
@@ -142,25 +139,9 @@ pub struct Server {
 }
 
 /// Talks to a server from anywhere: asks it to stop, reads its state.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Handle {
     shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Handle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle").field("addr", &self.shared.local_addr).finish()
-    }
-}
-
-impl std::fmt::Debug for Server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("addr", &self.shared.local_addr)
-            .field("node", &self.shared.node_id)
-            .field("cluster_id", &self.shared.cluster_id)
-            .finish()
-    }
 }
 
 impl Handle {
@@ -242,18 +223,9 @@ impl Server {
         } else {
             (None, None)
         };
-        let clock = Clock::new();
-        let (node, pending) = cfg.first_node(&opened, clock.now())?;
+        let dir = net.as_ref().map(|net| Arc::clone(&net.dir));
+        let (kit, pending) = Kit::start(&cfg, &opened, local_addr, advertised, dir)?;
         let store = opened.store;
-        tracing::info!(
-            addr = %local_addr,
-            node = cfg.node.id.0 + 1,
-            nodes,
-            cluster_id = cfg.cluster_id,
-            data = %cfg.data_dir.display(),
-            runtime = "smol",
-            "node started"
-        );
         let (done_tx, store_done) = async_channel::bounded::<()>(1);
         let me = cfg.node.id;
         let store_net = net.clone();
@@ -266,17 +238,7 @@ impl Server {
             })
             .map_err(|source| ServerError::Spawn { what: "store", source })?;
         let shared = Arc::new(Shared {
-            kit: Kit {
-                node: NodeCell::new(node, clock, cfg.node.mode),
-                clock,
-                cluster_id: cfg.cluster_id,
-                node_id: cfg.node.id,
-                nodes,
-                local_addr,
-                advertised,
-                dir: net.as_ref().map(|net| Arc::clone(&net.dir)),
-                counters: Counters::default(),
-            },
+            kit,
             net,
             stopping: AtomicBool::new(false),
             wake: Event::new(),
@@ -367,9 +329,25 @@ impl Server {
                 net.start(&ex, l, driver_tx.clone(), shared.store.clone());
             }
             let driver = ex.spawn(driver::run(Arc::clone(&shared), driver_rx, pending));
-            let acceptor = ex.spawn(accept(Arc::clone(&shared), Arc::downgrade(&ex), listener));
-            let door = resp_listener
-                .map(|l| ex.spawn(crate::resp::accept(Arc::clone(&shared), Arc::downgrade(&ex), l)));
+            let acceptor = ex.spawn(accept(
+                Arc::clone(&shared),
+                Arc::downgrade(&ex),
+                listener,
+                "conn",
+                |s, stream, _| async move { conn::serve(&s, stream, ClientDoor::new(&s.kit)).await },
+            ));
+            let door =
+                resp_listener.map(|l| {
+                    ex.spawn(accept(
+                        Arc::clone(&shared),
+                        Arc::downgrade(&ex),
+                        l,
+                        "resp",
+                        |s, stream, id| async move {
+                            conn::serve(&s, stream, RespConnDoor::new(&s.kit, id)).await
+                        },
+                    ))
+                });
             shared.stopped().await;
             // Connections close before the lease is released, so no client
             // is told `NotLeader` by a node that is merely shutting down.
@@ -436,15 +414,26 @@ async fn wait_conns_closed(shared: &Shared) {
     }
 }
 
-/// Accepts client connections until the stop, each served by its own task.
-async fn accept(shared: Arc<Shared>, ex: Weak<Executor<'static>>, listener: async_net::TcpListener) {
+/// Accepts connections on `listener` until the stop, each served by
+/// `serve(shared, stream, id)` (`id` unique on this door) as a task of its
+/// own; `door` names the door in logs.
+async fn accept<F, Fut>(
+    shared: Arc<Shared>,
+    ex: Weak<Executor<'static>>,
+    listener: async_net::TcpListener,
+    door: &'static str,
+    serve: F,
+) where
+    F: Fn(Arc<Shared>, async_net::TcpStream, u64) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let accepting = async {
-        loop {
+        for id in 1.. {
             let (stream, peer) = match listener.accept().await {
                 Ok(s) => s,
                 Err(e) => {
                     // Out of descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(door, error = %e, "accept failed");
                     async_io::Timer::after(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -452,11 +441,11 @@ async fn accept(shared: Arc<Shared>, ex: Weak<Executor<'static>>, listener: asyn
             // Weak: a task holding its own executor would keep it alive.
             let Some(ex) = ex.upgrade() else { return };
             Counters::bump(&shared.counters.connections, 1);
-            tracing::debug!(%peer, "client connected");
-            let conn_shared = Arc::clone(&shared);
+            tracing::debug!(door, %peer, id, "client connected");
+            let served = serve(Arc::clone(&shared), stream, id);
             shared.spawn_conn(&ex, async move {
-                conn::serve(&conn_shared, stream).await;
-                tracing::debug!(%peer, "client disconnected");
+                served.await;
+                tracing::debug!(door, %peer, id, "client disconnected");
             });
         }
     };

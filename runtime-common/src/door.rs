@@ -1,0 +1,162 @@
+//! A door's connection apart from its socket: the core's session for that
+//! door, the kit's backend for it, and the connection's buffers.
+//!
+//! The client door speaks the native protocol ([`ServerConn`]), the RESP
+//! door Redis's ([`RespConn`]); both are a [`Door`] here, so each runtime
+//! has one connection loop for every door: step the door, write its out
+//! buffer, then do what [`Next`] says (read more, write again, run an
+//! operator's request on the store, or linger and close). The buffers are
+//! allocated once per connection with the sizes the sessions ask for, so the
+//! per-request path allocates nothing.
+
+use leasetso_core::conn::{FRAME_ROOM, OUT_CAPACITY, READ_BUF};
+use leasetso_core::resp::{MAX_COMMAND_LEN, OUT_LIMIT, RespConn, RespServed, ServerInfo};
+use leasetso_core::{Instant, Served, ServerConn, StoreOp, StoreReply};
+
+use crate::io::InBuf;
+use crate::kit::{Kit, RespDoor};
+
+/// Read buffer of a RESP connection: many pipelined commands per read.
+const RESP_READ_BUF: usize = 16 * 1024;
+
+/// What a connection loop does after [`Door::step`], once it has written
+/// [`Door::out`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Read more into [`Door::input`] (at least [`Door::room`] bytes free).
+    Read,
+    /// Step again: the out buffer was full.
+    Flush,
+    /// Run this operator's request on the store thread, then report the
+    /// answer (`None`: none in time) with [`Door::admin_done`].
+    Admin {
+        /// The request's id.
+        id: u64,
+        /// The operation.
+        op: StoreOp,
+    },
+    /// Linger, then close: the last reply is in the out buffer.
+    Close,
+}
+
+/// One connection of a door, apart from its socket.
+pub trait Door {
+    /// Answers what has been read, at `now`, into the out buffer.
+    fn step(&mut self, now: Instant) -> Next;
+    /// Reports the answer to the operator's request [`Next::Admin`] asked for.
+    fn admin_done(&mut self, id: u64, reply: Option<StoreReply>);
+    /// The answers to write, emptied by the runtime once written.
+    fn out(&mut self) -> &mut Vec<u8>;
+    /// The read buffer.
+    fn input(&mut self) -> &mut InBuf;
+    /// The room a read needs: any input this long is a whole request or an error.
+    fn room(&self) -> usize;
+}
+
+/// A client-door connection: the core's [`ServerConn`] served by the kit.
+#[derive(Debug)]
+pub struct ClientDoor<'a> {
+    kit: &'a Kit,
+    session: ServerConn,
+    out: Vec<u8>,
+    input: InBuf,
+}
+
+impl<'a> ClientDoor<'a> {
+    /// A fresh connection to `kit`'s node.
+    pub fn new(kit: &'a Kit) -> Self {
+        ClientDoor {
+            kit,
+            session: ServerConn::new(kit.cluster_id, kit.node_id, kit.nodes),
+            out: Vec::with_capacity(OUT_CAPACITY),
+            input: InBuf::new(READ_BUF),
+        }
+    }
+}
+
+impl Door for ClientDoor<'_> {
+    fn step(&mut self, now: Instant) -> Next {
+        let (used, served) = self.session.handle(self.input.pending(), now, &mut self.kit, &mut self.out);
+        self.input.consume(used);
+        match served {
+            Served::Read => Next::Read,
+            Served::Flush => Next::Flush,
+            Served::Admin { id, op } => {
+                self.kit.admin_note(&op);
+                Next::Admin { id, op }
+            }
+            Served::Close(fatal) => {
+                tracing::debug!(%fatal, "closing the connection");
+                Next::Close
+            }
+        }
+    }
+
+    fn admin_done(&mut self, id: u64, reply: Option<StoreReply>) {
+        // The session asked for exactly this id: it cannot refuse it.
+        let _ = self.session.admin_done(id, reply, &mut self.kit, &mut self.out);
+    }
+
+    fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    fn input(&mut self) -> &mut InBuf {
+        &mut self.input
+    }
+
+    fn room(&self) -> usize {
+        FRAME_ROOM
+    }
+}
+
+/// A RESP-door connection: the core's [`RespConn`] served by the kit.
+#[derive(Debug)]
+pub struct RespConnDoor<'a> {
+    backend: RespDoor<'a>,
+    session: RespConn,
+    out: Vec<u8>,
+    input: InBuf,
+}
+
+impl<'a> RespConnDoor<'a> {
+    /// Connection number `id` (what `CLIENT ID` reports) to `kit`'s node.
+    pub fn new(kit: &'a Kit, id: u64) -> Self {
+        RespConnDoor {
+            backend: RespDoor::new(kit),
+            session: RespConn::new(id, ServerInfo { node: kit.node_id, nodes: kit.nodes }),
+            out: Vec::with_capacity(OUT_LIMIT),
+            input: InBuf::new(RESP_READ_BUF),
+        }
+    }
+}
+
+impl Door for RespConnDoor<'_> {
+    fn step(&mut self, now: Instant) -> Next {
+        let (used, served) = self.session.handle(self.input.pending(), now, &mut self.backend, &mut self.out);
+        self.input.consume(used);
+        self.backend.flush();
+        match served {
+            RespServed::Read => Next::Read,
+            RespServed::Flush => Next::Flush,
+            RespServed::Close(why) => {
+                tracing::debug!(id = self.session.session().id(), %why, "closing the RESP connection");
+                Next::Close
+            }
+        }
+    }
+
+    fn admin_done(&mut self, _: u64, _: Option<StoreReply>) {}
+
+    fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    fn input(&mut self) -> &mut InBuf {
+        &mut self.input
+    }
+
+    fn room(&self) -> usize {
+        MAX_COMMAND_LEN
+    }
+}

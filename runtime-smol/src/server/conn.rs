@@ -1,0 +1,52 @@
+//! One connection of any door on the smol server: a task around the kit's
+//! [`Door`].
+//!
+//! Every protocol rule lives in the core's sessions, and the connection's
+//! buffers with them in the door; this task only reads bytes, writes what
+//! the door answered, runs operator store requests on the store thread, and
+//! lingers before closing after a fatal error or a `QUIT`. The node's lock
+//! is held only inside the door's step, never across an `.await`.
+
+use async_net::TcpStream;
+use futures_lite::AsyncWriteExt;
+use leasetso_core::conn::{LINGER, LINGER_BYTES};
+use leasetso_runtime_common::{Door, Next};
+
+use crate::io::{linger_close, refill};
+use crate::server::Shared;
+
+/// Serves `stream` through `door` until the client leaves or breaks the
+/// protocol. (The server's stop cancels this future from outside.)
+pub(crate) async fn serve(shared: &Shared, mut stream: TcpStream, mut door: impl Door) {
+    // Timestamps are small and latency-bound: never wait to coalesce writes.
+    let _ = stream.set_nodelay(true);
+    loop {
+        let next = door.step(shared.clock.now());
+        let out = door.out();
+        if !out.is_empty() {
+            if stream.write_all(out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        match next {
+            Next::Read => {
+                let room = door.room();
+                match refill(&mut stream, door.input(), room).await {
+                    // The client left, possibly mid-request: nothing to answer.
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+            Next::Flush => {}
+            Next::Admin { id, op } => {
+                let reply = shared.admin(op).await;
+                door.admin_done(id, reply);
+            }
+            Next::Close => {
+                linger_close(&mut stream, LINGER, LINGER_BYTES).await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! One connection of any door, served on its own thread.
+//!
+//! Every protocol rule lives in the core's sessions, and the connection's
+//! buffers with them in the kit's [`Door`]; this thread only moves bytes. It
+//! steps the door over what has arrived (so pipelined requests are answered
+//! in one write), writes the answers, runs operator requests on the store
+//! thread when the door asks, and reads again. After a fatal error or a
+//! `QUIT` the last reply is written and the thread lingers before closing,
+//! so the client reads it.
+
+use std::net::TcpStream;
+
+use leasetso_core::conn::ADMIN_TIMEOUT;
+use leasetso_runtime_common::{Door, Next};
+
+use crate::io::{flush, linger_close, refill};
+use crate::server::Shared;
+
+/// Serves `stream` through `door` until the client leaves, breaks the
+/// protocol, or the server stops.
+pub(crate) fn serve(shared: &Shared, stream: TcpStream, mut door: impl Door) {
+    // Timestamps are small and latency-bound: never wait to coalesce writes.
+    let _ = stream.set_nodelay(true);
+    loop {
+        let next = door.step(shared.clock.now());
+        if let Next::Admin { id, op } = next {
+            let reply = shared.admin(op, ADMIN_TIMEOUT);
+            door.admin_done(id, reply);
+            continue;
+        }
+        if flush(&stream, door.out()).is_err() {
+            return;
+        }
+        match next {
+            Next::Flush | Next::Admin { .. } => continue,
+            Next::Close => {
+                linger_close(&stream);
+                return;
+            }
+            Next::Read => {}
+        }
+        if shared.is_stopping() {
+            linger_close(&stream);
+            return;
+        }
+        let room = door.room();
+        match refill(&stream, door.input(), room) {
+            // The client left, possibly mid-request: nothing to answer.
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
