@@ -329,25 +329,10 @@ impl Server {
                 net.start(&ex, l, driver_tx.clone(), shared.store.clone());
             }
             let driver = ex.spawn(driver::run(Arc::clone(&shared), driver_rx, pending));
-            let acceptor = ex.spawn(accept(
-                Arc::clone(&shared),
-                Arc::downgrade(&ex),
-                listener,
-                "conn",
-                |s, stream, _| async move { conn::serve(&s, stream, ClientDoor::new(&s.kit)).await },
-            ));
-            let door =
-                resp_listener.map(|l| {
-                    ex.spawn(accept(
-                        Arc::clone(&shared),
-                        Arc::downgrade(&ex),
-                        l,
-                        "resp",
-                        |s, stream, id| async move {
-                            conn::serve(&s, stream, RespConnDoor::new(&s.kit, id)).await
-                        },
-                    ))
-                });
+            let acceptor =
+                ex.spawn(accept(Arc::clone(&shared), Arc::downgrade(&ex), listener, "conn", client_conn));
+            let door = resp_listener
+                .map(|l| ex.spawn(accept(Arc::clone(&shared), Arc::downgrade(&ex), l, "resp", resp_conn)));
             shared.stopped().await;
             // Connections close before the lease is released, so no client
             // is told `NotLeader` by a node that is merely shutting down.
@@ -412,6 +397,16 @@ async fn wait_conns_closed(shared: &Shared) {
         }
         listener.await;
     }
+}
+
+/// Serves a connection of the client door.
+async fn client_conn(shared: Arc<Shared>, stream: async_net::TcpStream, _: u64) {
+    conn::serve(&shared, stream, ClientDoor::new(&shared.kit)).await
+}
+
+/// Serves connection number `id` of the RESP door.
+async fn resp_conn(shared: Arc<Shared>, stream: async_net::TcpStream, id: u64) {
+    conn::serve(&shared, stream, RespConnDoor::new(&shared.kit, id)).await
 }
 
 /// Accepts connections on `listener` until the stop, each served by
