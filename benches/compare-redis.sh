@@ -17,6 +17,10 @@
 # leasetso / Redis. Installs redis-server and redis-tools if missing
 # (apt-get), builds leasetso (release), and stops everything it started.
 #
+# LEASETSO_BASE_BIN=PATH adds a column: that `leasetso` binary (an earlier
+# commit's build) serving the same way, in the same interleaved rounds, and
+# the ratio of this build's TSO rate to it.
+#
 # Usage: benches/compare-redis.sh          (env: DURATION=5 ROUNDS=3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -102,6 +106,21 @@ if [ -z "$leasetso" ] || ! grep -q "serving on" "$tmp/leasetso.log"; then
 fi
 wait_ping "$leasetso"
 
+# The baseline build's door, when asked for: started the same way.
+base=""
+if [ -n "${LEASETSO_BASE_BIN:-}" ]; then
+  "$LEASETSO_BASE_BIN" serve --listen 127.0.0.1:0 --data "$tmp/base" --resp 127.0.0.1:0 2>"$tmp/base.log" &
+  pids+=($!)
+  for _ in $(seq 1 200); do
+    grep -q "serving on" "$tmp/base.log" && break
+    sleep 0.05
+  done
+  base=$(sed -n 's/^leasetso: RESP on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$tmp/base.log")
+  [ -n "$base" ] || { echo "the baseline leasetso did not start:" >&2; cat "$tmp/base.log" >&2; exit 1; }
+  wait_ping "$base"
+  printf 'baseline: %s (%s)\n' "$("$LEASETSO_BASE_BIN" --version)" "$LEASETSO_BASE_BIN"
+fi
+
 # One redis-benchmark run: prints "RATE P50_MS".
 bench() {
   local port=$1 c=$2 p=$3 n=$4
@@ -132,7 +151,7 @@ for flags in "50 16" "1 1"; do
   probe_n=$((c * p * 250 + 20000))
   probe=$(bench "$redis_plain" "$c" "$p" "$probe_n" INCR counter | awk '{print $1}')
   n=$(awk -v r="$probe" -v d="$DURATION" 'BEGIN { n = int(r * d / 1000) * 1000; if (n < 10000) n = 10000; print n }')
-  : >"$tmp/plain" && : >"$tmp/aof" && : >"$tmp/tso"
+  : >"$tmp/plain" && : >"$tmp/aof" && : >"$tmp/tso" && : >"$tmp/base"
   : >"$tmp/plain.p50" && : >"$tmp/aof.p50" && : >"$tmp/tso.p50"
   for _ in $(seq 1 "$ROUNDS"); do
     read -r rate p50 < <(bench "$redis_plain" "$c" "$p" "$n" INCR counter)
@@ -141,6 +160,10 @@ for flags in "50 16" "1 1"; do
     echo "$rate" >>"$tmp/aof" && echo "$p50" >>"$tmp/aof.p50"
     read -r rate p50 < <(bench "$leasetso" "$c" "$p" "$n" TSO)
     echo "$rate" >>"$tmp/tso" && echo "$p50" >>"$tmp/tso.p50"
+    if [ -n "$base" ]; then
+      read -r rate _ < <(bench "$base" "$c" "$p" "$n" TSO)
+      echo "$rate" >>"$tmp/base"
+    fi
   done
   plain=$(median <"$tmp/plain")
   aof=$(median <"$tmp/aof")
@@ -150,6 +173,11 @@ for flags in "50 16" "1 1"; do
   printf '%-12s %10s %11s ms %11s ms %11s ms   (p50 latency)\n' "" "" \
     "$(median <"$tmp/plain.p50")" "$(median <"$tmp/aof.p50")" "$(median <"$tmp/tso.p50")"
   printf '%-12s %10s %s\n' "" "" "runs: INCR $(paste -sd' ' "$tmp/plain") | AOF $(paste -sd' ' "$tmp/aof") | TSO $(paste -sd' ' "$tmp/tso")"
+  if [ -n "$base" ]; then
+    b=$(median <"$tmp/base")
+    printf '%-12s %10s baseline TSO %.0f/s; this build / baseline %s (runs: %s)\n' "" "" "$b" \
+      "$(ratio "$tso" "$b")" "$(paste -sd' ' "$tmp/base")"
+  fi
 done
 
 # The door answered every TSO with a timestamp: none was an error.

@@ -16,6 +16,9 @@
 #    rates of both and their ratio, and the latency at one caller.
 # Harness options (see src/main.rs): --seconds S --warmup S --rounds R
 # --callers 1,8,64,256,1024 --batch 64 --batch-callers 1,8.
+# LEASETSO_BASE_BIN=PATH also starts that `leasetso` binary (an earlier
+# commit's build) as a std server, measured with the same async client in
+# the same rounds (column smol-base): a change against its baseline.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -109,6 +112,14 @@ if "$leasetso" serve --help 2>/dev/null | grep -q -- "--runtime"; then
   smol_addr="$(wait_addr "$tmp/leasetso-smol.log" "serving on" "${pids[-1]}")"
   smol_args=(--leasetso-smol "$smol_addr")
   echo "leasetso (smol server) on $smol_addr"
+fi
+
+if [ -n "${LEASETSO_BASE_BIN:-}" ]; then
+  "$LEASETSO_BASE_BIN" serve --listen 127.0.0.1:0 --data "$tmp/leasetso-base" >"$tmp/leasetso-base.log" 2>&1 &
+  pids+=($!)
+  base_addr="$(wait_addr "$tmp/leasetso-base.log" "serving on" "${pids[-1]}")"
+  smol_args+=(--leasetso-base "$base_addr")
+  echo "baseline leasetso ($LEASETSO_BASE_BIN, std server) on $base_addr"
 fi
 
 echo "== machine"

@@ -35,6 +35,7 @@ use leasetso_benches::{PingPong, SmolPool, Summary};
 struct Args {
     leasetso: SocketAddr,
     leasetso_smol: Option<SocketAddr>,
+    leasetso_base: Option<SocketAddr>,
     tsoracle: String,
     seconds: f64,
     warmup: f64,
@@ -44,7 +45,7 @@ struct Args {
     batch_callers: Vec<usize>,
 }
 
-const USAGE: &str = "usage: leasetso-peers --leasetso HOST:PORT [--leasetso-smol HOST:PORT] \
+const USAGE: &str = "usage: leasetso-peers --leasetso HOST:PORT [--leasetso-smol HOST:PORT] [--leasetso-base HOST:PORT] \
 --tsoracle http://HOST:PORT [--seconds S (5)] [--warmup S (0.5)] [--rounds R (3)] [--callers 1,8,64,256,1024] \
 [--batch 64] [--batch-callers 1,8]";
 
@@ -52,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         leasetso: "127.0.0.1:7400".parse().map_err(|e| format!("{e}"))?,
         leasetso_smol: None,
+        leasetso_base: None,
         tsoracle: "http://127.0.0.1:50551".into(),
         seconds: 5.0,
         warmup: 0.5,
@@ -70,6 +72,9 @@ fn parse_args() -> Result<Args, String> {
             "--leasetso" => args.leasetso = value()?.parse().map_err(|e| format!("--leasetso: {e}"))?,
             "--leasetso-smol" => {
                 args.leasetso_smol = Some(value()?.parse().map_err(|e| format!("--leasetso-smol: {e}"))?)
+            }
+            "--leasetso-base" => {
+                args.leasetso_base = Some(value()?.parse().map_err(|e| format!("--leasetso-base: {e}"))?)
             }
             "--tsoracle" => {
                 let v = value()?;
@@ -114,6 +119,10 @@ enum System {
     Smol,
     /// leasetso's async client from N tasks, against the smol server.
     SmolOnSmol,
+    /// leasetso's async client from N tasks, against a std server of a
+    /// baseline build (`--leasetso-base`): an earlier commit's binary, so a
+    /// change's effect on the server is measured in the same run.
+    SmolOnBase,
     /// tsoracle's client at its default 1 ms coalescing wait, N tokio tasks.
     TsoDefault,
     /// tsoracle's client with the wait set to 0, N tokio tasks.
@@ -132,12 +141,15 @@ impl System {
         if args.leasetso_smol.is_some() {
             v.push(System::SmolOnSmol);
         }
+        if args.leasetso_base.is_some() {
+            v.push(System::SmolOnBase);
+        }
         v.extend([System::TsoDefault, System::TsoWait0, System::TsoWait0Threads]);
         v
     }
 
     fn is_leasetso(self) -> bool {
-        matches!(self, System::Leasetso | System::Smol | System::SmolOnSmol)
+        matches!(self, System::Leasetso | System::Smol | System::SmolOnSmol | System::SmolOnBase)
     }
 
     fn label(self) -> &'static str {
@@ -145,6 +157,7 @@ impl System {
             System::Leasetso => "leasetso std client (N threads), std server",
             System::Smol => "leasetso smol client (N tasks), std server",
             System::SmolOnSmol => "leasetso smol client (N tasks), smol server",
+            System::SmolOnBase => "leasetso smol client (N tasks), baseline build's std server",
             System::TsoDefault => "tsoracle default 1ms wait (N tasks)",
             System::TsoWait0 => "tsoracle wait 0 (N tasks)",
             System::TsoWait0Threads => "tsoracle wait 0 (N threads)",
@@ -156,6 +169,7 @@ impl System {
             System::Leasetso => "leasetso",
             System::Smol => "smol",
             System::SmolOnSmol => "smol-srv",
+            System::SmolOnBase => "smol-base",
             System::TsoDefault => "tso-default",
             System::TsoWait0 => "tso-wait0",
             System::TsoWait0Threads => "tso-wait0-thr",
@@ -170,6 +184,7 @@ struct Clients {
     leasetso: leasetso_std::Client,
     smol: leasetso_smol::Client,
     smol_on_smol: Option<leasetso_smol::Client>,
+    smol_on_base: Option<leasetso_smol::Client>,
     tso_default: Arc<tsoracle_client::Client>,
     tso_wait0: Arc<tsoracle_client::Client>,
 }
@@ -192,6 +207,7 @@ impl Clients {
         };
         let smol = smol_connect(args.leasetso)?;
         let smol_on_smol = args.leasetso_smol.map(smol_connect).transpose()?;
+        let smol_on_base = args.leasetso_base.map(smol_connect).transpose()?;
         let (tso_default, tso_wait0) = rt
             .block_on(async {
                 let default =
@@ -209,6 +225,7 @@ impl Clients {
             leasetso,
             smol,
             smol_on_smol,
+            smol_on_base,
             tso_default: Arc::new(tso_default),
             tso_wait0: Arc::new(tso_wait0),
         };
@@ -224,7 +241,7 @@ impl Clients {
         loop {
             let result = match system {
                 System::Leasetso => self.leasetso.get_ts().map(drop).map_err(|e| e.to_string()),
-                System::Smol | System::SmolOnSmol => {
+                System::Smol | System::SmolOnSmol | System::SmolOnBase => {
                     let c = self.smol(system);
                     self.pool.block_on(async move { c.get_ts().await.map(drop).map_err(|e| e.to_string()) })
                 }
@@ -249,8 +266,8 @@ impl Clients {
     }
 
     fn smol(&self, system: System) -> leasetso_smol::Client {
-        match (system, &self.smol_on_smol) {
-            (System::SmolOnSmol, Some(c)) => c.clone(),
+        match (system, &self.smol_on_smol, &self.smol_on_base) {
+            (System::SmolOnSmol, Some(c), _) | (System::SmolOnBase, _, Some(c)) => c.clone(),
             _ => self.smol.clone(),
         }
     }
@@ -265,7 +282,7 @@ impl Clients {
                     black_box(client.get_ts_n(count).expect("leasetso get_ts"));
                 })
             }
-            System::Smol | System::SmolOnSmol => {
+            System::Smol | System::SmolOnSmol | System::SmolOnBase => {
                 self.run_smol(self.smol(system), callers, count, time, record)
             }
             System::TsoWait0Threads => {
@@ -519,6 +536,9 @@ fn main() {
             args.leasetso, args.tsoracle
         ),
         None => println!("leasetso at {} (std server), tsoracle at {}", args.leasetso, args.tsoracle),
+    }
+    if let Some(base) = args.leasetso_base {
+        println!("baseline build's std server at {base}");
     }
     for &system in &systems {
         println!("  {:<14} {}", system.short(), system.label());
