@@ -109,7 +109,7 @@ wait_ping "$leasetso"
 # The baseline build's door, when asked for: started the same way.
 base=""
 if [ -n "${LEASETSO_BASE_BIN:-}" ]; then
-  "$LEASETSO_BASE_BIN" serve --listen 127.0.0.1:0 --data "$tmp/base" --resp 127.0.0.1:0 2>"$tmp/base.log" &
+  "$LEASETSO_BASE_BIN" serve --listen 127.0.0.1:0 --data "$tmp/base-data" --resp 127.0.0.1:0 2>"$tmp/base.log" &
   pids+=($!)
   for _ in $(seq 1 200); do
     grep -q "serving on" "$tmp/base.log" && break

@@ -21,7 +21,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use crate::ballot::{Ballot, NodeId};
-use crate::lease::{LeaseMsg, Message};
+use crate::lease::LeaseMsg;
 use crate::peer::{MAX_PEER_FRAME_LEN, PeerFrame};
 use crate::wire::{EncodeError, Frame, LEN_PREFIX, MAX_FRAME_LEN, WireError};
 
@@ -58,7 +58,7 @@ macro_rules! codec {
 codec!(Frame, MAX_FRAME_LEN);
 codec!(PeerFrame, MAX_PEER_FRAME_LEN);
 // Lease messages travel as peer frames, so the peer limit is theirs.
-codec!(Message, MAX_PEER_FRAME_LEN);
+codec!(LeaseMsg, MAX_PEER_FRAME_LEN);
 
 /// `c`'s bytes; the encoder reports as many as it wrote.
 pub(crate) fn encode<C: Codec>(c: &C) -> Vec<u8> {
@@ -91,7 +91,7 @@ pub(crate) fn addr() -> impl Strategy<Value = Option<SocketAddr>> {
 
 /// Every lease message, with any field values (a message of its own and
 /// the body of a peer `Lease` frame).
-pub(crate) fn lease_message() -> impl Strategy<Value = Message> {
+pub(crate) fn lease_message() -> impl Strategy<Value = LeaseMsg> {
     prop_oneof![
         ballot().prop_map(|ballot| LeaseMsg::Prepare { ballot }),
         (ballot(), proptest::option::of(ballot()))
@@ -103,7 +103,7 @@ pub(crate) fn lease_message() -> impl Strategy<Value = Message> {
             .prop_map(|(ballot, remaining_ms)| LeaseMsg::LearnChosen { ballot, remaining_ms }),
         ballot().prop_map(|ballot| LeaseMsg::Release { ballot }),
     ]
-    .prop_map(|msg| Message { msg })
+    .prop_map(|msg| msg)
 }
 
 /// Bytes that mostly start like a header (a length in `lens`, any kind),

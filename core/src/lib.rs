@@ -78,7 +78,7 @@ pub mod wire;
 pub use ballot::{Ballot, NodeId};
 pub use client::{CallError, ClientConfig, ClientSession, Completion, Ticket};
 pub use conn::{Backend, Served, ServerConn, Tally, TsRefusal};
-pub use lease::{Bugs, LeaseConfig, LeaseConfigError, LeaseMsg, LeaseTiming, Message};
+pub use lease::{Bugs, LeaseConfig, LeaseConfigError, LeaseMsg, LeaseTiming};
 pub use link::{LinkAcceptor, LinkDialler, LinkError, LinkEvent};
 pub use node::{ConfigError, Event, Node, NodeConfig, Output, Status, StepDown};
 pub use oracle::{GetTsError, Oracle, OracleConfig, OracleConfigError};

@@ -580,7 +580,7 @@ impl LinkAcceptor {
 mod tests {
     use super::*;
     use crate::ballot::Ballot;
-    use crate::lease::{LeaseMsg, Message};
+    use crate::lease::LeaseMsg;
     use crate::peer::{PEER_VERSION, Refusal};
     use crate::store::{StoreOp, StoreRequest};
     use proptest::prelude::*;
@@ -609,7 +609,7 @@ mod tests {
     }
 
     fn lease(counter: u64, node: u16) -> PeerFrame {
-        PeerFrame::Lease(Message { msg: LeaseMsg::Prepare { ballot: Ballot::new(counter, 1, NodeId(node)) } })
+        PeerFrame::Lease(LeaseMsg::Prepare { ballot: Ballot::new(counter, 1, NodeId(node)) })
     }
 
     /// The two sessions' input side, for one feeding loop.

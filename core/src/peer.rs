@@ -34,7 +34,7 @@ use bytes::{Buf, BufMut};
 
 use crate::ballot::{BALLOT_LEN, Ballot, NodeId, get_ballot, put_ballot};
 use crate::lease::message::lease_body_len;
-use crate::lease::{LeaseTiming, Message};
+use crate::lease::{LeaseMsg, LeaseTiming};
 use crate::store::{StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest};
 use crate::time::nanos;
 use crate::wire::{ADDR_LEN, EncodeError, LEN_PREFIX, Layout, RawFrame, WireError, get_addr, put_addr};
@@ -272,7 +272,7 @@ pub enum PeerFrame {
         theirs: Handshake,
     },
     /// A PaxosLease message.
-    Lease(Message),
+    Lease(LeaseMsg),
     /// A store operation for the receiver's replica; its reply comes back as
     /// [`PeerFrame::StoreReply`] with the same id.
     Store(StoreRequest),
@@ -344,7 +344,7 @@ fn get_bool(buf: &mut &[u8], field: &'static str) -> Result<bool, WireError> {
 /// (`0x41..=0x47`): its framing lives here with the peer protocol's, so
 /// that `crate::lease::message` (the kinds and bodies) never imports the
 /// protocol that carries it.
-impl Message {
+impl LeaseMsg {
     /// Bytes of the encoded frame, length prefix included.
     pub fn encoded_len(&self) -> usize {
         // Every kind `kind()` returns has a body length.
@@ -363,7 +363,7 @@ impl Message {
     /// Decodes the first frame of `bytes`: a message and the bytes it used,
     /// `None` if more bytes are needed, or an error if they can never be one
     /// (including a peer frame of a kind that is not a lease message).
-    pub fn decode(bytes: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
+    pub fn decode(bytes: &[u8]) -> Result<Option<(LeaseMsg, usize)>, WireError> {
         let Some(RawFrame { kind, rest: mut buf, consumed }) = PEER.split(bytes)? else {
             return Ok(None);
         };
@@ -506,7 +506,7 @@ impl PeerFrame {
             RESTART_QUERY => PeerFrame::RestartQuery,
             RESTART_INFO => PeerFrame::RestartInfo { highest: get_ballot(buf) },
             // `body_len` knows no other kinds than these and the lease kinds.
-            other => match Message::decode_body(other, buf)? {
+            other => match LeaseMsg::decode_body(other, buf)? {
                 Some(m) => PeerFrame::Lease(m),
                 None => return Err(WireError::UnknownKind(other)),
             },
@@ -538,8 +538,8 @@ mod tests {
             PeerFrame::Welcome(Handshake { client_addr: None, ..hs(1) }),
             PeerFrame::Welcome(Handshake { resp_addr: None, ..hs(1) }),
             PeerFrame::Refused { reason: Refusal::Digest, theirs: hs(2) },
-            PeerFrame::Lease(Message { msg: LeaseMsg::Prepare { ballot: b } }),
-            PeerFrame::Lease(Message { msg: LeaseMsg::Promise { ballot: b, lease: Some(b) } }),
+            PeerFrame::Lease(LeaseMsg::Prepare { ballot: b }),
+            PeerFrame::Lease(LeaseMsg::Promise { ballot: b, lease: Some(b) }),
             PeerFrame::RestartQuery,
             PeerFrame::RestartInfo { highest: b },
         ];
@@ -574,17 +574,17 @@ mod tests {
 
     #[test]
     fn lease_messages_are_peer_frames() {
-        let m = Message { msg: LeaseMsg::Release { ballot: Ballot::new(1, 2, NodeId(0)) } };
+        let m = LeaseMsg::Release { ballot: Ballot::new(1, 2, NodeId(0)) };
         let mut a = Vec::new();
         m.encode(&mut a).unwrap();
         let mut b = Vec::new();
         PeerFrame::Lease(m).encode(&mut b).unwrap();
         assert_eq!(a, b);
-        assert_eq!(Message::decode(&a), Ok(Some((m, a.len()))));
-        // A peer frame that is not a lease message is not a `Message`.
+        assert_eq!(LeaseMsg::decode(&a), Ok(Some((m, a.len()))));
+        // A peer frame that is not a lease message is not a `LeaseMsg`.
         let mut q = Vec::new();
         PeerFrame::RestartQuery.encode(&mut q).unwrap();
-        assert_eq!(Message::decode(&q), Err(WireError::UnknownKind(RESTART_QUERY)));
+        assert_eq!(LeaseMsg::decode(&q), Err(WireError::UnknownKind(RESTART_QUERY)));
     }
 
     #[test]
@@ -752,7 +752,7 @@ mod tests {
             ) {
                 let bytes = check_round_trip(frame, &tail)?;
                 if let PeerFrame::Lease(m) = frame {
-                    prop_assert_eq!(Message::decode(&bytes), Ok(Some((m, bytes.len()))));
+                    prop_assert_eq!(LeaseMsg::decode(&bytes), Ok(Some((m, bytes.len()))));
                 }
             }
         }

@@ -43,7 +43,7 @@
 use core::time::Duration;
 
 use crate::ballot::{Ballot, NodeId};
-use crate::lease::Message;
+use crate::lease::LeaseMsg;
 use crate::quorum::{MAX_NODES, NodeSet, majority};
 use crate::time::Instant;
 
@@ -192,7 +192,7 @@ impl Seen {
     }
 
     /// Notes a lease message `from` sent (`from` being the link's id).
-    pub fn observe(&mut self, from: NodeId, msg: &Message) {
+    pub fn observe(&mut self, from: NodeId, msg: &LeaseMsg) {
         let Some(b) = msg.proposer_ballot().filter(|b| b.node == from) else { return };
         if let Some(slot) = self.ballots.get_mut(usize::from(from.0)) {
             *slot = bound(*slot, b);
@@ -284,16 +284,13 @@ mod tests {
     #[test]
     fn seen_records_only_a_nodes_own_proposals() {
         let mut s = Seen::new();
-        let own = |c, r| Message { msg: LeaseMsg::Prepare { ballot: Ballot::new(c, r, NodeId(1)) } };
+        let own = |c, r| LeaseMsg::Prepare { ballot: Ballot::new(c, r, NodeId(1)) };
         s.observe(NodeId(1), &own(5, 1));
         s.observe(NodeId(1), &own(2, 3));
         // Node 2 quoting node 1's ballot is not node 1's record.
         s.observe(NodeId(2), &own(50, 50));
         // Nor is an acceptor's answer, which carries no proposer ballot.
-        s.observe(
-            NodeId(1),
-            &Message { msg: LeaseMsg::Promise { ballot: Ballot::new(60, 60, NodeId(1)), lease: None } },
-        );
+        s.observe(NodeId(1), &LeaseMsg::Promise { ballot: Ballot::new(60, 60, NodeId(1)), lease: None });
         assert_eq!(s.highest(NodeId(1)), Ballot::new(5, 3, NodeId(1)));
         assert_eq!(s.highest(NodeId(2)), Ballot::ZERO);
         assert_eq!(s.highest(NodeId(MAX_NODES)), Ballot::ZERO);

@@ -28,9 +28,8 @@ pub const LEN_PREFIX: usize = 4;
 /// bound every buffer of the client protocol is sized by. A reader that
 /// keeps this much room free always fits one whole frame (so a frame never
 /// waits for room that cannot come), a writer with this much room can
-/// always write one, and a partial frame never needs more. Known before as
-/// `conn::FRAME_ROOM` (still re-exported there), `client::TRANSMIT_MIN` (an
-/// alias of it) and the client's private `RX`.
+/// always write one, and a partial frame never needs more. Both sessions
+/// size their buffers by it (`conn` re-exports it).
 pub const FRAME_ROOM: usize = LEN_PREFIX + MAX_FRAME_LEN as usize;
 /// The node id that means "none" on the wire.
 pub const NO_NODE: u16 = u16::MAX;

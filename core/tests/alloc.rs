@@ -102,7 +102,7 @@ fn get_ts_update_and_saves_do_not_allocate() {
 /// own bookkeeping allocates nothing while counting.
 struct Net {
     /// (to, from, message)
-    msgs: Vec<(usize, leasetso_core::NodeId, leasetso_core::Message)>,
+    msgs: Vec<(usize, leasetso_core::NodeId, leasetso_core::LeaseMsg)>,
     /// (requester, replica, request)
     ops: Vec<(usize, leasetso_core::NodeId, leasetso_core::StoreRequest)>,
     events: usize,

@@ -14,10 +14,11 @@ use core::net::SocketAddr;
 use core::time::Duration;
 use std::collections::{BTreeMap, VecDeque};
 
-use leasetso_core::client::{Action, Answer, Broken, Call, ConnState, TRANSMIT_MIN};
+use leasetso_core::client::{Action, Answer, Broken, Call, ConnState};
 use leasetso_core::conn::OUT_CAPACITY;
+use leasetso_core::wire::FRAME_ROOM;
 use leasetso_core::{
-    Backend, CallError, ClientConfig, ClientSession, Instant, LeaderHint, MemStore, Message, Node,
+    Backend, CallError, ClientConfig, ClientSession, Instant, LeaderHint, LeaseMsg, MemStore, Node,
     NodeConfig, NodeId, Output, Role, Served, ServerConn, Status, StoreRequest, Tally, Timestamp, TsRefusal,
 };
 
@@ -44,7 +45,7 @@ macro_rules! check {
 /// A peer message or a store operation on its way. Queued rather than
 /// delivered on the spot, so that a crash can drop what a node had in flight.
 enum Flight {
-    Msg { from: NodeId, to: usize, msg: Message },
+    Msg { from: NodeId, to: usize, msg: LeaseMsg },
     Store { from: usize, replica: usize, request: StoreRequest },
 }
 
@@ -283,7 +284,7 @@ impl Pair {
             conn: None,
             connects: Vec::new(),
             done: BTreeMap::new(),
-            buf: vec![0; 4 * TRANSMIT_MIN],
+            buf: vec![0; 4 * FRAME_ROOM],
             out: Vec::with_capacity(OUT_CAPACITY),
         }
     }

@@ -16,10 +16,8 @@
 use core::net::SocketAddr;
 use core::time::Duration;
 
-use leasetso_core::client::{
-    Action, Answer, Broken, Call, ClientConfig, ClientSession, MAX_COUNT, TRANSMIT_MIN,
-};
-use leasetso_core::wire::{LeaderHint, VERSION};
+use leasetso_core::client::{Action, Answer, Broken, Call, ClientConfig, ClientSession, MAX_COUNT};
+use leasetso_core::wire::{FRAME_ROOM, LeaderHint, VERSION};
 use leasetso_core::{Ballot, ErrorCode, Frame, Instant, NodeId, Timestamp};
 use leasetso_fuzz::{Choices, client_frames};
 use libfuzzer_sys::fuzz_target;
@@ -99,7 +97,7 @@ impl Run<'_> {
     }
 
     fn transmit(&mut self) {
-        let mut buf = [0u8; TRANSMIT_MIN];
+        let mut buf = [0u8; FRAME_ROOM];
         let n = self.session.poll_transmit(&mut buf, self.now);
         let Some(server) = self.server.as_mut() else {
             assert_eq!(n, 0, "wrote {n} bytes with no connection");

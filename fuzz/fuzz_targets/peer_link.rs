@@ -16,7 +16,7 @@
 //! encodes frames only once up.
 #![no_main]
 
-use leasetso_core::lease::{LeaseMsg, Message};
+use leasetso_core::lease::LeaseMsg;
 use leasetso_core::link::MAX_FRAME_BYTES;
 use leasetso_core::peer::PEER_VERSION;
 use leasetso_core::{
@@ -111,7 +111,7 @@ fn dialler_expects(ours: &Handshake, dialled: NodeId, stream: &[u8]) -> Vec<Link
 
 /// A frame a node sends over a link that is up.
 fn lease_frame() -> PeerFrame {
-    PeerFrame::Lease(Message { msg: LeaseMsg::Prepare { ballot: Ballot::new(1, 1, NodeId(0)) } })
+    PeerFrame::Lease(LeaseMsg::Prepare { ballot: Ballot::new(1, 1, NodeId(0)) })
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -54,18 +54,22 @@ pub struct ClientOptions {
     /// the same callers, so only a caller whose own count is too large gets
     /// that error.
     pub max_batch: u32,
-    /// The most requests outstanding on the connection at once, at least 1
-    /// (0 is refused as [`ClientError::InvalidOptions`]). More than one lets
-    /// callers that arrive while a request is out go at once instead of
-    /// waiting a round trip.
+    /// The most requests outstanding on the connection at once. 0, the
+    /// default, is the client's own choice, which both clients name with
+    /// [`ClientOptions::in_flight`]: the blocking client keeps one (its
+    /// sender thread writes a request and waits for the answer; callers
+    /// arriving meanwhile are merged into the next request, which at many
+    /// callers beats pipelining smaller ones), the async client two (callers
+    /// arriving while a request is out go at once instead of waiting a round
+    /// trip).
     pub max_in_flight: usize,
 }
 
 impl Default for ClientOptions {
     /// Any cluster, 3 s to connect and per reply, retries for 7 s (over
     /// 2 × D_A = 6.1 s with the default 3 s lease) with pauses from 10 ms
-    /// doubling to 250 ms, batches of up to 10,000, two requests in flight:
-    /// the core's defaults ([`ClientConfig`]).
+    /// doubling to 250 ms, batches of up to 10,000 (the core's defaults,
+    /// [`ClientConfig`]), and the client's own number of requests in flight.
     fn default() -> Self {
         let core = ClientConfig::default();
         ClientOptions {
@@ -76,15 +80,22 @@ impl Default for ClientOptions {
             retry_backoff: core.retry_backoff,
             max_backoff: core.max_backoff,
             max_batch: core.max_batch,
-            max_in_flight: core.max_in_flight,
+            max_in_flight: 0,
         }
     }
 }
 
 impl ClientOptions {
-    /// The session's share of the options (the connect timeout stays with
-    /// the runtime: the connect is its own).
-    pub fn config(&self) -> ClientConfig {
+    /// The requests in flight these options allow a client whose own choice
+    /// is `client_default`.
+    pub fn in_flight(&self, client_default: usize) -> usize {
+        if self.max_in_flight == 0 { client_default } else { self.max_in_flight }
+    }
+
+    /// The session's share of the options for a client whose own number of
+    /// requests in flight is `client_default` (the connect timeout stays
+    /// with the runtime: the connect is its own).
+    pub fn config(&self, client_default: usize) -> ClientConfig {
         ClientConfig {
             cluster_id: self.cluster_id,
             request_timeout: self.request_timeout,
@@ -92,14 +103,19 @@ impl ClientOptions {
             retry_backoff: self.retry_backoff,
             max_backoff: self.max_backoff,
             max_batch: self.max_batch,
-            max_in_flight: self.max_in_flight,
+            max_in_flight: self.in_flight(client_default),
         }
     }
 
-    /// A client session over `seeds` with these options, its jitter seeded
-    /// by [`rng_seed`].
-    pub fn session<E: Clone>(&self, seeds: &[SocketAddr]) -> Result<ClientSession<E>, ClientError> {
-        ClientSession::new(self.config(), seeds, rng_seed()).map_err(|e| match e {
+    /// A client session over `seeds` with these options, for a client whose
+    /// own number of requests in flight is `client_default`, its jitter
+    /// seeded by [`rng_seed`].
+    pub fn session<E: Clone>(
+        &self,
+        seeds: &[SocketAddr],
+        client_default: usize,
+    ) -> Result<ClientSession<E>, ClientError> {
+        ClientSession::new(self.config(client_default), seeds, rng_seed()).map_err(|e| match e {
             ClientConfigError::NoSeeds => ClientError::NoSeeds,
             ClientConfigError::NoneInFlight => {
                 ClientError::InvalidOptions { what: "max_in_flight must be at least 1" }
@@ -316,14 +332,16 @@ mod tests {
     }
 
     #[test]
-    fn default_options_are_the_cores_and_zero_in_flight_is_refused() {
+    fn default_options_are_the_cores_with_the_clients_own_in_flight() {
         let opts = ClientOptions::default();
-        assert_eq!(opts.config(), ClientConfig::default());
+        assert_eq!(opts.config(1), ClientConfig { max_in_flight: 1, ..ClientConfig::default() });
+        assert_eq!(opts.config(2), ClientConfig { max_in_flight: 2, ..ClientConfig::default() });
         assert_eq!(opts.connect_timeout, Duration::from_secs(3));
+        let three = ClientOptions { max_in_flight: 3, ..opts };
+        assert_eq!((three.in_flight(1), three.in_flight(2)), (3, 3), "a number given is kept");
         let seeds = ["127.0.0.1:1".parse().unwrap()];
-        let zero = ClientOptions { max_in_flight: 0, ..opts };
-        assert!(matches!(zero.session::<()>(&seeds), Err(ClientError::InvalidOptions { .. })));
-        assert!(matches!(opts.session::<()>(&[]), Err(ClientError::NoSeeds)));
+        assert!(opts.session::<()>(&seeds, 1).is_ok());
+        assert!(matches!(opts.session::<()>(&[], 1), Err(ClientError::NoSeeds)));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use leasetso_core::recovery::Seen;
-use leasetso_core::{Ballot, Message, NodeId};
+use leasetso_core::{Ballot, LeaseMsg, NodeId};
 
 /// Frames queued for one peer at most; more are dropped (the lease protocol
 /// tolerates loss, a store round times out), so a dead peer costs a
@@ -114,7 +114,7 @@ impl PeerDirectory {
     }
 
     /// Notes the ballot `msg` from `from` carries, if it is one of `from`'s own.
-    pub fn observe(&self, from: NodeId, msg: &Message) {
+    pub fn observe(&self, from: NodeId, msg: &LeaseMsg) {
         lock(&self.seen).observe(from, msg);
     }
 

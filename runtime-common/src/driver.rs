@@ -22,8 +22,8 @@
 use std::time::Duration;
 
 use leasetso_core::{
-    Ballot, Event, Instant, LeaseMsg, Message, Node, NodeConfig, NodeId, Output, PeerFrame, Recovered,
-    Recovery, StoreReply, StoreRequest,
+    Ballot, Event, Instant, LeaseMsg, Node, NodeConfig, NodeId, Output, PeerFrame, Recovered, Recovery,
+    StoreReply, StoreRequest,
 };
 use leasetso_sled::SledStore;
 
@@ -50,7 +50,7 @@ pub enum Input {
         /// The sender.
         from: NodeId,
         /// The message.
-        msg: Message,
+        msg: LeaseMsg,
     },
     /// A replica's answer to one of this node's store requests.
     StoreReply {
@@ -93,7 +93,7 @@ pub fn wait(next: Option<Instant>, now: Instant) -> Duration {
 /// size, and drained, not replaced, so a step allocates nothing.
 #[derive(Debug)]
 pub struct Outs {
-    sends: Vec<(NodeId, Message)>,
+    sends: Vec<(NodeId, LeaseMsg)>,
     stores: Vec<(NodeId, StoreRequest)>,
     events: Vec<Event>,
 }
@@ -167,7 +167,7 @@ pub fn step(node: &mut Node, inputs: &mut Vec<Input>, outs: &mut Outs, now: Inst
     for input in inputs.drain(..) {
         match input {
             Input::Peer { from, msg } => {
-                if let LeaseMsg::Release { ballot } = msg.msg {
+                if let LeaseMsg::Release { ballot } = msg {
                     tracing::debug!(peer = from.0 + 1, %ballot, "the owner released its lease");
                 }
                 node.handle_message(from, msg, now)

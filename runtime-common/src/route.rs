@@ -107,13 +107,13 @@ pub fn report_closed(remote: Option<SocketAddr>, peer: Option<NodeId>, e: &LinkE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leasetso_core::{Ballot, Handshake, LeaseMsg, Message};
+    use leasetso_core::{Ballot, Handshake, LeaseMsg};
 
     #[test]
     fn each_frame_goes_where_the_rules_say() {
         let dir = PeerDirectory::new(NodeId(0), 3);
         let b = Ballot::new(7, 2, NodeId(1));
-        let lease = PeerFrame::Lease(Message { msg: LeaseMsg::Prepare { ballot: b } });
+        let lease = PeerFrame::Lease(LeaseMsg::Prepare { ballot: b });
         assert!(matches!(
             route::<()>(&dir, NodeId(1), lease),
             Route::Driver(Input::Peer { from: NodeId(1), .. })

@@ -37,9 +37,8 @@ use std::time::Duration;
 
 use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
-use leasetso_core::client::{
-    Action, Answer, Broken, Call, CallError, ClientSession, ConnState, TRANSMIT_MIN,
-};
+use leasetso_core::client::{Action, Answer, Broken, Call, CallError, ClientSession, ConnState};
+use leasetso_core::wire::FRAME_ROOM;
 use leasetso_core::{Ballot, NodeId, Ticket, Timestamp};
 use leasetso_runtime_common::client::TicketMap;
 use leasetso_runtime_common::lock;
@@ -151,7 +150,10 @@ impl Client {
     /// Connects to the first of `seeds` that completes the handshake (one
     /// pass over them). Later calls follow leader hints from there.
     pub async fn connect(seeds: &[SocketAddr], opts: ClientOptions) -> Result<Client, ClientError> {
-        let mut session: Session = opts.session(seeds)?;
+        // Unless the options say otherwise, the core's default (two), so
+        // callers arriving while a request is out go at once.
+        let in_flight = leasetso_core::ClientConfig::default().max_in_flight;
+        let mut session: Session = opts.session(seeds, in_flight)?;
         session.open(0);
         let inner = Arc::new(Inner {
             // The connecting task below is the driver until it returns.
@@ -312,7 +314,7 @@ impl Client {
                     io.out_end = 0;
                 }
                 st.pushed = false;
-                if io.stream.is_some() && io.out_end + TRANSMIT_MIN <= WRITE_BUF {
+                if io.stream.is_some() && io.out_end + FRAME_ROOM <= WRITE_BUF {
                     let end = io.out_end;
                     io.out_end += st.session.poll_transmit(&mut io.out[end..], now);
                 }
@@ -558,7 +560,7 @@ impl CallGuard<'_> {
             st.slots
                 .insert(ticket, Slot { held: Held::Waiting, waker: Some(cx.waker().clone()), drive: false });
             // Wake a waiting driver only if the request could go now.
-            let wake = if st.session.in_flight() < inner.opts.max_in_flight {
+            let wake = if st.session.in_flight() < st.session.config().max_in_flight {
                 st.pushed = true;
                 st.driver.take()
             } else {

@@ -17,9 +17,8 @@
 //! [`Slot`] and wakes exactly that caller; it repeats until its own call is
 //! answered, then hands the role to the oldest caller still waiting. Callers
 //! arriving meanwhile queue up in the session (its lock is never held across
-//! I/O) and go out together in the next request. Up to
-//! [`ClientOptions::max_in_flight`] requests (two by default) are in flight
-//! per connection.
+//! I/O) and go out together in the next request. There is one request in
+//! flight per connection unless [`ClientOptions::max_in_flight`] allows more.
 //!
 //! Each caller sleeps on its own slot (`thread::park`) rather than on a
 //! shared condition variable: a finished request wakes the callers it
@@ -69,7 +68,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, Thread};
 use std::time::Instant;
 
-use leasetso_core::client::{Action, Answer, Broken, Call, ConnState, TRANSMIT_MIN};
+use leasetso_core::client::{Action, Answer, Broken, Call, ConnState};
+use leasetso_core::wire::FRAME_ROOM;
 use leasetso_core::{CallError, ClientSession, NodeId, Ticket, Timestamp};
 use leasetso_runtime_common::client::{TicketMap, resolve_seeds};
 use leasetso_runtime_common::lock;
@@ -83,7 +83,7 @@ pub struct Client {
     opts: ClientOptions,
     /// The session and who waits for what. Never held across I/O: callers
     /// queue while the sender reads and writes.
-    shared: Mutex<Shared>,
+    shared: Mutex<State>,
     /// The socket and its buffers: only the sender touches them.
     io: Mutex<Io>,
     /// The origin of the session's clock.
@@ -105,7 +105,7 @@ impl fmt::Debug for Client {
 /// the oldest waiting caller or, with nobody waiting, clears `sending`: both
 /// under this lock, so a caller that queues sees either a sender that will
 /// serve it or no sender and becomes one.
-struct Shared {
+struct State {
     session: ClientSession<ClientError>,
     /// The waiting callers by ticket number.
     slots: TicketMap<Arc<Slot>>,
@@ -120,8 +120,13 @@ struct Io {
     inp: Box<[u8]>,
 }
 
+/// Requests in flight unless the options say otherwise: one. The sender
+/// writes a request and waits for its answer, and the callers arriving
+/// meanwhile are merged into the next request (module documentation).
+const IN_FLIGHT: usize = 1;
+
 /// Room for the Hello and a few requests per write.
-const OUT: usize = 4 * TRANSMIT_MIN;
+const OUT: usize = 4 * FRAME_ROOM;
 /// One read's worth of replies.
 const INP: usize = 16 * 1024;
 
@@ -174,7 +179,7 @@ impl Slot {
 
 /// The sender role while a caller holds it. Dropping it hands the role on,
 /// on return and on unwinding alike, so the waiting callers always have a
-/// sender (the [`Shared`] invariant).
+/// sender (the [`State`] invariant).
 struct Sender<'a> {
     client: &'a Client,
     /// The sender's own ticket.
@@ -208,7 +213,7 @@ impl Drop for Sender<'_> {
 /// What the drive loop's `until` sees: the state, and whether the last round
 /// found nothing to do (no action, nothing to send or read, no timer); it
 /// must give a verdict then, or the loop would spin.
-type Until<'a, R> = &'a mut dyn FnMut(&mut Shared, bool) -> Option<R>;
+type Until<'a, R> = &'a mut dyn FnMut(&mut State, bool) -> Option<R>;
 
 impl Client {
     /// Connects to a server with the default options and does the handshake.
@@ -231,10 +236,10 @@ impl Client {
     /// as every seed has refused, with the last seed's error.
     pub fn connect_with(addr: impl ToSocketAddrs, opts: ClientOptions) -> Result<Client, ClientError> {
         let seeds = resolve_seeds(addr)?;
-        let session = opts.session(&seeds)?;
+        let session = opts.session(&seeds, IN_FLIGHT)?;
         let client = Client {
             opts,
-            shared: Mutex::new(Shared { session, slots: TicketMap::default(), sending: false }),
+            shared: Mutex::new(State { session, slots: TicketMap::default(), sending: false }),
             io: Mutex::new(Io {
                 tcp: None,
                 out: vec![0; OUT].into_boxed_slice(),
@@ -379,7 +384,7 @@ impl Client {
     /// [`leasetso_core::client`]) until `until` returns a verdict: actions,
     /// then writes, then a read while a reply is owed, else a sleep until
     /// the next timer. The session's lock is released around every I/O.
-    fn drive<'c, R>(&'c self, mut st: MutexGuard<'c, Shared>, until: Until<'_, R>) -> R {
+    fn drive<'c, R>(&'c self, mut st: MutexGuard<'c, State>, until: Until<'_, R>) -> R {
         let mut guard = lock(&self.io);
         let io = &mut *guard;
         // Whether the last round found nothing to do: no action, nothing to

@@ -113,8 +113,8 @@ use std::sync::Arc;
 
 use leasetso_core_variants::node::Event;
 use leasetso_core_variants::{
-    Ballot, Bugs, Instant, LeaseConfig, LeaseMsg, MemStore, Message, Mode, Node, NodeConfig, NodeId,
-    OracleConfig, Output, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest, Timestamp,
+    Ballot, Bugs, Instant, LeaseConfig, LeaseMsg, MemStore, Mode, Node, NodeConfig, NodeId, OracleConfig,
+    Output, StoreOk, StoreOp, StoreReject, StoreReply, StoreRequest, Timestamp,
 };
 
 /// Nodes in the cluster.
@@ -330,7 +330,7 @@ impl Variant {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Packet {
     /// A lease message between two nodes.
-    Peer { from: NodeId, to: NodeId, msg: Message },
+    Peer { from: NodeId, to: NodeId, msg: LeaseMsg },
     /// A store operation on `replica`, for node `from`.
     StoreReq { from: NodeId, replica: NodeId, request: StoreRequest, inc: u8 },
 }
@@ -348,7 +348,7 @@ impl Packet {
     /// `Rejected`.
     fn reply_to(&self) -> Option<(usize, bool)> {
         match *self {
-            Packet::Peer { to, msg, .. } => match msg.msg {
+            Packet::Peer { to, msg, .. } => match msg {
                 LeaseMsg::Promise { .. } | LeaseMsg::Accepted { .. } => Some((usize::from(to.0), false)),
                 LeaseMsg::Rejected { .. } => Some((usize::from(to.0), true)),
                 _ => None,
@@ -362,10 +362,7 @@ impl Packet {
         matches!(
             self,
             Packet::Peer {
-                msg: Message {
-                    msg: LeaseMsg::Promise { .. } | LeaseMsg::Accepted { .. } | LeaseMsg::Rejected { .. },
-                    ..
-                },
+                msg: LeaseMsg::Promise { .. } | LeaseMsg::Accepted { .. } | LeaseMsg::Rejected { .. },
                 ..
             }
         )
@@ -939,7 +936,7 @@ impl Model {
                     // The node ignores a message from itself but records the
                     // time it carried: states that differ only in when a node
                     // last saw an input (which only its status reports) fold.
-                    let noop = Message { msg: LeaseMsg::Prepare { ballot: Ballot::ZERO } };
+                    let noop = LeaseMsg::Prepare { ballot: Ballot::ZERO };
                     let now = s.clocks[i];
                     s.node_mut(i).handle_message(NodeId(i as u16), noop, now);
                 }
@@ -1106,11 +1103,11 @@ impl Model {
             while let Some(out) = s.node_mut(i).poll_output() {
                 match out {
                     Output::Send { to, msg } => {
-                        if let LeaseMsg::Prepare { .. } = msg.msg {
+                        if let LeaseMsg::Prepare { .. } = msg {
                             prepared = true;
                         }
                         let p = Packet::Peer { from: me, to, msg };
-                        if matches!(msg.msg, LeaseMsg::LearnChosen { .. }) && !self.bounds.learn {
+                        if matches!(msg, LeaseMsg::LearnChosen { .. }) && !self.bounds.learn {
                             log.note(|| format!("  sends {} (lost: hints are not modelled)", describe(&p)));
                             continue;
                         }
@@ -1403,7 +1400,7 @@ fn show_event(e: &Event) -> String {
 /// A packet, for traces.
 pub fn describe(p: &Packet) -> String {
     match p {
-        Packet::Peer { from, to, msg } => format!("{from:?}->{to:?} {}", show_msg(&msg.msg)),
+        Packet::Peer { from, to, msg } => format!("{from:?}->{to:?} {}", show_msg(&msg)),
         Packet::StoreReq { from, replica, request, .. } => {
             format!("{from:?}->replica {replica:?} {}", show_op(&request.op))
         }

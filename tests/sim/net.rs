@@ -2,7 +2,7 @@
 //! replies, the faults the network may inflict on them, and the scripted
 //! rules targeted scenarios use to steer particular messages.
 
-use leasetso_core_variants::{LeaseMsg, Message, StoreOp, StoreReply, StoreRequest};
+use leasetso_core_variants::{LeaseMsg, StoreOp, StoreReply, StoreRequest};
 
 /// What a store operation does, for scripted rules and reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +80,7 @@ impl Kind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Payload {
     /// A PaxosLease message.
-    Lease(Message),
+    Lease(LeaseMsg),
     /// A store operation for the addressee's replica. `incarnation` is the
     /// sender's: an operation a node sends its own replica is a local disk
     /// write, which dies with the process that issued it.
@@ -131,7 +131,7 @@ impl Packet {
     /// The packet's kind.
     pub fn kind(&self) -> Kind {
         match self.payload {
-            Payload::Lease(m) => match m.msg {
+            Payload::Lease(m) => match m {
                 LeaseMsg::Prepare { .. } => Kind::Prepare,
                 LeaseMsg::Promise { .. } => Kind::Promise,
                 LeaseMsg::Rejected { .. } => Kind::Rejected,
@@ -148,7 +148,7 @@ impl Packet {
     /// A one-line description for traces.
     pub fn describe(&self) -> String {
         let body = match self.payload {
-            Payload::Lease(m) => match m.msg {
+            Payload::Lease(m) => match m {
                 LeaseMsg::Prepare { ballot } => format!("Prepare {ballot}"),
                 LeaseMsg::Promise { ballot, lease } => match lease {
                     Some(l) => format!("Promise {ballot} lease {l}"),

@@ -3,15 +3,9 @@
 use core::time::Duration;
 
 use crate::timestamp::MAX_LOGICAL;
-use crate::wire::FRAME_ROOM;
 
 /// The largest count one request can carry: a range must fit one millisecond.
 pub const MAX_COUNT: u32 = MAX_LOGICAL - 1;
-
-/// The least room [`ClientSession::poll_transmit`](super::ClientSession::poll_transmit)
-/// needs to make progress: one frame of the largest size. An alias of
-/// [`FRAME_ROOM`], the one client frame bound, kept for the runtimes.
-pub const TRANSMIT_MIN: usize = FRAME_ROOM;
 
 /// How a [`ClientSession`](super::ClientSession) behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

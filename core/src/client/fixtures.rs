@@ -7,6 +7,7 @@ pub(super) use core::time::Duration;
 pub(super) use crate::ballot::NodeId;
 pub(super) use crate::time::Instant;
 pub(super) use crate::timestamp::Timestamp;
+pub(super) use crate::wire::FRAME_ROOM;
 pub(super) use crate::wire::{ErrorCode, Frame, LeaderHint, VERSION};
 
 pub(super) use super::*;
@@ -35,7 +36,7 @@ pub(super) fn config(max_in_flight: usize) -> ClientConfig {
 
 /// Everything the session transmits now, decoded.
 pub(super) fn sent(s: &mut Session, now: Instant) -> Vec<Frame> {
-    let mut buf = [0u8; 4 * TRANSMIT_MIN];
+    let mut buf = [0u8; 4 * FRAME_ROOM];
     let n = s.poll_transmit(&mut buf, now);
     let mut frames = Vec::new();
     let mut at = 0;

@@ -92,6 +92,6 @@ pub mod retry;
 pub mod session;
 
 pub use call::{Answer, Call, Completion, StatusReply, Ticket};
-pub use config::{ClientConfig, ClientConfigError, MAX_COUNT, TRANSMIT_MIN};
+pub use config::{ClientConfig, ClientConfigError, MAX_COUNT};
 pub use error::{Broken, CallError};
 pub use session::{Action, ClientSession, ConnState};

@@ -286,7 +286,7 @@ impl<E: Clone> ClientSession<E> {
 
     /// Encodes what is to be sent into `buf` (the Hello, then requests up to
     /// `max_in_flight` and the batch cap) and returns the bytes written; 0
-    /// when there is nothing to send. `buf` needs at least [`TRANSMIT_MIN`](super::TRANSMIT_MIN)
+    /// when there is nothing to send. `buf` needs at least [`FRAME_ROOM`](crate::wire::FRAME_ROOM)
     /// bytes to be sure of progress; frames that do not fit wait for the
     /// next call.
     #[must_use]
@@ -395,7 +395,7 @@ mod tests {
     #[test]
     fn a_warmed_up_session_keeps_its_capacity() {
         let mut s = session(ClientConfig { max_batch: 8, ..config(2) }, &[A]);
-        let mut buf = [0u8; 4 * TRANSMIT_MIN];
+        let mut buf = [0u8; 4 * FRAME_ROOM];
         let mut reply = Vec::with_capacity(256);
         let mut now = ms(0);
         s.push(1, now);
@@ -488,7 +488,7 @@ mod tests {
             let mut connected = false;
             let mut next_ms = 1u64;
             let mut last_handed = 0u64;
-            let mut buf = [0u8; 8 * TRANSMIT_MIN];
+            let mut buf = [0u8; 8 * FRAME_ROOM];
             let finish = [Op::Reply(0); 400];
             for op in ops.iter().chain(finish.iter()) {
                 now += Duration::from_millis(1);

@@ -4,7 +4,7 @@
 //! frame (`crate::peer`): `len: u32` (bytes that follow), `kind: u8`, then a
 //! body whose size the kind fixes; big-endian throughout. This module owns
 //! the kinds and the bodies; the frame around them (and so
-//! [`Message::encode`] and [`Message::decode`]) is `crate::peer`'s, which
+//! [`LeaseMsg::encode`] and [`LeaseMsg::decode`]) is `crate::peer`'s, which
 //! keeps this module free of the peer protocol that carries it. A ballot is
 //! encoded as [`crate::ballot`] says. The owner of a lease is the node
 //! of its ballot: a proposer only ever proposes itself.
@@ -14,7 +14,10 @@ use bytes::{Buf, BufMut};
 use crate::ballot::{BALLOT_LEN, Ballot, get_ballot, put_ballot};
 use crate::wire::WireError;
 
-/// One PaxosLease message (PaxosLease Revisited's names).
+/// One PaxosLease message between nodes (PaxosLease Revisited's names).
+/// There is one lease per cluster, whatever the nodes' modes
+/// (ARCHITECTURE.md, "Bird's-eye view"): a deferring and a primary node
+/// compete for the same lease, so at most one of them serves at any instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LeaseMsg {
     /// P1 → A1: phase one of an attempt.
@@ -61,15 +64,6 @@ pub enum LeaseMsg {
     },
 }
 
-/// A lease message between nodes. There is one lease per cluster, whatever
-/// the nodes' modes (ARCHITECTURE.md, "Yielding"): a deferring and a primary node
-/// compete for the same lease, so at most one of them serves at any instant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Message {
-    /// The message.
-    pub msg: LeaseMsg,
-}
-
 const PREPARE: u8 = 0x41;
 const PROMISE: u8 = 0x42;
 const REJECTED: u8 = 0x43;
@@ -90,9 +84,9 @@ pub(crate) fn lease_body_len(kind: u8) -> Option<usize> {
     })
 }
 
-impl Message {
+impl LeaseMsg {
     pub(crate) fn kind(&self) -> u8 {
-        match self.msg {
+        match *self {
             LeaseMsg::Prepare { .. } => PREPARE,
             LeaseMsg::Promise { .. } => PROMISE,
             LeaseMsg::Rejected { .. } => REJECTED,
@@ -109,7 +103,7 @@ impl Message {
     /// them after losing its restart counter with its disk. Replies carry the
     /// addressee's ballot and give `None`.
     pub fn proposer_ballot(&self) -> Option<Ballot> {
-        match self.msg {
+        match *self {
             LeaseMsg::Prepare { ballot }
             | LeaseMsg::Accept { ballot }
             | LeaseMsg::Release { ballot }
@@ -120,7 +114,7 @@ impl Message {
 
     /// Writes the body of a frame whose prefix and kind are written.
     pub(crate) fn encode_body(&self, buf: &mut impl BufMut) {
-        match self.msg {
+        match *self {
             LeaseMsg::Prepare { ballot }
             | LeaseMsg::Accept { ballot }
             | LeaseMsg::Accepted { ballot }
@@ -143,7 +137,7 @@ impl Message {
 
     /// Decodes the body of a frame of `kind` whose length was checked against
     /// [`lease_body_len`]; `None` if `kind` is not a lease message.
-    pub(crate) fn decode_body(kind: u8, buf: &mut &[u8]) -> Result<Option<Message>, WireError> {
+    pub(crate) fn decode_body(kind: u8, buf: &mut &[u8]) -> Result<Option<LeaseMsg>, WireError> {
         if lease_body_len(kind).is_none() {
             return Ok(None);
         }
@@ -168,7 +162,7 @@ impl Message {
             // `lease_body_len` knows no other kind.
             other => return Err(WireError::UnknownKind(other)),
         };
-        Ok(Some(Message { msg }))
+        Ok(Some(msg))
     }
 }
 
@@ -178,7 +172,7 @@ mod tests {
     use crate::ballot::NodeId;
     use crate::wire::{EncodeError, LEN_PREFIX};
 
-    fn samples() -> Vec<Message> {
+    fn samples() -> Vec<LeaseMsg> {
         let b = Ballot::new(7, 3, NodeId(2));
         let c = Ballot::new(u64::MAX, 1, NodeId(u16::MAX));
         [
@@ -192,7 +186,6 @@ mod tests {
             LeaseMsg::Release { ballot: b },
         ]
         .into_iter()
-        .map(|msg| Message { msg })
         .collect()
     }
 
@@ -205,21 +198,21 @@ mod tests {
 
     #[test]
     fn bad_messages_are_errors() {
-        assert!(matches!(Message::decode(&[0xff; 8]), Err(WireError::FrameTooLarge { .. })));
-        assert!(matches!(Message::decode(&[0, 0, 0, 1, PREPARE]), Err(WireError::BadLength { .. })));
-        assert_eq!(Message::decode(&[0, 0, 0, 0]), Err(WireError::Empty));
-        assert_eq!(Message::decode(&[0, 0, 0, 2, 0x99, 0]), Err(WireError::UnknownKind(0x99)));
+        assert!(matches!(LeaseMsg::decode(&[0xff; 8]), Err(WireError::FrameTooLarge { .. })));
+        assert!(matches!(LeaseMsg::decode(&[0, 0, 0, 1, PREPARE]), Err(WireError::BadLength { .. })));
+        assert_eq!(LeaseMsg::decode(&[0, 0, 0, 0]), Err(WireError::Empty));
+        assert_eq!(LeaseMsg::decode(&[0, 0, 0, 2, 0x99, 0]), Err(WireError::UnknownKind(0x99)));
         let mut buf = Vec::new();
-        Message { msg: LeaseMsg::Promise { ballot: Ballot::ZERO, lease: None } }.encode(&mut buf).unwrap();
+        LeaseMsg::Promise { ballot: Ballot::ZERO, lease: None }.encode(&mut buf).unwrap();
         buf[LEN_PREFIX + 1 + BALLOT_LEN] = 9;
-        assert_eq!(Message::decode(&buf), Err(WireError::BadValue("promise lease flag")));
+        assert_eq!(LeaseMsg::decode(&buf), Err(WireError::BadValue("promise lease flag")));
     }
 
     #[test]
     fn small_buffers_are_untouched() {
         let mut storage = [1u8; 10];
         let mut buf = &mut storage[..];
-        let m = Message { msg: LeaseMsg::Accept { ballot: Ballot::ZERO } };
+        let m = LeaseMsg::Accept { ballot: Ballot::ZERO };
         assert_eq!(m.encode(&mut buf), Err(EncodeError::BufferTooSmall { required: 23 }));
         assert_eq!(storage, [1u8; 10]);
     }
@@ -241,7 +234,7 @@ mod tests {
             /// Promise without one comes out zero.
             #[test]
             fn any_bytes_are_a_message_more_or_an_error(bytes in frame_like(lease_message(), 0..48, 48)) {
-                check_any_bytes::<Message>(&bytes)?;
+                check_any_bytes::<LeaseMsg>(&bytes)?;
             }
 
             /// Every message round-trips whatever follows it, takes exactly

@@ -60,7 +60,7 @@ pub mod timing;
 
 pub use acceptor::Acceptor;
 pub use learner::Learner;
-pub use message::{LeaseMsg, Message};
+pub use message::LeaseMsg;
 pub use proposer::{LeaseChange, Proposer};
 pub use timing::{LeaseConfig, LeaseConfigError, LeaseTiming};
 

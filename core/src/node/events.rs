@@ -1,7 +1,7 @@
 //! What a node tells its runtime: outputs to carry out and events to log.
 
 use crate::ballot::{Ballot, NodeId};
-use crate::lease::Message;
+use crate::lease::LeaseMsg;
 use crate::store::StoreRequest;
 
 /// Why a node stopped leading.
@@ -76,7 +76,7 @@ pub enum Output {
         /// The addressee (never this node: messages to itself are handled inside).
         to: NodeId,
         /// The message.
-        msg: Message,
+        msg: LeaseMsg,
     },
     /// Perform `request` on `replica`'s store and report the reply with
     /// [`Node::handle_store_reply`](super::Node::handle_store_reply).

@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use crate::ballot::{Ballot, NodeId};
 use crate::lease::proposer::Step;
-use crate::lease::{Acceptor, LeaseChange, LeaseMsg, LeaseTiming, Message};
+use crate::lease::{Acceptor, LeaseChange, LeaseMsg, LeaseTiming};
 use crate::oracle::GetTsError;
 use crate::time::Instant;
 use crate::timestamp::Timestamp;
@@ -15,13 +15,13 @@ use super::rounds::RoundKind;
 use super::*;
 
 impl Node {
-    pub(super) fn dispatch(&mut self, from: NodeId, msg: Message, now: Instant) {
-        match msg.msg {
+    pub(super) fn dispatch(&mut self, from: NodeId, msg: LeaseMsg, now: Instant) {
+        match msg {
             LeaseMsg::Prepare { .. } | LeaseMsg::Accept { .. } | LeaseMsg::Release { .. } => {
-                if let Some(reply) = self.acceptor.handle(msg.msg, now) {
-                    self.send(from, Message { msg: reply });
+                if let Some(reply) = self.acceptor.handle(msg, now) {
+                    self.send(from, reply);
                 }
-                if let LeaseMsg::Release { ballot } = msg.msg
+                if let LeaseMsg::Release { ballot } = msg
                     && ballot.node == from
                     && from != self.cfg.id
                 {
@@ -29,7 +29,7 @@ impl Node {
                 }
             }
             LeaseMsg::Promise { .. } | LeaseMsg::Accepted { .. } | LeaseMsg::Rejected { .. } => {
-                let step = self.proposer.handle(from, msg.msg, now);
+                let step = self.proposer.handle(from, msg, now);
                 self.apply(step, now);
             }
             LeaseMsg::LearnChosen { ballot, remaining_ms } => {

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use crate::ballot::{Ballot, NodeId};
-use crate::lease::{Acceptor, Learner, LeaseMsg, LeaseTiming, Message, Proposer};
+use crate::lease::{Acceptor, Learner, LeaseMsg, LeaseTiming, Proposer};
 use crate::oracle::Oracle;
 use crate::rng::Rng;
 use crate::time::Instant;
@@ -50,7 +50,7 @@ pub struct Node {
     /// The latest time any input carried, for status snapshots.
     pub(super) now: Instant,
     /// Messages this node sends itself, handled before the input returns.
-    pub(super) local: VecDeque<Message>,
+    pub(super) local: VecDeque<LeaseMsg>,
     pub(super) outputs: VecDeque<Output>,
 }
 
@@ -175,7 +175,7 @@ impl Node {
     }
 
     /// A lease message from node `from`.
-    pub fn handle_message(&mut self, from: NodeId, msg: Message, now: Instant) {
+    pub fn handle_message(&mut self, from: NodeId, msg: LeaseMsg, now: Instant) {
         self.now = self.now.max(now);
         if from.0 >= self.cfg.nodes || from == self.cfg.id {
             return; // Not a member, or a forged self-address: ignore.
@@ -191,7 +191,7 @@ impl Node {
         }
     }
 
-    pub(super) fn send(&mut self, to: NodeId, msg: Message) {
+    pub(super) fn send(&mut self, to: NodeId, msg: LeaseMsg) {
         if to == self.cfg.id {
             self.local.push_back(msg);
         } else {
@@ -200,7 +200,7 @@ impl Node {
     }
 
     pub(super) fn broadcast(&mut self, msg: LeaseMsg) {
-        let msg = Message { msg };
+        let msg = msg;
         for to in 0..self.cfg.nodes {
             self.send(NodeId(to), msg);
         }
