@@ -200,7 +200,6 @@ impl Node {
     }
 
     pub(super) fn broadcast(&mut self, msg: LeaseMsg) {
-        let msg = msg;
         for to in 0..self.cfg.nodes {
             self.send(NodeId(to), msg);
         }
