@@ -1400,7 +1400,7 @@ fn show_event(e: &Event) -> String {
 /// A packet, for traces.
 pub fn describe(p: &Packet) -> String {
     match p {
-        Packet::Peer { from, to, msg } => format!("{from:?}->{to:?} {}", show_msg(&msg)),
+        Packet::Peer { from, to, msg } => format!("{from:?}->{to:?} {}", show_msg(msg)),
         Packet::StoreReq { from, replica, request, .. } => {
             format!("{from:?}->replica {replica:?} {}", show_op(&request.op))
         }
