@@ -14,6 +14,8 @@ use leasetso_std::client::parse_seeds;
 use leasetso_std::{Client, ClientError, ClientOptions, NodeConfig, NodeId, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
+mod cert;
+
 /// How long `serve` waits for the node to serve before announcing it is ready anyway.
 const READY_WAIT: Duration = Duration::from_secs(10);
 
@@ -36,6 +38,59 @@ enum Command {
     /// Show or clear the primary registration (dual-writer prevention).
     #[command(subcommand)]
     Primary(PrimaryCommand),
+    /// Create a cluster's certificates: a CA, then one per node and client.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Create the cluster's CA: DIR/ca.crt and DIR/ca.key.
+    CreateCa {
+        #[command(flatten)]
+        dir: CertsDir,
+        /// The cluster the CA signs for (the `--cluster-id` of `serve`).
+        #[arg(long, value_name = "N")]
+        cluster_id: u64,
+        /// Days the certificate is valid.
+        #[arg(long, value_name = "DAYS", default_value_t = 3650)]
+        days: u32,
+    },
+    /// Create node N's certificate: DIR/node.N.crt and DIR/node.N.key.
+    CreateNode {
+        #[command(flatten)]
+        dir: CertsDir,
+        /// The node's id, 1-based (the `--id` of `serve`; a single node is 1).
+        #[arg(long, value_name = "N")]
+        id: u16,
+        /// The names and addresses the node is reached at, comma-separated.
+        #[arg(long, value_name = "H[,H...]")]
+        host: String,
+        /// Days the certificate is valid.
+        #[arg(long, value_name = "DAYS", default_value_t = 365)]
+        days: u32,
+    },
+    /// Create a client's certificate: DIR/client.NAME.crt and DIR/client.NAME.key.
+    CreateClient {
+        #[command(flatten)]
+        dir: CertsDir,
+        /// The user's name (`--user` of the client commands).
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// The admin role: may clear the primary registration.
+        #[arg(long)]
+        admin: bool,
+        /// Days the certificate is valid.
+        #[arg(long, value_name = "DAYS", default_value_t = 365)]
+        days: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CertsDir {
+    /// The directory of the cluster's certificates (created if missing).
+    #[arg(long, value_name = "DIR")]
+    certs_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +177,11 @@ struct ServeArgs {
     /// (port 0 picks a free port). Off by default.
     #[arg(long, value_name = "ADDR")]
     resp: Option<SocketAddr>,
+    /// Serve plaintext on addresses other than loopback, on purpose.
+    /// Without it, `serve` refuses them: anyone who can reach a plaintext
+    /// port can take timestamps, and on the peer port speak for a node.
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +226,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status(args),
         Command::Primary(PrimaryCommand::Show(args)) => primary_show(args),
         Command::Primary(PrimaryCommand::Clear(args)) => primary_clear(args),
+        Command::Cert(command) => cert(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -250,6 +311,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if args.advertise.is_some_and(|a| a.ip().is_unspecified()) {
         return Err("--advertise must be an address clients can reach, not a wildcard".into());
     }
+    plaintext_only_on_loopback(&args, peers.get(usize::from(id.0)).copied())?;
     let mut node = NodeConfig::new(id, nodes);
     node.mode = match args.mode {
         ModeArg::Deferring => Mode::Deferring,
@@ -321,6 +383,26 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
 }
 
+/// Plaintext is for loopback: every address this node listens on (clients,
+/// the Redis door, its peer port) must be a loopback address unless the
+/// operator says `--insecure`. A wildcard listens on every interface, so it
+/// is not loopback.
+fn plaintext_only_on_loopback(args: &ServeArgs, peer: Option<SocketAddr>) -> Result<(), String> {
+    if args.insecure {
+        return Ok(());
+    }
+    let listening = [("--listen", Some(args.listen)), ("--resp", args.resp), ("--peers (this node)", peer)];
+    match listening.into_iter().find_map(|(flag, a)| a.filter(|a| !a.ip().is_loopback()).map(|a| (flag, a))) {
+        None => Ok(()),
+        Some((flag, addr)) => Err(format!(
+            "{flag} {addr} is not a loopback address, and this node would serve it in plaintext: \
+             any process that can reach it could take timestamps, and on the peer port speak for a \
+             node. Pass --insecure to serve plaintext there on purpose (TLS with --certs-dir is not \
+             in this build yet), or listen on 127.0.0.1"
+        )),
+    }
+}
+
 /// Ctrl-C and SIGTERM, as a channel that says once that one arrived.
 fn install_signals() -> std::sync::mpsc::Receiver<()> {
     let (signal_tx, signal_rx) = std::sync::mpsc::channel::<()>();
@@ -380,6 +462,21 @@ impl Ready {
             eprintln!("leasetso: serving on {}", self.addr);
         }
     }
+}
+
+fn cert(command: CertCommand) -> Result<(), String> {
+    let written = match command {
+        CertCommand::CreateCa { dir, cluster_id, days } => cert::create_ca(&dir.certs_dir, cluster_id, days),
+        CertCommand::CreateNode { dir, id, host, days } => cert::create_node(&dir.certs_dir, id, &host, days),
+        CertCommand::CreateClient { dir, name, admin, days } => {
+            cert::create_client(&dir.certs_dir, &name, admin, days)
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 fn options(args: &ClientArgs) -> ClientOptions {

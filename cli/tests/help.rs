@@ -11,7 +11,17 @@ fn leasetso(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in [&["serve"][..], &["get-ts"], &["status"], &["primary", "show"], &["primary", "clear"]] {
+    let subs: &[&[&str]] = &[
+        &["serve"],
+        &["get-ts"],
+        &["status"],
+        &["primary", "show"],
+        &["primary", "clear"],
+        &["cert", "create-ca"],
+        &["cert", "create-node"],
+        &["cert", "create-client"],
+    ];
+    for sub in subs {
         let mut args = sub.to_vec();
         args.push("--help");
         let out = leasetso(&args);

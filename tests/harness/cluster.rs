@@ -297,6 +297,10 @@ impl Cluster {
         args.extend(self.runtime(i).serve_args().iter().map(OsString::from));
         args.extend(["--listen".into(), listen.into(), "--data".into()]);
         args.push(node.data.path().into());
+        if node.client_addr.is_some() {
+            // Namespaced hosts listen on their own (non-loopback) addresses.
+            args.push("--insecure".into());
+        }
         if self.nodes.len() > 1 {
             args.extend([
                 "--id".into(),
