@@ -43,6 +43,9 @@ enum Command {
     Cert(CertCommand),
 }
 
+// The variants are the command-line words (`create-ca`, `create-node`,
+// `create-client`), as CockroachDB's `cert` commands name them.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Subcommand)]
 enum CertCommand {
     /// Create the cluster's CA: DIR/ca.crt and DIR/ca.key.
