@@ -249,6 +249,7 @@ fn connect_smol(pool: &SmolPool, addr: SocketAddr, in_flight: Option<usize>) -> 
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
+        let opts = opts.clone();
         let attempt = pool.block_on(async move {
             let client = leasetso_smol::Client::connect(&[addr], opts).await?;
             client.get_ts().await?;

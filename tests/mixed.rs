@@ -47,29 +47,17 @@ fn std_and_smol_nodes_share_a_cluster() {
         .map(|i| {
             let data_dir = dir.path().join(format!("n{i}"));
             let listen = clients[usize::from(i)];
+            // One configuration type for both runtimes.
+            let cfg = ServerConfig {
+                cluster_id: 9,
+                node: node_cfg(i),
+                peers: peers.clone(),
+                ..ServerConfig::new(listen, data_dir)
+            };
             Some(if i == 2 {
-                Node::Smol(Running::start(ServerConfig {
-                    listen,
-                    data_dir,
-                    cluster_id: 9,
-                    node: node_cfg(i),
-                    peers: peers.clone(),
-                    advertise: None,
-                    resp: None,
-                }))
+                Node::Smol(Running::start(cfg))
             } else {
-                Node::Std(
-                    leasetso_std::Server::start(leasetso_std::ServerConfig {
-                        listen,
-                        data_dir,
-                        cluster_id: 9,
-                        node: node_cfg(i),
-                        peers: peers.clone(),
-                        advertise: None,
-                        resp: None,
-                    })
-                    .unwrap(),
-                )
+                Node::Std(leasetso_std::Server::start(cfg).unwrap())
             })
         })
         .collect();
@@ -91,7 +79,7 @@ fn std_and_smol_nodes_share_a_cluster() {
     )
     .unwrap();
     smol::block_on(async {
-        let client = Client::connect(&clients, opts).await.unwrap();
+        let client = Client::connect(&clients, opts.clone()).await.unwrap();
         let a = client.get_ts().await.unwrap();
         let b = std_client.get_ts().unwrap();
         assert!(b > a);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use leasetso_core::{Ballot, Mode, Role};
 use leasetso_std::client::parse_seeds;
-use leasetso_std::{Client, ClientError, ClientOptions, NodeConfig, NodeId, Server, ServerConfig};
+use leasetso_std::{Client, ClientError, ClientOptions, ClientTls, NodeConfig, NodeId, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
 mod cert;
@@ -180,6 +180,12 @@ struct ServeArgs {
     /// (port 0 picks a free port). Off by default.
     #[arg(long, value_name = "ADDR")]
     resp: Option<SocketAddr>,
+    /// TLS on the client and Redis doors, with the certificates of DIR
+    /// (`leasetso cert`): `ca.crt` and this node's `node.<id>.crt` / `.key`
+    /// (a single node is id 1). Every client must present a certificate of
+    /// the cluster's CA; clearing the primary registration needs the admin role.
+    #[arg(long, value_name = "DIR")]
+    certs_dir: Option<PathBuf>,
     /// Serve plaintext on addresses other than loopback, on purpose.
     /// Without it, `serve` refuses them: anyone who can reach a plaintext
     /// port can take timestamps, and on the peer port speak for a node.
@@ -203,6 +209,13 @@ struct ClientArgs {
     /// node restarting) before it gives up, in ms.
     #[arg(long, value_name = "MS", default_value_t = 7000)]
     deadline_ms: u64,
+    /// Speak TLS, with the cluster's CA and the user's certificate from DIR
+    /// (`leasetso cert`): `ca.crt`, `client.USER.crt`, `client.USER.key`.
+    #[arg(long, value_name = "DIR")]
+    certs_dir: Option<PathBuf>,
+    /// Whose certificate to present (with --certs-dir).
+    #[arg(long, value_name = "NAME", default_value = "root", requires = "certs_dir")]
+    user: String,
 }
 
 #[derive(Debug, Args)]
@@ -340,6 +353,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         peers,
         advertise: args.advertise,
         resp: args.resp,
+        certs_dir: args.certs_dir,
     };
     // Installed before the server starts, so a signal that arrives during
     // start-up still stops it cleanly once it runs.
@@ -394,14 +408,22 @@ fn plaintext_only_on_loopback(args: &ServeArgs, peer: Option<SocketAddr>) -> Res
     if args.insecure {
         return Ok(());
     }
-    let listening = [("--listen", Some(args.listen)), ("--resp", args.resp), ("--peers (this node)", peer)];
+    // With --certs-dir the client and Redis doors are TLS; the peer port is
+    // plaintext in this build whatever the flags.
+    let tls = args.certs_dir.is_some();
+    let listening = [
+        ("--listen", Some(args.listen).filter(|_| !tls)),
+        ("--resp", args.resp.filter(|_| !tls)),
+        ("--peers (this node)", peer),
+    ];
     match listening.into_iter().find_map(|(flag, a)| a.filter(|a| !a.ip().is_loopback()).map(|a| (flag, a))) {
         None => Ok(()),
         Some((flag, addr)) => Err(format!(
             "{flag} {addr} is not a loopback address, and this node would serve it in plaintext: \
              any process that can reach it could take timestamps, and on the peer port speak for a \
-             node. Pass --insecure to serve plaintext there on purpose (TLS with --certs-dir is not \
-             in this build yet), or listen on 127.0.0.1"
+             node. Pass --certs-dir for TLS on the client and Redis doors (the peer port has no \
+             TLS in this build yet), --insecure to serve plaintext there on purpose, or listen on \
+             127.0.0.1"
         )),
     }
 }
@@ -482,20 +504,28 @@ fn cert(command: CertCommand) -> Result<(), String> {
     Ok(())
 }
 
-fn options(args: &ClientArgs) -> ClientOptions {
+fn options(args: &ClientArgs) -> Result<ClientOptions, String> {
     let timeout = Duration::from_millis(args.timeout_ms);
-    ClientOptions {
+    let tls = match &args.certs_dir {
+        Some(dir) => Some(
+            ClientTls::from_dir(dir, &args.user)
+                .map_err(|e| format!("--certs-dir {}: {e}", dir.display()))?,
+        ),
+        None => None,
+    };
+    Ok(ClientOptions {
         cluster_id: args.cluster_id,
         connect_timeout: timeout,
         request_timeout: timeout,
         deadline: Duration::from_millis(args.deadline_ms),
+        tls,
         ..ClientOptions::default()
-    }
+    })
 }
 
 fn get_ts(args: GetTsArgs) -> Result<(), String> {
     let seeds = parse_seeds(&args.client.addr).map_err(|e| e.to_string())?;
-    let client = Client::connect_with(&seeds[..], options(&args.client)).map_err(|e| e.to_string())?;
+    let client = Client::connect_with(&seeds[..], options(&args.client)?).map_err(|e| e.to_string())?;
     let last = client.get_ts_n(args.count).map_err(|e| e.to_string())?;
     println!("{}", last.to_u64());
     Ok(())
@@ -512,12 +542,12 @@ fn status(args: StatusArgs) -> Result<(), String> {
 /// answer, or its error. Fails, printing nothing, if no node answered.
 fn each_node(args: &ClientArgs, ask: impl Fn(&Client) -> Result<String, ClientError>) -> Result<(), String> {
     let seeds = parse_seeds(&args.addr).map_err(|e| e.to_string())?;
-    let opts = ClientOptions { deadline: Duration::ZERO, ..options(args) };
+    let opts = ClientOptions { deadline: Duration::ZERO, ..options(args)? };
     let mut lines = Vec::with_capacity(seeds.len());
     let mut answered = false;
     let mut last_error = String::new();
     for addr in &seeds {
-        match Client::connect_with(*addr, opts).and_then(|c| ask(&c)) {
+        match Client::connect_with(*addr, opts.clone()).and_then(|c| ask(&c)) {
             Ok(line) => {
                 answered = true;
                 lines.push(format!("addr={addr} {line}"));
@@ -577,11 +607,11 @@ fn primary_clear(args: ClearArgs) -> Result<(), String> {
     let node = NodeId(args.id - 1);
     let tag = parse_tag(&args.tag)?;
     let seeds = parse_seeds(&args.client.addr).map_err(|e| e.to_string())?;
-    let opts = ClientOptions { deadline: Duration::ZERO, ..options(&args.client) };
+    let opts = ClientOptions { deadline: Duration::ZERO, ..options(&args.client)? };
     let mut clients = Vec::new();
     let mut nodes = 0u16;
     for addr in &seeds {
-        match Client::connect_with(*addr, opts).and_then(|c| c.status().map(|s| (c, s))) {
+        match Client::connect_with(*addr, opts.clone()).and_then(|c| c.status().map(|s| (c, s))) {
             Ok((client, status)) => {
                 if status.node == node && status.role == Role::Leader {
                     return Err(format!(

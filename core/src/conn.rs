@@ -296,6 +296,28 @@ impl ServerConn {
         Ok(())
     }
 
+    /// Refuses the operator request [`Served::Admin`] asked for, without
+    /// running it: answers [`ErrorCode::Forbidden`] and lets the session run
+    /// on. The kit refuses `ClearPrimary` while the registered primary serves
+    /// (and, with TLS, from a client without the admin role).
+    pub fn admin_forbidden(
+        &mut self,
+        id: u64,
+        backend: &mut impl Backend,
+        out: &mut Vec<u8>,
+    ) -> Result<(), AdminError> {
+        match self.state {
+            State::Admin { id: pending, .. } if pending == id => {}
+            State::Admin { id: pending, .. } => {
+                return Err(AdminError::NotPending { id, pending: Some(pending) });
+            }
+            _ => return Err(AdminError::NotPending { id, pending: None }),
+        }
+        self.state = State::Serving;
+        error(out, backend, id, ErrorCode::Forbidden, LeaderHint::default());
+        Ok(())
+    }
+
     /// Answers one whole, well-formed frame (checks 7-11 of PROTOCOL.md).
     fn answer(&mut self, frame: Frame, backend: &mut impl Backend, out: &mut Vec<u8>) {
         match frame {
@@ -526,6 +548,31 @@ mod tests {
         assert_eq!(conn.last_input(), Some(Instant::from_millis(5)));
         let _ = conn.handle(&[], Instant::from_millis(3), &mut Fake::serving(), &mut Vec::new());
         assert_eq!(conn.last_input(), Some(Instant::from_millis(5)));
+    }
+
+    #[test]
+    fn a_forbidden_operator_request_is_answered_and_the_session_goes_on() {
+        let tag = Ballot::new(0, 3, NodeId(2));
+        let input = bytes(&[hello(CLUSTER), Frame::ClearPrimary { id: 4, node: NodeId(2), tag }]);
+        let mut conn = ServerConn::new(CLUSTER, ME, 3);
+        let mut out = Vec::new();
+        let mut backend = Fake::serving();
+        let (used, served) = conn.handle(&input, NOW, &mut backend, &mut out);
+        assert_eq!(
+            (used, served),
+            (input.len(), Served::Admin { id: 4, op: StoreOp::ClearPrimary { id: NodeId(2), tag } })
+        );
+        assert!(conn.admin_forbidden(5, &mut backend, &mut out).is_err(), "only the pending request");
+        conn.admin_forbidden(4, &mut backend, &mut out).unwrap();
+        let answers = frames(&out);
+        assert!(
+            matches!(answers.last(), Some(Frame::Error { id: 4, code: ErrorCode::Forbidden, .. })),
+            "{answers:?}"
+        );
+        let more = bytes(&[Frame::GetTs { id: 6, count: 1 }]);
+        let (_, served) = conn.handle(&more, NOW, &mut backend, &mut out);
+        assert_eq!(served, Served::Read, "the connection goes on");
+        assert!(matches!(frames(&out).last(), Some(Frame::Ts { id: 6, .. })));
     }
 
     #[test]

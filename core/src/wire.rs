@@ -52,6 +52,10 @@ pub enum ErrorCode {
     CountTooLarge = 4,
     /// The server failed internally; retry, possibly elsewhere.
     Internal = 5,
+    /// An operator request this connection may not make: `ClearPrimary`
+    /// while the registered primary serves, or (with TLS) without the admin
+    /// role. Not retryable; the connection goes on.
+    Forbidden = 6,
     /// A frame whose body does not match its kind. Fatal.
     Malformed = 16,
     /// A frame kind the server does not know. Fatal.
@@ -76,6 +80,7 @@ impl ErrorCode {
             3 => ZeroCount,
             4 => CountTooLarge,
             5 => Internal,
+            6 => Forbidden,
             16 => Malformed,
             17 => UnknownKind,
             18 => FrameTooLarge,

@@ -22,8 +22,30 @@ use crate::error::ClientError;
 /// The largest count one request can carry: a range must fit one millisecond.
 pub const MAX_COUNT: u32 = leasetso_core::client::MAX_COUNT;
 
+/// A client's TLS: the cluster's CA and the user's certificate
+/// ([`crate::tls::CertsDir::client_config`]). Cheap to clone; two are equal
+/// when they are the same configuration.
+#[derive(Clone, Debug)]
+pub struct ClientTls(pub Arc<rustls::ClientConfig>);
+
+impl PartialEq for ClientTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ClientTls {}
+
+impl ClientTls {
+    /// User `user`'s TLS from a `--certs-dir` (`ca.crt`, `client.USER.crt`
+    /// and `.key`).
+    pub fn from_dir(dir: &std::path::Path, user: &str) -> Result<Self, crate::tls::TlsError> {
+        Ok(ClientTls(crate::tls::CertsDir::new(dir).client_config("client", user)?))
+    }
+}
+
 /// How a client behaves; one type for both runtimes' clients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientOptions {
     /// The cluster the client expects; 0 accepts any. A server of another
     /// cluster refuses the handshake.
@@ -63,6 +85,8 @@ pub struct ClientOptions {
     /// arriving while a request is out go at once instead of waiting a round
     /// trip).
     pub max_in_flight: usize,
+    /// TLS to the servers (`--certs-dir` and `--user`), or plaintext if `None`.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -81,6 +105,7 @@ impl Default for ClientOptions {
             max_backoff: core.max_backoff,
             max_batch: core.max_batch,
             max_in_flight: 0,
+            tls: None,
         }
     }
 }
@@ -337,7 +362,7 @@ mod tests {
         assert_eq!(opts.config(1), ClientConfig { max_in_flight: 1, ..ClientConfig::default() });
         assert_eq!(opts.config(2), ClientConfig { max_in_flight: 2, ..ClientConfig::default() });
         assert_eq!(opts.connect_timeout, Duration::from_secs(3));
-        let three = ClientOptions { max_in_flight: 3, ..opts };
+        let three = ClientOptions { max_in_flight: 3, ..opts.clone() };
         assert_eq!((three.in_flight(1), three.in_flight(2)), (3, 3), "a number given is kept");
         let seeds = ["127.0.0.1:1".parse().unwrap()];
         assert!(opts.session::<()>(&seeds, 1).is_ok());

@@ -34,6 +34,10 @@ pub struct ServerConfig {
     /// The RESP door's address (`serve --resp`), off if `None`: Redis
     /// clients get timestamps there with `TSO [count]`.
     pub resp: Option<SocketAddr>,
+    /// TLS on the client and RESP doors (`serve --certs-dir`): the
+    /// directory of `leasetso cert`, with `ca.crt` and this node's
+    /// `node.<id>.crt` / `.key`. Plaintext if `None`.
+    pub certs_dir: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -47,6 +51,7 @@ impl ServerConfig {
             peers: Vec::new(),
             advertise: None,
             resp: None,
+            certs_dir: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use leasetso_core::{Instant, Served, ServerConn, StoreOp, StoreReply};
 
 use crate::io::InBuf;
 use crate::kit::{Kit, RespDoor};
+use crate::tls::Identity;
 
 /// Read buffer of a RESP connection: many pipelined commands per read.
 const RESP_READ_BUF: usize = 16 * 1024;
@@ -51,6 +52,38 @@ pub trait Door {
     fn input(&mut self) -> &mut InBuf;
     /// The room a read needs: any input this long is a whole request or an error.
     fn room(&self) -> usize;
+    /// The peer's certificate was verified and names `identity` (TLS only):
+    /// what it may do on this connection follows from it.
+    fn authenticated(&mut self, identity: &Identity) {
+        let _ = identity;
+    }
+}
+
+/// A door chosen at run time (plaintext or behind TLS) is a door.
+impl<D: Door + ?Sized> Door for Box<D> {
+    fn step(&mut self, now: Instant) -> Next {
+        (**self).step(now)
+    }
+
+    fn admin_done(&mut self, id: u64, reply: Option<StoreReply>) {
+        (**self).admin_done(id, reply);
+    }
+
+    fn out(&mut self) -> &mut Vec<u8> {
+        (**self).out()
+    }
+
+    fn input(&mut self) -> &mut InBuf {
+        (**self).input()
+    }
+
+    fn room(&self) -> usize {
+        (**self).room()
+    }
+
+    fn authenticated(&mut self, identity: &Identity) {
+        (**self).authenticated(identity);
+    }
 }
 
 /// A client-door connection: the core's [`ServerConn`] served by the kit.
@@ -60,6 +93,10 @@ pub struct ClientDoor<'a> {
     session: ServerConn,
     out: Vec<u8>,
     input: InBuf,
+    /// Whether this connection may change the primary registration: yes in
+    /// plaintext (loopback, or `--insecure` on purpose), with TLS only for a
+    /// certificate of the admin role.
+    admin: bool,
 }
 
 impl<'a> ClientDoor<'a> {
@@ -70,25 +107,47 @@ impl<'a> ClientDoor<'a> {
             session: ServerConn::new(kit.cluster_id, kit.node_id, kit.nodes),
             out: Vec::with_capacity(OUT_CAPACITY),
             input: InBuf::new(READ_BUF),
+            admin: true,
         }
+    }
+
+    /// Why this connection may not run `op` now, if it may not: clearing
+    /// the registration needs the admin role, and is refused while the
+    /// registered node serves (this node knows the lease holder), so a
+    /// deferring node never campaigns against a primary for nothing.
+    fn forbidden(&self, op: &StoreOp) -> Option<&'static str> {
+        let StoreOp::ClearPrimary { id, .. } = op else { return None };
+        if !self.admin {
+            return Some("a client certificate without the admin role");
+        }
+        let serving = self.kit.node.status().is_some_and(|s| s.leader == Some(*id));
+        serving.then_some("the registered primary holds the lease")
     }
 }
 
 impl Door for ClientDoor<'_> {
     fn step(&mut self, now: Instant) -> Next {
-        let (used, served) = self.session.handle(self.input.pending(), now, &mut self.kit, &mut self.out);
-        self.input.consume(used);
-        match served {
-            Served::Read => Next::Read,
-            Served::Flush => Next::Flush,
-            Served::Admin { id, op } => {
-                self.kit.admin_note(&op);
-                Next::Admin { id, op }
-            }
-            Served::Close(fatal) => {
-                tracing::debug!(%fatal, "closing the connection");
-                Next::Close
-            }
+        loop {
+            let (used, served) = self.session.handle(self.input.pending(), now, &mut self.kit, &mut self.out);
+            self.input.consume(used);
+            return match served {
+                Served::Read => Next::Read,
+                Served::Flush => Next::Flush,
+                Served::Admin { id, op } => {
+                    if let Some(why) = self.forbidden(&op) {
+                        tracing::warn!(?op, why, "refusing an operator request");
+                        // It is the pending request: it cannot be refused.
+                        let _ = self.session.admin_forbidden(id, &mut self.kit, &mut self.out);
+                        continue;
+                    }
+                    self.kit.admin_note(&op);
+                    Next::Admin { id, op }
+                }
+                Served::Close(fatal) => {
+                    tracing::debug!(%fatal, "closing the connection");
+                    Next::Close
+                }
+            };
         }
     }
 
@@ -107,6 +166,10 @@ impl Door for ClientDoor<'_> {
 
     fn room(&self) -> usize {
         FRAME_ROOM
+    }
+
+    fn authenticated(&mut self, identity: &Identity) {
+        self.admin = identity.is_admin();
     }
 }
 

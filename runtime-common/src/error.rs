@@ -25,6 +25,14 @@ use leasetso_sled::StoreError;
 #[cfg(feature = "server")]
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The certificates of `--certs-dir` could not be loaded.
+    #[error("--certs-dir {}: {source}", dir.display())]
+    Tls {
+        /// The directory.
+        dir: PathBuf,
+        /// What failed.
+        source: crate::tls::TlsError,
+    },
     /// The node configuration cannot run.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
@@ -165,6 +173,20 @@ pub enum ClientError {
         /// Who serves, as far as the server knows (for `NotLeader`).
         leader: LeaderHint,
     },
+    /// The server answered in TLS to a plaintext client.
+    #[error("the server at {addr} requires TLS: pass --certs-dir")]
+    TlsRequired {
+        /// The server.
+        addr: SocketAddr,
+    },
+    /// TLS could not be set up, or the server's certificate was refused.
+    #[error("TLS with {addr}: {source}")]
+    Tls {
+        /// The server.
+        addr: SocketAddr,
+        /// Why.
+        source: Arc<crate::tls::TlsError>,
+    },
     /// The server closed the connection.
     #[error("{addr} closed the connection")]
     Closed {
@@ -233,6 +255,8 @@ impl ClientError {
             | ClientError::Unexpected { .. }
             | ClientError::InvalidCount { .. }
             | ClientError::InvalidOptions { .. }
+            | ClientError::TlsRequired { .. }
+            | ClientError::Tls { .. }
             | ClientError::Shutdown => false,
         }
     }

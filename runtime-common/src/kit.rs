@@ -25,10 +25,12 @@ use leasetso_core::{Backend, LeaderHint, NodeId, Status, StoreOp, Tally, Timesta
 use crate::clock::Clock;
 use crate::config::{Opened, ServerConfig};
 use crate::directory::PeerDirectory;
+use crate::door::{ClientDoor, Door, RespConnDoor};
 use crate::driver::Pending;
 use crate::error::ServerError;
 use crate::node_cell::NodeCell;
 use crate::stats::{Counters, ServerStats};
+use crate::tls::{CertsDir, ServerTls, TlsDoor};
 
 /// The addresses this node hands out for itself: in leader hints (its
 /// client address) and in `-NOTLEADER` answers (its RESP address).
@@ -101,6 +103,8 @@ pub struct Kit {
     pub dir: Option<Arc<PeerDirectory>>,
     /// What the server has done so far.
     pub counters: Counters,
+    /// TLS on every door (`--certs-dir`), or plaintext.
+    pub tls: Option<ServerTls>,
 }
 
 impl Kit {
@@ -127,6 +131,13 @@ impl Kit {
             data = %cfg.data_dir.display(),
             "node started"
         );
+        let tls = match &cfg.certs_dir {
+            Some(dir) => Some(
+                ServerTls::load(CertsDir::new(dir), cfg.node.id, cfg.cluster_id)
+                    .map_err(|source| ServerError::Tls { dir: dir.clone(), source })?,
+            ),
+            None => None,
+        };
         let kit = Kit {
             node: NodeCell::new(node, clock, cfg.node.mode),
             clock,
@@ -137,6 +148,7 @@ impl Kit {
             advertised,
             dir,
             counters: Counters::default(),
+            tls,
         };
         Ok((kit, pending))
     }
@@ -176,6 +188,30 @@ impl Kit {
     /// The counters now.
     pub fn stats(&self) -> ServerStats {
         self.counters.snapshot()
+    }
+
+    /// A fresh connection of the client door: plaintext, or behind TLS.
+    /// `None` (logged) if TLS cannot start it; the runtime closes it.
+    pub fn client_door(&self) -> Option<Box<dyn Door + Send + '_>> {
+        self.door(ClientDoor::new(self))
+    }
+
+    /// Connection number `id` of the RESP door: plaintext, or behind TLS.
+    pub fn resp_door(&self, id: u64) -> Option<Box<dyn Door + Send + '_>> {
+        self.door(RespConnDoor::new(self, id))
+    }
+
+    fn door<'a>(&'a self, door: impl Door + Send + 'a) -> Option<Box<dyn Door + Send + 'a>> {
+        match &self.tls {
+            None => Some(Box::new(door)),
+            Some(tls) => match TlsDoor::server(tls, door) {
+                Ok(door) => Some(Box::new(door)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start TLS on a connection; closing it");
+                    None
+                }
+            },
+        }
     }
 
     /// A server's (or a handle's) `Debug`: which node it is, where.
@@ -319,6 +355,7 @@ mod tests {
             },
             dir,
             counters: Counters::default(),
+            tls: None,
         }
     }
 

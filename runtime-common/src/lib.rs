@@ -33,6 +33,9 @@
 //!   * [`driver`]: the driver's inputs and its step over the node;
 //!   * [`store`]: the store thread's jobs;
 //!   * [`stats`]: [`ServerStats`] and the live counters.
+//! * [`tls`]: TLS for every door and both clients, as a byte-in/byte-out
+//!   session ([`TlsSession`]), the certificates of a `--certs-dir`
+//!   ([`CertsDir`]) and the identities they name ([`Identity`]).
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod client;
@@ -59,6 +62,7 @@ pub mod route;
 pub mod stats;
 #[cfg(feature = "server")]
 pub mod store;
+pub mod tls;
 
 pub use client::{ClientOptions, NodeStatus};
 pub use clock::Clock;
@@ -81,12 +85,15 @@ pub use redial::{DialError, Redial};
 pub use route::{Incoming, Route, report_closed, route};
 #[cfg(feature = "server")]
 pub use stats::ServerStats;
+pub use tls::{CertsDir, Identity, TlsError, TlsSession};
+#[cfg(feature = "server")]
+pub use tls::{ServerTls, TlsDoor};
 
 /// The types both runtimes re-export at their roots, one type each,
 /// whichever runtime a program uses (`leasetso_std::ClientOptions` is
 /// `leasetso_smol::ClientOptions`).
 pub mod exports {
-    pub use crate::client::{ClientOptions, MAX_COUNT, NodeStatus};
+    pub use crate::client::{ClientOptions, ClientTls, MAX_COUNT, NodeStatus};
     pub use crate::{ClientError, Clock};
     #[cfg(feature = "server")]
     pub use crate::{ServerConfig, ServerError, ServerStats};

@@ -21,13 +21,10 @@ fn config(i: u16, peers: &[SocketAddr], clients: &[SocketAddr], dir: &std::path:
     node.seed = u64::from(i) + 1;
     node.store_timeout = node.store_timeout.min(node.lease.duration);
     ServerConfig {
-        listen: clients[usize::from(i)],
-        data_dir: dir.join(format!("n{i}")),
         cluster_id: 7,
         node,
         peers: peers.to_vec(),
-        advertise: None,
-        resp: None,
+        ..ServerConfig::new(clients[usize::from(i)], dir.join(format!("n{i}")))
     }
 }
 

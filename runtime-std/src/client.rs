@@ -62,7 +62,7 @@
 //! failed for the whole deadline is not made to wait a second deadline.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, Thread};
@@ -73,6 +73,9 @@ use leasetso_core::wire::FRAME_ROOM;
 use leasetso_core::{CallError, ClientSession, NodeId, Ticket, Timestamp};
 use leasetso_runtime_common::client::{TicketMap, resolve_seeds};
 use leasetso_runtime_common::lock;
+use leasetso_runtime_common::tls::{TlsError, TlsSession};
+
+use crate::io::{Conn, TLS_REQUIRED};
 
 use crate::error::ClientError;
 
@@ -115,7 +118,7 @@ struct State {
 
 /// The socket and its buffers, allocated once per client.
 struct Io {
-    tcp: Option<TcpStream>,
+    tcp: Option<Conn>,
     out: Box<[u8]>,
     inp: Box<[u8]>,
 }
@@ -425,7 +428,7 @@ impl Client {
             if n > 0 {
                 drop(st);
                 let result = match io.tcp.as_mut() {
-                    Some(tcp) => tcp.write_all(&io.out[..n]),
+                    Some(conn) => conn.write_all(&io.out[..n]),
                     None => Err(io::ErrorKind::NotConnected.into()),
                 };
                 st = lock(&self.shared);
@@ -440,7 +443,7 @@ impl Client {
             if st.session.awaiting_reply() {
                 drop(st);
                 let result = match io.tcp.as_mut() {
-                    Some(tcp) => read(tcp, &mut io.inp),
+                    Some(conn) => conn.read(&mut io.inp),
                     None => Err(io::ErrorKind::NotConnected.into()),
                 };
                 st = lock(&self.shared);
@@ -478,6 +481,17 @@ impl Client {
     /// timeout running out (the server does not answer: as a refusal), any
     /// other error loses the connection.
     fn io_error(&self, addr: SocketAddr, e: io::Error) -> (Broken, ClientError) {
+        if e.kind() == io::ErrorKind::InvalidData && e.to_string() == TLS_REQUIRED {
+            return (Broken::Lost, ClientError::TlsRequired { addr });
+        }
+        let e = match e.get_ref().is_some_and(|inner| inner.is::<TlsError>()) {
+            true => match e.into_inner().map(|inner| inner.downcast::<TlsError>()) {
+                Some(Ok(tls)) => return (Broken::Lost, ClientError::Tls { addr, source: Arc::new(*tls) }),
+                // `is` said it is one.
+                _ => io::Error::other("TLS failed"),
+            },
+            false => e,
+        };
         if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
             (Broken::Unreachable, ClientError::Timeout { addr, after: self.opts.request_timeout })
         } else {
@@ -488,7 +502,7 @@ impl Client {
 
 /// Opens a connection with the options' timeouts (the request timeout as
 /// the socket's read and write timeouts).
-fn connect(addr: SocketAddr, opts: &ClientOptions) -> Result<TcpStream, (Broken, ClientError)> {
+fn connect(addr: SocketAddr, opts: &ClientOptions) -> Result<Conn, (Broken, ClientError)> {
     let connected = if opts.connect_timeout.is_zero() {
         TcpStream::connect(addr)
     } else {
@@ -507,17 +521,14 @@ fn connect(addr: SocketAddr, opts: &ClientOptions) -> Result<TcpStream, (Broken,
     let timeout = (!opts.request_timeout.is_zero()).then_some(opts.request_timeout);
     tcp.set_read_timeout(timeout).map_err(io_err)?;
     tcp.set_write_timeout(timeout).map_err(io_err)?;
-    Ok(tcp)
-}
-
-/// One read, retrying an interrupted one.
-fn read(tcp: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match tcp.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return other,
-        }
-    }
+    let session = match &opts.tls {
+        None => None,
+        Some(tls) => Some(
+            TlsSession::client(Arc::clone(&tls.0), addr.ip())
+                .map_err(|e| (Broken::Unreachable, ClientError::Tls { addr, source: Arc::new(e) }))?,
+        ),
+    };
+    Ok(Conn::new(tcp, session))
 }
 
 /// The session's error as the client reports it: the transport errors this

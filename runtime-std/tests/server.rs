@@ -99,7 +99,7 @@ fn start_serve_status_and_shutdown() {
         retry_backoff: Duration::from_millis(1),
         ..Default::default()
     };
-    let client = Client::connect_with(addr, quick).unwrap();
+    let client = Client::connect_with(addr, quick.clone()).unwrap();
     let a = client.get_ts().unwrap();
     let b = client.get_ts().unwrap();
     assert!(b > a, "{b:?} after {a:?}");

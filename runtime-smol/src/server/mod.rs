@@ -48,7 +48,7 @@ use self::store::{Job, STORE_QUEUE};
 use crate::error::ServerError;
 use leasetso_runtime_common::driver::DRIVER_QUEUE;
 pub(crate) use leasetso_runtime_common::stats::Counters;
-use leasetso_runtime_common::{Advertised, ClientDoor, Kit, RespConnDoor};
+use leasetso_runtime_common::{Advertised, Kit};
 pub use leasetso_runtime_common::{ServerConfig, ServerStats};
 
 /// What every task of one server shares: the kit (the node, the
@@ -401,12 +401,16 @@ async fn wait_conns_closed(shared: &Shared) {
 
 /// Serves a connection of the client door.
 async fn client_conn(shared: Arc<Shared>, stream: async_net::TcpStream, _: u64) {
-    conn::serve(&shared, stream, ClientDoor::new(&shared.kit)).await
+    if let Some(door) = shared.kit.client_door() {
+        conn::serve(&shared, stream, door).await
+    }
 }
 
 /// Serves connection number `id` of the RESP door.
 async fn resp_conn(shared: Arc<Shared>, stream: async_net::TcpStream, id: u64) {
-    conn::serve(&shared, stream, RespConnDoor::new(&shared.kit, id)).await
+    if let Some(door) = shared.kit.resp_door(id) {
+        conn::serve(&shared, stream, door).await
+    }
 }
 
 /// Accepts connections on `listener` until the stop, each served by

@@ -30,7 +30,7 @@ use self::store::{Job, STORE_QUEUE};
 use crate::error::ServerError;
 use leasetso_runtime_common::driver::DRIVER_QUEUE;
 pub(crate) use leasetso_runtime_common::stats::Counters;
-use leasetso_runtime_common::{Advertised, ClientDoor, Kit, RespConnDoor, lock};
+use leasetso_runtime_common::{Advertised, Kit, lock};
 pub use leasetso_runtime_common::{ServerConfig, ServerStats};
 
 /// What every thread of one server shares: the kit (the node, the
@@ -154,14 +154,22 @@ impl Server {
             .door
             .start(
                 move || Counters::bump(&counted.counters.connections, 1),
-                move |stream, _| conn::serve(&served, stream, ClientDoor::new(&served.kit)),
+                move |stream, _| {
+                    if let Some(door) = served.kit.client_door() {
+                        conn::serve(&served, stream, door);
+                    }
+                },
             )
             .map_err(|source| ServerError::Spawn { what: "acceptor", source })?;
         if let Some(mut door) = resp {
             let (counted, served) = (Arc::clone(&server.shared), Arc::clone(&server.shared));
             door.start(
                 move || Counters::bump(&counted.counters.connections, 1),
-                move |stream, id| conn::serve(&served, stream, RespConnDoor::new(&served.kit, id)),
+                move |stream, id| {
+                    if let Some(door) = served.kit.resp_door(id) {
+                        conn::serve(&served, stream, door);
+                    }
+                },
             )
             .map_err(|source| ServerError::Spawn { what: "RESP acceptor", source })?;
             tracing::info!(addr = %door.local_addr(), "RESP door open");
