@@ -97,6 +97,20 @@ fn tls_doors_take_the_clusters_certificates_and_refuse_the_rest() {
             assert!(b > a, "{runtime}: {b:?} after {a:?}");
         }
 
+        // The async client too, as any user.
+        smol::block_on(async {
+            let client =
+                leasetso_smol::Client::connect(&[node.addr], opts(&dir, "app")).await.expect("smol over TLS");
+            let a = client.get_ts().await.expect("smol get_ts over TLS");
+            let b = client.get_ts_n(5).await.expect("smol get_ts_n over TLS");
+            assert!(b > a, "{runtime}: {b:?} after {a:?}");
+            let plain = ClientOptions { deadline: Duration::ZERO, ..ClientOptions::default() };
+            match leasetso_smol::Client::connect(&[node.addr], plain).await {
+                Err(ClientError::TlsRequired { .. }) => {}
+                other => panic!("{runtime}: a plaintext async client got {other:?}"),
+            }
+        });
+
         // Plaintext gets a clean close, and the client says why.
         let plain = ClientOptions { deadline: Duration::ZERO, ..ClientOptions::default() };
         match Client::connect_with(node.addr, plain) {

@@ -41,7 +41,9 @@ use leasetso_core::client::{Action, Answer, Broken, Call, CallError, ClientSessi
 use leasetso_core::wire::FRAME_ROOM;
 use leasetso_core::{Ballot, NodeId, Ticket, Timestamp};
 use leasetso_runtime_common::client::TicketMap;
+use leasetso_runtime_common::io::InBuf;
 use leasetso_runtime_common::lock;
+use leasetso_runtime_common::tls::{RECORD_ROOM, TlsError, TlsSession};
 
 pub use leasetso_runtime_common::client::{ClientOptions, MAX_COUNT, NodeStatus, parse_seeds};
 
@@ -59,6 +61,9 @@ enum Transport {
     Io(Arc<io::Error>),
     Closed,
     ConnectTimeout(Duration),
+    /// A plaintext client read a TLS alert: the server requires TLS.
+    TlsRequired,
+    Tls(Arc<TlsError>),
 }
 
 type Session = ClientSession<Transport>;
@@ -104,9 +109,41 @@ struct State {
     last: Option<Ticket>,
 }
 
+/// The TLS side of a connection: its session and the ciphertext waiting to
+/// be written (written in pieces, so a driver cancelled mid-write loses
+/// nothing).
+struct TlsIo {
+    session: TlsSession,
+    cipher_in: InBuf,
+    plain_in: InBuf,
+    cipher_out: Vec<u8>,
+    cipher_start: usize,
+}
+
+impl TlsIo {
+    /// Encrypts `plain` (emptying it) behind what waits to be written.
+    fn seal(&mut self, plain: &[u8]) -> Result<(), Transport> {
+        if self.cipher_start == self.cipher_out.len() {
+            self.cipher_out.clear();
+            self.cipher_start = 0;
+        }
+        let mut plain = plain.to_vec();
+        self.session.write(&mut plain, &mut self.cipher_out).map_err(|e| Transport::Tls(Arc::new(e)))
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.cipher_out[self.cipher_start..]
+    }
+}
+
 /// The socket and what is half done on it (see "Who drives the connection").
 struct Io {
     stream: Option<TcpStream>,
+    /// TLS over `stream`, when the options ask for it.
+    tls: Option<Box<TlsIo>>,
+    /// Nothing was read on this connection yet (a plaintext client checks
+    /// the first bytes for a TLS alert).
+    fresh: bool,
     /// A connect the session asked for and no driver finished yet.
     connect: Option<SocketAddr>,
     out: Box<[u8; WRITE_BUF]>,
@@ -168,6 +205,8 @@ impl Client {
             }),
             io: async_lock::Mutex::new(Io {
                 stream: None,
+                tls: None,
+                fresh: true,
                 connect: None,
                 out: Box::new([0; WRITE_BUF]),
                 out_start: 0,
@@ -342,25 +381,39 @@ impl Client {
             }
             // 2. I/O, with no lock held but the socket's.
             if let Some(addr) = io.connect {
-                let result = connect(addr, inner.opts.connect_timeout).await;
+                let result = connect(addr, &inner.opts).await;
                 io.connect = None;
                 let mut st = lock(&inner.state);
                 let now = inner.clock.now();
                 match result {
-                    Ok(stream) => {
+                    Ok((stream, tls)) => {
                         io.stream = Some(stream);
+                        io.tls = tls;
+                        io.fresh = true;
                         st.session.connected(now);
                     }
                     Err(e) => st.session.connection_failed(Broken::Unreachable, e, now),
                 }
                 continue;
             }
-            let Io { stream, buf, timer, armed, out, out_start, out_end, .. } = io;
+            if let Err(e) = seal(io) {
+                fail(inner, io, Broken::Lost, e);
+                continue;
+            }
+            let Io { stream, buf, timer, armed, out, out_start, out_end, tls, .. } = io;
             let Some(stream) = stream.as_mut() else {
                 // Nothing to do but wait out a pause or a new caller.
                 sleep_or(inner, timer, armed).await;
                 continue;
             };
+            if let Some(t) = tls.as_mut().filter(|t| !t.pending().is_empty()) {
+                match stream.write(t.pending()).await {
+                    Ok(n) if n > 0 => t.cipher_start += n,
+                    Ok(_) => fail(inner, io, Broken::Lost, Transport::Closed),
+                    Err(e) => fail(inner, io, Broken::Lost, Transport::Io(Arc::new(e))),
+                }
+                continue;
+            }
             if *out_start < *out_end {
                 let written = stream.write(&out[*out_start..*out_end]).await;
                 match written {
@@ -385,19 +438,66 @@ impl Client {
             match future::or(read, other).await {
                 None => {}
                 Some(Ok(0)) => fail(inner, io, Broken::Lost, Transport::Closed),
-                Some(Ok(n)) => {
-                    let mut st = lock(&inner.state);
-                    st.session.handle_input(&io.buf[..n], inner.clock.now());
-                }
+                Some(Ok(n)) => match received(io, n) {
+                    Ok(plain) => {
+                        let mut st = lock(&inner.state);
+                        st.session.handle_input(plain, inner.clock.now());
+                        if let Some(t) = io.tls.as_mut() {
+                            let used = t.plain_in.pending().len();
+                            t.plain_in.consume(used);
+                        }
+                    }
+                    Err(e) => fail(inner, io, Broken::Lost, e),
+                },
                 Some(Err(e)) => fail(inner, io, Broken::Lost, Transport::Io(Arc::new(e))),
             }
         }
     }
 }
 
+/// With TLS, encrypts what the session encoded: it then waits as ciphertext.
+fn seal(io: &mut Io) -> Result<(), Transport> {
+    let Some(t) = io.tls.as_mut() else { return Ok(()) };
+    t.seal(&io.out[io.out_start..io.out_end])?;
+    (io.out_start, io.out_end) = (0, 0);
+    Ok(())
+}
+
+/// What the session is to read of the `n` bytes just read into `io.buf`:
+/// those bytes, or, with TLS, what they decrypt to (consumed by the caller);
+/// the handshake's next flight is queued to write. A plaintext connection
+/// whose first bytes are a TLS alert met a server that requires TLS.
+fn received(io: &mut Io, n: usize) -> Result<&[u8], Transport> {
+    let fresh = std::mem::take(&mut io.fresh);
+    let Some(t) = io.tls.as_mut() else {
+        let bytes = &io.buf[..n];
+        if fresh && bytes.len() >= 2 && bytes[0] == 21 && bytes[1] == 3 {
+            return Err(Transport::TlsRequired);
+        }
+        return Ok(bytes);
+    };
+    let spare = t.cipher_in.spare(n);
+    spare[..n].copy_from_slice(&io.buf[..n]);
+    t.cipher_in.filled(n);
+    t.session.read(&mut t.cipher_in, &mut t.plain_in, 1).map_err(|e| Transport::Tls(Arc::new(e)))?;
+    t.seal(&[])?;
+    Ok(t.plain_in.pending())
+}
+
 /// One write of the encoded bytes, if the socket takes them without waiting.
 async fn flush_once(inner: &Inner, io: &mut Io) {
+    if let Err(e) = seal(io) {
+        return fail(inner, io, Broken::Lost, e);
+    }
     let Some(stream) = io.stream.as_mut() else { return };
+    if let Some(t) = io.tls.as_mut() {
+        if !t.pending().is_empty() {
+            if let Some(Ok(n)) = future::poll_once(stream.write(t.pending())).await {
+                t.cipher_start += n;
+            }
+        }
+        return;
+    }
     if io.out_start == io.out_end {
         return;
     }
@@ -420,6 +520,7 @@ async fn flush_once(inner: &Inner, io: &mut Io) {
 /// The connection failed: drop it and tell the session.
 fn fail(inner: &Inner, io: &mut Io, broken: Broken, e: Transport) {
     io.stream = None;
+    io.tls = None;
     (io.out_start, io.out_end) = (0, 0);
     let mut st = lock(&inner.state);
     st.session.connection_failed(broken, e, inner.clock.now());
@@ -445,21 +546,38 @@ async fn sleep_or(inner: &Inner, timer: &mut async_io::Timer, armed: &mut Option
     .await
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Transport> {
+async fn connect(
+    addr: SocketAddr,
+    opts: &ClientOptions,
+) -> Result<(TcpStream, Option<Box<TlsIo>>), Transport> {
+    let timeout = opts.connect_timeout;
     let dial = async {
         let stream = TcpStream::connect(addr).await.map_err(|e| Transport::Io(Arc::new(e)))?;
         // Timestamps are small and latency-bound: never wait to coalesce writes.
         let _ = stream.set_nodelay(true);
         Ok(stream)
     };
-    if timeout.is_zero() {
-        return dial.await;
-    }
-    future::or(dial, async {
-        async_io::Timer::after(timeout).await;
-        Err(Transport::ConnectTimeout(timeout))
-    })
-    .await
+    let stream = if timeout.is_zero() {
+        dial.await?
+    } else {
+        future::or(dial, async {
+            async_io::Timer::after(timeout).await;
+            Err(Transport::ConnectTimeout(timeout))
+        })
+        .await?
+    };
+    let tls = match &opts.tls {
+        None => None,
+        Some(tls) => Some(Box::new(TlsIo {
+            session: TlsSession::client(Arc::clone(&tls.0), addr.ip())
+                .map_err(|e| Transport::Tls(Arc::new(e)))?,
+            cipher_in: InBuf::new(2 * RECORD_ROOM),
+            plain_in: InBuf::new(2 * RECORD_ROOM),
+            cipher_out: Vec::new(),
+            cipher_start: 0,
+        })),
+    };
+    Ok((stream, tls))
 }
 
 /// Hands every finished call to its caller; the tasks to wake go to `wake`
@@ -520,6 +638,8 @@ fn convert(e: CallError<Transport>) -> ClientError {
     ClientError::from_call(e, |addr, broken, error| match (broken, error) {
         (_, Transport::ConnectTimeout(after)) => ClientError::Timeout { addr, after },
         (_, Transport::Closed) => ClientError::Closed { addr },
+        (_, Transport::TlsRequired) => ClientError::TlsRequired { addr },
+        (_, Transport::Tls(source)) => ClientError::Tls { addr, source },
         (Broken::Unreachable, Transport::Io(source)) => ClientError::Connect { addr, source },
         (Broken::Lost, Transport::Io(source)) => ClientError::Io { addr, source },
     })
