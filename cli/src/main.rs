@@ -180,10 +180,12 @@ struct ServeArgs {
     /// (port 0 picks a free port). Off by default.
     #[arg(long, value_name = "ADDR")]
     resp: Option<SocketAddr>,
-    /// TLS on the client and Redis doors, with the certificates of DIR
-    /// (`leasetso cert`): `ca.crt` and this node's `node.<id>.crt` / `.key`
-    /// (a single node is id 1). Every client must present a certificate of
-    /// the cluster's CA; clearing the primary registration needs the admin role.
+    /// TLS on every door, with the certificates of DIR (`leasetso cert`):
+    /// `ca.crt` and this node's `node.<id>.crt` / `.key` (a single node is
+    /// id 1). Peers are mutually authenticated (mTLS): a peer's certificate
+    /// must name the node its handshake claims. Every client must present a
+    /// certificate of the cluster's CA; clearing the primary registration
+    /// needs the admin role. Replaced files take effect for new connections.
     #[arg(long, value_name = "DIR")]
     certs_dir: Option<PathBuf>,
     /// Serve plaintext on addresses other than loopback, on purpose.
@@ -408,22 +410,18 @@ fn plaintext_only_on_loopback(args: &ServeArgs, peer: Option<SocketAddr>) -> Res
     if args.insecure {
         return Ok(());
     }
-    // With --certs-dir the client and Redis doors are TLS; the peer port is
-    // plaintext in this build whatever the flags.
-    let tls = args.certs_dir.is_some();
-    let listening = [
-        ("--listen", Some(args.listen).filter(|_| !tls)),
-        ("--resp", args.resp.filter(|_| !tls)),
-        ("--peers (this node)", peer),
-    ];
+    // With --certs-dir every door and the peer port speak TLS.
+    if args.certs_dir.is_some() {
+        return Ok(());
+    }
+    let listening = [("--listen", Some(args.listen)), ("--resp", args.resp), ("--peers (this node)", peer)];
     match listening.into_iter().find_map(|(flag, a)| a.filter(|a| !a.ip().is_loopback()).map(|a| (flag, a))) {
         None => Ok(()),
         Some((flag, addr)) => Err(format!(
             "{flag} {addr} is not a loopback address, and this node would serve it in plaintext: \
              any process that can reach it could take timestamps, and on the peer port speak for a \
-             node. Pass --certs-dir for TLS on the client and Redis doors (the peer port has no \
-             TLS in this build yet), --insecure to serve plaintext there on purpose, or listen on \
-             127.0.0.1"
+             node. Pass --certs-dir for TLS on every door (`leasetso cert` makes the \
+             certificates), --insecure to serve plaintext there on purpose, or listen on 127.0.0.1"
         )),
     }
 }

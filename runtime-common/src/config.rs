@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use leasetso_core::peer::PEER_VERSION;
 use leasetso_core::{Handshake, Instant, Node, NodeConfig};
@@ -10,6 +11,7 @@ use leasetso_sled::SledStore;
 use crate::clock::Clock;
 use crate::driver::Pending;
 use crate::error::ServerError;
+use crate::tls::{CertsDir, ServerTls};
 
 /// How a server is set up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +113,15 @@ impl ServerConfig {
         node.catch_up(store.fence().map_err(store_err)?);
         tracing::info!(restart, "restart counter bumped");
         Ok((Some(node), None))
+    }
+
+    /// The node's TLS (`certs_dir`), loaded now so that a bad directory is
+    /// reported before anything listens; `None` for plaintext.
+    pub fn tls(&self) -> Result<Option<Arc<ServerTls>>, ServerError> {
+        let Some(dir) = &self.certs_dir else { return Ok(None) };
+        let tls = ServerTls::load(CertsDir::new(dir), self.node.id, self.cluster_id)
+            .map_err(|source| ServerError::Tls { dir: dir.clone(), source })?;
+        Ok(Some(Arc::new(tls)))
     }
 
     /// The node's configuration as a server runs it: a store round must

@@ -30,7 +30,7 @@ use crate::driver::Pending;
 use crate::error::ServerError;
 use crate::node_cell::NodeCell;
 use crate::stats::{Counters, ServerStats};
-use crate::tls::{CertsDir, ServerTls, TlsDoor};
+use crate::tls::{ServerTls, TlsDoor};
 
 /// The addresses this node hands out for itself: in leader hints (its
 /// client address) and in `-NOTLEADER` answers (its RESP address).
@@ -103,21 +103,23 @@ pub struct Kit {
     pub dir: Option<Arc<PeerDirectory>>,
     /// What the server has done so far.
     pub counters: Counters,
-    /// TLS on every door (`--certs-dir`), or plaintext.
-    pub tls: Option<ServerTls>,
+    /// TLS on every door and peer link (`--certs-dir`), or plaintext.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl Kit {
     /// Builds the node of this start (or what its driver needs to build it
     /// once the peers told it its restart counter: `Pending`) and the kit
     /// around it, and says so in the log. `local_addr` is the bound client
-    /// address; `dir` the links' directory in a cluster.
+    /// address; `dir` the links' directory in a cluster; `tls` the
+    /// certificates ([`ServerConfig::tls`]).
     pub fn start(
         cfg: &ServerConfig,
         opened: &Opened,
         local_addr: SocketAddr,
         advertised: Advertised,
         dir: Option<Arc<PeerDirectory>>,
+        tls: Option<Arc<ServerTls>>,
     ) -> Result<(Kit, Option<Pending>), ServerError> {
         let clock = Clock::new();
         // A cluster node whose counter is gone learns it from its peers
@@ -131,13 +133,6 @@ impl Kit {
             data = %cfg.data_dir.display(),
             "node started"
         );
-        let tls = match &cfg.certs_dir {
-            Some(dir) => Some(
-                ServerTls::load(CertsDir::new(dir), cfg.node.id, cfg.cluster_id)
-                    .map_err(|source| ServerError::Tls { dir: dir.clone(), source })?,
-            ),
-            None => None,
-        };
         let kit = Kit {
             node: NodeCell::new(node, clock, cfg.node.mode),
             clock,

@@ -254,15 +254,42 @@ impl CertsDir {
 }
 
 #[cfg(feature = "server")]
-/// A server's TLS: node `id`'s configuration from its `--certs-dir`, built
-/// again when one of its files changes, so new connections take rotated
-/// certificates without a restart.
+/// The configurations one node's TLS needs, built together from its files.
+#[derive(Debug)]
+struct Configs {
+    /// When the files were last changed, as these were built from them.
+    stamps: Vec<Option<SystemTime>>,
+    /// The client and Redis doors.
+    doors: Arc<ServerConfig>,
+    /// The peer port's accepting side: no session tickets, so the side
+    /// that accepted a link never writes after its Welcome.
+    peers: Arc<ServerConfig>,
+    /// This node dialling a peer, as the holder of its node certificate.
+    dial: Arc<ClientConfig>,
+}
+
+#[cfg(feature = "server")]
+impl Configs {
+    fn build(dir: &CertsDir, node: NodeId) -> Result<Configs, TlsError> {
+        let stamps = stamps(&dir.node_files(node));
+        let doors = dir.server_config(node)?;
+        let mut peers = (*doors).clone();
+        peers.send_tls13_tickets = 0;
+        let dial = dir.client_config("node", &(node.0 + 1).to_string())?;
+        Ok(Configs { stamps, doors, peers: Arc::new(peers), dial })
+    }
+}
+
+#[cfg(feature = "server")]
+/// A server's TLS: node `id`'s configurations from its `--certs-dir`, built
+/// again when one of its files changes, so new connections (doors and peer
+/// links) take rotated certificates without a restart.
 #[derive(Debug)]
 pub struct ServerTls {
     dir: CertsDir,
     node: NodeId,
     cluster: u64,
-    current: Mutex<(Vec<Option<SystemTime>>, Arc<ServerConfig>)>,
+    current: Mutex<Arc<Configs>>,
 }
 
 #[cfg(feature = "server")]
@@ -272,32 +299,61 @@ fn stamps(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
 
 #[cfg(feature = "server")]
 impl ServerTls {
-    /// Loads node `id`'s configuration from `dir`, for cluster `cluster`.
+    /// Loads node `id`'s configurations from `dir`, for cluster `cluster`.
     pub fn load(dir: CertsDir, node: NodeId, cluster: u64) -> Result<Self, TlsError> {
-        let files = dir.node_files(node);
-        let before = stamps(&files);
-        let config = dir.server_config(node)?;
-        Ok(ServerTls { dir, node, cluster, current: Mutex::new((before, config)) })
+        let configs = Configs::build(&dir, node)?;
+        Ok(ServerTls { dir, node, cluster, current: Mutex::new(Arc::new(configs)) })
     }
 
-    /// The configuration for a new connection: the files' as they are now.
-    /// Files that changed but do not load (a rotation half done) leave the
-    /// last good configuration in use, and say why.
-    pub fn config(&self) -> Arc<ServerConfig> {
+    /// The configurations for a new connection: the files' as they are
+    /// now. Files that changed but do not load (a rotation half done) leave
+    /// the last good ones in use, and say why.
+    fn configs(&self) -> Arc<Configs> {
         let now = stamps(&self.dir.node_files(self.node));
         let mut current = lock(&self.current);
-        if now != current.0 {
-            match self.dir.server_config(self.node) {
-                Ok(config) => {
+        if now != current.stamps {
+            match Configs::build(&self.dir, self.node) {
+                Ok(configs) => {
                     tracing::info!(dir = %self.dir.path.display(), "certificates changed: new connections use them");
-                    *current = (now, config);
+                    *current = Arc::new(configs);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "certificates changed but do not load; keeping the last good ones")
                 }
             }
         }
-        Arc::clone(&current.1)
+        Arc::clone(&current)
+    }
+
+    /// The client and Redis doors' configuration for a new connection.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.configs().doors)
+    }
+
+    /// A TLS session for a peer link just accepted on the peer port.
+    pub fn accept_peer(&self) -> Result<TlsSession, TlsError> {
+        TlsSession::server(Arc::clone(&self.configs().peers))
+    }
+
+    /// A TLS session for this node dialling the peer at `ip`.
+    pub fn dial_peer(&self, ip: IpAddr) -> Result<TlsSession, TlsError> {
+        TlsSession::client(Arc::clone(&self.configs().dial), ip)
+    }
+
+    /// Checks the identity a peer link's certificate named against the
+    /// node its handshake claims: a node of this cluster, and that node.
+    /// The link's id is the certificate's, never a frame's.
+    pub fn check_peer(&self, identity: Option<&Identity>, claimed: NodeId) -> Result<(), String> {
+        match identity {
+            Some(Identity::Node { cluster, id }) if *cluster == self.cluster && *id == claimed => Ok(()),
+            Some(Identity::Node { cluster, id }) if *cluster == self.cluster => Err(format!(
+                "node {}'s certificate claims to be node {} in its handshake",
+                id.0 + 1,
+                claimed.0 + 1
+            )),
+            Some(other) => Err(format!("a certificate of {other} on the peer port")),
+            None => Err("no certificate on the peer port".into()),
+        }
     }
 
     /// The cluster whose certificates are accepted.

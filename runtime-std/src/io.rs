@@ -7,7 +7,7 @@ use std::net::{Shutdown, TcpStream};
 
 use leasetso_core::conn::{LINGER, LINGER_BYTES};
 use leasetso_runtime_common::io::InBuf;
-use leasetso_runtime_common::tls::{RECORD_ROOM, TlsSession};
+use leasetso_runtime_common::tls::{Identity, RECORD_ROOM, TlsSession};
 
 /// Reads once more into `buf`, with room for at least `room` bytes after
 /// its unread ones, retrying an interrupted read. Returns the bytes read; 0
@@ -96,6 +96,16 @@ impl Conn {
             })
         });
         Conn { tcp, tls, fresh: true }
+    }
+
+    /// The socket.
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// With TLS, who the peer's verified certificate names, once known.
+    pub(crate) fn identity(&self) -> Option<&Identity> {
+        self.tls.as_ref().and_then(|t| t.session.identity())
     }
 
     /// Writes `data` (encrypted, with TLS) and whatever TLS has to send.

@@ -202,6 +202,8 @@ impl Server {
     /// replaced disk) first learns from a quorum of peers the highest ballot
     /// they saw from it; it answers clients `NotLeader` until then.
     pub fn bind(cfg: ServerConfig) -> Result<Server, ServerError> {
+        // A bad certificates dir is reported before the data dir is touched.
+        let tls = cfg.tls()?;
         let opened = cfg.open_store()?;
         let nodes = cfg.node.nodes;
         let bind = |addr: SocketAddr| {
@@ -218,13 +220,14 @@ impl Server {
         let (net, peer_listener) = if nodes > 1 {
             let ours = cfg.handshake(advertised.client, advertised.resp);
             let (peer_listener, peer_addr) = bind(cfg.peers[usize::from(cfg.node.id.0)])?;
-            let net = PeerNet::new(cfg.node.id, cfg.peers.clone(), peer_addr, ours, cfg.node.seed);
+            let net =
+                PeerNet::new(cfg.node.id, cfg.peers.clone(), peer_addr, ours, cfg.node.seed, tls.clone());
             (Some(net), Some(peer_listener))
         } else {
             (None, None)
         };
         let dir = net.as_ref().map(|net| Arc::clone(&net.dir));
-        let (kit, pending) = Kit::start(&cfg, &opened, local_addr, advertised, dir)?;
+        let (kit, pending) = Kit::start(&cfg, &opened, local_addr, advertised, dir, tls)?;
         let store = opened.store;
         let (done_tx, store_done) = async_channel::bounded::<()>(1);
         let me = cfg.node.id;

@@ -33,16 +33,17 @@ use std::time::Duration;
 
 use async_executor::Executor;
 use async_net::{TcpListener, TcpStream};
-use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use futures_lite::{AsyncReadExt, future};
 use leasetso_core::conn::{LINGER, LINGER_BYTES};
 use leasetso_core::link::{LinkAcceptor, LinkDialler, LinkEvent, MAX_FRAME_BYTES};
 use leasetso_core::{Ballot, Handshake, NodeId, PeerFrame};
 
-use crate::io::linger_close;
+use crate::io::{Conn, linger_close};
 use crate::server::driver::Input;
 use crate::server::store::Job;
 use leasetso_runtime_common::directory::{IO_TIMEOUT, LINK_QUEUE, READ_BUF, WRITE_BATCH};
 use leasetso_runtime_common::store::Links;
+use leasetso_runtime_common::tls::ServerTls;
 use leasetso_runtime_common::{
     Clock, DialError, Incoming, PeerDirectory, Redial, Route, report_closed, route,
 };
@@ -77,6 +78,8 @@ pub(crate) struct PeerNet {
     /// the stream), to close it when the peer dials again.
     incoming: Incoming<TcpStream>,
     clock: Clock,
+    /// mTLS on every link (`--certs-dir`), or plaintext.
+    tls: Option<Arc<ServerTls>>,
 }
 
 /// Where an incoming connection's frames go.
@@ -94,6 +97,7 @@ impl PeerNet {
         listen_addr: SocketAddr,
         ours: Handshake,
         seed: u64,
+        tls: Option<Arc<ServerTls>>,
     ) -> Arc<PeerNet> {
         let nodes = peers.len() as u16;
         let links = (0..nodes)
@@ -114,6 +118,7 @@ impl PeerNet {
             links,
             dir: Arc::new(PeerDirectory::new(me, nodes)),
             incoming: Incoming::new(nodes),
+            tls,
             clock: Clock::new(),
         })
     }
@@ -197,15 +202,20 @@ impl PeerNet {
     /// Serves one incoming connection through a [`LinkAcceptor`] session:
     /// the handshake (by its deadline), then frames until the peer leaves or
     /// breaks the protocol.
-    async fn read(&self, mut stream: TcpStream, routes: &Routes) {
+    async fn read(&self, stream: TcpStream, routes: &Routes) {
         let remote = stream.peer_addr().ok();
         let _ = stream.set_nodelay(true);
+        let tls = match self.tls.as_ref().map(|tls| tls.accept_peer()).transpose() {
+            Ok(tls) => tls,
+            Err(e) => return tracing::warn!(?remote, error = %e, "cannot start TLS on a peer connection"),
+        };
+        let mut link = Conn::new(stream, tls);
         let mut session = LinkAcceptor::new(self.ours, self.nodes, self.clock.now());
         let mut buf = vec![0u8; READ_BUF];
         let mut conn = None;
         'conn: loop {
             // Until the handshake is done, a read waits no longer than its deadline.
-            let read = async { Some(stream.read(&mut buf).await) };
+            let read = async { Some(link.read(&mut buf).await) };
             let n = match session.poll_timeout() {
                 Some(deadline) => {
                     let left = deadline.saturating_since(self.clock.now());
@@ -220,6 +230,10 @@ impl PeerNet {
             let input = match n {
                 Some(Ok(0)) => break,
                 Some(Ok(n)) => &buf[..n],
+                Some(Err(e)) if conn.is_none() && self.tls.is_some() => {
+                    tracing::warn!(?remote, error = %e, "refusing a peer: its TLS failed");
+                    break;
+                }
                 Some(Err(e)) => {
                     tracing::debug!(?remote, error = %e, "peer connection lost");
                     break;
@@ -238,13 +252,21 @@ impl PeerNet {
                     evented = true;
                     match event {
                         LinkEvent::Up { peer, client_addr, resp_addr, .. } => {
+                            // With TLS the link's id is the certificate's: a
+                            // handshake naming another node is refused.
+                            if let Some(Err(why)) =
+                                self.tls.as_ref().map(|t| t.check_peer(link.identity(), peer))
+                            {
+                                tracing::warn!(?remote, "refusing a peer: {why}");
+                                break 'conn;
+                            }
                             // What the peer says now replaces what an
                             // earlier start of it said, an absent address included.
                             self.dir.advertised(peer, client_addr, resp_addr);
-                            if write_answer(&mut stream, &mut session).await.is_err() {
+                            if write_answer(&mut link, &mut session).await.is_err() {
                                 break 'conn;
                             }
-                            let (id, old) = self.incoming.register(peer, stream.clone());
+                            let (id, old) = self.incoming.register(peer, link.stream.clone());
                             if let Some(old) = old {
                                 let _ = old.shutdown(Shutdown::Both);
                             }
@@ -259,8 +281,8 @@ impl PeerNet {
                         LinkEvent::Closed(e) => {
                             report_closed(remote, conn.map(|(p, _)| p), &e);
                             // A refusal, if one is queued, is written and lingers.
-                            if matches!(write_answer(&mut stream, &mut session).await, Ok(true)) {
-                                linger_close(&mut stream, LINGER, LINGER_BYTES).await;
+                            if matches!(write_answer(&mut link, &mut session).await, Ok(true)) {
+                                linger_close(&mut link.stream, LINGER, LINGER_BYTES).await;
                             }
                             break 'conn;
                         }
@@ -294,12 +316,12 @@ impl PeerNet {
         let Some(Some(handle)) = self.links.get(usize::from(to.0)) else { return };
         loop {
             match self.connect(to, redial.addr()).await {
-                Ok((mut stream, session)) => {
+                Ok((mut conn, session)) => {
                     redial.up();
                     self.dir.set_up(to, true);
-                    let e = write_loop(&mut stream, &session, &handle.rx).await;
+                    let e = write_loop(&mut conn, &session, &handle.rx).await;
                     self.dir.set_up(to, false);
-                    let _ = stream.shutdown(Shutdown::Both);
+                    let _ = conn.stream.shutdown(Shutdown::Both);
                     redial.down(&e);
                 }
                 Err(e) => idle(&handle.rx, redial.failed(&e)).await,
@@ -308,18 +330,25 @@ impl PeerNet {
     }
 
     /// Dials `to` and runs a [`LinkDialler`] session to its Welcome.
-    async fn connect(&self, to: NodeId, addr: SocketAddr) -> Result<(TcpStream, LinkDialler), DialError> {
+    async fn connect(&self, to: NodeId, addr: SocketAddr) -> Result<(Conn, LinkDialler), DialError> {
         let dial = async {
-            let mut stream = TcpStream::connect(addr).await?;
+            let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
+            let tls = self
+                .tls
+                .as_ref()
+                .map(|tls| tls.dial_peer(addr.ip()))
+                .transpose()
+                .map_err(io::Error::other)?;
+            let mut conn = Conn::new(stream, tls);
             let mut session = LinkDialler::new(self.ours, self.nodes, to, self.clock.now());
             let mut hello = [0u8; MAX_FRAME_BYTES];
             let mut room = &mut hello[..];
             let n = session.poll_transmit(&mut room).map_err(io::Error::other)?;
-            stream.write_all(&hello[..n]).await?;
+            conn.write_all(&hello[..n]).await?;
             let mut buf = [0u8; MAX_FRAME_BYTES];
             loop {
-                let n = stream.read(&mut buf).await?;
+                let n = conn.read(&mut buf).await?;
                 if n == 0 {
                     let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the handshake");
                     return Err(eof.into());
@@ -330,8 +359,11 @@ impl PeerNet {
                     input = &input[used..];
                     match session.poll_event() {
                         Some(LinkEvent::Up { client_addr, resp_addr, .. }) => {
+                            if let Some(tls) = &self.tls {
+                                tls.check_peer(conn.identity(), to).map_err(io::Error::other)?;
+                            }
                             self.dir.advertised(to, client_addr, resp_addr);
-                            return Ok((stream, session));
+                            return Ok((conn, session));
                         }
                         Some(LinkEvent::Closed(e)) => return Err(e.into()),
                         Some(LinkEvent::Frame { .. }) | None => {}
@@ -352,14 +384,10 @@ impl PeerNet {
 
 /// Writes queued frames until the connection fails or the peer closes it;
 /// returns why. Frames that queued up meanwhile go out in one write.
-async fn write_loop(
-    stream: &mut TcpStream,
-    session: &LinkDialler,
-    rx: &async_channel::Receiver<Cmd>,
-) -> io::Error {
+async fn write_loop(conn: &mut Conn, session: &LinkDialler, rx: &async_channel::Receiver<Cmd>) -> io::Error {
     let mut out: Vec<u8> = Vec::with_capacity(WRITE_BATCH + MAX_FRAME_BYTES);
     let mut acks: Vec<async_channel::Sender<()>> = Vec::new();
-    let mut watched = stream.clone();
+    let mut watched = conn.stream.clone();
     let mut byte = [0u8; 1];
     loop {
         // The peer never writes after Welcome: whatever a read returns
@@ -382,7 +410,7 @@ async fn write_loop(
             cmd = if out.len() < WRITE_BATCH { rx.try_recv().ok() } else { None };
         }
         if !out.is_empty() {
-            let written = future::or(async { stream.write_all(&out).await }, async {
+            let written = future::or(async { conn.write_all(&out).await }, async {
                 async_io::Timer::after(IO_TIMEOUT).await;
                 Err(io::Error::new(io::ErrorKind::TimedOut, "peer write timed out"))
             });
@@ -430,12 +458,12 @@ impl Links for PeerNet {
 
 /// Writes what the session still has to send (its Welcome or Refused);
 /// whether anything was written.
-async fn write_answer(stream: &mut TcpStream, session: &mut LinkAcceptor) -> io::Result<bool> {
+async fn write_answer(conn: &mut Conn, session: &mut LinkAcceptor) -> io::Result<bool> {
     let mut buf = [0u8; MAX_FRAME_BYTES];
     let mut room = &mut buf[..];
     let n = session.poll_transmit(&mut room).map_err(io::Error::other)?;
     if n > 0 {
-        stream.write_all(&buf[..n]).await?;
+        conn.write_all(&buf[..n]).await?;
     }
     Ok(n > 0)
 }

@@ -105,6 +105,8 @@ impl Server {
     /// they saw from it, in the background; it answers clients `NotLeader`
     /// until then.
     pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
+        // A bad certificates dir is reported before the data dir is touched.
+        let tls = cfg.tls()?;
         let opened = cfg.open_store()?;
         let nodes = cfg.node.nodes;
         let bind = |what, addr| Door::bind(what, addr).map_err(|source| ServerError::Bind { addr, source });
@@ -119,14 +121,15 @@ impl Server {
             let ours = cfg.handshake(advertised.client, advertised.resp);
             let routes = Routes { driver: driver_tx.clone(), store: store_tx.clone() };
             let peer_addr = cfg.peers[usize::from(cfg.node.id.0)];
-            let net = PeerNet::start(cfg.node.id, cfg.peers.clone(), ours, routes, cfg.node.seed)
-                .map_err(|source| ServerError::Bind { addr: peer_addr, source })?;
+            let net =
+                PeerNet::start(cfg.node.id, cfg.peers.clone(), ours, routes, cfg.node.seed, tls.clone())
+                    .map_err(|source| ServerError::Bind { addr: peer_addr, source })?;
             Some(net)
         } else {
             None
         };
         let dir = net.as_ref().map(|net| Arc::clone(&net.dir));
-        let (kit, pending) = Kit::start(&cfg, &opened, door.local_addr(), advertised, dir)?;
+        let (kit, pending) = Kit::start(&cfg, &opened, door.local_addr(), advertised, dir, tls)?;
         let store = opened.store;
         let shared = Arc::new(Shared {
             kit,

@@ -28,7 +28,7 @@
 //!   anything a frame says. A malformed frame ends the session and drops the
 //!   connection (the peer redials).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -39,13 +39,14 @@ use std::time::{Duration, Instant as StdInstant};
 use leasetso_core::link::MAX_FRAME_BYTES;
 use leasetso_core::{Ballot, Handshake, LinkAcceptor, LinkDialler, LinkEvent, NodeId, PeerFrame};
 
-use crate::io::{linger_close, refill};
+use crate::io::{Conn, linger_close};
 use crate::server::door::loopback;
 use crate::server::driver::Input;
 use crate::server::store::Job;
 use leasetso_runtime_common::directory::{IO_TIMEOUT, LINK_QUEUE, READ_BUF, WRITE_BATCH};
 use leasetso_runtime_common::io::InBuf;
 use leasetso_runtime_common::store::Links;
+use leasetso_runtime_common::tls::ServerTls;
 use leasetso_runtime_common::{
     Clock, DialError, Incoming, PeerDirectory, Redial, Route, lock, report_closed, route,
 };
@@ -77,6 +78,8 @@ pub(crate) struct PeerNet {
     /// when the peer dials again.
     incoming: Incoming<TcpStream>,
     clock: Clock,
+    /// mTLS on every link (`--certs-dir`), or plaintext.
+    tls: Option<Arc<ServerTls>>,
     stopping: AtomicBool,
     listen_addr: SocketAddr,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -103,6 +106,7 @@ impl PeerNet {
         ours: Handshake,
         routes: Routes,
         seed: u64,
+        tls: Option<Arc<ServerTls>>,
     ) -> io::Result<Arc<PeerNet>> {
         let listener = TcpListener::bind(peers[usize::from(me.0)])?;
         let listen_addr = listener.local_addr()?;
@@ -126,6 +130,7 @@ impl PeerNet {
             links,
             dir: Arc::new(PeerDirectory::new(me, nodes)),
             incoming: Incoming::new(nodes),
+            tls,
             clock: Clock::new(),
             stopping: AtomicBool::new(false),
             listen_addr,
@@ -239,6 +244,12 @@ impl PeerNet {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
         let mut session = LinkAcceptor::new(self.ours, self.nodes, self.clock.now());
+        let tls = match self.tls.as_ref().map(|tls| tls.accept_peer()).transpose() {
+            Ok(tls) => tls,
+            Err(e) => return tracing::warn!(?remote, error = %e, "cannot start TLS on a peer connection"),
+        };
+        let Ok(clone) = stream.try_clone() else { return };
+        let mut conn = Conn::new(clone, tls);
         let mut buf = InBuf::new(READ_BUF);
         // This connection's number once the peer is up, to unregister it.
         let mut up: Option<(NodeId, u64)> = None;
@@ -246,7 +257,7 @@ impl PeerNet {
             while !buf.pending().is_empty() {
                 let used = session.handle_input(buf.pending(), self.clock.now());
                 buf.consume(used);
-                if !self.on_events(&stream, &mut session, remote, &mut up, routes) {
+                if !self.on_events(&stream, &mut conn, &mut session, remote, &mut up, routes) {
                     break 'conn;
                 }
             }
@@ -255,7 +266,11 @@ impl PeerNet {
                 let left = deadline.saturating_since(self.clock.now()).max(Duration::from_millis(1));
                 let _ = stream.set_read_timeout(Some(left));
             }
-            match refill(&stream, &mut buf, FRAME_ROOM) {
+            let read = conn.read(buf.spare(FRAME_ROOM));
+            if let Ok(n) = read {
+                buf.filled(n);
+            }
+            match read {
                 Ok(0) => {
                     if up.is_none() {
                         tracing::debug!(?remote, "peer connection closed before its handshake");
@@ -268,9 +283,13 @@ impl PeerNet {
                         && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
                 {
                     session.handle_timeout(self.clock.now());
-                    if !self.on_events(&stream, &mut session, remote, &mut up, routes) {
+                    if !self.on_events(&stream, &mut conn, &mut session, remote, &mut up, routes) {
                         break;
                     }
+                }
+                Err(e) if up.is_none() && self.tls.is_some() => {
+                    tracing::warn!(?remote, error = %e, "refusing a peer: its TLS failed");
+                    break;
                 }
                 Err(e) => {
                     tracing::debug!(peer = ?up.map(|(p, _)| p.0 + 1), ?remote, error = %e, "peer connection lost");
@@ -287,6 +306,7 @@ impl PeerNet {
     fn on_events(
         &self,
         stream: &TcpStream,
+        conn: &mut Conn,
         session: &mut LinkAcceptor,
         remote: Option<SocketAddr>,
         up: &mut Option<(NodeId, u64)>,
@@ -294,8 +314,9 @@ impl PeerNet {
     ) -> bool {
         while let Some(event) = session.poll_event() {
             let go_on = match event {
+                LinkEvent::Up { peer, .. } if self.refused(conn, peer, remote) => false,
                 LinkEvent::Up { peer, client_addr, resp_addr, .. } => {
-                    match self.welcome(stream, session, peer, client_addr, resp_addr) {
+                    match self.welcome(stream, conn, session, peer, client_addr, resp_addr) {
                         Some(conn) => {
                             *up = Some((peer, conn));
                             tracing::debug!(peer = peer.0 + 1, ?remote, "peer connected");
@@ -308,7 +329,7 @@ impl PeerNet {
                 LinkEvent::Closed(e) => {
                     report_closed(remote, up.map(|(p, _)| p), &e);
                     // A refusal, if one is queued, is written and lingers.
-                    if write_answer(stream, session).is_ok_and(|n| n > 0) {
+                    if write_answer(conn, session).is_ok_and(|n| n > 0) {
                         linger_close(stream);
                     }
                     false
@@ -328,19 +349,34 @@ impl PeerNet {
     fn welcome(
         &self,
         stream: &TcpStream,
+        conn: &mut Conn,
         session: &mut LinkAcceptor,
         peer: NodeId,
         client_addr: Option<SocketAddr>,
         resp_addr: Option<SocketAddr>,
     ) -> Option<u64> {
         self.dir.advertised(peer, client_addr, resp_addr);
-        write_answer(stream, session).ok()?;
+        write_answer(conn, session).ok()?;
         let _ = stream.set_read_timeout(None);
         let (conn, old) = self.incoming.register(peer, stream.try_clone().ok()?);
         if let Some(old) = old {
             let _ = old.shutdown(Shutdown::Both);
         }
         (!self.stopping.load(Ordering::SeqCst)).then_some(conn)
+    }
+
+    /// With TLS, whether the peer's certificate does not name the node its
+    /// handshake claims (logged once, with the remote address): the link's
+    /// id is the certificate's, never a frame's.
+    fn refused(&self, conn: &Conn, claimed: NodeId, remote: Option<SocketAddr>) -> bool {
+        let Some(tls) = &self.tls else { return false };
+        match tls.check_peer(conn.identity(), claimed) {
+            Ok(()) => false,
+            Err(why) => {
+                tracing::warn!(?remote, "refusing a peer: {why}");
+                true
+            }
+        }
     }
 
     /// Hands one frame of `from` on ([`route`]); false when the link is
@@ -372,12 +408,12 @@ impl Links for PeerNet {
 
 /// Writes what the acceptor has to send (its Welcome or Refused); returns
 /// the bytes written.
-fn write_answer(mut stream: &TcpStream, session: &mut LinkAcceptor) -> io::Result<usize> {
+fn write_answer(conn: &mut Conn, session: &mut LinkAcceptor) -> io::Result<usize> {
     let mut buf = [0u8; MAX_FRAME_BYTES];
     let mut slice = &mut buf[..];
     // A handshake frame fits MAX_FRAME_BYTES (MAX_PEER_FRAME_LEN bounds it).
     let n = session.poll_transmit(&mut slice).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    stream.write_all(&buf[..n])?;
+    conn.write_all(&buf[..n])?;
     Ok(n)
 }
 
@@ -395,14 +431,14 @@ impl Link {
     fn run(mut self) {
         while !self.net.stopping.load(Ordering::SeqCst) {
             match self.connect(self.redial.addr()) {
-                Ok((stream, session)) => {
+                Ok((mut conn, session)) => {
                     self.redial.up();
                     self.net.dir.set_up(self.to, true);
                     self.conn += 1;
-                    let watcher = self.watch(&stream);
-                    let result = self.write_loop(&stream, &session);
+                    let watcher = self.watch(conn.tcp());
+                    let result = self.write_loop(&mut conn, &session);
                     self.net.dir.set_up(self.to, false);
-                    let _ = stream.shutdown(Shutdown::Both);
+                    let _ = conn.tcp().shutdown(Shutdown::Both);
                     if let Some(watcher) = watcher {
                         let _ = watcher.join();
                     }
@@ -472,24 +508,27 @@ impl Link {
 
     /// Dials the peer and runs the core's [`LinkDialler`] session through the
     /// handshake; returns the connection and the session, up.
-    fn connect(&mut self, addr: SocketAddr) -> Result<(TcpStream, LinkDialler), DialError> {
-        let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    fn connect(&mut self, addr: SocketAddr) -> Result<(Conn, LinkDialler), DialError> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        let tls = self
+            .net
+            .tls
+            .as_ref()
+            .map(|tls| tls.dial_peer(addr.ip()))
+            .transpose()
+            .map_err(io::Error::other)?;
+        let mut conn = Conn::new(stream, tls);
         let mut session = LinkDialler::new(self.net.ours, self.net.nodes, self.to, self.net.clock.now());
         let mut buf = [0u8; MAX_FRAME_BYTES];
         let mut slice = &mut buf[..];
         // The Hello fits MAX_FRAME_BYTES (MAX_PEER_FRAME_LEN bounds it).
         let n = session.poll_transmit(&mut slice).map_err(io::Error::other)?;
-        stream.write_all(&buf[..n])?;
+        conn.write_all(&buf[..n])?;
         while !session.is_up() {
-            let read = loop {
-                match stream.read(&mut buf) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    other => break other?,
-                }
-            };
+            let read = conn.read(&mut buf)?;
             if read == 0 {
                 let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the handshake");
                 return Err(eof.into());
@@ -500,6 +539,10 @@ impl Link {
                 while let Some(event) = session.poll_event() {
                     match event {
                         LinkEvent::Up { client_addr, resp_addr, .. } => {
+                            if let Some(tls) = &self.net.tls {
+                                tls.check_peer(conn.identity(), self.to)
+                                    .map_err(|why| DialError::Io(io::Error::other(why)))?;
+                            }
                             self.net.dir.advertised(self.to, client_addr, resp_addr);
                         }
                         LinkEvent::Closed(e) => return Err(e.into()),
@@ -509,12 +552,12 @@ impl Link {
                 }
             }
         }
-        Ok((stream, session))
+        Ok((conn, session))
     }
 
     /// Writes queued frames until the connection fails (`Err`) or the node
     /// stops (`Ok`). Frames that queued up meanwhile go out in one write.
-    fn write_loop(&mut self, mut stream: &TcpStream, session: &LinkDialler) -> io::Result<()> {
+    fn write_loop(&mut self, conn: &mut Conn, session: &LinkDialler) -> io::Result<()> {
         let mut out: Vec<u8> = Vec::with_capacity(WRITE_BATCH + FRAME_ROOM);
         let mut acks: Vec<mpsc::Sender<()>> = Vec::new();
         loop {
@@ -553,7 +596,7 @@ impl Link {
                 next = if out.len() < WRITE_BATCH { self.rx.try_recv().ok() } else { None };
             }
             if !out.is_empty() {
-                stream.write_all(&out)?;
+                conn.write_all(&out)?;
                 out.clear();
             }
             for ack in acks.drain(..) {
