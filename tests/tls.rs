@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use leasetso_core::{Ballot, ErrorCode, NodeId};
@@ -169,4 +170,155 @@ fn redis_cli_tls(dir: &Path, addr: std::net::SocketAddr) -> Option<String> {
     }
     assert!(out.status.success(), "redis-cli --tls: {err}");
     Some(text)
+}
+
+/// Free loopback addresses (held, then released for the nodes to bind).
+fn free_addrs(n: usize) -> Vec<std::net::SocketAddr> {
+    let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+/// A 3-node TLS cluster (std, std, smol), certificates from `leasetso cert`.
+struct Cluster {
+    tmp: tempfile::TempDir,
+    certs: std::path::PathBuf,
+    peers: String,
+    clients: Vec<std::net::SocketAddr>,
+    nodes: Vec<Option<Drained>>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let certs = tmp.path().join("certs");
+        cert(&certs, &["create-ca", "--cluster-id", "5"]);
+        for i in 1..=3 {
+            cert(&certs, &["create-node", "--id", &i.to_string(), "--host", "127.0.0.1"]);
+        }
+        cert(&certs, &["create-client", "--name", "root", "--admin"]);
+        let addrs = free_addrs(6);
+        let peers = (0..3).map(|i| format!("{}={}", i + 1, addrs[i])).collect::<Vec<_>>().join(",");
+        let mut c =
+            Cluster { tmp, certs, peers, clients: addrs[3..].to_vec(), nodes: vec![None, None, None] };
+        for i in 0..3 {
+            c.spawn(i);
+        }
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let runtime = if i == 2 { "smol" } else { "std" };
+        let mut cmd = Command::new(leasetso_bin());
+        cmd.args(["serve", "--runtime", runtime, "--cluster-id", "5", "--lease-ms", "1000"])
+            .args([
+                "--id",
+                &(i + 1).to_string(),
+                "--peers",
+                &self.peers,
+                "--listen",
+                &self.clients[i].to_string(),
+            ])
+            .arg("--certs-dir")
+            .arg(&self.certs)
+            .arg("--data")
+            .arg(self.tmp.path().join(format!("d{i}")));
+        let child = spawn_drained(&mut cmd, "listening on");
+        child.ready.recv_timeout(Duration::from_secs(20)).expect("a node listens");
+        self.nodes[i] = Some(child);
+    }
+
+    fn opts(&self, deadline: Duration) -> ClientOptions {
+        ClientOptions {
+            deadline,
+            request_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            ..opts(&self.certs, "root")
+        }
+    }
+
+    /// The node that reports itself leader, within `timeout`.
+    fn leader(&self, timeout: Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            for i in 0..3 {
+                let Some(_) = &self.nodes[i] else { continue };
+                let status =
+                    Client::connect_with(self.clients[i], self.opts(Duration::ZERO)).and_then(|c| c.status());
+                if status.is_ok_and(|s| s.role == leasetso_core::Role::Leader) {
+                    return i;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no leader within {timeout:?}:\n{}", self.logs());
+    }
+
+    fn logs(&self) -> String {
+        self.nodes.iter().flatten().map(|n| n.log.text()).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in self.nodes.iter_mut().flatten() {
+            let _ = node.child.kill();
+            let _ = wait_timeout(&mut node.child, Duration::from_secs(10));
+        }
+    }
+}
+
+/// A TLS cluster under load from both clients survives kill -9 and SIGTERM
+/// of its leader: every caller's timestamps strictly increase, none repeats.
+#[test]
+fn a_tls_cluster_fails_over_under_load_with_a_valid_history() {
+    let mut cluster = Cluster::start();
+    let first = cluster.leader(Duration::from_secs(20));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for k in 0..4 {
+        let (opts, seeds, stop) =
+            (cluster.opts(Duration::from_secs(8)), cluster.clients.clone(), Arc::clone(&stop));
+        callers.push(std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let std_client = Client::connect_with(&seeds[..], opts.clone()).expect("a TLS client");
+            let smol_client =
+                smol::block_on(leasetso_smol::Client::connect(&seeds, opts)).expect("a TLS async client");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let ts = if k % 2 == 0 { std_client.get_ts() } else { smol::block_on(smol_client.get_ts()) };
+                got.push(ts.expect("a call within its deadline").to_u64());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            got
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // kill -9 of the leader.
+    let _ = cluster.nodes[first].as_mut().unwrap().child.kill();
+    let second = loop {
+        let l = cluster.leader(Duration::from_secs(20));
+        if l != first {
+            break l;
+        }
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.spawn(first);
+    // SIGTERM of the next: a graceful handoff.
+    let pid = cluster.nodes[second].as_ref().unwrap().child.id();
+    leasetso_tests::send_signal(pid, "TERM");
+    let _ = wait_timeout(&mut cluster.nodes[second].as_mut().unwrap().child, Duration::from_secs(10));
+    let third = cluster.leader(Duration::from_secs(20));
+    assert_ne!(third, second);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = Vec::new();
+    for caller in callers {
+        let got = caller.join().expect("a caller panicked");
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "a caller's timestamps went back");
+        all.extend(got);
+    }
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "a timestamp was handed out twice");
+    assert!(n > 100, "only {n} calls");
 }
