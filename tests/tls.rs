@@ -322,3 +322,155 @@ fn a_tls_cluster_fails_over_under_load_with_a_valid_history() {
     assert_eq!(all.len(), n, "a timestamp was handed out twice");
     assert!(n > 100, "only {n} calls");
 }
+
+/// What a node's peer port answered a would-be peer.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    Welcome,
+    /// A Refused frame, a TLS alert, or the connection closed: no link.
+    Nothing,
+}
+
+/// Dials `addr` as node `claim` (0-based) with `tls` (a client configuration
+/// presenting some certificate) or in plaintext, sends a Hello with the
+/// cluster's timing digest, and reports what comes back.
+fn dial_peer(addr: std::net::SocketAddr, tls: Option<Arc<rustls::ClientConfig>>, claim: u16) -> Answer {
+    use leasetso_core::peer::PEER_VERSION;
+    use leasetso_core::{Handshake, NodeConfig, PeerFrame};
+    use leasetso_runtime_common::io::InBuf;
+    use leasetso_runtime_common::tls::TlsSession;
+    use std::io::{Read, Write};
+
+    let mut node = NodeConfig::new(NodeId(0), 3);
+    node.lease.duration = Duration::from_millis(1000);
+    let hello = Handshake {
+        version: PEER_VERSION,
+        cluster_id: 5,
+        node: NodeId(claim),
+        client_addr: None,
+        resp_addr: None,
+        digest: node.digest().expect("a valid configuration"),
+    };
+    let mut plain = Vec::new();
+    PeerFrame::Hello(hello).encode(&mut plain).unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut session = tls.map(|cfg| TlsSession::client(cfg, addr.ip()).unwrap());
+    let (mut cipher, mut got, mut out) = (InBuf::new(1 << 16), InBuf::new(1 << 16), Vec::new());
+    match &mut session {
+        Some(s) => s.write(&mut plain, &mut out).unwrap(),
+        None => out.append(&mut plain),
+    }
+    let _ = tcp.write_all(&out);
+    out.clear();
+    loop {
+        if let Ok(Some((frame, _))) = PeerFrame::decode(got.pending()) {
+            return if matches!(frame, PeerFrame::Welcome(_)) { Answer::Welcome } else { Answer::Nothing };
+        }
+        let mut buf = [0u8; 4096];
+        let n = match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => return Answer::Nothing,
+            Ok(n) => n,
+        };
+        match &mut session {
+            None => {
+                got.spare(n)[..n].copy_from_slice(&buf[..n]);
+                got.filled(n);
+            }
+            Some(s) => {
+                cipher.spare(n)[..n].copy_from_slice(&buf[..n]);
+                cipher.filled(n);
+                if s.read(&mut cipher, &mut got, 1).is_err() {
+                    return Answer::Nothing;
+                }
+                s.write(&mut Vec::new(), &mut out).unwrap();
+                let _ = tcp.write_all(&out);
+                out.clear();
+            }
+        }
+    }
+}
+
+/// Node 2's certificate, signed by the CA of `dir` but expired yesterday,
+/// written with the CA into a directory of its own.
+fn expired_node_certs(dir: &Path, into: &Path) {
+    std::fs::create_dir_all(into).unwrap();
+    std::fs::copy(dir.join("ca.crt"), into.join("ca.crt")).unwrap();
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap()).unwrap();
+    let ca_params =
+        rcgen::CertificateParams::from_ca_cert_pem(&std::fs::read_to_string(dir.join("ca.crt")).unwrap())
+            .unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.subject_alt_names.push(rcgen::SanType::URI("leasetso://cluster/5/node/2".try_into().unwrap()));
+    params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(30);
+    params.not_after = now - time::Duration::days(1);
+    params.extended_key_usages =
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(into.join("node.2.crt"), cert.pem()).unwrap();
+    std::fs::write(into.join("node.2.key"), key.serialize_pem()).unwrap();
+}
+
+/// Every refusal of the peer port, each with a real TLS (or plaintext)
+/// peer, and each logged once with its cause and the remote address; the
+/// right certificate claiming its own id is welcomed.
+#[test]
+fn the_peer_port_refuses_whoever_cannot_prove_the_node_it_claims() {
+    use leasetso_runtime_common::tls::CertsDir;
+    let cluster = Cluster::start();
+    let certs = CertsDir::new(&cluster.certs);
+    // Node 2's certificate from another CA, presented by a peer that
+    // trusts this cluster's CA (so that the node, not the peer, refuses).
+    let other = cluster.tmp.path().join("other");
+    cert(&other, &["create-ca", "--cluster-id", "5"]);
+    cert(&other, &["create-node", "--id", "2", "--host", "127.0.0.1"]);
+    std::fs::copy(cluster.certs.join("ca.crt"), other.join("ca.crt")).unwrap();
+    let expired = cluster.tmp.path().join("expired");
+    expired_node_certs(&cluster.certs, &expired);
+
+    // Node 1 runs on std, node 3 on smol: both peer ports, each refusing
+    // node 2's certificate when it claims the other's id.
+    let ports: Vec<std::net::SocketAddr> =
+        cluster.peers.split(',').map(|entry| entry[2..].parse().unwrap()).collect();
+    for (at, lie) in [(0usize, 2u16), (2, 0)] {
+        let peer_port = ports[at];
+        let node2 = certs.client_config("node", "2").unwrap();
+        assert_eq!(dial_peer(peer_port, Some(Arc::clone(&node2)), 1), Answer::Welcome, "node 2 as itself");
+        let cases = [
+            ("plaintext", None, 1),
+            ("another CA", Some(CertsDir::new(&other).client_config("node", "2").unwrap()), 1),
+            ("node 2's certificate claiming another id", Some(node2), lie),
+            ("a client certificate", Some(certs.client_config("client", "root").unwrap()), 1),
+            ("an expired certificate", Some(CertsDir::new(&expired).client_config("node", "2").unwrap()), 1),
+        ];
+        let node = cluster.nodes[at].as_ref().unwrap();
+        for (what, tls, claim) in cases {
+            let what = format!("node {}: {what}", at + 1);
+            let before = node.log.text().matches("refusing a peer").count();
+            assert_eq!(dial_peer(peer_port, tls, claim), Answer::Nothing, "{what} was welcomed");
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while node.log.text().matches("refusing a peer").count() == before
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let log = node.log.text();
+            let line = log.lines().filter(|l| l.contains("refusing a peer")).nth(before);
+            let line = line.unwrap_or_else(|| panic!("{what}: no refusal logged:\n{log}"));
+            assert!(line.contains("127.0.0.1:"), "{what}: the refusal names no remote address: {line}");
+            assert_eq!(
+                log.matches("refusing a peer").count(),
+                before + 1,
+                "{what}: logged more than once:\n{log}"
+            );
+            if what.contains("claiming") {
+                let says = format!("node 2's certificate claims to be node {}", lie + 1);
+                assert!(line.contains(&says), "{what}: {line}");
+            }
+        }
+    }
+}
