@@ -474,3 +474,40 @@ fn the_peer_port_refuses_whoever_cannot_prove_the_node_it_claims() {
         }
     }
 }
+
+/// Replacing the node's certificate files mid-run: new connections get the
+/// new certificate at once, with no restart; a connection already open
+/// keeps going.
+#[test]
+fn certificates_rotate_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("certs");
+    certs(&dir, "1");
+    let node = serve("std", &dir, &tmp.path().join("data"));
+    let open = Client::connect_with(node.addr, opts(&dir, "root")).expect("connect over TLS");
+    let before = open.get_ts().unwrap();
+
+    // A new certificate for node 1 that no longer names 127.0.0.1: a client
+    // dialling that address must now refuse the server.
+    let rotate = |hosts: &str| {
+        let old = tmp.path().join(format!("old-{}", rand_suffix()));
+        std::fs::create_dir_all(&old).unwrap();
+        for f in ["node.1.crt", "node.1.key"] {
+            std::fs::rename(dir.join(f), old.join(f)).unwrap();
+        }
+        cert(&dir, &["create-node", "--id", "1", "--host", hosts]);
+    };
+    rotate("localhost");
+    let refused = Client::connect_with(node.addr, opts(&dir, "root")).and_then(|c| c.get_ts());
+    assert!(refused.is_err(), "a new connection got the old certificate: {refused:?}");
+    let during = open.get_ts().expect("the open connection keeps going");
+    assert!(during > before);
+
+    rotate("127.0.0.1");
+    let again = Client::connect_with(node.addr, opts(&dir, "root")).expect("the rotated certificate serves");
+    assert!(again.get_ts().unwrap() > during);
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
