@@ -360,18 +360,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     // Installed before the server starts, so a signal that arrives during
     // start-up still stops it cleanly once it runs.
     let signals = install_signals();
+    let ready = |addr, peer, resp| Ready { cluster, id, addr, peer, resp };
     match args.runtime {
         RuntimeArg::Std => {
             let server = Server::start(cfg).map_err(|e| e.to_string())?;
             let stop = server.stop_handle();
             let stopped = stop_on_signal(signals, move || stop.stop());
-            let ready = Ready {
-                cluster,
-                id,
-                addr: server.local_addr(),
-                peer: server.peer_addr(),
-                resp: server.resp_addr(),
-            };
+            let ready = ready(server.local_addr(), server.peer_addr(), server.resp_addr());
             ready.announce(&stopped, |timeout| server.wait_serving(timeout));
             server.wait();
             Ok(())
@@ -383,13 +378,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             let handle = server.handle();
             let stop = handle.clone();
             let stopped = stop_on_signal(signals, move || stop.stop());
-            let ready = Ready {
-                cluster,
-                id,
-                addr: server.local_addr(),
-                peer: server.peer_addr(),
-                resp: server.resp_addr(),
-            };
+            let ready = ready(server.local_addr(), server.peer_addr(), server.resp_addr());
             // The server's tasks run inside `Server::run`, driven here by
             // `smol::block_on`; the ready lines come from beside it.
             let announcing = std::thread::spawn(move || {

@@ -6,7 +6,6 @@
 //! `leasetso-std`, woken tasks in `leasetso-smol`) is each client's own.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -14,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use leasetso_core::client::{ClientConfigError, StatusReply};
-use leasetso_core::{ClientConfig, ClientSession, LeaderHint, LeaseView, NodeId, Role, Ticket, Timestamp};
+use leasetso_core::client::ClientConfigError;
+use leasetso_core::{ClientConfig, ClientSession, Ticket};
 
 use crate::error::ClientError;
 
@@ -149,75 +148,8 @@ impl ClientOptions {
     }
 }
 
-/// A node's status, as it reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NodeStatus {
-    /// The node's role.
-    pub role: Role,
-    /// The answering node.
-    pub node: NodeId,
-    /// Who serves, as far as the node knows.
-    pub leader: LeaderHint,
-    /// The saved window end in ms (0 unless serving).
-    pub window_end_ms: u64,
-    /// The last timestamp handed out (zero unless serving).
-    pub current: Timestamp,
-    /// The lease, the quarantine, the fence and the peer links.
-    pub view: LeaseView,
-}
-
-impl From<StatusReply> for NodeStatus {
-    fn from(StatusReply { role, node, leader, window_end_ms, current, view }: StatusReply) -> Self {
-        NodeStatus { role, node, leader, window_end_ms, current, view }
-    }
-}
-
-impl fmt::Display for NodeStatus {
-    /// One line of `key=value` pairs, node ids 1-based as on the command
-    /// line: `node=1 role=leader leader=1 leader_addr=... mode=deferring
-    /// primary=none (or primary=2 primary_tag=(0,3,1)) lease=(c,r,n)
-    /// lease_owner=1 lease_left_ms=... quarantine_left_ms=... fence=(c,r,n)
-    /// window_end_ms=... current=... links=1:self,2:up,3:down` (`none` for
-    /// what is unknown; `current` is the packed timestamp; a ballot is
-    /// `(counter,restart,node)` with the node 0-based, as on the wire).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let id = |n: Option<NodeId>| n.map_or_else(|| "none".to_string(), |n| (n.0 + 1).to_string());
-        let ballot =
-            |b: Option<leasetso_core::Ballot>| b.map_or_else(|| "none".to_string(), |b| b.to_string());
-        write!(f, "node={} role={} leader={}", self.node.0 + 1, self.role.as_str(), id(self.leader.node))?;
-        if let Some(addr) = self.leader.addr {
-            write!(f, " leader_addr={addr}")?;
-        }
-        let v = &self.view;
-        write!(f, " mode={}", v.mode.as_str())?;
-        match v.primary {
-            Some((p, tag)) => write!(f, " primary={} primary_tag={tag}", p.0 + 1)?,
-            None => f.write_str(" primary=none")?,
-        }
-        write!(
-            f,
-            " lease={} lease_owner={} lease_left_ms={} quarantine_left_ms={} fence={} window_end_ms={} current={} links=",
-            ballot(v.lease),
-            id(v.lease.map(|b| b.node)),
-            v.lease_left_ms,
-            v.quarantine_left_ms,
-            ballot(v.fence),
-            self.window_end_ms,
-            self.current.to_u64()
-        )?;
-        for i in 0..v.nodes.max(1) {
-            let state = if i == self.node.0 {
-                "self"
-            } else if v.links_up & (1 << i) != 0 {
-                "up"
-            } else {
-                "down"
-            };
-            write!(f, "{}{}:{state}", if i == 0 { "" } else { "," }, i + 1)?;
-        }
-        Ok(())
-    }
-}
+/// A node's status, as it reports it (the core's, with its status line).
+pub use leasetso_core::client::StatusReply as NodeStatus;
 
 /// Tickets are unique and dense: a multiplicative hash spreads them at the
 /// cost of one multiply (SipHash would be most of a lookup here).
@@ -301,43 +233,6 @@ fn push_new(seeds: &mut Vec<SocketAddr>, addr: SocketAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_line() {
-        let status = NodeStatus {
-            role: Role::Leader,
-            node: NodeId(0),
-            leader: LeaderHint { node: Some(NodeId(0)), addr: None },
-            window_end_ms: 5,
-            current: Timestamp::new(3, 2).unwrap(),
-            view: LeaseView {
-                lease: Some(leasetso_core::Ballot::new(4, 1, NodeId(0))),
-                lease_left_ms: 900,
-                quarantine_left_ms: 0,
-                fence: Some(leasetso_core::Ballot::new(2, 1, NodeId(0))),
-                links_up: 0b011,
-                nodes: 3,
-                mode: leasetso_core::Mode::Deferring,
-                primary: None,
-            },
-        };
-        assert_eq!(
-            status.to_string(),
-            "node=1 role=leader leader=1 mode=deferring primary=none lease=(4,1,0) lease_owner=1 lease_left_ms=900 quarantine_left_ms=0 \
-             fence=(2,1,0) window_end_ms=5 current=786434 links=1:self,2:up,3:down"
-        );
-        let none = NodeStatus {
-            leader: LeaderHint::default(),
-            role: Role::Follower,
-            view: LeaseView { nodes: 1, ..LeaseView::default() },
-            ..status
-        };
-        assert_eq!(
-            none.to_string(),
-            "node=1 role=follower leader=none mode=deferring primary=none lease=none lease_owner=none lease_left_ms=0 \
-             quarantine_left_ms=0 fence=none window_end_ms=5 current=786434 links=1:self"
-        );
-    }
 
     #[test]
     fn two_clients_made_at_once_draw_differently() {

@@ -85,7 +85,7 @@ pub use redial::{DialError, Redial};
 pub use route::{Incoming, Route, report_closed, route};
 #[cfg(feature = "server")]
 pub use stats::ServerStats;
-pub use tls::{CertsDir, Identity, TlsError, TlsSession};
+pub use tls::{CertsDir, Identity, TlsError, TlsPipe, TlsSession};
 #[cfg(feature = "server")]
 pub use tls::{ServerTls, TlsDoor};
 

@@ -362,6 +362,24 @@ impl ServerTls {
     }
 }
 
+#[cfg(feature = "server")]
+/// The TLS session of a link this node dials to `ip`: `None` for plaintext
+/// (`tls` none).
+pub fn dial_link(tls: Option<&ServerTls>, ip: IpAddr) -> io::Result<Option<TlsSession>> {
+    tls.map(|tls| tls.dial_peer(ip)).transpose().map_err(io_error)
+}
+
+#[cfg(feature = "server")]
+/// [`ServerTls::check_peer`] for a link that may be plaintext (`tls` none):
+/// a plaintext link has no certificate to check.
+pub fn check_link(
+    tls: Option<&ServerTls>,
+    identity: Option<&Identity>,
+    claimed: NodeId,
+) -> Result<(), String> {
+    tls.map_or(Ok(()), |tls| tls.check_peer(identity, claimed))
+}
+
 /// One TLS connection without I/O: ciphertext in, plaintext through, ciphertext out.
 #[derive(Debug)]
 pub struct TlsSession {
@@ -456,6 +474,113 @@ impl TlsSession {
             None => Ok(None),
         }
     }
+}
+
+/// A [`TlsSession`] with the buffers a connection's reads and writes go
+/// through, for the code that drives a socket directly (the clients, the
+/// peer links): the runtime reads ciphertext into [`TlsPipe::read_room`],
+/// reports it with [`TlsPipe::received`], takes plaintext with
+/// [`TlsPipe::take_plain`], and writes what [`TlsPipe::to_send`] holds
+/// (handshake flights included), reporting it with [`TlsPipe::sent`]. No
+/// I/O here: the same pipe serves a blocking socket and an async one, and
+/// ciphertext is handed out in pieces, so a write cut short loses nothing.
+#[derive(Debug)]
+pub struct TlsPipe {
+    session: TlsSession,
+    cipher_in: InBuf,
+    plain_in: InBuf,
+    plain_out: Vec<u8>,
+    cipher_out: Vec<u8>,
+    /// How much of `cipher_out` was written.
+    cipher_sent: usize,
+}
+
+fn io_error(e: TlsError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl TlsPipe {
+    /// The buffers around `session`.
+    pub fn new(session: TlsSession) -> Self {
+        TlsPipe {
+            session,
+            cipher_in: InBuf::new(2 * RECORD_ROOM),
+            plain_in: InBuf::new(2 * RECORD_ROOM),
+            plain_out: Vec::new(),
+            cipher_out: Vec::new(),
+            cipher_sent: 0,
+        }
+    }
+
+    /// The peer's identity, once its certificate was verified.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.session.identity()
+    }
+
+    /// Encrypts `data` behind what waits to be sent. A TLS failure is an
+    /// `InvalidData` error carrying the [`TlsError`].
+    pub fn seal(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.cipher_sent == self.cipher_out.len() {
+            self.cipher_out.clear();
+            self.cipher_sent = 0;
+        }
+        self.plain_out.extend_from_slice(data);
+        self.session.write(&mut self.plain_out, &mut self.cipher_out).map_err(io_error)
+    }
+
+    /// The ciphertext waiting to be written.
+    pub fn to_send(&self) -> &[u8] {
+        &self.cipher_out[self.cipher_sent..]
+    }
+
+    /// `n` bytes of [`TlsPipe::to_send`] were written.
+    pub fn sent(&mut self, n: usize) {
+        self.cipher_sent = (self.cipher_sent + n).min(self.cipher_out.len());
+    }
+
+    /// Room to read ciphertext into.
+    pub fn read_room(&mut self) -> &mut [u8] {
+        self.cipher_in.spare(RECORD_ROOM)
+    }
+
+    /// `n` bytes were read into [`TlsPipe::read_room`]: decrypts them, and
+    /// queues what TLS answers (the handshake's next flight) to send.
+    pub fn received(&mut self, n: usize) -> io::Result<()> {
+        self.cipher_in.filled(n);
+        self.session.read(&mut self.cipher_in, &mut self.plain_in, 1).map_err(io_error)?;
+        self.seal(&[])
+    }
+
+    /// Moves decrypted bytes into `buf`; 0 when none is waiting.
+    pub fn take_plain(&mut self, buf: &mut [u8]) -> usize {
+        let pending = self.plain_in.pending();
+        let n = pending.len().min(buf.len());
+        buf[..n].copy_from_slice(&pending[..n]);
+        self.plain_in.consume(n);
+        n
+    }
+
+    /// The decrypted bytes waiting, for a reader that consumes them in place
+    /// ([`TlsPipe::consume_plain`]).
+    pub fn plain(&self) -> &[u8] {
+        self.plain_in.pending()
+    }
+
+    /// `n` bytes of [`TlsPipe::plain`] were used.
+    pub fn consume_plain(&mut self, n: usize) {
+        self.plain_in.consume(n);
+    }
+}
+
+/// Whether `bytes` start like a TLS alert record (content type 21, major
+/// version 3): what a plaintext client reads from a server that requires TLS.
+pub fn is_tls_alert(bytes: &[u8]) -> bool {
+    bytes.len() >= 2 && bytes[0] == 21 && bytes[1] == 3
+}
+
+/// The TLS error a pipe's `io::Error` carries, if it carries one.
+pub fn tls_error(e: &io::Error) -> Option<&TlsError> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<TlsError>())
 }
 
 #[cfg(feature = "server")]

@@ -41,9 +41,8 @@ use leasetso_core::client::{Action, Answer, Broken, Call, CallError, ClientSessi
 use leasetso_core::wire::FRAME_ROOM;
 use leasetso_core::{Ballot, NodeId, Ticket, Timestamp};
 use leasetso_runtime_common::client::TicketMap;
-use leasetso_runtime_common::io::InBuf;
 use leasetso_runtime_common::lock;
-use leasetso_runtime_common::tls::{RECORD_ROOM, TlsError, TlsSession};
+use leasetso_runtime_common::tls::{TlsError, TlsPipe, TlsSession, is_tls_alert};
 
 pub use leasetso_runtime_common::client::{ClientOptions, MAX_COUNT, NodeStatus, parse_seeds};
 
@@ -109,38 +108,11 @@ struct State {
     last: Option<Ticket>,
 }
 
-/// The TLS side of a connection: its session and the ciphertext waiting to
-/// be written (written in pieces, so a driver cancelled mid-write loses
-/// nothing).
-struct TlsIo {
-    session: TlsSession,
-    cipher_in: InBuf,
-    plain_in: InBuf,
-    cipher_out: Vec<u8>,
-    cipher_start: usize,
-}
-
-impl TlsIo {
-    /// Encrypts `plain` (emptying it) behind what waits to be written.
-    fn seal(&mut self, plain: &[u8]) -> Result<(), Transport> {
-        if self.cipher_start == self.cipher_out.len() {
-            self.cipher_out.clear();
-            self.cipher_start = 0;
-        }
-        let mut plain = plain.to_vec();
-        self.session.write(&mut plain, &mut self.cipher_out).map_err(|e| Transport::Tls(Arc::new(e)))
-    }
-
-    fn pending(&self) -> &[u8] {
-        &self.cipher_out[self.cipher_start..]
-    }
-}
-
 /// The socket and what is half done on it (see "Who drives the connection").
 struct Io {
     stream: Option<TcpStream>,
     /// TLS over `stream`, when the options ask for it.
-    tls: Option<Box<TlsIo>>,
+    tls: Option<Box<TlsPipe>>,
     /// Nothing was read on this connection yet (a plaintext client checks
     /// the first bytes for a TLS alert).
     fresh: bool,
@@ -273,7 +245,7 @@ impl Client {
     /// The status of the node talked to now.
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         match self.call(Call::Status).await? {
-            Answer::Status(status) => Ok(status.into()),
+            Answer::Status(status) => Ok(status),
             _ => Err(ClientError::Unexpected { addr: self.server_addr(), what: "not a status" }),
         }
     }
@@ -406,9 +378,9 @@ impl Client {
                 sleep_or(inner, timer, armed).await;
                 continue;
             };
-            if let Some(t) = tls.as_mut().filter(|t| !t.pending().is_empty()) {
-                match stream.write(t.pending()).await {
-                    Ok(n) if n > 0 => t.cipher_start += n,
+            if let Some(t) = tls.as_mut().filter(|t| !t.to_send().is_empty()) {
+                match stream.write(t.to_send()).await {
+                    Ok(n) if n > 0 => t.sent(n),
                     Ok(_) => fail(inner, io, Broken::Lost, Transport::Closed),
                     Err(e) => fail(inner, io, Broken::Lost, Transport::Io(Arc::new(e))),
                 }
@@ -443,8 +415,8 @@ impl Client {
                         let mut st = lock(&inner.state);
                         st.session.handle_input(plain, inner.clock.now());
                         if let Some(t) = io.tls.as_mut() {
-                            let used = t.plain_in.pending().len();
-                            t.plain_in.consume(used);
+                            let used = t.plain().len();
+                            t.consume_plain(used);
                         }
                     }
                     Err(e) => fail(inner, io, Broken::Lost, e),
@@ -458,9 +430,18 @@ impl Client {
 /// With TLS, encrypts what the session encoded: it then waits as ciphertext.
 fn seal(io: &mut Io) -> Result<(), Transport> {
     let Some(t) = io.tls.as_mut() else { return Ok(()) };
-    t.seal(&io.out[io.out_start..io.out_end])?;
+    t.seal(&io.out[io.out_start..io.out_end]).map_err(tls_failed)?;
     (io.out_start, io.out_end) = (0, 0);
     Ok(())
+}
+
+/// A TLS failure of the pipe, as the session carries it.
+fn tls_failed(e: io::Error) -> Transport {
+    match e.into_inner().map(|inner| inner.downcast::<TlsError>()) {
+        Some(Ok(tls)) => Transport::Tls(Arc::new(*tls)),
+        Some(Err(other)) => Transport::Io(Arc::new(io::Error::other(other))),
+        None => Transport::Io(Arc::new(io::Error::other("TLS failed"))),
+    }
 }
 
 /// What the session is to read of the `n` bytes just read into `io.buf`:
@@ -471,17 +452,14 @@ fn received(io: &mut Io, n: usize) -> Result<&[u8], Transport> {
     let fresh = std::mem::take(&mut io.fresh);
     let Some(t) = io.tls.as_mut() else {
         let bytes = &io.buf[..n];
-        if fresh && bytes.len() >= 2 && bytes[0] == 21 && bytes[1] == 3 {
+        if fresh && is_tls_alert(bytes) {
             return Err(Transport::TlsRequired);
         }
         return Ok(bytes);
     };
-    let spare = t.cipher_in.spare(n);
-    spare[..n].copy_from_slice(&io.buf[..n]);
-    t.cipher_in.filled(n);
-    t.session.read(&mut t.cipher_in, &mut t.plain_in, 1).map_err(|e| Transport::Tls(Arc::new(e)))?;
-    t.seal(&[])?;
-    Ok(t.plain_in.pending())
+    t.read_room()[..n].copy_from_slice(&io.buf[..n]);
+    t.received(n).map_err(tls_failed)?;
+    Ok(t.plain())
 }
 
 /// One write of the encoded bytes, if the socket takes them without waiting.
@@ -491,9 +469,9 @@ async fn flush_once(inner: &Inner, io: &mut Io) {
     }
     let Some(stream) = io.stream.as_mut() else { return };
     if let Some(t) = io.tls.as_mut() {
-        if !t.pending().is_empty() {
-            if let Some(Ok(n)) = future::poll_once(stream.write(t.pending())).await {
-                t.cipher_start += n;
+        if !t.to_send().is_empty() {
+            if let Some(Ok(n)) = future::poll_once(stream.write(t.to_send())).await {
+                t.sent(n);
             }
         }
         return;
@@ -549,7 +527,7 @@ async fn sleep_or(inner: &Inner, timer: &mut async_io::Timer, armed: &mut Option
 async fn connect(
     addr: SocketAddr,
     opts: &ClientOptions,
-) -> Result<(TcpStream, Option<Box<TlsIo>>), Transport> {
+) -> Result<(TcpStream, Option<Box<TlsPipe>>), Transport> {
     let timeout = opts.connect_timeout;
     let dial = async {
         let stream = TcpStream::connect(addr).await.map_err(|e| Transport::Io(Arc::new(e)))?;
@@ -568,14 +546,11 @@ async fn connect(
     };
     let tls = match &opts.tls {
         None => None,
-        Some(tls) => Some(Box::new(TlsIo {
-            session: TlsSession::client(Arc::clone(&tls.0), addr.ip())
-                .map_err(|e| Transport::Tls(Arc::new(e)))?,
-            cipher_in: InBuf::new(2 * RECORD_ROOM),
-            plain_in: InBuf::new(2 * RECORD_ROOM),
-            cipher_out: Vec::new(),
-            cipher_start: 0,
-        })),
+        Some(tls) => {
+            let session =
+                TlsSession::client(Arc::clone(&tls.0), addr.ip()).map_err(|e| Transport::Tls(Arc::new(e)))?;
+            Some(Box::new(TlsPipe::new(session)))
+        }
     };
     Ok((stream, tls))
 }

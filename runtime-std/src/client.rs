@@ -308,7 +308,7 @@ impl Client {
     /// The status of the server the client talks to.
     pub fn status(&self) -> Result<NodeStatus, ClientError> {
         match self.call(Call::Status)? {
-            Answer::Status(status) => Ok(status.into()),
+            Answer::Status(status) => Ok(status),
             _ => Err(self.mismatch()),
         }
     }

@@ -7,7 +7,7 @@ use std::net::{Shutdown, TcpStream};
 
 use leasetso_core::conn::{LINGER, LINGER_BYTES};
 use leasetso_runtime_common::io::InBuf;
-use leasetso_runtime_common::tls::{Identity, RECORD_ROOM, TlsSession};
+use leasetso_runtime_common::tls::{Identity, TlsPipe, TlsSession, is_tls_alert};
 
 /// Reads once more into `buf`, with room for at least `room` bytes after
 /// its unread ones, retrying an interrupted read. Returns the bytes read; 0
@@ -55,29 +55,14 @@ pub(crate) fn flush(mut stream: &TcpStream, out: &mut Vec<u8>) -> io::Result<()>
     result
 }
 
-/// A client's connection: plaintext, or TLS over the same socket. The TLS
-/// session is the kit's ([`TlsSession`]); this only moves its bytes.
+/// A connection a client or a peer link drives: plaintext, or TLS over the
+/// same socket through the kit's [`TlsPipe`]; this only moves its bytes.
 pub(crate) struct Conn {
     tcp: TcpStream,
-    tls: Option<Box<TlsIo>>,
+    tls: Option<Box<TlsPipe>>,
     /// Nothing was read yet: a plaintext client checks the first bytes for a
     /// TLS alert, the answer of a server that requires TLS.
     fresh: bool,
-}
-
-/// The TLS side of a [`Conn`]: its session and buffers.
-struct TlsIo {
-    session: TlsSession,
-    cipher_in: InBuf,
-    plain_in: InBuf,
-    plain_out: Vec<u8>,
-    cipher_out: Vec<u8>,
-}
-
-/// A TLS record starts with its content type (21: alert) and the protocol
-/// version's major byte (3).
-fn is_tls_alert(bytes: &[u8]) -> bool {
-    bytes.len() >= 2 && bytes[0] == 21 && bytes[1] == 3
 }
 
 /// The error of a plaintext read that met a TLS server.
@@ -86,16 +71,7 @@ pub(crate) const TLS_REQUIRED: &str = "the server answered in TLS";
 impl Conn {
     /// `tcp`, in plaintext or behind `session`.
     pub(crate) fn new(tcp: TcpStream, session: Option<TlsSession>) -> Conn {
-        let tls = session.map(|session| {
-            Box::new(TlsIo {
-                session,
-                cipher_in: InBuf::new(2 * RECORD_ROOM),
-                plain_in: InBuf::new(2 * RECORD_ROOM),
-                plain_out: Vec::new(),
-                cipher_out: Vec::new(),
-            })
-        });
-        Conn { tcp, tls, fresh: true }
+        Conn { tcp, tls: session.map(|s| Box::new(TlsPipe::new(s))), fresh: true }
     }
 
     /// The socket.
@@ -105,20 +81,17 @@ impl Conn {
 
     /// With TLS, who the peer's verified certificate names, once known.
     pub(crate) fn identity(&self) -> Option<&Identity> {
-        self.tls.as_ref().and_then(|t| t.session.identity())
+        self.tls.as_ref().and_then(|t| t.identity())
     }
 
     /// Writes `data` (encrypted, with TLS) and whatever TLS has to send.
     pub(crate) fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         let Some(t) = self.tls.as_mut() else { return (&self.tcp).write_all(data) };
-        t.plain_out.extend_from_slice(data);
-        t.session.write(&mut t.plain_out, &mut t.cipher_out).map_err(io::Error::other)?;
-        let result = (&self.tcp).write_all(&t.cipher_out);
-        t.cipher_out.clear();
-        result
+        t.seal(data)?;
+        send(&self.tcp, t)
     }
 
-    /// Reads what the server sent (decrypted, with TLS), retrying an
+    /// Reads what the peer sent (decrypted, with TLS), retrying an
     /// interrupted read; 0 means it closed the connection.
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(t) = self.tls.as_mut() else {
@@ -129,28 +102,26 @@ impl Conn {
             return Ok(n);
         };
         loop {
-            let pending = t.plain_in.pending();
-            if !pending.is_empty() {
-                let n = pending.len().min(buf.len());
-                buf[..n].copy_from_slice(&pending[..n]);
-                t.plain_in.consume(n);
+            let n = t.take_plain(buf);
+            if n > 0 {
                 return Ok(n);
             }
-            let n = read_retrying(&self.tcp, t.cipher_in.spare(RECORD_ROOM))?;
+            let n = read_retrying(&self.tcp, t.read_room())?;
             if n == 0 {
                 return Ok(0);
             }
-            t.cipher_in.filled(n);
-            t.session.read(&mut t.cipher_in, &mut t.plain_in, 1).map_err(io::Error::other)?;
-            // The handshake's next flight, if it has one.
-            t.session.write(&mut t.plain_out, &mut t.cipher_out).map_err(io::Error::other)?;
-            if !t.cipher_out.is_empty() {
-                let result = (&self.tcp).write_all(&t.cipher_out);
-                t.cipher_out.clear();
-                result?;
-            }
+            t.received(n)?;
+            send(&self.tcp, t)?;
         }
     }
+}
+
+/// Writes what the pipe has to send.
+fn send(mut tcp: &TcpStream, t: &mut TlsPipe) -> io::Result<()> {
+    let n = t.to_send().len();
+    tcp.write_all(t.to_send())?;
+    t.sent(n);
+    Ok(())
 }
 
 fn read_retrying(mut tcp: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {

@@ -43,7 +43,7 @@ use crate::server::driver::Input;
 use crate::server::store::Job;
 use leasetso_runtime_common::directory::{IO_TIMEOUT, LINK_QUEUE, READ_BUF, WRITE_BATCH};
 use leasetso_runtime_common::store::Links;
-use leasetso_runtime_common::tls::ServerTls;
+use leasetso_runtime_common::tls::{ServerTls, check_link, dial_link};
 use leasetso_runtime_common::{
     Clock, DialError, Incoming, PeerDirectory, Redial, Route, report_closed, route,
 };
@@ -334,13 +334,7 @@ impl PeerNet {
         let dial = async {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            let tls = self
-                .tls
-                .as_ref()
-                .map(|tls| tls.dial_peer(addr.ip()))
-                .transpose()
-                .map_err(io::Error::other)?;
-            let mut conn = Conn::new(stream, tls);
+            let mut conn = Conn::new(stream, dial_link(self.tls.as_deref(), addr.ip())?);
             let mut session = LinkDialler::new(self.ours, self.nodes, to, self.clock.now());
             let mut hello = [0u8; MAX_FRAME_BYTES];
             let mut room = &mut hello[..];
@@ -359,9 +353,7 @@ impl PeerNet {
                     input = &input[used..];
                     match session.poll_event() {
                         Some(LinkEvent::Up { client_addr, resp_addr, .. }) => {
-                            if let Some(tls) = &self.tls {
-                                tls.check_peer(conn.identity(), to).map_err(io::Error::other)?;
-                            }
+                            check_link(self.tls.as_deref(), conn.identity(), to).map_err(io::Error::other)?;
                             self.dir.advertised(to, client_addr, resp_addr);
                             return Ok((conn, session));
                         }

@@ -46,7 +46,7 @@ use crate::server::store::Job;
 use leasetso_runtime_common::directory::{IO_TIMEOUT, LINK_QUEUE, READ_BUF, WRITE_BATCH};
 use leasetso_runtime_common::io::InBuf;
 use leasetso_runtime_common::store::Links;
-use leasetso_runtime_common::tls::ServerTls;
+use leasetso_runtime_common::tls::{ServerTls, check_link, dial_link};
 use leasetso_runtime_common::{
     Clock, DialError, Incoming, PeerDirectory, Redial, Route, lock, report_closed, route,
 };
@@ -513,14 +513,7 @@ impl Link {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        let tls = self
-            .net
-            .tls
-            .as_ref()
-            .map(|tls| tls.dial_peer(addr.ip()))
-            .transpose()
-            .map_err(io::Error::other)?;
-        let mut conn = Conn::new(stream, tls);
+        let mut conn = Conn::new(stream, dial_link(self.net.tls.as_deref(), addr.ip())?);
         let mut session = LinkDialler::new(self.net.ours, self.net.nodes, self.to, self.net.clock.now());
         let mut buf = [0u8; MAX_FRAME_BYTES];
         let mut slice = &mut buf[..];
@@ -539,10 +532,8 @@ impl Link {
                 while let Some(event) = session.poll_event() {
                     match event {
                         LinkEvent::Up { client_addr, resp_addr, .. } => {
-                            if let Some(tls) = &self.net.tls {
-                                tls.check_peer(conn.identity(), self.to)
-                                    .map_err(|why| DialError::Io(io::Error::other(why)))?;
-                            }
+                            check_link(self.net.tls.as_deref(), conn.identity(), self.to)
+                                .map_err(io::Error::other)?;
                             self.net.dir.advertised(self.to, client_addr, resp_addr);
                         }
                         LinkEvent::Closed(e) => return Err(e.into()),
