@@ -511,3 +511,44 @@ fn certificates_rotate_without_a_restart() {
 fn rand_suffix() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
+
+/// The Redis door's password (`--resp-password-file`), for Redis clients
+/// without certificates, with the real redis-cli: nothing before AUTH, a
+/// wrong password refused, the right one served.
+#[test]
+fn the_redis_door_takes_a_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("resp-password");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let mut cmd = Command::new(leasetso_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--resp", "127.0.0.1:0", "--resp-password-file"])
+        .arg(&file)
+        .arg("--data")
+        .arg(tmp.path().join("data"));
+    let child = spawn_drained(&mut cmd, "leasetso:");
+    let mut resp = None;
+    while let Ok(line) = child.ready.recv_timeout(Duration::from_secs(20)) {
+        if line.contains("RESP on") {
+            resp = parse_loopback_addr(&line);
+        }
+        if line.contains("serving on") {
+            break;
+        }
+    }
+    // Killed on drop; its client address is not used here.
+    let node = Node { child, addr: "127.0.0.1:1".parse().unwrap(), resp: resp.expect("a RESP door") };
+    let port = node.resp.port().to_string();
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port, "--no-auth-warning"])
+            .args(args)
+            .output()
+            .expect("redis-cli (redis-tools) is installed");
+        String::from_utf8_lossy(&out.stdout).trim().to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    assert!(cli(&["TSO"]).contains("NOAUTH"), "a TSO without the password: {}", cli(&["TSO"]));
+    assert!(cli(&["-a", "wrong", "TSO"]).contains("WRONGPASS"), "{}", cli(&["-a", "wrong", "TSO"]));
+    let ts = cli(&["-a", "s3cret", "TSO"]);
+    assert!(ts.parse::<u64>().is_ok(), "with the password: {ts}");
+    drop(node);
+}

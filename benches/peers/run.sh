@@ -16,6 +16,8 @@
 #    rates of both and their ratio, and the latency at one caller.
 # Harness options (see src/main.rs): --seconds S --warmup S --rounds R
 # --callers 1,8,64,256,1024 --batch 64 --batch-callers 1,8.
+# A TLS server (`--certs-dir`, certificates from `leasetso cert`) is always
+# started too: column smol-tls, and the cost of a connection's set-up.
 # LEASETSO_BASE_BIN=PATH also starts that `leasetso` binary (an earlier
 # commit's build) as a std server, measured with the same async client in
 # the same rounds (column smol-base): a change against its baseline.
@@ -113,6 +115,18 @@ if "$leasetso" serve --help 2>/dev/null | grep -q -- "--runtime"; then
   smol_args=(--leasetso-smol "$smol_addr")
   echo "leasetso (smol server) on $smol_addr"
 fi
+
+# A std server with TLS (certificates from this leasetso), for the smol-tls
+# column and the connection set-up comparison.
+"$leasetso" cert create-ca --certs-dir "$tmp/certs" --cluster-id 1 >/dev/null
+"$leasetso" cert create-node --certs-dir "$tmp/certs" --id 1 --host 127.0.0.1 >/dev/null
+"$leasetso" cert create-client --certs-dir "$tmp/certs" --name root --admin >/dev/null
+"$leasetso" serve --listen 127.0.0.1:0 --data "$tmp/leasetso-tls" --certs-dir "$tmp/certs" \
+  >"$tmp/leasetso-tls.log" 2>&1 &
+pids+=($!)
+tls_addr="$(wait_addr "$tmp/leasetso-tls.log" "serving on" "${pids[-1]}")"
+smol_args+=(--leasetso-tls "$tls_addr" --certs "$tmp/certs")
+echo "leasetso (std server, TLS) on $tls_addr"
 
 if [ -n "${LEASETSO_BASE_BIN:-}" ]; then
   "$LEASETSO_BASE_BIN" serve --listen 127.0.0.1:0 --data "$tmp/leasetso-base" >"$tmp/leasetso-base.log" 2>&1 &

@@ -11,7 +11,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use leasetso_core::{Ballot, Mode, Role};
 use leasetso_std::client::parse_seeds;
-use leasetso_std::{Client, ClientError, ClientOptions, ClientTls, NodeConfig, NodeId, Server, ServerConfig};
+use leasetso_std::{
+    Client, ClientError, ClientOptions, ClientTls, NodeConfig, NodeId, Secret, Server, ServerConfig,
+};
 use tracing_subscriber::EnvFilter;
 
 mod cert;
@@ -188,6 +190,10 @@ struct ServeArgs {
     /// needs the admin role. Replaced files take effect for new connections.
     #[arg(long, value_name = "DIR")]
     certs_dir: Option<PathBuf>,
+    /// The password Redis clients must give (`AUTH`) on the --resp door,
+    /// read from FILE (one line): for clients without certificates.
+    #[arg(long, value_name = "FILE", requires = "resp")]
+    resp_password_file: Option<PathBuf>,
     /// Serve plaintext on addresses other than loopback, on purpose.
     /// Without it, `serve` refuses them: anyone who can reach a plaintext
     /// port can take timestamps, and on the peer port speak for a node.
@@ -345,6 +351,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         node.oracle.update_interval = Duration::from_millis(ms);
     }
     node.validate().map_err(|e| format!("invalid configuration: {e}"))?;
+    let resp_password = args.resp_password_file.as_deref().map(read_password).transpose()?;
     let cluster = nodes > 1;
     // One configuration type serves both runtimes (leasetso-runtime-common's).
     let cfg = ServerConfig {
@@ -356,6 +363,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         advertise: args.advertise,
         resp: args.resp,
         certs_dir: args.certs_dir,
+        resp_password,
     };
     // Installed before the server starts, so a signal that arrives during
     // start-up still stops it cleanly once it runs.
@@ -389,6 +397,21 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             result.map_err(|e| e.to_string())
         }
     }
+}
+
+/// The RESP door's password from `file`: its first line, which must not be
+/// empty (a trailing newline is not part of it).
+fn read_password(file: &std::path::Path) -> Result<Secret, String> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| format!("--resp-password-file {}: {e}", file.display()))?;
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        return Err(format!(
+            "--resp-password-file {}: the first line (the password) is empty",
+            file.display()
+        ));
+    }
+    Ok(Secret(Arc::from(line.as_bytes())))
 }
 
 /// Plaintext is for loopback: every address this node listens on (clients,

@@ -299,7 +299,7 @@ fn a_resp_sessions_pipelined_tso_path_does_not_allocate() {
 
     // Set up as a runtime does: the session, its output buffer, and what a
     // Redis client pipelines (TSOs, a PING and a CLIENT ID among them).
-    let mut conn = RespConn::new(1, ServerInfo { node: NodeId(0), nodes: 1 });
+    let mut conn = RespConn::new(1, ServerInfo { node: NodeId(0), nodes: 1 }, None);
     let mut out = Vec::with_capacity(OUT_LIMIT);
     let mut input = Vec::new();
     for i in 0..2_000 {

@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// The RESP door's address (`serve --resp`), off if `None`: Redis
     /// clients get timestamps there with `TSO [count]`.
     pub resp: Option<SocketAddr>,
+    /// The password Redis clients must give (`AUTH`) before anything else
+    /// on the RESP door (`serve --resp-password-file`); none if `None`.
+    pub resp_password: Option<Secret>,
     /// TLS on the client and RESP doors (`serve --certs-dir`): the
     /// directory of `leasetso cert`, with `ca.crt` and this node's
     /// `node.<id>.crt` / `.key`. Plaintext if `None`.
@@ -54,7 +57,18 @@ impl ServerConfig {
             advertise: None,
             resp: None,
             certs_dir: None,
+            resp_password: None,
         }
+    }
+}
+
+/// A secret (the RESP door's password): its bytes are never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Arc<[u8]>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
     }
 }
 

@@ -187,7 +187,11 @@ impl<'a> RespConnDoor<'a> {
     pub fn new(kit: &'a Kit, id: u64) -> Self {
         RespConnDoor {
             backend: RespDoor::new(kit),
-            session: RespConn::new(id, ServerInfo { node: kit.node_id, nodes: kit.nodes }),
+            session: RespConn::new(
+                id,
+                ServerInfo { node: kit.node_id, nodes: kit.nodes },
+                kit.resp_password.clone(),
+            ),
             out: Vec::with_capacity(OUT_LIMIT),
             input: InBuf::new(RESP_READ_BUF),
         }

@@ -105,6 +105,8 @@ pub struct Kit {
     pub counters: Counters,
     /// TLS on every door and peer link (`--certs-dir`), or plaintext.
     pub tls: Option<Arc<ServerTls>>,
+    /// The RESP door's password, if it has one.
+    pub resp_password: Option<Arc<[u8]>>,
 }
 
 impl Kit {
@@ -144,6 +146,7 @@ impl Kit {
             dir,
             counters: Counters::default(),
             tls,
+            resp_password: cfg.resp_password.as_ref().map(|s| Arc::clone(&s.0)),
         };
         Ok((kit, pending))
     }
@@ -351,6 +354,7 @@ mod tests {
             dir,
             counters: Counters::default(),
             tls: None,
+            resp_password: None,
         }
     }
 

@@ -67,7 +67,7 @@ pub mod tls;
 pub use client::{ClientOptions, NodeStatus};
 pub use clock::Clock;
 #[cfg(feature = "server")]
-pub use config::{Opened, ServerConfig};
+pub use config::{Opened, Secret, ServerConfig};
 #[cfg(feature = "server")]
 pub use directory::PeerDirectory;
 #[cfg(feature = "server")]
@@ -96,7 +96,7 @@ pub mod exports {
     pub use crate::client::{ClientOptions, ClientTls, MAX_COUNT, NodeStatus};
     pub use crate::{ClientError, Clock};
     #[cfg(feature = "server")]
-    pub use crate::{ServerConfig, ServerError, ServerStats};
+    pub use crate::{Secret, ServerConfig, ServerError, ServerStats};
     pub use leasetso_core::{ErrorCode, LeaderHint, NodeConfig, NodeId, Role, Timestamp};
 }
 

@@ -36,6 +36,8 @@ struct Args {
     leasetso: SocketAddr,
     leasetso_smol: Option<SocketAddr>,
     leasetso_base: Option<SocketAddr>,
+    leasetso_tls: Option<SocketAddr>,
+    certs: Option<std::path::PathBuf>,
     tsoracle: String,
     seconds: f64,
     warmup: f64,
@@ -46,6 +48,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: leasetso-peers --leasetso HOST:PORT [--leasetso-smol HOST:PORT] [--leasetso-base HOST:PORT] \
+[--leasetso-tls HOST:PORT --certs DIR] \
 --tsoracle http://HOST:PORT [--seconds S (5)] [--warmup S (0.5)] [--rounds R (3)] [--callers 1,8,64,256,1024] \
 [--batch 64] [--batch-callers 1,8]";
 
@@ -54,6 +57,8 @@ fn parse_args() -> Result<Args, String> {
         leasetso: "127.0.0.1:7400".parse().map_err(|e| format!("{e}"))?,
         leasetso_smol: None,
         leasetso_base: None,
+        leasetso_tls: None,
+        certs: None,
         tsoracle: "http://127.0.0.1:50551".into(),
         seconds: 5.0,
         warmup: 0.5,
@@ -76,6 +81,10 @@ fn parse_args() -> Result<Args, String> {
             "--leasetso-base" => {
                 args.leasetso_base = Some(value()?.parse().map_err(|e| format!("--leasetso-base: {e}"))?)
             }
+            "--leasetso-tls" => {
+                args.leasetso_tls = Some(value()?.parse().map_err(|e| format!("--leasetso-tls: {e}"))?)
+            }
+            "--certs" => args.certs = Some(value()?.into()),
             "--tsoracle" => {
                 let v = value()?;
                 args.tsoracle = if v.contains("://") { v } else { format!("http://{v}") };
@@ -89,6 +98,9 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
+    }
+    if args.leasetso_tls.is_some() != args.certs.is_some() {
+        return Err(format!("--leasetso-tls and --certs go together\n{USAGE}"));
     }
     if args.rounds == 0 || args.seconds <= 0.0 || args.callers.contains(&0) || args.batch == 0 {
         return Err(format!("rounds, seconds, callers and batch must be positive\n{USAGE}"));
@@ -123,6 +135,9 @@ enum System {
     /// baseline build (`--leasetso-base`): an earlier commit's binary, so a
     /// change's effect on the server is measured in the same run.
     SmolOnBase,
+    /// leasetso's async client from N tasks over TLS (user `root` of
+    /// `--certs`), against a std server with `--certs-dir`.
+    SmolTls,
     /// tsoracle's client at its default 1 ms coalescing wait, N tokio tasks.
     TsoDefault,
     /// tsoracle's client with the wait set to 0, N tokio tasks.
@@ -144,12 +159,15 @@ impl System {
         if args.leasetso_base.is_some() {
             v.push(System::SmolOnBase);
         }
+        if args.leasetso_tls.is_some() {
+            v.push(System::SmolTls);
+        }
         v.extend([System::TsoDefault, System::TsoWait0, System::TsoWait0Threads]);
         v
     }
 
     fn is_leasetso(self) -> bool {
-        matches!(self, System::Leasetso | System::Smol | System::SmolOnSmol | System::SmolOnBase)
+        matches!(self, System::Leasetso | System::Smol | System::SmolOnSmol | System::SmolOnBase | System::SmolTls)
     }
 
     fn label(self) -> &'static str {
@@ -158,6 +176,7 @@ impl System {
             System::Smol => "leasetso smol client (N tasks), std server",
             System::SmolOnSmol => "leasetso smol client (N tasks), smol server",
             System::SmolOnBase => "leasetso smol client (N tasks), baseline build's std server",
+            System::SmolTls => "leasetso smol client (N tasks) over TLS, std server with --certs-dir",
             System::TsoDefault => "tsoracle default 1ms wait (N tasks)",
             System::TsoWait0 => "tsoracle wait 0 (N tasks)",
             System::TsoWait0Threads => "tsoracle wait 0 (N threads)",
@@ -170,6 +189,7 @@ impl System {
             System::Smol => "smol",
             System::SmolOnSmol => "smol-srv",
             System::SmolOnBase => "smol-base",
+            System::SmolTls => "smol-tls",
             System::TsoDefault => "tso-default",
             System::TsoWait0 => "tso-wait0",
             System::TsoWait0Threads => "tso-wait0-thr",
@@ -185,6 +205,7 @@ struct Clients {
     smol: leasetso_smol::Client,
     smol_on_smol: Option<leasetso_smol::Client>,
     smol_on_base: Option<leasetso_smol::Client>,
+    smol_tls: Option<leasetso_smol::Client>,
     tso_default: Arc<tsoracle_client::Client>,
     tso_wait0: Arc<tsoracle_client::Client>,
 }
@@ -208,6 +229,17 @@ impl Clients {
         let smol = smol_connect(args.leasetso)?;
         let smol_on_smol = args.leasetso_smol.map(smol_connect).transpose()?;
         let smol_on_base = args.leasetso_base.map(smol_connect).transpose()?;
+        let smol_tls = match (args.leasetso_tls, &args.certs) {
+            (Some(addr), Some(dir)) => {
+                let tls = leasetso_smol::ClientTls::from_dir(dir, "root").map_err(|e| format!("--certs: {e}"))?;
+                let opts = leasetso_smol::ClientOptions { tls: Some(tls), ..leasetso_smol::ClientOptions::default() };
+                let client = pool
+                    .block_on(async move { leasetso_smol::Client::connect(&[addr], opts).await })
+                    .map_err(|e| format!("leasetso over TLS at {addr}: {e}"))?;
+                Some(client)
+            }
+            _ => None,
+        };
         let (tso_default, tso_wait0) = rt
             .block_on(async {
                 let default =
@@ -226,6 +258,7 @@ impl Clients {
             smol,
             smol_on_smol,
             smol_on_base,
+            smol_tls,
             tso_default: Arc::new(tso_default),
             tso_wait0: Arc::new(tso_wait0),
         };
@@ -241,7 +274,7 @@ impl Clients {
         loop {
             let result = match system {
                 System::Leasetso => self.leasetso.get_ts().map(drop).map_err(|e| e.to_string()),
-                System::Smol | System::SmolOnSmol | System::SmolOnBase => {
+                System::Smol | System::SmolOnSmol | System::SmolOnBase | System::SmolTls => {
                     let c = self.smol(system);
                     self.pool.block_on(async move { c.get_ts().await.map(drop).map_err(|e| e.to_string()) })
                 }
@@ -266,10 +299,13 @@ impl Clients {
     }
 
     fn smol(&self, system: System) -> leasetso_smol::Client {
-        match (system, &self.smol_on_smol, &self.smol_on_base) {
-            (System::SmolOnSmol, Some(c), _) | (System::SmolOnBase, _, Some(c)) => c.clone(),
-            _ => self.smol.clone(),
-        }
+        let chosen = match system {
+            System::SmolOnSmol => self.smol_on_smol.as_ref(),
+            System::SmolOnBase => self.smol_on_base.as_ref(),
+            System::SmolTls => self.smol_tls.as_ref(),
+            _ => None,
+        };
+        chosen.unwrap_or(&self.smol).clone()
     }
 
     /// `callers` concurrent callers asking for `count` timestamps per call for
@@ -282,7 +318,7 @@ impl Clients {
                     black_box(client.get_ts_n(count).expect("leasetso get_ts"));
                 })
             }
-            System::Smol | System::SmolOnSmol | System::SmolOnBase => {
+            System::Smol | System::SmolOnSmol | System::SmolOnBase | System::SmolTls => {
                 self.run_smol(self.smol(system), callers, count, time, record)
             }
             System::TsoWait0Threads => {
@@ -604,4 +640,37 @@ fn main() {
             s.p99.as_secs_f64() / floor.p99.as_secs_f64()
         );
     }
+    if let (Some(tls_addr), Some(dir)) = (args.leasetso_tls, &args.certs) {
+        connection_setup(args.leasetso, tls_addr, dir, args.rounds);
+    }
+}
+
+/// What a new connection costs, plaintext against TLS: a blocking client's
+/// connect (TCP, and with TLS the handshake with both certificates) and its
+/// first timestamp, `200 × rounds` of each, interleaved.
+fn connection_setup(plain: SocketAddr, tls: SocketAddr, dir: &std::path::Path, rounds: usize) {
+    let tls_opts = leasetso_std::ClientOptions {
+        tls: Some(leasetso_std::ClientTls::from_dir(dir, "root").expect("client certificates")),
+        ..leasetso_std::ClientOptions::default()
+    };
+    let (mut p, mut t) = (Vec::new(), Vec::new());
+    for _ in 0..200 * rounds {
+        for (addr, opts, into) in
+            [(plain, leasetso_std::ClientOptions::default(), &mut p), (tls, tls_opts.clone(), &mut t)]
+        {
+            let t0 = Instant::now();
+            let client = leasetso_std::Client::connect_with(addr, opts).expect("connect");
+            black_box(client.get_ts().expect("get_ts"));
+            into.push(t0.elapsed());
+        }
+    }
+    let (p, t) = (Summary::of(&mut p), Summary::of(&mut t));
+    println!("\n== connection set-up: connect (and the TLS handshake) plus the first GetTS, blocking client");
+    println!("  {:<14} {p}", "plaintext");
+    println!("  {:<14} {t}", "tls");
+    println!(
+        "  TLS costs {:.0} us more per connection at the median ({:.2}x)",
+        (t.p50.as_secs_f64() - p.p50.as_secs_f64()) * 1e6,
+        t.p50.as_secs_f64() / p.p50.as_secs_f64()
+    );
 }

@@ -43,6 +43,13 @@ pub enum Command<'a> {
     Hello {
         /// A `SETNAME` option.
         name: Option<&'a [u8]>,
+        /// An `AUTH` option's password.
+        password: Option<&'a [u8]>,
+    },
+    /// `AUTH [user] password`: the door's password (any user name).
+    Auth {
+        /// The password given.
+        password: &'a [u8],
     },
     /// `COMMAND [...]`: this door describes no commands.
     Command(CommandQuery),
@@ -106,6 +113,12 @@ impl<'a> Command<'a> {
                     Some(c) => Command::Tso { count: c as u32 },
                 },
                 _ => arity("tso"),
+            };
+        }
+        if is("AUTH") {
+            return match (n, args.get(n.saturating_sub(1))) {
+                (2 | 3, Some(password)) => Command::Auth { password },
+                _ => arity("auth"),
             };
         }
         if is("PING") {
@@ -204,23 +217,23 @@ impl<'a> Command<'a> {
 
 /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`. This
 /// door speaks RESP2 only: `HELLO 3` is refused with `-NOPROTO`, which
-/// clients that try RESP3 first take as "fall back to RESP2". It has no
-/// users, so `AUTH` is accepted whatever it says (as Redis does without a
-/// password set).
+/// clients that try RESP3 first take as "fall back to RESP2". Its `AUTH`
+/// option is checked as the `AUTH` command is (any user name).
 fn hello<'a>(args: &Args<'a>) -> Command<'a> {
     let Some(version) = args.get(1) else {
-        return Command::Hello { name: None };
+        return Command::Hello { name: None, password: None };
     };
     match parse_int(version) {
         None => return Command::Invalid(ErrorReply::BadProtocolVersion),
         Some(2) => {}
         Some(_) => return Command::Invalid(ErrorReply::NoProto),
     }
-    let mut name = None;
+    let (mut name, mut password) = (None, None);
     let mut i = 2;
     while let Some(option) = args.get(i) {
         let remaining = args.len() - i - 1;
         if option.eq_ignore_ascii_case(b"AUTH") && remaining >= 2 {
+            password = args.get(i + 2);
             i += 3;
         } else if option.eq_ignore_ascii_case(b"SETNAME") && remaining >= 1 {
             name = args.get(i + 1);
@@ -229,7 +242,7 @@ fn hello<'a>(args: &Args<'a>) -> Command<'a> {
             return Command::Invalid(ErrorReply::HelloSyntax { option });
         }
     }
-    Command::Hello { name }
+    Command::Hello { name, password }
 }
 
 #[cfg(test)]
@@ -245,11 +258,13 @@ mod tests {
             (vec![b"PING"], Command::Ping { message: None }),
             (vec![b"ping", b"hi"], Command::Ping { message: Some(b"hi") }),
             (vec![b"ECHO", b"x"], Command::Echo { message: b"x" }),
-            (vec![b"HELLO"], Command::Hello { name: None }),
-            (vec![b"HELLO", b"2"], Command::Hello { name: None }),
+            (vec![b"HELLO"], Command::Hello { name: None, password: None }),
+            (vec![b"HELLO", b"2"], Command::Hello { name: None, password: None }),
+            (vec![b"AUTH", b"pw"], Command::Auth { password: b"pw" }),
+            (vec![b"auth", b"default", b"pw"], Command::Auth { password: b"pw" }),
             (
                 vec![b"hello", b"2", b"AUTH", b"u", b"p", b"setname", b"me"],
-                Command::Hello { name: Some(b"me") },
+                Command::Hello { name: Some(b"me"), password: Some(b"p") },
             ),
             (vec![b"COMMAND"], Command::Command(CommandQuery::List)),
             (vec![b"COMMAND", b"DOCS"], Command::Command(CommandQuery::List)),

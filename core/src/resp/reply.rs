@@ -55,6 +55,13 @@ pub enum ErrorReply<'a> {
     BadClientName,
     /// `ERR DB index is out of range`: there is only database 0.
     DbOutOfRange,
+    /// `NOAUTH Authentication required.`: the door has a password and this
+    /// connection has not given it.
+    NoAuth,
+    /// `WRONGPASS invalid username-password pair or user is disabled.`
+    WrongPass,
+    /// `ERR AUTH <password> called without any password configured ...`
+    NoPasswordSet,
     /// `NOTLEADER <addr>`: this node does not serve; the leader's RESP door is at `addr`.
     NotLeader {
         /// The leader's RESP address.
@@ -261,6 +268,12 @@ impl ErrorReply<'_> {
                 s.put(b"ERR Client names cannot contain spaces, newlines or special characters.")
             }
             ErrorReply::DbOutOfRange => s.put(b"ERR DB index is out of range"),
+            ErrorReply::NoAuth => s.put(b"NOAUTH Authentication required."),
+            ErrorReply::WrongPass => s.put(b"WRONGPASS invalid username-password pair or user is disabled."),
+            ErrorReply::NoPasswordSet => s.put(
+                b"ERR AUTH <password> called without any password configured for the default user. \
+                  Are you sure your configuration is correct?",
+            ),
             ErrorReply::NotLeader { addr } => put_display(s, format_args!("NOTLEADER {addr}")),
             ErrorReply::TryAgain(busy) => match busy {
                 Busy::NoLeader => s.put(b"TRYAGAIN no node serves timestamps now"),
@@ -396,6 +409,9 @@ mod tests {
             ErrorReply::Internal,
             ErrorReply::BadClientName,
             ErrorReply::DbOutOfRange,
+            ErrorReply::NoAuth,
+            ErrorReply::WrongPass,
+            ErrorReply::NoPasswordSet,
             ErrorReply::BadProtocolVersion,
             ErrorReply::HelloSyntax { option: b"\n" },
             ErrorReply::UnknownSubcommand { command: "CONFIG", sub: b"\r" },

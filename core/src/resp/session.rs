@@ -19,6 +19,7 @@
 //! loop to the runtime, stay until the runtimes move to [`RespConn`].
 
 use core::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::ballot::NodeId;
 use crate::conn::{Tally, TsRefusal};
@@ -46,19 +47,49 @@ pub enum Action<'a> {
     Nothing,
 }
 
-/// What one RESP connection remembers: its id and its `CLIENT SETNAME`
-/// name, kept in a fixed array.
+/// What one RESP connection remembers: its id, its `CLIENT SETNAME` name
+/// (kept in a fixed array), and whether it gave the door's password.
 #[derive(Clone, Debug)]
 pub struct Session {
     id: u64,
     name: [u8; MAX_BULK],
     name_len: usize,
+    /// The door's password (`serve --resp-password-file`), if it has one.
+    password: Option<Arc<[u8]>>,
+    /// Whether commands may run: at once without a password, after `AUTH`
+    /// (or `HELLO ... AUTH`) with one.
+    authenticated: bool,
 }
 
 impl Session {
     /// A connection numbered `id` (what `CLIENT ID` and `HELLO` report).
     pub fn new(id: u64) -> Session {
-        Session { id, name: [0; MAX_BULK], name_len: 0 }
+        Session { id, name: [0; MAX_BULK], name_len: 0, password: None, authenticated: true }
+    }
+
+    /// A connection of a door that asks for `password` before anything but
+    /// `AUTH`, `HELLO` and `QUIT` (`-NOAUTH` until then).
+    pub fn with_password(id: u64, password: Arc<[u8]>) -> Session {
+        Session { password: Some(password), authenticated: false, ..Session::new(id) }
+    }
+
+    /// Whether the connection may run commands (it gave the password, or
+    /// the door has none).
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    /// `AUTH`: the password compared in constant time (how long it takes
+    /// says nothing of how much of it matched).
+    fn authenticate(&mut self, given: &[u8]) -> Result<(), ErrorReply<'static>> {
+        let Some(password) = &self.password else { return Err(ErrorReply::NoPasswordSet) };
+        let differ = password.len() != given.len()
+            || password.iter().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0;
+        if differ {
+            return Err(ErrorReply::WrongPass);
+        }
+        self.authenticated = true;
+        Ok(())
     }
 
     /// The connection's id.
@@ -83,16 +114,30 @@ impl Session {
     pub fn handle<'a>(&'a mut self, command: Command<'a>, info: &ServerInfo) -> Action<'a> {
         let reply = match command {
             Command::Empty => return Action::Nothing,
-            Command::Tso { count } => return Action::GetTs { count },
             Command::Quit => return Action::Close(Reply::Ok),
-            Command::Ping { message: None } => Reply::Pong,
-            Command::Ping { message: Some(m) } | Command::Echo { message: m } => Reply::Bulk(m),
-            Command::Hello { name } => {
+            Command::Hello { name, password } => {
+                if let Some(password) = password {
+                    if let Err(e) = self.authenticate(password) {
+                        return Action::Reply(Reply::Error(e));
+                    }
+                }
+                if !self.authenticated {
+                    return Action::Reply(Reply::Error(ErrorReply::NoAuth));
+                }
                 if let Some(name) = name {
                     self.set_name(name);
                 }
                 Reply::Hello { id: self.id }
             }
+            Command::Auth { password } => match self.authenticate(password) {
+                Ok(()) => Reply::Ok,
+                Err(e) => Reply::Error(e),
+            },
+            // With a password, nothing but AUTH, HELLO and QUIT before it.
+            _ if !self.authenticated => Reply::Error(ErrorReply::NoAuth),
+            Command::Tso { count } => return Action::GetTs { count },
+            Command::Ping { message: None } => Reply::Pong,
+            Command::Ping { message: Some(m) } | Command::Echo { message: m } => Reply::Bulk(m),
             Command::Command(CommandQuery::List) => Reply::EmptyArray,
             Command::Command(CommandQuery::Count) => Reply::Integer(0),
             Command::Command(CommandQuery::Info { names }) => Reply::Nulls(names),
@@ -255,10 +300,14 @@ pub struct RespConn {
 
 impl RespConn {
     /// A session for connection number `id` (what `CLIENT ID` and `HELLO`
-    /// report) to the node `info` describes.
-    pub fn new(id: u64, info: ServerInfo) -> RespConn {
+    /// report) to the node `info` describes; with `password`, the client
+    /// must give it (`AUTH`) before anything else.
+    pub fn new(id: u64, info: ServerInfo, password: Option<Arc<[u8]>>) -> RespConn {
         RespConn {
-            session: Session::new(id),
+            session: match password {
+                Some(p) => Session::with_password(id, p),
+                None => Session::new(id),
+            },
             info,
             closed: None,
             last_input: None,
@@ -320,7 +369,9 @@ impl RespConn {
                     continue;
                 }
             };
-            if let Command::Tso { count } = command {
+            if let Command::Tso { count } = command
+                && self.session.is_authenticated()
+            {
                 used += self.tso_run(count, &input[used..], backend, out);
                 continue;
             }
@@ -406,6 +457,7 @@ fn send(backend: &mut impl RespBackend, out: &mut Vec<u8>, reply: &Reply<'_>) {
 #[cfg(test)]
 mod tests {
     use crate::resp::fixtures::*;
+    use std::sync::Arc;
 
     #[test]
     fn session_remembers_its_name() {
@@ -556,7 +608,7 @@ mod tests {
             array(&[b"CLIENT", b"ID"]),
         ]
         .concat();
-        let mut conn = RespConn::new(9, INFO);
+        let mut conn = RespConn::new(9, INFO, None);
         let mut node = Node::serving();
         let mut out = Vec::new();
         assert_eq!(conn.handle(&input, T, &mut node, &mut out), (input.len(), RespServed::Read));
@@ -584,7 +636,7 @@ mod tests {
         let input: Vec<u8> = (0..MAX_RUN as u32).flat_map(|_| tso(1)).collect();
         let mut node = Node::serving();
         let mut out = Vec::new();
-        let (used, served) = RespConn::new(1, INFO).handle(&input, T, &mut node, &mut out);
+        let (used, served) = RespConn::new(1, INFO, None).handle(&input, T, &mut node, &mut out);
         assert_eq!((used, served), (input.len(), RespServed::Read));
         assert_eq!(node.runs.len(), 1);
         assert_eq!(node.runs[0].len(), MAX_RUN);
@@ -595,7 +647,7 @@ mod tests {
     fn partial_input_waits_for_the_rest() {
         let input = [tso(1), tso(2)].concat();
         let cut = input.len() - 3;
-        let mut conn = RespConn::new(1, INFO);
+        let mut conn = RespConn::new(1, INFO, None);
         let mut node = Node::serving();
         let mut out = Vec::new();
         let (used, served) = conn.handle(&input[..cut], T, &mut node, &mut out);
@@ -605,7 +657,7 @@ mod tests {
         assert_eq!((used + more, served), (input.len(), RespServed::Read));
         assert_eq!(replies(&out), [ts_text(1_000, 1), ts_text(1_001, 2)]);
         // Byte by byte, the same answers.
-        let mut conn = RespConn::new(1, INFO);
+        let mut conn = RespConn::new(1, INFO, None);
         let mut node = Node::serving();
         let mut out = Vec::new();
         let mut buffered = Vec::new();
@@ -621,7 +673,7 @@ mod tests {
     #[test]
     fn a_protocol_error_is_answered_then_closes() {
         let input = [b"PING\r\n".to_vec(), b"+OK\r\n".to_vec(), tso(1)].concat();
-        let mut conn = RespConn::new(1, INFO);
+        let mut conn = RespConn::new(1, INFO, None);
         let mut node = Node::serving();
         let mut out = Vec::new();
         let why = RespClose::Protocol(RespError::BadType(b'+'));
@@ -643,9 +695,37 @@ mod tests {
     }
 
     #[test]
+    fn a_door_with_a_password_serves_nothing_before_auth() {
+        let mut conn = RespConn::new(1, INFO, Some(Arc::from(&b"s3cret"[..])));
+        let mut node = Node::serving();
+        let mut out = Vec::new();
+        let mut ask = |conn: &mut RespConn, cmd: &[&[u8]]| {
+            out.clear();
+            let _ = conn.handle(&array(cmd), T, &mut node, &mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        assert!(ask(&mut conn, &[b"TSO"]).starts_with("-NOAUTH"), "a TSO before AUTH");
+        assert!(ask(&mut conn, &[b"PING"]).starts_with("-NOAUTH"));
+        assert!(ask(&mut conn, &[b"AUTH", b"wrong"]).starts_with("-WRONGPASS"));
+        assert!(
+            ask(&mut conn, &[b"AUTH", b"s3cre"]).starts_with("-WRONGPASS"),
+            "a prefix is not the password"
+        );
+        assert!(ask(&mut conn, &[b"TSO"]).starts_with("-NOAUTH"));
+        assert_eq!(ask(&mut conn, &[b"AUTH", b"default", b"s3cret"]), "+OK\r\n");
+        assert!(ask(&mut conn, &[b"TSO"]).starts_with(':'), "a TSO after AUTH");
+        let mut other = RespConn::new(2, INFO, Some(Arc::from(&b"s3cret"[..])));
+        assert!(ask(&mut other, &[b"HELLO", b"2", b"AUTH", b"default", b"s3cret"]).starts_with('*'));
+        assert!(ask(&mut other, &[b"TSO", b"5"]).starts_with(':'), "HELLO AUTH authenticates too");
+        let mut open = RespConn::new(3, INFO, None);
+        assert!(ask(&mut open, &[b"AUTH", b"x"]).starts_with("-ERR AUTH"), "no password set");
+        assert!(ask(&mut open, &[b"TSO"]).starts_with(':'));
+    }
+
+    #[test]
     fn quit_answers_ok_then_closes() {
         let input = [array(&[b"QUIT"]), tso(1)].concat();
-        let mut conn = RespConn::new(1, INFO);
+        let mut conn = RespConn::new(1, INFO, None);
         let mut node = Node::serving();
         let mut out = Vec::new();
         let used = array(&[b"QUIT"]).len();
@@ -691,7 +771,7 @@ mod tests {
             node.resp_addrs[1] = addr;
             node.refuse_from = Some((1, refusal));
             let mut out = Vec::new();
-            let (used, served) = RespConn::new(1, INFO).handle(&input, T, &mut node, &mut out);
+            let (used, served) = RespConn::new(1, INFO, None).handle(&input, T, &mut node, &mut out);
             assert_eq!((used, served), (input.len(), RespServed::Read));
             assert_eq!(replies(&out), [ts_text(1_000, 1), text.clone(), text], "{refusal:?}");
             assert_eq!(node.runs, [vec![1, 1, 1], vec![1]]);
@@ -702,7 +782,7 @@ mod tests {
     fn out_never_grows_past_its_limit() {
         let input: Vec<u8> =
             (0..5_000).flat_map(|i| if i % 50 == 0 { array(&[b"INFO"]) } else { tso(1) }).collect();
-        let mut conn = RespConn::new(1, INFO);
+        let mut conn = RespConn::new(1, INFO, None);
         let mut node = Node::serving();
         let mut out = Vec::with_capacity(OUT_LIMIT);
         let (mut at, mut answered, mut flushes) = (0, 0, 0);
@@ -727,7 +807,7 @@ mod tests {
     fn every_reply_fits_max_reply_len() {
         let long = [b'x'; MAX_BULK];
         let words: Vec<&[u8]> = vec![&long[..]; super::super::MAX_ARGS];
-        let mut conn = RespConn::new(u64::MAX, INFO);
+        let mut conn = RespConn::new(u64::MAX, INFO, None);
         let mut node = Node::serving();
         for request in [
             array(&words),
