@@ -81,15 +81,16 @@ impl Session {
 
     /// `AUTH`: the password compared in constant time (how long it takes
     /// says nothing of how much of it matched).
-    fn authenticate(&mut self, given: &[u8]) -> Result<(), ErrorReply<'static>> {
-        let Some(password) = &self.password else { return Err(ErrorReply::NoPasswordSet) };
+    /// Returns the error reply for a refusal, `None` once authenticated.
+    fn authenticate(&mut self, given: &[u8]) -> Option<ErrorReply<'static>> {
+        let Some(password) = &self.password else { return Some(ErrorReply::NoPasswordSet) };
         let differ = password.len() != given.len()
             || password.iter().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0;
         if differ {
-            return Err(ErrorReply::WrongPass);
+            return Some(ErrorReply::WrongPass);
         }
         self.authenticated = true;
-        Ok(())
+        None
     }
 
     /// The connection's id.
@@ -116,10 +117,8 @@ impl Session {
             Command::Empty => return Action::Nothing,
             Command::Quit => return Action::Close(Reply::Ok),
             Command::Hello { name, password } => {
-                if let Some(password) = password {
-                    if let Err(e) = self.authenticate(password) {
-                        return Action::Reply(Reply::Error(e));
-                    }
+                if let Some(e) = password.and_then(|p| self.authenticate(p)) {
+                    return Action::Reply(Reply::Error(e));
                 }
                 if !self.authenticated {
                     return Action::Reply(Reply::Error(ErrorReply::NoAuth));
@@ -130,8 +129,8 @@ impl Session {
                 Reply::Hello { id: self.id }
             }
             Command::Auth { password } => match self.authenticate(password) {
-                Ok(()) => Reply::Ok,
-                Err(e) => Reply::Error(e),
+                None => Reply::Ok,
+                Some(e) => Reply::Error(e),
             },
             // With a password, nothing but AUTH, HELLO and QUIT before it.
             _ if !self.authenticated => Reply::Error(ErrorReply::NoAuth),
