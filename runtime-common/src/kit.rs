@@ -190,19 +190,24 @@ impl Kit {
 
     /// A fresh connection of the client door: plaintext, or behind TLS.
     /// `None` (logged) if TLS cannot start it; the runtime closes it.
-    pub fn client_door(&self) -> Option<Box<dyn Door + Send + '_>> {
-        self.door(ClientDoor::new(self))
+    /// `remote` is the client's address, for the log of a refusal.
+    pub fn client_door(&self, remote: Option<SocketAddr>) -> Option<Box<dyn Door + Send + '_>> {
+        self.door(ClientDoor::new(self), remote)
     }
 
     /// Connection number `id` of the RESP door: plaintext, or behind TLS.
-    pub fn resp_door(&self, id: u64) -> Option<Box<dyn Door + Send + '_>> {
-        self.door(RespConnDoor::new(self, id))
+    pub fn resp_door(&self, id: u64, remote: Option<SocketAddr>) -> Option<Box<dyn Door + Send + '_>> {
+        self.door(RespConnDoor::new(self, id), remote)
     }
 
-    fn door<'a>(&'a self, door: impl Door + Send + 'a) -> Option<Box<dyn Door + Send + 'a>> {
+    fn door<'a>(
+        &'a self,
+        door: impl Door + Send + 'a,
+        remote: Option<SocketAddr>,
+    ) -> Option<Box<dyn Door + Send + 'a>> {
         match &self.tls {
             None => Some(Box::new(door)),
-            Some(tls) => match TlsDoor::server(tls, door) {
+            Some(tls) => match TlsDoor::server(tls, door, remote) {
                 Ok(door) => Some(Box::new(door)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start TLS on a connection; closing it");

@@ -22,6 +22,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
+#[cfg(feature = "server")]
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -593,6 +595,8 @@ pub fn tls_error(e: &io::Error) -> Option<&TlsError> {
 pub struct TlsDoor<D> {
     tls: TlsSession,
     inner: D,
+    /// The client's address, for the log.
+    remote: Option<SocketAddr>,
     cluster: u64,
     /// Ciphertext read from the socket.
     input: InBuf,
@@ -604,10 +608,12 @@ pub struct TlsDoor<D> {
 #[cfg(feature = "server")]
 impl<D: Door> TlsDoor<D> {
     /// `inner` behind the server side of TLS, for a connection just accepted.
-    pub fn server(tls: &ServerTls, inner: D) -> Result<Self, TlsError> {
+    /// `remote` is the client's address, named when a refusal is logged.
+    pub fn server(tls: &ServerTls, inner: D, remote: Option<SocketAddr>) -> Result<Self, TlsError> {
         Ok(TlsDoor {
             tls: TlsSession::server(tls.config())?,
             inner,
+            remote,
             cluster: tls.cluster(),
             input: InBuf::new(2 * RECORD_ROOM),
             out: Vec::with_capacity(RECORD_ROOM),
@@ -628,7 +634,7 @@ impl<D: Door> TlsDoor<D> {
 
     /// A refusal: says why once, sends what TLS has to say (an alert), closes.
     fn refuse(&mut self, why: &dyn std::fmt::Display) -> Next {
-        tracing::warn!(%why, "refusing a TLS connection");
+        tracing::warn!(remote = ?self.remote, %why, "refusing a TLS connection");
         let _ = self.tls.write(&mut Vec::new(), &mut self.out);
         Next::Close
     }

@@ -404,14 +404,14 @@ async fn wait_conns_closed(shared: &Shared) {
 
 /// Serves a connection of the client door.
 async fn client_conn(shared: Arc<Shared>, stream: async_net::TcpStream, _: u64) {
-    if let Some(door) = shared.kit.client_door() {
+    if let Some(door) = shared.kit.client_door(stream.peer_addr().ok()) {
         conn::serve(&shared, stream, door).await
     }
 }
 
 /// Serves connection number `id` of the RESP door.
 async fn resp_conn(shared: Arc<Shared>, stream: async_net::TcpStream, id: u64) {
-    if let Some(door) = shared.kit.resp_door(id) {
+    if let Some(door) = shared.kit.resp_door(id, stream.peer_addr().ok()) {
         conn::serve(&shared, stream, door).await
     }
 }

@@ -158,7 +158,7 @@ impl Server {
             .start(
                 move || Counters::bump(&counted.counters.connections, 1),
                 move |stream, _| {
-                    if let Some(door) = served.kit.client_door() {
+                    if let Some(door) = served.kit.client_door(stream.peer_addr().ok()) {
                         conn::serve(&served, stream, door);
                     }
                 },
@@ -169,7 +169,7 @@ impl Server {
             door.start(
                 move || Counters::bump(&counted.counters.connections, 1),
                 move |stream, id| {
-                    if let Some(door) = served.kit.resp_door(id) {
+                    if let Some(door) = served.kit.resp_door(id, stream.peer_addr().ok()) {
                         conn::serve(&served, stream, door);
                     }
                 },
