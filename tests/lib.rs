@@ -197,6 +197,14 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
     }
 }
 
+/// `n` distinct free loopback addresses: bound together (so no two are the
+/// same), released just before the nodes bind them.
+pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let held: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
+    held.iter().map(|l| l.local_addr().expect("a bound address")).collect()
+}
+
 /// Sends `signal` (e.g. "TERM") to `pid` with the `kill` command.
 pub fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")

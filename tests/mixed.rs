@@ -6,16 +6,11 @@
 #[path = "../runtime-smol/tests/common.rs"]
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use common::Running;
 use leasetso_smol::{Client, ClientOptions, NodeConfig, NodeId, ServerConfig};
-
-fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let held: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    held.iter().map(|l| l.local_addr().unwrap()).collect()
-}
+use leasetso_tests::free_addrs;
 
 enum Node {
     Std(leasetso_std::Server),

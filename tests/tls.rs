@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use leasetso_core::{Ballot, ErrorCode, NodeId};
 use leasetso_std::{Client, ClientError, ClientOptions, ClientTls};
-use leasetso_tests::{Drained, leasetso_bin, parse_loopback_addr, spawn_drained, wait_timeout};
+use leasetso_tests::{Drained, free_addrs, leasetso_bin, parse_loopback_addr, spawn_drained, wait_timeout};
 
 /// `leasetso cert ...`, which must succeed.
 fn cert(dir: &Path, args: &[&str]) {
@@ -170,12 +170,6 @@ fn redis_cli_tls(dir: &Path, addr: std::net::SocketAddr) -> Option<String> {
     }
     assert!(out.status.success(), "redis-cli --tls: {err}");
     Some(text)
-}
-
-/// Free loopback addresses (held, then released for the nodes to bind).
-fn free_addrs(n: usize) -> Vec<std::net::SocketAddr> {
-    let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    held.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
 /// A 3-node TLS cluster (std, std, smol), certificates from `leasetso cert`.

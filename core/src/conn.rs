@@ -280,14 +280,7 @@ impl ServerConn {
         backend: &mut impl Backend,
         out: &mut Vec<u8>,
     ) -> Result<(), AdminError> {
-        match self.state {
-            State::Admin { id: pending, .. } if pending == id => {}
-            State::Admin { id: pending, .. } => {
-                return Err(AdminError::NotPending { id, pending: Some(pending) });
-            }
-            _ => return Err(AdminError::NotPending { id, pending: None }),
-        }
-        self.state = State::Serving;
+        self.end_admin(id)?;
         match reply {
             Some(Ok(StoreOk::Primary { registered })) => send(out, Frame::Primary { id, registered }),
             // A replica that failed, timed out or answered out of contract.
@@ -306,16 +299,22 @@ impl ServerConn {
         backend: &mut impl Backend,
         out: &mut Vec<u8>,
     ) -> Result<(), AdminError> {
-        match self.state {
-            State::Admin { id: pending, .. } if pending == id => {}
-            State::Admin { id: pending, .. } => {
-                return Err(AdminError::NotPending { id, pending: Some(pending) });
-            }
-            _ => return Err(AdminError::NotPending { id, pending: None }),
-        }
-        self.state = State::Serving;
+        self.end_admin(id)?;
         error(out, backend, id, ErrorCode::Forbidden, LeaderHint::default());
         Ok(())
+    }
+
+    /// Ends the operator request `id` if it is the one pending (the session
+    /// then serves again); any other id is refused and changes nothing.
+    fn end_admin(&mut self, id: u64) -> Result<(), AdminError> {
+        match self.state {
+            State::Admin { id: pending, .. } if pending == id => {
+                self.state = State::Serving;
+                Ok(())
+            }
+            State::Admin { id: pending, .. } => Err(AdminError::NotPending { id, pending: Some(pending) }),
+            _ => Err(AdminError::NotPending { id, pending: None }),
+        }
     }
 
     /// Answers one whole, well-formed frame (checks 7-11 of PROTOCOL.md).

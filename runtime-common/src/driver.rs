@@ -384,7 +384,7 @@ impl DriverLoop {
         while let Some(to) = recovery.poll_query(now) {
             peer(to, PeerFrame::RestartQuery);
         }
-        if recovery.outcome().is_none() {
+        let Some(recovered) = recovery.outcome() else {
             if now >= *next_log {
                 tracing::warn!(
                     answered = recovery.answered(),
@@ -394,12 +394,10 @@ impl DriverLoop {
                 *next_log = now + RECOVERY_LOG_EVERY;
             }
             return;
-        }
+        };
+        // Matched as Recovering above: take its pending node.
         let Phase::Recovering(r) = std::mem::replace(&mut self.phase, Phase::Done) else { return };
-        let Recovering { recovery, pending, .. } = *r;
-        // `outcome()` was just `Some`.
-        let Some(recovered) = recovery.outcome() else { return };
-        if let Some(node) = recovered_node(pending, recovered, now) {
+        if let Some(node) = recovered_node(r.pending, recovered, now) {
             self.next = node.poll_timeout();
             *kit.node.slot() = Some(node);
             self.phase = Phase::Running;

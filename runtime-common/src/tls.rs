@@ -82,6 +82,9 @@ pub enum TlsError {
     /// The client verifier could not be built from the CA.
     #[error("TLS: the CA cannot verify clients: {0}")]
     Verifier(String),
+    /// A plaintext connection read a TLS alert: the server requires TLS.
+    #[error("the server answered in TLS")]
+    Required,
     /// The peer's certificate names no leasetso identity, or another cluster's.
     #[error("the peer's certificate {0}")]
     Identity(String),
@@ -580,9 +583,18 @@ pub fn is_tls_alert(bytes: &[u8]) -> bool {
     bytes.len() >= 2 && bytes[0] == 21 && bytes[1] == 3
 }
 
-/// The TLS error a pipe's `io::Error` carries, if it carries one.
-pub fn tls_error(e: &io::Error) -> Option<&TlsError> {
-    e.get_ref().and_then(|inner| inner.downcast_ref::<TlsError>())
+/// The TLS error an `io::Error` of a [`TlsPipe`] (or of a plaintext read
+/// that met a TLS server) carries; any other error back as it was.
+pub fn into_tls_error(e: io::Error) -> Result<TlsError, io::Error> {
+    if !e.get_ref().is_some_and(|inner| inner.is::<TlsError>()) {
+        return Err(e);
+    }
+    match e.into_inner().map(|inner| inner.downcast::<TlsError>()) {
+        Some(Ok(tls)) => Ok(*tls),
+        // `is` said it is one.
+        Some(Err(inner)) => Err(io::Error::other(inner)),
+        None => Err(io::Error::other("TLS failed")),
+    }
 }
 
 #[cfg(feature = "server")]

@@ -42,7 +42,7 @@ use leasetso_core::wire::FRAME_ROOM;
 use leasetso_core::{Ballot, NodeId, Ticket, Timestamp};
 use leasetso_runtime_common::client::TicketMap;
 use leasetso_runtime_common::lock;
-use leasetso_runtime_common::tls::{TlsError, TlsPipe, TlsSession, is_tls_alert};
+use leasetso_runtime_common::tls::{TlsError, TlsPipe, TlsSession, into_tls_error, is_tls_alert};
 
 pub use leasetso_runtime_common::client::{ClientOptions, MAX_COUNT, NodeStatus, parse_seeds};
 
@@ -437,10 +437,9 @@ fn seal(io: &mut Io) -> Result<(), Transport> {
 
 /// A TLS failure of the pipe, as the session carries it.
 fn tls_failed(e: io::Error) -> Transport {
-    match e.into_inner().map(|inner| inner.downcast::<TlsError>()) {
-        Some(Ok(tls)) => Transport::Tls(Arc::new(*tls)),
-        Some(Err(other)) => Transport::Io(Arc::new(io::Error::other(other))),
-        None => Transport::Io(Arc::new(io::Error::other("TLS failed"))),
+    match into_tls_error(e) {
+        Ok(tls) => Transport::Tls(Arc::new(tls)),
+        Err(e) => Transport::Io(Arc::new(e)),
     }
 }
 

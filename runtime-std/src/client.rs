@@ -73,9 +73,9 @@ use leasetso_core::wire::FRAME_ROOM;
 use leasetso_core::{CallError, ClientSession, NodeId, Ticket, Timestamp};
 use leasetso_runtime_common::client::{TicketMap, resolve_seeds};
 use leasetso_runtime_common::lock;
-use leasetso_runtime_common::tls::{TlsError, TlsSession};
+use leasetso_runtime_common::tls::{TlsError, TlsSession, into_tls_error};
 
-use crate::io::{Conn, TLS_REQUIRED};
+use crate::io::Conn;
 
 use crate::error::ClientError;
 
@@ -481,16 +481,10 @@ impl Client {
     /// timeout running out (the server does not answer: as a refusal), any
     /// other error loses the connection.
     fn io_error(&self, addr: SocketAddr, e: io::Error) -> (Broken, ClientError) {
-        if e.kind() == io::ErrorKind::InvalidData && e.to_string() == TLS_REQUIRED {
-            return (Broken::Lost, ClientError::TlsRequired { addr });
-        }
-        let e = match e.get_ref().is_some_and(|inner| inner.is::<TlsError>()) {
-            true => match e.into_inner().map(|inner| inner.downcast::<TlsError>()) {
-                Some(Ok(tls)) => return (Broken::Lost, ClientError::Tls { addr, source: Arc::new(*tls) }),
-                // `is` said it is one.
-                _ => io::Error::other("TLS failed"),
-            },
-            false => e,
+        let e = match into_tls_error(e) {
+            Ok(TlsError::Required) => return (Broken::Lost, ClientError::TlsRequired { addr }),
+            Ok(tls) => return (Broken::Lost, ClientError::Tls { addr, source: Arc::new(tls) }),
+            Err(e) => e,
         };
         if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
             (Broken::Unreachable, ClientError::Timeout { addr, after: self.opts.request_timeout })

@@ -7,7 +7,7 @@ use std::net::{Shutdown, TcpStream};
 
 use leasetso_core::conn::{LINGER, LINGER_BYTES};
 use leasetso_runtime_common::io::InBuf;
-use leasetso_runtime_common::tls::{Identity, TlsPipe, TlsSession, is_tls_alert};
+use leasetso_runtime_common::tls::{Identity, TlsError, TlsPipe, TlsSession, is_tls_alert};
 
 /// Reads once more into `buf`, with room for at least `room` bytes after
 /// its unread ones, retrying an interrupted read. Returns the bytes read; 0
@@ -65,9 +65,6 @@ pub(crate) struct Conn {
     fresh: bool,
 }
 
-/// The error of a plaintext read that met a TLS server.
-pub(crate) const TLS_REQUIRED: &str = "the server answered in TLS";
-
 impl Conn {
     /// `tcp`, in plaintext or behind `session`.
     pub(crate) fn new(tcp: TcpStream, session: Option<TlsSession>) -> Conn {
@@ -97,7 +94,7 @@ impl Conn {
         let Some(t) = self.tls.as_mut() else {
             let n = read_retrying(&self.tcp, buf)?;
             if std::mem::take(&mut self.fresh) && is_tls_alert(&buf[..n]) {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, TLS_REQUIRED));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, TlsError::Required));
             }
             return Ok(n);
         };
