@@ -5,30 +5,38 @@
 //! pairing: std client ↔ smol server and smol client ↔ std server as much as
 //! the like pairs.
 //!
-//! * **Client cases** are functions of a `(server runtime, client kind)`
-//!   pair; [`matrix!`] makes one test per pair of each, so a failure names
-//!   its cell (`batching_and_split::smol_server_std_client`). They are:
+//! * **Client cases** are functions of a `(server runtime, client kind,
+//!   wire)` triple; [`matrix!`] makes one test per triple of each, so a
+//!   failure names its cell (`batching_and_split::smol_server_std_client`,
+//!   `single_node::tls_std_server_smol_client`). They are:
 //!   single node (with the status call), batching and split, pipelining,
 //!   the handshake (a refused cluster id, nobody listening), and
 //!   a restart above the window (SIGTERM, then kill -9 under load).
-//! * **Raw cases** ([`raw_cases`]) are byte strings sent over a plain socket:
+//! * **Raw cases** ([`raw_cases`]) are byte strings sent over a plain socket
+//!   and inside TLS:
 //!   garbage, truncated, oversized and malformed frames, handshake errors, a
 //!   foreign cluster id, pipelined requests answered in order by id. Every
-//!   case runs against each server runtime and the transcripts (the bytes
-//!   that came back, with the timestamps masked, and how the connection
-//!   ended) must be **the same bytes** from every runtime, and the ones
-//!   PROTOCOL.md prescribes.
+//!   case runs against each server runtime, plaintext and with TLS on, and
+//!   the transcripts (the bytes that came back, with the timestamps
+//!   masked, and how the connection ended) must be **the same bytes** from
+//!   every runtime on either wire, and the ones PROTOCOL.md prescribes: TLS
+//!   changes how the bytes travel, never which bytes.
 //! * **Cluster cases** run one 3-node cluster per server runtime and a
 //!   mixed one, and kill the leader with SIGKILL while both clients load it
-//!   (the mixed cluster's killed nodes come back on the other runtime).
+//!   (the mixed cluster's killed nodes come back on the other runtime; a
+//!   second mixed cluster runs with TLS on every door and link).
 //!   Before the kills and after each, every follower's raw answers must be
 //!   PROTOCOL.md's bytes (the same from std and smol followers), and a
 //!   client of each library seeded with a follower must reach the leader.
 //! * `restart_across_runtimes` serves one data dir by each runtime in turn.
 //!
+//! **TLS** (`serve --certs-dir`, certificates from `leasetso cert`): every
+//! case runs on both wires. The wire tap cannot read TLS, so under TLS the
+//! cases that count requests on the wire check the callers' history alone.
+//!
 //! Servers are shared where the checks leave no state that matters: one
-//! single-node server per runtime serves every stateless case that runs
-//! while it is alive ([`shared_server`]). Every process is killed and every
+//! single-node server per runtime and wire serves every stateless case that
+//! runs while it is alive ([`shared_server`]). Every process is killed and every
 //! data dir removed when its last user is done, passing or failing.
 //! `LEASETSO_CONFORMANCE_FULL=1` runs longer loops and more failover rounds.
 //! Run alone with `cargo test -p leasetso-tests --test conformance` (build
@@ -36,7 +44,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
@@ -47,7 +55,8 @@ use leasetso_core::{ErrorCode, Frame, LeaderHint, LeaseView, MAX_LOGICAL, NodeId
 use leasetso_tests::harness::cluster::{Cluster, ClusterOptions, exclusive};
 use leasetso_tests::harness::tap::Tap;
 use leasetso_tests::{
-    Call, RawConn, Runtime, ServerProcess, TempDir, check_calls, data_dir, dead_addr, encode, wall_ms,
+    Call, RawConn, Runtime, ServerProcess, TempDir, TestCerts, Transport, check_calls, data_dir, dead_addr,
+    encode, wall_ms,
 };
 
 /// The cluster id of every server here: a Hello for another one is refused.
@@ -97,8 +106,42 @@ impl fmt::Display for ClientKind {
     }
 }
 
+/// Whether a server's doors speak TLS (`serve --certs-dir`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wire {
+    Plain,
+    Tls,
+}
+
+impl Wire {
+    /// Both wires.
+    const ALL: [Wire; 2] = [Wire::Plain, Wire::Tls];
+}
+
+impl fmt::Display for Wire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Wire::Plain => "plaintext",
+            Wire::Tls => "TLS",
+        })
+    }
+}
+
+/// The certificates of cluster 42 for every TLS server of the suite,
+/// shared as the servers are, and removed with their last user.
+fn shared_certs() -> Arc<TestCerts> {
+    static SHARED: Mutex<Weak<TestCerts>> = Mutex::new(Weak::new());
+    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(certs) = shared.upgrade() {
+        return certs;
+    }
+    let certs = Arc::new(TestCerts::create(CLUSTER));
+    *shared = Arc::downgrade(&certs);
+    certs
+}
+
 /// The options every client library takes, in the suite's terms.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct ClientConf {
     /// The cluster the client expects (0: any).
     cluster_id: u64,
@@ -108,11 +151,19 @@ struct ClientConf {
     max_batch: u32,
     /// Requests in flight on one connection, for clients that pipeline.
     in_flight: usize,
+    /// TLS, for a server with `--certs-dir`.
+    tls: Option<leasetso_std::ClientTls>,
 }
 
 impl Default for ClientConf {
     fn default() -> Self {
-        ClientConf { cluster_id: 0, deadline: Duration::from_secs(7), max_batch: 10_000, in_flight: 4 }
+        ClientConf {
+            cluster_id: 0,
+            deadline: Duration::from_secs(7),
+            max_batch: 10_000,
+            in_flight: 4,
+            tls: None,
+        }
     }
 }
 
@@ -164,6 +215,7 @@ impl TestClient {
                     connect_timeout: Duration::from_secs(1),
                     max_batch: conf.max_batch,
                     max_in_flight: conf.in_flight,
+                    tls: conf.tls,
                     ..leasetso_std::ClientOptions::default()
                 };
                 Ok(TestClient::Std(Arc::new(leasetso_std::Client::connect_with(seeds, opts)?)))
@@ -176,6 +228,7 @@ impl TestClient {
                     connect_timeout: Duration::from_secs(1),
                     max_batch: conf.max_batch,
                     max_in_flight: conf.in_flight,
+                    tls: conf.tls,
                     ..leasetso_smol::ClientOptions::default()
                 };
                 Ok(TestClient::Smol(smol::block_on(leasetso_smol::Client::connect(seeds, opts))?))
@@ -444,62 +497,108 @@ impl Callers {
 // Shared servers
 // ---------------------------------------------------------------------------
 
+/// A server of the suite: its process, and the certificates its doors take
+/// if it speaks TLS.
+struct TestServer {
+    // Dropped first: the process dies before its data dir and certificates go.
+    server: ServerProcess,
+    certs: Option<Arc<TestCerts>>,
+}
+
+impl TestServer {
+    /// `serve --cluster-id 42` on `runtime` with `wire`'s doors, on
+    /// `listen`, serving `data`; panics with its output if it fails.
+    fn start(runtime: Runtime, wire: Wire, listen: &str, data: &TempDir) -> TestServer {
+        let certs = (wire == Wire::Tls).then(shared_certs);
+        let mut args = vec!["--cluster-id".to_string(), CLUSTER.to_string()];
+        args.extend(certs.iter().flat_map(|c| c.serve_args()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = ServerProcess::try_start_runtime(runtime, listen, data.path(), &args)
+            .unwrap_or_else(|f| panic!("the {wire} {runtime} server on {listen}: {f}"));
+        let transport = certs.as_ref().map_or(Transport::Plain, |c| c.transport());
+        TestServer { server: server.over(transport), certs }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// How raw connections reach it.
+    fn transport(&self) -> &Transport {
+        self.server.transport()
+    }
+
+    /// The client options it takes (TLS if it speaks TLS).
+    fn conf(&self) -> ClientConf {
+        ClientConf { tls: self.certs.as_ref().map(|c| c.client_tls()), ..ClientConf::default() }
+    }
+}
+
 /// A single-node server (`--cluster-id 42`) shared by the cases that run
 /// while it lives: killed and its data dir removed with its last user.
 struct SharedServer {
     // Dropped first: the process dies before its data dir goes.
-    server: ServerProcess,
+    server: TestServer,
     _dir: TempDir,
 }
 
-impl SharedServer {
-    fn addr(&self) -> SocketAddr {
-        self.server.addr()
+impl std::ops::Deref for SharedServer {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.server
     }
 }
 
-/// The running shared server of `runtime`, started if none is.
-fn shared_server(runtime: Runtime) -> Arc<SharedServer> {
-    static SHARED: Mutex<[Weak<SharedServer>; 2]> = Mutex::new([Weak::new(), Weak::new()]);
-    let slot = Runtime::ALL.iter().position(|&r| r == runtime).expect("a known runtime");
+/// The running shared server of `runtime` with `wire`'s doors, started if
+/// none is.
+fn shared_server(runtime: Runtime, wire: Wire) -> Arc<SharedServer> {
+    static SHARED: Mutex<[Weak<SharedServer>; 4]> =
+        Mutex::new([Weak::new(), Weak::new(), Weak::new(), Weak::new()]);
+    let r = Runtime::ALL.iter().position(|&r| r == runtime).expect("a known runtime");
+    let w = Wire::ALL.iter().position(|&w| w == wire).expect("a known wire");
+    let slot = r * Wire::ALL.len() + w;
     let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(server) = shared[slot].upgrade() {
         return server;
     }
     let dir = data_dir();
-    let server =
-        ServerProcess::try_start_runtime(runtime, "127.0.0.1:0", dir.path(), &["--cluster-id", "42"])
-            .unwrap_or_else(|f| panic!("the shared {runtime} server: {f}"));
-    server.wait_serving();
+    let server = TestServer::start(runtime, wire, "127.0.0.1:0", &dir);
+    server.server.wait_serving();
     let server = Arc::new(SharedServer { server, _dir: dir });
     shared[slot] = Arc::downgrade(&server);
     server
 }
 
 /// Runs one cell of the matrix.
-fn cell(case: fn(Runtime, ClientKind), server: Runtime, client: ClientKind) {
-    eprintln!("{server} server, {client} client");
-    case(server, client);
+fn cell(case: fn(Runtime, ClientKind, Wire), server: Runtime, client: ClientKind, wire: Wire) {
+    eprintln!("{server} server, {client} client, {wire}");
+    case(server, client, wire);
 }
 
-/// One test per (server runtime, client) pair for each case function: a
-/// module per case, a test per cell, named `<server>_server_<client>_client`.
+/// One test per (server runtime, client, wire) triple for each case
+/// function: a module per case, a test per cell, named
+/// `<server>_server_<client>_client`, with `tls_` in front under TLS.
 macro_rules! matrix {
     ($($case:ident),* $(,)?) => {$(
         mod $case {
-            use super::{ClientKind, Runtime, cell};
+            use super::{ClientKind, Runtime, Wire, cell};
 
             matrix!(@cells $case:
-                std_server_std_client = Std, Std;
-                smol_server_std_client = Smol, Std;
-                std_server_smol_client = Std, Smol;
-                smol_server_smol_client = Smol, Smol);
+                std_server_std_client = Std, Std, Plain;
+                smol_server_std_client = Smol, Std, Plain;
+                std_server_smol_client = Std, Smol, Plain;
+                smol_server_smol_client = Smol, Smol, Plain;
+                tls_std_server_std_client = Std, Std, Tls;
+                tls_smol_server_std_client = Smol, Std, Tls;
+                tls_std_server_smol_client = Std, Smol, Tls;
+                tls_smol_server_smol_client = Smol, Smol, Tls);
         }
     )*};
-    (@cells $case:ident: $($test:ident = $server:ident, $client:ident);*) => {$(
+    (@cells $case:ident: $($test:ident = $server:ident, $client:ident, $wire:ident);*) => {$(
         #[test]
         fn $test() {
-            cell(super::$case, Runtime::$server, ClientKind::$client);
+            cell(super::$case, Runtime::$server, ClientKind::$client, Wire::$wire);
         }
     )*};
 }
@@ -513,9 +612,9 @@ matrix!(single_node, batching_and_split, pipelining, client_handshake, restart_a
 /// One caller, varied counts up to a whole millisecond: each range lies in
 /// one millisecond and above the one before, near the wall clock; invalid
 /// counts are refused without spoiling the client.
-fn single_node(server: Runtime, kind: ClientKind) {
-    let s = shared_server(server);
-    let client = TestClient::open(kind, &[s.addr()], ClientConf::default());
+fn single_node(server: Runtime, kind: ClientKind, wire: Wire) {
+    let s = shared_server(server, wire);
+    let client = TestClient::open(kind, &[s.addr()], s.conf());
     const COUNTS: [u32; 8] = [1, 2, 7, 1, 64, 1000, 1, MAX_COUNT];
     let calls = if full() { 5_000 } else { 400 };
     let mut prev = Timestamp::ZERO;
@@ -548,14 +647,20 @@ fn single_node(server: Runtime, kind: ClientKind) {
 /// caller (none dropped, none given twice), and a call above the cap goes
 /// out alone. (Served, not asked for: a request the shared server refused
 /// for a moment, `LogicalExhausted`, is sent again.)
-fn batching_and_split(server: Runtime, kind: ClientKind) {
+fn batching_and_split(server: Runtime, kind: ClientKind, wire: Wire) {
     const CAP: u32 = 8;
-    let s = shared_server(server);
-    let tap = Tap::start(s.addr()).expect("start a tap");
-    let client =
-        TestClient::open(kind, &[tap.addr()], ClientConf { max_batch: CAP, ..ClientConf::default() });
+    let s = shared_server(server, wire);
+    let conf = ClientConf { max_batch: CAP, ..s.conf() };
     let calls = if full() { 3_000 } else { 300 };
     let plan = Callers::new(8, calls, |caller, i| 1 + ((caller + i) % 5) as u32);
+    if wire == Wire::Tls {
+        // The tap cannot read TLS: the callers' history alone.
+        let recs = TestClient::open(kind, &[s.addr()], conf).run(&plan);
+        check_calls(&all_ok(&recs, &format!("{kind} client, 8 callers, TLS")));
+        return;
+    }
+    let tap = Tap::start(s.addr()).expect("start a tap");
+    let client = TestClient::open(kind, &[tap.addr()], conf);
     let recs = client.run(&plan);
     let calls = all_ok(&recs, &format!("{kind} client, 8 callers"));
     check_calls(&calls);
@@ -590,13 +695,20 @@ fn batching_and_split(server: Runtime, kind: ClientKind) {
 /// Many callers of single timestamps, seen through a tap: one connection,
 /// never more requests in flight than the client allows, and more than one
 /// whenever it allows more.
-fn pipelining(server: Runtime, kind: ClientKind) {
-    let s = shared_server(server);
-    let tap = Tap::start(s.addr()).expect("start a tap");
-    let conf = ClientConf { in_flight: 4, ..ClientConf::default() };
-    let client = TestClient::open(kind, &[tap.addr()], conf);
+fn pipelining(server: Runtime, kind: ClientKind, wire: Wire) {
+    let s = shared_server(server, wire);
+    let conf = ClientConf { in_flight: 4, ..s.conf() };
     let calls = if full() { 2_000 } else { 200 };
     let plan = Callers::new(16, calls, |_, _| 1);
+    if wire == Wire::Tls {
+        // The tap cannot read TLS: the callers' history alone.
+        let recs = TestClient::open(kind, &[s.addr()], conf).run(&plan);
+        check_calls(&all_ok(&recs, &format!("{kind} client, 16 callers, TLS")));
+        return;
+    }
+    let tap = Tap::start(s.addr()).expect("start a tap");
+    let asked = conf.in_flight;
+    let client = TestClient::open(kind, &[tap.addr()], conf);
     let recs = client.run(&plan);
     let calls = all_ok(&recs, &format!("{kind} client, 16 callers"));
     check_calls(&calls);
@@ -607,7 +719,7 @@ fn pipelining(server: Runtime, kind: ClientKind) {
         calls.len(),
         wire.get_ts,
         wire.max_in_flight,
-        conf.in_flight
+        asked
     );
     assert_eq!(wire.connections, 1, "the client used {} connections", wire.connections);
     assert!(wire.max_in_flight <= limit, "{} requests in flight, over the limit {limit}", wire.max_in_flight);
@@ -620,9 +732,9 @@ fn pipelining(server: Runtime, kind: ClientKind) {
 /// A client for another cluster is refused with ClusterMismatch; one for
 /// this cluster or any (0) is served; with nobody listening, connecting
 /// fails at once (no deadline to wait out), with no server's code.
-fn client_handshake(server: Runtime, kind: ClientKind) {
-    let s = shared_server(server);
-    let conf = |cluster_id| ClientConf { cluster_id, deadline: Duration::ZERO, ..ClientConf::default() };
+fn client_handshake(server: Runtime, kind: ClientKind, wire: Wire) {
+    let s = shared_server(server, wire);
+    let conf = |cluster_id| ClientConf { cluster_id, deadline: Duration::ZERO, ..s.conf() };
     match TestClient::connect(kind, &[s.addr()], conf(7)) {
         Ok(_) => panic!("{kind} client for cluster 7 was welcomed by cluster {CLUSTER}"),
         Err(e) => assert_eq!(e.code, Some(ErrorCode::ClusterMismatch), "{kind} client for cluster 7: {e}"),
@@ -655,39 +767,35 @@ fn take(client: &TestClient, n: usize) -> Timestamp {
 }
 
 /// The saved window end a serving node reports.
-fn window_end(addr: SocketAddr) -> u64 {
-    let (role, window_end_ms, current) = RawConn::open(addr).status().expect("GetStatus");
+fn window_end(transport: &Transport, addr: SocketAddr) -> u64 {
+    let (role, window_end_ms, current) = RawConn::open_over(transport, addr).status().expect("GetStatus");
     assert_eq!(role, Role::Leader, "status of a serving node");
     assert!(window_end_ms > current.physical_ms, "window end {window_end_ms} not above {current:?}");
     window_end_ms
 }
 
-fn restart_at(runtime: Runtime, addr: SocketAddr, dir: &TempDir) -> ServerProcess {
-    ServerProcess::try_start_runtime(runtime, &addr.to_string(), dir.path(), &[])
-        .unwrap_or_else(|f| panic!("restarting the {runtime} server on {addr}: {f}"))
+fn restart_at(runtime: Runtime, wire: Wire, addr: SocketAddr, dir: &TempDir) -> TestServer {
+    TestServer::start(runtime, wire, &addr.to_string(), dir)
 }
 
 /// A server stopped with SIGTERM, then killed with SIGKILL under load, and
 /// restarted each time on its data dir and port: one client rides through
 /// both, and everything after each restart is above everything before it
 /// and beyond the window saved before it.
-fn restart_above_the_window(runtime: Runtime, kind: ClientKind) {
+fn restart_above_the_window(runtime: Runtime, kind: ClientKind, wire: Wire) {
     let dir = data_dir();
-    let server = ServerProcess::try_start_runtime(runtime, "127.0.0.1:0", dir.path(), &[])
-        .unwrap_or_else(|f| panic!("{f}"));
-    server.wait_serving();
+    let server = TestServer::start(runtime, wire, "127.0.0.1:0", &dir);
+    server.server.wait_serving();
     let addr = server.addr();
-    let client = TestClient::open(
-        kind,
-        &[addr],
-        ClientConf { deadline: Duration::from_secs(10), ..ClientConf::default() },
-    );
+    let transport = server.transport().clone();
+    let client =
+        TestClient::open(kind, &[addr], ClientConf { deadline: Duration::from_secs(10), ..server.conf() });
     let highest = take(&client, 200);
-    let window = window_end(addr);
-    server.stop();
+    let window = window_end(&transport, addr);
+    server.server.stop();
 
-    let server = restart_at(runtime, addr, &dir);
-    let first = client.get_ts_n(1).unwrap_or_else(|e| panic!("after SIGTERM: {e}\n{}", server.log()));
+    let server = restart_at(runtime, wire, addr, &dir);
+    let first = client.get_ts_n(1).unwrap_or_else(|e| panic!("after SIGTERM: {e}\n{}", server.server.log()));
     assert!(first > highest, "after SIGTERM, {first:?} is not above {highest:?} handed out before");
     assert!(
         first.physical_ms > window,
@@ -699,15 +807,15 @@ fn restart_above_the_window(runtime: Runtime, kind: ClientKind) {
     plan.pause = Duration::from_millis(1);
     let load = client.start(plan.clone());
     assert!(plan.wait_progress(50, RESUME), "the load made no progress before the crash");
-    let window = window_end(addr);
-    server.crash();
+    let window = window_end(&transport, addr);
+    server.server.crash();
     let crashed = Instant::now();
-    let server = restart_at(runtime, addr, &dir);
+    let server = restart_at(runtime, wire, addr, &dir);
     let restarted = Instant::now();
     let resumed = plan.wait_progress(50, RESUME);
     plan.stop();
     let recs = load.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-    assert!(resumed, "the load made no progress after the restart\n{}", server.log());
+    assert!(resumed, "the load made no progress after the restart\n{}", server.server.log());
     let calls = all_ok(&recs, &format!("{kind} client through a kill -9 of the {runtime} server"));
     check_calls(&calls);
     let before = calls.iter().filter(|c| c.received < crashed).map(|c| c.last).max().expect("calls before");
@@ -720,7 +828,7 @@ fn restart_above_the_window(runtime: Runtime, kind: ClientKind) {
             "after kill -9, {c:?} is not beyond the saved window end {window}"
         );
     }
-    server.stop();
+    server.server.stop();
 }
 
 // ---------------------------------------------------------------------------
@@ -751,7 +859,7 @@ fn restart_across_runtimes() {
         for count in [1, 100, 4096, 1] {
             highest = conn.get_ts_retry(count, Instant::now() + Duration::from_secs(5)).expect("GetTs");
         }
-        window = window_end(server.addr());
+        window = window_end(&Transport::Plain, server.addr());
         if i % 2 == 0 {
             server.stop();
         } else {
@@ -768,26 +876,28 @@ fn restart_across_runtimes() {
 /// its leader is killed with SIGKILL again and again and restarted (with
 /// `switch`, on the other runtime), then stopped with SIGTERM. Every call
 /// of every client succeeds, and their histories together are valid.
-fn failover_by_kill_9(runtimes: [Runtime; 3], switch: bool) {
+fn failover_by_kill_9(runtimes: [Runtime; 3], switch: bool, wire: Wire) {
     let _serial = exclusive();
     let rounds = if full() { 8 } else { 2 };
     let opts = ClusterOptions {
         lease_ms: 500,
         cluster_id: Some(CLUSTER),
         runtimes: runtimes.to_vec(),
+        certs: (wire == Wire::Tls).then(shared_certs),
         ..ClusterOptions::default()
     };
+    let conf = ClientConf { tls: opts.certs.as_ref().map(|c| c.client_tls()), ..ClientConf::default() };
     let mut cluster = Cluster::start(3, opts);
     let leader = cluster.wait_leader(ELECTION);
     cluster.wait_serving(ELECTION);
     followers_answer_alike(&cluster, leader);
-    follower_seeds_lead_to_the_leader(&cluster, leader);
+    follower_seeds_lead_to_the_leader(&cluster, leader, &conf);
     let seeds = cluster.client_addrs();
     let loads: Vec<(ClientKind, Callers, JoinHandle<Vec<Rec>>)> = ClientKind::ALL
         .iter()
         .enumerate()
         .map(|(k, &kind)| {
-            let client = TestClient::connect(kind, &seeds, ClientConf::default())
+            let client = TestClient::connect(kind, &seeds, conf.clone())
                 .unwrap_or_else(|e| cluster.fail(&format!("{kind} client to {seeds:?}: {e}")));
             let mut plan = Callers::new(4, usize::MAX, |c, i| [1, 1, 3, 16][(c + i) % 4]);
             plan.first_id = k * 100;
@@ -866,7 +976,7 @@ fn failover_by_kill_9(runtimes: [Runtime; 3], switch: bool) {
             assert!(before.to_u64() < after, "a call after a kill got {after}, below {before:?} before it");
         }
     }
-    eprintln!("{runtimes:?}: {} calls, {total} timestamps through {rounds} kills", calls.len());
+    eprintln!("{runtimes:?}, {wire}: {} calls, {total} timestamps through {rounds} kills", calls.len());
     cluster.restart(leader);
     cluster.assert_running();
 }
@@ -912,7 +1022,7 @@ fn followers_answer_alike(cluster: &Cluster, leader: usize) {
         let want = expected(&case);
         let deadline = Instant::now() + Duration::from_secs(5);
         let got = loop {
-            let got = transcript(cluster.node_addr(i), &case);
+            let got = transcript(cluster.node_addr(i), &cluster.transport(), &case);
             if got == want || Instant::now() >= deadline {
                 break got;
             }
@@ -941,11 +1051,11 @@ fn followers_answer_alike(cluster: &Cluster, leader: usize) {
 
 /// A client of each library given only a follower's address reaches the
 /// leader by its hint, and says it talks to the leader afterwards.
-fn follower_seeds_lead_to_the_leader(cluster: &Cluster, leader: usize) {
+fn follower_seeds_lead_to_the_leader(cluster: &Cluster, leader: usize, conf: &ClientConf) {
     let follower = (leader + 1) % cluster.len();
     for kind in ClientKind::ALL {
         let seeds = [cluster.node_addr(follower)];
-        let client = TestClient::connect(kind, &seeds, ClientConf::default())
+        let client = TestClient::connect(kind, &seeds, conf.clone())
             .unwrap_or_else(|e| cluster.fail(&format!("{kind} client to follower {follower}: {e}")));
         if let Err(e) = client.get_ts_n(1) {
             cluster.fail(&format!("{kind} client seeded with follower {follower}: {e}"));
@@ -965,23 +1075,30 @@ fn follower_seeds_lead_to_the_leader(cluster: &Cluster, leader: usize) {
 }
 
 mod failover_by_kill_9 {
-    use super::Runtime;
+    use super::{Runtime, Wire};
 
     #[test]
     fn std_cluster() {
-        super::failover_by_kill_9([Runtime::Std; 3], false);
+        super::failover_by_kill_9([Runtime::Std; 3], false, Wire::Plain);
     }
 
     #[test]
     fn smol_cluster() {
-        super::failover_by_kill_9([Runtime::Smol; 3], false);
+        super::failover_by_kill_9([Runtime::Smol; 3], false, Wire::Plain);
     }
 
     /// Each killed node also comes back on the other runtime, on its
     /// data dir: the runtimes share the store and the peer protocol.
     #[test]
     fn mixed_cluster() {
-        super::failover_by_kill_9([Runtime::Smol, Runtime::Std, Runtime::Smol], true);
+        super::failover_by_kill_9([Runtime::Smol, Runtime::Std, Runtime::Smol], true, Wire::Plain);
+    }
+
+    /// The mixed cluster with TLS on every door and link: mTLS between
+    /// nodes of both runtimes, TLS to clients of both libraries.
+    #[test]
+    fn tls_mixed_cluster() {
+        super::failover_by_kill_9([Runtime::Std, Runtime::Smol, Runtime::Std], true, Wire::Tls);
     }
 }
 
@@ -1323,12 +1440,13 @@ fn mask(frame: Frame, server: SocketAddr) -> Frame {
     }
 }
 
-/// Runs `case` on a fresh connection to `server`; returns what came back.
-fn transcript(server: SocketAddr, case: &RawCase) -> Vec<Event> {
-    let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("{}: connect to {server}: {e}", case.name));
-    stream.set_nodelay(true).expect("nodelay");
-    stream.set_read_timeout(Some(RAW_READ_TIMEOUT)).expect("read timeout");
+/// Runs `case` on a fresh connection to `server` over `transport`; returns
+/// what came back.
+fn transcript(server: SocketAddr, transport: &Transport, case: &RawCase) -> Vec<Event> {
+    let mut stream = transport
+        .dial(server)
+        .unwrap_or_else(|e| panic!("{}: connect to {server} ({}): {e}", case.name, transport.name()));
+    stream.tcp().set_read_timeout(Some(RAW_READ_TIMEOUT)).expect("read timeout");
     let mut steps = case.steps.clone();
     if case.end == End::Open {
         steps.push(Step::Send(encode(&Frame::GetStatus { id: SENTINEL })));
@@ -1344,7 +1462,7 @@ fn transcript(server: SocketAddr, case: &RawCase) -> Vec<Event> {
                 thread::sleep(*d);
                 Ok(())
             }
-            Step::HalfClose => stream.shutdown(Shutdown::Write),
+            Step::HalfClose => stream.shutdown_write(),
         };
         // A server that closed early shows in the transcript; a write
         // refused by it is no failure of its own.
@@ -1432,20 +1550,22 @@ fn show(events: &[Event]) -> String {
     events.iter().map(|e| format!("\n      {e:?}")).collect()
 }
 
-/// Every raw case against the shared server of each runtime, all at once:
-/// each runtime must give back the same bytes as the others, and the bytes
-/// PROTOCOL.md prescribes; and the servers serve on afterwards.
+/// Every raw case against the shared server of each runtime, plaintext and
+/// with TLS, all at once: each gives back the same bytes as the others, and
+/// the bytes PROTOCOL.md prescribes; and the servers serve on afterwards.
 #[test]
 fn raw_frames_get_the_same_bytes_from_every_server_runtime() {
-    let runtimes = Runtime::ALL;
-    let servers: Vec<Arc<SharedServer>> = runtimes.iter().map(|&r| shared_server(r)).collect();
+    let targets: Vec<(String, Arc<SharedServer>)> = Runtime::ALL
+        .iter()
+        .flat_map(|&r| Wire::ALL.map(|w| (format!("{w} {r}"), shared_server(r, w))))
+        .collect();
     let cases = raw_cases();
     let transcripts: Vec<Vec<Vec<Event>>> = thread::scope(|s| {
-        let handles: Vec<Vec<_>> = servers
+        let handles: Vec<Vec<_>> = targets
             .iter()
-            .map(|server| {
-                let addr = server.addr();
-                cases.iter().map(|case| s.spawn(move || transcript(addr, case))).collect()
+            .map(|(_, server)| {
+                let (addr, transport) = (server.addr(), server.transport());
+                cases.iter().map(|case| s.spawn(move || transcript(addr, transport, case))).collect()
             })
             .collect();
         handles
@@ -1456,29 +1576,28 @@ fn raw_frames_get_the_same_bytes_from_every_server_runtime() {
             .collect()
     });
     let mut problems = Vec::new();
+    let first = &targets[0].0;
     for (c, case) in cases.iter().enumerate() {
-        // The point: every runtime answers with the same bytes.
-        for (r, runtime) in runtimes.iter().enumerate().skip(1) {
-            if transcripts[r][c] != transcripts[0][c] {
+        // The point: every runtime, on either wire, answers with the same bytes.
+        for (t, (name, _)) in targets.iter().enumerate().skip(1) {
+            if transcripts[t][c] != transcripts[0][c] {
                 problems.push(format!(
-                    "{:?}: the {} and {runtime} servers differ:\n    {}:{}\n    {runtime}:{}",
+                    "{:?}: the {first} and {name} servers differ:\n    {first}:{}\n    {name}:{}",
                     case.name,
-                    runtimes[0],
-                    runtimes[0],
                     show(&transcripts[0][c]),
-                    show(&transcripts[r][c])
+                    show(&transcripts[t][c])
                 ));
             }
         }
         // And the bytes are the protocol's.
         let want = expected(case);
-        for (r, runtime) in runtimes.iter().enumerate() {
-            if transcripts[r][c] != want {
+        for (t, (name, _)) in targets.iter().enumerate() {
+            if transcripts[t][c] != want {
                 problems.push(format!(
-                    "{:?}: the {runtime} server does not answer as PROTOCOL.md says:\n    expected:{}\n    got:{}",
+                    "{:?}: the {name} server does not answer as PROTOCOL.md says:\n    expected:{}\n    got:{}",
                     case.name,
                     show(&want),
-                    show(&transcripts[r][c])
+                    show(&transcripts[t][c])
                 ));
             }
         }
@@ -1491,11 +1610,11 @@ fn raw_frames_get_the_same_bytes_from_every_server_runtime() {
         problems.join("\n  ")
     );
     // Nothing above disturbed the servers.
-    for (server, runtime) in servers.iter().zip(&runtimes) {
-        let mut conn = RawConn::open(server.addr());
-        let ts =
-            conn.get_ts(1).expect("GetTs").unwrap_or_else(|code| panic!("the {runtime} server: {code:?}"));
+    for (name, server) in &targets {
+        let mut conn = RawConn::open_over(server.transport(), server.addr());
+        let ts = conn.get_ts(1).expect("GetTs").unwrap_or_else(|code| panic!("the {name} server: {code:?}"));
         assert!(ts.logical >= 1);
     }
-    eprintln!("{} raw cases, identical on {runtimes:?}", cases.len());
+    let names: Vec<&str> = targets.iter().map(|(n, _)| n.as_str()).collect();
+    eprintln!("{} raw cases, identical on {names:?}", cases.len());
 }

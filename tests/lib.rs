@@ -7,7 +7,10 @@
 //!   stops it with SIGTERM or SIGKILL, and kills it on drop, so no process
 //!   outlives a test, passing or failing.
 //! * [`RawConn`] is a minimal client written from the wire codec alone, for
-//!   tests that must send what a well-behaved client never would.
+//!   tests that must send what a well-behaved client never would, over
+//!   plain TCP or TLS ([`Transport`]).
+//! * [`TestCerts`] is a cluster's certificates from `leasetso cert`, for
+//!   the same tests with TLS on.
 //! * [`Call`] and [`check_calls`] check the oracle's guarantees on the
 //!   timestamps that clients saw.
 //!
@@ -293,6 +296,8 @@ pub struct ServerProcess {
     log: Log,
     drains: Vec<JoinHandle<()>>,
     exited: bool,
+    /// How the harness's own connections reach it ([`wait_serving`](Self::wait_serving)).
+    transport: Transport,
 }
 
 impl ServerProcess {
@@ -349,6 +354,7 @@ impl ServerProcess {
             log,
             drains,
             exited: false,
+            transport: Transport::Plain,
         };
         let line = match rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => line,
@@ -370,6 +376,18 @@ impl ServerProcess {
             }
             _ => Err(server.fail(format!("no 127.0.0.1:<port> in the ready line {line:?}"))),
         }
+    }
+
+    /// Makes the harness's own connections to it use `transport` (a server
+    /// started with `--certs-dir` takes TLS alone).
+    pub fn over(mut self, transport: Transport) -> ServerProcess {
+        self.transport = transport;
+        self
+    }
+
+    /// How the harness reaches it.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// Kills the child (if still running) and describes the failure.
@@ -437,7 +455,7 @@ impl ServerProcess {
         let deadline = Instant::now() + SERVE_TIMEOUT;
         let mut last_error = String::new();
         while Instant::now() < deadline {
-            match RawConn::connect(self.addr).and_then(|mut c| {
+            match RawConn::connect_over(&self.transport, self.addr).and_then(|mut c| {
                 c.hello()?;
                 c.get_ts_retry(1, deadline)
             }) {
@@ -575,33 +593,194 @@ impl From<RecvError> for io::Error {
     }
 }
 
+/// How a test reaches a server's client door: plain TCP, or TLS with a
+/// client certificate of the cluster's CA.
+#[derive(Clone, Debug, Default)]
+pub enum Transport {
+    /// Plain TCP (a server without `--certs-dir`).
+    #[default]
+    Plain,
+    /// TLS as this client (a server with `--certs-dir`).
+    Tls(Arc<rustls::ClientConfig>),
+}
+
+impl Transport {
+    /// Whether it is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
+    /// "plaintext" or "TLS", for messages.
+    pub fn name(&self) -> &'static str {
+        if self.is_tls() { "TLS" } else { "plaintext" }
+    }
+
+    /// A connection to `addr` (for TLS, the handshake runs with the first
+    /// read or write), with the harness's timeouts and no Nagle delay.
+    pub fn dial(&self, addr: SocketAddr) -> io::Result<Duplex> {
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        tcp.set_read_timeout(Some(READ_TIMEOUT))?;
+        tcp.set_write_timeout(Some(READ_TIMEOUT))?;
+        tcp.set_nodelay(true)?;
+        Ok(match self {
+            Transport::Plain => Duplex::Plain(tcp),
+            Transport::Tls(config) => {
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let conn =
+                    rustls::ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
+                Duplex::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+            }
+        })
+    }
+}
+
+/// A client connection as [`Transport::dial`] makes it: bytes in and out,
+/// whatever carries them.
+pub enum Duplex {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Duplex {
+    /// The TCP socket underneath, e.g. to change its timeouts.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Duplex::Plain(s) => s,
+            Duplex::Tls(s) => &s.sock,
+        }
+    }
+
+    /// Ends the writing half: the server reads EOF (under TLS, a
+    /// close_notify first, as a TLS client closes).
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        if let Duplex::Tls(s) = self {
+            s.conn.send_close_notify();
+            s.flush()?;
+        }
+        self.tcp().shutdown(Shutdown::Write)
+    }
+}
+
+impl Read for Duplex {
+    /// Under TLS, a server that closes without a close_notify reads as an
+    /// `UnexpectedEof` error, not as the end (rustls's rule: a truncation
+    /// attack looks the same).
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Duplex::Plain(s) => s.read(buf),
+            Duplex::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Duplex {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Duplex::Plain(s) => s.write(buf),
+            Duplex::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Duplex::Plain(s) => s.flush(),
+            Duplex::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A cluster's certificates, made with `leasetso cert` in a temporary
+/// directory (removed on drop): a CA for cluster `cluster`, nodes 1 to 5
+/// for 127.0.0.1, and the admin client `root`.
+#[derive(Debug)]
+pub struct TestCerts {
+    dir: TempDir,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl TestCerts {
+    /// Makes them; panics with `leasetso cert`'s output if it fails.
+    pub fn create(cluster: u64) -> TestCerts {
+        let dir = tempfile::Builder::new().prefix("leasetso-certs-").tempdir().expect("a temp dir");
+        let cluster = cluster.to_string();
+        let mut steps: Vec<Vec<&str>> = vec![vec!["create-ca", "--cluster-id", &cluster]];
+        let ids: Vec<String> = (1..=5).map(|i: u16| i.to_string()).collect();
+        for id in &ids {
+            steps.push(vec!["create-node", "--id", id, "--host", "127.0.0.1"]);
+        }
+        steps.push(vec!["create-client", "--name", "root", "--admin"]);
+        for args in steps {
+            let out = Command::new(leasetso_bin())
+                .arg("cert")
+                .args(&args)
+                .arg("--certs-dir")
+                .arg(dir.path())
+                .output()
+                .expect("run leasetso cert");
+            assert!(out.status.success(), "leasetso cert {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let client = leasetso_std::ClientTls::from_dir(dir.path(), "root")
+            .unwrap_or_else(|e| panic!("the client certificate of {}: {e}", dir.path().display()));
+        TestCerts { dir, client: client.0 }
+    }
+
+    /// The directory, for `serve --certs-dir`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `serve`'s arguments for TLS with these certificates.
+    pub fn serve_args(&self) -> Vec<String> {
+        vec!["--certs-dir".into(), self.dir().display().to_string()]
+    }
+
+    /// The TLS configuration of the client libraries, as `root`.
+    pub fn client_tls(&self) -> leasetso_std::ClientTls {
+        leasetso_std::ClientTls(Arc::clone(&self.client))
+    }
+
+    /// Raw connections as `root`.
+    pub fn transport(&self) -> Transport {
+        Transport::Tls(Arc::clone(&self.client))
+    }
+}
+
 /// A client connection that speaks the wire protocol frame by frame.
 pub struct RawConn {
-    stream: TcpStream,
+    stream: Duplex,
     buf: Vec<u8>,
     next_id: u64,
 }
 
 impl RawConn {
-    /// Connects (no handshake yet).
+    /// Connects over plain TCP (no handshake yet).
     pub fn connect(addr: SocketAddr) -> io::Result<RawConn> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(READ_TIMEOUT))?;
-        stream.set_write_timeout(Some(READ_TIMEOUT))?;
-        stream.set_nodelay(true)?;
-        Ok(RawConn { stream, buf: Vec::with_capacity(256), next_id: 1 })
+        Self::connect_over(&Transport::Plain, addr)
     }
 
-    /// Connects and completes the handshake.
+    /// Connects over `transport` (no handshake of the protocol yet).
+    pub fn connect_over(transport: &Transport, addr: SocketAddr) -> io::Result<RawConn> {
+        Ok(RawConn { stream: transport.dial(addr)?, buf: Vec::with_capacity(256), next_id: 1 })
+    }
+
+    /// Connects over plain TCP and completes the handshake.
     pub fn open(addr: SocketAddr) -> RawConn {
-        let mut conn = RawConn::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        conn.hello().unwrap_or_else(|e| panic!("handshake with {addr}: {e}"));
+        Self::open_over(&Transport::Plain, addr)
+    }
+
+    /// Connects over `transport` and completes the handshake.
+    pub fn open_over(transport: &Transport, addr: SocketAddr) -> RawConn {
+        let mut conn = RawConn::connect_over(transport, addr)
+            .unwrap_or_else(|e| panic!("connect to {addr} ({}): {e}", transport.name()));
+        conn.hello().unwrap_or_else(|e| panic!("handshake with {addr} ({}): {e}", transport.name()));
         conn
     }
 
-    /// The socket, e.g. to change its timeouts.
+    /// The TCP socket, e.g. to change its timeouts.
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        self.stream.tcp()
     }
 
     /// Sends one frame.
@@ -617,8 +796,8 @@ impl RawConn {
     }
 
     /// Closes the writing half (the server reads EOF).
-    pub fn shutdown_write(&self) -> io::Result<()> {
-        self.stream.shutdown(Shutdown::Write)
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        self.stream.shutdown_write()
     }
 
     /// The next frame from the server.

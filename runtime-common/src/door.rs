@@ -57,6 +57,11 @@ pub trait Door {
     fn authenticated(&mut self, identity: &Identity) {
         let _ = identity;
     }
+    /// The client closed its side (possibly mid-request: nothing more is
+    /// answered). What must still reach it before the socket closes goes to
+    /// the out buffer: under TLS a close_notify, so that the client reads a
+    /// clean end, as it reads EOF from a plaintext door.
+    fn finish(&mut self) {}
 }
 
 /// A door chosen at run time (plaintext or behind TLS) is a door.
@@ -83,6 +88,10 @@ impl<D: Door + ?Sized> Door for Box<D> {
 
     fn authenticated(&mut self, identity: &Identity) {
         (**self).authenticated(identity);
+    }
+
+    fn finish(&mut self) {
+        (**self).finish();
     }
 }
 

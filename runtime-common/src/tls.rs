@@ -705,6 +705,11 @@ impl<D: Door> Door for TlsDoor<D> {
     fn room(&self) -> usize {
         RECORD_ROOM
     }
+
+    fn finish(&mut self) {
+        self.tls.close();
+        let _ = self.seal();
+    }
 }
 
 #[cfg(test)]

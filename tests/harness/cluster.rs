@@ -42,8 +42,8 @@ use leasetso_std::{Client, ClientError, ClientOptions};
 use super::netns::Netns;
 use super::proxy::DelayProxy;
 use crate::{
-    Drained, Log, RawConn, Runtime, START_TIMEOUT, STOP_TIMEOUT, TempDir, data_dir, leasetso_bin,
-    send_signal, spawn_drained, wait_timeout,
+    Drained, Log, RawConn, Runtime, START_TIMEOUT, STOP_TIMEOUT, TempDir, TestCerts, Transport, data_dir,
+    leasetso_bin, send_signal, spawn_drained, wait_timeout,
 };
 
 /// The peer port of every node in a namespace.
@@ -114,6 +114,9 @@ pub struct ClusterOptions {
     /// Node `i` runs on `runtimes[i]` (`serve --runtime`), std past the
     /// end: empty runs every node on std, `[Smol, Std, Std]` a mixed cluster.
     pub runtimes: Vec<Runtime>,
+    /// TLS on every door and link (`--certs-dir`), with these certificates;
+    /// the harness's own connections and clients use them too.
+    pub certs: Option<Arc<TestCerts>>,
 }
 
 impl Default for ClusterOptions {
@@ -127,6 +130,7 @@ impl Default for ClusterOptions {
             netns: None,
             delays: Vec::new(),
             runtimes: Vec::new(),
+            certs: None,
         }
     }
 }
@@ -312,6 +316,9 @@ impl Cluster {
         }
         if let Some(id) = self.opts.cluster_id {
             args.extend(["--cluster-id".into(), id.to_string().into()]);
+        }
+        if let Some(certs) = &self.opts.certs {
+            args.extend(certs.serve_args().into_iter().map(OsString::from));
         }
         args.extend(self.opts.extra_args.iter().map(OsString::from));
         args.extend(node.extra.iter().map(OsString::from));
@@ -597,7 +604,18 @@ impl Cluster {
 
     /// What node `i` says about itself (one connection, one GetStatus).
     pub fn status(&self, i: usize) -> io::Result<NodeState> {
-        query_status(self.node_addr(i), STATUS_TIMEOUT)
+        query_status_over(&self.transport(), self.node_addr(i), STATUS_TIMEOUT)
+    }
+
+    /// How the harness's raw connections reach the nodes: TLS with the
+    /// cluster's certificates, if it has them.
+    pub fn transport(&self) -> Transport {
+        self.opts.certs.as_ref().map_or(Transport::Plain, |c| c.transport())
+    }
+
+    /// [`client_options`] with the cluster's TLS, if it has any.
+    pub fn client_options(&self, deadline: Duration) -> ClientOptions {
+        ClientOptions { tls: self.opts.certs.as_ref().map(|c| c.client_tls()), ..client_options(deadline) }
     }
 
     /// Every node's status, `Err` for those that do not answer.
@@ -657,7 +675,7 @@ impl Cluster {
 
     /// A library client over every node's client address.
     pub fn client(&self, deadline: Duration) -> Client {
-        connect_client(&self.client_addrs(), deadline)
+        Client::connect_with(&self.client_addrs()[..], self.client_options(deadline))
             .unwrap_or_else(|e| self.fail(&format!("connecting a client to {:?}: {e}", self.client_addrs())))
     }
 
@@ -667,7 +685,8 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
         while Instant::now() < deadline {
-            match connect_client(&self.client_addrs(), Duration::from_secs(1)).and_then(|c| c.get_ts()) {
+            let opts = self.client_options(Duration::from_secs(1));
+            match Client::connect_with(&self.client_addrs()[..], opts).and_then(|c| c.get_ts()) {
                 Ok(ts) => return ts,
                 Err(e) => last = e.to_string(),
             }
@@ -703,9 +722,18 @@ impl Failure {
     }
 }
 
-/// One GetStatus on a fresh connection to `addr`.
+/// One GetStatus on a fresh plaintext connection to `addr`.
 pub fn query_status(addr: SocketAddr, timeout: Duration) -> io::Result<NodeState> {
-    let mut conn = RawConn::connect(addr)?;
+    query_status_over(&Transport::Plain, addr, timeout)
+}
+
+/// One GetStatus on a fresh connection to `addr` over `transport`.
+pub fn query_status_over(
+    transport: &Transport,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<NodeState> {
+    let mut conn = RawConn::connect_over(transport, addr)?;
     conn.stream().set_read_timeout(Some(timeout))?;
     conn.hello()?;
     let id = conn.next_id();

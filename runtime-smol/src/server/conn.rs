@@ -33,8 +33,14 @@ pub(crate) async fn serve(shared: &Shared, mut stream: TcpStream, mut door: impl
             Next::Read => {
                 let room = door.room();
                 match refill(&mut stream, door.input(), room).await {
-                    // The client left, possibly mid-request: nothing to answer.
-                    Ok(0) | Err(_) => return,
+                    // The client left, possibly mid-request: nothing to
+                    // answer, but a clean end (TLS's close_notify).
+                    Ok(0) => {
+                        door.finish();
+                        let _ = stream.write_all(door.out()).await;
+                        return;
+                    }
+                    Err(_) => return,
                     Ok(_) => {}
                 }
             }

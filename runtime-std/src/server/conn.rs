@@ -45,8 +45,14 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream, mut door: impl Door) {
         }
         let room = door.room();
         match refill(&stream, door.input(), room) {
-            // The client left, possibly mid-request: nothing to answer.
-            Ok(0) | Err(_) => return,
+            // The client left, possibly mid-request: nothing to answer,
+            // but a clean end (TLS's close_notify).
+            Ok(0) => {
+                door.finish();
+                let _ = flush(&stream, door.out());
+                return;
+            }
+            Err(_) => return,
             Ok(_) => {}
         }
     }
