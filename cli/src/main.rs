@@ -199,6 +199,13 @@ struct ServeArgs {
     /// port can take timestamps, and on the peer port speak for a node.
     #[arg(long)]
     insecure: bool,
+    /// The most client connections (client and Redis doors together)
+    /// served at once; one more gets a refusal (`TooManyConnections`, or
+    /// `-ERR max clients reached`) and is closed. Default: 10000, or less
+    /// to fit the open-file limit (raised to its hard limit at start) with
+    /// room kept for the peer links, the store and the listeners.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -364,6 +371,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         resp: args.resp,
         certs_dir: args.certs_dir,
         resp_password,
+        max_connections: args.max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
     };
     // Installed before the server starts, so a signal that arrives during
     // start-up still stops it cleanly once it runs.

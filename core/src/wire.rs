@@ -68,6 +68,11 @@ pub enum ErrorCode {
     ClusterMismatch = 20,
     /// A request before the handshake, or a second handshake. Fatal.
     HandshakeRequired = 21,
+    /// The server is at its connection cap (`serve --max-connections`):
+    /// sent at once to a connection it will not serve, which it then
+    /// closes. Fatal for the connection, retryable for the request: a
+    /// client retries later, or at another node.
+    TooManyConnections = 22,
 }
 
 impl ErrorCode {
@@ -87,6 +92,7 @@ impl ErrorCode {
             19 => UnsupportedVersion,
             20 => ClusterMismatch,
             21 => HandshakeRequired,
+            22 => TooManyConnections,
             _ => return None,
         })
     }
@@ -98,7 +104,13 @@ impl ErrorCode {
 
     /// Whether the same request may succeed if sent again.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::NotLeader | ErrorCode::LogicalExhausted | ErrorCode::Internal)
+        matches!(
+            self,
+            ErrorCode::NotLeader
+                | ErrorCode::LogicalExhausted
+                | ErrorCode::Internal
+                | ErrorCode::TooManyConnections
+        )
     }
 }
 

@@ -43,6 +43,10 @@ pub struct ServerConfig {
     /// directory of `leasetso cert`, with `ca.crt` and this node's
     /// `node.<id>.crt` / `.key`. Plaintext if `None`.
     pub certs_dir: Option<PathBuf>,
+    /// The most client connections (client and RESP doors together) served
+    /// at once (`serve --max-connections`); `None`: the default under the
+    /// open-file limit ([`crate::limits::default_max_connections`]).
+    pub max_connections: Option<usize>,
 }
 
 impl ServerConfig {
@@ -58,7 +62,16 @@ impl ServerConfig {
             resp: None,
             certs_dir: None,
             resp_password: None,
+            max_connections: None,
         }
+    }
+
+    /// The connection cap (H1): the one given, or the default under the
+    /// open-file limit, which is raised to its hard limit first.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            crate::limits::default_max_connections(self.node.nodes, crate::limits::raise_nofile())
+        })
     }
 }
 

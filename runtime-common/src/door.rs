@@ -11,10 +11,12 @@
 
 use leasetso_core::conn::{FRAME_ROOM, OUT_CAPACITY, READ_BUF};
 use leasetso_core::resp::{MAX_COMMAND_LEN, OUT_LIMIT, RespConn, RespServed, ServerInfo};
-use leasetso_core::{Instant, Served, ServerConn, StoreOp, StoreReply};
+use leasetso_core::{ErrorCode, Frame, Instant, LeaderHint, Served, ServerConn, StoreOp, StoreReply};
 
 use crate::io::InBuf;
 use crate::kit::{Kit, RespDoor};
+use crate::limits::Slot;
+use crate::quiet;
 use crate::tls::Identity;
 
 /// Read buffer of a RESP connection: many pipelined commands per read.
@@ -62,6 +64,12 @@ pub trait Door {
     /// the out buffer: under TLS a close_notify, so that the client reads a
     /// clean end, as it reads EOF from a plaintext door.
     fn finish(&mut self) {}
+    /// Whether the connection is still in its handshake (TLS, `Hello`, the
+    /// Redis door's `AUTH`): the runtime closes it if it stays there past
+    /// the deadline (H2, [`crate::limits`]).
+    fn handshaking(&self) -> bool {
+        false
+    }
 }
 
 /// A door chosen at run time (plaintext or behind TLS) is a door.
@@ -92,6 +100,105 @@ impl<D: Door + ?Sized> Door for Box<D> {
 
     fn finish(&mut self) {
         (**self).finish();
+    }
+
+    fn handshaking(&self) -> bool {
+        (**self).handshaking()
+    }
+}
+
+/// A door holding its connection's place under the cap (H1): the place is
+/// given back when the connection's door is dropped, however it ends.
+#[derive(Debug)]
+pub struct Held<'a, D> {
+    door: D,
+    _slot: Slot<'a>,
+}
+
+impl<'a, D: Door> Held<'a, D> {
+    /// `door`, holding `slot`.
+    pub fn new(door: D, slot: Slot<'a>) -> Self {
+        Held { door, _slot: slot }
+    }
+}
+
+impl<D: Door> Door for Held<'_, D> {
+    fn step(&mut self, now: Instant) -> Next {
+        self.door.step(now)
+    }
+
+    fn admin_done(&mut self, id: u64, reply: Option<StoreReply>) {
+        self.door.admin_done(id, reply);
+    }
+
+    fn out(&mut self) -> &mut Vec<u8> {
+        self.door.out()
+    }
+
+    fn input(&mut self) -> &mut InBuf {
+        self.door.input()
+    }
+
+    fn room(&self) -> usize {
+        self.door.room()
+    }
+
+    fn authenticated(&mut self, identity: &Identity) {
+        self.door.authenticated(identity);
+    }
+
+    fn finish(&mut self) {
+        self.door.finish();
+    }
+
+    fn handshaking(&self) -> bool {
+        self.door.handshaking()
+    }
+}
+
+/// A connection refused at the cap (H1): its door's refusal goes out at
+/// once (after TLS's handshake, behind TLS), then it closes. It reads
+/// nothing: what the client sent is dropped by the runtime's linger.
+#[derive(Debug)]
+pub struct Refused {
+    out: Vec<u8>,
+    input: InBuf,
+}
+
+impl Refused {
+    /// The native door's refusal: a fatal `TooManyConnections`.
+    pub fn native() -> Self {
+        let frame =
+            Frame::Error { id: 0, code: ErrorCode::TooManyConnections, leader: LeaderHint::default() };
+        let mut out = Vec::with_capacity(frame.encoded_len());
+        // A `Vec` grows: encoding into it cannot fail.
+        let _ = frame.encode(&mut out);
+        Refused { out, input: InBuf::new(64) }
+    }
+
+    /// The Redis door's refusal, as Redis words it at its `maxclients`.
+    pub fn resp() -> Self {
+        Refused { out: b"-ERR max clients reached\r\n".to_vec(), input: InBuf::new(64) }
+    }
+}
+
+impl Door for Refused {
+    fn step(&mut self, _: Instant) -> Next {
+        Next::Close
+    }
+
+    fn admin_done(&mut self, _: u64, _: Option<StoreReply>) {}
+
+    fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    fn input(&mut self) -> &mut InBuf {
+        &mut self.input
+    }
+
+    fn room(&self) -> usize {
+        64
     }
 }
 
@@ -144,7 +251,7 @@ impl Door for ClientDoor<'_> {
                 Served::Flush => Next::Flush,
                 Served::Admin { id, op } => {
                     if let Some(why) = self.forbidden(&op) {
-                        tracing::warn!(?op, why, "refusing an operator request");
+                        crate::warn_quiet!(quiet::ADMIN_REFUSED, ?op, why, "refusing an operator request");
                         // It is the pending request: it cannot be refused.
                         let _ = self.session.admin_forbidden(id, &mut self.kit, &mut self.out);
                         continue;
@@ -179,6 +286,10 @@ impl Door for ClientDoor<'_> {
 
     fn authenticated(&mut self, identity: &Identity) {
         self.admin = identity.is_admin();
+    }
+
+    fn handshaking(&self) -> bool {
+        !self.session.is_greeted() && !self.session.is_closed()
     }
 }
 
@@ -234,5 +345,9 @@ impl Door for RespConnDoor<'_> {
 
     fn room(&self) -> usize {
         MAX_COMMAND_LEN
+    }
+
+    fn handshaking(&self) -> bool {
+        !self.session.session().is_authenticated()
     }
 }

@@ -274,6 +274,8 @@ pub struct DriverLoop {
     inputs: Vec<Input>,
     /// The node's next deadline, as the last step left it.
     next: Option<Instant>,
+    /// When the held-back warnings were last summed up ([`crate::quiet::flush`]).
+    flushed: std::time::Instant,
 }
 
 impl DriverLoop {
@@ -302,6 +304,7 @@ impl DriverLoop {
             outs: Outs::new(kit.nodes),
             inputs: Vec::with_capacity(BATCH),
             next: kit.node.with_node(|n| n.poll_timeout()).flatten(),
+            flushed: std::time::Instant::now(),
         }
     }
 
@@ -347,6 +350,12 @@ impl DriverLoop {
         mut peer: impl FnMut(NodeId, PeerFrame),
         local: impl FnMut(StoreRequest) -> bool,
     ) -> bool {
+        // The held-back warnings' summaries, about once a second.
+        let wall = std::time::Instant::now();
+        if wall.saturating_duration_since(self.flushed) >= Duration::from_secs(1) {
+            crate::quiet::flush(wall);
+            self.flushed = wall;
+        }
         if let Phase::Recovering(_) = self.phase {
             self.recover(kit, &mut peer);
             return !self.is_done();

@@ -25,10 +25,12 @@ use leasetso_core::{Backend, LeaderHint, NodeId, Status, StoreOp, Tally, Timesta
 use crate::clock::Clock;
 use crate::config::{Opened, ServerConfig};
 use crate::directory::PeerDirectory;
-use crate::door::{ClientDoor, Door, RespConnDoor};
+use crate::door::{ClientDoor, Door, Held, Refused, RespConnDoor};
 use crate::driver::Pending;
 use crate::error::ServerError;
+use crate::limits::{Admission, ConnLimit};
 use crate::node_cell::NodeCell;
+use crate::quiet;
 use crate::stats::{Counters, ServerStats};
 use crate::tls::{ServerTls, TlsDoor};
 
@@ -107,6 +109,8 @@ pub struct Kit {
     pub tls: Option<Arc<ServerTls>>,
     /// The RESP door's password, if it has one.
     pub resp_password: Option<Arc<[u8]>>,
+    /// The client and RESP doors' connections against the cap (H1).
+    pub limit: ConnLimit,
 }
 
 impl Kit {
@@ -147,7 +151,9 @@ impl Kit {
             counters: Counters::default(),
             tls,
             resp_password: cfg.resp_password.as_ref().map(|s| Arc::clone(&s.0)),
+            limit: ConnLimit::new(cfg.max_connections()),
         };
+        tracing::info!(max_connections = kit.limit.max(), "client connections capped");
         Ok((kit, pending))
     }
 
@@ -188,16 +194,62 @@ impl Kit {
         self.counters.snapshot()
     }
 
-    /// A fresh connection of the client door: plaintext, or behind TLS.
-    /// `None` (logged) if TLS cannot start it; the runtime closes it.
-    /// `remote` is the client's address, for the log of a refusal.
+    /// A fresh connection of the client door: plaintext, or behind TLS;
+    /// at the cap, the refusal (H1). `None` (logged) if TLS cannot start it
+    /// or refusals are saturated; the runtime closes it. `remote` is the
+    /// client's address, for the log of a refusal.
     pub fn client_door(&self, remote: Option<SocketAddr>) -> Option<Box<dyn Door + Send + '_>> {
-        self.door(ClientDoor::new(self), remote)
+        self.admit(|| ClientDoor::new(self), Refused::native, remote)
     }
 
-    /// Connection number `id` of the RESP door: plaintext, or behind TLS.
+    /// Connection number `id` of the RESP door: plaintext, or behind TLS;
+    /// at the cap, the refusal (H1).
     pub fn resp_door(&self, id: u64, remote: Option<SocketAddr>) -> Option<Box<dyn Door + Send + '_>> {
-        self.door(RespConnDoor::new(self, id), remote)
+        self.admit(|| RespConnDoor::new(self, id), Refused::resp, remote)
+    }
+
+    /// H2: a connection did not finish its handshake in time; the runtime
+    /// closes it.
+    pub fn handshake_timed_out(&self, remote: Option<SocketAddr>) {
+        Counters::bump(&self.counters.handshake_timeouts, 1);
+        crate::warn_quiet!(
+            quiet::HANDSHAKE_TIMEOUTS,
+            ?remote,
+            deadline = ?crate::limits::HANDSHAKE_DEADLINE,
+            "closing a connection that did not finish its handshake in time"
+        );
+    }
+
+    /// H1: a place under the cap for a new connection, or a refusal.
+    fn admit<'a, D: Door + Send + 'a>(
+        &'a self,
+        door: impl FnOnce() -> D,
+        refusal: fn() -> Refused,
+        remote: Option<SocketAddr>,
+    ) -> Option<Box<dyn Door + Send + 'a>> {
+        match self.limit.admit() {
+            Admission::Served(slot) => self.door(Held::new(door(), slot), remote),
+            Admission::Refused(slot) => {
+                Counters::bump(&self.counters.refused_connections, 1);
+                crate::warn_quiet!(
+                    quiet::AT_CAP,
+                    ?remote,
+                    max = self.limit.max(),
+                    "refusing a connection: at the cap"
+                );
+                self.door(Held::new(refusal(), slot), remote)
+            }
+            Admission::Dropped => {
+                Counters::bump(&self.counters.refused_connections, 1);
+                crate::warn_quiet!(
+                    quiet::AT_CAP,
+                    ?remote,
+                    max = self.limit.max(),
+                    "closing a connection: at the cap"
+                );
+                None
+            }
+        }
     }
 
     fn door<'a>(
@@ -231,7 +283,12 @@ impl Kit {
     /// operator reading the logs afterwards must be able to find.
     pub fn admin_note(&self, op: &StoreOp) {
         if let StoreOp::ClearPrimary { id, tag } = op {
-            tracing::warn!(primary = id.0 + 1, %tag, "an operator clears the primary registration here");
+            crate::warn_quiet!(
+                quiet::ADMIN_CLEARS,
+                primary = id.0 + 1,
+                %tag,
+                "an operator clears the primary registration here"
+            );
         }
     }
 }
@@ -360,6 +417,7 @@ mod tests {
             counters: Counters::default(),
             tls: None,
             resp_password: None,
+            limit: ConnLimit::new(8),
         }
     }
 

@@ -25,6 +25,9 @@
 //!     `Backend` the core's sessions are served by;
 //!   * [`door`]: a door's connection apart from its socket ([`ClientDoor`],
 //!     [`RespConnDoor`]), so each runtime has one connection loop;
+//!   * [`limits`]: the connection cap, the handshake and write deadlines
+//!     (rules H1-H3);
+//!   * [`quiet`]: rate-limited warnings, one line per period per kind;
 //!   * [`node_cell`]: [`NodeCell`], the node behind its one lock;
 //!   * [`directory`]: [`PeerDirectory`], what the links learn of the peers,
 //!     and the link tunables;
@@ -53,7 +56,11 @@ pub mod io;
 #[cfg(feature = "server")]
 pub mod kit;
 #[cfg(feature = "server")]
+pub mod limits;
+#[cfg(feature = "server")]
 pub mod node_cell;
+#[cfg(feature = "server")]
+pub mod quiet;
 #[cfg(feature = "server")]
 pub mod redial;
 #[cfg(feature = "server")]
@@ -71,7 +78,7 @@ pub use config::{Opened, Secret, ServerConfig};
 #[cfg(feature = "server")]
 pub use directory::PeerDirectory;
 #[cfg(feature = "server")]
-pub use door::{ClientDoor, Door, Next, RespConnDoor};
+pub use door::{ClientDoor, Door, Held, Next, Refused, RespConnDoor};
 pub use error::ClientError;
 #[cfg(feature = "server")]
 pub use error::ServerError;

@@ -72,12 +72,12 @@ impl Redial {
     pub fn up(&mut self) {
         self.backoff = MIN_BACKOFF;
         self.last_error.clear();
-        tracing::info!(peer = self.to.0 + 1, addr = %self.addr, "peer link up");
+        crate::info_quiet!(crate::quiet::LINK_FLAPS, peer = self.to.0 + 1, addr = %self.addr, "peer link up");
     }
 
     /// The link that was up went down.
     pub fn down(&self, error: &dyn std::fmt::Display) {
-        tracing::info!(peer = self.to.0 + 1, %error, "peer link down");
+        crate::info_quiet!(crate::quiet::LINK_FLAPS, peer = self.to.0 + 1, %error, "peer link down");
     }
 
     /// A dial failed: logs it if it differs from the last failure, and
@@ -88,7 +88,13 @@ impl Redial {
         if text != self.last_error {
             let (peer, addr) = (self.to.0 + 1, self.addr);
             if refused {
-                tracing::error!(peer, %addr, "peer link refused: {text}");
+                crate::log_quiet!(
+                    tracing::Level::ERROR,
+                    crate::quiet::PEER_REFUSED,
+                    peer,
+                    %addr,
+                    "peer link refused: {text}"
+                );
             } else {
                 tracing::debug!(peer, %addr, error = %text, "cannot reach peer");
             }

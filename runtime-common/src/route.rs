@@ -96,11 +96,24 @@ impl<S> Incoming<S> {
 pub fn report_closed(remote: Option<SocketAddr>, peer: Option<NodeId>, e: &LinkError) {
     match (e, peer) {
         (LinkError::Handshake(HandshakeError::NotHandshake), _) => {
-            tracing::warn!(?remote, "refusing a peer: its first frame is not Hello");
+            crate::warn_quiet!(
+                crate::quiet::PEER_REFUSED,
+                ?remote,
+                "refusing a peer: its first frame is not Hello"
+            );
         }
-        (LinkError::Handshake(h), _) => tracing::error!(?remote, "refusing a peer: {h}"),
-        (e, Some(peer)) => tracing::warn!(peer = peer.0 + 1, error = %e, "dropping the peer connection"),
-        (e, None) => tracing::warn!(?remote, error = %e, "dropping a peer connection before its handshake"),
+        (LinkError::Handshake(h), _) => crate::log_quiet!(
+            tracing::Level::ERROR,
+            crate::quiet::PEER_REFUSED,
+            ?remote,
+            "refusing a peer: {h}"
+        ),
+        (e, Some(peer)) => {
+            crate::warn_quiet!(crate::quiet::LINK_FLAPS, peer = peer.0 + 1, error = %e, "dropping the peer connection")
+        }
+        (e, None) => {
+            crate::warn_quiet!(crate::quiet::PEER_REFUSED, ?remote, error = %e, "dropping a peer connection before its handshake")
+        }
     }
 }
 

@@ -17,6 +17,10 @@ pub struct ServerStats {
     pub status_requests: u64,
     /// Error frames sent, per request or fatal.
     pub errors: u64,
+    /// Connections refused or closed at the connection cap (H1).
+    pub refused_connections: u64,
+    /// Connections closed for not finishing their handshake in time (H2).
+    pub handshake_timeouts: u64,
 }
 
 /// The live counters behind [`ServerStats`], shared by every connection of
@@ -37,6 +41,10 @@ pub struct Counters {
     pub status_requests: AtomicU64,
     /// Error frames sent.
     pub errors: AtomicU64,
+    /// Connections refused at the cap.
+    pub refused_connections: AtomicU64,
+    /// Handshakes not finished in time.
+    pub handshake_timeouts: AtomicU64,
 }
 
 impl Counters {
@@ -63,6 +71,8 @@ impl Counters {
             timestamps: self.timestamps.load(Ordering::Relaxed),
             status_requests: self.status_requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            refused_connections: self.refused_connections.load(Ordering::Relaxed),
+            handshake_timeouts: self.handshake_timeouts.load(Ordering::Relaxed),
         }
     }
 }
@@ -81,8 +91,14 @@ mod tests {
         c.tally(Tally::GetStatus);
         c.tally(Tally::Error);
         Counters::bump(&c.connections, 3);
-        let want =
-            ServerStats { connections: 3, get_ts_requests: 2, timestamps: 12, status_requests: 1, errors: 1 };
+        let want = ServerStats {
+            connections: 3,
+            get_ts_requests: 2,
+            timestamps: 12,
+            status_requests: 1,
+            errors: 1,
+            ..ServerStats::default()
+        };
         assert_eq!(c.snapshot(), want);
     }
 }

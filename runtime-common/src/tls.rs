@@ -646,7 +646,7 @@ impl<D: Door> TlsDoor<D> {
 
     /// A refusal: says why once, sends what TLS has to say (an alert), closes.
     fn refuse(&mut self, why: &dyn std::fmt::Display) -> Next {
-        tracing::warn!(remote = ?self.remote, %why, "refusing a TLS connection");
+        crate::warn_quiet!(crate::quiet::CLIENT_TLS_REFUSED, remote = ?self.remote, %why, "refusing a TLS connection");
         let _ = self.tls.write(&mut Vec::new(), &mut self.out);
         Next::Close
     }
@@ -709,6 +709,10 @@ impl<D: Door> Door for TlsDoor<D> {
     fn finish(&mut self) {
         self.tls.close();
         let _ = self.seal();
+    }
+
+    fn handshaking(&self) -> bool {
+        self.tls.is_handshaking() || self.inner.handshaking()
     }
 }
 

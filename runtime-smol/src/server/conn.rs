@@ -7,32 +7,60 @@
 //! lingers before closing after a fatal error or a `QUIT`. The node's lock
 //! is held only inside the door's step, never across an `.await`.
 
+use std::time::Instant;
+
+use async_io::Timer;
 use async_net::TcpStream;
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncWriteExt, future};
 use leasetso_core::conn::{LINGER, LINGER_BYTES};
+use leasetso_runtime_common::limits::{HANDSHAKE_DEADLINE, WRITE_DEADLINE};
 use leasetso_runtime_common::{Door, Next};
 
 use crate::io::{linger_close, refill};
 use crate::server::Shared;
 
-/// Serves `stream` through `door` until the client leaves or breaks the
-/// protocol. (The server's stop cancels this future from outside.)
+/// `fut`, or `None` if `at` comes first.
+async fn before<T>(at: Instant, fut: impl Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        Timer::at(at).await;
+        None
+    })
+    .await
+}
+
+/// Serves `stream` through `door` until the client leaves, breaks the
+/// protocol or stalls (H2, H3). (The server's stop cancels this future
+/// from outside.)
 pub(crate) async fn serve(shared: &Shared, mut stream: TcpStream, mut door: impl Door) {
     // Timestamps are small and latency-bound: never wait to coalesce writes.
     let _ = stream.set_nodelay(true);
+    // H2: the handshake ends by then, or the connection does.
+    let deadline = Instant::now() + HANDSHAKE_DEADLINE;
     loop {
         let next = door.step(shared.clock.now());
         let out = door.out();
         if !out.is_empty() {
-            if stream.write_all(out).await.is_err() {
-                return;
+            // H3: a client that leaves an answer unread this long is dropped.
+            match before(Instant::now() + WRITE_DEADLINE, stream.write_all(out)).await {
+                Some(Ok(())) => out.clear(),
+                _ => return,
             }
-            out.clear();
         }
         match next {
             Next::Read => {
                 let room = door.room();
-                match refill(&mut stream, door.input(), room).await {
+                let read = if door.handshaking() {
+                    match before(deadline, refill(&mut stream, door.input(), room)).await {
+                        Some(read) => read,
+                        None => {
+                            shared.kit.handshake_timed_out(stream.peer_addr().ok());
+                            return;
+                        }
+                    }
+                } else {
+                    refill(&mut stream, door.input(), room).await
+                };
+                match read {
                     // The client left, possibly mid-request: nothing to
                     // answer, but a clean end (TLS's close_notify).
                     Ok(0) => {

@@ -435,7 +435,7 @@ async fn accept<F, Fut>(
                 Ok(s) => s,
                 Err(e) => {
                     // Out of descriptors and similar: back off instead of spinning.
-                    tracing::warn!(door, error = %e, "accept failed");
+                    leasetso_runtime_common::warn_quiet!(leasetso_runtime_common::quiet::ACCEPT_FAILED, door, error = %e, "accept failed");
                     async_io::Timer::after(Duration::from_millis(50)).await;
                     continue;
                 }

@@ -187,7 +187,7 @@ impl PeerNet {
             let stream = match listener.accept().await {
                 Ok((s, _)) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "peer accept failed");
+                    leasetso_runtime_common::warn_quiet!(leasetso_runtime_common::quiet::ACCEPT_FAILED, error = %e, "peer accept failed");
                     async_io::Timer::after(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -231,7 +231,7 @@ impl PeerNet {
                 Some(Ok(0)) => break,
                 Some(Ok(n)) => &buf[..n],
                 Some(Err(e)) if conn.is_none() && self.tls.is_some() => {
-                    tracing::warn!(?remote, error = %e, "refusing a peer: its TLS failed");
+                    leasetso_runtime_common::warn_quiet!(leasetso_runtime_common::quiet::PEER_REFUSED, ?remote, error = %e, "refusing a peer: its TLS failed");
                     break;
                 }
                 Some(Err(e)) => {
@@ -257,7 +257,11 @@ impl PeerNet {
                             if let Some(Err(why)) =
                                 self.tls.as_ref().map(|t| t.check_peer(link.identity(), peer))
                             {
-                                tracing::warn!(?remote, "refusing a peer: {why}");
+                                leasetso_runtime_common::warn_quiet!(
+                                    leasetso_runtime_common::quiet::PEER_REFUSED,
+                                    ?remote,
+                                    "refusing a peer: {why}"
+                                );
                                 break 'conn;
                             }
                             // What the peer says now replaces what an

@@ -8,19 +8,27 @@
 //! `QUIT` the last reply is written and the thread lingers before closing,
 //! so the client reads it.
 
+use std::io;
 use std::net::TcpStream;
+use std::time::Instant;
 
 use leasetso_core::conn::ADMIN_TIMEOUT;
+use leasetso_runtime_common::limits::{HANDSHAKE_DEADLINE, WRITE_DEADLINE};
 use leasetso_runtime_common::{Door, Next};
 
 use crate::io::{flush, linger_close, refill};
 use crate::server::Shared;
 
 /// Serves `stream` through `door` until the client leaves, breaks the
-/// protocol, or the server stops.
+/// protocol, stalls (H2, H3), or the server stops.
 pub(crate) fn serve(shared: &Shared, stream: TcpStream, mut door: impl Door) {
     // Timestamps are small and latency-bound: never wait to coalesce writes.
     let _ = stream.set_nodelay(true);
+    // H3: a client that leaves an answer unread this long is dropped.
+    let _ = stream.set_write_timeout(Some(WRITE_DEADLINE));
+    // H2: the handshake ends by then, or the connection does.
+    let deadline = Instant::now() + HANDSHAKE_DEADLINE;
+    let mut timed = false;
     loop {
         let next = door.step(shared.clock.now());
         if let Next::Admin { id, op } = next {
@@ -43,6 +51,17 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream, mut door: impl Door) {
             linger_close(&stream);
             return;
         }
+        if door.handshaking() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+                shared.kit.handshake_timed_out(stream.peer_addr().ok());
+                return;
+            }
+            timed = true;
+        } else if timed {
+            let _ = stream.set_read_timeout(None);
+            timed = false;
+        }
         let room = door.room();
         match refill(&stream, door.input(), room) {
             // The client left, possibly mid-request: nothing to answer,
@@ -50,6 +69,10 @@ pub(crate) fn serve(shared: &Shared, stream: TcpStream, mut door: impl Door) {
             Ok(0) => {
                 door.finish();
                 let _ = flush(&stream, door.out());
+                return;
+            }
+            Err(e) if timed && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                shared.kit.handshake_timed_out(stream.peer_addr().ok());
                 return;
             }
             Err(_) => return,

@@ -128,7 +128,7 @@ fn accept(
             Ok(s) => s,
             Err(e) => {
                 // Out of descriptors and similar: back off instead of spinning.
-                tracing::warn!(door = what, error = %e, "accept failed");
+                leasetso_runtime_common::warn_quiet!(leasetso_runtime_common::quiet::ACCEPT_FAILED, door = what, error = %e, "accept failed");
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }

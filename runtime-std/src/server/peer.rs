@@ -212,7 +212,7 @@ impl PeerNet {
             let stream = match stream {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "peer accept failed");
+                    leasetso_runtime_common::warn_quiet!(leasetso_runtime_common::quiet::ACCEPT_FAILED, error = %e, "peer accept failed");
                     thread::sleep(Duration::from_millis(50));
                     continue;
                 }
@@ -288,7 +288,7 @@ impl PeerNet {
                     }
                 }
                 Err(e) if up.is_none() && self.tls.is_some() => {
-                    tracing::warn!(?remote, error = %e, "refusing a peer: its TLS failed");
+                    leasetso_runtime_common::warn_quiet!(leasetso_runtime_common::quiet::PEER_REFUSED, ?remote, error = %e, "refusing a peer: its TLS failed");
                     break;
                 }
                 Err(e) => {
@@ -373,7 +373,11 @@ impl PeerNet {
         match tls.check_peer(conn.identity(), claimed) {
             Ok(()) => false,
             Err(why) => {
-                tracing::warn!(?remote, "refusing a peer: {why}");
+                leasetso_runtime_common::warn_quiet!(
+                    leasetso_runtime_common::quiet::PEER_REFUSED,
+                    ?remote,
+                    "refusing a peer: {why}"
+                );
                 true
             }
         }
