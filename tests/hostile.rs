@@ -92,7 +92,10 @@ fn cap_and_deadline(runtime: Runtime) {
     // At the cap: twenty refusals, each typed, each closed.
     for i in 0..20 {
         expect_refused(addr, &format!("{runtime} refusal {i}"));
-        assert!(served.get_ts(1).expect("GetTs").is_ok(), "{runtime}: the served client, during the refusals");
+        assert!(
+            served.get_ts(1).expect("GetTs").is_ok(),
+            "{runtime}: the served client, during the refusals"
+        );
     }
     // The Redis door shares the cap and refuses as Redis does.
     let mut redis = TcpStream::connect(resp).expect("connect to the Redis door");

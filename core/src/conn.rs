@@ -110,6 +110,10 @@ pub trait Backend {
     fn hint(&self, leader: Option<NodeId>) -> LeaderHint;
     /// Bit `i` set: this node's link to node `i` is up (its own bit set).
     fn links_up(&self) -> u32;
+    /// The health of this node's store replica; the default says fine.
+    fn store_health(&self) -> crate::health::StoreHealth {
+        crate::health::StoreHealth::Ok
+    }
     /// Counts what the connection did; the default counts nothing.
     fn tally(&mut self, tally: Tally) {
         let _ = tally;
@@ -391,6 +395,7 @@ impl ServerConn {
                 nodes: self.nodes,
                 mode: status.mode,
                 primary: status.primary,
+                store: backend.store_health(),
             },
         }
     }
@@ -787,6 +792,7 @@ mod tests {
                     nodes: 3,
                     mode: Mode::Primary,
                     primary: s.primary,
+                    store: crate::health::StoreHealth::Ok,
                 },
             }
         );

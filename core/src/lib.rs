@@ -48,6 +48,7 @@
 //! * [`recovery`]: a node that lost its restart counter learns it from its peers.
 //! * [`resp`]: the RESP door: Redis protocol requests and replies, for Redis clients.
 //! * [`ballot`]: ballots and node ids, and their encoding.
+//! * [`health`]: the health of a node's store replica, as status reports it.
 //! * [`role`]: a node's role and mode (a leaf: both the node and the codecs use it).
 //! * [`quorum`]: sets of distinct node ids, for counting quorums.
 //! * [`time`]: the monotonic instant the runtimes pass in.
@@ -59,6 +60,7 @@ pub mod client;
 #[cfg(test)]
 mod codec_props;
 pub mod conn;
+pub mod health;
 pub mod lease;
 pub mod link;
 pub mod node;
@@ -78,6 +80,7 @@ pub mod wire;
 pub use ballot::{Ballot, NodeId};
 pub use client::{CallError, ClientConfig, ClientSession, Completion, Ticket};
 pub use conn::{Backend, Served, ServerConn, Tally, TsRefusal};
+pub use health::StoreHealth;
 pub use lease::{Bugs, LeaseConfig, LeaseConfigError, LeaseMsg, LeaseTiming};
 pub use link::{LinkAcceptor, LinkDialler, LinkError, LinkEvent};
 pub use node::{ConfigError, Event, Node, NodeConfig, Output, Status, StepDown};

@@ -148,6 +148,8 @@ pub struct LeaseView {
     pub mode: crate::role::Mode,
     /// The primary registration the node last read or made: `(id, tag)`.
     pub primary: Option<(NodeId, Ballot)>,
+    /// The health of the node's own store replica.
+    pub store: crate::health::StoreHealth,
 }
 
 /// One frame of the client protocol.
@@ -327,7 +329,7 @@ fn body_len(kind: u8) -> Option<usize> {
     })
 }
 
-const VIEW_LEN: usize = BALLOT_LEN + 4 + 4 + BALLOT_LEN + 4 + 2 + 1 + PRIMARY_LEN;
+const VIEW_LEN: usize = BALLOT_LEN + 4 + 4 + BALLOT_LEN + 4 + 2 + 1 + PRIMARY_LEN + 1;
 /// A registration: present flag, node id, tag.
 const PRIMARY_LEN: usize = 1 + 2 + BALLOT_LEN;
 
@@ -370,6 +372,7 @@ fn put_view(buf: &mut impl BufMut, v: &LeaseView) {
         crate::role::Mode::Primary => 1,
     });
     put_primary(buf, v.primary);
+    buf.put_u8(v.store as u8);
 }
 
 fn get_view(buf: &mut impl Buf) -> Result<LeaseView, WireError> {
@@ -386,6 +389,8 @@ fn get_view(buf: &mut impl Buf) -> Result<LeaseView, WireError> {
             _ => return Err(WireError::BadValue("mode")),
         },
         primary: get_primary(buf)?,
+        store: crate::health::StoreHealth::from_u8(buf.get_u8())
+            .ok_or(WireError::BadValue("store health"))?,
     })
 }
 
@@ -673,6 +678,7 @@ mod tests {
                     nodes: 3,
                     mode: crate::role::Mode::Primary,
                     primary: Some((NodeId(0), crate::Ballot::new(0, 2, NodeId(0)))),
+                    store: crate::health::StoreHealth::NoSpace,
                 },
             },
             Frame::ReadPrimary { id: 4 },
@@ -776,10 +782,19 @@ mod tests {
                 any::<u32>(),
                 any::<u16>(),
                 prop_oneof![Just(Mode::Deferring), Just(Mode::Primary)],
-                primary(),
+                (primary(), (0u8..5).prop_filter_map("a known health", crate::health::StoreHealth::from_u8)),
             )
                 .prop_map(
-                    |(lease, lease_left_ms, quarantine_left_ms, fence, links_up, nodes, mode, primary)| {
+                    |(
+                        lease,
+                        lease_left_ms,
+                        quarantine_left_ms,
+                        fence,
+                        links_up,
+                        nodes,
+                        mode,
+                        (primary, store),
+                    )| {
                         LeaseView {
                             lease,
                             lease_left_ms,
@@ -789,6 +804,7 @@ mod tests {
                             nodes,
                             mode,
                             primary,
+                            store,
                         }
                     },
                 )

@@ -21,6 +21,8 @@
 
 use std::time::Duration;
 
+use crate::quiet;
+
 use leasetso_core::{
     Ballot, Event, Instant, LeaseMsg, Node, NodeConfig, NodeId, Output, PeerFrame, Recovered, Recovery,
     StoreReply, StoreRequest,
@@ -433,10 +435,14 @@ impl DriverLoop {
 
 fn report(event: Event) {
     match event {
-        Event::Leading { fence } => tracing::info!(%fence, "lease acquired; syncing the window"),
-        Event::Serving { window_end_ms } => tracing::info!(window_end_ms, "serving timestamps"),
+        Event::Leading { fence } => {
+            crate::info_quiet!(quiet::LEASE_ACQUIRED, %fence, "lease acquired; syncing the window")
+        }
+        Event::Serving { window_end_ms } => {
+            crate::info_quiet!(quiet::SERVING, window_end_ms, "serving timestamps")
+        }
         Event::WindowExtended { window_end_ms } => tracing::trace!(window_end_ms, "window extended"),
-        Event::SteppedDown { reason } => tracing::warn!(?reason, "stopped serving"),
+        Event::SteppedDown { reason } => crate::warn_quiet!(quiet::STEPPED_DOWN, ?reason, "stopped serving"),
         Event::JetLag { lag_ms } => tracing::warn!(lag_ms, "wall clock far ahead of the timestamps"),
         Event::Yielded { primary } => tracing::warn!(
             primary = primary.0 + 1,

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use leasetso_core::resp::{RespBackend, advertised_addr};
-use leasetso_core::{Backend, LeaderHint, NodeId, Status, StoreOp, Tally, Timestamp, TsRefusal};
+use leasetso_core::{Backend, LeaderHint, NodeId, Status, StoreHealth, StoreOp, Tally, Timestamp, TsRefusal};
 
 use crate::clock::Clock;
 use crate::config::{Opened, ServerConfig};
@@ -32,6 +32,7 @@ use crate::limits::{Admission, ConnLimit};
 use crate::node_cell::NodeCell;
 use crate::quiet;
 use crate::stats::{Counters, ServerStats};
+use crate::store::HealthCell;
 use crate::tls::{ServerTls, TlsDoor};
 
 /// The addresses this node hands out for itself: in leader hints (its
@@ -111,6 +112,8 @@ pub struct Kit {
     pub resp_password: Option<Arc<[u8]>>,
     /// The client and RESP doors' connections against the cap (H1).
     pub limit: ConnLimit,
+    /// The health of this node's replica, kept by the store thread (H4).
+    pub store_health: Arc<HealthCell>,
 }
 
 impl Kit {
@@ -152,6 +155,7 @@ impl Kit {
             tls,
             resp_password: cfg.resp_password.as_ref().map(|s| Arc::clone(&s.0)),
             limit: ConnLimit::new(cfg.max_connections()),
+            store_health: Arc::default(),
         };
         tracing::info!(max_connections = kit.limit.max(), "client connections capped");
         Ok((kit, pending))
@@ -313,6 +317,10 @@ impl Backend for &Kit {
         Kit::links_up(self)
     }
 
+    fn store_health(&self) -> StoreHealth {
+        self.store_health.get()
+    }
+
     fn tally(&mut self, tally: Tally) {
         self.counters.tally(tally);
     }
@@ -418,6 +426,7 @@ mod tests {
             tls: None,
             resp_password: None,
             limit: ConnLimit::new(8),
+            store_health: Arc::default(),
         }
     }
 

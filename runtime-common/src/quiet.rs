@@ -141,9 +141,15 @@ pub static IMPLAUSIBLE: Quiet = Quiet::new("refused implausible peer values");
 pub static DUPLICATE_ID: Quiet = Quiet::new("connections of a second process claiming a node id");
 /// Accepts that failed (out of descriptors and the like).
 pub static ACCEPT_FAILED: Quiet = Quiet::new("failed accepts");
+/// Leases this node acquired (a node that cannot keep one campaigns again).
+pub static LEASE_ACQUIRED: Quiet = Quiet::new("lease acquisitions");
+/// Times this node began serving.
+pub static SERVING: Quiet = Quiet::new("starts of serving");
+/// Times this node stopped serving (a failing store ends every leadership).
+pub static STEPPED_DOWN: Quiet = Quiet::new("step-downs");
 
 /// Every kind, for [`flush`].
-pub static ALL: [&Quiet; 11] = [
+pub static ALL: [&Quiet; 14] = [
     &PEER_REFUSED,
     &CLIENT_TLS_REFUSED,
     &HANDSHAKE_TIMEOUTS,
@@ -155,6 +161,9 @@ pub static ALL: [&Quiet; 11] = [
     &IMPLAUSIBLE,
     &DUPLICATE_ID,
     &ACCEPT_FAILED,
+    &LEASE_ACQUIRED,
+    &SERVING,
+    &STEPPED_DOWN,
 ];
 
 /// Logs one summary line for each kind whose period ended at `now` with

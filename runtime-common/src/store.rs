@@ -10,10 +10,138 @@
 //! and each runtime's loop only receives a job, calls [`apply`] and sends
 //! the [`Done`] where it says.
 
-use leasetso_core::{Ballot, NodeId, PeerFrame, StoreOp, StoreReply, StoreRequest};
-use leasetso_sled::SledStore;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use leasetso_core::{Ballot, NodeId, PeerFrame, StoreHealth, StoreOp, StoreReject, StoreReply, StoreRequest};
+use leasetso_sled::{SledStore, StoreError};
 
 use crate::driver::Input;
+use crate::quiet;
+
+/// How long a failing replica waits between reopens (H4).
+pub const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
+/// The health of this node's replica, shared by the store thread (which
+/// sets it) and the connections (which report it in `status`).
+#[derive(Debug, Default)]
+pub struct HealthCell(AtomicU8);
+
+impl HealthCell {
+    /// The health now.
+    pub fn get(&self) -> StoreHealth {
+        StoreHealth::from_u8(self.0.load(Ordering::Relaxed)).unwrap_or(StoreHealth::Io)
+    }
+
+    fn set(&self, health: StoreHealth) {
+        self.0.store(health as u8, Ordering::Relaxed);
+    }
+}
+
+/// This node's replica, with its health (rule H4, ARCHITECTURE.md): an
+/// operation that fails for the disk's sake (not a contract refusal) marks
+/// the replica failing, which `status` shows, and is logged once per change
+/// of state; every later operation reopens the replica's database (at most
+/// once per [`REOPEN_EVERY`]), because sled stays failed after an I/O
+/// error until it is opened again. The first operation that succeeds marks
+/// it fine again: a full disk heals by itself once space is freed, with no
+/// restart. Meanwhile its operations fail (`StoreReject::Failed`: state
+/// unknown), so the cluster serves on the other replicas' quorum.
+#[derive(Debug)]
+pub struct Replica {
+    /// The open database; `None` after a reopen failed.
+    store: Option<SledStore>,
+    dir: PathBuf,
+    cluster_id: u64,
+    health: Arc<HealthCell>,
+    /// When a failing replica may be reopened next.
+    reopen_at: Option<Instant>,
+}
+
+impl Replica {
+    /// `store`, of cluster `cluster_id`, reporting its health in `health`.
+    pub fn new(store: SledStore, cluster_id: u64, health: Arc<HealthCell>) -> Self {
+        health.set(StoreHealth::Ok);
+        let dir = store.dir().to_path_buf();
+        Replica { store: Some(store), dir, cluster_id, health, reopen_at: None }
+    }
+
+    /// Runs `op`, keeping the health.
+    pub fn execute(&mut self, op: StoreOp) -> StoreReply {
+        let result = match self.store() {
+            Some(store) => store.execute_raw(op),
+            None => return Err(StoreReject::Failed),
+        };
+        match result {
+            Ok(ok) => {
+                self.healthy();
+                Ok(ok)
+            }
+            Err(e) => {
+                match e.health() {
+                    // A contract refusal: the replica works, it said no.
+                    None => self.healthy(),
+                    Some(health) => self.failed(health, &e),
+                }
+                Err(e.to_reject())
+            }
+        }
+    }
+
+    /// The answer to a peer's restart query (see [`SledStore::restart_info`]);
+    /// `None` if the replica cannot say.
+    pub fn restart_info(&mut self, asker: NodeId, seen: Ballot) -> Option<Ballot> {
+        self.store()?.restart_info(asker, seen).ok()
+    }
+
+    /// The health now.
+    pub fn health(&self) -> StoreHealth {
+        self.health.get()
+    }
+
+    /// The database to run an operation on: the open one, or, for a failing
+    /// replica whose pause is over, a fresh open of its directory.
+    fn store(&mut self) -> Option<&SledStore> {
+        let now = Instant::now();
+        if self.reopen_at.is_some_and(|at| now >= at) {
+            self.reopen_at = Some(now + REOPEN_EVERY);
+            // The old handle goes first: it holds the directory's lock.
+            self.store = None;
+            match SledStore::open(&self.dir, self.cluster_id) {
+                Ok(store) => self.store = Some(store),
+                Err(e) => {
+                    crate::warn_quiet!(quiet::STORE_FAILED, error = %e, "store replica does not reopen yet")
+                }
+            }
+        }
+        self.store.as_ref()
+    }
+
+    /// An operation went through: a failing replica has healed.
+    fn healthy(&mut self) {
+        if self.reopen_at.take().is_some() {
+            self.health.set(StoreHealth::Ok);
+            tracing::info!(dir = %self.dir.display(), "store replica healed: operations succeed again");
+        }
+    }
+
+    /// An operation failed for the disk's sake.
+    fn failed(&mut self, health: StoreHealth, error: &StoreError) {
+        if self.reopen_at.is_none() {
+            self.reopen_at = Some(Instant::now() + REOPEN_EVERY);
+            self.health.set(health);
+            tracing::error!(
+                dir = %self.dir.display(),
+                %error,
+                "store replica failed ({health}); reopening it every {REOPEN_EVERY:?} until an operation succeeds"
+            );
+        } else {
+            crate::warn_quiet!(quiet::STORE_FAILED, %error, "store replica still failing");
+        }
+    }
+}
 
 /// Jobs queued at most; a peer's request beyond it is dropped (its round
 /// times out, as if the frame had been lost).
@@ -65,7 +193,7 @@ pub enum Done<R> {
 /// what this node's peer links saw of the asker's ballots (`None` without
 /// links: a single node has no peer to ask it).
 pub fn apply<R>(
-    store: &SledStore,
+    store: &mut Replica,
     me: NodeId,
     job: Job<R>,
     seen: impl FnOnce(NodeId) -> Option<Ballot>,
@@ -86,8 +214,8 @@ pub fn apply<R>(
             // links saw. A replica that cannot read its fence does not
             // answer: the asker waits for a quorum of answers.
             match store.restart_info(from, seen) {
-                Ok(highest) => Done::Peer(from, PeerFrame::RestartInfo { highest }),
-                Err(_) => Done::Nothing,
+                Some(highest) => Done::Peer(from, PeerFrame::RestartInfo { highest }),
+                None => Done::Nothing,
             }
         }
     }
@@ -109,14 +237,14 @@ pub trait Links {
 /// (`admin`).
 pub fn run<R>(
     me: NodeId,
-    store: &SledStore,
+    mut store: Replica,
     jobs: impl Iterator<Item = Job<R>>,
     links: Option<&impl Links>,
     mut driver: impl FnMut(Input),
     mut admin: impl FnMut(R, StoreReply),
 ) {
     for job in jobs {
-        match apply(store, me, job, |from| links.map(|l| l.seen(from))) {
+        match apply(&mut store, me, job, |from| links.map(|l| l.seen(from))) {
             Done::Driver(input) => driver(input),
             Done::Peer(to, frame) => links.iter().for_each(|l| l.send(to, frame)),
             Done::Admin(reply, answer) => admin(reply, answer),
@@ -132,27 +260,27 @@ mod tests {
     #[test]
     fn each_job_answers_where_it_came_from() {
         let dir = tempfile::TempDir::new().unwrap();
-        let store = SledStore::open(dir.path(), 7).unwrap();
+        let mut store = Replica::new(SledStore::open(dir.path(), 7).unwrap(), 7, Arc::default());
         let me = NodeId(0);
         let load = StoreOp::Load { fence: Ballot::new(1, 1, me), check_primary: false };
         let read = StoreRequest { id: 9, op: load };
-        match apply::<()>(&store, me, Job::Local(read), |_| None) {
+        match apply::<()>(&mut store, me, Job::Local(read), |_| None) {
             Done::Driver(Input::StoreReply { replica, id: 9, .. }) => assert_eq!(replica, me),
             other => panic!("{other:?}"),
         }
         let read = StoreRequest { id: 4, op: load };
-        match apply::<()>(&store, me, Job::Remote { from: NodeId(2), request: read }, |_| None) {
+        match apply::<()>(&mut store, me, Job::Remote { from: NodeId(2), request: read }, |_| None) {
             Done::Peer(NodeId(2), PeerFrame::StoreReply { id: 4, .. }) => {}
             other => panic!("{other:?}"),
         }
         // Without links there is no one to answer a restart query; the
         // fence stored above is node 0's, which says nothing about node 1.
         assert!(matches!(
-            apply::<()>(&store, me, Job::RestartQuery { from: NodeId(1) }, |_| None),
+            apply::<()>(&mut store, me, Job::RestartQuery { from: NodeId(1) }, |_| None),
             Done::Nothing
         ));
         let seen = Ballot::new(5, 2, NodeId(1));
-        match apply::<()>(&store, me, Job::RestartQuery { from: NodeId(1) }, |_| Some(seen)) {
+        match apply::<()>(&mut store, me, Job::RestartQuery { from: NodeId(1) }, |_| Some(seen)) {
             Done::Peer(NodeId(1), PeerFrame::RestartInfo { highest }) => assert_eq!(highest, seen),
             other => panic!("{other:?}"),
         }

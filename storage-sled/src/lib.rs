@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use leasetso_core::{Ballot, NodeId, StoreOk, StoreOp, StoreReject, StoreReply};
+use leasetso_core::{Ballot, NodeId, StoreHealth, StoreOk, StoreOp, StoreReject, StoreReply};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 /// The key of the cluster id the data dir was created for (u64).
@@ -113,6 +113,34 @@ impl StoreError {
             | StoreError::NodeMismatch { .. }
             | StoreError::Io(_)
             | StoreError::Corrupt { .. } => StoreReject::Failed,
+        }
+    }
+
+    /// The replica's health after this error: `None` for the contract's
+    /// rejections (the replica works; it said no), the kind of failure
+    /// otherwise, as `status` reports it.
+    pub fn health(&self) -> Option<StoreHealth> {
+        match self {
+            StoreError::Fenced { .. } | StoreError::PrimaryExists { .. } | StoreError::NotGreater { .. } => {
+                None
+            }
+            StoreError::Corrupt { .. }
+            | StoreError::ClusterMismatch { .. }
+            | StoreError::NodeMismatch { .. } => Some(StoreHealth::Corrupt),
+            StoreError::Io(sled::Error::Io(io)) => Some(match io.kind() {
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => StoreHealth::NoSpace,
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied => {
+                    StoreHealth::ReadOnly
+                }
+                // sled reports some failures as `Other` with the OS's words.
+                _ if io.raw_os_error() == Some(28) || io.to_string().contains("No space left") => {
+                    StoreHealth::NoSpace
+                }
+                _ => StoreHealth::Io,
+            }),
+            StoreError::Io(sled::Error::Corruption { .. }) => Some(StoreHealth::Corrupt),
+            StoreError::Io(e) if e.to_string().contains("No space left") => Some(StoreHealth::NoSpace),
+            StoreError::Io(_) => Some(StoreHealth::Io),
         }
     }
 }
@@ -357,7 +385,13 @@ impl SledStore {
     /// Performs one contract operation, answering as the core expects (see
     /// [`StoreError::to_reject`]).
     pub fn execute(&self, op: StoreOp) -> StoreReply {
-        let result = match op {
+        self.execute_raw(op).map_err(|e| e.to_reject())
+    }
+
+    /// [`execute`](Self::execute) with the error as it happened, for the
+    /// caller that keeps the replica's health (and logs the cause).
+    pub fn execute_raw(&self, op: StoreOp) -> Result<StoreOk, StoreError> {
+        match op {
             StoreOp::Load { fence, check_primary } => {
                 self.load(fence, check_primary).map(|window_end_ms| StoreOk::Loaded { window_end_ms })
             }
@@ -371,8 +405,12 @@ impl SledStore {
                 self.clear_primary(id, tag).map(|registered| StoreOk::Primary { registered })
             }
             StoreOp::ReadPrimary => self.primary().map(|registered| StoreOk::Primary { registered }),
-        };
-        result.map_err(|e| e.to_reject())
+        }
+    }
+
+    /// The directory it lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The saved window end in milliseconds (0 if never saved).

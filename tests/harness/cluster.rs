@@ -36,7 +36,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use leasetso_core::wire::Frame;
-use leasetso_core::{LeaderHint, NodeId, Role, Timestamp};
+use leasetso_core::{LeaderHint, NodeId, Role, StoreHealth, Timestamp};
 use leasetso_std::{Client, ClientError, ClientOptions};
 
 use super::netns::Netns;
@@ -117,6 +117,9 @@ pub struct ClusterOptions {
     /// TLS on every door and link (`--certs-dir`), with these certificates;
     /// the harness's own connections and clients use them too.
     pub certs: Option<Arc<TestCerts>>,
+    /// Node `i` serves `data_dirs[i]` (kept after the cluster); a fresh
+    /// temporary dir past the end.
+    pub data_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -131,6 +134,7 @@ impl Default for ClusterOptions {
             delays: Vec::new(),
             runtimes: Vec::new(),
             certs: None,
+            data_dirs: Vec::new(),
         }
     }
 }
@@ -145,13 +149,17 @@ pub struct NodeState {
     pub node: NodeId,
     /// Who serves, as far as it knows.
     pub leader: LeaderHint,
+    /// The health of its store replica.
+    pub store: StoreHealth,
 }
 
 /// One node: its fixed configuration and its current process.
 struct Node {
     /// 0-based.
     index: usize,
-    data: TempDir,
+    /// Its data dir, removed on drop unless the test gave it ([`ClusterOptions::data_dirs`]).
+    _data: Option<TempDir>,
+    data_path: std::path::PathBuf,
     peer_addr: SocketAddr,
     /// Its `--peers` value (its own entry, proxies for delayed links).
     peers: String,
@@ -277,9 +285,18 @@ impl Cluster {
                     .collect::<Vec<_>>()
                     .join(",");
                 let client_addr = opts.netns.as_ref().map(|net| net.client_addr(i, NETNS_CLIENT_PORT));
+                let (data, data_path) = match opts.data_dirs.get(i) {
+                    Some(path) => (None, path.clone()),
+                    None => {
+                        let dir = data_dir();
+                        let path = dir.path().to_path_buf();
+                        (Some(dir), path)
+                    }
+                };
                 Node {
                     index: i,
-                    data: data_dir(),
+                    _data: data,
+                    data_path,
                     peer_addr: peer_addrs[i],
                     peers,
                     client_addr,
@@ -300,7 +317,7 @@ impl Cluster {
         let mut args: Vec<OsString> = vec!["serve".into()];
         args.extend(self.runtime(i).serve_args().iter().map(OsString::from));
         args.extend(["--listen".into(), listen.into(), "--data".into()]);
-        args.push(node.data.path().into());
+        args.push(node.data_path.clone().into());
         if node.client_addr.is_some() {
             // Namespaced hosts listen on their own (non-loopback) addresses.
             args.push("--insecure".into());
@@ -509,7 +526,7 @@ impl Cluster {
 
     /// Node `i`'s data dir.
     pub fn data_dir(&self, i: usize) -> &std::path::Path {
-        self.nodes[i].data.path()
+        &self.nodes[i].data_path
     }
 
     /// Node `i`'s current process id, if it runs.
@@ -739,8 +756,8 @@ pub fn query_status_over(
     let id = conn.next_id();
     conn.send(&Frame::GetStatus { id })?;
     match conn.recv()? {
-        Frame::Status { id: got, role, node, leader, .. } if got == id => {
-            Ok(NodeState { role, node, leader })
+        Frame::Status { id: got, role, node, leader, view, .. } if got == id => {
+            Ok(NodeState { role, node, leader, store: view.store })
         }
         other => Err(io::Error::other(format!("GetStatus answered with {other:?}"))),
     }

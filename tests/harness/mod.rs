@@ -18,3 +18,4 @@ pub mod load;
 pub mod netns;
 pub mod proxy;
 pub mod tap;
+pub mod tmpfs;

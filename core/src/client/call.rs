@@ -73,7 +73,8 @@ impl fmt::Display for StatusReply {
     /// line: `node=1 role=leader leader=1 leader_addr=... mode=deferring
     /// primary=none (or primary=2 primary_tag=(0,3,1)) lease=(c,r,n)
     /// lease_owner=1 lease_left_ms=... quarantine_left_ms=... fence=(c,r,n)
-    /// window_end_ms=... current=... links=1:self,2:up,3:down` (`none` for
+    /// window_end_ms=... current=... links=1:self,2:up,3:down store=ok`
+    /// (`store=failed: No space left on device` while its replica fails; `none` for
     /// what is unknown; `current` is the packed timestamp; a ballot is
     /// `(counter,restart,node)` with the node 0-based, as on the wire).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -110,7 +111,8 @@ impl fmt::Display for StatusReply {
             };
             write!(f, "{}{}:{state}", if i == 0 { "" } else { "," }, i + 1)?;
         }
-        Ok(())
+        // Last: a failure's words contain spaces.
+        write!(f, " store={}", v.store)
     }
 }
 
@@ -157,12 +159,13 @@ mod tests {
                 nodes: 3,
                 mode: crate::role::Mode::Deferring,
                 primary: None,
+                store: crate::health::StoreHealth::Ok,
             },
         };
         assert_eq!(
             status.to_string(),
             "node=1 role=leader leader=1 mode=deferring primary=none lease=(4,1,0) lease_owner=1 lease_left_ms=900 quarantine_left_ms=0 \
-             fence=(2,1,0) window_end_ms=5 current=786434 links=1:self,2:up,3:down"
+             fence=(2,1,0) window_end_ms=5 current=786434 links=1:self,2:up,3:down store=ok"
         );
         let none = StatusReply {
             leader: LeaderHint::default(),
@@ -173,7 +176,7 @@ mod tests {
         assert_eq!(
             none.to_string(),
             "node=1 role=follower leader=none mode=deferring primary=none lease=none lease_owner=none lease_left_ms=0 \
-             quarantine_left_ms=0 fence=none window_end_ms=5 current=786434 links=1:self"
+             quarantine_left_ms=0 fence=none window_end_ms=5 current=786434 links=1:self store=ok"
         );
     }
 }

@@ -228,7 +228,11 @@ impl Server {
         };
         let dir = net.as_ref().map(|net| Arc::clone(&net.dir));
         let (kit, pending) = Kit::start(&cfg, &opened, local_addr, advertised, dir, tls)?;
-        let store = opened.store;
+        let store = leasetso_runtime_common::store::Replica::new(
+            opened.store,
+            cfg.cluster_id,
+            Arc::clone(&kit.store_health),
+        );
         let (done_tx, store_done) = async_channel::bounded::<()>(1);
         let me = cfg.node.id;
         let store_net = net.clone();

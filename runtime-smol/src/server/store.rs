@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use leasetso_core::{NodeId, StoreReply};
 use leasetso_runtime_common::store;
-use leasetso_sled::SledStore;
 
 use crate::server::driver::Input;
 use crate::server::peer::PeerNet;
@@ -30,7 +29,7 @@ pub(crate) type Job = leasetso_runtime_common::store::Job<Reply>;
 /// ([`leasetso_runtime_common::store::run`]).
 pub(crate) fn run(
     me: NodeId,
-    store: SledStore,
+    store: store::Replica,
     jobs: async_channel::Receiver<Job>,
     driver: async_channel::Sender<Input>,
     net: Option<Arc<PeerNet>>,
@@ -38,7 +37,7 @@ pub(crate) fn run(
     let admin = |reply: Reply, answer| _ = reply.try_send(answer);
     store::run(
         me,
-        &store,
+        store,
         std::iter::from_fn(|| jobs.recv_blocking().ok()),
         net.as_deref(),
         |input| _ = driver.send_blocking(input),

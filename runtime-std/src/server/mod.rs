@@ -130,7 +130,11 @@ impl Server {
         };
         let dir = net.as_ref().map(|net| Arc::clone(&net.dir));
         let (kit, pending) = Kit::start(&cfg, &opened, door.local_addr(), advertised, dir, tls)?;
-        let store = opened.store;
+        let store = leasetso_runtime_common::store::Replica::new(
+            opened.store,
+            cfg.cluster_id,
+            Arc::clone(&kit.store_health),
+        );
         let shared = Arc::new(Shared {
             kit,
             net: net.clone(),

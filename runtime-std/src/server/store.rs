@@ -13,7 +13,6 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use leasetso_core::{NodeId, StoreReply};
 use leasetso_runtime_common::store;
-use leasetso_sled::SledStore;
 
 use crate::server::driver::Input;
 use crate::server::peer::PeerNet;
@@ -29,11 +28,11 @@ pub(crate) type Job = leasetso_runtime_common::store::Job<Reply>;
 /// Runs jobs until every sender is gone ([`leasetso_runtime_common::store::run`]).
 pub(crate) fn run(
     me: NodeId,
-    store: SledStore,
+    store: store::Replica,
     jobs: Receiver<Job>,
     driver: SyncSender<Input>,
     net: Option<Arc<PeerNet>>,
 ) {
     let admin = |reply: Reply, answer| _ = reply.send(answer);
-    store::run(me, &store, jobs.into_iter(), net.as_deref(), |input| _ = driver.send(input), admin);
+    store::run(me, store, jobs.into_iter(), net.as_deref(), |input| _ = driver.send(input), admin);
 }
