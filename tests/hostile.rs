@@ -162,3 +162,61 @@ fn a_slow_handshake_is_closed_at_the_deadline() {
     assert!(got.is_empty(), "a dribbled Hello was answered: {got:?}");
     assert!(at < DEADLINE + SLACK, "closed after {at:?}");
 }
+
+/// H5: a second process started as node 2 on another peer port. The
+/// others refuse its links, say which two processes claim the id (a few
+/// lines, not one per attempt), and keep the real node 2's link: the
+/// cluster serves on, with no flapping.
+#[test]
+fn a_second_process_claiming_a_node_id_is_refused_and_named() {
+    use leasetso_tests::harness::cluster::{Cluster, ClusterOptions, exclusive};
+    use leasetso_tests::{ChildGuard, free_addrs};
+
+    let _serial = exclusive();
+    let cluster = Cluster::start(3, ClusterOptions { cluster_id: Some(9), ..ClusterOptions::default() });
+    cluster.wait_leader(Duration::from_secs(15));
+    let before = cluster.wait_serving(Duration::from_secs(15));
+    let fake_peer = free_addrs(1)[0];
+    let peers = format!("1={},2={fake_peer},3={}", cluster.peer_addr(0), cluster.peer_addr(2));
+    let data = data_dir();
+    let data_arg = data.path().display().to_string();
+    let _impostor = ChildGuard::spawn_quiet(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        &data_arg,
+        "--id",
+        "2",
+        "--peers",
+        &peers,
+        "--lease-ms",
+        "500",
+        "--cluster-id",
+        "9",
+    ]);
+    // Let it try for a while, taking timestamps all along.
+    let client = cluster.client(Duration::from_secs(5));
+    let mut last = before;
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        let ts = client.get_ts().unwrap_or_else(|e| cluster.fail(&format!("with an impostor: {e}")));
+        assert!(ts > last);
+        last = ts;
+        thread::sleep(Duration::from_millis(20));
+    }
+    for i in [0, 2] {
+        let log = cluster.log(i);
+        let named = log.lines().filter(|l| l.contains("two processes claim node 2")).count();
+        if named == 0 || named > 3 {
+            cluster.fail(&format!("node {i} named the two processes {named} times"));
+        }
+        let downs =
+            log.lines().filter(|l| l.contains("link down") || l.contains("dropping the peer")).count();
+        if downs > 3 {
+            cluster.fail(&format!("node {i}: {downs} link-down lines: the links flap"));
+        }
+        let up = cluster.status(i).map(|s| s.role);
+        assert!(up.is_ok(), "node {i} answers");
+    }
+}

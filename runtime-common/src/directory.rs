@@ -48,6 +48,10 @@ pub struct PeerDirectory {
     /// The highest ballot of its own each peer was seen to use (a store that
     /// lost its restart counter asks for it).
     seen: Mutex<Seen>,
+    /// The client address the process at each peer's configured address
+    /// advertised in its answer to this node's dial (`None`: not reached
+    /// yet): the process this node trusts with that id (rule H5).
+    dialled: Mutex<Vec<Option<Option<SocketAddr>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,7 +69,22 @@ impl PeerDirectory {
             resp_addrs: Mutex::new(vec![None; n]),
             up: (0..n).map(|_| AtomicBool::new(false)).collect(),
             seen: Mutex::new(Seen::new()),
+            dialled: Mutex::new(vec![None; n]),
         }
+    }
+
+    /// This node's dial of `peer`'s configured address was answered by a
+    /// process advertising `client` (H5).
+    pub fn dialled(&self, peer: NodeId, client: Option<SocketAddr>) {
+        if let Some(slot) = lock(&self.dialled).get_mut(usize::from(peer.0)) {
+            *slot = Some(client);
+        }
+    }
+
+    /// What the process at `peer`'s configured address advertised, if
+    /// this node's dial reached it.
+    pub fn trusted(&self, peer: NodeId) -> Option<Option<SocketAddr>> {
+        lock(&self.dialled).get(usize::from(peer.0)).copied().flatten()
     }
 
     /// Records the addresses `peer` advertised in its handshake (either

@@ -89,7 +89,7 @@ pub use node_cell::NodeCell;
 #[cfg(feature = "server")]
 pub use redial::{DialError, Redial};
 #[cfg(feature = "server")]
-pub use route::{Incoming, Route, report_closed, route};
+pub use route::{Duplicate, Incoming, Route, report_closed, route};
 #[cfg(feature = "server")]
 pub use stats::ServerStats;
 pub use tls::{CertsDir, Identity, TlsError, TlsPipe, TlsSession};

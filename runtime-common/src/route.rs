@@ -56,10 +56,48 @@ pub fn route<R>(dir: &PeerDirectory, from: NodeId, frame: PeerFrame) -> Route<R>
 /// again (it restarted, or lost the old connection) replaces its old one,
 /// which is closed, and so that a stop can close them all. `S` is the
 /// runtime's stream (or its clone).
+///
+/// Rule H5 (ARCHITECTURE.md): **one process per node id.** A process is
+/// told apart by the client address its handshake advertises. A second
+/// process that claims an id another holds is refused (and the operator
+/// told, rate-limited, which two), and the link this node trusts is kept:
+/// the one of the process at the peer address configured for that id (the
+/// client address its answer to this node's own dial advertised), or else
+/// the one already live. Without this the two would take the link from
+/// each other in turn, for ever.
 #[derive(Debug)]
 pub struct Incoming<S> {
     next: AtomicU64,
-    live: Mutex<Vec<Option<(u64, S)>>>,
+    live: Mutex<Vec<Option<Live<S>>>>,
+}
+
+#[derive(Debug)]
+struct Live<S> {
+    conn: u64,
+    stream: S,
+    /// The client address its handshake advertised.
+    claim: Option<SocketAddr>,
+}
+
+/// Two processes claim one node id (H5): the newcomer is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "two processes claim node {}: {} and {} (client addresses); keeping the first, refusing the link from {}",
+    peer.0 + 1, show(*kept), show(*refused), show(*remote)
+)]
+pub struct Duplicate {
+    /// The id both claim.
+    pub peer: NodeId,
+    /// The client address of the process kept.
+    pub kept: Option<SocketAddr>,
+    /// The client address of the process refused.
+    pub refused: Option<SocketAddr>,
+    /// Where the refused link came from.
+    pub remote: Option<SocketAddr>,
+}
+
+fn show(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "none".into(), |a| a.to_string())
 }
 
 impl<S> Incoming<S> {
@@ -68,19 +106,43 @@ impl<S> Incoming<S> {
         Incoming { next: AtomicU64::new(0), live: Mutex::new((0..nodes).map(|_| None).collect()) }
     }
 
-    /// Registers `stream` as `peer`'s live connection. Returns its number
-    /// (for [`Incoming::unregister`]) and the connection it replaces, which
-    /// the caller closes: it is dead, or about to be.
-    pub fn register(&self, peer: NodeId, stream: S) -> (u64, Option<S>) {
+    /// Registers `stream` from `remote` as `peer`'s live connection, its
+    /// handshake advertising `claim`; `trusted` is what the process at the
+    /// configured peer address advertised, if this node's dial reached it.
+    /// Returns its number (for [`Incoming::unregister`]) and the connection
+    /// it replaces, which the caller closes (dead, or about to be); or the
+    /// [`Duplicate`] that refuses it (H5), and the caller drops it.
+    pub fn register(
+        &self,
+        peer: NodeId,
+        stream: S,
+        claim: Option<SocketAddr>,
+        trusted: Option<Option<SocketAddr>>,
+        remote: Option<SocketAddr>,
+    ) -> Result<(u64, Option<S>), Duplicate> {
+        let mut live = lock(&self.live);
+        let Some(slot) = live.get_mut(usize::from(peer.0)) else {
+            // Not a member: the handshake refuses it before this; nothing to keep.
+            return Ok((self.next.fetch_add(1, Ordering::Relaxed), None));
+        };
+        let refuse = |kept| Err(Duplicate { peer, kept, refused: claim, remote });
+        match (trusted, slot.as_ref()) {
+            // The process at the configured address says it is someone else.
+            (Some(t), _) if t != claim => return refuse(t),
+            // Another process holds the live link, and nothing says the
+            // newcomer is the one at the configured address.
+            (None, Some(old)) if old.claim != claim => return refuse(old.claim),
+            _ => {}
+        }
         let conn = self.next.fetch_add(1, Ordering::Relaxed);
-        let old = lock(&self.live).get_mut(usize::from(peer.0)).and_then(|slot| slot.replace((conn, stream)));
-        (conn, old.map(|(_, s)| s))
+        let old = slot.replace(Live { conn, stream, claim });
+        Ok((conn, old.map(|l| l.stream)))
     }
 
     /// Forgets connection `conn` of `peer`, unless a newer one replaced it.
     pub fn unregister(&self, peer: NodeId, conn: u64) {
         if let Some(slot) = lock(&self.live).get_mut(usize::from(peer.0)) {
-            if slot.as_ref().is_some_and(|(c, _)| *c == conn) {
+            if slot.as_ref().is_some_and(|l| l.conn == conn) {
                 *slot = None;
             }
         }
@@ -88,7 +150,7 @@ impl<S> Incoming<S> {
 
     /// Takes every live connection, for a stop to close them.
     pub fn drain(&self) -> Vec<S> {
-        lock(&self.live).iter_mut().filter_map(|slot| slot.take().map(|(_, s)| s)).collect()
+        lock(&self.live).iter_mut().filter_map(|slot| slot.take().map(|l| l.stream)).collect()
     }
 }
 
@@ -121,6 +183,31 @@ pub fn report_closed(remote: Option<SocketAddr>, peer: Option<NodeId>, e: &LinkE
 mod tests {
     use super::*;
     use leasetso_core::{Ballot, Handshake, LeaseMsg};
+
+    #[test]
+    fn one_process_per_node_id() {
+        let a: SocketAddr = "127.0.0.1:7402".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:7502".parse().unwrap();
+        let (n2, remote) = (NodeId(1), Some("127.0.0.1:40000".parse().unwrap()));
+        let inc = Incoming::new(3);
+        // The first process; the same one again replaces its old link.
+        let (first, old) = inc.register(n2, "a1", Some(a), None, remote).unwrap();
+        assert_eq!(old, None);
+        let (_, old) = inc.register(n2, "a2", Some(a), None, remote).unwrap();
+        assert_eq!(old, Some("a1"));
+        inc.unregister(n2, first); // stale: a2 replaced it
+        // Another process claiming node 2 is refused, the live one kept.
+        let dup = inc.register(n2, "b1", Some(b), None, remote).unwrap_err();
+        assert_eq!((dup.kept, dup.refused), (Some(a), Some(b)));
+        assert!(dup.to_string().starts_with("two processes claim node 2: 127.0.0.1:7402 and 127.0.0.1:7502"));
+        // Unless the process at the configured address is the newcomer:
+        // then it takes the link from the impostor.
+        let (_, old) = inc.register(n2, "b2", Some(b), Some(Some(b)), remote).unwrap();
+        assert_eq!(old, Some("a2"));
+        // And with it known, the other is refused even with no link live.
+        assert_eq!(inc.drain(), ["b2"]);
+        assert!(inc.register(n2, "a3", Some(a), Some(Some(b)), remote).is_err());
+    }
 
     #[test]
     fn each_frame_goes_where_the_rules_say() {

@@ -264,17 +264,35 @@ impl PeerNet {
                                 );
                                 break 'conn;
                             }
+                            // H5: one process per id.
+                            let trusted = self.dir.trusted(peer);
+                            let registered = self.incoming.register(
+                                peer,
+                                link.stream.clone(),
+                                client_addr,
+                                trusted,
+                                remote,
+                            );
+                            let (id, old) = match registered {
+                                Ok(registered) => registered,
+                                Err(duplicate) => {
+                                    leasetso_runtime_common::warn_quiet!(
+                                        leasetso_runtime_common::quiet::DUPLICATE_ID,
+                                        "{duplicate}"
+                                    );
+                                    break 'conn;
+                                }
+                            };
+                            if let Some(old) = old {
+                                let _ = old.shutdown(Shutdown::Both);
+                            }
+                            conn = Some((peer, id));
                             // What the peer says now replaces what an
                             // earlier start of it said, an absent address included.
                             self.dir.advertised(peer, client_addr, resp_addr);
                             if write_answer(&mut link, &mut session).await.is_err() {
                                 break 'conn;
                             }
-                            let (id, old) = self.incoming.register(peer, link.stream.clone());
-                            if let Some(old) = old {
-                                let _ = old.shutdown(Shutdown::Both);
-                            }
-                            conn = Some((peer, id));
                             tracing::debug!(peer = peer.0 + 1, ?remote, "peer connected");
                         }
                         LinkEvent::Frame { from, frame } => {
@@ -359,6 +377,7 @@ impl PeerNet {
                         Some(LinkEvent::Up { client_addr, resp_addr, .. }) => {
                             check_link(self.tls.as_deref(), conn.identity(), to).map_err(io::Error::other)?;
                             self.dir.advertised(to, client_addr, resp_addr);
+                            self.dir.dialled(to, client_addr);
                             return Ok((conn, session));
                         }
                         Some(LinkEvent::Closed(e)) => return Err(e.into()),

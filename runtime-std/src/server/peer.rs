@@ -316,7 +316,7 @@ impl PeerNet {
             let go_on = match event {
                 LinkEvent::Up { peer, .. } if self.refused(conn, peer, remote) => false,
                 LinkEvent::Up { peer, client_addr, resp_addr, .. } => {
-                    match self.welcome(stream, conn, session, peer, client_addr, resp_addr) {
+                    match self.welcome(stream, conn, session, (peer, remote), client_addr, resp_addr) {
                         Some(conn) => {
                             *up = Some((peer, conn));
                             tracing::debug!(peer = peer.0 + 1, ?remote, "peer connected");
@@ -342,27 +342,42 @@ impl PeerNet {
         true
     }
 
-    /// The peer passed the handshake: records the addresses it advertises
-    /// now (they replace what an earlier start of it said, an absent one
-    /// included), writes the Welcome and registers the connection. `None`:
-    /// the connection is to be dropped.
+    /// The peer passed the handshake: registers the connection, unless
+    /// another process holds the id (H5: refused, the operator told),
+    /// records the addresses it advertises now (they replace what an
+    /// earlier start of it said, an absent one included) and writes the
+    /// Welcome. `None`: the connection is to be dropped.
     fn welcome(
         &self,
         stream: &TcpStream,
         conn: &mut Conn,
         session: &mut LinkAcceptor,
-        peer: NodeId,
+        (peer, remote): (NodeId, Option<SocketAddr>),
         client_addr: Option<SocketAddr>,
         resp_addr: Option<SocketAddr>,
     ) -> Option<u64> {
-        self.dir.advertised(peer, client_addr, resp_addr);
-        write_answer(conn, session).ok()?;
-        let _ = stream.set_read_timeout(None);
-        let (conn, old) = self.incoming.register(peer, stream.try_clone().ok()?);
+        let trusted = self.dir.trusted(peer);
+        let registered = self.incoming.register(peer, stream.try_clone().ok()?, client_addr, trusted, remote);
+        let (id, old) = match registered {
+            Ok(registered) => registered,
+            Err(duplicate) => {
+                leasetso_runtime_common::warn_quiet!(
+                    leasetso_runtime_common::quiet::DUPLICATE_ID,
+                    "{duplicate}"
+                );
+                return None;
+            }
+        };
         if let Some(old) = old {
             let _ = old.shutdown(Shutdown::Both);
         }
-        (!self.stopping.load(Ordering::SeqCst)).then_some(conn)
+        self.dir.advertised(peer, client_addr, resp_addr);
+        if write_answer(conn, session).is_err() {
+            self.incoming.unregister(peer, id);
+            return None;
+        }
+        let _ = stream.set_read_timeout(None);
+        (!self.stopping.load(Ordering::SeqCst)).then_some(id)
     }
 
     /// With TLS, whether the peer's certificate does not name the node its
@@ -539,6 +554,7 @@ impl Link {
                             check_link(self.net.tls.as_deref(), conn.identity(), self.to)
                                 .map_err(io::Error::other)?;
                             self.net.dir.advertised(self.to, client_addr, resp_addr);
+                            self.net.dir.dialled(self.to, client_addr);
                         }
                         LinkEvent::Closed(e) => return Err(e.into()),
                         // A dialler reports no frames.
