@@ -84,3 +84,71 @@ fn a_data_dir_of_another_cluster_is_refused() {
     assert!(next > highest, "{next:?} after {highest:?}");
     server.stop();
 }
+
+/// A value of `key=value` lines.
+fn field<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in:\n{out}"))
+}
+
+/// `leasetso data inspect` prints a stopped node's store; a store wedged by
+/// a fence no leadership can pass keeps its node from serving, and the
+/// documented repair (`data reset-fence` with the cluster stopped) brings it
+/// back, above everything it handed out before.
+#[test]
+fn data_inspect_shows_a_store_and_reset_fence_repairs_a_wedged_one() {
+    use leasetso_core::{Ballot, NodeId, StoreOp};
+    use leasetso_tests::run_cli;
+
+    let dir = data_dir();
+    let data = dir.path().display().to_string();
+    let server = ServerProcess::start_serving(dir.path());
+    let mut conn = RawConn::open(server.addr());
+    let before = conn.get_ts(1).unwrap().unwrap();
+    // A running node's store is in use: inspect says so.
+    let busy = run_cli(&["data", "inspect", "--data", &data], Duration::from_secs(10));
+    assert!(!busy.status.success() && busy.stderr.contains("in use"), "{}", busy.stderr);
+    server.stop();
+
+    let shown = run_cli(&["data", "inspect", "--data", &data], Duration::from_secs(10));
+    assert!(shown.status.success(), "{}", shown.stderr);
+    let out = shown.stdout;
+    assert_eq!(field(&out, "cluster_id"), "1");
+    assert_eq!(field(&out, "node"), "1");
+    assert_eq!(field(&out, "restart"), "1");
+    assert_eq!(field(&out, "restart_marker"), "1");
+    assert_eq!(field(&out, "fence"), "(1,1,0)");
+    assert_eq!(field(&out, "primary"), "none");
+    let window: u64 = field(&out, "window_end_ms").parse().expect("a number");
+    assert!(window > before.physical_ms, "window {window} not above {before:?}");
+
+    // Wedge it: a fence no ballot of this node can pass.
+    {
+        let store = leasetso_sled::SledStore::open(dir.path(), 1).expect("open the stopped store");
+        let wedge = Ballot::new(u64::MAX, u64::MAX, NodeId(0));
+        assert!(store.execute(StoreOp::Load { fence: wedge, check_primary: false }).is_ok());
+    }
+    let wedged = run_cli(&["data", "inspect", "--data", &data], Duration::from_secs(10)).stdout;
+    assert_eq!(field(&wedged, "fence"), format!("({},{},0)", u64::MAX, u64::MAX));
+    let server = ServerProcess::start_with(dir.path(), &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    let served = RawConn::open(server.addr()).get_ts(1).expect("an answer");
+    assert!(served.is_err(), "a node whose store is fenced for good served {served:?}:\n{}", server.log());
+    server.stop();
+
+    // The repair: refused without the confirmation, done with it.
+    let refused = run_cli(&["data", "reset-fence", "--data", &data], Duration::from_secs(10));
+    assert!(!refused.status.success() && refused.stderr.contains("--cluster-stopped"), "{}", refused.stderr);
+    let reset =
+        run_cli(&["data", "reset-fence", "--data", &data, "--cluster-stopped"], Duration::from_secs(10));
+    assert!(reset.status.success(), "{}", reset.stderr);
+    let repaired = run_cli(&["data", "inspect", "--data", &data], Duration::from_secs(10)).stdout;
+    assert_eq!(field(&repaired, "fence"), "none");
+    assert_eq!(field(&repaired, "window_end_ms"), window.to_string(), "the window stays");
+
+    let server = ServerProcess::start_serving(dir.path());
+    let after = RawConn::open(server.addr()).get_ts(1).unwrap().unwrap();
+    assert!(after > before && after.physical_ms > window, "{after:?} after the repair, window {window}");
+    server.stop();
+}

@@ -17,6 +17,7 @@ use leasetso_std::{
 use tracing_subscriber::EnvFilter;
 
 mod cert;
+mod data;
 
 /// How long `serve` waits for the node to serve before announcing it is ready anyway.
 const READY_WAIT: Duration = Duration::from_secs(10);
@@ -43,6 +44,9 @@ enum Command {
     /// Create a cluster's certificates: a CA, then one per node and client.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Inspect or repair a stopped node's store.
+    #[command(subcommand)]
+    Data(data::DataCommand),
 }
 
 // The variants are the command-line words (`create-ca`, `create-node`,
@@ -258,6 +262,7 @@ fn main() -> ExitCode {
         Command::Primary(PrimaryCommand::Show(args)) => primary_show(args),
         Command::Primary(PrimaryCommand::Clear(args)) => primary_clear(args),
         Command::Cert(command) => cert(command),
+        Command::Data(command) => data::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

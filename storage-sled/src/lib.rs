@@ -89,6 +89,12 @@ pub enum StoreError {
     /// sled failed (I/O error, or corruption sled itself detected).
     #[error("sled: {0}")]
     Io(#[from] sled::Error),
+    /// An offline tool found no store in the directory.
+    #[error("no leasetso store in {0} (no sled log `db`)")]
+    NoStore(std::path::PathBuf),
+    /// An offline tool found the store in use: its node runs.
+    #[error("the store in {0} is in use: stop its node first")]
+    InUse(std::path::PathBuf),
     /// A stored value does not decode: the data dir was damaged or written by
     /// something else.
     #[error("corrupt value under key {key:?}: {detail}")]
@@ -112,6 +118,8 @@ impl StoreError {
             StoreError::ClusterMismatch { .. }
             | StoreError::NodeMismatch { .. }
             | StoreError::Io(_)
+            | StoreError::NoStore(_)
+            | StoreError::InUse(_)
             | StoreError::Corrupt { .. } => StoreReject::Failed,
         }
     }
@@ -140,9 +148,29 @@ impl StoreError {
             }),
             StoreError::Io(sled::Error::Corruption { .. }) => Some(StoreHealth::Corrupt),
             StoreError::Io(e) if e.to_string().contains("No space left") => Some(StoreHealth::NoSpace),
-            StoreError::Io(_) => Some(StoreHealth::Io),
+            StoreError::Io(_) | StoreError::NoStore(_) | StoreError::InUse(_) => Some(StoreHealth::Io),
         }
     }
+}
+
+/// What a stopped node's store holds (`leasetso data inspect`), read
+/// without writing anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inspection {
+    /// The cluster the store was created for.
+    pub cluster_id: Option<u64>,
+    /// The node the store belongs to.
+    pub node: Option<NodeId>,
+    /// The restart counter in the log.
+    pub restart: u64,
+    /// The restart counter in the marker file beside the log (`None`: no marker).
+    pub marker: Option<u64>,
+    /// The fence ([`Ballot::ZERO`]: never raised).
+    pub fence: Ballot,
+    /// The saved window end in ms (0: never saved).
+    pub window_end_ms: u64,
+    /// The primary registration, if any.
+    pub primary: Option<(NodeId, Ballot)>,
 }
 
 /// What a transaction closure returns: aborts carry a [`StoreError`].
@@ -411,6 +439,67 @@ impl SledStore {
     /// The directory it lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Opens the existing store in `dir` for an offline tool: nothing is
+    /// created, no cluster id checked, nothing written.
+    fn open_offline(dir: &Path) -> Result<SledStore, StoreError> {
+        if !dir.join("db").is_file() {
+            return Err(StoreError::NoStore(dir.to_path_buf()));
+        }
+        match open_db(dir) {
+            Ok(db) => Ok(SledStore { db, dir: dir.to_path_buf() }),
+            Err(e) if is_lock_contention(&e) => Err(StoreError::InUse(dir.to_path_buf())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// What the stopped node's store in `dir` holds, read without writing.
+    pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection, StoreError> {
+        let store = Self::open_offline(dir.as_ref())?;
+        let node = match store.db.get(NODE_ID)? {
+            Some(v) => Some(NodeId(u16::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt { key: NODE_ID, detail: format!("{} bytes, not 2", v.len()) }
+            })?))),
+            None => None,
+        };
+        let marker = match std::fs::read(store.dir.join(RESTART_MARKER)) {
+            Ok(bytes) => {
+                Some(<[u8; 8]>::try_from(bytes.as_slice()).map(u64::from_be_bytes).map_err(|_| {
+                    StoreError::Corrupt {
+                        key: RESTART_MARKER,
+                        detail: format!("{} bytes, expected 8", bytes.len()),
+                    }
+                })?)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StoreError::Io(sled::Error::Io(e))),
+        };
+        Ok(Inspection {
+            cluster_id: decode_u64(CLUSTER_ID, store.db.get(CLUSTER_ID)?.as_deref())?,
+            node,
+            restart: store.restart()?,
+            marker,
+            fence: store.fence()?,
+            window_end_ms: store.window_end_ms()?,
+            primary: store.primary()?,
+        })
+    }
+
+    /// The repair of a store wedged by a fence no leadership can pass (a
+    /// forged or corrupt one): resets the fence of the stopped node's store
+    /// in `dir` to zero, durably, and returns the old one. The window, the
+    /// registration and the restart counter stay. Safe with the whole
+    /// cluster stopped: no leader is left for the fence to stop, and the
+    /// next leadership raises the fence of every replica it loads again.
+    pub fn reset_fence(dir: impl AsRef<Path>) -> Result<Ballot, StoreError> {
+        let store = Self::open_offline(dir.as_ref())?;
+        store.transact(|t| {
+            let old = read_fence(t)?;
+            t.remove(FENCE)?;
+            t.flush();
+            Ok(old)
+        })
     }
 
     /// The saved window end in milliseconds (0 if never saved).
