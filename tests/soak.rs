@@ -79,7 +79,7 @@ fn idle_flood(seeds: Vec<SocketAddr>, n: usize, stop: Arc<AtomicBool>, opened: A
     let half_hello = encode(&Frame::Hello { version: VERSION, cluster_id: 0 })[..6].to_vec();
     let open = |i: usize| {
         let s = TcpStream::connect_timeout(&seeds[i % seeds.len()], Duration::from_secs(2)).ok()?;
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             let _ = (&s).write_all(&half_hello);
         }
         s.set_nonblocking(true).ok()?;
