@@ -13,7 +13,7 @@ use leasetso_smol::{Client, ClientOptions, NodeConfig, NodeId, ServerConfig};
 use leasetso_tests::free_addrs;
 
 enum Node {
-    Std(leasetso_std::Server),
+    Std(Box<leasetso_std::Server>),
     Smol(Running),
 }
 
@@ -52,7 +52,7 @@ fn std_and_smol_nodes_share_a_cluster() {
             Some(if i == 2 {
                 Node::Smol(Running::start(cfg))
             } else {
-                Node::Std(leasetso_std::Server::start(cfg).unwrap())
+                Node::Std(Box::new(leasetso_std::Server::start(cfg).unwrap()))
             })
         })
         .collect();

@@ -210,6 +210,11 @@ struct ServeArgs {
     /// room kept for the peer links, the store and the listeners.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: Option<u64>,
+    /// Serve metrics and the status page over HTTP on ADDR (HTTPS with
+    /// --certs-dir): /metrics (Prometheus), /health, /ready, /status.json
+    /// and a live status page at /. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -377,17 +382,19 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         certs_dir: args.certs_dir,
         resp_password,
         max_connections: args.max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        metrics: args.metrics,
     };
     // Installed before the server starts, so a signal that arrives during
     // start-up still stops it cleanly once it runs.
     let signals = install_signals();
-    let ready = |addr, peer, resp| Ready { cluster, id, addr, peer, resp };
+    let ready = |addr, peer, resp, metrics| Ready { cluster, id, addr, peer, resp, metrics };
     match args.runtime {
         RuntimeArg::Std => {
             let server = Server::start(cfg).map_err(|e| e.to_string())?;
             let stop = server.stop_handle();
             let stopped = stop_on_signal(signals, move || stop.stop());
-            let ready = ready(server.local_addr(), server.peer_addr(), server.resp_addr());
+            let ready =
+                ready(server.local_addr(), server.peer_addr(), server.resp_addr(), server.metrics_addr());
             ready.announce(&stopped, |timeout| server.wait_serving(timeout));
             server.wait();
             Ok(())
@@ -399,7 +406,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             let handle = server.handle();
             let stop = handle.clone();
             let stopped = stop_on_signal(signals, move || stop.stop());
-            let ready = ready(server.local_addr(), server.peer_addr(), server.resp_addr());
+            let ready =
+                ready(server.local_addr(), server.peer_addr(), server.resp_addr(), server.metrics_addr());
             // The server's tasks run inside `Server::run`, driven here by
             // `smol::block_on`; the ready lines come from beside it.
             let announcing = std::thread::spawn(move || {
@@ -487,6 +495,7 @@ struct Ready {
     addr: SocketAddr,
     peer: Option<SocketAddr>,
     resp: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
 }
 
 impl Ready {
@@ -497,6 +506,9 @@ impl Ready {
         if let Some(addr) = self.resp {
             // Before the ready line, so that whoever waits for it can read this too.
             eprintln!("leasetso: RESP on {addr}");
+        }
+        if let Some(addr) = self.metrics {
+            eprintln!("leasetso: metrics on {addr}");
         }
         if self.cluster {
             let peer = self.peer.map_or_else(String::new, |a| a.to_string());

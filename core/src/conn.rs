@@ -120,6 +120,31 @@ pub trait Backend {
     }
 }
 
+/// The Status frame answering request `id` of node `node` (of `nodes`)
+/// whose state is `status`: what every door reports of a node, in one place
+/// (the metrics listener's `/status.json` uses it too).
+pub fn status_frame(id: u64, node: NodeId, nodes: u16, status: &Status, backend: &impl Backend) -> Frame {
+    Frame::Status {
+        id,
+        role: status.role,
+        node,
+        leader: backend.hint(status.leader),
+        window_end_ms: status.window_end_ms,
+        current: status.current,
+        view: LeaseView {
+            lease: status.lease,
+            lease_left_ms: millis(status.lease_left),
+            quarantine_left_ms: millis(status.quarantine_left),
+            fence: status.fence,
+            links_up: backend.links_up(),
+            nodes,
+            mode: status.mode,
+            primary: status.primary,
+            store: backend.store_health(),
+        },
+    }
+}
+
 /// Why a connection is being closed: the reason behind the fatal error in `out`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Fatal {
@@ -360,7 +385,7 @@ impl ServerConn {
             Frame::GetStatus { id } => {
                 backend.tally(Tally::GetStatus);
                 match backend.status() {
-                    Some(status) => send(out, self.status_frame(id, &status, backend)),
+                    Some(status) => send(out, status_frame(id, self.node, self.nodes, &status, backend)),
                     None => error(out, backend, id, ErrorCode::Internal, LeaderHint::default()),
                 }
             }
@@ -375,28 +400,6 @@ impl ServerConn {
             | Frame::Status { .. }
             | Frame::Error { .. }
             | Frame::Primary { .. } => self.close(Fatal::Refused(ErrorCode::UnknownKind), backend, out),
-        }
-    }
-
-    fn status_frame(&self, id: u64, status: &Status, backend: &impl Backend) -> Frame {
-        Frame::Status {
-            id,
-            role: status.role,
-            node: self.node,
-            leader: backend.hint(status.leader),
-            window_end_ms: status.window_end_ms,
-            current: status.current,
-            view: LeaseView {
-                lease: status.lease,
-                lease_left_ms: millis(status.lease_left),
-                quarantine_left_ms: millis(status.quarantine_left),
-                fence: status.fence,
-                links_up: backend.links_up(),
-                nodes: self.nodes,
-                mode: status.mode,
-                primary: status.primary,
-                store: backend.store_health(),
-            },
         }
     }
 

@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// at once (`serve --max-connections`); `None`: the default under the
     /// open-file limit ([`crate::limits::default_max_connections`]).
     pub max_connections: Option<usize>,
+    /// The metrics listener's address (`serve --metrics`): `/metrics`,
+    /// `/health`, `/ready`, `/status.json` and the status page; off if `None`.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -63,6 +66,7 @@ impl ServerConfig {
             certs_dir: None,
             resp_password: None,
             max_connections: None,
+            metrics: None,
         }
     }
 

@@ -9,7 +9,7 @@
 //! links follow.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -45,6 +45,8 @@ pub struct PeerDirectory {
     /// Whether the outgoing link to each peer is up (this node's own entry
     /// stays false: [`PeerDirectory::links_up`] sets its bit regardless).
     up: Vec<AtomicBool>,
+    /// How often each outgoing link came up (reconnects: all but the first).
+    ups: Vec<AtomicU64>,
     /// The highest ballot of its own each peer was seen to use (a store that
     /// lost its restart counter asks for it).
     seen: Mutex<Seen>,
@@ -68,6 +70,7 @@ impl PeerDirectory {
             client_addrs: Mutex::new(vec![None; n]),
             resp_addrs: Mutex::new(vec![None; n]),
             up: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            ups: (0..n).map(|_| AtomicU64::new(0)).collect(),
             seen: Mutex::new(Seen::new()),
             dialled: Mutex::new(vec![None; n]),
         }
@@ -112,8 +115,17 @@ impl PeerDirectory {
     /// Marks the outgoing link to `peer` up or down.
     pub fn set_up(&self, peer: NodeId, up: bool) {
         if let Some(flag) = self.up.get(usize::from(peer.0)) {
-            flag.store(up, Ordering::SeqCst);
+            if !flag.swap(up, Ordering::SeqCst) && up {
+                if let Some(ups) = self.ups.get(usize::from(peer.0)) {
+                    ups.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
+    }
+
+    /// How often the outgoing link to `peer` came up.
+    pub fn ups(&self, peer: NodeId) -> u64 {
+        self.ups.get(usize::from(peer.0)).map_or(0, |u| u.load(Ordering::Relaxed))
     }
 
     /// Whether the outgoing link to `peer` is up.

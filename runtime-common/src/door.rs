@@ -14,9 +14,10 @@ use leasetso_core::resp::{MAX_COMMAND_LEN, OUT_LIMIT, RespConn, RespServed, Serv
 use leasetso_core::{ErrorCode, Frame, Instant, LeaderHint, Served, ServerConn, StoreOp, StoreReply};
 
 use crate::io::InBuf;
-use crate::kit::{Kit, RespDoor};
+use crate::kit::{Kit, NativeBackend, RespDoor};
 use crate::limits::Slot;
 use crate::quiet;
+use crate::stats::OpenGuard;
 use crate::tls::Identity;
 
 /// Read buffer of a RESP connection: many pipelined commands per read.
@@ -113,12 +114,13 @@ impl<D: Door + ?Sized> Door for Box<D> {
 pub struct Held<'a, D> {
     door: D,
     _slot: Slot<'a>,
+    _open: Option<OpenGuard<'a>>,
 }
 
 impl<'a, D: Door> Held<'a, D> {
-    /// `door`, holding `slot`.
-    pub fn new(door: D, slot: Slot<'a>) -> Self {
-        Held { door, _slot: slot }
+    /// `door`, holding `slot`, counted open in `open` (a served one).
+    pub fn new(door: D, slot: Slot<'a>, open: Option<&'a std::sync::atomic::AtomicU64>) -> Self {
+        Held { door, _slot: slot, _open: open.map(OpenGuard::new) }
     }
 }
 
@@ -205,7 +207,7 @@ impl Door for Refused {
 /// A client-door connection: the core's [`ServerConn`] served by the kit.
 #[derive(Debug)]
 pub struct ClientDoor<'a> {
-    kit: &'a Kit,
+    backend: NativeBackend<'a>,
     session: ServerConn,
     out: Vec<u8>,
     input: InBuf,
@@ -219,7 +221,7 @@ impl<'a> ClientDoor<'a> {
     /// A fresh connection to `kit`'s node.
     pub fn new(kit: &'a Kit) -> Self {
         ClientDoor {
-            kit,
+            backend: NativeBackend::new(kit),
             session: ServerConn::new(kit.cluster_id, kit.node_id, kit.nodes),
             out: Vec::with_capacity(OUT_CAPACITY),
             input: InBuf::new(READ_BUF),
@@ -236,15 +238,15 @@ impl<'a> ClientDoor<'a> {
         if !self.admin {
             return Some("a client certificate without the admin role");
         }
-        let serving = self.kit.node.status().is_some_and(|s| s.leader == Some(*id));
+        let serving = self.backend.kit().node.status().is_some_and(|s| s.leader == Some(*id));
         serving.then_some("the registered primary holds the lease")
     }
-}
 
-impl Door for ClientDoor<'_> {
-    fn step(&mut self, now: Instant) -> Next {
+    /// Answers what was read, operator requests that may not run included.
+    fn answer(&mut self, now: Instant) -> Next {
         loop {
-            let (used, served) = self.session.handle(self.input.pending(), now, &mut self.kit, &mut self.out);
+            let (used, served) =
+                self.session.handle(self.input.pending(), now, &mut self.backend, &mut self.out);
             self.input.consume(used);
             return match served {
                 Served::Read => Next::Read,
@@ -253,10 +255,10 @@ impl Door for ClientDoor<'_> {
                     if let Some(why) = self.forbidden(&op) {
                         crate::warn_quiet!(quiet::ADMIN_REFUSED, ?op, why, "refusing an operator request");
                         // It is the pending request: it cannot be refused.
-                        let _ = self.session.admin_forbidden(id, &mut self.kit, &mut self.out);
+                        let _ = self.session.admin_forbidden(id, &mut self.backend, &mut self.out);
                         continue;
                     }
-                    self.kit.admin_note(&op);
+                    self.backend.kit().admin_note(&op);
                     Next::Admin { id, op }
                 }
                 Served::Close(fatal) => {
@@ -266,10 +268,18 @@ impl Door for ClientDoor<'_> {
             };
         }
     }
+}
+
+impl Door for ClientDoor<'_> {
+    fn step(&mut self, now: Instant) -> Next {
+        let next = self.answer(now);
+        self.backend.flush(now);
+        next
+    }
 
     fn admin_done(&mut self, id: u64, reply: Option<StoreReply>) {
         // The session asked for exactly this id: it cannot refuse it.
-        let _ = self.session.admin_done(id, reply, &mut self.kit, &mut self.out);
+        let _ = self.session.admin_done(id, reply, &mut self.backend, &mut self.out);
     }
 
     fn out(&mut self) -> &mut Vec<u8> {
@@ -322,7 +332,7 @@ impl Door for RespConnDoor<'_> {
     fn step(&mut self, now: Instant) -> Next {
         let (used, served) = self.session.handle(self.input.pending(), now, &mut self.backend, &mut self.out);
         self.input.consume(used);
-        self.backend.flush();
+        self.backend.flush(now);
         match served {
             RespServed::Read => Next::Read,
             RespServed::Flush => Next::Flush,

@@ -278,6 +278,64 @@ pub struct DriverLoop {
     next: Option<Instant>,
     /// When the held-back warnings were last summed up ([`crate::quiet::flush`]).
     flushed: std::time::Instant,
+    /// What the metrics count of elections and leaders.
+    elections: Elections,
+}
+
+/// Elections and leader changes, as the driver sees them go by, for the
+/// metrics: an election starts when this node sends a Prepare of a new
+/// ballot while it holds no lease (a renewal's Prepare is no election); it
+/// is won with the fresh acquisition (`Event::Leading`), and lost when the
+/// next one starts without that.
+#[derive(Debug, Default)]
+struct Elections {
+    last_prepare: Option<leasetso_core::Ballot>,
+    open: bool,
+    leader: Option<NodeId>,
+}
+
+impl Elections {
+    fn observe(&mut self, me: NodeId, node: &Node, outs: &Outs, counters: &crate::stats::Counters) {
+        use crate::stats::Counters as C;
+        for (_, msg) in &outs.sends {
+            if let LeaseMsg::Prepare { ballot } = msg {
+                if ballot.node == me && Some(*ballot) != self.last_prepare {
+                    self.last_prepare = Some(*ballot);
+                    let status = node.status();
+                    let renewal = status.fence.is_some() && status.lease.is_some_and(|b| b.node == me);
+                    if !renewal {
+                        if self.open {
+                            C::bump(&counters.elections_lost, 1);
+                        }
+                        C::bump(&counters.elections_started, 1);
+                        self.open = true;
+                    }
+                }
+            }
+        }
+        for event in &outs.events {
+            match event {
+                Event::Leading { .. } => {
+                    // A single node sends no Prepare: its election starts and
+                    // ends here.
+                    if !self.open {
+                        C::bump(&counters.elections_started, 1);
+                    }
+                    C::bump(&counters.elections_won, 1);
+                    self.open = false;
+                }
+                Event::SteppedDown { .. } => C::bump(&counters.step_downs, 1),
+                _ => {}
+            }
+        }
+        let leader = node.leader_hint();
+        if leader.is_some() && leader != self.leader {
+            if self.leader.is_some() {
+                C::bump(&counters.leader_changes, 1);
+            }
+            self.leader = leader;
+        }
+    }
 }
 
 impl DriverLoop {
@@ -307,6 +365,7 @@ impl DriverLoop {
             inputs: Vec::with_capacity(BATCH),
             next: kit.node.with_node(|n| n.poll_timeout()).flatten(),
             flushed: std::time::Instant::now(),
+            elections: Elections::default(),
         }
     }
 
@@ -352,6 +411,7 @@ impl DriverLoop {
         mut peer: impl FnMut(NodeId, PeerFrame),
         local: impl FnMut(StoreRequest) -> bool,
     ) -> bool {
+        kit.beat();
         // The held-back warnings' summaries, about once a second.
         let wall = std::time::Instant::now();
         if wall.saturating_duration_since(self.flushed) >= Duration::from_secs(1) {
@@ -362,8 +422,12 @@ impl DriverLoop {
             self.recover(kit, &mut peer);
             return !self.is_done();
         }
-        let (inputs, outs) = (&mut self.inputs, &mut self.outs);
-        let stepped = kit.node.with_node(|node| step(node, inputs, outs, kit.clock.now(), wall_ms()));
+        let (inputs, outs, elections) = (&mut self.inputs, &mut self.outs, &mut self.elections);
+        let stepped = kit.node.with_node(|node| {
+            let stepped = step(node, inputs, outs, kit.clock.now(), wall_ms());
+            elections.observe(kit.node_id, node, outs, &kit.counters);
+            stepped
+        });
         let Some(stepped) = stepped else {
             tracing::error!("node state poisoned by a panic; the driver stops");
             self.phase = Phase::Done;

@@ -31,7 +31,7 @@ use crate::error::ServerError;
 use crate::limits::{Admission, ConnLimit};
 use crate::node_cell::NodeCell;
 use crate::quiet;
-use crate::stats::{Counters, ServerStats};
+use crate::stats::{Counters, DoorKind, DoorTally, ServerStats};
 use crate::store::HealthCell;
 use crate::tls::{ServerTls, TlsDoor};
 
@@ -114,6 +114,10 @@ pub struct Kit {
     pub limit: ConnLimit,
     /// The health of this node's replica, kept by the store thread (H4).
     pub store_health: Arc<HealthCell>,
+    /// When the kit was made, the origin of [`Kit::beat`]'s times.
+    born: std::time::Instant,
+    /// When the driver last stepped, in ms since `born` (`/health`).
+    heartbeat: std::sync::atomic::AtomicU64,
 }
 
 impl Kit {
@@ -156,6 +160,8 @@ impl Kit {
             resp_password: cfg.resp_password.as_ref().map(|s| Arc::clone(&s.0)),
             limit: ConnLimit::new(cfg.max_connections()),
             store_health: Arc::default(),
+            born: std::time::Instant::now(),
+            heartbeat: Default::default(),
         };
         tracing::info!(max_connections = kit.limit.max(), "client connections capped");
         Ok((kit, pending))
@@ -203,13 +209,39 @@ impl Kit {
     /// or refusals are saturated; the runtime closes it. `remote` is the
     /// client's address, for the log of a refusal.
     pub fn client_door(&self, remote: Option<SocketAddr>) -> Option<Box<dyn Door + Send + '_>> {
-        self.admit(|| ClientDoor::new(self), Refused::native, remote)
+        self.admit(DoorKind::Native, || ClientDoor::new(self), Refused::native, remote)
     }
 
     /// Connection number `id` of the RESP door: plaintext, or behind TLS;
     /// at the cap, the refusal (H1).
     pub fn resp_door(&self, id: u64, remote: Option<SocketAddr>) -> Option<Box<dyn Door + Send + '_>> {
-        self.admit(|| RespConnDoor::new(self, id), Refused::resp, remote)
+        self.admit(DoorKind::Redis, || RespConnDoor::new(self, id), Refused::resp, remote)
+    }
+
+    /// The driver stepped: it runs its loop (`/health`).
+    pub fn beat(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.heartbeat.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long ago the driver last stepped.
+    pub fn heartbeat_age(&self) -> std::time::Duration {
+        let at = std::time::Duration::from_millis(self.heartbeat.load(std::sync::atomic::Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(at)
+    }
+
+    /// This node's status as a client's `status` call gets it; `None` while
+    /// the node is not built yet.
+    pub fn status_reply(&self) -> Option<crate::client::NodeStatus> {
+        let status = self.node.status()?;
+        let backend = NativeBackend::new(self);
+        match leasetso_core::conn::status_frame(0, self.node_id, self.nodes, &status, &backend) {
+            leasetso_core::Frame::Status { role, node, leader, window_end_ms, current, view, .. } => {
+                Some(crate::client::NodeStatus { role, node, leader, window_end_ms, current, view })
+            }
+            // `status_frame` makes a Status frame, always.
+            _ => None,
+        }
     }
 
     /// H2: a connection did not finish its handshake in time; the runtime
@@ -227,12 +259,16 @@ impl Kit {
     /// H1: a place under the cap for a new connection, or a refusal.
     fn admit<'a, D: Door + Send + 'a>(
         &'a self,
+        kind: DoorKind,
         door: impl FnOnce() -> D,
         refusal: fn() -> Refused,
         remote: Option<SocketAddr>,
     ) -> Option<Box<dyn Door + Send + 'a>> {
         match self.limit.admit() {
-            Admission::Served(slot) => self.door(Held::new(door(), slot), remote),
+            Admission::Served(slot) => {
+                let open = &self.counters.doors[kind as usize].open;
+                self.door(Held::new(door(), slot, Some(open)), remote)
+            }
             Admission::Refused(slot) => {
                 Counters::bump(&self.counters.refused_connections, 1);
                 crate::warn_quiet!(
@@ -241,7 +277,7 @@ impl Kit {
                     max = self.limit.max(),
                     "refusing a connection: at the cap"
                 );
-                self.door(Held::new(refusal(), slot), remote)
+                self.door(Held::new(refusal(), slot, None), remote)
             }
             Admission::Dropped => {
                 Counters::bump(&self.counters.refused_connections, 1);
@@ -300,29 +336,57 @@ impl Kit {
 /// What a client connection's session ([`leasetso_core::ServerConn`]) asks of
 /// the node: the shared node under its lock, the peer links' view, and the
 /// server's counters. One implementation, for every runtime's connections.
-impl Backend for &Kit {
+/// What a step served is summed here and added to the counters once per
+/// step ([`NativeBackend::flush`]).
+#[derive(Debug)]
+pub struct NativeBackend<'a> {
+    kit: &'a Kit,
+    tally: DoorTally,
+}
+
+impl<'a> NativeBackend<'a> {
+    /// The backend of one client-door connection to `kit`'s node.
+    pub fn new(kit: &'a Kit) -> Self {
+        NativeBackend { kit, tally: DoorTally::default() }
+    }
+
+    /// The kit.
+    pub fn kit(&self) -> &'a Kit {
+        self.kit
+    }
+
+    /// Adds what the step that began at `began` served to the counters.
+    pub fn flush(&mut self, began: leasetso_core::Instant) {
+        let took = self.kit.clock.now().saturating_since(began);
+        self.tally.flush(&self.kit.counters, DoorKind::Native, took);
+    }
+}
+
+impl Backend for NativeBackend<'_> {
     fn get_ts(&mut self, count: u32) -> Result<Timestamp, TsRefusal> {
-        self.node.serve_ts(count)
+        let result = self.kit.node.serve_ts(count);
+        self.tally.record(count, &result);
+        result
     }
 
     fn status(&mut self) -> Option<Status> {
-        self.node.status()
+        self.kit.node.status()
     }
 
     fn hint(&self, leader: Option<NodeId>) -> LeaderHint {
-        Kit::hint(self, leader)
+        self.kit.hint(leader)
     }
 
     fn links_up(&self) -> u32 {
-        Kit::links_up(self)
+        self.kit.links_up()
     }
 
     fn store_health(&self) -> StoreHealth {
-        self.store_health.get()
+        self.kit.store_health.get()
     }
 
     fn tally(&mut self, tally: Tally) {
-        self.counters.tally(tally);
+        self.tally.tally(tally);
     }
 }
 
@@ -334,39 +398,35 @@ impl Backend for &Kit {
 #[derive(Debug)]
 pub struct RespDoor<'a> {
     kit: &'a Kit,
-    requests: u64,
-    timestamps: u64,
-    errors: u64,
+    tally: DoorTally,
 }
 
 impl<'a> RespDoor<'a> {
     /// The backend of one RESP connection to `kit`'s node.
     pub fn new(kit: &'a Kit) -> Self {
-        RespDoor { kit, requests: 0, timestamps: 0, errors: 0 }
+        RespDoor { kit, tally: DoorTally::default() }
     }
 
-    /// Adds what was counted since the last flush to the server's counters.
-    pub fn flush(&mut self) {
-        let c = &self.kit.counters;
-        for (counter, n) in [
-            (&c.get_ts_requests, &mut self.requests),
-            (&c.timestamps, &mut self.timestamps),
-            (&c.errors, &mut self.errors),
-        ] {
-            if *n > 0 {
-                Counters::bump(counter, std::mem::take(n));
-            }
-        }
+    /// Adds what the step that began at `began` served to the counters.
+    pub fn flush(&mut self, began: leasetso_core::Instant) {
+        let took = self.kit.clock.now().saturating_since(began);
+        self.tally.flush(&self.kit.counters, DoorKind::Redis, took);
     }
 }
 
 impl RespBackend for RespDoor<'_> {
     fn get_ts(&mut self, count: u32) -> Result<Timestamp, TsRefusal> {
-        self.kit.node.serve_ts(count)
+        let result = self.kit.node.serve_ts(count);
+        self.tally.record(count, &result);
+        result
     }
 
     fn get_ts_run(&mut self, counts: &[u32], results: &mut [Result<Timestamp, TsRefusal>]) -> usize {
-        self.kit.node.serve_run(counts, results)
+        let n = self.kit.node.serve_run(counts, results);
+        for (count, result) in counts.iter().zip(results.iter()).take(n) {
+            self.tally.record(*count, result);
+        }
+        n
     }
 
     fn resp_addr(&self, node: NodeId) -> Option<SocketAddr> {
@@ -374,12 +434,7 @@ impl RespBackend for RespDoor<'_> {
     }
 
     fn tally(&mut self, tally: Tally) {
-        match tally {
-            Tally::GetTs => self.requests += 1,
-            Tally::Timestamps(n) => self.timestamps += u64::from(n),
-            Tally::Error => self.errors += 1,
-            Tally::GetStatus => Counters::bump(&self.kit.counters.status_requests, 1),
-        }
+        self.tally.tally(tally);
     }
 }
 
@@ -427,6 +482,8 @@ mod tests {
             resp_password: None,
             limit: ConnLimit::new(8),
             store_health: Arc::default(),
+            born: std::time::Instant::now(),
+            heartbeat: Default::default(),
         }
     }
 
@@ -449,8 +506,17 @@ mod tests {
     fn a_single_node_has_its_own_link_up_and_no_node_serves_nothing() {
         let kit = kit(None, 1);
         assert_eq!(kit.links_up(), 1);
-        let mut backend = &kit;
+        let mut backend = NativeBackend::new(&kit);
         assert!(matches!(Backend::get_ts(&mut backend, 1), Err(TsRefusal::Node(_))));
         assert!(!kit.is_serving());
+        // The refusal is counted once the step's tally is flushed.
+        backend.flush(kit.clock.now());
+        let native = &kit.counters.doors[DoorKind::Native as usize];
+        let not_leader = native.requests[crate::stats::TsResult::NotLeader as usize]
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(not_leader, 1);
+        // A node still recovering answers as a follower that knows no leader.
+        let status = kit.status_reply().expect("a status");
+        assert_eq!((status.role, status.leader.node), (leasetso_core::Role::Follower, None));
     }
 }

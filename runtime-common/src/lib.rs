@@ -52,11 +52,15 @@ pub mod door;
 #[cfg(feature = "server")]
 pub mod driver;
 pub mod error;
+#[cfg(feature = "server")]
+pub mod http;
 pub mod io;
 #[cfg(feature = "server")]
 pub mod kit;
 #[cfg(feature = "server")]
 pub mod limits;
+#[cfg(feature = "server")]
+pub mod metrics;
 #[cfg(feature = "server")]
 pub mod node_cell;
 #[cfg(feature = "server")]
@@ -67,6 +71,7 @@ pub mod redial;
 pub mod route;
 #[cfg(feature = "server")]
 pub mod stats;
+pub mod status_json;
 #[cfg(feature = "server")]
 pub mod store;
 pub mod tls;

@@ -55,6 +55,18 @@ pub fn raise_nofile() -> Option<u64> {
     }
 }
 
+/// The open-file limit now; `None` where it cannot be read.
+pub fn nofile() -> Option<u64> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        None
+    }
+}
+
 /// The default cap for a node of a cluster of `nodes` under the
 /// descriptor limit `nofile` (`None`: unknown): [`DEFAULT_MAX_CONNECTIONS`],
 /// or less to leave [`FD_RESERVE`] and two descriptors per peer free.

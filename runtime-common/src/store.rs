@@ -20,23 +20,29 @@ use leasetso_sled::{SledStore, StoreError};
 
 use crate::driver::Input;
 use crate::quiet;
+use crate::stats::StoreStats;
 
 /// How long a failing replica waits between reopens (H4).
 pub const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
-/// The health of this node's replica, shared by the store thread (which
-/// sets it) and the connections (which report it in `status`).
+/// The health of this node's replica and what it did, shared by the store
+/// thread (which keeps them) and the connections and metrics (which report
+/// them).
 #[derive(Debug, Default)]
-pub struct HealthCell(AtomicU8);
+pub struct HealthCell {
+    health: AtomicU8,
+    /// Operations by kind and result, and their durations.
+    pub stats: StoreStats,
+}
 
 impl HealthCell {
     /// The health now.
     pub fn get(&self) -> StoreHealth {
-        StoreHealth::from_u8(self.0.load(Ordering::Relaxed)).unwrap_or(StoreHealth::Io)
+        StoreHealth::from_u8(self.health.load(Ordering::Relaxed)).unwrap_or(StoreHealth::Io)
     }
 
     fn set(&self, health: StoreHealth) {
-        self.0.store(health as u8, Ordering::Relaxed);
+        self.health.store(health as u8, Ordering::Relaxed);
     }
 }
 
@@ -68,8 +74,27 @@ impl Replica {
         Replica { store: Some(store), dir, cluster_id, health, reopen_at: None }
     }
 
-    /// Runs `op`, keeping the health.
+    /// Runs `op`, keeping the health and the statistics.
     pub fn execute(&mut self, op: StoreOp) -> StoreReply {
+        let began = Instant::now();
+        let reply = self.run(op);
+        let kind = match op {
+            StoreOp::Load { .. } => 0,
+            StoreOp::Save { .. } => 1,
+            StoreOp::RegisterPrimary { .. } => 2,
+            StoreOp::ClearPrimary { .. } => 3,
+            StoreOp::ReadPrimary => 4,
+        };
+        let result = match reply {
+            Ok(_) => 0,
+            Err(StoreReject::Failed) => 2,
+            Err(_) => 1,
+        };
+        self.health.stats.record(kind, result, began.elapsed());
+        reply
+    }
+
+    fn run(&mut self, op: StoreOp) -> StoreReply {
         let result = match self.store() {
             Some(store) => store.execute_raw(op),
             None => return Err(StoreReject::Failed),

@@ -234,10 +234,17 @@ impl CertsDir {
     /// Node `id`'s server side: its certificate, and every client asked for
     /// one that chains to the cluster's CA.
     pub fn server_config(&self, id: NodeId) -> Result<Arc<ServerConfig>, TlsError> {
+        self.node_server_config(id, true)
+    }
+
+    /// Node `id`'s server side, a client certificate required or (for the
+    /// metrics listener, which browsers and scrapers read) only checked if
+    /// one is given.
+    fn node_server_config(&self, id: NodeId, required: bool) -> Result<Arc<ServerConfig>, TlsError> {
         let [_, crt, key_file] = self.node_files(id);
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider())
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider());
+        let builder = if required { builder } else { builder.allow_unauthenticated() };
+        let verifier = builder.build().map_err(|e| TlsError::Verifier(e.to_string()))?;
         let config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
@@ -271,6 +278,9 @@ struct Configs {
     peers: Arc<ServerConfig>,
     /// This node dialling a peer, as the holder of its node certificate.
     dial: Arc<ClientConfig>,
+    /// The metrics listener: the node certificate, client certificates
+    /// optional.
+    metrics: Arc<ServerConfig>,
 }
 
 #[cfg(feature = "server")]
@@ -281,7 +291,8 @@ impl Configs {
         let mut peers = (*doors).clone();
         peers.send_tls13_tickets = 0;
         let dial = dir.client_config("node", &(node.0 + 1).to_string())?;
-        Ok(Configs { stamps, doors, peers: Arc::new(peers), dial })
+        let metrics = dir.node_server_config(node, false)?;
+        Ok(Configs { stamps, doors, peers: Arc::new(peers), dial, metrics })
     }
 }
 
@@ -333,6 +344,11 @@ impl ServerTls {
     /// The client and Redis doors' configuration for a new connection.
     pub fn config(&self) -> Arc<ServerConfig> {
         Arc::clone(&self.configs().doors)
+    }
+
+    /// The metrics listener's configuration for a new connection.
+    pub fn metrics_config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.configs().metrics)
     }
 
     /// A TLS session for a peer link just accepted on the peer port.

@@ -47,6 +47,7 @@ use self::peer::PeerNet;
 use self::store::{Job, STORE_QUEUE};
 use crate::error::ServerError;
 use leasetso_runtime_common::driver::DRIVER_QUEUE;
+use leasetso_runtime_common::http::MetricsListener;
 pub(crate) use leasetso_runtime_common::stats::Counters;
 use leasetso_runtime_common::{Advertised, Kit};
 pub use leasetso_runtime_common::{ServerConfig, ServerStats};
@@ -129,6 +130,8 @@ pub struct Server {
     listener: TcpListener,
     peer_listener: Option<TcpListener>,
     resp_listener: Option<(TcpListener, SocketAddr)>,
+    /// The metrics listener (threads of its own), stopped with the server.
+    metrics: Option<MetricsListener>,
     driver_rx: async_channel::Receiver<Input>,
     driver_tx: async_channel::Sender<Input>,
     pending: Option<Pending>,
@@ -252,11 +255,19 @@ impl Server {
             open_conns: AtomicUsize::new(0),
             store: store_tx,
         });
+        let metrics = cfg
+            .metrics
+            .map(|addr| {
+                MetricsListener::start(addr, Arc::clone(&shared))
+                    .map_err(|source| ServerError::Bind { addr, source })
+            })
+            .transpose()?;
         Ok(Server {
             shared,
             listener,
             peer_listener,
             resp_listener: resp,
+            metrics,
             driver_rx,
             driver_tx,
             pending,
@@ -278,6 +289,11 @@ impl Server {
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.shared.node_id
+    }
+
+    /// The metrics listener's address (`--metrics`), if it has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsListener::local_addr)
     }
 
     /// The RESP door's address (the real port when asked for port 0), if it has one.
@@ -312,6 +328,7 @@ impl Server {
             listener,
             peer_listener,
             resp_listener,
+            metrics: _metrics,
             driver_rx,
             driver_tx,
             pending,

@@ -29,6 +29,7 @@ use self::peer::{PeerNet, Routes};
 use self::store::{Job, STORE_QUEUE};
 use crate::error::ServerError;
 use leasetso_runtime_common::driver::DRIVER_QUEUE;
+use leasetso_runtime_common::http::MetricsListener;
 pub(crate) use leasetso_runtime_common::stats::Counters;
 use leasetso_runtime_common::{Advertised, Kit, lock};
 pub use leasetso_runtime_common::{ServerConfig, ServerStats};
@@ -79,6 +80,7 @@ pub struct Server {
     driver: Option<JoinHandle<()>>,
     store: Option<JoinHandle<()>>,
     resp: Option<Door>,
+    metrics: Option<MetricsListener>,
 }
 
 /// Asks a server to stop from anywhere (a signal handler, another thread).
@@ -155,7 +157,15 @@ impl Server {
             .spawn(move || driver.run())
             .map_err(|source| ServerError::Spawn { what: "driver", source })?;
         // On failure from here `server` drops, which stops the threads again.
-        let mut server = Server { shared, door, driver: Some(driver), store: Some(store), resp: None };
+        let metrics = cfg
+            .metrics
+            .map(|addr| {
+                MetricsListener::start(addr, Arc::clone(&shared))
+                    .map_err(|source| ServerError::Bind { addr, source })
+            })
+            .transpose()?;
+        let mut server =
+            Server { shared, door, driver: Some(driver), store: Some(store), resp: None, metrics };
         let (counted, served) = (Arc::clone(&server.shared), Arc::clone(&server.shared));
         server
             .door
@@ -193,6 +203,11 @@ impl Server {
     /// The address clients connect to (the real port when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// The metrics listener's address (`--metrics`), if it has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsListener::local_addr)
     }
 
     /// The RESP door's address (the real port when asked for port 0), if it has one.
