@@ -13,12 +13,24 @@
 //!   below the window it saved, which the next leader loads (W1).
 //! * **W3 (monotonic)**: physical only moves forward, whatever the wall clock
 //!   does; a wall clock that steps back freezes physical until it catches up.
+//! * **B3 (ahead)**: physical never runs more than `max_ahead_ms` ahead of the
+//!   leader's wall clock, as of the latest reading the oracle was given (at
+//!   the sync and every update, so never later than the true wall clock).
+//!   Past it, a request that needs a new millisecond is `LogicalExhausted`,
+//!   and a leadership whose loaded window would start it beyond the bound
+//!   waits for the wall clock before it saves and serves. PD's `tso.go` has
+//!   no such bound: there, demand above 2^18 timestamps per millisecond
+//!   moves physical ahead without limit, and databases read physical as
+//!   time (GC safe points, stale reads). With it, every window a correct
+//!   leader saves is at most `wall + max_ahead_ms + save_interval_ms`, the
+//!   premise of the replicas' window bound (B2, [`crate::bounds`]).
 //!
 //! The oracle performs no I/O: it asks its node to save a window end and is told
 //! when the save has succeeded ([`Oracle::saved`]) or failed ([`Oracle::reset`]).
 
 use core::time::Duration;
 
+use crate::bounds::{MAX_AHEAD_LIMIT_MS, MAX_SAVE_INTERVAL_MS};
 use crate::timestamp::{MAX_LOGICAL, MAX_PHYSICAL_MS, Timestamp};
 
 /// The oracle's tunables, PD's constants as defaults.
@@ -35,6 +47,20 @@ pub struct OracleConfig {
     pub max_logical: u32,
     /// A wall clock this far ahead of physical is reported as jet lag (PD: 150 ms).
     pub jet_lag_warning_ms: u64,
+    /// B3: physical stays at most this far ahead of the wall clock (not in
+    /// PD). The default, 5 s, is the default save interval plus 2 s: a
+    /// leadership that follows a normal one starts one save interval ahead
+    /// (at the window its predecessor saved), so it serves at once unless
+    /// the two leaders' wall clocks differ by more than 2 s.
+    pub max_ahead_ms: u64,
+}
+
+/// The default of [`OracleConfig::max_ahead_ms`] for a save interval:
+/// `save_interval_ms + 2,000` (5 s with PD's 3 s), capped at the most a
+/// node may be configured with.
+pub const fn default_max_ahead_ms(save_interval_ms: u64) -> u64 {
+    let ms = save_interval_ms.saturating_add(2_000);
+    if ms < MAX_AHEAD_LIMIT_MS { ms } else { MAX_AHEAD_LIMIT_MS }
 }
 
 impl Default for OracleConfig {
@@ -45,6 +71,7 @@ impl Default for OracleConfig {
             guard_ms: 1,
             max_logical: MAX_LOGICAL,
             jet_lag_warning_ms: 150,
+            max_ahead_ms: default_max_ahead_ms(3_000),
         }
     }
 }
@@ -66,6 +93,21 @@ pub enum OracleConfigError {
     /// The update interval must be positive and shorter than the save interval.
     #[error("update interval must be positive and shorter than the save interval")]
     UpdateInterval,
+    /// The save interval is above the most a replica accepts (B2).
+    #[error("save interval {0} ms is above the maximum {MAX_SAVE_INTERVAL_MS} ms")]
+    SaveIntervalTooLong(u64),
+    /// B3: the ahead bound must exceed the save interval (a new leadership
+    /// starts up to one save interval ahead of the wall clock), and stay
+    /// within the most a replica accepts (B2).
+    #[error(
+        "max ahead {max_ahead_ms} ms must exceed the save interval {save_interval_ms} ms and be at most {MAX_AHEAD_LIMIT_MS} ms"
+    )]
+    MaxAhead {
+        /// The configured bound.
+        max_ahead_ms: u64,
+        /// The configured save interval.
+        save_interval_ms: u64,
+    },
 }
 
 impl OracleConfig {
@@ -83,6 +125,15 @@ impl OracleConfig {
         let update_ms = self.update_interval.as_millis();
         if self.update_interval.is_zero() || update_ms >= u128::from(self.save_interval_ms) {
             return Err(OracleConfigError::UpdateInterval);
+        }
+        if self.save_interval_ms > MAX_SAVE_INTERVAL_MS {
+            return Err(OracleConfigError::SaveIntervalTooLong(self.save_interval_ms));
+        }
+        if self.max_ahead_ms <= self.save_interval_ms || self.max_ahead_ms > MAX_AHEAD_LIMIT_MS {
+            return Err(OracleConfigError::MaxAhead {
+                max_ahead_ms: self.max_ahead_ms,
+                save_interval_ms: self.save_interval_ms,
+            });
         }
         Ok(())
     }
@@ -137,6 +188,9 @@ enum Phase {
     Idle,
     /// Waiting for the quorum load (W1).
     Loading,
+    /// Loaded, but the window starts more than the ahead bound ahead of the
+    /// wall clock (B3): waits for the wall clock before it saves.
+    Waiting,
     /// Loaded; waiting for the first save (W1).
     Syncing,
     /// Handing out timestamps.
@@ -158,12 +212,26 @@ pub struct Oracle {
     logical: u32,
     saved_window_ms: u64,
     pending: Option<PendingSave>,
+    /// B3: the highest physical the hot path may reach, `wall + max_ahead`
+    /// as of the latest wall clock reading (the sync or an update).
+    ahead_limit_ms: u64,
+    /// Waiting: the loaded window end to start above.
+    loaded_ms: u64,
 }
 
 impl Oracle {
     /// An idle oracle. Call [`OracleConfig::validate`] first; the node does.
     pub fn new(cfg: OracleConfig) -> Self {
-        Oracle { cfg, phase: Phase::Idle, physical_ms: 0, logical: 0, saved_window_ms: 0, pending: None }
+        Oracle {
+            cfg,
+            phase: Phase::Idle,
+            physical_ms: 0,
+            logical: 0,
+            saved_window_ms: 0,
+            pending: None,
+            ahead_limit_ms: 0,
+            loaded_ms: 0,
+        }
     }
 
     /// The configuration.
@@ -185,13 +253,42 @@ impl Oracle {
     /// W1: the quorum load returned `last_window_ms` (the maximum over a
     /// quorum). Returns the window end to save before serving, or `None` if
     /// the oracle was not loading (a stale answer) or time ran out of bits.
+    ///
+    /// B3: if the leadership would start more than `max_ahead_ms` ahead of
+    /// the wall clock, the oracle waits instead (see [`Oracle::is_waiting`]):
+    /// a later [`Oracle::update`] asks for the save once the wall clock has
+    /// caught up. So `Some(0)` is never returned: `None` with
+    /// `is_waiting()` true means "wait".
     pub fn loaded(&mut self, last_window_ms: u64, wall_ms: u64) -> Option<u64> {
         if self.phase != Phase::Loading {
             return None;
         }
-        let next = wall_ms.max(last_window_ms.saturating_add(1));
-        let window = next.checked_add(self.cfg.save_interval_ms).filter(|w| *w <= MAX_PHYSICAL_MS)?;
+        self.phase = Phase::Waiting;
+        self.loaded_ms = last_window_ms;
+        self.sync_save(wall_ms)
+    }
+
+    /// Whether a loaded leadership waits for the wall clock to come within
+    /// the ahead bound of its start (B3).
+    pub fn is_waiting(&self) -> bool {
+        self.phase == Phase::Waiting
+    }
+
+    /// W1, B3: the first save of a leadership, once its start
+    /// `max(wall, last + 1)` is within the ahead bound of the wall clock.
+    fn sync_save(&mut self, wall_ms: u64) -> Option<u64> {
+        let next = wall_ms.max(self.loaded_ms.saturating_add(1));
+        let limit = wall_ms.saturating_add(self.cfg.max_ahead_ms);
+        if next > limit {
+            return None; // Still waiting.
+        }
+        let Some(window) = next.checked_add(self.cfg.save_interval_ms).filter(|w| *w <= MAX_PHYSICAL_MS)
+        else {
+            self.phase = Phase::Idle;
+            return None;
+        };
         self.phase = Phase::Syncing;
+        self.ahead_limit_ms = limit;
         self.pending = Some(PendingSave { window_end_ms: window, next_physical_ms: next });
         Some(window)
     }
@@ -251,7 +348,17 @@ impl Oracle {
     /// for the window to be extended before physical would reach it (W2).
     pub fn update(&mut self, wall_ms: u64) -> Update {
         let mut out = Update::default();
-        if self.phase != Phase::Serving || self.pending.is_some() {
+        if self.phase == Phase::Waiting {
+            out.save_window_ms = self.sync_save(wall_ms);
+            return out;
+        }
+        if self.phase != Phase::Serving {
+            return out;
+        }
+        // B3: the hot path's bound follows the wall clock (never back).
+        let limit = wall_ms.saturating_add(self.cfg.max_ahead_ms);
+        self.ahead_limit_ms = self.ahead_limit_ms.max(limit);
+        if self.pending.is_some() {
             return out;
         }
         // A wall clock behind physical is no lag (and no underflow).
@@ -268,7 +375,8 @@ impl Oracle {
         let at_edge = self.saved_window_ms <= self.physical_ms.saturating_add(1 + self.cfg.guard_ms);
         let next = if jet_lag > self.cfg.guard_ms {
             wall_ms
-        } else if self.logical > self.cfg.max_logical / 2 || at_edge {
+        } else if (self.logical > self.cfg.max_logical / 2 || at_edge) && self.physical_ms < limit {
+            // B3: moving on by 1 ms only within the ahead bound.
             self.physical_ms + 1
         } else {
             // W3: a wall clock that stepped back (or has not moved) changes nothing.
@@ -317,8 +425,9 @@ impl Oracle {
             self.logical = logical;
         } else {
             let physical = self.physical_ms + 1;
-            // W2, compared before subtracting.
-            if self.saved_window_ms <= physical.saturating_add(self.cfg.guard_ms) {
+            // W2, compared before subtracting; B3, the ahead bound.
+            if self.saved_window_ms <= physical.saturating_add(self.cfg.guard_ms) || physical > self.ahead_limit_ms
+            {
                 return Err(GetTsError::LogicalExhausted);
             }
             self.physical_ms = physical;

@@ -36,15 +36,65 @@ fn logical_zero_is_never_handed_out() {
 }
 
 #[test]
-fn sync_starts_above_the_loaded_window_even_with_a_slow_wall_clock() {
+fn sync_waits_for_a_slow_wall_clock_then_starts_above_the_loaded_window() {
     let mut o = Oracle::new(OracleConfig::default());
     o.begin_sync();
-    // The previous leader saved a window an hour ahead of this node's clock.
+    // The previous leader saved a window an hour ahead of this node's clock:
+    // starting above it would put physical an hour ahead (B3), so the
+    // leadership waits for the wall clock instead of saving.
     let last = WALL + 3_600_000;
-    let window = o.loaded(last, WALL).unwrap();
+    assert_eq!(o.loaded(last, WALL), None);
+    assert!(o.is_waiting());
+    assert_eq!(o.update(WALL + 60_000).save_window_ms, None, "still more than 5 s behind");
+    assert_eq!(o.get_ts(1), Err(GetTsError::NotLeader { leader: None }));
+    let wall = last + 1 - OracleConfig::default().max_ahead_ms;
+    let window = o.update(wall).save_window_ms.expect("within the bound: the sync save");
+    assert_eq!(window, last + 1 + 3_000);
     assert!(o.saved(window));
     let ts = o.get_ts(1).unwrap();
     assert_eq!(ts.physical_ms, last + 1);
+}
+
+#[test]
+fn physical_never_runs_more_than_max_ahead_past_the_wall_clock() {
+    let cfg = OracleConfig { max_ahead_ms: 3_200, ..Default::default() };
+    let mut o = serving(cfg);
+    // The client: full-size requests in a loop, the wall clock still.
+    let mut refused = 0;
+    let mut top = 0;
+    for _ in 0..20_000 {
+        match o.get_ts(MAX_LOGICAL - 1) {
+            Ok(ts) => top = top.max(ts.physical_ms),
+            Err(e) => {
+                assert_eq!(e, GetTsError::LogicalExhausted);
+                assert!(e.is_retryable());
+                refused += 1;
+                // The periodic update saves ahead of physical, never past the bound.
+                if let Some(w) = o.update(WALL).save_window_ms {
+                    assert!(w <= WALL + cfg.max_ahead_ms + cfg.save_interval_ms);
+                    assert!(o.saved(w));
+                }
+            }
+        }
+    }
+    assert_eq!(top, WALL + cfg.max_ahead_ms, "physical reached the bound, and no further");
+    assert!(refused > 10_000, "past the bound requests are refused: {refused}");
+    // The wall clock moves on: so does the bound.
+    assert!(o.update(WALL + 100).save_window_ms.is_none_or(|w| o.saved(w)));
+    assert_eq!(o.get_ts(MAX_LOGICAL - 1).unwrap().physical_ms, WALL + cfg.max_ahead_ms + 1);
+}
+
+#[test]
+fn max_ahead_is_checked_against_the_save_interval() {
+    use leasetso_core::OracleConfigError;
+    let cfg = OracleConfig { max_ahead_ms: 3_000, ..Default::default() };
+    assert!(matches!(cfg.validate(), Err(OracleConfigError::MaxAhead { .. })));
+    let cfg = OracleConfig { max_ahead_ms: 60_001, ..Default::default() };
+    assert!(matches!(cfg.validate(), Err(OracleConfigError::MaxAhead { .. })));
+    let cfg = OracleConfig { save_interval_ms: 60_001, max_ahead_ms: 60_000, ..Default::default() };
+    assert!(matches!(cfg.validate(), Err(OracleConfigError::SaveIntervalTooLong(_))));
+    assert_eq!(OracleConfig::default().max_ahead_ms, 5_000);
+    assert_eq!(OracleConfig::default().validate(), Ok(()));
 }
 
 #[test]
@@ -152,7 +202,7 @@ fn a_failed_save_resets_the_oracle() {
     assert_eq!(o.current(), None);
     // A new sync serves above everything before.
     o.begin_sync();
-    let w = o.loaded(window, WALL).unwrap();
+    let w = o.loaded(window, WALL + 10_000).unwrap();
     assert!(o.saved(w));
     assert!(o.get_ts(1).unwrap() > before);
 }
