@@ -21,8 +21,9 @@
 //!   [`MAX_WINDOW_AHEAD_MS`] ahead of the replica's wall clock, and a
 //!   registration that does not register its sender with a tag
 //!   `(0, restart, sender)`. Nothing is changed.
-//! * **B3 (physical ahead)**: the oracle's physical part never runs more
-//!   than `OracleConfig::max_ahead_ms` ahead of the leader's wall clock
+//! * **B3 (physical ahead)**: no window is saved more than
+//!   `OracleConfig::max_ahead_ms` ahead of the leader's wall clock, so the
+//!   oracle's physical part (below the window) never runs further ahead
 //!   (`crate::oracle`); this is what makes the window bound of B2 hold for
 //!   every save a correct leader makes.
 //! * **B4 (restart)**: a restart answer (`RestartInfo`) has
@@ -64,12 +65,9 @@ pub const MAX_RESTART: u64 = u32::MAX as u64;
 pub const MAX_RESTART_STEP: u64 = 1 << 24;
 
 /// B3: the largest `max_ahead_ms` a node may be configured with (1 min).
+/// The save interval must be below a node's `max_ahead_ms`, so it is below
+/// this too (PD uses 3 s).
 pub const MAX_AHEAD_LIMIT_MS: u64 = 60_000;
-
-/// The largest save interval a node may be configured with (1 min). PD uses
-/// 3 s; a replica must accept the saves of a leader configured with any
-/// allowed value, so this enters B2.
-pub const MAX_SAVE_INTERVAL_MS: u64 = 60_000;
 
 /// B2: how far a leader's wall clock may be ahead of a replica's in a
 /// correct cluster (1 min): NTP keeps servers within milliseconds, and
@@ -77,12 +75,13 @@ pub const MAX_SAVE_INTERVAL_MS: u64 = 60_000;
 pub const SKEW_ALLOWANCE_MS: u64 = 60_000;
 
 /// B2: the furthest a saved window may be ahead of the replica's wall clock.
-/// A correct leader saves `next + save_interval` with `next ≤ wall + max_ahead`
-/// (B3), so its window is at most `wall + max_ahead + save_interval`; its wall
-/// clock is at most [`SKEW_ALLOWANCE_MS`] ahead of the replica's. The
-/// replica cannot know the leader's settings (they are per node), so it
-/// allows the largest any node may have: 3 min in all.
-pub const MAX_WINDOW_AHEAD_MS: u64 = MAX_AHEAD_LIMIT_MS + MAX_SAVE_INTERVAL_MS + SKEW_ALLOWANCE_MS + 1;
+/// A correct leader saves `min(next + save_interval, wall + max_ahead)`
+/// (B3: the save interval is cut at the ahead bound), as read when it decides
+/// the save, and its wall clock is at most [`SKEW_ALLOWANCE_MS`] ahead of
+/// the replica's (the replica reads its own clock later still). The replica
+/// cannot know the leader's settings (they are per node), so it allows the
+/// largest `max_ahead_ms` any node may have: 2 min in all.
+pub const MAX_WINDOW_AHEAD_MS: u64 = MAX_AHEAD_LIMIT_MS + SKEW_ALLOWANCE_MS;
 
 /// A value no correct node produces, refused under B1–B4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
@@ -115,7 +114,9 @@ pub enum Implausible {
         nodes: u16,
     },
     /// B2: a window too far ahead of the replica's wall clock.
-    #[error("window end {window_end_ms} ms is more than {MAX_WINDOW_AHEAD_MS} ms ahead of the wall clock {wall_ms} ms (B2)")]
+    #[error(
+        "window end {window_end_ms} ms is more than {MAX_WINDOW_AHEAD_MS} ms ahead of the wall clock {wall_ms} ms (B2)"
+    )]
     Window {
         /// The window end offered.
         window_end_ms: u64,

@@ -13,24 +13,29 @@
 //!   below the window it saved, which the next leader loads (W1).
 //! * **W3 (monotonic)**: physical only moves forward, whatever the wall clock
 //!   does; a wall clock that steps back freezes physical until it catches up.
-//! * **B3 (ahead)**: physical never runs more than `max_ahead_ms` ahead of the
-//!   leader's wall clock, as of the latest reading the oracle was given (at
-//!   the sync and every update, so never later than the true wall clock).
-//!   Past it, a request that needs a new millisecond is `LogicalExhausted`,
-//!   and a leadership whose loaded window would start it beyond the bound
-//!   waits for the wall clock before it saves and serves. PD's `tso.go` has
-//!   no such bound: there, demand above 2^18 timestamps per millisecond
-//!   moves physical ahead without limit, and databases read physical as
-//!   time (GC safe points, stale reads). With it, every window a correct
-//!   leader saves is at most `wall + max_ahead_ms + save_interval_ms`, the
-//!   premise of the replicas' window bound (B2, [`crate::bounds`]).
+//! * **B3 (ahead)**: no window is saved more than `max_ahead_ms` beyond the
+//!   leader's wall clock as read when it decides the save, so physical,
+//!   always below the window (W2), never runs that far ahead of the highest
+//!   wall clock reading of the leadership. A save normally reaches
+//!   `next + save_interval`; near the bound it is cut to `wall + max_ahead`,
+//!   and once no millisecond is left a request that needs a new one is
+//!   `LogicalExhausted` (W2 says so already: the hot path has no extra
+//!   check). A leadership whose start `max(wall, last + 1)` leaves no room
+//!   below the bound waits for the wall clock before it saves and serves.
+//!   PD's `tso.go` has no such bound: there, demand above 2^18 timestamps per
+//!   millisecond moves physical ahead without limit, and so does a quick
+//!   succession of leaderships (each starts above its predecessor's window
+//!   and saves a save interval further), while databases read physical as
+//!   time (GC safe points, stale reads). Every window a correct leader saves
+//!   is at most `wall + max_ahead_ms`: the premise of the replicas' window
+//!   bound (B2, [`crate::bounds`]).
 //!
 //! The oracle performs no I/O: it asks its node to save a window end and is told
 //! when the save has succeeded ([`Oracle::saved`]) or failed ([`Oracle::reset`]).
 
 use core::time::Duration;
 
-use crate::bounds::{MAX_AHEAD_LIMIT_MS, MAX_SAVE_INTERVAL_MS};
+use crate::bounds::MAX_AHEAD_LIMIT_MS;
 use crate::timestamp::{MAX_LOGICAL, MAX_PHYSICAL_MS, Timestamp};
 
 /// The oracle's tunables, PD's constants as defaults.
@@ -47,11 +52,12 @@ pub struct OracleConfig {
     pub max_logical: u32,
     /// A wall clock this far ahead of physical is reported as jet lag (PD: 150 ms).
     pub jet_lag_warning_ms: u64,
-    /// B3: physical stays at most this far ahead of the wall clock (not in
-    /// PD). The default, 5 s, is the default save interval plus 2 s: a
-    /// leadership that follows a normal one starts one save interval ahead
-    /// (at the window its predecessor saved), so it serves at once unless
-    /// the two leaders' wall clocks differ by more than 2 s.
+    /// B3: no window reaches further than this ahead of the wall clock, so
+    /// physical stays below it (not in PD). The default, 5 s, is the default
+    /// save interval plus 2 s: a leadership that follows a normal one starts
+    /// one save interval ahead (above the window its predecessor saved), so
+    /// it serves at once unless the two leaders' wall clocks differ by about
+    /// 2 s.
     pub max_ahead_ms: u64,
 }
 
@@ -93,14 +99,13 @@ pub enum OracleConfigError {
     /// The update interval must be positive and shorter than the save interval.
     #[error("update interval must be positive and shorter than the save interval")]
     UpdateInterval,
-    /// The save interval is above the most a replica accepts (B2).
-    #[error("save interval {0} ms is above the maximum {MAX_SAVE_INTERVAL_MS} ms")]
-    SaveIntervalTooLong(u64),
-    /// B3: the ahead bound must exceed the save interval (a new leadership
-    /// starts up to one save interval ahead of the wall clock), and stay
-    /// within the most a replica accepts (B2).
+    /// B3: the ahead bound must exceed the save interval by more than the
+    /// guard (a new leadership starts up to one save interval ahead of the
+    /// wall clock and must still save above its start), and stay within the
+    /// most a replica accepts (B2).
     #[error(
-        "max ahead {max_ahead_ms} ms must exceed the save interval {save_interval_ms} ms and be at most {MAX_AHEAD_LIMIT_MS} ms"
+        "max ahead {max_ahead_ms} ms must exceed the save interval {save_interval_ms} ms by more than the guard, \
+         and be at most {MAX_AHEAD_LIMIT_MS} ms"
     )]
     MaxAhead {
         /// The configured bound.
@@ -126,10 +131,8 @@ impl OracleConfig {
         if self.update_interval.is_zero() || update_ms >= u128::from(self.save_interval_ms) {
             return Err(OracleConfigError::UpdateInterval);
         }
-        if self.save_interval_ms > MAX_SAVE_INTERVAL_MS {
-            return Err(OracleConfigError::SaveIntervalTooLong(self.save_interval_ms));
-        }
-        if self.max_ahead_ms <= self.save_interval_ms || self.max_ahead_ms > MAX_AHEAD_LIMIT_MS {
+        let least = self.save_interval_ms.saturating_add(self.guard_ms).saturating_add(2);
+        if self.max_ahead_ms < least || self.max_ahead_ms > MAX_AHEAD_LIMIT_MS {
             return Err(OracleConfigError::MaxAhead {
                 max_ahead_ms: self.max_ahead_ms,
                 save_interval_ms: self.save_interval_ms,
@@ -212,9 +215,6 @@ pub struct Oracle {
     logical: u32,
     saved_window_ms: u64,
     pending: Option<PendingSave>,
-    /// B3: the highest physical the hot path may reach, `wall + max_ahead`
-    /// as of the latest wall clock reading (the sync or an update).
-    ahead_limit_ms: u64,
     /// Waiting: the loaded window end to start above.
     loaded_ms: u64,
 }
@@ -229,7 +229,6 @@ impl Oracle {
             logical: 0,
             saved_window_ms: 0,
             pending: None,
-            ahead_limit_ms: 0,
             loaded_ms: 0,
         }
     }
@@ -274,21 +273,25 @@ impl Oracle {
         self.phase == Phase::Waiting
     }
 
+    /// The window end to save for a start at `next` (W1, W2): a save
+    /// interval above it, cut to the ahead bound (B3); `None` if that leaves
+    /// no millisecond above `next` and the guard.
+    fn window_for(&self, next: u64, wall_ms: u64) -> Option<u64> {
+        let limit = wall_ms.saturating_add(self.cfg.max_ahead_ms);
+        let window = next.saturating_add(self.cfg.save_interval_ms).min(limit);
+        (window > next.saturating_add(self.cfg.guard_ms)).then_some(window)
+    }
+
     /// W1, B3: the first save of a leadership, once its start
-    /// `max(wall, last + 1)` is within the ahead bound of the wall clock.
+    /// `max(wall, last + 1)` leaves room below the ahead bound.
     fn sync_save(&mut self, wall_ms: u64) -> Option<u64> {
         let next = wall_ms.max(self.loaded_ms.saturating_add(1));
-        let limit = wall_ms.saturating_add(self.cfg.max_ahead_ms);
-        if next > limit {
-            return None; // Still waiting.
-        }
-        let Some(window) = next.checked_add(self.cfg.save_interval_ms).filter(|w| *w <= MAX_PHYSICAL_MS)
-        else {
+        let window = self.window_for(next, wall_ms)?; // None: still waiting.
+        if window > MAX_PHYSICAL_MS {
             self.phase = Phase::Idle;
             return None;
-        };
+        }
         self.phase = Phase::Syncing;
-        self.ahead_limit_ms = limit;
         self.pending = Some(PendingSave { window_end_ms: window, next_physical_ms: next });
         Some(window)
     }
@@ -355,9 +358,6 @@ impl Oracle {
         if self.phase != Phase::Serving {
             return out;
         }
-        // B3: the hot path's bound follows the wall clock (never back).
-        let limit = wall_ms.saturating_add(self.cfg.max_ahead_ms);
-        self.ahead_limit_ms = self.ahead_limit_ms.max(limit);
         if self.pending.is_some() {
             return out;
         }
@@ -375,15 +375,17 @@ impl Oracle {
         let at_edge = self.saved_window_ms <= self.physical_ms.saturating_add(1 + self.cfg.guard_ms);
         let next = if jet_lag > self.cfg.guard_ms {
             wall_ms
-        } else if (self.logical > self.cfg.max_logical / 2 || at_edge) && self.physical_ms < limit {
-            // B3: moving on by 1 ms only within the ahead bound.
+        } else if self.logical > self.cfg.max_logical / 2 || at_edge {
             self.physical_ms + 1
         } else {
             // W3: a wall clock that stepped back (or has not moved) changes nothing.
             return out;
         };
         if self.saved_window_ms <= next.saturating_add(self.cfg.guard_ms) {
-            let window = next.saturating_add(self.cfg.save_interval_ms);
+            // B3: no room below the ahead bound: physical stays, and requests
+            // that need a new millisecond are refused until the wall clock
+            // moves on.
+            let Some(window) = self.window_for(next, wall_ms) else { return out };
             if window > MAX_PHYSICAL_MS {
                 return out;
             }
@@ -425,9 +427,9 @@ impl Oracle {
             self.logical = logical;
         } else {
             let physical = self.physical_ms + 1;
-            // W2, compared before subtracting; B3, the ahead bound.
-            if self.saved_window_ms <= physical.saturating_add(self.cfg.guard_ms) || physical > self.ahead_limit_ms
-            {
+            // W2, compared before subtracting (and so B3: the window is
+            // within the ahead bound).
+            if self.saved_window_ms <= physical.saturating_add(self.cfg.guard_ms) {
                 return Err(GetTsError::LogicalExhausted);
             }
             self.physical_ms = physical;

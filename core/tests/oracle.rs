@@ -47,9 +47,12 @@ fn sync_waits_for_a_slow_wall_clock_then_starts_above_the_loaded_window() {
     assert!(o.is_waiting());
     assert_eq!(o.update(WALL + 60_000).save_window_ms, None, "still more than 5 s behind");
     assert_eq!(o.get_ts(1), Err(GetTsError::NotLeader { leader: None }));
-    let wall = last + 1 - OracleConfig::default().max_ahead_ms;
-    let window = o.update(wall).save_window_ms.expect("within the bound: the sync save");
-    assert_eq!(window, last + 1 + 3_000);
+    // The start last + 1 needs a window above it and the guard: last + 3,
+    // within 5 s of the wall clock only from last + 3 - 5 s on.
+    let max_ahead = OracleConfig::default().max_ahead_ms;
+    assert_eq!(o.update(last + 2 - max_ahead).save_window_ms, None, "no millisecond to serve yet");
+    let window = o.update(last + 3 - max_ahead).save_window_ms.expect("room below the bound: the sync save");
+    assert_eq!(window, last + 3, "the save interval cut to the ahead bound");
     assert!(o.saved(window));
     let ts = o.get_ts(1).unwrap();
     assert_eq!(ts.physical_ms, last + 1);
@@ -77,22 +80,28 @@ fn physical_never_runs_more_than_max_ahead_past_the_wall_clock() {
             }
         }
     }
-    assert_eq!(top, WALL + cfg.max_ahead_ms, "physical reached the bound, and no further");
+    // The window reached the bound; physical stays below it and the guard.
+    assert_eq!(o.window_end_ms(), WALL + cfg.max_ahead_ms);
+    assert_eq!(top, WALL + cfg.max_ahead_ms - 2, "physical reached the bound, and no further");
     assert!(refused > 10_000, "past the bound requests are refused: {refused}");
     // The wall clock moves on: so does the bound.
-    assert!(o.update(WALL + 100).save_window_ms.is_none_or(|w| o.saved(w)));
-    assert_eq!(o.get_ts(MAX_LOGICAL - 1).unwrap().physical_ms, WALL + cfg.max_ahead_ms + 1);
+    let w = o.update(WALL + 100).save_window_ms.expect("room again: a save");
+    assert_eq!(w, WALL + 100 + cfg.max_ahead_ms);
+    assert!(o.saved(w));
+    assert_eq!(o.get_ts(MAX_LOGICAL - 1).unwrap().physical_ms, top + 1);
 }
 
 #[test]
 fn max_ahead_is_checked_against_the_save_interval() {
     use leasetso_core::OracleConfigError;
-    let cfg = OracleConfig { max_ahead_ms: 3_000, ..Default::default() };
+    let cfg = OracleConfig { max_ahead_ms: 3_002, ..Default::default() };
     assert!(matches!(cfg.validate(), Err(OracleConfigError::MaxAhead { .. })));
     let cfg = OracleConfig { max_ahead_ms: 60_001, ..Default::default() };
     assert!(matches!(cfg.validate(), Err(OracleConfigError::MaxAhead { .. })));
-    let cfg = OracleConfig { save_interval_ms: 60_001, max_ahead_ms: 60_000, ..Default::default() };
-    assert!(matches!(cfg.validate(), Err(OracleConfigError::SaveIntervalTooLong(_))));
+    let cfg = OracleConfig { save_interval_ms: 60_000, max_ahead_ms: 60_000, ..Default::default() };
+    assert!(matches!(cfg.validate(), Err(OracleConfigError::MaxAhead { .. })));
+    let cfg = OracleConfig { max_ahead_ms: 3_003, ..Default::default() };
+    assert_eq!(cfg.validate(), Ok(()), "a save interval, the guard and one millisecond");
     assert_eq!(OracleConfig::default().max_ahead_ms, 5_000);
     assert_eq!(OracleConfig::default().validate(), Ok(()));
 }

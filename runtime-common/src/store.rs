@@ -185,7 +185,11 @@ mod tests {
         let century = 100 * 365 * 86_400_000;
         let forged = [
             // A window a century ahead of this replica's wall clock.
-            StoreOp::Save { window_end_ms: wall + century, fence: Ballot::new(1, 1, peer), check_primary: false },
+            StoreOp::Save {
+                window_end_ms: wall + century,
+                fence: Ballot::new(1, 1, peer),
+                check_primary: false,
+            },
             // A fence at the top of the counter space, and another node's.
             StoreOp::Load { fence: Ballot::new(u64::MAX, 1, peer), check_primary: false },
             StoreOp::Load { fence: Ballot::new(1, 1, NodeId(1)), check_primary: false },
@@ -206,13 +210,19 @@ mod tests {
         assert_eq!(store.primary().unwrap(), None);
         // The same peer's plausible operations go through.
         let ok = [
-            StoreOp::Save { window_end_ms: wall + 8_000, fence: Ballot::new(4, 1, peer), check_primary: false },
+            StoreOp::Save {
+                window_end_ms: wall + 8_000,
+                fence: Ballot::new(4, 1, peer),
+                check_primary: false,
+            },
             StoreOp::RegisterPrimary { id: peer, tag: Ballot::new(0, 1, peer) },
         ];
         for op in ok {
             let request = StoreRequest { id: 4, op };
             match apply::<()>(&store, me, Job::Remote { from: peer, request }, |_| None) {
-                Done::Peer(_, PeerFrame::StoreReply { reply, .. }) => assert!(reply.is_ok(), "{op:?}: {reply:?}"),
+                Done::Peer(_, PeerFrame::StoreReply { reply, .. }) => {
+                    assert!(reply.is_ok(), "{op:?}: {reply:?}")
+                }
                 other => panic!("{other:?}"),
             }
         }

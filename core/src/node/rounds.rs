@@ -56,13 +56,14 @@ impl Node {
         }
         // B1: an answer no correct replica gives is that replica's failure,
         // and nothing of it is adopted (a fence caught up to, a window loaded).
-        let reply = match crate::bounds::check_store_reply(&reply, self.held_counter(), self.cfg.nodes, wall_ms) {
-            Ok(()) => reply,
-            Err(what) => {
-                self.outputs.push_back(Output::Event(Event::Refused { from: replica, what }));
-                Err(StoreReject::Failed)
-            }
-        };
+        let reply =
+            match crate::bounds::check_store_reply(&reply, self.held_counter(), self.cfg.nodes, wall_ms) {
+                Ok(()) => reply,
+                Err(what) => {
+                    self.outputs.push_back(Output::Event(Event::Refused { from: replica, what }));
+                    Err(StoreReject::Failed)
+                }
+            };
         if self.admin.is_some_and(|r| r.id == request_id) {
             self.admin_reply(replica, reply, now);
             self.deliver_local(now);
