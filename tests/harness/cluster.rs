@@ -36,7 +36,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use leasetso_core::wire::Frame;
-use leasetso_core::{LeaderHint, NodeId, Role, Timestamp};
+use leasetso_core::{Ballot, LeaderHint, NodeId, Role, Timestamp};
 use leasetso_std::{Client, ClientError, ClientOptions};
 
 use super::netns::Netns;
@@ -145,6 +145,11 @@ pub struct NodeState {
     pub node: NodeId,
     /// Who serves, as far as it knows.
     pub leader: LeaderHint,
+    /// The live lease it holds or its acceptor holds (the owner is the
+    /// ballot's node).
+    pub lease: Option<Ballot>,
+    /// The fence of its leadership, if it leads.
+    pub fence: Option<Ballot>,
 }
 
 /// One node: its fixed configuration and its current process.
@@ -739,8 +744,8 @@ pub fn query_status_over(
     let id = conn.next_id();
     conn.send(&Frame::GetStatus { id })?;
     match conn.recv()? {
-        Frame::Status { id: got, role, node, leader, .. } if got == id => {
-            Ok(NodeState { role, node, leader })
+        Frame::Status { id: got, role, node, leader, view, .. } if got == id => {
+            Ok(NodeState { role, node, leader, lease: view.lease, fence: view.fence })
         }
         other => Err(io::Error::other(format!("GetStatus answered with {other:?}"))),
     }
