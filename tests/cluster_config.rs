@@ -147,7 +147,9 @@ fn handshake(cluster: &Cluster, node: u16, lease_ms: u64) -> Handshake {
         version: PEER_VERSION,
         cluster_id: 1,
         node: NodeId(node),
-        client_addr: None,
+        // The address the real node advertises: a handshake advertising
+        // another one is a second process claiming the id (H5), refused.
+        client_addr: Some(cluster.node_addr(usize::from(node))),
         resp_addr: None,
         digest: cfg.digest().expect("a valid configuration"),
     }
@@ -301,4 +303,125 @@ fn bad_peers_are_refused_and_a_replaced_disk_starts_above_its_old_ballots() {
     // And the cluster keeps serving, above everything before.
     let last = cluster.wait_serving(ELECTION);
     assert!(last > after);
+}
+
+/// Copies the directory `from` (a stopped node's data dir) to `to`, files
+/// and subdirectories.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for entry in std::fs::read_dir(from).expect("read the data dir") {
+        let entry = entry.expect("a data dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("its type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a data dir file");
+        }
+    }
+}
+
+/// Item 6 (B4): a data dir restored from a copy taken two starts earlier,
+/// its restart marker with it, holds an old restart counter that nothing
+/// local can tell from a current one. Every start of a cluster node asks a
+/// quorum of peers, so the restored node starts above every ballot they saw
+/// from it, and no ballot repeats. A thread records the node's ballots the
+/// peers see (their acceptors' leases, the node's fences) in each phase.
+#[test]
+fn a_data_dir_restored_from_an_older_copy_never_repeats_a_ballot() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use leasetso_core::Ballot;
+    use leasetso_tests::harness::cluster::query_status;
+
+    let _guard = exclusive();
+    let mut cluster = Cluster::start(3, ClusterOptions::default());
+    cluster.wait_serving(ELECTION);
+    let victim = 0;
+    let addrs = cluster.client_addrs();
+    // Phase k: the victim's k-th start; phase 3 runs on the restored copy.
+    let phase = Arc::new(AtomicUsize::new(0));
+    let seen: Arc<Mutex<Vec<(usize, Ballot)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let recorder = {
+        let (phase, seen, stop) = (Arc::clone(&phase), Arc::clone(&seen), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for addr in &addrs {
+                    let Ok(s) = query_status(*addr, Duration::from_millis(200)) else { continue };
+                    let p = phase.load(Ordering::Relaxed);
+                    for b in [s.lease, s.fence].into_iter().flatten().filter(|b| b.node.0 == victim as u16) {
+                        let mut seen = seen.lock().unwrap();
+                        if !seen.contains(&(p, b)) {
+                            seen.push((p, b));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    // The victim leads (its ballots reach the peers): SIGTERM hands the
+    // lease to the leader's successor at once; restart whoever was stopped.
+    let lead = |cluster: &mut Cluster| {
+        for _ in 0..6 {
+            let leader = cluster.wait_leader(ELECTION);
+            if leader == victim {
+                // Renewals: a few ballots of this start.
+                std::thread::sleep(Duration::from_millis(1_500));
+                return;
+            }
+            cluster.term(leader);
+            cluster.restart(leader);
+            std::thread::sleep(cluster.quarantine());
+        }
+        cluster.fail("the victim never became the leader");
+    };
+    lead(&mut cluster);
+    cluster.term(victim);
+    let copy = tempfile::TempDir::new().expect("a directory for the copy");
+    copy_dir(cluster.data_dir(victim), copy.path());
+    // Two more starts on the live data dir.
+    for p in 1..=2 {
+        phase.store(p, Ordering::Relaxed);
+        cluster.restart(victim);
+        std::thread::sleep(cluster.quarantine());
+        lead(&mut cluster);
+        cluster.term(victim);
+    }
+    // The operator restores the copy taken two starts ago.
+    std::fs::remove_dir_all(cluster.data_dir(victim)).expect("remove the data dir");
+    copy_dir(copy.path(), cluster.data_dir(victim));
+    phase.store(3, Ordering::Relaxed);
+    cluster.restart(victim);
+    std::thread::sleep(cluster.quarantine());
+    lead(&mut cluster);
+    stop.store(true, Ordering::Relaxed);
+    recorder.join().expect("the recorder");
+
+    let seen = seen.lock().unwrap().clone();
+    println!("ballots of node {victim} the peers saw, by start: {seen:?}");
+    let restarts =
+        |p: usize| -> Vec<u64> { seen.iter().filter(|(q, _)| *q == p).map(|(_, b)| b.restart).collect() };
+    for p in 0..=3 {
+        assert!(!restarts(p).is_empty(), "no ballot of start {p} was seen: {seen:?}\n{}", cluster.logs());
+    }
+    let before = (0..3).flat_map(restarts).max().unwrap_or(0);
+    let restored = restarts(3);
+    assert!(
+        restored.iter().all(|&r| r > before),
+        "the restored data dir started at restart {restored:?}, not above the {before} the peers saw: {seen:?}"
+    );
+    let earlier: Vec<Ballot> = seen.iter().filter(|(p, _)| *p < 3).map(|(_, b)| *b).collect();
+    assert!(
+        seen.iter().filter(|(p, _)| *p == 3).all(|(_, b)| !earlier.contains(b)),
+        "a ballot repeated: {seen:?}"
+    );
+    // Its log says where it started, and the cluster serves on.
+    assert!(
+        cluster.log(victim).contains("restart counter recovered"),
+        "the restored node did not recover its restart counter from its peers:\n{}",
+        cluster.log(victim)
+    );
+    cluster.wait_serving(ELECTION);
 }

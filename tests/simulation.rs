@@ -25,6 +25,9 @@
 #[path = "sim/mod.rs"]
 mod sim;
 
+use leasetso_core_variants::bounds::{
+    MAX_COUNTER, MAX_COUNTER_STEP, MAX_RESTART, MAX_RESTART_STEP, MAX_WINDOW_AHEAD_MS,
+};
 use sim::check::ViolationKind;
 use sim::config::Variant;
 use sim::runner::{self, Known, Outcome};
@@ -78,6 +81,62 @@ fn correct_protocol() {
         assert!(s.primary_refusals > 0 && s.yields > summary.runs / 4, "{s:?}");
         assert!(s.rollbacks > summary.runs / 10 && s.clears > 0 && s.resumes > 0, "{s:?}");
     }
+    report_bounds("correct_protocol", &summary.stats);
+    assert_far_below_the_bounds(&summary.stats);
+    assert_eq!(s.implausible, 0, "check 11 refuses any refusal of a correct value");
+}
+
+/// Prints the largest values the runs reached, against the bounds (B1–B4).
+fn report_bounds(test: &str, s: &sim::world::Stats) {
+    println!(
+        "{test}: largest ballot counter {} (ceiling {MAX_COUNTER}), counter step in one input {} (bound \
+         {MAX_COUNTER_STEP}), fence counter {}, restart counter {} (ceiling {MAX_RESTART}, step {MAX_RESTART_STEP}), \
+         physical ahead of the leader's wall clock {} ms (max_ahead_ms 5000 by default), window ahead of a \
+         replica's wall clock {} ms (bound {MAX_WINDOW_AHEAD_MS} ms); {} values refused",
+        s.max_counter,
+        s.max_counter_step,
+        s.max_fence_counter,
+        s.max_restart,
+        s.max_ahead_ms,
+        s.max_window_ahead_ms,
+        s.implausible,
+    );
+}
+
+/// A correct cluster stays many orders of magnitude below every bound, so
+/// no bound can refuse a correct value: the largest counter and counter step
+/// below a millionth of the step, restarts below a millionth of theirs, and
+/// the windows within the default ahead bound plus the simulated skew.
+fn assert_far_below_the_bounds(s: &sim::world::Stats) {
+    assert!(s.max_counter < MAX_COUNTER_STEP >> 20 && s.max_counter_step < MAX_COUNTER_STEP >> 20, "{s:?}");
+    assert!(s.max_fence_counter <= s.max_counter, "{s:?}");
+    assert!(s.max_restart < MAX_RESTART_STEP >> 10, "{s:?}");
+    let skew = 2 * sim::world::WALL_SKEW_MS;
+    assert!(s.max_ahead_ms <= 5_000 + skew && s.max_window_ahead_ms <= 5_000 + skew, "{s:?}");
+    assert!(s.max_window_ahead_ms < MAX_WINDOW_AHEAD_MS / 10, "{s:?}");
+}
+
+/// Seeds of the faulty-member runs.
+const FAULTY_SEEDS: u64 = 400;
+
+/// Items 1 and 2 of the bounds (B1, B2): the correct protocol under the
+/// random fault mix, with one member that also forges absurd values (a
+/// ballot counter of `u64::MAX` and one just under the ceiling, a step far
+/// beyond what the addressee holds, a restart of `u64::MAX`, a fence of
+/// `u64::MAX`, a window a century ahead, a registration of node `0xFFFF`).
+/// Every forgery is refused (check 11: and only forgeries), nothing of them
+/// is adopted or stored (the counters, fences and windows stay where a
+/// correct cluster keeps them), and a leader serves after the heal.
+#[test]
+fn a_faulty_member_is_refused_and_the_cluster_keeps_serving() {
+    let run = |seed, trace| runner::faulty_run(seed, trace);
+    let summary =
+        runner::all_pass("a_faulty_member_is_refused_and_the_cluster_keeps_serving", FAULTY_SEEDS, &run, &[]);
+    let s = &summary.stats;
+    report_bounds("a_faulty_member_is_refused_and_the_cluster_keeps_serving", s);
+    assert!(s.implausible > summary.runs * 40, "the forgeries reached the nodes and were refused: {s:?}");
+    assert!(s.timestamps > summary.runs * 100, "the cluster served throughout: {s:?}");
+    assert_far_below_the_bounds(s);
 }
 
 /// Seed `s` of the targeted runs plays scenario `s % 8` with its seed `s / 8`.

@@ -181,6 +181,12 @@ struct ServeArgs {
     /// How often the timestamp's physical part follows the wall clock, in ms.
     #[arg(long, value_name = "MS")]
     update_interval_ms: Option<u64>,
+    /// How far the timestamps' physical part may run ahead of the leader's
+    /// wall clock, in ms (default: the save interval + 2000, so 5000). Past
+    /// it, requests are refused with the retryable LogicalExhausted (Redis:
+    /// -TRYAGAIN). More than the save interval + 1, at most 60000.
+    #[arg(long, value_name = "MS")]
+    max_ahead_ms: Option<u64>,
     /// Also answer the Redis protocol (RESP2) on ADDR: `TSO [count]` returns
     /// the packed last timestamp, so any Redis client is a leasetso client
     /// (port 0 picks a free port). Off by default.
@@ -367,6 +373,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(ms) = args.update_interval_ms {
         node.oracle.update_interval = Duration::from_millis(ms);
     }
+    node.oracle.max_ahead_ms = args
+        .max_ahead_ms
+        .unwrap_or_else(|| leasetso_core::oracle::default_max_ahead_ms(node.oracle.save_interval_ms));
     node.validate().map_err(|e| format!("invalid configuration: {e}"))?;
     let resp_password = args.resp_password_file.as_deref().map(read_password).transpose()?;
     let cluster = nodes > 1;

@@ -49,6 +49,7 @@
 //! * [`resp`]: the RESP door: Redis protocol requests and replies, for Redis clients.
 //! * [`ballot`]: ballots and node ids, and their encoding.
 //! * [`health`]: the health of a node's store replica, as status reports it.
+//! * [`bounds`]: plausibility bounds on peers' values (B1–B4).
 //! * [`role`]: a node's role and mode (a leaf: both the node and the codecs use it).
 //! * [`quorum`]: sets of distinct node ids, for counting quorums.
 //! * [`time`]: the monotonic instant the runtimes pass in.
@@ -56,6 +57,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod ballot;
+pub mod bounds;
 pub mod client;
 #[cfg(test)]
 mod codec_props;
@@ -78,6 +80,7 @@ pub mod timestamp;
 pub mod wire;
 
 pub use ballot::{Ballot, NodeId};
+pub use bounds::Implausible;
 pub use client::{CallError, ClientConfig, ClientSession, Completion, Ticket};
 pub use conn::{Backend, Served, ServerConn, Tally, TsRefusal};
 pub use health::StoreHealth;

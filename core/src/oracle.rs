@@ -13,12 +13,29 @@
 //!   below the window it saved, which the next leader loads (W1).
 //! * **W3 (monotonic)**: physical only moves forward, whatever the wall clock
 //!   does; a wall clock that steps back freezes physical until it catches up.
+//! * **B3 (ahead)**: no window is saved more than `max_ahead_ms` beyond the
+//!   leader's wall clock as read when it decides the save, so physical,
+//!   always below the window (W2), never runs that far ahead of the highest
+//!   wall clock reading of the leadership. A save normally reaches
+//!   `next + save_interval`; near the bound it is cut to `wall + max_ahead`,
+//!   and once no millisecond is left a request that needs a new one is
+//!   `LogicalExhausted` (W2 says so already: the hot path has no extra
+//!   check). A leadership whose start `max(wall, last + 1)` leaves no room
+//!   below the bound waits for the wall clock before it saves and serves.
+//!   PD's `tso.go` has no such bound: there, demand above 2^18 timestamps per
+//!   millisecond moves physical ahead without limit, and so does a quick
+//!   succession of leaderships (each starts above its predecessor's window
+//!   and saves a save interval further), while databases read physical as
+//!   time (GC safe points, stale reads). Every window a correct leader saves
+//!   is at most `wall + max_ahead_ms`: the premise of the replicas' window
+//!   bound (B2, [`crate::bounds`]).
 //!
 //! The oracle performs no I/O: it asks its node to save a window end and is told
 //! when the save has succeeded ([`Oracle::saved`]) or failed ([`Oracle::reset`]).
 
 use core::time::Duration;
 
+use crate::bounds::MAX_AHEAD_LIMIT_MS;
 use crate::timestamp::{MAX_LOGICAL, MAX_PHYSICAL_MS, Timestamp};
 
 /// The oracle's tunables, PD's constants as defaults.
@@ -35,6 +52,21 @@ pub struct OracleConfig {
     pub max_logical: u32,
     /// A wall clock this far ahead of physical is reported as jet lag (PD: 150 ms).
     pub jet_lag_warning_ms: u64,
+    /// B3: no window reaches further than this ahead of the wall clock, so
+    /// physical stays below it (not in PD). The default, 5 s, is the default
+    /// save interval plus 2 s: a leadership that follows a normal one starts
+    /// one save interval ahead (above the window its predecessor saved), so
+    /// it serves at once unless the two leaders' wall clocks differ by about
+    /// 2 s.
+    pub max_ahead_ms: u64,
+}
+
+/// The default of [`OracleConfig::max_ahead_ms`] for a save interval:
+/// `save_interval_ms + 2,000` (5 s with PD's 3 s), capped at the most a
+/// node may be configured with.
+pub const fn default_max_ahead_ms(save_interval_ms: u64) -> u64 {
+    let ms = save_interval_ms.saturating_add(2_000);
+    if ms < MAX_AHEAD_LIMIT_MS { ms } else { MAX_AHEAD_LIMIT_MS }
 }
 
 impl Default for OracleConfig {
@@ -45,6 +77,7 @@ impl Default for OracleConfig {
             guard_ms: 1,
             max_logical: MAX_LOGICAL,
             jet_lag_warning_ms: 150,
+            max_ahead_ms: default_max_ahead_ms(3_000),
         }
     }
 }
@@ -66,6 +99,20 @@ pub enum OracleConfigError {
     /// The update interval must be positive and shorter than the save interval.
     #[error("update interval must be positive and shorter than the save interval")]
     UpdateInterval,
+    /// B3: the ahead bound must exceed the save interval by more than the
+    /// guard (a new leadership starts up to one save interval ahead of the
+    /// wall clock and must still save above its start), and stay within the
+    /// most a replica accepts (B2).
+    #[error(
+        "max ahead {max_ahead_ms} ms must exceed the save interval {save_interval_ms} ms by more than the guard, \
+         and be at most {MAX_AHEAD_LIMIT_MS} ms"
+    )]
+    MaxAhead {
+        /// The configured bound.
+        max_ahead_ms: u64,
+        /// The configured save interval.
+        save_interval_ms: u64,
+    },
 }
 
 impl OracleConfig {
@@ -83,6 +130,13 @@ impl OracleConfig {
         let update_ms = self.update_interval.as_millis();
         if self.update_interval.is_zero() || update_ms >= u128::from(self.save_interval_ms) {
             return Err(OracleConfigError::UpdateInterval);
+        }
+        let least = self.save_interval_ms.saturating_add(self.guard_ms).saturating_add(2);
+        if self.max_ahead_ms < least || self.max_ahead_ms > MAX_AHEAD_LIMIT_MS {
+            return Err(OracleConfigError::MaxAhead {
+                max_ahead_ms: self.max_ahead_ms,
+                save_interval_ms: self.save_interval_ms,
+            });
         }
         Ok(())
     }
@@ -137,6 +191,9 @@ enum Phase {
     Idle,
     /// Waiting for the quorum load (W1).
     Loading,
+    /// Loaded, but the window starts more than the ahead bound ahead of the
+    /// wall clock (B3): waits for the wall clock before it saves.
+    Waiting,
     /// Loaded; waiting for the first save (W1).
     Syncing,
     /// Handing out timestamps.
@@ -158,12 +215,22 @@ pub struct Oracle {
     logical: u32,
     saved_window_ms: u64,
     pending: Option<PendingSave>,
+    /// Waiting: the loaded window end to start above.
+    loaded_ms: u64,
 }
 
 impl Oracle {
     /// An idle oracle. Call [`OracleConfig::validate`] first; the node does.
     pub fn new(cfg: OracleConfig) -> Self {
-        Oracle { cfg, phase: Phase::Idle, physical_ms: 0, logical: 0, saved_window_ms: 0, pending: None }
+        Oracle {
+            cfg,
+            phase: Phase::Idle,
+            physical_ms: 0,
+            logical: 0,
+            saved_window_ms: 0,
+            pending: None,
+            loaded_ms: 0,
+        }
     }
 
     /// The configuration.
@@ -185,12 +252,45 @@ impl Oracle {
     /// W1: the quorum load returned `last_window_ms` (the maximum over a
     /// quorum). Returns the window end to save before serving, or `None` if
     /// the oracle was not loading (a stale answer) or time ran out of bits.
+    ///
+    /// B3: if the leadership would start more than `max_ahead_ms` ahead of
+    /// the wall clock, the oracle waits instead (see [`Oracle::is_waiting`]):
+    /// a later [`Oracle::update`] asks for the save once the wall clock has
+    /// caught up. So `Some(0)` is never returned: `None` with
+    /// `is_waiting()` true means "wait".
     pub fn loaded(&mut self, last_window_ms: u64, wall_ms: u64) -> Option<u64> {
         if self.phase != Phase::Loading {
             return None;
         }
-        let next = wall_ms.max(last_window_ms.saturating_add(1));
-        let window = next.checked_add(self.cfg.save_interval_ms).filter(|w| *w <= MAX_PHYSICAL_MS)?;
+        self.phase = Phase::Waiting;
+        self.loaded_ms = last_window_ms;
+        self.sync_save(wall_ms)
+    }
+
+    /// Whether a loaded leadership waits for the wall clock to come within
+    /// the ahead bound of its start (B3).
+    pub fn is_waiting(&self) -> bool {
+        self.phase == Phase::Waiting
+    }
+
+    /// The window end to save for a start at `next` (W1, W2): a save
+    /// interval above it, cut to the ahead bound (B3); `None` if that leaves
+    /// no millisecond above `next` and the guard.
+    fn window_for(&self, next: u64, wall_ms: u64) -> Option<u64> {
+        let limit = wall_ms.saturating_add(self.cfg.max_ahead_ms);
+        let window = next.saturating_add(self.cfg.save_interval_ms).min(limit);
+        (window > next.saturating_add(self.cfg.guard_ms)).then_some(window)
+    }
+
+    /// W1, B3: the first save of a leadership, once its start
+    /// `max(wall, last + 1)` leaves room below the ahead bound.
+    fn sync_save(&mut self, wall_ms: u64) -> Option<u64> {
+        let next = wall_ms.max(self.loaded_ms.saturating_add(1));
+        let window = self.window_for(next, wall_ms)?; // None: still waiting.
+        if window > MAX_PHYSICAL_MS {
+            self.phase = Phase::Idle;
+            return None;
+        }
         self.phase = Phase::Syncing;
         self.pending = Some(PendingSave { window_end_ms: window, next_physical_ms: next });
         Some(window)
@@ -251,7 +351,14 @@ impl Oracle {
     /// for the window to be extended before physical would reach it (W2).
     pub fn update(&mut self, wall_ms: u64) -> Update {
         let mut out = Update::default();
-        if self.phase != Phase::Serving || self.pending.is_some() {
+        if self.phase == Phase::Waiting {
+            out.save_window_ms = self.sync_save(wall_ms);
+            return out;
+        }
+        if self.phase != Phase::Serving {
+            return out;
+        }
+        if self.pending.is_some() {
             return out;
         }
         // A wall clock behind physical is no lag (and no underflow).
@@ -275,7 +382,10 @@ impl Oracle {
             return out;
         };
         if self.saved_window_ms <= next.saturating_add(self.cfg.guard_ms) {
-            let window = next.saturating_add(self.cfg.save_interval_ms);
+            // B3: no room below the ahead bound: physical stays, and requests
+            // that need a new millisecond are refused until the wall clock
+            // moves on.
+            let Some(window) = self.window_for(next, wall_ms) else { return out };
             if window > MAX_PHYSICAL_MS {
                 return out;
             }
@@ -317,7 +427,8 @@ impl Oracle {
             self.logical = logical;
         } else {
             let physical = self.physical_ms + 1;
-            // W2, compared before subtracting.
+            // W2, compared before subtracting (and so B3: the window is
+            // within the ahead bound).
             if self.saved_window_ms <= physical.saturating_add(self.cfg.guard_ms) {
                 return Err(GetTsError::LogicalExhausted);
             }

@@ -307,6 +307,7 @@ const R_FENCED: u8 = 16;
 const R_PRIMARY_EXISTS: u8 = 17;
 const R_NOT_GREATER: u8 = 18;
 const R_FAILED: u8 = 19;
+const R_IMPLAUSIBLE: u8 = 20;
 
 fn put_handshake(buf: &mut impl BufMut, h: &Handshake) {
     buf.put_slice(&PEER_MAGIC);
@@ -436,6 +437,7 @@ impl PeerFrame {
                         (R_NOT_GREATER, Ballot::ZERO, stored, NodeId(0))
                     }
                     Err(StoreReject::Failed) => (R_FAILED, Ballot::ZERO, 0, NodeId(0)),
+                    Err(StoreReject::Implausible) => (R_IMPLAUSIBLE, Ballot::ZERO, 0, NodeId(0)),
                 };
                 buf.put_u8(code);
                 put_ballot(buf, ballot);
@@ -499,6 +501,7 @@ impl PeerFrame {
                     R_PRIMARY_EXISTS => Err(StoreReject::PrimaryExists { id: node }),
                     R_NOT_GREATER => Err(StoreReject::NotGreater { stored: value }),
                     R_FAILED => Err(StoreReject::Failed),
+                    R_IMPLAUSIBLE => Err(StoreReject::Implausible),
                     _ => return Err(WireError::BadValue("store reply")),
                 };
                 PeerFrame::StoreReply { id, reply }
@@ -560,6 +563,7 @@ mod tests {
             Err(StoreReject::PrimaryExists { id: NodeId(3) }),
             Err(StoreReject::NotGreater { stored: 5 }),
             Err(StoreReject::Failed),
+            Err(StoreReject::Implausible),
         ];
         frames.extend(replies.map(|reply| PeerFrame::StoreReply { id: 12, reply }));
         frames
@@ -706,6 +710,7 @@ mod tests {
                 node().prop_map(|id| Err(StoreReject::PrimaryExists { id })),
                 any::<u64>().prop_map(|stored| Err(StoreReject::NotGreater { stored })),
                 Just(Err(StoreReject::Failed)),
+                Just(Err(StoreReject::Implausible)),
             ]
         }
 

@@ -1,11 +1,15 @@
-//! Restart-counter recovery: a node that lost its restart counter learns
-//! from its peers where to start, sans-IO.
+//! Restart-counter recovery: every start of a cluster node learns from its
+//! peers where to start, sans-IO.
 //!
 //! Ballots are unique across a node's starts only because each start's
 //! restart counter is new (see [`Ballot`]). A node whose data dir lost the
-//! counter (a new node, a replaced disk) must not campaign or accept until
-//! it knows a restart above every ballot its lost incarnations used; only
-//! its peers know those, from the lease messages they saw. So before the
+//! counter (a new node, a replaced disk), or holds an old one (a data dir
+//! restored from a copy, its restart marker with it), must not campaign or
+//! accept until it knows a restart above every ballot its earlier
+//! incarnations used; only its peers know those, from the lease messages
+//! they saw. A node cannot tell a restored data dir from a current one, so
+//! every start in a cluster asks ([`Recovery::with_local`] adds what the
+//! data dir itself says). So before the
 //! node is built it sends [`PeerFrame::RestartQuery`] to its peers, every
 //! [`RESTART_QUERY_EVERY`] to those that have not answered (a link may come
 //! up late, a frame may be lost), and each answers with the highest ballot
@@ -21,6 +25,10 @@
 //! the outcome, out); the runtime sends the frames, raises the stored
 //! counter and builds the node. [`Seen`] is the answering side's record.
 //!
+//! An answer no correct peer gives (B4, [`crate::bounds`]: a restart far
+//! above the local one or at the ceiling, a counter beyond B1) is refused:
+//! it does not count toward the quorum and nothing of it is adopted.
+//!
 //! ```
 //! use leasetso_core::recovery::{Recovered, Recovery};
 //! use leasetso_core::{Ballot, Instant, NodeId};
@@ -32,8 +40,8 @@
 //! }
 //! assert_eq!(asked, [NodeId(1), NodeId(2)]);
 //! // The answers come back as RestartInfo frames.
-//! recovery.handle_info(NodeId(2), Ballot::new(12, 3, NodeId(0)));
-//! recovery.handle_info(NodeId(1), Ballot::new(30, 1, NodeId(0)));
+//! recovery.handle_info(NodeId(2), Ballot::new(12, 3, NodeId(0))).unwrap();
+//! recovery.handle_info(NodeId(1), Ballot::new(30, 1, NodeId(0))).unwrap();
 //! assert_eq!(
 //!     recovery.outcome(),
 //!     Some(Recovered { restart: 4, catch_up: Ballot::new(30, 3, NodeId(0)) })
@@ -43,6 +51,7 @@
 use core::time::Duration;
 
 use crate::ballot::{Ballot, NodeId};
+use crate::bounds::{Implausible, check_restart_info};
 use crate::lease::LeaseMsg;
 use crate::quorum::{MAX_NODES, NodeSet, majority};
 use crate::time::Instant;
@@ -83,6 +92,9 @@ pub struct Recovery {
     nodes: u16,
     answered: NodeSet,
     highest: Ballot,
+    /// What the data dir itself says: its restart counter (the start is
+    /// above it) and its fence's counter (B4 bounds the answers by both).
+    local: Ballot,
     /// When the next round of queries is due.
     next_round: Instant,
     /// The next peer id the current round may ask; `nodes` once it is done.
@@ -100,9 +112,19 @@ impl Recovery {
             nodes: nodes.min(MAX_NODES),
             answered: NodeSet::EMPTY,
             highest: Ballot { node: me, ..Ballot::ZERO },
+            local: Ballot { node: me, ..Ballot::ZERO },
             next_round: now,
             cursor: nodes,
         }
+    }
+
+    /// What the data dir holds: the restart counter it stored (0: none) and
+    /// its replica's fence. The start is above both the stored counter and
+    /// every restart the peers report, and B4 bounds their answers by it.
+    pub fn with_local(mut self, restart: u64, fence: Ballot) -> Self {
+        self.local = Ballot { counter: fence.counter, restart, node: self.me };
+        self.highest = bound(self.highest, self.local);
+        self
     }
 
     /// Answers needed: a majority of the cluster, this node not among them.
@@ -119,13 +141,17 @@ impl Recovery {
     /// it has seen. A second answer of the same peer is ignored (it counts
     /// once, and its first word stands); so is one from this node's own id
     /// or a non-member, and every answer once recovery is done.
-    pub fn handle_info(&mut self, from: NodeId, highest: Ballot) {
-        if self.is_done() || from == self.me || from.0 >= self.nodes {
-            return;
+    ///
+    /// B4: an answer no correct peer gives is refused (the error says
+    /// why, for the log): it does not count, and the peer is asked again.
+    pub fn handle_info(&mut self, from: NodeId, highest: Ballot) -> Result<(), Implausible> {
+        if self.is_done() || from == self.me || from.0 >= self.nodes || self.answered.contains(from) {
+            return Ok(());
         }
-        if self.answered.insert(from) {
-            self.highest = bound(self.highest, Ballot { node: self.me, ..highest });
-        }
+        check_restart_info(highest, self.local.restart, self.local.counter)?;
+        self.answered.insert(from);
+        self.highest = bound(self.highest, Ballot { node: self.me, ..highest });
+        Ok(())
     }
 
     /// The next peer to send [`PeerFrame::RestartQuery`] to now, if any:
@@ -231,28 +257,28 @@ mod tests {
         assert_eq!(queries(&mut r, ms(1000)), [0, 1, 3, 4]);
         assert_eq!(r.poll_timeout(), Some(ms(1100)));
         assert_eq!(queries(&mut r, ms(1099)), [] as [u16; 0], "not due yet");
-        r.handle_info(NodeId(3), Ballot::new(4, 2, NodeId(2)));
+        r.handle_info(NodeId(3), Ballot::new(4, 2, NodeId(2))).unwrap();
         assert_eq!(queries(&mut r, ms(1100)), [0, 1, 4]);
         // A round interrupted by an answer skips the peer that answered.
         let first = r.poll_query(ms(1200));
         assert_eq!(first, Some(NodeId(0)));
-        r.handle_info(NodeId(1), Ballot::ZERO);
+        r.handle_info(NodeId(1), Ballot::ZERO).unwrap();
         assert_eq!(queries(&mut r, ms(1200)), [4]);
     }
 
     #[test]
     fn fewer_than_a_quorum_waits_and_duplicates_count_once() {
         let mut r = Recovery::new(NodeId(0), 3, ms(0));
-        r.handle_info(NodeId(1), Ballot::new(3, 5, NodeId(0)));
-        r.handle_info(NodeId(1), Ballot::new(9, 9, NodeId(0)));
+        r.handle_info(NodeId(1), Ballot::new(3, 5, NodeId(0))).unwrap();
+        r.handle_info(NodeId(1), Ballot::new(9, 9, NodeId(0))).unwrap();
         // Own id and non-members do not count either.
-        r.handle_info(NodeId(0), Ballot::new(9, 9, NodeId(0)));
-        r.handle_info(NodeId(3), Ballot::new(9, 9, NodeId(0)));
+        r.handle_info(NodeId(0), Ballot::new(9, 9, NodeId(0))).unwrap();
+        r.handle_info(NodeId(3), Ballot::new(9, 9, NodeId(0))).unwrap();
         assert_eq!(r.answered(), 1);
         assert!(!r.is_done());
         assert_eq!(r.outcome(), None);
         assert_eq!(queries(&mut r, ms(0)), [2]);
-        r.handle_info(NodeId(2), Ballot::ZERO);
+        r.handle_info(NodeId(2), Ballot::ZERO).unwrap();
         assert_eq!(r.outcome(), Some(Recovered { restart: 6, catch_up: Ballot::new(3, 5, NodeId(0)) }));
         assert_eq!(r.poll_timeout(), None);
         assert_eq!(r.poll_query(ms(500)), None, "done: nobody is asked");
@@ -262,22 +288,52 @@ mod tests {
     fn the_highest_restart_wins_not_the_restart_of_the_highest_ballot() {
         let mut r = Recovery::new(NodeId(1), 5, ms(0));
         // Node 0 saw a long run of an old start; node 2 a short run of a later one.
-        r.handle_info(NodeId(0), Ballot::new(40, 2, NodeId(1)));
-        r.handle_info(NodeId(2), Ballot::new(3, 7, NodeId(1)));
-        r.handle_info(NodeId(4), Ballot::new(10, 4, NodeId(1)));
+        r.handle_info(NodeId(0), Ballot::new(40, 2, NodeId(1))).unwrap();
+        r.handle_info(NodeId(2), Ballot::new(3, 7, NodeId(1))).unwrap();
+        r.handle_info(NodeId(4), Ballot::new(10, 4, NodeId(1))).unwrap();
         let out = r.outcome().unwrap();
         assert_eq!(out.restart, 8, "above restart 7, though (40, 2) is the highest ballot");
         assert_eq!(out.catch_up, Ballot::new(40, 7, NodeId(1)));
         // Answers after the quorum change nothing.
-        r.handle_info(NodeId(3), Ballot::new(99, 99, NodeId(1)));
+        r.handle_info(NodeId(3), Ballot::new(99, 99, NodeId(1))).unwrap();
         assert_eq!(r.outcome(), Some(out));
+    }
+
+    #[test]
+    fn every_start_is_above_the_local_counter_and_the_peers() {
+        // A data dir restored from a copy two starts old says restart 3; the
+        // peers saw restart 5 of this node: the start is above both.
+        let mut r = Recovery::new(NodeId(0), 3, ms(0)).with_local(3, Ballot::new(8, 2, NodeId(0)));
+        r.handle_info(NodeId(1), Ballot::new(20, 5, NodeId(0))).unwrap();
+        r.handle_info(NodeId(2), Ballot::new(2, 4, NodeId(0))).unwrap();
+        assert_eq!(r.outcome(), Some(Recovered { restart: 6, catch_up: Ballot::new(20, 5, NodeId(0)) }));
+        // Peers that saw nothing (the node never campaigned since): above
+        // the local counter, never below it.
+        let mut r = Recovery::new(NodeId(0), 3, ms(0)).with_local(7, Ballot::ZERO);
+        r.handle_info(NodeId(1), Ballot::ZERO).unwrap();
+        r.handle_info(NodeId(2), Ballot::ZERO).unwrap();
+        assert_eq!(r.outcome().map(|o| o.restart), Some(8));
+    }
+
+    #[test]
+    fn implausible_answers_are_refused_and_do_not_count() {
+        let mut r = Recovery::new(NodeId(0), 3, ms(0)).with_local(4, Ballot::new(10, 4, NodeId(0)));
+        let absurd = Ballot::new(1, u64::MAX, NodeId(0));
+        assert!(matches!(r.handle_info(NodeId(1), absurd), Err(Implausible::Restart { .. })));
+        let counter = Ballot::new(u64::MAX, 4, NodeId(0));
+        assert!(matches!(r.handle_info(NodeId(2), counter), Err(Implausible::Counter { .. })));
+        assert_eq!(r.answered(), 0, "refused answers do not count");
+        assert_eq!(queries(&mut r, ms(0)), [1, 2], "the peers are asked again");
+        r.handle_info(NodeId(1), Ballot::new(12, 5, NodeId(0))).unwrap();
+        r.handle_info(NodeId(2), Ballot::ZERO).unwrap();
+        assert_eq!(r.outcome().map(|o| o.restart), Some(6), "nothing of the refused answers adopted");
     }
 
     #[test]
     fn nobody_saw_anything_starts_at_restart_one() {
         let mut r = Recovery::new(NodeId(0), 3, ms(0));
-        r.handle_info(NodeId(1), Ballot::ZERO);
-        r.handle_info(NodeId(2), Ballot::ZERO);
+        r.handle_info(NodeId(1), Ballot::ZERO).unwrap();
+        r.handle_info(NodeId(2), Ballot::ZERO).unwrap();
         assert_eq!(r.outcome(), Some(Recovered { restart: 1, catch_up: Ballot::ZERO }));
     }
 
@@ -308,7 +364,7 @@ mod tests {
             let mut counted: Vec<u16> = Vec::new();
             let (mut restart, mut counter) = (0, 0);
             for (from, c, rs) in answers {
-                r.handle_info(NodeId(from), Ballot::new(c, rs, me));
+                r.handle_info(NodeId(from), Ballot::new(c, rs, me)).unwrap();
                 let quorum = counted.len() >= usize::from(majority(nodes));
                 if !quorum && from < nodes && NodeId(from) != me && !counted.contains(&from) {
                     counted.push(from);

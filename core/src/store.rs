@@ -24,6 +24,9 @@
 //!   exact match, so a stale primary (or operator) can never clear a newer
 //!   registration. `tag` is a ballot of the registrant's, unique across its
 //!   restarts.
+//! * **B2 (plausibility)**: before any of these, a replica refuses with
+//!   [`StoreReject::Implausible`] an operation no correct node sends
+//!   ([`screen`], [`crate::bounds`]).
 
 use crate::ballot::{Ballot, NodeId};
 
@@ -106,6 +109,12 @@ pub enum StoreReject {
     /// timeout). Its state is unknown to the caller, never assumed changed.
     #[error("store replica failed")]
     Failed,
+    /// B2: the operation carries a value no correct node sends (a fence
+    /// that is not the sender's or far above the stored one, a window far
+    /// ahead of the replica's wall clock, a registration of another node).
+    /// Nothing was changed; the replica logs what it refused.
+    #[error("store replica refused an implausible value")]
+    Implausible,
 }
 
 /// A replica's answer to one operation.
@@ -118,6 +127,15 @@ pub struct StoreRequest {
     pub id: u64,
     /// The operation.
     pub op: StoreOp,
+}
+
+/// **B2** at a replica whose stored fence is `stored_fence` and whose wall
+/// clock reads `wall_ms`: `Err(Implausible)` for an operation no correct
+/// node asks for ([`crate::bounds::check_store_op`]). Every replica runs it
+/// before the operation, in the same sequence of operations (a replica runs
+/// them one at a time), so the stored fence it compares with is current.
+pub fn screen(op: &StoreOp, from: NodeId, stored_fence: Ballot, wall_ms: u64) -> Result<(), StoreReject> {
+    crate::bounds::check_store_op(op, from, stored_fence, wall_ms).map_err(|_| StoreReject::Implausible)
 }
 
 /// The reference store: the contract in memory, used by simulations and as
@@ -165,7 +183,17 @@ impl MemStore {
         if self.fence > fence { Err(StoreReject::Fenced { by: self.fence }) } else { Ok(()) }
     }
 
-    /// Performs one operation atomically.
+    /// Performs one operation `from` asked for (this replica's node or a
+    /// peer, as its link named it) at the replica's wall clock `wall_ms`,
+    /// after the plausibility checks every replica makes first (B2, see
+    /// [`screen`]); a refusal changes nothing.
+    pub fn execute_from(&mut self, op: StoreOp, from: NodeId, wall_ms: u64) -> StoreReply {
+        screen(&op, from, self.fence, wall_ms)?;
+        self.execute(op)
+    }
+
+    /// Performs one operation atomically, without the plausibility checks
+    /// (an operator's request, a test's setup).
     pub fn execute(&mut self, op: StoreOp) -> StoreReply {
         match op {
             StoreOp::Load { fence, check_primary } => {

@@ -80,10 +80,25 @@ fn a_restarted_node_serves_above_everything_before() {
     let (mut node, _) = start(&mut store, Instant::from_millis(1), WALL);
     let before = node.get_ts(100, Instant::from_millis(1)).unwrap();
     drop(node);
-    // The wall clock went back a minute across the restart.
+    // The wall clock went back a minute across the restart: the window
+    // saved before would start the new leadership more than the ahead
+    // bound (5 s) ahead of it, so it waits for the wall clock (B3).
     let (mut node, events) = start(&mut store, Instant::from_millis(1), WALL - 60_000);
     assert!(matches!(events[0], Event::Leading { fence } if fence.restart == 2));
-    let after = node.get_ts(1, Instant::from_millis(1)).unwrap();
+    assert_eq!(events.len(), 1, "loaded, not serving: {events:?}");
+    assert!(matches!(node.get_ts(1, Instant::from_millis(1)), Err(GetTsError::NotLeader { .. })));
+    assert_eq!(store.window_end_ms(), WALL + 3_000, "nothing saved while it waits");
+    // A window above the start (WALL + 3,001) and the guard would still be
+    // more than 5 s ahead: it keeps waiting.
+    let now = node.poll_timeout().expect("the waiting leadership polls the wall clock");
+    node.handle_timeout(now, WALL - 1_998);
+    assert!(pump(&mut node, &mut store, now, WALL - 1_998).is_empty());
+    // Room below the bound: it saves (cut to the bound) and serves above everything.
+    let now = node.poll_timeout().unwrap();
+    node.handle_timeout(now, WALL - 1_997);
+    let events = pump(&mut node, &mut store, now, WALL - 1_997);
+    assert_eq!(events, vec![Event::Serving { window_end_ms: WALL + 3_003 }]);
+    let after = node.get_ts(1, now).unwrap();
     assert!(after > before);
     assert_eq!(after.physical_ms, WALL + 3_001, "starts above the saved window");
 }

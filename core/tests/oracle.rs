@@ -36,15 +36,74 @@ fn logical_zero_is_never_handed_out() {
 }
 
 #[test]
-fn sync_starts_above_the_loaded_window_even_with_a_slow_wall_clock() {
+fn sync_waits_for_a_slow_wall_clock_then_starts_above_the_loaded_window() {
     let mut o = Oracle::new(OracleConfig::default());
     o.begin_sync();
-    // The previous leader saved a window an hour ahead of this node's clock.
+    // The previous leader saved a window an hour ahead of this node's clock:
+    // starting above it would put physical an hour ahead (B3), so the
+    // leadership waits for the wall clock instead of saving.
     let last = WALL + 3_600_000;
-    let window = o.loaded(last, WALL).unwrap();
+    assert_eq!(o.loaded(last, WALL), None);
+    assert!(o.is_waiting());
+    assert_eq!(o.update(WALL + 60_000).save_window_ms, None, "still more than 5 s behind");
+    assert_eq!(o.get_ts(1), Err(GetTsError::NotLeader { leader: None }));
+    // The start last + 1 needs a window above it and the guard: last + 3,
+    // within 5 s of the wall clock only from last + 3 - 5 s on.
+    let max_ahead = OracleConfig::default().max_ahead_ms;
+    assert_eq!(o.update(last + 2 - max_ahead).save_window_ms, None, "no millisecond to serve yet");
+    let window = o.update(last + 3 - max_ahead).save_window_ms.expect("room below the bound: the sync save");
+    assert_eq!(window, last + 3, "the save interval cut to the ahead bound");
     assert!(o.saved(window));
     let ts = o.get_ts(1).unwrap();
     assert_eq!(ts.physical_ms, last + 1);
+}
+
+#[test]
+fn physical_never_runs_more_than_max_ahead_past_the_wall_clock() {
+    let cfg = OracleConfig { max_ahead_ms: 3_200, ..Default::default() };
+    let mut o = serving(cfg);
+    // The client: full-size requests in a loop, the wall clock still.
+    let mut refused = 0;
+    let mut top = 0;
+    for _ in 0..20_000 {
+        match o.get_ts(MAX_LOGICAL - 1) {
+            Ok(ts) => top = top.max(ts.physical_ms),
+            Err(e) => {
+                assert_eq!(e, GetTsError::LogicalExhausted);
+                assert!(e.is_retryable());
+                refused += 1;
+                // The periodic update saves ahead of physical, never past the bound.
+                if let Some(w) = o.update(WALL).save_window_ms {
+                    assert!(w <= WALL + cfg.max_ahead_ms + cfg.save_interval_ms);
+                    assert!(o.saved(w));
+                }
+            }
+        }
+    }
+    // The window reached the bound; physical stays below it and the guard.
+    assert_eq!(o.window_end_ms(), WALL + cfg.max_ahead_ms);
+    assert_eq!(top, WALL + cfg.max_ahead_ms - 2, "physical reached the bound, and no further");
+    assert!(refused > 10_000, "past the bound requests are refused: {refused}");
+    // The wall clock moves on: so does the bound.
+    let w = o.update(WALL + 100).save_window_ms.expect("room again: a save");
+    assert_eq!(w, WALL + 100 + cfg.max_ahead_ms);
+    assert!(o.saved(w));
+    assert_eq!(o.get_ts(MAX_LOGICAL - 1).unwrap().physical_ms, top + 1);
+}
+
+#[test]
+fn max_ahead_is_checked_against_the_save_interval() {
+    use leasetso_core::OracleConfigError;
+    let cfg = OracleConfig { max_ahead_ms: 3_002, ..Default::default() };
+    assert!(matches!(cfg.validate(), Err(OracleConfigError::MaxAhead { .. })));
+    let cfg = OracleConfig { max_ahead_ms: 60_001, ..Default::default() };
+    assert!(matches!(cfg.validate(), Err(OracleConfigError::MaxAhead { .. })));
+    let cfg = OracleConfig { save_interval_ms: 60_000, max_ahead_ms: 60_000, ..Default::default() };
+    assert!(matches!(cfg.validate(), Err(OracleConfigError::MaxAhead { .. })));
+    let cfg = OracleConfig { max_ahead_ms: 3_003, ..Default::default() };
+    assert_eq!(cfg.validate(), Ok(()), "a save interval, the guard and one millisecond");
+    assert_eq!(OracleConfig::default().max_ahead_ms, 5_000);
+    assert_eq!(OracleConfig::default().validate(), Ok(()));
 }
 
 #[test]
@@ -152,7 +211,7 @@ fn a_failed_save_resets_the_oracle() {
     assert_eq!(o.current(), None);
     // A new sync serves above everything before.
     o.begin_sync();
-    let w = o.loaded(window, WALL).unwrap();
+    let w = o.loaded(window, WALL + 10_000).unwrap();
     assert!(o.saved(w));
     assert!(o.get_ts(1).unwrap() > before);
 }

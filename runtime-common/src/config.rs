@@ -122,12 +122,19 @@ impl ServerConfig {
         Ok(Opened { store, stored_restart })
     }
 
-    /// The node of this start, or, for a cluster node whose restart counter
-    /// is gone, what its driver needs to build it once the peers have told
-    /// it the counter (`Pending`). Every start gets a restart number of its
-    /// own, durably, so no ballot of this start equals one of an earlier
-    /// start; the ballot counter starts above the fence this replica holds,
-    /// so the first load of this start is not refused as older.
+    /// The node of this start (a single node), or, for a cluster node, what
+    /// its driver needs to build it once a quorum of peers has told it the
+    /// highest restart they saw from it (`Pending`). Every start gets a
+    /// restart number of its own, durably, so no ballot of this start equals
+    /// one of an earlier start; the ballot counter starts above the fence
+    /// this replica holds, so the first load of this start is not refused
+    /// as older.
+    ///
+    /// A cluster node asks its peers at every start, not only when the data
+    /// dir has no counter: a data dir restored from an older copy holds an
+    /// older counter (and the restart marker restored with it agrees), and
+    /// nothing local can tell. A single node has no peers; its data dir is
+    /// the only record, as before.
     pub fn first_node(
         &self,
         opened: &Opened,
@@ -135,8 +142,9 @@ impl ServerConfig {
     ) -> Result<(Option<Node>, Option<Pending>), ServerError> {
         let Opened { store, stored_restart } = opened;
         let cfg = self.node_config();
-        if *stored_restart == 0 && cfg.nodes > 1 {
-            return Ok((None, Some(Pending { cfg, store: store.clone() })));
+        if cfg.nodes > 1 {
+            let pending = Pending { cfg, store: store.clone(), stored_restart: *stored_restart };
+            return Ok((None, Some(pending)));
         }
         let store_err = |e| ServerError::from_store(self.data_dir.clone(), e);
         let restart = store.bump_restart().map_err(store_err)?;

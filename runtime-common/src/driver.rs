@@ -74,13 +74,16 @@ pub enum Input {
     Stop,
 }
 
-/// A node still to be built: its data dir lost its restart counter.
+/// A cluster node still to be built: it learns its restart counter from
+/// its peers first (every start: its data dir may be an older copy).
 #[derive(Debug)]
 pub struct Pending {
     /// The node's configuration.
     pub cfg: NodeConfig,
     /// Its replica, whose restart counter is raised once the peers answered.
     pub store: SledStore,
+    /// The restart counter the data dir held (0: none, a new or replaced disk).
+    pub stored_restart: u64,
 }
 
 /// How long the driver may wait for an input when the node's next deadline
@@ -217,7 +220,7 @@ pub fn report_released(leading: Option<bool>) {
 /// the counter cannot be stored or the configuration cannot run. A
 /// blocking store call, but a rare one, made before the node serves.
 pub fn recovered_node(pending: Pending, recovered: Recovered, now: Instant) -> Option<Node> {
-    let Pending { cfg, store } = pending;
+    let Pending { cfg, store, .. } = pending;
     let restart = match store.raise_restart(recovered.restart) {
         Ok(r) => r,
         Err(e) => {
@@ -345,11 +348,14 @@ impl DriverLoop {
         let now = kit.clock.now();
         let phase = match pending {
             Some(pending) => {
-                let recovery = Recovery::new(pending.cfg.id, pending.cfg.nodes, now);
+                let fence = pending.store.fence().unwrap_or(Ballot::ZERO);
+                let recovery = Recovery::new(pending.cfg.id, pending.cfg.nodes, now)
+                    .with_local(pending.stored_restart, fence);
                 tracing::info!(
                     need = recovery.needed(),
-                    "data dir has no restart counter (a new node, or a replaced disk): asking a quorum of peers \
-                     for the ballots they saw from this node before taking part"
+                    stored_restart = pending.stored_restart,
+                    "asking a quorum of peers for the ballots they saw from this node before taking part \
+                     (the data dir may be new, replaced or an older copy)"
                 );
                 Phase::Recovering(Box::new(Recovering {
                     recovery,
@@ -446,7 +452,16 @@ impl DriverLoop {
         let Recovering { recovery, next_log, .. } = &mut **r;
         for input in self.inputs.drain(..) {
             match input {
-                Input::RestartInfo { from, highest } => recovery.handle_info(from, highest),
+                Input::RestartInfo { from, highest } => {
+                    if let Err(what) = recovery.handle_info(from, highest) {
+                        crate::warn_quiet!(
+                            quiet::IMPLAUSIBLE,
+                            peer = from.0 + 1,
+                            %what,
+                            "restart answer refused: implausible value"
+                        );
+                    }
+                }
                 Input::Stop => {
                     self.phase = Phase::Done;
                     return;
@@ -514,5 +529,8 @@ fn report(event: Event) {
         ),
         Event::Resumed => tracing::info!("no primary registered on a quorum: campaigning again"),
         Event::Registered { tag } => tracing::info!(%tag, "registered as primary on a quorum; campaigning"),
+        Event::Refused { from, what } => {
+            crate::warn_quiet!(quiet::IMPLAUSIBLE, peer = from.0 + 1, %what, "peer message refused: implausible value")
+        }
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use leasetso_core::{Ballot, NodeId, PeerFrame, StoreHealth, StoreOp, StoreReject, StoreReply, StoreRequest};
 use leasetso_sled::{SledStore, StoreError};
 
+use crate::clock::wall_ms;
 use crate::driver::Input;
 use crate::quiet;
 use crate::stats::StoreStats;
@@ -126,6 +127,17 @@ impl Replica {
         self.health.get()
     }
 
+    /// The stored fence, for the plausibility check of an operation (B2).
+    fn fence(&mut self) -> Result<Ballot, StoreReject> {
+        self.store().ok_or(StoreReject::Failed)?.fence().map_err(|e| e.to_reject())
+    }
+
+    /// The open database, for tests that look inside.
+    #[cfg(test)]
+    fn sled(&self) -> &SledStore {
+        self.store.as_ref().expect("open")
+    }
+
     /// The database to run an operation on: the open one, or, for a failing
     /// replica whose pause is over, a fresh open of its directory.
     fn store(&mut self) -> Option<&SledStore> {
@@ -225,11 +237,11 @@ pub fn apply<R>(
 ) -> Done<R> {
     match job {
         Job::Local(request) => {
-            let reply = store.execute(request.op);
+            let reply = execute(store, me, request.op, wall_ms());
             Done::Driver(Input::StoreReply { replica: me, id: request.id, reply })
         }
         Job::Remote { from, request } => {
-            let reply = store.execute(request.op);
+            let reply = execute(store, from, request.op, wall_ms());
             Done::Peer(from, PeerFrame::StoreReply { id: request.id, reply })
         }
         Job::Admin { op, reply } => Done::Admin(reply, store.execute(op)),
@@ -244,6 +256,28 @@ pub fn apply<R>(
             }
         }
     }
+}
+
+/// Runs a node's operation on the replica, `from` being the node that asked
+/// (this one, or a peer as its link named it), after the core's
+/// plausibility checks at this replica's wall clock `wall_ms` (B2,
+/// `leasetso_core::bounds::check_store_op`): a refused operation changes
+/// nothing, is answered `Implausible` and logged here, once per refusal.
+/// The stored fence it is checked against is current: this thread runs
+/// every operation on the replica, one at a time.
+fn execute(store: &mut Replica, from: NodeId, op: StoreOp, wall_ms: u64) -> StoreReply {
+    let fence = store.fence()?;
+    if let Err(what) = leasetso_core::bounds::check_store_op(&op, from, fence, wall_ms) {
+        crate::warn_quiet!(
+            quiet::IMPLAUSIBLE,
+            peer = from.0 + 1,
+            %what,
+            ?op,
+            "store operation refused: implausible value"
+        );
+        return Err(StoreReject::Implausible);
+    }
+    store.execute(op)
 }
 
 /// A runtime's peer links, as the store thread reaches them.
@@ -308,6 +342,59 @@ mod tests {
         match apply::<()>(&mut store, me, Job::RestartQuery { from: NodeId(1) }, |_| Some(seen)) {
             Done::Peer(NodeId(1), PeerFrame::RestartInfo { highest }) => assert_eq!(highest, seen),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn implausible_operations_are_refused_and_change_nothing() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut store = Replica::new(SledStore::open(dir.path(), 7).unwrap(), 7, Arc::default());
+        let me = NodeId(0);
+        let peer = NodeId(2);
+        let wall = wall_ms();
+        let century = 100 * 365 * 86_400_000;
+        let forged = [
+            // A window a century ahead of this replica's wall clock.
+            StoreOp::Save {
+                window_end_ms: wall + century,
+                fence: Ballot::new(1, 1, peer),
+                check_primary: false,
+            },
+            // A fence at the top of the counter space, and another node's.
+            StoreOp::Load { fence: Ballot::new(u64::MAX, 1, peer), check_primary: false },
+            StoreOp::Load { fence: Ballot::new(1, 1, NodeId(1)), check_primary: false },
+            // A registration of a node outside the set, or of another node.
+            StoreOp::RegisterPrimary { id: NodeId(0xFFFF), tag: Ballot::new(0, 1, NodeId(0xFFFF)) },
+            StoreOp::RegisterPrimary { id: NodeId(1), tag: Ballot::new(0, 1, NodeId(1)) },
+        ];
+        for op in forged {
+            let request = StoreRequest { id: 3, op };
+            match apply::<()>(&mut store, me, Job::Remote { from: peer, request }, |_| None) {
+                Done::Peer(_, PeerFrame::StoreReply { reply, .. }) => {
+                    assert_eq!(reply, Err(StoreReject::Implausible), "{op:?}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!((store.sled().window_end_ms().unwrap(), store.sled().fence().unwrap()), (0, Ballot::ZERO));
+        assert_eq!(store.sled().primary().unwrap(), None);
+        // The same peer's plausible operations go through.
+        let ok = [
+            StoreOp::Save {
+                window_end_ms: wall + 8_000,
+                fence: Ballot::new(4, 1, peer),
+                check_primary: false,
+            },
+            StoreOp::RegisterPrimary { id: peer, tag: Ballot::new(0, 1, peer) },
+        ];
+        for op in ok {
+            let request = StoreRequest { id: 4, op };
+            match apply::<()>(&mut store, me, Job::Remote { from: peer, request }, |_| None) {
+                Done::Peer(_, PeerFrame::StoreReply { reply, .. }) => {
+                    assert!(reply.is_ok(), "{op:?}: {reply:?}")
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 }

@@ -97,8 +97,9 @@
 //! on it (true of the reference store by construction: the simulator checks
 //! a store whose check and write are apart); a deferring node that hears
 //! `PrimaryExists` in answer to a request of its own process (late or not)
-//! has yielded once it handled it; and a node begins a leadership
-//! (`Event::Leading`) only while it holds the lease whose ballot fences it.
+//! has yielded once it handled it; a node begins a leadership
+//! (`Event::Leading`) only while it holds the lease whose ballot fences it;
+//! and no node refuses another's value as implausible (B1).
 //!
 //! A restart counter ignored (`Bugs::IGNORE_RESTART`) is not searched for
 //! here: the model discards replies to attempts that are over on the
@@ -1138,6 +1139,14 @@ impl Model {
                     }
                     Output::Event(e) => {
                         log.note(|| format!("  n{i} event: {}", show_event(&e)));
+                        // Every node is correct here: none refuses another's
+                        // value as implausible (B1).
+                        if let Event::Refused { from, what } = e {
+                            return Step::Violation(format!(
+                                "n{i} refused a value of correct n{}: {what}",
+                                from.0
+                            ));
+                        }
                         // A leadership begins only under the lease it won.
                         if let Event::Leading { fence } = e {
                             let held = s.nodes[i].lease(s.clocks[i]).map(|(b, _)| b);
@@ -1394,6 +1403,7 @@ fn show_event(e: &Event) -> String {
         Event::Yielded { primary } => format!("Yielded to primary {primary:?}"),
         Event::Resumed => "Resumed (no primary on a quorum)".to_string(),
         Event::Registered { tag } => format!("Registered as primary (tag {tag:?})"),
+        Event::Refused { from, what } => format!("Refused a value of n{} ({what})", from.0),
     }
 }
 

@@ -36,7 +36,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use leasetso_core::wire::Frame;
-use leasetso_core::{LeaderHint, NodeId, Role, StoreHealth, Timestamp};
+use leasetso_core::{Ballot, LeaderHint, NodeId, Role, StoreHealth, Timestamp};
 use leasetso_std::{Client, ClientError, ClientOptions};
 
 use super::netns::Netns;
@@ -151,6 +151,11 @@ pub struct NodeState {
     pub leader: LeaderHint,
     /// The health of its store replica.
     pub store: StoreHealth,
+    /// The live lease it holds or its acceptor holds (the owner is the
+    /// ballot's node).
+    pub lease: Option<Ballot>,
+    /// The fence of its leadership, if it leads.
+    pub fence: Option<Ballot>,
 }
 
 /// One node: its fixed configuration and its current process.
@@ -757,7 +762,7 @@ pub fn query_status_over(
     conn.send(&Frame::GetStatus { id })?;
     match conn.recv()? {
         Frame::Status { id: got, role, node, leader, view, .. } if got == id => {
-            Ok(NodeState { role, node, leader, store: view.store })
+            Ok(NodeState { role, node, leader, lease: view.lease, fence: view.fence, store: view.store })
         }
         other => Err(io::Error::other(format!("GetStatus answered with {other:?}"))),
     }

@@ -54,6 +54,14 @@
 //!     the lease whose ballot is the fence. A leadership begun for a lease
 //!     that is already over fences the store for a ballot nobody holds, and
 //!     ends the real owner's leadership at its next save.
+//! 11. **Bounds (B1–B4)**: no node refuses a correct member's value as
+//!     implausible (`Event::Refused`), no replica refuses a correct node's
+//!     operation (`StoreReject::Implausible`; replicas check with their own
+//!     simulated wall clock), and no timestamp's physical part is more than
+//!     `max_ahead_ms` ahead of the highest wall clock reading its leader was
+//!     given. Only a faulty member's forgeries (`World::forge`) are refused.
+//!     The runs report the largest counter, counter step, fence, restart,
+//!     physical-ahead and window-ahead they reach, against the bounds.
 //!
 //! Checking (1) after every event is exact, not a sample. A node starts
 //! holding the lease only inside a handler (P4, on an `Accepted`) and starts
@@ -112,6 +120,10 @@ pub enum ViolationKind {
     /// The node asked to be woken at a time that has passed, again and
     /// again, or the run never ends.
     Stuck,
+    /// A node or replica refused a correct member's value as implausible.
+    RefusedCorrect,
+    /// A timestamp's physical part beyond the ahead bound (B3).
+    TooFarAhead,
 }
 
 /// A broken check, with the true time it was seen at.

@@ -23,7 +23,7 @@ use leasetso_core_variants::{Bugs, LeaseConfig, MAX_LOGICAL, NodeConfig, NodeId,
 use super::migration::Migration;
 use super::net::{Kind, KindFaults, NetFaults};
 use super::rng::{PPM, Rng};
-use super::world::{Chaos, MS, SEC, SimConfig};
+use super::world::{Chaos, MS, SEC, SimConfig, WALL_SKEW_MS};
 
 /// The protocol under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -324,8 +324,13 @@ fn nanos(d: Duration) -> u64 {
 /// registers before it campaigns (a store round, retried once), a yielded
 /// node reads the registration every `primary_poll` (a read round each),
 /// and the operator repeats its clear pass every lease period.
+///
+/// A new leadership whose predecessor saved a window up to the ahead bound
+/// of a wall clock ahead of its own waits for its wall clock to come within
+/// the bound (B3): at most the skew between two nodes' wall clocks, which
+/// the tail adds.
 pub fn tail_length(cfg: &SimConfig) -> u64 {
-    let mut local = 3 * nanos(cfg.node.lease.duration);
+    let mut local = 3 * nanos(cfg.node.lease.duration) + 2 * WALL_SKEW_MS * MS;
     if cfg.migration.is_some() {
         local += cfg.node.oracle.save_interval_ms * MS
             + 3 * nanos(cfg.node.store_timeout)

@@ -19,6 +19,11 @@ use super::config::{self, Variant};
 use super::scenarios::{self, Reached, Scenario};
 use super::world::{Stats, Trace, World};
 
+use leasetso_core_variants::bounds::{MAX_COUNTER, MAX_COUNTER_STEP};
+use leasetso_core_variants::{Ballot, LeaseMsg, NodeId, StoreOp, StoreRequest};
+
+use super::net::Payload;
+
 /// How one seed went.
 #[derive(Debug)]
 pub struct Outcome {
@@ -72,6 +77,74 @@ pub fn random_run(seed: u64, variant: Variant, trace: Trace) -> Outcome {
     let until = w.cfg.chaos_for;
     let result = w.run_to(until).and_then(|()| tail(&mut w));
     finish(w, result, None)
+}
+
+/// Random run `seed` of the correct protocol with one faulty member (node
+/// `seed % nodes`): besides its correct messages it forges, 40 times over the
+/// run, one absurd value for every other node (a ballot counter at the top
+/// of the space, one just under the ceiling, one twice the step beyond
+/// what the addressee holds, a restart at `u64::MAX`, another node's ballot,
+/// a fence at `u64::MAX`, a window a century ahead, a registration of node
+/// `0xFFFF`). Each must be refused and nothing of it adopted (check 11), and
+/// the cluster must serve after the heal as ever.
+pub fn faulty_run(seed: u64, trace: Trace) -> Outcome {
+    let mut cfg = config::random(seed, Variant::Correct);
+    cfg.label = format!("faulty member, {}", cfg.label);
+    let mut w = World::new(cfg, trace);
+    let faulty = (seed % u64::from(w.cfg.nodes)) as u16;
+    w.faulty = Some(faulty);
+    w.boot();
+    let rounds = 40;
+    let step = w.cfg.chaos_for / rounds;
+    let mut result = Ok(());
+    for k in 1..=rounds {
+        result = w.run_to(k * step);
+        if result.is_err() {
+            break;
+        }
+        forge(&mut w, faulty, k);
+    }
+    let result = result.and_then(|()| tail(&mut w));
+    finish(w, result, None)
+}
+
+/// The faulty member's forgery number `k`, for every other node.
+fn forge(w: &mut World, faulty: u16, k: u64) {
+    const CENTURY_MS: u64 = 100 * 365 * 86_400_000;
+    let me = NodeId(faulty);
+    let incarnation = w.slots[usize::from(faulty)].incarnation;
+    for to in (0..w.cfg.nodes).filter(|&t| t != faulty) {
+        let slot = &w.slots[usize::from(to)];
+        let held = slot.node.as_ref().map_or(0, |n| n.held_counter());
+        let fence = slot.store.fence();
+        let wall = w.wall_ms(usize::from(to));
+        let store = |op| Payload::StoreReq { request: StoreRequest { id: 1, op }, incarnation };
+        let payload = match k % 8 {
+            0 => Payload::Lease(LeaseMsg::Prepare { ballot: Ballot::new(u64::MAX, 1, me) }),
+            1 => Payload::Lease(LeaseMsg::Prepare { ballot: Ballot::new(MAX_COUNTER - 1, 1, me) }),
+            // Twice the step: still beyond it when it arrives, however the
+            // addressee's counter grew meanwhile.
+            2 => Payload::Lease(LeaseMsg::Accept { ballot: Ballot::new(held + 2 * MAX_COUNTER_STEP, 1, me) }),
+            3 => Payload::Lease(LeaseMsg::Rejected {
+                refused: Ballot::new(held, 1, NodeId(to)),
+                promised: Ballot::new(u64::MAX / 2, 1, me),
+            }),
+            4 => Payload::Lease(LeaseMsg::LearnChosen {
+                ballot: Ballot::new(held + 1, u64::MAX, me),
+                remaining_ms: 1_000,
+            }),
+            5 => store(StoreOp::Load { fence: Ballot::new(u64::MAX, 1, me), check_primary: false }),
+            6 => store(StoreOp::Save {
+                window_end_ms: wall + CENTURY_MS,
+                fence: Ballot::new(fence.counter + 1, 1, me),
+                check_primary: false,
+            }),
+            _ => {
+                store(StoreOp::RegisterPrimary { id: NodeId(0xFFFF), tag: Ballot::new(0, 1, NodeId(0xFFFF)) })
+            }
+        };
+        w.forge(faulty, to, payload);
+    }
 }
 
 /// Scripted run `seed` of `scenario` against `variant`.

@@ -39,6 +39,12 @@ pub const MS: u64 = 1_000_000;
 pub const SEC: u64 = 1_000 * MS;
 /// The wall clock at true time zero (November 2023), in Unix milliseconds.
 pub const WALL_BASE_MS: u64 = 1_700_000_000_000;
+/// Every wall clock stays within this of true time (ms), so two nodes'
+/// differ by at most twice this: well inside the skew allowance of the
+/// replicas' window bound (B2, 60 s), and within the 2 s the default ahead
+/// bound leaves above the save interval (B3), so a new leadership never
+/// waits for its wall clock in a run that does not push physical ahead.
+pub const WALL_SKEW_MS: u64 = 1_000;
 /// A run that handles this many events is stuck in a loop.
 const MAX_EVENTS: u64 = 50_000_000;
 /// A node woken this many times at one instant is stuck in a loop.
@@ -231,6 +237,23 @@ pub struct Stats {
     pub clears: u64,
     /// Checked loads and saves a replica refused with `PrimaryExists`.
     pub primary_refusals: u64,
+    /// Values refused as implausible (B1–B4): by a node (`Event::Refused`)
+    /// or by a replica (`StoreReject::Implausible`). Only a faulty member's
+    /// forgeries may be refused (check 11).
+    pub implausible: u64,
+    /// The largest ballot counter any node held (a maximum, not a sum).
+    pub max_counter: u64,
+    /// The largest rise of a node's ballot counter in one input (B1's step).
+    pub max_counter_step: u64,
+    /// The largest fence counter any replica stored.
+    pub max_fence_counter: u64,
+    /// The largest restart counter any node started with.
+    pub max_restart: u64,
+    /// The furthest a timestamp's physical part was ahead of its leader's
+    /// wall clock when handed out, in ms (B3).
+    pub max_ahead_ms: u64,
+    /// The furthest a window a replica stored was ahead of its wall clock, in ms (B2).
+    pub max_window_ahead_ms: u64,
 }
 
 impl Stats {
@@ -262,6 +285,13 @@ impl Stats {
         self.resumes += o.resumes;
         self.clears += o.clears;
         self.primary_refusals += o.primary_refusals;
+        self.implausible += o.implausible;
+        self.max_counter = self.max_counter.max(o.max_counter);
+        self.max_counter_step = self.max_counter_step.max(o.max_counter_step);
+        self.max_fence_counter = self.max_fence_counter.max(o.max_fence_counter);
+        self.max_restart = self.max_restart.max(o.max_restart);
+        self.max_ahead_ms = self.max_ahead_ms.max(o.max_ahead_ms);
+        self.max_window_ahead_ms = self.max_window_ahead_ms.max(o.max_window_ahead_ms);
     }
 }
 
@@ -292,6 +322,9 @@ pub struct Slot {
     pub wall_offset_ms: i64,
     /// Bumped at every crash: identifies the process.
     pub incarnation: u32,
+    /// The highest wall clock reading given to this process, in ms (the
+    /// oracle's ahead bound follows it, never back: check 11).
+    pub wall_high_ms: u64,
     /// The local instant this incarnation started at (its quarantine began).
     pub started_local: u64,
     /// Scripted: the runtime never fires this node's timers.
@@ -427,6 +460,9 @@ pub struct World {
     /// it off, to let a broken variant's two owners go on and hand out
     /// timestamps.
     pub check_owners: bool,
+    /// A faulty member: the values it forges ([`World::forge`]) are refused
+    /// (B1–B4), and so are only those; `None`: no refusal at all (check 11).
+    pub faulty: Option<u16>,
     /// When the quiet tail began: the heal, the arrival of the last packet
     /// the faulty network had delayed, or the end of the quarantine of the
     /// last node restarted, whichever is latest.
@@ -484,6 +520,7 @@ impl World {
                     clock: Clock::new(0, origin, ppm),
                     wall_offset_ms: rng.range(0, 1_000) as i64 - 500,
                     incarnation: 0,
+                    wall_high_ms: 0,
                     started_local: 0,
                     timers_blocked: false,
                     crash_after: None,
@@ -506,6 +543,7 @@ impl World {
             issued: Vec::new(),
             healed: false,
             check_owners: true,
+            faulty: None,
             quiet_since: 0,
             queue: Vec::new(),
             events: Vec::new(),
@@ -1008,6 +1046,17 @@ impl World {
                     self.fault.get_or_insert(v);
                 }
             }
+            Event::Refused { from, what } => {
+                self.stats.implausible += 1;
+                // Check 11: only a faulty member's values are implausible.
+                if self.faulty != Some(from.0) {
+                    let v = self.violation(
+                        ViolationKind::RefusedCorrect,
+                        format!("n{i} refused a value of correct n{}: {what}", from.0),
+                    );
+                    self.fault.get_or_insert(v);
+                }
+            }
             Event::WindowExtended { .. } | Event::JetLag { .. } => {}
         }
         self.tr(|| format!("n{i} event {e:?}"));
@@ -1067,9 +1116,13 @@ impl World {
         slot.armed = None;
         let (local, wall) = (self.local(i), self.wall_ms(i));
         self.tr(|| format!("n{i} timer (clock {local:?})"));
-        if let Some(node) = self.slots[i].node.as_mut() {
+        let slot = &mut self.slots[i];
+        slot.wall_high_ms = slot.wall_high_ms.max(wall);
+        let before = slot.node.as_ref().map_or(0, |n| n.held_counter());
+        if let Some(node) = slot.node.as_mut() {
             node.handle_timeout(local, wall);
         }
+        self.observe_counter(i, before);
         self.drain(i);
         Ok(())
     }
@@ -1106,10 +1159,30 @@ impl World {
         let node = Node::new(slot.cfg, restart, local)
             .unwrap_or_else(|e| panic!("simulated node configuration refused: {e}: {:?}", slot.cfg));
         slot.node = Some(node);
+        slot.wall_high_ms = 0;
+        self.stats.max_restart = self.stats.max_restart.max(restart);
         slot.started_local = local.as_nanos();
         slot.spin = (0, 0);
         self.tr(|| format!("n{i} starts, restart {restart}, clock {local:?}"));
         self.drain(i);
+    }
+
+    /// Notes node `i`'s ballot counter after an input, `before` it.
+    fn observe_counter(&mut self, i: usize, before: u64) {
+        let after = self.slots[i].node.as_ref().map_or(0, |n| n.held_counter());
+        self.note_counter(before, after);
+    }
+
+    fn note_counter(&mut self, before: u64, after: u64) {
+        self.stats.max_counter = self.stats.max_counter.max(after);
+        self.stats.max_counter_step = self.stats.max_counter_step.max(after.saturating_sub(before));
+    }
+
+    /// A faulty member `from` sends `payload` to `to` through the network,
+    /// as if its own process had (the link's id is `from`).
+    pub fn forge(&mut self, from: u16, to: u16, payload: Payload) {
+        self.tr(|| format!("n{from} (faulty) forges for n{to}: {payload:?}"));
+        self.send(Packet { from, to, payload, sent_at: self.now });
     }
 
     /// Writes a line of a script's narration into the trace.
@@ -1246,9 +1319,11 @@ impl World {
                 }
                 let local = self.local(to);
                 self.tr(|| format!("deliver {}", p.describe()));
+                let before = self.slots[to].node.as_ref().map_or(0, |n| n.held_counter());
                 if let Some(node) = self.slots[to].node.as_mut() {
                     node.handle_message(NodeId(p.from), msg, local);
                 }
+                self.observe_counter(to, before);
                 self.drain(to);
                 if !self.healed && self.slots[to].crash_after == Some(p.kind()) {
                     self.slots[to].crash_after = None;
@@ -1277,7 +1352,7 @@ impl World {
                     }
                     return Ok(());
                 }
-                let reply = self.execute(to, request.op)?;
+                let reply = self.execute_from(to, p.from, request.op)?;
                 self.tr(|| format!("replica n{to} executes {}: {reply:?}", p.describe()));
                 self.answer(p, request, sender, reply);
             }
@@ -1285,8 +1360,13 @@ impl World {
                 let (local, wall) = (self.local(to), self.wall_ms(to));
                 self.tr(|| format!("deliver {}", p.describe()));
                 let current = self.slots[to].incarnation;
+                self.slots[to].wall_high_ms = self.slots[to].wall_high_ms.max(wall);
+                let before = self.slots[to].node.as_ref().map_or(0, |n| n.held_counter());
                 let Some(node) = self.slots[to].node.as_mut() else { return Ok(()) };
                 node.handle_store_reply(NodeId(p.from), id, reply, local, wall);
+                let after = node.held_counter();
+                self.note_counter(before, after);
+                let node = self.slots[to].node.as_ref().expect("handled above");
                 let refused = matches!(reply, Err(StoreReject::PrimaryExists { .. }));
                 // Check 8: one PrimaryExists answer to a request of this very
                 // process, late or not, is enough for a deferring node to yield.
@@ -1337,30 +1417,66 @@ impl World {
             }
             other => other,
         };
-        let reply = self.execute_as(to, unchecked, request.op)?;
+        let reply = self.execute_as(to, Some(p.from), unchecked, request.op)?;
         self.tr(|| format!("replica n{to} writes {}: {reply:?}", p.describe()));
         self.answer(p, request, sender, reply);
         Ok(())
     }
 
-    /// Performs `op` on replica `r`, and runs checks 3 and 5.
+    /// Performs an operator's `op` on replica `r` (no plausibility checks:
+    /// an operator's request), and runs checks 3 and 5.
     fn execute(&mut self, r: usize, op: StoreOp) -> Result<StoreReply, Violation> {
-        self.execute_as(r, op, op)
+        self.execute_as(r, None, op, op)
     }
 
-    /// Performs `perform` on replica `r`, logs it as `op` (what the caller
-    /// asked for), and runs checks 3 and 5.
-    fn execute_as(&mut self, r: usize, perform: StoreOp, op: StoreOp) -> Result<StoreReply, Violation> {
+    /// Performs node `from`'s `op` on replica `r` at the replica's wall
+    /// clock, B2's checks first, and runs checks 3, 5 and 11.
+    fn execute_from(&mut self, r: usize, from: u16, op: StoreOp) -> Result<StoreReply, Violation> {
+        self.execute_as(r, Some(from), op, op)
+    }
+
+    /// Performs `perform` on replica `r` (for node `from`, whose operations
+    /// pass B2's checks first at the replica's wall clock), logs it as `op`
+    /// (what the caller asked for), and runs checks 3, 5 and 11.
+    fn execute_as(
+        &mut self,
+        r: usize,
+        from: Option<u16>,
+        perform: StoreOp,
+        op: StoreOp,
+    ) -> Result<StoreReply, Violation> {
         let fail = if self.healed { 0 } else { self.cfg.chaos.store_fail };
         let draw = self.store_rng.below(u64::from(PPM));
         let before = StoreMark::of(&self.slots[r].store);
+        let wall = self.wall_ms(r);
         let reply = if draw < u64::from(fail / 2) {
             Err(StoreReject::Failed)
         } else {
-            let reply = self.slots[r].store.execute(perform);
-            self.log_op(r, op, reply)?;
+            let reply = match from {
+                Some(from) => self.slots[r].store.execute_from(perform, NodeId(from), wall),
+                None => self.slots[r].store.execute(perform),
+            };
+            if reply == Err(StoreReject::Implausible) {
+                self.stats.implausible += 1;
+                // Check 11: a replica refuses only a faulty member's values.
+                if from != self.faulty {
+                    return Err(self.violation(
+                        ViolationKind::RefusedCorrect,
+                        format!("replica n{r} (wall clock {wall} ms) refused {op:?} of correct n{from:?}"),
+                    ));
+                }
+            } else {
+                self.log_op(r, op, reply)?;
+            }
             if draw < u64::from(fail) { Err(StoreReject::Failed) } else { reply }
         };
+        let store = &self.slots[r].store;
+        self.stats.max_fence_counter = self.stats.max_fence_counter.max(store.fence().counter);
+        let ahead = store.window_end_ms().saturating_sub(wall);
+        if ahead > self.stats.max_window_ahead_ms && matches!(perform, StoreOp::Save { .. }) && reply.is_ok()
+        {
+            self.stats.max_window_ahead_ms = ahead;
+        }
         let after = StoreMark::of(&self.slots[r].store);
         before.check_growth(&after).map_err(|e| {
             self.violation(ViolationKind::StoreWentDown, format!("replica n{r}: {e} after {op:?}"))
@@ -1464,6 +1580,17 @@ impl World {
             return Err(
                 self.violation(ViolationKind::TimestampBack, format!("{issued}, but before that {prev}"))
             );
+        }
+        // Check 11: B3, physical within the ahead bound of the highest wall
+        // clock reading this leader's oracle was given.
+        let ahead = ts.physical_ms.saturating_sub(self.wall_ms(i));
+        self.stats.max_ahead_ms = self.stats.max_ahead_ms.max(ahead);
+        let bound = self.slots[i].wall_high_ms + self.cfg.node.oracle.max_ahead_ms;
+        if ts.physical_ms > bound {
+            return Err(self.violation(
+                ViolationKind::TooFarAhead,
+                format!("{issued}: physical {} ms is beyond the ahead bound {bound} ms", ts.physical_ms),
+            ));
         }
         let window = self.quorum_window_ms();
         if ts.physical_ms >= window {
@@ -1593,15 +1720,22 @@ impl World {
                 self.tr(|| format!("n{i} will crash right after its next {kind:?}"));
             }
             ChaosKind::Wall => {
+                // Steps back and forth, but every wall clock stays within
+                // WALL_SKEW_MS of true time: a correct cluster's clocks
+                // agree within the skew allowance (B2), and a new leader
+                // starts within the ahead bound of its own (B3).
                 let step = match self.chaos_rng.below(10) {
                     0..5 => {
                         self.chaos_rng.range(1, 1_000) as i64
                             * if self.chaos_rng.chance(PPM / 2) { 1 } else { -1 }
                     }
-                    5..8 => -(self.chaos_rng.range(1, 3_600_000) as i64),
-                    _ => self.chaos_rng.range(1, 3_600_000) as i64,
+                    5..8 => -(self.chaos_rng.range(1, 2 * WALL_SKEW_MS) as i64),
+                    _ => self.chaos_rng.range(1, 2 * WALL_SKEW_MS) as i64,
                 };
-                self.slots[i].wall_offset_ms += step;
+                let skew = WALL_SKEW_MS as i64;
+                let before = self.slots[i].wall_offset_ms;
+                self.slots[i].wall_offset_ms = (before + step).clamp(-skew, skew);
+                let step = self.slots[i].wall_offset_ms - before;
                 self.stats.wall_steps += 1;
                 self.tr(|| format!("n{i}'s wall clock steps {step:+} ms"));
             }

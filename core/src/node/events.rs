@@ -1,6 +1,7 @@
 //! What a node tells its runtime: outputs to carry out and events to log.
 
 use crate::ballot::{Ballot, NodeId};
+use crate::bounds::Implausible;
 use crate::lease::LeaseMsg;
 use crate::store::StoreRequest;
 
@@ -65,6 +66,16 @@ pub enum Event {
     JetLag {
         /// How far, in milliseconds.
         lag_ms: u64,
+    },
+    /// A peer sent a value no correct node produces (B1, ARCHITECTURE.md):
+    /// its message was dropped (a store reply counts as failed) and nothing
+    /// of it was adopted. The one place a runtime logs (and may rate-limit)
+    /// hostile or corrupt peer input the node sees.
+    Refused {
+        /// The peer (its link's id), or the replica of a store reply.
+        from: NodeId,
+        /// What was refused.
+        what: Implausible,
     },
 }
 

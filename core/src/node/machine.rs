@@ -180,8 +180,20 @@ impl Node {
         if from.0 >= self.cfg.nodes || from == self.cfg.id {
             return; // Not a member, or a forged self-address: ignore.
         }
+        // B1: a ballot no correct member sends is never promised, accepted,
+        // learned or caught up to.
+        if let Err(what) = crate::bounds::check_lease_msg(&msg, from, self.held_counter(), self.cfg.nodes) {
+            self.outputs.push_back(Output::Event(Event::Refused { from, what }));
+            return;
+        }
         self.dispatch(from, msg, now);
         self.deliver_local(now);
+    }
+
+    /// The highest ballot counter this node has used, seen or promised: what
+    /// B1 bounds a peer's ballots against.
+    pub fn held_counter(&self) -> u64 {
+        self.proposer.counter().max(self.acceptor.promised().counter)
     }
 
     /// Handles the messages this node sent itself, in order.

@@ -54,6 +54,16 @@ impl Node {
         if replica.0 >= self.cfg.nodes {
             return;
         }
+        // B1: an answer no correct replica gives is that replica's failure,
+        // and nothing of it is adopted (a fence caught up to, a window loaded).
+        let reply =
+            match crate::bounds::check_store_reply(&reply, self.held_counter(), self.cfg.nodes, wall_ms) {
+                Ok(()) => reply,
+                Err(what) => {
+                    self.outputs.push_back(Output::Event(Event::Refused { from: replica, what }));
+                    Err(StoreReject::Failed)
+                }
+            };
         if self.admin.is_some_and(|r| r.id == request_id) {
             self.admin_reply(replica, reply, now);
             self.deliver_local(now);
@@ -172,6 +182,11 @@ impl Node {
         match round.kind {
             RoundKind::Load => match self.oracle.loaded(round.max_window_ms, wall_ms) {
                 Some(window_end_ms) => self.start_round(RoundKind::Save { window_end_ms }, now),
+                // B3: the window starts too far ahead of the wall clock; the
+                // periodic update asks for the save once it has caught up.
+                None if self.oracle.is_waiting() => {
+                    self.next_update = now + self.cfg.oracle.update_interval;
+                }
                 None => self.abdicate(StepDown::StoreFailed, now),
             },
             RoundKind::Register | RoundKind::ReadPrimary => {}
