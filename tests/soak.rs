@@ -17,7 +17,7 @@ use leasetso_core::wire::VERSION;
 use leasetso_core::{ErrorCode, Frame, MAX_LOGICAL};
 use leasetso_tests::harness::cluster::{Cluster, ClusterOptions, SLACK, exclusive};
 use leasetso_tests::harness::load::{Load, LoadOptions};
-use leasetso_tests::{RawConn, Runtime, encode};
+use leasetso_tests::{RawConn, Runtime, encode, wall_ms};
 
 /// How long the run lasts.
 fn seconds() -> u64 {
@@ -164,6 +164,17 @@ fn a_cluster_serves_well_behaved_clients_through_a_flood() {
         opened.load(Ordering::Relaxed)
     );
     assert!(summary.ok > 100, "only {} well-behaved calls in {secs} s", summary.ok);
+    // The flood of maximal counts never pushes physical further ahead of
+    // the wall clock than the bound (--max-ahead-ms, 5 s by default; 1 s
+    // of slack for the clocks of the processes and this one).
+    let ahead = history
+        .calls()
+        .iter()
+        .map(|c| c.last.physical_ms as i64 - (wall_ms() as i64 - c.received.elapsed().as_millis() as i64))
+        .max()
+        .unwrap_or(0);
+    eprintln!("physical ran at most {ahead} ms ahead of the wall clock");
+    assert!(ahead <= 6_000, "physical ran {ahead} ms ahead of the wall clock under the flood");
     assert!(sent.load(Ordering::Relaxed) > 100, "the flood did not flood");
     // Idle connections were closed by the handshake deadline and reopened.
     if secs >= 10 {

@@ -217,7 +217,16 @@ pub struct Oracle {
     pending: Option<PendingSave>,
     /// Waiting: the loaded window end to start above.
     loaded_ms: u64,
+    /// The wall clock as the last update or sync saw it (B3's share rule).
+    wall_ms: u64,
 }
+
+/// B3's share rule: a request for more than this many timestamps takes a
+/// fresh millisecond only while physical stays within the first half of the
+/// ahead bound. A flood of large requests (each a whole millisecond) then
+/// stops halfway and leaves the rest of the bound to small requests, which
+/// are served throughout: one greedy client cannot starve the others.
+pub const LARGE_COUNT: u32 = 1024;
 
 impl Oracle {
     /// An idle oracle. Call [`OracleConfig::validate`] first; the node does.
@@ -230,6 +239,7 @@ impl Oracle {
             saved_window_ms: 0,
             pending: None,
             loaded_ms: 0,
+            wall_ms: 0,
         }
     }
 
@@ -285,6 +295,7 @@ impl Oracle {
     /// W1, B3: the first save of a leadership, once its start
     /// `max(wall, last + 1)` leaves room below the ahead bound.
     fn sync_save(&mut self, wall_ms: u64) -> Option<u64> {
+        self.wall_ms = self.wall_ms.max(wall_ms);
         let next = wall_ms.max(self.loaded_ms.saturating_add(1));
         let window = self.window_for(next, wall_ms)?; // None: still waiting.
         if window > MAX_PHYSICAL_MS {
@@ -350,6 +361,7 @@ impl Oracle {
     /// PD's periodic update: let physical follow the wall clock (W3), and ask
     /// for the window to be extended before physical would reach it (W2).
     pub fn update(&mut self, wall_ms: u64) -> Update {
+        self.wall_ms = self.wall_ms.max(wall_ms);
         let mut out = Update::default();
         if self.phase == Phase::Waiting {
             out.save_window_ms = self.sync_save(wall_ms);
@@ -420,6 +432,12 @@ impl Oracle {
         self.check_count(count)?;
         if self.phase != Phase::Serving {
             return Err(GetTsError::NotLeader { leader: None });
+        }
+        // B3's share rule: large requests keep to the first half of the
+        // ahead bound (whichever way physical got there).
+        let half = self.wall_ms.saturating_add(self.cfg.max_ahead_ms / 2);
+        if count > LARGE_COUNT && self.physical_ms >= half {
+            return Err(GetTsError::LogicalExhausted);
         }
         // No overflow: both terms are below 2^18.
         let logical = self.logical + count;

@@ -62,33 +62,44 @@ fn sync_waits_for_a_slow_wall_clock_then_starts_above_the_loaded_window() {
 fn physical_never_runs_more_than_max_ahead_past_the_wall_clock() {
     let cfg = OracleConfig { max_ahead_ms: 3_200, ..Default::default() };
     let mut o = serving(cfg);
-    // The client: full-size requests in a loop, the wall clock still.
-    let mut refused = 0;
-    let mut top = 0;
-    for _ in 0..20_000 {
-        match o.get_ts(MAX_LOGICAL - 1) {
-            Ok(ts) => top = top.max(ts.physical_ms),
-            Err(e) => {
-                assert_eq!(e, GetTsError::LogicalExhausted);
-                assert!(e.is_retryable());
-                refused += 1;
-                // The periodic update saves ahead of physical, never past the bound.
-                if let Some(w) = o.update(WALL).save_window_ms {
-                    assert!(w <= WALL + cfg.max_ahead_ms + cfg.save_interval_ms);
-                    assert!(o.saved(w));
+    // Takes `count` timestamps `calls` times with the wall clock still at
+    // `wall`, extending the window whenever refused; returns the highest
+    // physical served and how many calls were refused.
+    let take = |o: &mut Oracle, count: u32, calls: usize, wall: u64| {
+        let (mut top, mut refused) = (0, 0);
+        for _ in 0..calls {
+            match o.get_ts(count) {
+                Ok(ts) => top = top.max(ts.physical_ms),
+                Err(e) => {
+                    assert_eq!(e, GetTsError::LogicalExhausted);
+                    assert!(e.is_retryable());
+                    refused += 1;
+                    // The periodic update saves ahead of physical, never past the bound.
+                    if let Some(w) = o.update(wall).save_window_ms {
+                        assert!(w <= wall + cfg.max_ahead_ms);
+                        assert!(o.saved(w));
+                    }
                 }
             }
         }
-    }
-    // The window reached the bound; physical stays below it and the guard.
+        (top, refused)
+    };
+    // The client: full-size requests in a loop, the wall clock
+    // still. Large requests stop at half the bound (the share rule).
+    let (top, refused) = take(&mut o, MAX_LOGICAL - 1, 20_000, WALL);
+    assert_eq!(top, WALL + cfg.max_ahead_ms / 2, "a flood of large requests stops at half the bound");
+    assert!(refused > 10_000, "past it they are refused: {refused}");
+    // Small requests are still served, up to the bound and no further.
+    let (small, refused) = take(&mut o, 1000, 2_000_000, WALL);
     assert_eq!(o.window_end_ms(), WALL + cfg.max_ahead_ms);
-    assert_eq!(top, WALL + cfg.max_ahead_ms - 2, "physical reached the bound, and no further");
-    assert!(refused > 10_000, "past the bound requests are refused: {refused}");
+    assert_eq!(small, WALL + cfg.max_ahead_ms - 2, "physical reached the bound, and no further");
+    assert!(refused > 0, "past the bound small requests are refused too");
     // The wall clock moves on: so does the bound.
     let w = o.update(WALL + 100).save_window_ms.expect("room again: a save");
     assert_eq!(w, WALL + 100 + cfg.max_ahead_ms);
     assert!(o.saved(w));
-    assert_eq!(o.get_ts(MAX_LOGICAL - 1).unwrap().physical_ms, top + 1);
+    assert_eq!(o.get_ts(MAX_LOGICAL - 1), Err(GetTsError::LogicalExhausted), "large: past half the bound");
+    assert_eq!(o.get_ts(1000).unwrap().physical_ms, small + 1, "small: on to the new bound");
 }
 
 #[test]
@@ -276,3 +287,4 @@ fn a_window_edge_reached_ahead_of_the_wall_clock_is_extended_at_the_next_update(
     assert!(ts > edge);
     assert!(ts.physical_ms < o.window_end_ms());
 }
+
