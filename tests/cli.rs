@@ -152,7 +152,7 @@ fn help_and_usage() {
     }
     let out = cli(&["serve", "--help"]);
     assert_ok(&out, "serve --help");
-    for flag in ["--listen", "--data", "--cluster-id"] {
+    for flag in ["--listen", "--data", "--cluster-id", "--config", "--check-config", "--log-format"] {
         assert!(out.stdout.contains(flag), "serve --help does not mention {flag}:\n{}", out.stdout);
     }
     for args in [&["get-ts", "--help"][..], &["status", "--help"]] {
@@ -161,6 +161,7 @@ fn help_and_usage() {
         assert!(out.stdout.contains("--addr"), "{args:?} does not mention --addr:\n{}", out.stdout);
     }
     assert!(cli(&["get-ts", "--help"]).stdout.contains("--count"));
+    assert!(cli(&["status", "--help"]).stdout.contains("--json"));
     let out = cli(&["--version"]);
     assert_ok(&out, "--version");
     assert!(out.stdout.contains(env!("CARGO_PKG_VERSION")), "--version: {:?}", out.stdout);
@@ -437,6 +438,8 @@ fn serve_takes_its_flags_from_a_config_file() {
         let bad = write_config(dir.path(), "bad.toml", text);
         let out = cli(&["serve", "--config", &bad, "--data", data.to_str().unwrap()]);
         assert_fails(&out, &format!("serve --config with {text:?}"));
+        // A usage error's code: the unit does not restart it (RestartPreventExitStatus=2).
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {:?}", out.stderr);
         for word in [&format!("`{key}`"), bad.as_str()].into_iter().chain(words.iter().copied()) {
             assert!(out.stderr.contains(word), "{text:?}: {word:?} is not in {:?}", out.stderr);
         }
