@@ -31,9 +31,15 @@ const NOT_SETTINGS: [&str; 4] = [CONFIG, "check-config", "help", "version"];
 /// The name of the one argument of the command that checks a value alone.
 const PROBE: &str = "VALUE";
 
-/// Why a configuration file cannot be used; every variant names the file.
+/// Why a configuration file cannot be used; every variant that read a file names it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// `--config=FILE` with a FILE that is not UTF-8.
+    #[error("{arg}: a --config= path that is not UTF-8; write --config FILE (two arguments) instead")]
+    NotUtf8 {
+        /// The argument, its bytes that are not UTF-8 replaced.
+        arg: String,
+    },
     /// The file cannot be read.
     #[error("config file {}: {source}", file.display())]
     Read {
@@ -103,7 +109,7 @@ pub fn with_config_file(cli: &Command, args: Vec<OsString>) -> Result<Vec<OsStri
     if args.get(1).map(OsString::as_os_str) != Some(OsStr::new(SERVE)) {
         return Ok(args);
     }
-    let Some(file) = config_path(&args[2..]) else { return Ok(args) };
+    let Some(file) = config_path(&args[2..])? else { return Ok(args) };
     let serve = cli.find_subcommand(SERVE).expect("the serve subcommand is defined");
     let text =
         std::fs::read_to_string(&file).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
@@ -118,23 +124,35 @@ pub fn with_config_file(cli: &Command, args: Vec<OsString>) -> Result<Vec<OsStri
 
 /// The value of the last `--config FILE` or `--config=FILE` among `serve`'s
 /// arguments (before a `--`). A `--config` without a value is left to clap,
-/// which says so.
-fn config_path(args: &[OsString]) -> Option<PathBuf> {
+/// which says so. A `--config=FILE` argument that is not UTF-8 cannot be
+/// split portably, and is refused rather than passed over (clap would take
+/// it, and the file's settings would be silently missing).
+fn config_path(args: &[OsString]) -> Result<Option<PathBuf>, ConfigError> {
     let flag = format!("--{CONFIG}");
+    let joined = format!("{flag}=");
     let mut found = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        let Some(arg) = arg.to_str() else { continue };
         if arg == "--" {
             break;
         }
-        if arg == flag {
+        if *arg == *flag {
             found = args.next().map(PathBuf::from).or(found);
-        } else if let Some(value) = arg.strip_prefix(&flag).and_then(|v| v.strip_prefix('=')) {
-            found = Some(PathBuf::from(value));
+            continue;
+        }
+        match arg.to_str() {
+            Some(arg) => {
+                if let Some(value) = arg.strip_prefix(&joined) {
+                    found = Some(PathBuf::from(value));
+                }
+            }
+            None if arg.to_string_lossy().starts_with(&joined) => {
+                return Err(ConfigError::NotUtf8 { arg: arg.to_string_lossy().into_owned() });
+            }
+            None => {}
         }
     }
-    found
+    Ok(found)
 }
 
 /// The `--key=value` arguments for the TOML document `text` of `file`,
@@ -418,9 +436,22 @@ mod tests {
     #[test]
     fn config_path_takes_the_last_before_a_double_dash() {
         let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
-        assert_eq!(config_path(&args(&["--config", "a", "--config=b"])), Some(PathBuf::from("b")));
-        assert_eq!(config_path(&args(&["--config=b", "--config", "a"])), Some(PathBuf::from("a")));
-        assert_eq!(config_path(&args(&["--", "--config", "a"])), None);
-        assert_eq!(config_path(&args(&["--configure", "a"])), None);
+        let path = |a: &[&str]| config_path(&args(a)).unwrap();
+        assert_eq!(path(&["--config", "a", "--config=b"]), Some(PathBuf::from("b")));
+        assert_eq!(path(&["--config=b", "--config", "a"]), Some(PathBuf::from("a")));
+        assert_eq!(path(&["--", "--config", "a"]), None);
+        assert_eq!(path(&["--configure", "a"]), None);
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            let odd = OsString::from_vec(b"n\xffde.toml".to_vec());
+            assert_eq!(
+                config_path(&[OsString::from("--config"), odd.clone()]).unwrap(),
+                Some(PathBuf::from(&odd))
+            );
+            let mut joined = b"--config=".to_vec();
+            joined.extend(odd.into_vec());
+            assert!(matches!(config_path(&[OsString::from_vec(joined)]), Err(ConfigError::NotUtf8 { .. })));
+        }
     }
 }
