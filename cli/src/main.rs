@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use leasetso_core::{Ballot, Mode, Role};
+use leasetso_runtime_common::status_json::{status_json, unreachable_json};
 use leasetso_std::client::parse_seeds;
 use leasetso_std::{
     Client, ClientError, ClientOptions, ClientTls, NodeConfig, NodeId, Secret, Server, ServerConfig,
@@ -17,6 +18,7 @@ use leasetso_std::{
 use tracing_subscriber::EnvFilter;
 
 mod cert;
+mod config;
 mod data;
 
 /// How long `serve` waits for the node to serve before announcing it is ready anyway.
@@ -33,7 +35,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node: serve timestamps to clients until Ctrl-C or SIGTERM.
-    Serve(ServeArgs),
+    ///
+    /// Every flag can also be set in a TOML file (`--config`); flags given
+    /// here override the file's.
+    // A flag given twice takes the last value: how the command line
+    // overrides the settings of --config, which come first.
+    #[command(args_override_self = true)]
+    Serve(Box<ServeArgs>),
     /// Ask a server for timestamps and print the last one (packed u64).
     GetTs(GetTsArgs),
     /// Print each node's role, leader, lease, quarantine, fence, window, links.
@@ -105,7 +113,7 @@ struct CertsDir {
 #[derive(Debug, Subcommand)]
 enum PrimaryCommand {
     /// Print the registration each node's replica holds.
-    Show(StatusArgs),
+    Show(NodesArgs),
     /// Clear the registration `--id N --tag T` (as `show` prints them) on a
     /// quorum of replicas: how a migration to primary mode is rolled back.
     /// Refused while the registered node answers as the serving leader.
@@ -134,6 +142,16 @@ enum ModeArg {
     Primary,
 }
 
+/// How `serve` writes its log lines (on stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON formatter, the
+    /// event's fields at the top level), for log collectors.
+    Json,
+}
+
 /// Which runtime serves the node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum RuntimeArg {
@@ -145,6 +163,22 @@ enum RuntimeArg {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// Read the flags from a TOML file: the keys are the long flag names
+    /// (`listen = "127.0.0.1:7400"`, `cluster-id = 3`, `insecure = true`
+    /// for switches); flags on the command line override the file's. An
+    /// unknown key or a value of the wrong type stops `serve` at start.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the flags (and the --config file) and print what the node would
+    /// run as, then exit without starting: the files they name are not read,
+    /// no port is bound, the store is not opened.
+    #[arg(long)]
+    check_config: bool,
+    /// The format of the log lines on stderr: text, or json (one object
+    /// per line). The "listening on" / "serving on" lines that scripts wait
+    /// for are the same in both.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
     /// The runtime that serves the node: std (threads) or smol (async).
     /// Both speak the same protocols and may share a cluster.
     #[arg(long, value_enum, default_value = "std")]
@@ -261,13 +295,36 @@ struct GetTsArgs {
 struct StatusArgs {
     #[command(flatten)]
     client: ClientArgs,
+    /// Print one JSON document instead of lines: an array with an object
+    /// per address, the text line's keys with typed values (`{addr, error}`
+    /// for a node that does not answer). README, "Status as JSON".
+    #[arg(long)]
+    json: bool,
+}
+
+/// The nodes to ask, for a command that asks each once.
+#[derive(Debug, Args)]
+struct NodesArgs {
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging();
+    let args = match config::with_config_file(&Cli::command(), std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("leasetso: error: {e}");
+            // As clap exits on a usage error.
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
+    init_logging(match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => LogFormat::Text,
+    });
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::GetTs(args) => get_ts(args),
         Command::Status(args) => status(args),
         Command::Primary(PrimaryCommand::Show(args)) => primary_show(args),
@@ -285,13 +342,15 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr (stdout carries command output), filtered by `RUST_LOG`, default `info`.
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        // Fields beside `message` rather than under `fields`: what log
+        // collectors index without a pipeline of their own.
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 /// Parses `--peers`: `ID=HOST:PORT` entries, ids 1-based and exactly
@@ -377,6 +436,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .max_ahead_ms
         .unwrap_or_else(|| leasetso_core::oracle::default_max_ahead_ms(node.oracle.save_interval_ms));
     node.validate().map_err(|e| format!("invalid configuration: {e}"))?;
+    if args.check_config {
+        println!("{}", checked(&args, id, nodes));
+        return Ok(());
+    }
     let resp_password = args.resp_password_file.as_deref().map(read_password).transpose()?;
     let cluster = nodes > 1;
     // One configuration type serves both runtimes (leasetso-runtime-common's).
@@ -427,6 +490,31 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             result.map_err(|e| e.to_string())
         }
     }
+}
+
+/// What `serve --check-config` prints once the flags pass: what the node
+/// would run as, one line of `key=value` pairs, so an operator sees what the
+/// file and the command line came to.
+fn checked(args: &ServeArgs, id: NodeId, nodes: u16) -> String {
+    let path =
+        |p: Option<&std::path::Path>| p.map_or_else(|| "none".to_string(), |p| p.display().to_string());
+    format!(
+        "config ok: node={} nodes={nodes} cluster_id={} listen={} data={} certs_dir={} runtime={} mode={} \
+         log_format={}",
+        id.0 + 1,
+        args.cluster_id,
+        args.listen,
+        args.data.display(),
+        path(args.certs_dir.as_deref()),
+        value_name(args.runtime),
+        value_name(args.mode),
+        value_name(args.log_format),
+    )
+}
+
+/// A value of a flag's enum as the command line spells it.
+fn value_name(value: impl clap::ValueEnum) -> String {
+    value.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 /// The RESP door's password from `file`: its first line, which must not be
@@ -576,39 +664,59 @@ fn get_ts(args: GetTsArgs) -> Result<(), String> {
 }
 
 /// One line per address given: that node's own status (no redirects), or
-/// why it gave none. Fails only if no node answered.
+/// why it gave none; with `--json`, one JSON array of the same. Fails only
+/// if no node answered.
 fn status(args: StatusArgs) -> Result<(), String> {
-    each_node(&args.client, |client| client.status().map(|status| status.to_string()))
+    if !args.json {
+        return each_node(&args.client, |client| client.status().map(|status| status.to_string()));
+    }
+    let answers = ask_each(&args.client, Client::status)?;
+    let array = answers
+        .into_iter()
+        .map(|(addr, answer)| match answer {
+            Ok(status) => status_json(addr, &status),
+            Err(e) => unreachable_json(addr, &e.to_string()),
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&serde_json::Value::Array(array)).map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(())
 }
 
 /// Asks every address of `args` once (no retries: it reports what is) and
 /// prints a line per address, `addr=... ` and what `ask` made of that node's
 /// answer, or its error. Fails, printing nothing, if no node answered.
 fn each_node(args: &ClientArgs, ask: impl Fn(&Client) -> Result<String, ClientError>) -> Result<(), String> {
-    let seeds = parse_seeds(&args.addr).map_err(|e| e.to_string())?;
-    let opts = ClientOptions { deadline: Duration::ZERO, ..options(args)? };
-    let mut lines = Vec::with_capacity(seeds.len());
-    let mut answered = false;
-    let mut last_error = String::new();
-    for addr in &seeds {
-        match Client::connect_with(*addr, opts.clone()).and_then(|c| ask(&c)) {
-            Ok(line) => {
-                answered = true;
-                lines.push(format!("addr={addr} {line}"));
-            }
-            Err(e) => {
-                last_error = e.to_string();
-                lines.push(format!("addr={addr} error={last_error:?}"));
-            }
+    for (addr, answer) in ask_each(args, ask)? {
+        match answer {
+            Ok(line) => println!("addr={addr} {line}"),
+            Err(e) => println!("addr={addr} error={:?}", e.to_string()),
         }
     }
-    if !answered {
-        return Err(format!("no node answered: {last_error}"));
-    }
-    for line in lines {
-        println!("{line}");
-    }
     Ok(())
+}
+
+/// An address asked and what came of it.
+type Answered<T> = (SocketAddr, Result<T, ClientError>);
+
+/// Every address of `args` with what `ask` made of that node (connected
+/// once, no retries), in the order given; an error, naming the last
+/// failure, if no node answered.
+fn ask_each<T>(
+    args: &ClientArgs,
+    ask: impl Fn(&Client) -> Result<T, ClientError>,
+) -> Result<Vec<Answered<T>>, String> {
+    let seeds = parse_seeds(&args.addr).map_err(|e| e.to_string())?;
+    let opts = ClientOptions { deadline: Duration::ZERO, ..options(args)? };
+    let answers: Vec<_> = seeds
+        .iter()
+        .map(|addr| (*addr, Client::connect_with(*addr, opts.clone()).and_then(|c| ask(&c))))
+        .collect();
+    if answers.iter().all(|(_, answer)| answer.is_err()) {
+        let last = answers.iter().rev().find_map(|(_, a)| a.as_ref().err()).map(ToString::to_string);
+        return Err(format!("no node answered: {}", last.unwrap_or_default()));
+    }
+    Ok(answers)
 }
 
 fn show_registration(r: Option<(NodeId, Ballot)>) -> String {
@@ -619,7 +727,7 @@ fn show_registration(r: Option<(NodeId, Ballot)>) -> String {
 }
 
 /// One line per address: the registration that node's replica holds.
-fn primary_show(args: StatusArgs) -> Result<(), String> {
+fn primary_show(args: NodesArgs) -> Result<(), String> {
     each_node(&args.client, |client| {
         let node = client.status()?.node;
         Ok(format!("node={} {}", node.0 + 1, show_registration(client.read_primary()?)))

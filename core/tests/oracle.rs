@@ -287,4 +287,3 @@ fn a_window_edge_reached_ahead_of_the_wall_clock_is_extended_at_the_next_update(
     assert!(ts > edge);
     assert!(ts.physical_ms < o.window_end_ms());
 }
-

@@ -17,6 +17,8 @@
 //! * [`error`]: [`ClientError`] (both clients' errors, one type) and, with
 //!   feature `server`, [`ServerError`].
 //! * [`io`]: a connection's read buffer ([`io::InBuf`]).
+//! * [`status_json`]: a node's status as JSON, the one form `status --json`
+//!   prints and anything else that reports it as JSON reuses.
 //! * Feature `server` (off by default; each runtime's `server` feature turns
 //!   it on, so their client-only builds pull no sled):
 //!   * [`config`]: [`ServerConfig`] and the start-up both servers make;
