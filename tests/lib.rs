@@ -1042,3 +1042,23 @@ pub fn run_cli(args: &[&str], timeout: Duration) -> CliOutput {
     }
     CliOutput { status, stdout: out.text(), stderr: err.text() }
 }
+
+/// `GET path` on `addr` over plain HTTP/1.1: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(READ_TIMEOUT))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((code, body.to_string()))
+}
+
+/// The value of the sample `name{labels}` in Prometheus text (`labels` as
+/// written there, e.g. `door="native",result="ok"`; empty for none).
+pub fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let want = if labels.is_empty() { name.to_string() } else { format!("{name}{{{labels}}}") };
+    text.lines().find_map(|l| l.strip_prefix(&want)?.strip_prefix(' ')?.trim().parse().ok())
+}

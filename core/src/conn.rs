@@ -114,6 +114,11 @@ pub trait Backend {
     fn store_health(&self) -> crate::health::StoreHealth {
         crate::health::StoreHealth::Ok
     }
+    /// Timestamps this node handed out since it started (every door); the
+    /// default counts none.
+    fn served(&self) -> u64 {
+        0
+    }
     /// Counts what the connection did; the default counts nothing.
     fn tally(&mut self, tally: Tally) {
         let _ = tally;
@@ -141,6 +146,7 @@ pub fn status_frame(id: u64, node: NodeId, nodes: u16, status: &Status, backend:
             mode: status.mode,
             primary: status.primary,
             store: backend.store_health(),
+            served: backend.served(),
         },
     }
 }
@@ -796,6 +802,7 @@ mod tests {
                     mode: Mode::Primary,
                     primary: s.primary,
                     store: crate::health::StoreHealth::Ok,
+                    served: 0,
                 },
             }
         );

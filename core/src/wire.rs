@@ -150,6 +150,8 @@ pub struct LeaseView {
     pub primary: Option<(NodeId, Ballot)>,
     /// The health of the node's own store replica.
     pub store: crate::health::StoreHealth,
+    /// Timestamps the node handed out since it started, every door together.
+    pub served: u64,
 }
 
 /// One frame of the client protocol.
@@ -329,7 +331,7 @@ fn body_len(kind: u8) -> Option<usize> {
     })
 }
 
-const VIEW_LEN: usize = BALLOT_LEN + 4 + 4 + BALLOT_LEN + 4 + 2 + 1 + PRIMARY_LEN + 1;
+const VIEW_LEN: usize = BALLOT_LEN + 4 + 4 + BALLOT_LEN + 4 + 2 + 1 + PRIMARY_LEN + 1 + 8;
 /// A registration: present flag, node id, tag.
 const PRIMARY_LEN: usize = 1 + 2 + BALLOT_LEN;
 
@@ -373,6 +375,7 @@ fn put_view(buf: &mut impl BufMut, v: &LeaseView) {
     });
     put_primary(buf, v.primary);
     buf.put_u8(v.store as u8);
+    buf.put_u64(v.served);
 }
 
 fn get_view(buf: &mut impl Buf) -> Result<LeaseView, WireError> {
@@ -391,6 +394,7 @@ fn get_view(buf: &mut impl Buf) -> Result<LeaseView, WireError> {
         primary: get_primary(buf)?,
         store: crate::health::StoreHealth::from_u8(buf.get_u8())
             .ok_or(WireError::BadValue("store health"))?,
+        served: buf.get_u64(),
     })
 }
 
@@ -679,6 +683,7 @@ mod tests {
                     mode: crate::role::Mode::Primary,
                     primary: Some((NodeId(0), crate::Ballot::new(0, 2, NodeId(0)))),
                     store: crate::health::StoreHealth::NoSpace,
+                    served: 1 << 40,
                 },
             },
             Frame::ReadPrimary { id: 4 },
@@ -782,7 +787,11 @@ mod tests {
                 any::<u32>(),
                 any::<u16>(),
                 prop_oneof![Just(Mode::Deferring), Just(Mode::Primary)],
-                (primary(), (0u8..5).prop_filter_map("a known health", crate::health::StoreHealth::from_u8)),
+                (
+                    primary(),
+                    (0u8..5).prop_filter_map("a known health", crate::health::StoreHealth::from_u8),
+                    any::<u64>(),
+                ),
             )
                 .prop_map(
                     |(
@@ -793,7 +802,7 @@ mod tests {
                         links_up,
                         nodes,
                         mode,
-                        (primary, store),
+                        (primary, store, served),
                     )| {
                         LeaseView {
                             lease,
@@ -805,6 +814,7 @@ mod tests {
                             mode,
                             primary,
                             store,
+                            served,
                         }
                     },
                 )

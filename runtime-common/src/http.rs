@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use leasetso_core::Role;
+use leasetso_core::{NodeId, Role};
 
 use crate::kit::Kit;
 
@@ -228,15 +228,104 @@ fn ready(kit: &Kit) -> Result<String, String> {
     }
 }
 
-/// `/status.json`: what `leasetso status` prints for this node.
+/// How long the status of a peer may take, for `/status.json`.
+const PEER_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `/status.json`: what `leasetso status --json` prints for this node, with
+/// the cluster's id and `cluster`: every
+/// node's status as `leasetso status --json` prints it, this node's and
+/// each peer's (asked at the client address the peer advertised, over TLS
+/// as this node when the cluster has it), for the status page.
 fn status_json(kit: &Kit) -> String {
-    match kit.status_reply() {
-        Some(reply) => crate::status_json::status_json(kit.local_addr, &reply).to_string(),
-        None => serde_json::json!({
+    use serde_json::{Value, json};
+    let own = match kit.status_reply() {
+        Some(reply) => crate::status_json::status_json(kit.local_addr, &reply),
+        None => json!({
             "addr": kit.local_addr.to_string(),
             "node": kit.node_id.0 + 1,
             "error": "the node is still learning its restart counter from its peers",
-        })
-        .to_string(),
+        }),
+    };
+    let mut cluster = vec![own.clone()];
+    if let Some(dir) = &kit.dir {
+        for peer in (0..kit.nodes).map(NodeId).filter(|&p| p != kit.node_id) {
+            cluster.push(match dir.client_addr(peer) {
+                Some(addr) => match ask_status(kit, addr) {
+                    Ok(reply) => crate::status_json::status_json(addr, &reply),
+                    Err(e) => json!({ "addr": addr.to_string(), "node": peer.0 + 1, "error": e }),
+                },
+                None => json!({ "node": peer.0 + 1, "error": "its address is not known yet (no link)" }),
+            });
+        }
+    }
+    let mut out = match own {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    out.insert("cluster_id".into(), json!(kit.cluster_id));
+    out.insert("cluster".into(), Value::Array(cluster));
+    Value::Object(out).to_string()
+}
+
+/// A peer's status, asked at its client door as a client would: Hello,
+/// GetStatus, and the two answers.
+fn ask_status(kit: &Kit, addr: SocketAddr) -> Result<crate::client::NodeStatus, String> {
+    let stream = TcpStream::connect_timeout(&addr, PEER_TIMEOUT).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(PEER_TIMEOUT)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(PEER_TIMEOUT)).map_err(|e| e.to_string())?;
+    match &kit.tls {
+        None => exchange_status(&mut &stream, kit.cluster_id),
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let conn = rustls::ClientConnection::new(tls.dial_config(), name).map_err(|e| e.to_string())?;
+            exchange_status(&mut rustls::StreamOwned::new(conn, &stream), kit.cluster_id)
+        }
+    }
+}
+
+fn exchange_status(io: &mut impl ReadWrite, cluster_id: u64) -> Result<crate::client::NodeStatus, String> {
+    use leasetso_core::Frame;
+    use leasetso_core::wire::VERSION;
+    let mut out = Vec::with_capacity(64);
+    for frame in [Frame::Hello { version: VERSION, cluster_id }, Frame::GetStatus { id: 1 }] {
+        frame.encode(&mut out).map_err(|e| e.to_string())?;
+    }
+    io.write_all(&out).and_then(|()| io.flush()).map_err(|e| e.to_string())?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        // The Welcome, then the Status.
+        let mut rest = &buf[..];
+        let mut frames = Vec::new();
+        while let Ok(Some((frame, used))) = Frame::decode(rest) {
+            frames.push(frame);
+            rest = &rest[used..];
+        }
+        match frames.as_slice() {
+            [
+                Frame::Welcome { .. },
+                Frame::Status { role, node, leader, window_end_ms, current, view, .. },
+                ..,
+            ] => {
+                return Ok(crate::client::NodeStatus {
+                    role: *role,
+                    node: *node,
+                    leader: *leader,
+                    window_end_ms: *window_end_ms,
+                    current: *current,
+                    view: *view,
+                });
+            }
+            [Frame::Error { code, .. }, ..] => return Err(format!("refused: {code:?}")),
+            _ => {}
+        }
+        if buf.len() > 4096 {
+            return Err("no status in its answer".into());
+        }
+        let n = io.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed without a status".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }

@@ -385,6 +385,10 @@ impl Backend for NativeBackend<'_> {
         self.kit.store_health.get()
     }
 
+    fn served(&self) -> u64 {
+        self.kit.counters.snapshot().timestamps
+    }
+
     fn tally(&mut self, tally: Tally) {
         self.tally.tally(tally);
     }

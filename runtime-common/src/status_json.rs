@@ -25,7 +25,8 @@
 //!   "window_end_ms": 1796159094927,
 //!   "current": {"packed": 470852329206448229, "physical_ms": 1796159091927, "logical": 101},
 //!   "links": [{"node": 1, "state": "self"}],
-//!   "store": {"ok": true, "health": "ok"}
+//!   "store": {"ok": true, "health": "ok"},
+//!   "served": 10421
 //! }
 //! ```
 //!
@@ -101,6 +102,7 @@ pub fn node_fields(status: &NodeStatus) -> Map<String, Value> {
         "current": timestamp(status.current),
         "links": links,
         "store": { "ok": v.store.is_ok(), "health": v.store.to_string() },
+        "served": v.served,
     });
     let Value::Object(map) = fields else { unreachable!("json! of an object literal is an object") };
     map
@@ -145,6 +147,7 @@ mod tests {
                 mode: Mode::Primary,
                 primary: Some((NodeId(1), Ballot::new(0, 3, NodeId(1)))),
                 store: StoreHealth::NoSpace,
+                served: 0,
             },
         }
     }

@@ -346,6 +346,12 @@ impl ServerTls {
         Arc::clone(&self.configs().doors)
     }
 
+    /// This node's client side, as the holder of its node certificate (the
+    /// metrics listener asks its peers' client doors for their status).
+    pub fn dial_config(&self) -> Arc<ClientConfig> {
+        Arc::clone(&self.configs().dial)
+    }
+
     /// The metrics listener's configuration for a new connection.
     pub fn metrics_config(&self) -> Arc<ServerConfig> {
         Arc::clone(&self.configs().metrics)

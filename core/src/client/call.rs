@@ -160,6 +160,7 @@ mod tests {
                 mode: crate::role::Mode::Deferring,
                 primary: None,
                 store: crate::health::StoreHealth::Ok,
+                served: 0,
             },
         };
         assert_eq!(
