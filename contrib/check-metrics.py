@@ -12,6 +12,8 @@ expressions must be a sample name of the scrape; every label a selector
 matches on must be on that metric (or be one Prometheus adds: `job`,
 `instance`), and every `label="value"` must be a value the scrape has.
 Names Prometheus makes itself (`up`, `scrape_*`, `ALERTS`) are allowed.
+Scrape a node of a cluster: a single node has no peer links, so it exports
+no `leasetso_peer_link_*` samples.
 
 Exits 0 if all is found, 1 naming each metric or label that is not, 2 on
 a usage or read error. Only the standard library: no PyYAML, no Prometheus
