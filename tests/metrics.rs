@@ -107,6 +107,33 @@ fn a_single_nodes_metrics_count_exactly_the_calls_made() {
     server.stop();
 }
 
+/// Every metric the Grafana dashboard and the alerting rules query exists
+/// in a cluster node's `/metrics` (`contrib/check-metrics.py`), and
+/// `promtool` accepts the rules and passes their unit tests.
+fn contrib_queries_exist(metrics: SocketAddr) {
+    let contrib = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib");
+    let run = |program: &str, args: &[String]| match Command::new(program).args(args).output() {
+        Ok(out) => assert!(
+            out.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!("skipped: {program}: {e}"),
+    };
+    run(
+        "python3",
+        &[
+            format!("{contrib}/check-metrics.py"),
+            format!("http://{metrics}/metrics"),
+            format!("{contrib}/grafana/leasetso.json"),
+            format!("{contrib}/prometheus/alerts.yml"),
+        ],
+    );
+    run("promtool", &["check".into(), "rules".into(), format!("{contrib}/prometheus/alerts.yml")]);
+    run("promtool", &["test".into(), "rules".into(), format!("{contrib}/prometheus/alerts_test.yml")]);
+}
+
 /// Polls until `f` holds, for up to `timeout`.
 fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -145,6 +172,7 @@ fn role_gauges_follow_a_failover_and_ready_fails_when_cut_off() {
     for &a in &addrs {
         promtool_accepts(&scrape(a));
     }
+    contrib_queries_exist(addrs[0]);
     let changes = |i: usize| metric(&scrape(addrs[i]), "leasetso_leader_changes_total", "").unwrap_or(0.0);
     let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let before: Vec<f64> = survivors.iter().map(|&i| changes(i)).collect();

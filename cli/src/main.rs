@@ -544,7 +544,12 @@ fn plaintext_only_on_loopback(args: &ServeArgs, peer: Option<SocketAddr>) -> Res
     if args.certs_dir.is_some() {
         return Ok(());
     }
-    let listening = [("--listen", Some(args.listen)), ("--resp", args.resp), ("--peers (this node)", peer)];
+    let listening = [
+        ("--listen", Some(args.listen)),
+        ("--resp", args.resp),
+        ("--metrics", args.metrics),
+        ("--peers (this node)", peer),
+    ];
     match listening.into_iter().find_map(|(flag, a)| a.filter(|a| !a.ip().is_loopback()).map(|a| (flag, a))) {
         None => Ok(()),
         Some((flag, addr)) => Err(format!(

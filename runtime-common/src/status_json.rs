@@ -175,6 +175,7 @@ mod tests {
             "current": {"packed": status.current.to_u64(), "physical_ms": 1_796_159_091_927u64, "logical": 101},
             "links": [{"node": 1, "state": "up"}, {"node": 2, "state": "self"}, {"node": 3, "state": "down"}],
             "store": {"ok": false, "health": "failed: No space left on device"},
+            "served": 0,
         });
         assert_eq!(json, expected);
         // The same keys as the text line, and the same values where both are plain.
