@@ -1419,7 +1419,7 @@ fn raw_cases() -> Vec<RawCase> {
 
 /// Masks what differs between two servers and two runs but is no part of
 /// the protocol's promises: a Ts's timestamp (checked by the caller before
-/// masking), a Status's clock, window, lease and fence, and the node's own
+/// masking), a Status's clock, window, lease, fence and served count, and the node's own
 /// address in its hint (replaced by [`own_addr`]).
 fn mask(frame: Frame, server: SocketAddr) -> Frame {
     match frame {
@@ -1434,7 +1434,14 @@ fn mask(frame: Frame, server: SocketAddr) -> Frame {
             },
             window_end_ms: 0,
             current: Timestamp::ZERO,
-            view: LeaseView { lease: None, lease_left_ms: 0, quarantine_left_ms: 0, fence: None, ..view },
+            view: LeaseView {
+                lease: None,
+                lease_left_ms: 0,
+                quarantine_left_ms: 0,
+                fence: None,
+                served: 0,
+                ..view
+            },
         },
         other => other,
     }

@@ -327,8 +327,15 @@ enum Answer {
 
 /// Dials `addr` as node `claim` (0-based) with `tls` (a client configuration
 /// presenting some certificate) or in plaintext, sends a Hello with the
-/// cluster's timing digest, and reports what comes back.
-fn dial_peer(addr: std::net::SocketAddr, tls: Option<Arc<rustls::ClientConfig>>, claim: u16) -> Answer {
+/// cluster's timing digest and the client address `client` (the one the
+/// real node advertises: another would be a second process claiming its
+/// id), and reports what comes back.
+fn dial_peer(
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    claim: u16,
+    client: std::net::SocketAddr,
+) -> Answer {
     use leasetso_core::peer::PEER_VERSION;
     use leasetso_core::{Handshake, NodeConfig, PeerFrame};
     use leasetso_runtime_common::io::InBuf;
@@ -341,7 +348,7 @@ fn dial_peer(addr: std::net::SocketAddr, tls: Option<Arc<rustls::ClientConfig>>,
         version: PEER_VERSION,
         cluster_id: 5,
         node: NodeId(claim),
-        client_addr: None,
+        client_addr: Some(client),
         resp_addr: None,
         digest: node.digest().expect("a valid configuration"),
     };
@@ -433,7 +440,11 @@ fn the_peer_port_refuses_whoever_cannot_prove_the_node_it_claims() {
     for (at, lie) in [(0usize, 2u16), (2, 0)] {
         let peer_port = ports[at];
         let node2 = certs.client_config("node", "2").unwrap();
-        assert_eq!(dial_peer(peer_port, Some(Arc::clone(&node2)), 1), Answer::Welcome, "node 2 as itself");
+        assert_eq!(
+            dial_peer(peer_port, Some(Arc::clone(&node2)), 1, cluster.clients[1]),
+            Answer::Welcome,
+            "node 2 as itself"
+        );
         let cases = [
             ("plaintext", None, 1),
             ("another CA", Some(CertsDir::new(&other).client_config("node", "2").unwrap()), 1),
@@ -445,7 +456,11 @@ fn the_peer_port_refuses_whoever_cannot_prove_the_node_it_claims() {
         for (what, tls, claim) in cases {
             let what = format!("node {}: {what}", at + 1);
             let before = node.log.text().matches("refusing a peer").count();
-            assert_eq!(dial_peer(peer_port, tls, claim), Answer::Nothing, "{what} was welcomed");
+            assert_eq!(
+                dial_peer(peer_port, tls, claim, cluster.clients[usize::from(claim)]),
+                Answer::Nothing,
+                "{what} was welcomed"
+            );
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
             while node.log.text().matches("refusing a peer").count() == before
                 && std::time::Instant::now() < deadline

@@ -127,9 +127,22 @@ impl Recovery {
         self
     }
 
-    /// Answers needed: a majority of the cluster, this node not among them.
+    /// Answers needed. Without a restart counter of its own (a new node, a
+    /// replaced disk) a majority of the cluster, this node not among them:
+    /// every ballot a lost incarnation got accepted by a quorum is then
+    /// known to one of them. With one (every other start), a majority
+    /// counting this node: its data dir answers for itself. That keeps a
+    /// cluster with a minority down able to restart a node (a rolling
+    /// restart, a crash) rather than waiting for the down nodes; the price
+    /// is that a data dir restored from an older copy is caught only when
+    /// one of the peers that answered saw the later incarnations (always,
+    /// with every node up).
     pub fn needed(&self) -> u16 {
-        majority(self.nodes)
+        if self.local.restart > 0 {
+            majority(self.nodes).saturating_sub(1).max(1)
+        } else {
+            majority(self.nodes)
+        }
     }
 
     /// Distinct peers that answered so far.
@@ -247,6 +260,15 @@ mod tests {
             v.push(p.0);
         }
         v
+    }
+
+    #[test]
+    fn a_start_with_its_own_counter_counts_itself_in_the_majority() {
+        let r = Recovery::new(NodeId(0), 3, Instant::ZERO);
+        assert_eq!(r.needed(), 2, "no counter: both others");
+        assert_eq!(r.with_local(4, Ballot::ZERO).needed(), 1, "a counter: one other, with itself a majority");
+        assert_eq!(Recovery::new(NodeId(0), 5, Instant::ZERO).with_local(4, Ballot::ZERO).needed(), 2);
+        assert_eq!(Recovery::new(NodeId(0), 5, Instant::ZERO).needed(), 3);
     }
 
     #[test]

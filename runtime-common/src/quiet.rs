@@ -23,17 +23,23 @@ use crate::lock;
 /// How often one kind of warning is logged at most.
 pub const PERIOD: Duration = Duration::from_secs(10);
 
-/// One kind of repeatable warning.
+/// Distinct causes of one kind kept apart at most (the oldest is forgotten).
+const CAUSES: usize = 32;
+
+/// One kind of repeatable warning. Occurrences are limited per cause (a
+/// short key such as the error's text, without the remote address): each
+/// distinct cause is logged once per period, so that refusals for different
+/// reasons are each told, and a flood of one reason is one line.
 #[derive(Debug)]
 pub struct Quiet {
     /// What is counted, in the plural ("refused TLS handshakes").
     pub what: &'static str,
     /// Every occurrence since the process started, logged or not.
     total: AtomicU64,
-    state: Mutex<State>,
+    state: Mutex<Vec<(u64, State)>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct State {
     /// When the last line of this kind was logged (`None`: never).
     logged_at: Option<Instant>,
@@ -44,15 +50,36 @@ struct State {
 impl Quiet {
     /// A kind of warning, never seen yet.
     pub const fn new(what: &'static str) -> Self {
-        Quiet { what, total: AtomicU64::new(0), state: Mutex::new(State { logged_at: None, held: 0 }) }
+        Quiet { what, total: AtomicU64::new(0), state: Mutex::new(Vec::new()) }
     }
 
     /// Counts one occurrence at `now`. `Some(held)` if it is to be logged
     /// (with `held` occurrences held back before it), `None` if it is held
     /// back (one was logged less than [`PERIOD`] ago).
     pub fn admit(&self, now: Instant) -> Option<u64> {
+        self.admit_cause("", now)
+    }
+
+    /// [`admit`](Self::admit) for one cause of this kind: each cause has
+    /// its own period.
+    pub fn admit_cause(&self, cause: &str, now: Instant) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
         self.total.fetch_add(1, Ordering::Relaxed);
-        let mut s = lock(&self.state);
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        cause.hash(&mut hasher);
+        let key = hasher.finish();
+        let mut causes = lock(&self.state);
+        let i = match causes.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                if causes.len() >= CAUSES {
+                    causes.remove(0);
+                }
+                causes.push((key, State::default()));
+                causes.len() - 1
+            }
+        };
+        let s = &mut causes[i].1;
         match s.logged_at {
             Some(at) if now.saturating_duration_since(at) < PERIOD => {
                 s.held += 1;
@@ -68,16 +95,19 @@ impl Quiet {
     /// The occurrences held back in a period that ended by `now`, taken
     /// (so each is summed up once); 0 if none or the period runs on.
     fn take_ended(&self, now: Instant) -> u64 {
-        let mut s = lock(&self.state);
-        match s.logged_at {
-            Some(at) if s.held > 0 && now.saturating_duration_since(at) >= PERIOD => {
-                // The summary counts as the period's line: the next
-                // occurrence waits for a period after it.
-                s.logged_at = Some(now);
-                std::mem::take(&mut s.held)
+        let mut causes = lock(&self.state);
+        let mut held = 0;
+        for (_, s) in causes.iter_mut() {
+            if let Some(at) = s.logged_at {
+                if s.held > 0 && now.saturating_duration_since(at) >= PERIOD {
+                    // The summary counts as the period's line: the next
+                    // occurrence waits for a period after it.
+                    s.logged_at = Some(now);
+                    held += std::mem::take(&mut s.held);
+                }
             }
-            _ => 0,
         }
+        held
     }
 
     /// Every occurrence since the process started, logged or held back.
@@ -102,6 +132,30 @@ macro_rules! warn_quiet {
 macro_rules! info_quiet {
     ($quiet:expr, $($rest:tt)+) => {
         $crate::log_quiet!(::tracing::Level::INFO, $quiet, $($rest)+)
+    };
+}
+
+/// [`warn_quiet!`] per cause: `warn_quiet_cause!(quiet::PEER_REFUSED,
+/// cause_text, fields..., "message")`; each distinct cause is limited on
+/// its own.
+#[macro_export]
+macro_rules! warn_quiet_cause {
+    ($quiet:expr, $cause:expr, $($rest:tt)+) => {
+        $crate::log_quiet_cause!(::tracing::Level::WARN, $quiet, $cause, $($rest)+)
+    };
+}
+
+/// [`warn_quiet_cause!`] at any level.
+#[macro_export]
+macro_rules! log_quiet_cause {
+    ($level:expr, $quiet:expr, $cause:expr, $($rest:tt)+) => {
+        if let Some(held) = $quiet.admit_cause($cause, ::std::time::Instant::now()) {
+            if held == 0 {
+                ::tracing::event!($level, $($rest)+);
+            } else {
+                ::tracing::event!($level, held_back = held, $($rest)+);
+            }
+        }
     };
 }
 
@@ -207,5 +261,9 @@ mod tests {
         // After the summary, the next waits a period after it.
         assert_eq!(q.admit(t0 + 2 * PERIOD + Duration::from_secs(1)), None);
         assert_eq!(q.admit(t0 + 3 * PERIOD), Some(1));
+        // Each cause has its own period.
+        assert_eq!(q.admit_cause("expired", t0), Some(0));
+        assert_eq!(q.admit_cause("another CA", t0), Some(0));
+        assert_eq!(q.admit_cause("expired", t0 + Duration::from_millis(1)), None);
     }
 }

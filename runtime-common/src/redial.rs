@@ -88,9 +88,10 @@ impl Redial {
         if text != self.last_error {
             let (peer, addr) = (self.to.0 + 1, self.addr);
             if refused {
-                crate::log_quiet!(
+                crate::log_quiet_cause!(
                     tracing::Level::ERROR,
                     crate::quiet::PEER_REFUSED,
+                    &text,
                     peer,
                     %addr,
                     "peer link refused: {text}"

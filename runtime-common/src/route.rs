@@ -158,15 +158,17 @@ impl<S> Incoming<S> {
 pub fn report_closed(remote: Option<SocketAddr>, peer: Option<NodeId>, e: &LinkError) {
     match (e, peer) {
         (LinkError::Handshake(HandshakeError::NotHandshake), _) => {
-            crate::warn_quiet!(
+            crate::warn_quiet_cause!(
                 crate::quiet::PEER_REFUSED,
+                "not hello",
                 ?remote,
                 "refusing a peer: its first frame is not Hello"
             );
         }
-        (LinkError::Handshake(h), _) => crate::log_quiet!(
+        (LinkError::Handshake(h), _) => crate::log_quiet_cause!(
             tracing::Level::ERROR,
             crate::quiet::PEER_REFUSED,
+            &h.to_string(),
             ?remote,
             "refusing a peer: {h}"
         ),
@@ -174,7 +176,7 @@ pub fn report_closed(remote: Option<SocketAddr>, peer: Option<NodeId>, e: &LinkE
             crate::warn_quiet!(crate::quiet::LINK_FLAPS, peer = peer.0 + 1, error = %e, "dropping the peer connection")
         }
         (e, None) => {
-            crate::warn_quiet!(crate::quiet::PEER_REFUSED, ?remote, error = %e, "dropping a peer connection before its handshake")
+            crate::warn_quiet_cause!(crate::quiet::PEER_REFUSED, &e.to_string(), ?remote, error = %e, "dropping a peer connection before its handshake")
         }
     }
 }

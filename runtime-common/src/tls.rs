@@ -668,7 +668,13 @@ impl<D: Door> TlsDoor<D> {
 
     /// A refusal: says why once, sends what TLS has to say (an alert), closes.
     fn refuse(&mut self, why: &dyn std::fmt::Display) -> Next {
-        crate::warn_quiet!(crate::quiet::CLIENT_TLS_REFUSED, remote = ?self.remote, %why, "refusing a TLS connection");
+        crate::warn_quiet_cause!(
+            crate::quiet::CLIENT_TLS_REFUSED,
+            &why.to_string(),
+            remote = ?self.remote,
+            %why,
+            "refusing a TLS connection"
+        );
         let _ = self.tls.write(&mut Vec::new(), &mut self.out);
         Next::Close
     }

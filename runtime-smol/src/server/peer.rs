@@ -231,7 +231,7 @@ impl PeerNet {
                 Some(Ok(0)) => break,
                 Some(Ok(n)) => &buf[..n],
                 Some(Err(e)) if conn.is_none() && self.tls.is_some() => {
-                    leasetso_runtime_common::warn_quiet!(leasetso_runtime_common::quiet::PEER_REFUSED, ?remote, error = %e, "refusing a peer: its TLS failed");
+                    leasetso_runtime_common::warn_quiet_cause!(leasetso_runtime_common::quiet::PEER_REFUSED, &e.to_string(), ?remote, error = %e, "refusing a peer: its TLS failed");
                     break;
                 }
                 Some(Err(e)) => {
@@ -257,8 +257,9 @@ impl PeerNet {
                             if let Some(Err(why)) =
                                 self.tls.as_ref().map(|t| t.check_peer(link.identity(), peer))
                             {
-                                leasetso_runtime_common::warn_quiet!(
+                                leasetso_runtime_common::warn_quiet_cause!(
                                     leasetso_runtime_common::quiet::PEER_REFUSED,
+                                    &why,
                                     ?remote,
                                     "refusing a peer: {why}"
                                 );

@@ -288,7 +288,7 @@ impl PeerNet {
                     }
                 }
                 Err(e) if up.is_none() && self.tls.is_some() => {
-                    leasetso_runtime_common::warn_quiet!(leasetso_runtime_common::quiet::PEER_REFUSED, ?remote, error = %e, "refusing a peer: its TLS failed");
+                    leasetso_runtime_common::warn_quiet_cause!(leasetso_runtime_common::quiet::PEER_REFUSED, &e.to_string(), ?remote, error = %e, "refusing a peer: its TLS failed");
                     break;
                 }
                 Err(e) => {
@@ -388,8 +388,9 @@ impl PeerNet {
         match tls.check_peer(conn.identity(), claimed) {
             Ok(()) => false,
             Err(why) => {
-                leasetso_runtime_common::warn_quiet!(
+                leasetso_runtime_common::warn_quiet_cause!(
                     leasetso_runtime_common::quiet::PEER_REFUSED,
+                    &why,
                     ?remote,
                     "refusing a peer: {why}"
                 );
