@@ -39,6 +39,7 @@ struct Node {
     child: Drained,
     addr: std::net::SocketAddr,
     resp: std::net::SocketAddr,
+    metrics: std::net::SocketAddr,
 }
 
 impl Drop for Node {
@@ -51,12 +52,13 @@ impl Drop for Node {
 fn serve(runtime: &str, certs: &Path, data: &Path) -> Node {
     let mut cmd = Command::new(leasetso_bin());
     cmd.args(["serve", "--runtime", runtime, "--listen", "127.0.0.1:0", "--resp", "127.0.0.1:0"])
+        .args(["--metrics", "127.0.0.1:0"])
         .arg("--certs-dir")
         .arg(certs)
         .arg("--data")
         .arg(data);
     let child = spawn_drained(&mut cmd, "leasetso:");
-    let mut resp = None;
+    let (mut resp, mut metrics) = (None, None);
     loop {
         let line = child
             .ready
@@ -64,11 +66,45 @@ fn serve(runtime: &str, certs: &Path, data: &Path) -> Node {
             .unwrap_or_else(|_| panic!("{runtime} server did not start:\n{}", child.log.text()));
         if line.contains("RESP on") {
             resp = parse_loopback_addr(&line);
+        } else if line.contains("metrics on") {
+            metrics = parse_loopback_addr(&line);
         } else if line.contains("serving on") {
             let addr = parse_loopback_addr(&line).expect("an address");
-            return Node { child, addr, resp: resp.expect("the RESP line comes first") };
+            let metrics = metrics.expect("the metrics line comes first");
+            return Node { child, addr, resp: resp.expect("the RESP line comes first"), metrics };
         }
     }
+}
+
+/// `GET path` over HTTPS, trusting the CA of `dir`, presenting no
+/// certificate: the status code and the body.
+fn https_get(dir: &Path, addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(dir.join("ca.crt")).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(tls, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    // The server ends with a close_notify; a truncation would be an error.
+    tls.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), body.to_string())
 }
 
 fn opts(dir: &Path, user: &str) -> ClientOptions {
@@ -144,6 +180,15 @@ fn tls_doors_take_the_clusters_certificates_and_refuse_the_rest() {
         if let Some(ts) = redis_cli_tls(&dir, node.resp) {
             assert!(ts.parse::<u64>().is_ok(), "{runtime}: redis-cli --tls TSO answered {ts:?}");
         }
+        // The metrics listener speaks HTTPS with the node's certificate, to
+        // a client of the cluster's CA with no certificate of its own; a
+        // plaintext request gets no answer.
+        let (code, body) = https_get(&dir, node.metrics, "/ready");
+        assert_eq!((code, body.as_str()), (200, "ready: leader\n"), "{runtime}: /ready over HTTPS");
+        let (code, metrics) = https_get(&dir, node.metrics, "/metrics");
+        assert!(code == 200 && metrics.contains("leasetso_is_leader 1"), "{runtime}: /metrics over HTTPS");
+        let plain = leasetso_tests::http_get(node.metrics, "/ready").map(|(code, _)| code).unwrap_or(0);
+        assert_ne!(plain, 200, "{runtime}: the metrics listener answered plaintext");
         drop(node);
     }
 }
@@ -545,7 +590,12 @@ fn the_redis_door_takes_a_password() {
         }
     }
     // Killed on drop; its client address is not used here.
-    let node = Node { child, addr: "127.0.0.1:1".parse().unwrap(), resp: resp.expect("a RESP door") };
+    let node = Node {
+        child,
+        addr: "127.0.0.1:1".parse().unwrap(),
+        resp: resp.expect("a RESP door"),
+        metrics: "127.0.0.1:1".parse().unwrap(),
+    };
     let port = node.resp.port().to_string();
     let cli = |args: &[&str]| {
         let out = Command::new("redis-cli")

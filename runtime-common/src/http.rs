@@ -62,6 +62,23 @@ impl MetricsListener {
         Ok(MetricsListener { local_addr, stopping, acceptor: Some(acceptor) })
     }
 
+    /// The listener `cfg` asks for (`--metrics`), serving `shared`'s kit,
+    /// or none.
+    pub fn for_config<S>(
+        cfg: &crate::ServerConfig,
+        shared: &Arc<S>,
+    ) -> Result<Option<MetricsListener>, crate::ServerError>
+    where
+        S: Deref<Target = Kit> + Send + Sync + 'static,
+    {
+        cfg.metrics
+            .map(|addr| {
+                MetricsListener::start(addr, Arc::clone(shared))
+                    .map_err(|source| crate::ServerError::Bind { addr, source })
+            })
+            .transpose()
+    }
+
     /// The bound address (the real port when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -139,6 +139,26 @@ impl<S> Incoming<S> {
         Ok((conn, old.map(|l| l.stream)))
     }
 
+    /// [`register`](Self::register) with what `dir` trusts for `peer`, a
+    /// refusal logged (rate-limited) and turned into `None`: the caller
+    /// drops the connection.
+    pub fn admit(
+        &self,
+        dir: &PeerDirectory,
+        peer: NodeId,
+        stream: S,
+        claim: Option<SocketAddr>,
+        remote: Option<SocketAddr>,
+    ) -> Option<(u64, Option<S>)> {
+        match self.register(peer, stream, claim, dir.trusted(peer), remote) {
+            Ok(registered) => Some(registered),
+            Err(duplicate) => {
+                crate::warn_quiet!(crate::quiet::DUPLICATE_ID, "{duplicate}");
+                None
+            }
+        }
+    }
+
     /// Forgets connection `conn` of `peer`, unless a newer one replaced it.
     pub fn unregister(&self, peer: NodeId, conn: u64) {
         if let Some(slot) = lock(&self.live).get_mut(usize::from(peer.0)) {

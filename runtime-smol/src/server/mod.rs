@@ -255,13 +255,7 @@ impl Server {
             open_conns: AtomicUsize::new(0),
             store: store_tx,
         });
-        let metrics = cfg
-            .metrics
-            .map(|addr| {
-                MetricsListener::start(addr, Arc::clone(&shared))
-                    .map_err(|source| ServerError::Bind { addr, source })
-            })
-            .transpose()?;
+        let metrics = MetricsListener::for_config(&cfg, &shared)?;
         Ok(Server {
             shared,
             listener,

@@ -266,23 +266,14 @@ impl PeerNet {
                                 break 'conn;
                             }
                             // H5: one process per id.
-                            let trusted = self.dir.trusted(peer);
-                            let registered = self.incoming.register(
+                            let Some((id, old)) = self.incoming.admit(
+                                &self.dir,
                                 peer,
                                 link.stream.clone(),
                                 client_addr,
-                                trusted,
                                 remote,
-                            );
-                            let (id, old) = match registered {
-                                Ok(registered) => registered,
-                                Err(duplicate) => {
-                                    leasetso_runtime_common::warn_quiet!(
-                                        leasetso_runtime_common::quiet::DUPLICATE_ID,
-                                        "{duplicate}"
-                                    );
-                                    break 'conn;
-                                }
+                            ) else {
+                                break 'conn;
                             };
                             if let Some(old) = old {
                                 let _ = old.shutdown(Shutdown::Both);

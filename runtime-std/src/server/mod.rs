@@ -157,13 +157,7 @@ impl Server {
             .spawn(move || driver.run())
             .map_err(|source| ServerError::Spawn { what: "driver", source })?;
         // On failure from here `server` drops, which stops the threads again.
-        let metrics = cfg
-            .metrics
-            .map(|addr| {
-                MetricsListener::start(addr, Arc::clone(&shared))
-                    .map_err(|source| ServerError::Bind { addr, source })
-            })
-            .transpose()?;
+        let metrics = MetricsListener::for_config(&cfg, &shared)?;
         let mut server =
             Server { shared, door, driver: Some(driver), store: Some(store), resp: None, metrics };
         let (counted, served) = (Arc::clone(&server.shared), Arc::clone(&server.shared));

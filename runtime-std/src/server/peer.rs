@@ -356,18 +356,8 @@ impl PeerNet {
         client_addr: Option<SocketAddr>,
         resp_addr: Option<SocketAddr>,
     ) -> Option<u64> {
-        let trusted = self.dir.trusted(peer);
-        let registered = self.incoming.register(peer, stream.try_clone().ok()?, client_addr, trusted, remote);
-        let (id, old) = match registered {
-            Ok(registered) => registered,
-            Err(duplicate) => {
-                leasetso_runtime_common::warn_quiet!(
-                    leasetso_runtime_common::quiet::DUPLICATE_ID,
-                    "{duplicate}"
-                );
-                return None;
-            }
-        };
+        let (id, old) =
+            self.incoming.admit(&self.dir, peer, stream.try_clone().ok()?, client_addr, remote)?;
         if let Some(old) = old {
             let _ = old.shutdown(Shutdown::Both);
         }
