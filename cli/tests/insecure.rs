@@ -17,6 +17,7 @@ fn a_plaintext_door_off_loopback_is_refused_naming_both_flags() {
     for (args, flag) in [
         (vec!["--listen", "0.0.0.0:0"], "--listen 0.0.0.0:0"),
         (vec!["--listen", "127.0.0.1:0", "--resp", "0.0.0.0:0"], "--resp 0.0.0.0:0"),
+        (vec!["--listen", "127.0.0.1:0", "--metrics", "0.0.0.0:0"], "--metrics 0.0.0.0:0"),
     ] {
         let mut full = args.clone();
         full.extend(["--data", data]);
