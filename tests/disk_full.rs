@@ -8,9 +8,10 @@
 //! `skipped: <reason>` and pass.
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use leasetso_core::{Role, StoreHealth, Timestamp};
+use leasetso_tests::eventually;
 use leasetso_tests::harness::cluster::{Cluster, ClusterOptions, connect_client, exclusive, query_status};
 use leasetso_tests::harness::tmpfs::Tmpfs;
 use leasetso_tests::{Runtime, ServerProcess};
@@ -21,20 +22,6 @@ const MIB: u32 = 4;
 const SAVE_MS: &str = "100";
 /// How long a change of state may take to show.
 const SHOW: Duration = Duration::from_secs(20);
-
-/// Polls `f` every 50 ms until it is true, for up to `timeout`.
-fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn store_of(addr: std::net::SocketAddr) -> Option<StoreHealth> {
     query_status(addr, Duration::from_millis(500)).ok().map(|s| s.store)

@@ -1062,3 +1062,26 @@ pub fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
     let want = if labels.is_empty() { name.to_string() } else { format!("{name}{{{labels}}}") };
     text.lines().find_map(|l| l.strip_prefix(&want)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// Polls `f` every 50 ms until it holds, for up to `timeout`; whether it did.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The metrics listener's address a server announced in `log`
+/// (`leasetso: metrics on ADDR`).
+pub fn metrics_addr(log: &str) -> SocketAddr {
+    log.lines()
+        .find(|l| l.contains("metrics on"))
+        .and_then(parse_loopback_addr)
+        .unwrap_or_else(|| panic!("no metrics address in:\n{log}"))
+}

@@ -6,20 +6,12 @@
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use leasetso_core::Role;
 use leasetso_tests::harness::cluster::{Cluster, ClusterOptions, exclusive};
-use leasetso_tests::{RawConn, ServerProcess, data_dir, http_get, metric, parse_loopback_addr};
-
-/// The metrics address a server announced (`leasetso: metrics on ADDR`).
-fn metrics_addr(log: &str) -> SocketAddr {
-    log.lines()
-        .find(|l| l.contains("metrics on"))
-        .and_then(parse_loopback_addr)
-        .unwrap_or_else(|| panic!("no metrics address in:\n{log}"))
-}
+use leasetso_tests::{RawConn, ServerProcess, data_dir, http_get, metric};
+use leasetso_tests::{eventually, metrics_addr};
 
 fn scrape(addr: SocketAddr) -> String {
     let (code, body) = http_get(addr, "/metrics").expect("GET /metrics");
@@ -132,18 +124,6 @@ fn contrib_queries_exist(metrics: SocketAddr) {
     );
     run("promtool", &["check".into(), "rules".into(), format!("{contrib}/prometheus/alerts.yml")]);
     run("promtool", &["test".into(), "rules".into(), format!("{contrib}/prometheus/alerts_test.yml")]);
-}
-
-/// Polls until `f` holds, for up to `timeout`.
-fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    f()
 }
 
 #[test]

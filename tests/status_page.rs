@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use leasetso_tests::harness::cluster::{Cluster, ClusterOptions, exclusive};
-use leasetso_tests::parse_loopback_addr;
+use leasetso_tests::metrics_addr;
 
 /// Chromium, headless, with the flags this machine's closed network needs.
 fn chromium(profile: &Path, extra: &[String], url: &str) -> Option<String> {
@@ -48,10 +48,6 @@ fn chromium(profile: &Path, extra: &[String], url: &str) -> Option<String> {
 fn by_id<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
     let start = dom.find(&format!("id=\"{id}\">"))? + id.len() + 6;
     dom[start..].split('<').next()
-}
-
-fn metrics_addr(log: &str) -> SocketAddr {
-    log.lines().find(|l| l.contains("metrics on")).and_then(parse_loopback_addr).expect("a metrics address")
 }
 
 #[test]

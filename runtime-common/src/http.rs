@@ -319,19 +319,8 @@ fn exchange_status(io: &mut impl ReadWrite, cluster_id: u64) -> Result<crate::cl
             rest = &rest[used..];
         }
         match frames.as_slice() {
-            [
-                Frame::Welcome { .. },
-                Frame::Status { role, node, leader, window_end_ms, current, view, .. },
-                ..,
-            ] => {
-                return Ok(crate::client::NodeStatus {
-                    role: *role,
-                    node: *node,
-                    leader: *leader,
-                    window_end_ms: *window_end_ms,
-                    current: *current,
-                    view: *view,
-                });
+            [Frame::Welcome { .. }, status, ..] if matches!(status, Frame::Status { .. }) => {
+                return crate::client::NodeStatus::from_frame(*status).ok_or_else(|| "no status".into());
             }
             [Frame::Error { code, .. }, ..] => return Err(format!("refused: {code:?}")),
             _ => {}

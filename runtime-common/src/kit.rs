@@ -235,13 +235,8 @@ impl Kit {
     pub fn status_reply(&self) -> Option<crate::client::NodeStatus> {
         let status = self.node.status()?;
         let backend = NativeBackend::new(self);
-        match leasetso_core::conn::status_frame(0, self.node_id, self.nodes, &status, &backend) {
-            leasetso_core::Frame::Status { role, node, leader, window_end_ms, current, view, .. } => {
-                Some(crate::client::NodeStatus { role, node, leader, window_end_ms, current, view })
-            }
-            // `status_frame` makes a Status frame, always.
-            _ => None,
-        }
+        let frame = leasetso_core::conn::status_frame(0, self.node_id, self.nodes, &status, &backend);
+        crate::client::NodeStatus::from_frame(frame)
     }
 
     /// H2: a connection did not finish its handshake in time; the runtime

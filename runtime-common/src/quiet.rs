@@ -163,13 +163,7 @@ macro_rules! log_quiet_cause {
 #[macro_export]
 macro_rules! log_quiet {
     ($level:expr, $quiet:expr, $($rest:tt)+) => {
-        if let Some(held) = $quiet.admit(::std::time::Instant::now()) {
-            if held == 0 {
-                ::tracing::event!($level, $($rest)+);
-            } else {
-                ::tracing::event!($level, held_back = held, $($rest)+);
-            }
-        }
+        $crate::log_quiet_cause!($level, $quiet, "", $($rest)+)
     };
 }
 

@@ -68,6 +68,18 @@ pub struct StatusReply {
     pub view: LeaseView,
 }
 
+impl StatusReply {
+    /// The status a Status frame carries; `None` for any other frame.
+    pub fn from_frame(frame: crate::wire::Frame) -> Option<StatusReply> {
+        match frame {
+            crate::wire::Frame::Status { role, node, leader, window_end_ms, current, view, .. } => {
+                Some(StatusReply { role, node, leader, window_end_ms, current, view })
+            }
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for StatusReply {
     /// One line of `key=value` pairs, node ids 1-based as on the command
     /// line: `node=1 role=leader leader=1 leader_addr=... mode=deferring
