@@ -151,6 +151,7 @@ fn handshake(cluster: &Cluster, node: u16, lease_ms: u64) -> Handshake {
         // another one is a second process claiming the id (H5), refused.
         client_addr: Some(cluster.node_addr(usize::from(node))),
         resp_addr: None,
+        pd_addr: None,
         digest: cfg.digest().expect("a valid configuration"),
     }
 }

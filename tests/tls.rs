@@ -395,6 +395,7 @@ fn dial_peer(
         node: NodeId(claim),
         client_addr: Some(client),
         resp_addr: None,
+        pd_addr: None,
         digest: node.digest().expect("a valid configuration"),
     };
     let mut plain = Vec::new();

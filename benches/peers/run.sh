@@ -17,7 +17,11 @@
 # Harness options (see src/main.rs): --seconds S --warmup S --rounds R
 # --callers 1,8,64,256,1024 --batch 64 --batch-callers 1,8.
 # A TLS server (`--certs-dir`, certificates from `leasetso cert`) is always
-# started too: column smol-tls, and the cost of a connection's set-up.
+# started too: column smol-tls, and the cost of a connection's set-up; and a
+# server with `--metrics`, scraped every second: column smol-metrics; and the
+# std server's PD door (`--pd`), through the project's PD-style batching
+# client: column pd-grpc, gRPC against tsoracle's gRPC.
+# `--only smol,smol-metrics` measures only the columns named.
 # LEASETSO_BASE_BIN=PATH also starts that `leasetso` binary (an earlier
 # commit's build) as a std server, measured with the same async client in
 # the same rounds (column smol-base): a change against its baseline.
@@ -100,11 +104,22 @@ echo "== start the servers"
   >"$tmp/tsoracle.log" 2>&1 &
 pids+=($!)
 tso_addr="$(wait_addr "$tmp/tsoracle.log" "serving on" "${pids[-1]}")"
-# leasetso prints "leasetso: serving on ADDR" on stderr once it serves.
-"$leasetso" serve --listen 127.0.0.1:0 --data "$tmp/leasetso" >"$tmp/leasetso.log" 2>&1 &
+# leasetso prints "leasetso: serving on ADDR" on stderr once it serves; its
+# PD door (gRPC, column pd-grpc) "leasetso: PD on ADDR" before that.
+pd_args=()
+if "$leasetso" serve --help 2>/dev/null | grep -q -- "--pd"; then
+  pd_args=(--pd 127.0.0.1:0)
+fi
+"$leasetso" serve --listen 127.0.0.1:0 --data "$tmp/leasetso" "${pd_args[@]}" >"$tmp/leasetso.log" 2>&1 &
 pids+=($!)
 lts_addr="$(wait_addr "$tmp/leasetso.log" "serving on" "${pids[-1]}")"
 echo "tsoracle $TSORACLE_VERSION on $tso_addr, leasetso (std server) on $lts_addr"
+harness_pd=()
+if [ ${#pd_args[@]} -gt 0 ]; then
+  pd_addr="$(wait_addr "$tmp/leasetso.log" "PD on" "${pids[-1]}")"
+  harness_pd=(--leasetso-pd "http://$pd_addr")
+  echo "leasetso's PD door (gRPC) on $pd_addr"
+fi
 # The smol server too, when this leasetso has it (`serve --runtime smol`).
 smol_args=()
 if "$leasetso" serve --help 2>/dev/null | grep -q -- "--runtime"; then
@@ -128,6 +143,23 @@ tls_addr="$(wait_addr "$tmp/leasetso-tls.log" "serving on" "${pids[-1]}")"
 smol_args+=(--leasetso-tls "$tls_addr" --certs "$tmp/certs")
 echo "leasetso (std server, TLS) on $tls_addr"
 
+# A std server with the metrics listener, scraped every second (fifteen
+# times Prometheus' default rate) for as long as the run lasts: column
+# smol-metrics, against the std server without it (column smol).
+"$leasetso" serve --listen 127.0.0.1:0 --data "$tmp/leasetso-metrics" --metrics 127.0.0.1:0 \
+  >"$tmp/leasetso-metrics.log" 2>&1 &
+pids+=($!)
+metrics_pid="${pids[-1]}"
+metrics_srv="$(wait_addr "$tmp/leasetso-metrics.log" "serving on" "$metrics_pid")"
+metrics_http="$(wait_addr "$tmp/leasetso-metrics.log" "metrics on" "$metrics_pid")"
+( while kill -0 "$metrics_pid" 2>/dev/null; do
+    curl -s -o /dev/null "http://$metrics_http/metrics" || true
+    sleep 1
+  done ) &
+pids+=($!)
+smol_args+=(--leasetso-metrics "$metrics_srv")
+echo "leasetso (std server, --metrics on $metrics_http, scraped every 1 s) on $metrics_srv"
+
 if [ -n "${LEASETSO_BASE_BIN:-}" ]; then
   "$LEASETSO_BASE_BIN" serve --listen 127.0.0.1:0 --data "$tmp/leasetso-base" >"$tmp/leasetso-base.log" 2>&1 &
   pids+=($!)
@@ -142,4 +174,4 @@ echo "$(rustc --version)"
 echo "leasetso: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)  tsoracle: $("$tsoracle" --version 2>/dev/null || echo "$TSORACLE_VERSION")"
 echo
 
-"$harness" --leasetso "$lts_addr" "${smol_args[@]}" --tsoracle "http://$tso_addr" "$@"
+"$harness" --leasetso "$lts_addr" "${smol_args[@]}" "${harness_pd[@]}" --tsoracle "http://$tso_addr" "$@"

@@ -255,6 +255,13 @@ struct ServeArgs {
     /// and a live status page at /. Off by default.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Serve PD's gRPC API for timestamps on ADDR (GetMembers, Tso,
+    /// GetClusterInfo, grpc.health.v1): TiKV's and PD's own clients take
+    /// timestamps from this node unchanged. HTTPS with --certs-dir (client
+    /// certificates of the cluster's CA required). Needs a --cluster-id
+    /// other than 0. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pd: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -455,14 +462,22 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         resp_password,
         max_connections: args.max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         metrics: args.metrics,
+        pd: None,
     };
+    // The PD door's listener is bound first: its address goes into the
+    // peer handshake, so every node lists it among the members.
+    let pd = args.pd.map(|addr| PdListener::bind(addr, args.cluster_id)).transpose()?;
+    let mut cfg = cfg;
+    cfg.pd = pd.as_ref().map(|pd| pd.addr);
     // Installed before the server starts, so a signal that arrives during
     // start-up still stops it cleanly once it runs.
     let signals = install_signals();
-    let ready = |addr, peer, resp, metrics| Ready { cluster, id, addr, peer, resp, metrics };
+    let pd_addr = cfg.pd;
+    let ready = |addr, peer, resp, metrics| Ready { cluster, id, addr, peer, resp, metrics, pd: pd_addr };
     match args.runtime {
         RuntimeArg::Std => {
             let server = Server::start(cfg).map_err(|e| e.to_string())?;
+            let _pd = pd.map(|pd| pd.start(server.kit())).transpose()?;
             let stop = server.stop_handle();
             let stopped = stop_on_signal(signals, move || stop.stop());
             let ready =
@@ -475,6 +490,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             // Every core serves client connections, as the std server's threads do.
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
             let server = leasetso_smol::Server::bind(cfg).map_err(|e| e.to_string())?.with_workers(workers);
+            let _pd = pd.map(|pd| pd.start(server.kit())).transpose()?;
             let handle = server.handle();
             let stop = handle.clone();
             let stopped = stop_on_signal(signals, move || stop.stop());
@@ -548,6 +564,7 @@ fn plaintext_only_on_loopback(args: &ServeArgs, peer: Option<SocketAddr>) -> Res
         ("--listen", Some(args.listen)),
         ("--resp", args.resp),
         ("--metrics", args.metrics),
+        ("--pd", args.pd),
         ("--peers (this node)", peer),
     ];
     match listening.into_iter().find_map(|(flag, a)| a.filter(|a| !a.ip().is_loopback()).map(|a| (flag, a))) {
@@ -558,6 +575,32 @@ fn plaintext_only_on_loopback(args: &ServeArgs, peer: Option<SocketAddr>) -> Res
              node. Pass --certs-dir for TLS on every door (`leasetso cert` makes the \
              certificates), --insecure to serve plaintext there on purpose, or listen on 127.0.0.1"
         )),
+    }
+}
+
+/// The PD door's listener, bound before the server starts (its address is
+/// advertised in the peer handshake), and the door once the server runs.
+struct PdListener {
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl PdListener {
+    fn bind(addr: SocketAddr, cluster_id: u64) -> Result<PdListener, String> {
+        if cluster_id == 0 {
+            return Err(leasetso_grpc::GrpcError::ZeroClusterId.to_string());
+        }
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("--pd {addr}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| format!("--pd {addr}: {e}"))?;
+        Ok(PdListener { listener, addr })
+    }
+
+    /// The door over the running server's kit, on a runtime of up to two
+    /// threads (its work is a lock and a few writes per batch; the node's
+    /// own threads need the rest of the cores).
+    fn start(self, kit: leasetso_runtime_common::SharedKit) -> Result<leasetso_grpc::PdDoor, String> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+        leasetso_grpc::PdDoor::start(self.listener, kit, threads).map_err(|e| e.to_string())
     }
 }
 
@@ -598,6 +641,7 @@ struct Ready {
     peer: Option<SocketAddr>,
     resp: Option<SocketAddr>,
     metrics: Option<SocketAddr>,
+    pd: Option<SocketAddr>,
 }
 
 impl Ready {
@@ -611,6 +655,9 @@ impl Ready {
         }
         if let Some(addr) = self.metrics {
             eprintln!("leasetso: metrics on {addr}");
+        }
+        if let Some(addr) = self.pd {
+            eprintln!("leasetso: PD on {addr}");
         }
         if self.cluster {
             let peer = self.peer.map_or_else(String::new, |a| a.to_string());

@@ -61,6 +61,7 @@
 //!     node: NodeId(node),
 //!     client_addr: None,
 //!     resp_addr: None,
+//!     pd_addr: None,
 //!     digest: 42,
 //! };
 //! let now = Instant::from_millis(1);
@@ -596,6 +597,7 @@ mod tests {
             node: NodeId(node),
             client_addr: Some("127.0.0.1:7400".parse().unwrap()),
             resp_addr: None,
+            pd_addr: None,
             digest: 0xdead_beef,
         }
     }

@@ -42,9 +42,9 @@ use crate::wire::{ADDR_LEN, EncodeError, LEN_PREFIX, Layout, RawFrame, WireError
 /// The magic every peer handshake starts with (the client protocol's is `LTSO`).
 pub const PEER_MAGIC: [u8; 4] = *b"LTSP";
 /// The peer protocol version this build speaks.
-pub const PEER_VERSION: u8 = 1;
+pub const PEER_VERSION: u8 = 2;
 /// The largest `len` a peer frame may declare; larger is refused from the prefix.
-pub const MAX_PEER_FRAME_LEN: u32 = 64;
+pub const MAX_PEER_FRAME_LEN: u32 = 96;
 
 const HELLO: u8 = 0x01;
 const WELCOME: u8 = 0x02;
@@ -54,7 +54,7 @@ const STORE_REPLY: u8 = 0x51;
 const RESTART_QUERY: u8 = 0x52;
 const RESTART_INFO: u8 = 0x53;
 
-const HANDSHAKE_LEN: usize = 4 + 1 + 8 + 2 + ADDR_LEN + ADDR_LEN + 8;
+const HANDSHAKE_LEN: usize = 4 + 1 + 8 + 2 + ADDR_LEN + ADDR_LEN + ADDR_LEN + 8;
 
 fn body_len(kind: u8) -> Option<usize> {
     Some(match kind {
@@ -86,6 +86,9 @@ pub struct Handshake {
     /// The RESP address the sender advertises, for `-NOTLEADER` replies of
     /// the RESP door; `None` if it has no RESP door (or only a wildcard).
     pub resp_addr: Option<SocketAddr>,
+    /// The PD door's address the sender advertises, for the members PD's
+    /// clients are told of; `None` if it has no PD door (or only a wildcard).
+    pub pd_addr: Option<SocketAddr>,
     /// The sender's timing digest ([`timing_digest`]).
     pub digest: u64,
 }
@@ -316,6 +319,7 @@ fn put_handshake(buf: &mut impl BufMut, h: &Handshake) {
     buf.put_u16(h.node.0);
     put_addr(buf, h.client_addr);
     put_addr(buf, h.resp_addr);
+    put_addr(buf, h.pd_addr);
     buf.put_u64(h.digest);
 }
 
@@ -330,7 +334,8 @@ fn get_handshake(buf: &mut &[u8]) -> Result<Handshake, WireError> {
     let node = NodeId(buf.get_u16());
     let client_addr = get_addr(buf)?;
     let resp_addr = get_addr(buf)?;
-    Ok(Handshake { version, cluster_id, node, client_addr, resp_addr, digest: buf.get_u64() })
+    let pd_addr = get_addr(buf)?;
+    Ok(Handshake { version, cluster_id, node, client_addr, resp_addr, pd_addr, digest: buf.get_u64() })
 }
 
 fn get_bool(buf: &mut &[u8], field: &'static str) -> Result<bool, WireError> {
@@ -530,6 +535,7 @@ mod tests {
             node: NodeId(node),
             client_addr: Some("127.0.0.1:7400".parse().unwrap()),
             resp_addr: Some("[::1]:6380".parse().unwrap()),
+            pd_addr: Some("10.1.2.3:2379".parse().unwrap()),
             digest: 0xdead_beef,
         }
     }
@@ -637,7 +643,7 @@ mod tests {
         assert_eq!(ours.check(&hs(2), 3, Some(NodeId(1))).unwrap_err().refusal(), Refusal::Node);
         assert_eq!(
             ours.check(&Handshake { version: 9, ..hs(1) }, 3, None),
-            Err(HandshakeError::Version { ours: 1, theirs: 9 })
+            Err(HandshakeError::Version { ours: PEER_VERSION, theirs: 9 })
         );
         let refused = PeerFrame::Refused { reason: Refusal::Cluster, theirs: hs(1) };
         let e = ours.check_answer(&refused, 3, NodeId(1)).unwrap_err();
@@ -675,13 +681,14 @@ mod tests {
         };
 
         fn handshake() -> impl Strategy<Value = Handshake> {
-            (any::<u8>(), any::<u64>(), node(), addr(), addr(), any::<u64>()).prop_map(
-                |(version, cluster_id, node, client_addr, resp_addr, digest)| Handshake {
+            (any::<u8>(), any::<u64>(), node(), addr(), addr(), addr(), any::<u64>()).prop_map(
+                |(version, cluster_id, node, client_addr, resp_addr, pd_addr, digest)| Handshake {
                     version,
                     cluster_id,
                     node,
                     client_addr,
                     resp_addr,
+                    pd_addr,
                     digest,
                 },
             )

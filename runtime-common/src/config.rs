@@ -50,6 +50,10 @@ pub struct ServerConfig {
     /// The metrics listener's address (`serve --metrics`): `/metrics`,
     /// `/health`, `/ready`, `/status.json` and the status page; off if `None`.
     pub metrics: Option<SocketAddr>,
+    /// The PD door's bound address (`serve --pd`), advertised to the peers
+    /// so every node lists it among the members; `None` without the door.
+    /// The door itself (`leasetso-grpc`) runs beside the server, not in it.
+    pub pd: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -67,6 +71,7 @@ impl ServerConfig {
             resp_password: None,
             max_connections: None,
             metrics: None,
+            pd: None,
         }
     }
 
@@ -172,16 +177,17 @@ impl ServerConfig {
         node
     }
 
-    /// This node's side of the peer handshake: who it is, the client and
-    /// RESP addresses peers hand out for it, and the digest of the timing
-    /// every node of the cluster must share.
-    pub fn handshake(&self, client_addr: Option<SocketAddr>, resp_addr: Option<SocketAddr>) -> Handshake {
+    /// This node's side of the peer handshake: who it is, the client, RESP
+    /// and PD door addresses peers hand out for it, and the digest of the
+    /// timing every node of the cluster must share.
+    pub fn handshake(&self, advertised: &crate::Advertised) -> Handshake {
         Handshake {
             version: PEER_VERSION,
             cluster_id: self.cluster_id,
             node: self.node.id,
-            client_addr,
-            resp_addr,
+            client_addr: advertised.client,
+            resp_addr: advertised.resp,
+            pd_addr: advertised.pd,
             // `open_store` validated the configuration, so the digest exists.
             digest: self.node.digest().unwrap_or(0),
         }

@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use leasetso_core::recovery::Seen;
-use leasetso_core::{Ballot, LeaseMsg, NodeId};
+use leasetso_core::{Ballot, Handshake, LeaseMsg, NodeId};
 
 /// Frames queued for one peer at most; more are dropped (the lease protocol
 /// tolerates loss, a store round times out), so a dead peer costs a
@@ -42,6 +42,9 @@ pub struct PeerDirectory {
     client_addrs: Mutex<Vec<Option<SocketAddr>>>,
     /// RESP addresses peers advertised in their handshakes, for `-NOTLEADER`.
     resp_addrs: Mutex<Vec<Option<SocketAddr>>>,
+    /// PD door addresses peers advertised in their handshakes, for the
+    /// members the PD door lists.
+    pd_addrs: Mutex<Vec<Option<SocketAddr>>>,
     /// Whether the outgoing link to each peer is up (this node's own entry
     /// stays false: [`PeerDirectory::links_up`] sets its bit regardless).
     up: Vec<AtomicBool>,
@@ -69,6 +72,7 @@ impl PeerDirectory {
             me,
             client_addrs: Mutex::new(vec![None; n]),
             resp_addrs: Mutex::new(vec![None; n]),
+            pd_addrs: Mutex::new(vec![None; n]),
             up: (0..n).map(|_| AtomicBool::new(false)).collect(),
             ups: (0..n).map(|_| AtomicU64::new(0)).collect(),
             seen: Mutex::new(Seen::new()),
@@ -90,21 +94,29 @@ impl PeerDirectory {
         lock(&self.dialled).get(usize::from(peer.0)).copied().flatten()
     }
 
-    /// Records the addresses `peer` advertised in its handshake (either
-    /// direction's); an id outside the cluster is ignored.
-    pub fn advertised(&self, peer: NodeId, client: Option<SocketAddr>, resp: Option<SocketAddr>) {
+    /// Records the addresses `peer` advertised in its handshake `theirs`
+    /// (either direction's); an id outside the cluster is ignored.
+    pub fn advertised(&self, peer: NodeId, theirs: &Handshake) {
         let i = usize::from(peer.0);
-        if let Some(slot) = lock(&self.client_addrs).get_mut(i) {
-            *slot = client;
-        }
-        if let Some(slot) = lock(&self.resp_addrs).get_mut(i) {
-            *slot = resp;
+        for (addrs, addr) in [
+            (&self.client_addrs, theirs.client_addr),
+            (&self.resp_addrs, theirs.resp_addr),
+            (&self.pd_addrs, theirs.pd_addr),
+        ] {
+            if let Some(slot) = lock(addrs).get_mut(i) {
+                *slot = addr;
+            }
         }
     }
 
     /// The client address node `id` advertised, if it did.
     pub fn client_addr(&self, id: NodeId) -> Option<SocketAddr> {
         lock(&self.client_addrs).get(usize::from(id.0)).copied().flatten()
+    }
+
+    /// The PD door address node `id` advertised, if it did.
+    pub fn pd_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        lock(&self.pd_addrs).get(usize::from(id.0)).copied().flatten()
     }
 
     /// The RESP address node `id` advertised, if it did.
@@ -176,10 +188,24 @@ mod tests {
         let dir = PeerDirectory::new(NodeId(0), 2);
         let client: SocketAddr = "127.0.0.1:7000".parse().unwrap();
         let resp: SocketAddr = "127.0.0.1:7001".parse().unwrap();
-        dir.advertised(NodeId(1), Some(client), Some(resp));
-        dir.advertised(NodeId(5), Some(client), None);
+        let pd: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+        let hs = |client, resp, pd| Handshake {
+            version: leasetso_core::peer::PEER_VERSION,
+            cluster_id: 1,
+            node: NodeId(1),
+            client_addr: client,
+            resp_addr: resp,
+            pd_addr: pd,
+            digest: 0,
+        };
+        dir.advertised(NodeId(1), &hs(Some(client), Some(resp), Some(pd)));
+        dir.advertised(NodeId(5), &hs(Some(client), None, None));
         assert_eq!(dir.client_addr(NodeId(1)), Some(client));
         assert_eq!(dir.resp_addr(NodeId(1)), Some(resp));
+        assert_eq!(dir.pd_addr(NodeId(1)), Some(pd));
+        // A restart without the door takes its address back.
+        dir.advertised(NodeId(1), &hs(Some(client), Some(resp), None));
+        assert_eq!(dir.pd_addr(NodeId(1)), None);
         assert_eq!(dir.client_addr(NodeId(0)), None);
         assert_eq!(dir.seen(NodeId(1)), Ballot::ZERO);
     }

@@ -45,20 +45,24 @@ pub struct Advertised {
     /// The RESP door's address; `None` without a door, or when it listens
     /// on a wildcard and no client address gives the host.
     pub resp: Option<SocketAddr>,
+    /// The PD door's address, by the RESP door's rule.
+    pub pd: Option<SocketAddr>,
 }
 
 impl Advertised {
     /// The advertise rule. The client address is `--advertise` if given,
-    /// else the bound one; a wildcard is never advertised. The RESP address
-    /// is the door's bound one, or, when that is a wildcard, the advertised
-    /// client host with the door's port.
+    /// else the bound one; a wildcard is never advertised. The RESP and PD
+    /// doors' addresses are their bound ones, or, when that is a wildcard,
+    /// the advertised client host with the door's port.
     pub fn new(
         configured: Option<SocketAddr>,
         client_bound: SocketAddr,
         resp_bound: Option<SocketAddr>,
+        pd_bound: Option<SocketAddr>,
     ) -> Self {
         let client = configured.or(Some(client_bound)).filter(|a| !a.ip().is_unspecified());
-        Advertised { client, resp: resp_bound.and_then(|bound| advertised_addr(bound, client)) }
+        let door = |bound: Option<SocketAddr>| bound.and_then(|bound| advertised_addr(bound, client));
+        Advertised { client, resp: door(resp_bound), pd: door(pd_bound) }
     }
 }
 
@@ -84,6 +88,11 @@ macro_rules! kit_shared {
         }
     };
 }
+
+/// A server's kit as something outside the runtime holds it (the PD door,
+/// which runs on a runtime of its own): either runtime's shared state,
+/// which derefs to the [`Kit`].
+pub type SharedKit = Arc<dyn std::ops::Deref<Target = Kit> + Send + Sync>;
 
 /// What every task or thread of one server shares, whatever the runtime.
 #[derive(Debug)]
@@ -186,6 +195,15 @@ impl Kit {
             return self.advertised.resp;
         }
         self.dir.as_ref().and_then(|dir| dir.resp_addr(id))
+    }
+
+    /// The PD door address of node `id` (this node's own, or what the peer
+    /// advertised), for the members the PD door lists.
+    pub fn pd_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        if id == self.node_id {
+            return self.advertised.pd;
+        }
+        self.dir.as_ref().and_then(|dir| dir.pd_addr(id))
     }
 
     /// Bit `i` set: the link to node `i` is up (a single node: its own bit).
@@ -448,18 +466,23 @@ mod tests {
 
     #[test]
     fn a_wildcard_is_never_advertised() {
-        let a = Advertised::new(None, addr("0.0.0.0:7400"), Some(addr("0.0.0.0:6380")));
-        assert_eq!(a, Advertised { client: None, resp: None });
-        let a =
-            Advertised::new(Some(addr("10.0.0.1:7400")), addr("0.0.0.0:7400"), Some(addr("0.0.0.0:6380")));
+        let a = Advertised::new(None, addr("0.0.0.0:7400"), Some(addr("0.0.0.0:6380")), None);
+        assert_eq!(a, Advertised { client: None, resp: None, pd: None });
+        let a = Advertised::new(
+            Some(addr("10.0.0.1:7400")),
+            addr("0.0.0.0:7400"),
+            Some(addr("0.0.0.0:6380")),
+            Some(addr("0.0.0.0:2379")),
+        );
         assert_eq!(a.client, Some(addr("10.0.0.1:7400")));
         assert_eq!(a.resp, Some(addr("10.0.0.1:6380")), "the wildcard door takes the client host");
-        let a = Advertised::new(None, addr("127.0.0.1:7400"), Some(addr("127.0.0.2:6380")));
+        assert_eq!(a.pd, Some(addr("10.0.0.1:2379")), "the PD door by the same rule");
+        let a = Advertised::new(None, addr("127.0.0.1:7400"), Some(addr("127.0.0.2:6380")), None);
         assert_eq!(
             a,
-            Advertised { client: Some(addr("127.0.0.1:7400")), resp: Some(addr("127.0.0.2:6380")) }
+            Advertised { client: Some(addr("127.0.0.1:7400")), resp: Some(addr("127.0.0.2:6380")), pd: None }
         );
-        assert_eq!(Advertised::new(None, addr("127.0.0.1:1"), None).resp, None);
+        assert_eq!(Advertised::new(None, addr("127.0.0.1:1"), None, None).resp, None);
     }
 
     fn kit(dir: Option<Arc<PeerDirectory>>, nodes: u16) -> Kit {
@@ -474,6 +497,7 @@ mod tests {
             advertised: Advertised {
                 client: Some(addr("127.0.0.1:7400")),
                 resp: Some(addr("127.0.0.1:6380")),
+                pd: None,
             },
             dir,
             counters: Counters::default(),
@@ -489,8 +513,17 @@ mod tests {
     #[test]
     fn hints_name_what_each_node_advertised() {
         let dir = Arc::new(PeerDirectory::new(NodeId(0), 3));
-        dir.advertised(NodeId(1), Some(addr("127.0.0.1:7401")), Some(addr("127.0.0.1:6381")));
-        dir.advertised(NodeId(2), Some(addr("0.0.0.0:7402")), None);
+        let hs = |node, client, resp| leasetso_core::Handshake {
+            version: leasetso_core::peer::PEER_VERSION,
+            cluster_id: 1,
+            node: NodeId(node),
+            client_addr: client,
+            resp_addr: resp,
+            pd_addr: None,
+            digest: 0,
+        };
+        dir.advertised(NodeId(1), &hs(1, Some(addr("127.0.0.1:7401")), Some(addr("127.0.0.1:6381"))));
+        dir.advertised(NodeId(2), &hs(2, Some(addr("0.0.0.0:7402")), None));
         let kit = kit(Some(dir), 3);
         assert_eq!(kit.hint(Some(NodeId(0))).addr, Some(addr("127.0.0.1:7400")));
         assert_eq!(kit.hint(Some(NodeId(1))).addr, Some(addr("127.0.0.1:7401")));

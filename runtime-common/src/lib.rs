@@ -90,7 +90,7 @@ pub use error::ClientError;
 #[cfg(feature = "server")]
 pub use error::ServerError;
 #[cfg(feature = "server")]
-pub use kit::{Advertised, Kit, RespDoor};
+pub use kit::{Advertised, Kit, RespDoor, SharedKit};
 #[cfg(feature = "server")]
 pub use node_cell::NodeCell;
 #[cfg(feature = "server")]

@@ -131,6 +131,19 @@ impl ConnLimit {
         }
     }
 
+    /// H1 for a door whose connections cannot borrow the limit (the PD
+    /// door's live in tasks of their own runtime): takes a place under the
+    /// cap, `false` at the cap. The caller gives it back with
+    /// [`ConnLimit::release_open`] exactly once, when the connection ends.
+    pub fn take_open(&self) -> bool {
+        take(&self.open, self.max).map(std::mem::forget).is_some()
+    }
+
+    /// Gives back a place taken by [`ConnLimit::take_open`].
+    pub fn release_open(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// The connections served now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)

@@ -26,19 +26,21 @@ pub enum DialError {
     /// The connection could not be made, or broke during the handshake.
     #[error("{0}")]
     Io(#[from] io::Error),
-    /// The peer refused the handshake, or answered one this node refuses.
+    /// The peer refused the handshake, or answered one this node refuses
+    /// (boxed: it carries both handshakes, and the error travels in every
+    /// dial's `Result`).
     #[error("{0}")]
-    Refused(HandshakeError),
+    Refused(Box<HandshakeError>),
     /// The peer broke the link protocol during the handshake.
     #[error("{0}")]
-    Broken(LinkError),
+    Broken(Box<LinkError>),
 }
 
 impl From<LinkError> for DialError {
     fn from(e: LinkError) -> Self {
         match e {
-            LinkError::Handshake(h) => DialError::Refused(h),
-            other => DialError::Broken(other),
+            LinkError::Handshake(h) => DialError::Refused(Box::new(h)),
+            other => DialError::Broken(Box::new(other)),
         }
     }
 }

@@ -251,6 +251,7 @@ mod tests {
             node: NodeId(2),
             client_addr: None,
             resp_addr: None,
+            pd_addr: None,
             digest: 0,
         });
         assert!(

@@ -41,17 +41,20 @@ pub enum DoorKind {
     Native = 0,
     /// The Redis door (`TSO`).
     Redis = 1,
+    /// The PD-compatible gRPC door (`pdpb.PD/Tso`).
+    Grpc = 2,
 }
 
 impl DoorKind {
     /// Every door, in index order.
-    pub const ALL: [DoorKind; 2] = [DoorKind::Native, DoorKind::Redis];
+    pub const ALL: [DoorKind; 3] = [DoorKind::Native, DoorKind::Redis, DoorKind::Grpc];
 
     /// Its label value.
     pub fn name(self) -> &'static str {
         match self {
             DoorKind::Native => "native",
             DoorKind::Redis => "redis",
+            DoorKind::Grpc => "grpc",
         }
     }
 }
@@ -307,7 +310,7 @@ pub struct Counters {
     /// Client connections accepted.
     pub connections: AtomicU64,
     /// Per door: what it served ([`DoorKind`] index).
-    pub doors: [DoorStats; 2],
+    pub doors: [DoorStats; 3],
     /// Status requests answered.
     pub status_requests: AtomicU64,
     /// Error frames sent.

@@ -281,6 +281,9 @@ struct Configs {
     /// The metrics listener: the node certificate, client certificates
     /// optional.
     metrics: Arc<ServerConfig>,
+    /// The PD door: the doors' configuration speaking HTTP/2 (ALPN `h2`,
+    /// which gRPC clients require).
+    grpc: Arc<ServerConfig>,
 }
 
 #[cfg(feature = "server")]
@@ -292,7 +295,9 @@ impl Configs {
         peers.send_tls13_tickets = 0;
         let dial = dir.client_config("node", &(node.0 + 1).to_string())?;
         let metrics = dir.node_server_config(node, false)?;
-        Ok(Configs { stamps, doors, peers: Arc::new(peers), dial, metrics })
+        let mut grpc = (*doors).clone();
+        grpc.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Configs { stamps, doors, peers: Arc::new(peers), dial, metrics, grpc: Arc::new(grpc) })
     }
 }
 
@@ -350,6 +355,11 @@ impl ServerTls {
     /// metrics listener asks its peers' client doors for their status).
     pub fn dial_config(&self) -> Arc<ClientConfig> {
         Arc::clone(&self.configs().dial)
+    }
+
+    /// The PD door's configuration for a new connection.
+    pub fn grpc_config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.configs().grpc)
     }
 
     /// The metrics listener's configuration for a new connection.

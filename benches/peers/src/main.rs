@@ -37,8 +37,11 @@ struct Args {
     leasetso_smol: Option<SocketAddr>,
     leasetso_base: Option<SocketAddr>,
     leasetso_tls: Option<SocketAddr>,
+    leasetso_metrics: Option<SocketAddr>,
+    leasetso_pd: Option<String>,
     certs: Option<std::path::PathBuf>,
     tsoracle: String,
+    only: Option<Vec<String>>,
     seconds: f64,
     warmup: f64,
     rounds: usize,
@@ -48,9 +51,9 @@ struct Args {
 }
 
 const USAGE: &str = "usage: leasetso-peers --leasetso HOST:PORT [--leasetso-smol HOST:PORT] [--leasetso-base HOST:PORT] \
-[--leasetso-tls HOST:PORT --certs DIR] \
+[--leasetso-tls HOST:PORT --certs DIR] [--leasetso-metrics HOST:PORT] [--leasetso-pd http://HOST:PORT] \
 --tsoracle http://HOST:PORT [--seconds S (5)] [--warmup S (0.5)] [--rounds R (3)] [--callers 1,8,64,256,1024] \
-[--batch 64] [--batch-callers 1,8]";
+[--batch 64] [--batch-callers 1,8] [--only smol,smol-metrics,... (columns by short name)]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -58,8 +61,11 @@ fn parse_args() -> Result<Args, String> {
         leasetso_smol: None,
         leasetso_base: None,
         leasetso_tls: None,
+        leasetso_metrics: None,
+        leasetso_pd: None,
         certs: None,
         tsoracle: "http://127.0.0.1:50551".into(),
+        only: None,
         seconds: 5.0,
         warmup: 0.5,
         rounds: 3,
@@ -68,7 +74,11 @@ fn parse_args() -> Result<Args, String> {
         batch_callers: vec![1, 8],
     };
     let list = |v: &str| -> Result<Vec<usize>, String> {
-        v.split(',').map(|n| n.trim().parse().map_err(|e| format!("{n}: {e}"))).collect()
+        // An empty list skips that part of the run (`--batch-callers ''`).
+        v.split(',')
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| n.trim().parse().map_err(|e| format!("{n}: {e}")))
+            .collect()
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -84,6 +94,15 @@ fn parse_args() -> Result<Args, String> {
             "--leasetso-tls" => {
                 args.leasetso_tls = Some(value()?.parse().map_err(|e| format!("--leasetso-tls: {e}"))?)
             }
+            "--leasetso-metrics" => {
+                args.leasetso_metrics =
+                    Some(value()?.parse().map_err(|e| format!("--leasetso-metrics: {e}"))?)
+            }
+            "--leasetso-pd" => {
+                let v = value()?;
+                args.leasetso_pd = Some(if v.contains("://") { v } else { format!("http://{v}") });
+            }
+            "--only" => args.only = Some(value()?.split(',').map(|c| c.trim().to_string()).collect()),
             "--certs" => args.certs = Some(value()?.into()),
             "--tsoracle" => {
                 let v = value()?;
@@ -138,6 +157,14 @@ enum System {
     /// leasetso's async client from N tasks over TLS (user `root` of
     /// `--certs`), against a std server with `--certs-dir`.
     SmolTls,
+    /// leasetso's async client from N tasks, against a std server with
+    /// `--metrics` whose `/metrics` is scraped every second during the run.
+    SmolMetrics,
+    /// leasetso's PD door (`serve --pd`, std server) through the project's
+    /// PD-style client (`leasetso_grpc::PdTsoClient`: callers batched into
+    /// one `Tso` stream, one request in flight, as PD's clients do), N
+    /// tokio tasks: gRPC against tsoracle's gRPC.
+    Pd,
     /// tsoracle's client at its default 1 ms coalescing wait, N tokio tasks.
     TsoDefault,
     /// tsoracle's client with the wait set to 0, N tokio tasks.
@@ -149,8 +176,8 @@ enum System {
 }
 
 impl System {
-    /// The systems of this run: the smol server's column only with
-    /// `--leasetso-smol`.
+    /// The systems of this run: a server's column only when its address was
+    /// given, and only the columns `--only` names.
     fn all(args: &Args) -> Vec<System> {
         let mut v = vec![System::Leasetso, System::Smol];
         if args.leasetso_smol.is_some() {
@@ -162,12 +189,38 @@ impl System {
         if args.leasetso_tls.is_some() {
             v.push(System::SmolTls);
         }
+        if args.leasetso_metrics.is_some() {
+            v.push(System::SmolMetrics);
+        }
+        if args.leasetso_pd.is_some() {
+            v.push(System::Pd);
+        }
         v.extend([System::TsoDefault, System::TsoWait0, System::TsoWait0Threads]);
+        if let Some(only) = &args.only {
+            v.retain(|s| only.iter().any(|o| o == s.short()));
+        }
         v
     }
 
+    /// Ratios printed after the X/tso columns: each of these columns against
+    /// another column of the same run (numerator, denominator, heading).
+    const PAIRS: [(System, System, &'static str); 3] = [
+        (System::SmolMetrics, System::Smol, "metrics/off"),
+        (System::Smol, System::SmolOnBase, "smol/base"),
+        (System::SmolTls, System::Smol, "tls/plain"),
+    ];
+
     fn is_leasetso(self) -> bool {
-        matches!(self, System::Leasetso | System::Smol | System::SmolOnSmol | System::SmolOnBase | System::SmolTls)
+        matches!(
+            self,
+            System::Leasetso
+                | System::Smol
+                | System::SmolOnSmol
+                | System::SmolOnBase
+                | System::SmolTls
+                | System::SmolMetrics
+                | System::Pd
+        )
     }
 
     fn label(self) -> &'static str {
@@ -177,6 +230,8 @@ impl System {
             System::SmolOnSmol => "leasetso smol client (N tasks), smol server",
             System::SmolOnBase => "leasetso smol client (N tasks), baseline build's std server",
             System::SmolTls => "leasetso smol client (N tasks) over TLS, std server with --certs-dir",
+            System::SmolMetrics => "leasetso smol client (N tasks), std server with --metrics scraped every 1 s",
+            System::Pd => "leasetso PD door (gRPC), PD-style batching client (N tokio tasks), std server",
             System::TsoDefault => "tsoracle default 1ms wait (N tasks)",
             System::TsoWait0 => "tsoracle wait 0 (N tasks)",
             System::TsoWait0Threads => "tsoracle wait 0 (N threads)",
@@ -190,6 +245,8 @@ impl System {
             System::SmolOnSmol => "smol-srv",
             System::SmolOnBase => "smol-base",
             System::SmolTls => "smol-tls",
+            System::SmolMetrics => "smol-metrics",
+            System::Pd => "pd-grpc",
             System::TsoDefault => "tso-default",
             System::TsoWait0 => "tso-wait0",
             System::TsoWait0Threads => "tso-wait0-thr",
@@ -206,8 +263,10 @@ struct Clients {
     smol_on_smol: Option<leasetso_smol::Client>,
     smol_on_base: Option<leasetso_smol::Client>,
     smol_tls: Option<leasetso_smol::Client>,
+    smol_metrics: Option<leasetso_smol::Client>,
     tso_default: Arc<tsoracle_client::Client>,
     tso_wait0: Arc<tsoracle_client::Client>,
+    pd: Option<leasetso_grpc::PdTsoClient>,
 }
 
 impl Clients {
@@ -229,6 +288,7 @@ impl Clients {
         let smol = smol_connect(args.leasetso)?;
         let smol_on_smol = args.leasetso_smol.map(smol_connect).transpose()?;
         let smol_on_base = args.leasetso_base.map(smol_connect).transpose()?;
+        let smol_metrics = args.leasetso_metrics.map(smol_connect).transpose()?;
         let smol_tls = match (args.leasetso_tls, &args.certs) {
             (Some(addr), Some(dir)) => {
                 let tls = leasetso_smol::ClientTls::from_dir(dir, "root").map_err(|e| format!("--certs: {e}"))?;
@@ -251,6 +311,13 @@ impl Clients {
                 Ok::<_, tsoracle_client::ClientError>((default, wait0))
             })
             .map_err(|e| format!("tsoracle at {}: {e}", args.tsoracle))?;
+        let pd = match &args.leasetso_pd {
+            Some(url) => Some(
+                rt.block_on(leasetso_grpc::PdTsoClient::connect(url, 1))
+                    .map_err(|e| format!("leasetso PD door at {url}: {e}"))?,
+            ),
+            None => None,
+        };
         let clients = Clients {
             rt,
             pool,
@@ -259,8 +326,10 @@ impl Clients {
             smol_on_smol,
             smol_on_base,
             smol_tls,
+            smol_metrics,
             tso_default: Arc::new(tso_default),
             tso_wait0: Arc::new(tso_wait0),
+            pd,
         };
         // Every server answers before anything is timed.
         for system in System::all(args) {
@@ -274,9 +343,13 @@ impl Clients {
         loop {
             let result = match system {
                 System::Leasetso => self.leasetso.get_ts().map(drop).map_err(|e| e.to_string()),
-                System::Smol | System::SmolOnSmol | System::SmolOnBase | System::SmolTls => {
+                System::Smol | System::SmolOnSmol | System::SmolOnBase | System::SmolTls | System::SmolMetrics => {
                     let c = self.smol(system);
                     self.pool.block_on(async move { c.get_ts().await.map(drop).map_err(|e| e.to_string()) })
+                }
+                System::Pd => {
+                    let c = self.pd.clone().expect("the PD door's client");
+                    self.rt.block_on(async move { c.get_ts().await.map(drop).map_err(|e| e.to_string()) })
                 }
                 _ => {
                     let c = self.tso(system);
@@ -303,6 +376,7 @@ impl Clients {
             System::SmolOnSmol => self.smol_on_smol.as_ref(),
             System::SmolOnBase => self.smol_on_base.as_ref(),
             System::SmolTls => self.smol_tls.as_ref(),
+            System::SmolMetrics => self.smol_metrics.as_ref(),
             _ => None,
         };
         chosen.unwrap_or(&self.smol).clone()
@@ -318,7 +392,7 @@ impl Clients {
                     black_box(client.get_ts_n(count).expect("leasetso get_ts"));
                 })
             }
-            System::Smol | System::SmolOnSmol | System::SmolOnBase | System::SmolTls => {
+            System::Smol | System::SmolOnSmol | System::SmolOnBase | System::SmolTls | System::SmolMetrics => {
                 self.run_smol(self.smol(system), callers, count, time, record)
             }
             System::TsoWait0Threads => {
@@ -334,7 +408,26 @@ impl Clients {
                 })
             }
             System::TsoDefault | System::TsoWait0 => {
-                self.run_tasks(self.tso(system), callers, count, time, record)
+                let client = self.tso(system);
+                self.run_tasks(callers, count, time, record, move |count| {
+                    let client = Arc::clone(&client);
+                    async move {
+                        if count == 1 {
+                            black_box(client.get_ts().await.expect("tsoracle get_ts"));
+                        } else {
+                            black_box(client.get_ts_batch(count).await.expect("tsoracle get_ts_batch"));
+                        }
+                    }
+                })
+            }
+            System::Pd => {
+                let client = self.pd.clone().expect("the PD door's client");
+                self.run_tasks(callers, count, time, record, move |count| {
+                    let client = client.clone();
+                    async move {
+                        black_box(client.get_ts_n(count).await.expect("leasetso PD door get_ts"));
+                    }
+                })
             }
         }
     }
@@ -390,31 +483,25 @@ impl Clients {
         })
     }
 
-    fn run_tasks(
-        &self,
-        client: Arc<tsoracle_client::Client>,
-        callers: usize,
-        count: u32,
-        time: Duration,
-        record: bool,
-    ) -> Run {
+    /// `callers` tokio tasks, each calling `call(count)` in a loop.
+    fn run_tasks<F, Fut>(&self, callers: usize, count: u32, time: Duration, record: bool, call: F) -> Run
+    where
+        F: Fn(u32) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         self.rt.block_on(async move {
             let stop = Arc::new(AtomicBool::new(false));
             let start = Arc::new(tokio::sync::Barrier::new(callers + 1));
             let tasks: Vec<_> = (0..callers)
                 .map(|_| {
-                    let (stop, start, client) = (Arc::clone(&stop), Arc::clone(&start), Arc::clone(&client));
+                    let (stop, start, call) = (Arc::clone(&stop), Arc::clone(&start), call.clone());
                     tokio::spawn(async move {
                         let mut lat = Vec::with_capacity(if record { 1 << 20 } else { 0 });
                         let mut calls = 0u64;
                         start.wait().await;
                         while !stop.load(Ordering::Relaxed) {
                             let t0 = Instant::now();
-                            if count == 1 {
-                                black_box(client.get_ts().await.expect("tsoracle get_ts"));
-                            } else {
-                                black_box(client.get_ts_batch(count).await.expect("tsoracle get_ts_batch"));
-                            }
+                            call(count).await;
                             if record {
                                 lat.push(t0.elapsed());
                             }
@@ -523,9 +610,17 @@ fn compare(clients: &Clients, args: &Args, systems: &[System], callers: usize, c
     for &r in &m {
         row += &format!(" {:>13}", fmt_rate(r));
     }
-    for (s, &r) in systems.iter().zip(&m) {
-        if s.is_leasetso() {
-            row += &format!(" {:>9}", format!("{:.2}x", r / best));
+    if best > 0.0 {
+        for (s, &r) in systems.iter().zip(&m) {
+            if s.is_leasetso() {
+                row += &format!(" {:>9}", format!("{:.2}x", r / best));
+            }
+        }
+    }
+    let rate_of = |want: System| systems.iter().position(|&s| s == want).map(|i| m[i]);
+    for (num, den, _) in System::PAIRS {
+        if let (Some(a), Some(b)) = (rate_of(num), rate_of(den)) {
+            row += &format!(" {:>11}", format!("{:.3}x", a / b));
         }
     }
     let rounds: Vec<String> =
@@ -539,8 +634,15 @@ fn header(systems: &[System]) {
     for s in systems {
         row += &format!(" {:>13}", s.short());
     }
-    for s in systems.iter().filter(|s| s.is_leasetso()) {
-        row += &format!(" {:>9}", format!("{}/tso", s.short()));
+    if systems.iter().any(|s| matches!(s, System::TsoDefault | System::TsoWait0)) {
+        for s in systems.iter().filter(|s| s.is_leasetso()) {
+            row += &format!(" {:>9}", format!("{}/tso", s.short()));
+        }
+    }
+    for (num, den, heading) in System::PAIRS {
+        if systems.contains(&num) && systems.contains(&den) {
+            row += &format!(" {heading:>11}");
+        }
     }
     println!("{row}");
 }
@@ -599,7 +701,7 @@ fn main() {
         }
     }
     for (s, w) in systems.iter().zip(&worst) {
-        if s.is_leasetso() {
+        if s.is_leasetso() && w.is_finite() {
             println!("lowest ratio of {} to tsoracle's better task-driven setting: {w:.2}x", s.short());
         }
     }

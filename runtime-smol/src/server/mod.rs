@@ -217,11 +217,11 @@ impl Server {
         let (listener, local_addr) = bind(cfg.listen)?;
         // Bound before the peers' handshake is made: its address goes into it.
         let resp = cfg.resp.map(bind).transpose()?;
-        let advertised = Advertised::new(cfg.advertise, local_addr, resp.as_ref().map(|&(_, a)| a));
+        let advertised = Advertised::new(cfg.advertise, local_addr, resp.as_ref().map(|&(_, a)| a), cfg.pd);
         let (driver_tx, driver_rx) = async_channel::bounded(DRIVER_QUEUE);
         let (store_tx, store_rx) = async_channel::bounded(STORE_QUEUE);
         let (net, peer_listener) = if nodes > 1 {
-            let ours = cfg.handshake(advertised.client, advertised.resp);
+            let ours = cfg.handshake(&advertised);
             let (peer_listener, peer_addr) = bind(cfg.peers[usize::from(cfg.node.id.0)])?;
             let net =
                 PeerNet::new(cfg.node.id, cfg.peers.clone(), peer_addr, ours, cfg.node.seed, tls.clone());
@@ -278,6 +278,11 @@ impl Server {
     /// The address peers connect to, in a cluster.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.shared.net.as_ref().map(|net| net.listen_addr())
+    }
+
+    /// The server's kit, for a door that runs beside it (the PD door).
+    pub fn kit(&self) -> leasetso_runtime_common::SharedKit {
+        Arc::clone(&self.shared) as leasetso_runtime_common::SharedKit
     }
 
     /// This node's id.

@@ -251,7 +251,7 @@ impl PeerNet {
                 while let Some(event) = session.poll_event() {
                     evented = true;
                     match event {
-                        LinkEvent::Up { peer, client_addr, resp_addr, .. } => {
+                        LinkEvent::Up { peer, theirs, .. } => {
                             // With TLS the link's id is the certificate's: a
                             // handshake naming another node is refused.
                             if let Some(Err(why)) =
@@ -270,7 +270,7 @@ impl PeerNet {
                                 &self.dir,
                                 peer,
                                 link.stream.clone(),
-                                client_addr,
+                                theirs.client_addr,
                                 remote,
                             ) else {
                                 break 'conn;
@@ -281,7 +281,7 @@ impl PeerNet {
                             conn = Some((peer, id));
                             // What the peer says now replaces what an
                             // earlier start of it said, an absent address included.
-                            self.dir.advertised(peer, client_addr, resp_addr);
+                            self.dir.advertised(peer, &theirs);
                             if write_answer(&mut link, &mut session).await.is_err() {
                                 break 'conn;
                             }
@@ -366,10 +366,10 @@ impl PeerNet {
                     let used = session.handle_input(input, self.clock.now());
                     input = &input[used..];
                     match session.poll_event() {
-                        Some(LinkEvent::Up { client_addr, resp_addr, .. }) => {
+                        Some(LinkEvent::Up { theirs, .. }) => {
                             check_link(self.tls.as_deref(), conn.identity(), to).map_err(io::Error::other)?;
-                            self.dir.advertised(to, client_addr, resp_addr);
-                            self.dir.dialled(to, client_addr);
+                            self.dir.advertised(to, &theirs);
+                            self.dir.dialled(to, theirs.client_addr);
                             return Ok((conn, session));
                         }
                         Some(LinkEvent::Closed(e)) => return Err(e.into()),

@@ -116,11 +116,11 @@ impl Server {
         // Bound before the peers start: its address goes into the handshake.
         let resp = cfg.resp.map(|addr| bind("resp", addr)).transpose()?;
         let advertised =
-            Advertised::new(cfg.advertise, door.local_addr(), resp.as_ref().map(Door::local_addr));
+            Advertised::new(cfg.advertise, door.local_addr(), resp.as_ref().map(Door::local_addr), cfg.pd);
         let (driver_tx, driver_rx) = mpsc::sync_channel(DRIVER_QUEUE);
         let (store_tx, store_rx) = mpsc::sync_channel(STORE_QUEUE);
         let net = if nodes > 1 {
-            let ours = cfg.handshake(advertised.client, advertised.resp);
+            let ours = cfg.handshake(&advertised);
             let routes = Routes { driver: driver_tx.clone(), store: store_tx.clone() };
             let peer_addr = cfg.peers[usize::from(cfg.node.id.0)];
             let net =
@@ -187,6 +187,11 @@ impl Server {
             server.resp = Some(door);
         }
         Ok(server)
+    }
+
+    /// The server's kit, for a door that runs beside it (the PD door).
+    pub fn kit(&self) -> leasetso_runtime_common::SharedKit {
+        Arc::clone(&self.shared) as leasetso_runtime_common::SharedKit
     }
 
     /// The address peers connect to, in a cluster.

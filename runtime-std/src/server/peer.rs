@@ -315,8 +315,8 @@ impl PeerNet {
         while let Some(event) = session.poll_event() {
             let go_on = match event {
                 LinkEvent::Up { peer, .. } if self.refused(conn, peer, remote) => false,
-                LinkEvent::Up { peer, client_addr, resp_addr, .. } => {
-                    match self.welcome(stream, conn, session, (peer, remote), client_addr, resp_addr) {
+                LinkEvent::Up { peer, theirs, .. } => {
+                    match self.welcome(stream, conn, session, (peer, remote), &theirs) {
                         Some(conn) => {
                             *up = Some((peer, conn));
                             tracing::debug!(peer = peer.0 + 1, ?remote, "peer connected");
@@ -353,15 +353,14 @@ impl PeerNet {
         conn: &mut Conn,
         session: &mut LinkAcceptor,
         (peer, remote): (NodeId, Option<SocketAddr>),
-        client_addr: Option<SocketAddr>,
-        resp_addr: Option<SocketAddr>,
+        theirs: &Handshake,
     ) -> Option<u64> {
         let (id, old) =
-            self.incoming.admit(&self.dir, peer, stream.try_clone().ok()?, client_addr, remote)?;
+            self.incoming.admit(&self.dir, peer, stream.try_clone().ok()?, theirs.client_addr, remote)?;
         if let Some(old) = old {
             let _ = old.shutdown(Shutdown::Both);
         }
-        self.dir.advertised(peer, client_addr, resp_addr);
+        self.dir.advertised(peer, theirs);
         if write_answer(conn, session).is_err() {
             self.incoming.unregister(peer, id);
             return None;
@@ -541,11 +540,11 @@ impl Link {
                 rest = &rest[session.handle_input(rest, self.net.clock.now())..];
                 while let Some(event) = session.poll_event() {
                     match event {
-                        LinkEvent::Up { client_addr, resp_addr, .. } => {
+                        LinkEvent::Up { theirs, .. } => {
                             check_link(self.net.tls.as_deref(), conn.identity(), self.to)
                                 .map_err(io::Error::other)?;
-                            self.net.dir.advertised(self.to, client_addr, resp_addr);
-                            self.net.dir.dialled(self.to, client_addr);
+                            self.net.dir.advertised(self.to, &theirs);
+                            self.net.dir.dialled(self.to, theirs.client_addr);
                         }
                         LinkEvent::Closed(e) => return Err(e.into()),
                         // A dialler reports no frames.
