@@ -51,14 +51,19 @@ impl Node {
             .expect("start leasetso");
         let (tx, rx) = mpsc::channel();
         let stderr = child.stderr.take().expect("piped");
+        // Every line goes to the test's output; the "PD on" line's address
+        // comes back here.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("    [leasetso] {line}");
                 if let Some(addr) = line.strip_prefix("leasetso: PD on ") {
                     let _ = tx.send(addr.trim().parse::<SocketAddr>().expect("an address"));
                 }
             }
         });
-        let pd = rx.recv_timeout(Duration::from_secs(30)).expect("a 'PD on' line");
+        let pd = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("no 'PD on' line from leasetso serve {args:?} ({e}); its log is above"));
         Node { child: Some(child), pd, _data: data }
     }
 
@@ -142,7 +147,8 @@ async fn tikv_client_takes_strictly_increasing_timestamps_from_a_single_node() {
 async fn tikv_client_follows_a_kill_9_of_the_leader_by_itself() {
     let addrs = free_addrs(6);
     let (peers, clients) = addrs.split_at(3);
-    let peer_list = peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let peer_list =
+        peers.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
     let mut nodes: Vec<Node> = (1..=3)
         .map(|id| {
             Node::start(&[
@@ -202,8 +208,14 @@ async fn tikv_client_follows_a_kill_9_of_the_leader_by_itself() {
             }
         }
     }
-    assert!(seen.windows(2).all(|w| w[0] < w[1]), "timestamps went backwards or repeated across the failover");
-    eprintln!("{before} timestamps before the kill, {after} after, {} errors while the client found the new leader", errors.len());
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "timestamps went backwards or repeated across the failover"
+    );
+    eprintln!(
+        "{before} timestamps before the kill, {after} after, {} errors while the client found the new leader",
+        errors.len()
+    );
 }
 
 /// Which node leads, as `leasetso status` tells (tikv-client does not say
