@@ -192,6 +192,35 @@ fn a_single_node_answers_pd_clients_in_order_and_counts_them() {
         assert!(packed(&first) > last);
         let e = answers.message().await.expect_err("then the refusal");
         assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+
+        // The project's PD-style client: 64 callers batched into one
+        // pipelined stream; every timestamp distinct, each caller's
+        // increasing, all above what was handed out before.
+        let pd_client =
+            leasetso_grpc::PdTsoClient::connect(&format!("http://{pd}"), 42).await.expect("connect");
+        let callers: Vec<_> = (0..64)
+            .map(|_| {
+                let c = pd_client.clone();
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    for _ in 0..50 {
+                        mine.push(c.get_ts().await.expect("get_ts"));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for caller in callers {
+            let mine = caller.await.expect("a caller");
+            assert!(mine.windows(2).all(|w| w[0] < w[1]), "a caller's timestamps went backwards");
+            all.extend(mine);
+        }
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "a timestamp handed out twice");
+        assert!(all[0] > packed(&first));
     });
     server.stop();
 }
@@ -381,6 +410,44 @@ fn under_tls_the_door_speaks_https_and_wants_a_client_certificate() {
         };
         let result: Result<_, Box<dyn std::error::Error>> = refused.await;
         assert!(result.is_err(), "a client without a certificate was served");
+    });
+    server.stop();
+}
+
+#[test]
+fn a_stream_of_maximal_counts_waits_out_the_exhausted_clock_instead_of_failing() {
+    // A small ahead bound: requests of more than 1,024 are refused by the
+    // share rule once physical is 500 ms past the wall clock, so 1,500
+    // requests of a whole millisecond each (1.5 s of physical time) must
+    // wait for the wall clock on the way (D3), and all be answered.
+    let dir = data_dir();
+    let server = ServerProcess::try_start_runtime(
+        Runtime::Std,
+        "127.0.0.1:0",
+        dir.path(),
+        &["--pd", "127.0.0.1:0", "--save-interval-ms", "500", "--max-ahead-ms", "1000"],
+    )
+    .unwrap_or_else(|f| panic!("{f}"));
+    server.wait_serving();
+    let pd = pd_addr(&server.log().text());
+    let rt = runtime();
+    rt.block_on(async {
+        let mut client = connect(format!("http://{pd}")).await;
+        let max = (1u32 << 18) - 1;
+        let started = Instant::now();
+        let answers = tso_all(&mut client, (0..1500).map(|_| tso_request(1, max)).collect())
+            .await
+            .expect("every request answered, none refused");
+        assert_eq!(answers.len(), 1500);
+        let mut last = 0;
+        for a in &answers {
+            assert_eq!(a.count, max);
+            let end = packed(a);
+            assert!(end - u64::from(max) + 1 > last, "ranges overlap");
+            last = end;
+        }
+        // They could not all fit the ahead bound at once: some waited.
+        assert!(started.elapsed() > Duration::from_millis(500), "nothing waited: {:?}", started.elapsed());
     });
     server.stop();
 }

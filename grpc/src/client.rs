@@ -1,8 +1,9 @@
 //! [`PdTsoClient`]: timestamps over the PD door as PD's own clients take
 //! them: every caller's request waits in one queue, and whatever is queued
-//! when the stream is free goes out as **one** `TsoRequest` whose count is
-//! the sum, one request in flight per stream; the answer's range is split
-//! among the callers in order. It is the project's load generator for the
+//! goes out as **one** `TsoRequest` whose count is the sum; as tikv-client's
+//! timestamp oracle does, requests are pipelined on the one stream (up to
+//! [`MAX_IN_FLIGHT`] unanswered), and each answer's range is split among its
+//! callers in order. It is the project's load generator for the
 //! door (`benches/peers`) and a small Rust client for programs that want
 //! PD's protocol without a TiKV client.
 
@@ -46,7 +47,7 @@ impl PdTsoClient {
             .connect()
             .await
             .map_err(|e| Status::unavailable(format!("{url}: {e}")))?;
-        let (requests, outgoing) = mpsc::channel(1);
+        let (requests, outgoing) = mpsc::channel(MAX_IN_FLIGHT);
         let answers = PdClient::new(channel).tso(ReceiverStream::new(outgoing)).await?.into_inner();
         let (queue, waiting) = mpsc::channel(QUEUE);
         tokio::spawn(dispatch(cluster_id, waiting, requests, answers));
@@ -72,48 +73,83 @@ impl PdTsoClient {
     }
 }
 
-/// The stream's one loop: take what is queued, ask for the sum, split the
-/// answer in order; on an error, fail every caller and end.
+/// Requests in flight on one stream at most, as tikv-client's timestamp
+/// oracle pipelines them: a new request goes out as soon as callers wait
+/// and fewer than this many answers are due.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+type Batch = (Vec<Waiting>, u32, tokio::sync::OwnedSemaphorePermit);
+
+/// The stream's sending side: take what is queued (waiting for the first
+/// caller), ask for the sum, hand the batch to the receiving side; at most
+/// [`MAX_IN_FLIGHT`] requests unanswered.
 async fn dispatch(
     cluster_id: u64,
     mut waiting: mpsc::Receiver<Waiting>,
     requests: mpsc::Sender<TsoRequest>,
-    mut answers: tonic::Streaming<crate::pdpb::TsoResponse>,
+    answers: tonic::Streaming<crate::pdpb::TsoResponse>,
 ) {
-    let mut batch: Vec<Waiting> = Vec::with_capacity(1024);
+    let room = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let (in_flight, due) = mpsc::unbounded_channel::<Batch>();
+    tokio::spawn(receive(answers, due));
     let header = Some(RequestHeader { cluster_id, ..RequestHeader::default() });
-    while let Some(first) = waiting.recv().await {
+    let mut held: Option<Waiting> = None;
+    loop {
+        let first = match held.take() {
+            Some(w) => w,
+            None => match waiting.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
+        // Callers keep queueing while the stream is full: the batch grows.
+        let Ok(permit) = std::sync::Arc::clone(&room).acquire_owned().await else { return };
         let mut total = first.count;
-        batch.push(first);
+        let mut batch = vec![first];
         while let Ok(next) = waiting.try_recv() {
             if total + next.count > MAX_COUNT {
-                // The next batch's first; the channel keeps no pushback, so
-                // it is served alone right after this one.
-                let result = ask(&requests, &mut answers, header.clone(), total).await;
-                if !answer(&mut batch, total, result) {
-                    let _ = next.reply.send(Err(Status::unavailable("the stream has ended")));
-                    return;
-                }
-                total = 0;
+                held = Some(next);
+                break;
             }
             total += next.count;
             batch.push(next);
         }
-        let result = ask(&requests, &mut answers, header.clone(), total).await;
-        if !answer(&mut batch, total, result) {
+        // The batch is due before its request leaves, so the receiving side
+        // always has it when the answer arrives.
+        if in_flight.send((batch, total, permit)).is_err() {
+            return;
+        }
+        let request = TsoRequest { header: header.clone(), count: total, dc_location: String::new() };
+        if requests.send(request).await.is_err() {
             return;
         }
     }
 }
 
-async fn ask(
-    requests: &mpsc::Sender<TsoRequest>,
+/// The stream's receiving side: answers arrive in the order the requests
+/// left (D1 on the server), each split among its batch in order.
+async fn receive(
+    mut answers: tonic::Streaming<crate::pdpb::TsoResponse>,
+    mut due: mpsc::UnboundedReceiver<Batch>,
+) {
+    let mut failed: Option<Status> = None;
+    while let Some((mut batch, total, permit)) = due.recv().await {
+        let result = match &failed {
+            Some(status) => Err(status.clone()),
+            None => next_answer(&mut answers, total).await,
+        };
+        if let Err(status) = &result {
+            failed = Some(status.clone());
+        }
+        answer(&mut batch, total, result);
+        drop(permit);
+    }
+}
+
+async fn next_answer(
     answers: &mut tonic::Streaming<crate::pdpb::TsoResponse>,
-    header: Option<RequestHeader>,
     count: u32,
 ) -> Result<Packed, Status> {
-    let request = TsoRequest { header, count, dc_location: String::new() };
-    requests.send(request).await.map_err(|_| Status::unavailable("the stream has ended"))?;
     let response = answers.message().await?.ok_or_else(|| Status::unavailable("the stream has ended"))?;
     if response.count != count {
         return Err(Status::internal(format!("asked for {count}, answered {}", response.count)));
@@ -126,9 +162,9 @@ async fn ask(
     }
 }
 
-/// Splits `result` (the last of `total`) among `batch` in order; `false`
-/// once the stream failed.
-fn answer(batch: &mut Vec<Waiting>, total: u32, result: Result<Packed, Status>) -> bool {
+/// Splits `result` (the last of `total`) among `batch` in order: the
+/// first caller gets the lowest part of the range.
+fn answer(batch: &mut Vec<Waiting>, total: u32, result: Result<Packed, Status>) {
     match result {
         Ok(last) => {
             let mut end = last - u64::from(total);
@@ -136,13 +172,11 @@ fn answer(batch: &mut Vec<Waiting>, total: u32, result: Result<Packed, Status>) 
                 end += u64::from(w.count);
                 let _ = w.reply.send(Ok(end));
             }
-            true
         }
         Err(status) => {
             for w in batch.drain(..) {
                 let _ = w.reply.send(Err(status.clone()));
             }
-            false
         }
     }
 }

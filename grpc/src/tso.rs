@@ -10,16 +10,16 @@
 //! batching client costs one lock and one write per round trip.
 //!
 //! Rules, next to the code that enforces them:
-//! * **T1 (order and count)**: each response answers the request before
+//! * **D1 (order and count)**: each response answers the request before
 //!   it, in order, with the same count; its timestamp is the last of the
 //!   range (the range is `logical - count + 1 ..= logical`).
-//! * **T2 (refusals end the stream)**: see the service's rule G2. Answers
+//! * **D2 (refusals end the stream)**: see the service's rule G2. Answers
 //!   already made go out first, then the status.
-//! * **T3 (exhausted logical clock)**: a request that finds the logical
+//! * **D3 (exhausted logical clock)**: a request that finds the logical
 //!   clock exhausted waits for the window's next extension and is served
 //!   then (PD's server retries the same way), for at most
 //!   [`EXHAUSTED_PATIENCE`]; then the stream ends `UNAVAILABLE`.
-//! * **T4 (no allocation per request)**: the stream's buffers are reused;
+//! * **D4 (no allocation per request)**: the stream's buffers are reused;
 //!   only the gRPC layer allocates its messages.
 
 use std::collections::VecDeque;
@@ -39,9 +39,9 @@ use crate::service::check_header;
 
 /// Requests served together at most (the rest wait for the next batch).
 pub const MAX_BATCH: usize = 256;
-/// How long a request waits between tries on an exhausted logical clock (T3).
+/// How long a request waits between tries on an exhausted logical clock (D3).
 pub const EXHAUSTED_RETRY: Duration = Duration::from_millis(2);
-/// How long a request may wait on an exhausted logical clock in all (T3).
+/// How long a request may wait on an exhausted logical clock in all (D3).
 pub const EXHAUSTED_PATIENCE: Duration = Duration::from_secs(3);
 
 /// One client's `Tso` stream: reads requests, answers them in order.
@@ -54,12 +54,12 @@ pub struct TsoStream {
     results: Vec<Result<Timestamp, TsRefusal>>,
     /// Answers made, not yet taken by the gRPC layer.
     ready: VecDeque<TsoResponse>,
-    /// The status that ends the stream once `ready` is sent (T2).
+    /// The status that ends the stream once `ready` is sent (D2).
     ending: Option<Status>,
     /// No more requests will be read: the client closed its side, or a
     /// status ends the stream.
     done: bool,
-    /// T3: the wait before the next try, and how many tries were made.
+    /// D3: the wait before the next try, and how many tries were made.
     retry: Option<Pin<Box<tokio::time::Sleep>>>,
     retries: u32,
     /// What this stream served since its last flush to the counters.
@@ -115,8 +115,8 @@ impl TsoStream {
         !self.counts.is_empty()
     }
 
-    /// Serves `counts` under one lock (T1), keeping any requests an
-    /// exhausted logical clock holds back for the next try (T3).
+    /// Serves `counts` under one lock (D1), keeping any requests an
+    /// exhausted logical clock holds back for the next try (D3).
     fn serve(&mut self) {
         let kit = &*self.kit;
         let began = kit.clock.now();
@@ -132,7 +132,7 @@ impl TsoStream {
                     self.ready.push_back(response(kit.cluster_id, count, ts));
                 }
                 Err(TsRefusal::Node(GetTsError::LogicalExhausted)) if self.retries < patience_tries() => {
-                    // T3: this request and the ones after it wait.
+                    // D3: this request and the ones after it wait.
                     served -= 1;
                     self.retries += 1;
                     self.retry = Some(Box::pin(tokio::time::sleep(EXHAUSTED_RETRY)));
@@ -160,12 +160,12 @@ impl TsoStream {
     }
 }
 
-/// T3: tries before an exhausted logical clock ends the stream.
+/// D3: tries before an exhausted logical clock ends the stream.
 fn patience_tries() -> u32 {
     u32::try_from(EXHAUSTED_PATIENCE.as_millis() / EXHAUSTED_RETRY.as_millis().max(1)).unwrap_or(u32::MAX)
 }
 
-/// T1: the answer to a request of `count`, carrying the last timestamp of
+/// D1: the answer to a request of `count`, carrying the last timestamp of
 /// its range.
 pub fn response(cluster_id: u64, count: u32, ts: Timestamp) -> TsoResponse {
     TsoResponse {
@@ -180,7 +180,7 @@ pub fn response(cluster_id: u64, count: u32, ts: Timestamp) -> TsoResponse {
     }
 }
 
-/// T2: the status a refusal ends the stream with. A follower's names the
+/// D2: the status a refusal ends the stream with. A follower's names the
 /// leader it knows, so an operator reading a client's log sees where to
 /// look; its code is `UNAVAILABLE` and its message says "not leader", which
 /// PD's clients take as a leader change.
@@ -231,7 +231,7 @@ impl Stream for TsoStream {
             }
             if !this.read(cx) {
                 if this.ending.is_some() {
-                    continue; // A refused request ends the stream (T2).
+                    continue; // A refused request ends the stream (D2).
                 }
                 // Nothing to serve: wait for a request, or end.
                 return if this.done { Poll::Ready(None) } else { Poll::Pending };
