@@ -12,6 +12,7 @@
 mod conn;
 mod door;
 mod driver;
+mod event_loop;
 mod peer;
 mod store;
 
@@ -25,6 +26,7 @@ use leasetso_core::{NodeId, StoreOp, StoreReply};
 
 use self::door::Door;
 use self::driver::{Driver, Input};
+use self::event_loop::EventDoor;
 use self::peer::{PeerNet, Routes};
 use self::store::{Job, STORE_QUEUE};
 use crate::error::ServerError;
@@ -79,7 +81,7 @@ pub struct Server {
     door: Door,
     driver: Option<JoinHandle<()>>,
     store: Option<JoinHandle<()>>,
-    resp: Option<Door>,
+    resp: Option<EventDoor>,
     metrics: Option<MetricsListener>,
 }
 
@@ -114,9 +116,16 @@ impl Server {
         let bind = |what, addr| Door::bind(what, addr).map_err(|source| ServerError::Bind { addr, source });
         let door = bind("conn", cfg.listen)?;
         // Bound before the peers start: its address goes into the handshake.
-        let resp = cfg.resp.map(|addr| bind("resp", addr)).transpose()?;
-        let advertised =
-            Advertised::new(cfg.advertise, door.local_addr(), resp.as_ref().map(Door::local_addr), cfg.pd);
+        let resp = cfg
+            .resp
+            .map(|addr| EventDoor::bind(addr).map_err(|source| ServerError::Bind { addr, source }))
+            .transpose()?;
+        let advertised = Advertised::new(
+            cfg.advertise,
+            door.local_addr(),
+            resp.as_ref().map(EventDoor::local_addr),
+            cfg.pd,
+        );
         let (driver_tx, driver_rx) = mpsc::sync_channel(DRIVER_QUEUE);
         let (store_tx, store_rx) = mpsc::sync_channel(STORE_QUEUE);
         let net = if nodes > 1 {
@@ -173,16 +182,8 @@ impl Server {
             )
             .map_err(|source| ServerError::Spawn { what: "acceptor", source })?;
         if let Some(mut door) = resp {
-            let (counted, served) = (Arc::clone(&server.shared), Arc::clone(&server.shared));
-            door.start(
-                move || Counters::bump(&counted.counters.connections, 1),
-                move |stream, id| {
-                    if let Some(door) = served.kit.resp_door(id, stream.peer_addr().ok()) {
-                        conn::serve(&served, stream, door);
-                    }
-                },
-            )
-            .map_err(|source| ServerError::Spawn { what: "RESP acceptor", source })?;
+            door.start(Arc::clone(&server.shared))
+                .map_err(|source| ServerError::Spawn { what: "RESP door", source })?;
             tracing::info!(addr = %door.local_addr(), "RESP door open");
             server.resp = Some(door);
         }
@@ -211,7 +212,7 @@ impl Server {
 
     /// The RESP door's address (the real port when asked for port 0), if it has one.
     pub fn resp_addr(&self) -> Option<SocketAddr> {
-        self.resp.as_ref().map(Door::local_addr)
+        self.resp.as_ref().map(EventDoor::local_addr)
     }
 
     /// This node's id.
