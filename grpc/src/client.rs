@@ -1,9 +1,9 @@
 //! [`PdTsoClient`]: timestamps over the PD door as PD's own clients take
 //! them: every caller's request waits in one queue, and whatever is queued
 //! goes out as **one** `TsoRequest` whose count is the sum; as tikv-client's
-//! timestamp oracle does, requests are pipelined on the one stream (up to
-//! [`MAX_IN_FLIGHT`] unanswered), and each answer's range is split among its
-//! callers in order. It is the project's load generator for the
+//! timestamp oracle does, requests are pipelined on the one stream (by
+//! default [`MAX_IN_FLIGHT`] unanswered), and each answer's range is split
+//! among its callers in order. It is the project's load generator for the
 //! door (`benches/peers`) and a small Rust client for programs that want
 //! PD's protocol without a TiKV client.
 
@@ -40,6 +40,12 @@ impl PdTsoClient {
     /// Opens the stream at `url` (`http://HOST:PORT`) for cluster
     /// `cluster_id`; its dispatcher runs on the current tokio runtime.
     pub async fn connect(url: &str, cluster_id: u64) -> Result<PdTsoClient, Status> {
+        PdTsoClient::connect_with(url, cluster_id, MAX_IN_FLIGHT).await
+    }
+
+    /// [`PdTsoClient::connect`] with at most `in_flight` requests
+    /// unanswered on the stream (at least one).
+    pub async fn connect_with(url: &str, cluster_id: u64, in_flight: usize) -> Result<PdTsoClient, Status> {
         let channel = Channel::from_shared(url.to_string())
             .map_err(|e| Status::invalid_argument(format!("{url}: {e}")))?
             .tcp_nodelay(true)
@@ -47,10 +53,11 @@ impl PdTsoClient {
             .connect()
             .await
             .map_err(|e| Status::unavailable(format!("{url}: {e}")))?;
-        let (requests, outgoing) = mpsc::channel(MAX_IN_FLIGHT);
+        let in_flight = in_flight.max(1);
+        let (requests, outgoing) = mpsc::channel(in_flight);
         let answers = PdClient::new(channel).tso(ReceiverStream::new(outgoing)).await?.into_inner();
         let (queue, waiting) = mpsc::channel(QUEUE);
-        tokio::spawn(dispatch(cluster_id, waiting, requests, answers));
+        tokio::spawn(dispatch(cluster_id, in_flight, waiting, requests, answers));
         Ok(PdTsoClient { queue })
     }
 
@@ -73,23 +80,28 @@ impl PdTsoClient {
     }
 }
 
-/// Requests in flight on one stream at most, as tikv-client's timestamp
-/// oracle pipelines them: a new request goes out as soon as callers wait
-/// and fewer than this many answers are due.
-pub const MAX_IN_FLIGHT: usize = 16;
+/// Requests in flight on one stream at most, by default: a new request
+/// goes out as soon as callers wait and fewer than this many answers are
+/// due (tikv-client's oracle pipelines the same way, with a deeper queue).
+/// Two keeps the stream busy while the last answer is split among its
+/// callers; more splits the callers of a busy client into smaller batches,
+/// which costs more per timestamp on both sides (BENCHMARKS.md section 16:
+/// 1.47 M/s at 1,024 callers with 16 in flight, 2.68 M/s with one).
+pub const MAX_IN_FLIGHT: usize = 2;
 
 type Batch = (Vec<Waiting>, u32, tokio::sync::OwnedSemaphorePermit);
 
 /// The stream's sending side: take what is queued (waiting for the first
 /// caller), ask for the sum, hand the batch to the receiving side; at most
-/// [`MAX_IN_FLIGHT`] requests unanswered.
+/// `in_flight` requests unanswered.
 async fn dispatch(
     cluster_id: u64,
+    in_flight_max: usize,
     mut waiting: mpsc::Receiver<Waiting>,
     requests: mpsc::Sender<TsoRequest>,
     answers: tonic::Streaming<crate::pdpb::TsoResponse>,
 ) {
-    let room = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let room = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight_max));
     let (in_flight, due) = mpsc::unbounded_channel::<Batch>();
     tokio::spawn(receive(answers, due));
     let header = Some(RequestHeader { cluster_id, ..RequestHeader::default() });

@@ -231,7 +231,7 @@ impl System {
             System::SmolOnBase => "leasetso smol client (N tasks), baseline build's std server",
             System::SmolTls => "leasetso smol client (N tasks) over TLS, std server with --certs-dir",
             System::SmolMetrics => "leasetso smol client (N tasks), std server with --metrics scraped every 1 s",
-            System::Pd => "leasetso PD door (gRPC), PD-style batching client (N tokio tasks), std server",
+            System::Pd => "leasetso PD door (gRPC), PD-style batching client (N tokio tasks; PD_IN_FLIGHT requests in flight, default 2), std server",
             System::TsoDefault => "tsoracle default 1ms wait (N tasks)",
             System::TsoWait0 => "tsoracle wait 0 (N tasks)",
             System::TsoWait0Threads => "tsoracle wait 0 (N threads)",
@@ -313,7 +313,7 @@ impl Clients {
             .map_err(|e| format!("tsoracle at {}: {e}", args.tsoracle))?;
         let pd = match &args.leasetso_pd {
             Some(url) => Some(
-                rt.block_on(leasetso_grpc::PdTsoClient::connect(url, 1))
+                rt.block_on(leasetso_grpc::PdTsoClient::connect_with(url, 1, pd_in_flight()))
                     .map_err(|e| format!("leasetso PD door at {url}: {e}"))?,
             ),
             None => None,
@@ -575,6 +575,12 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 fn fmt_rate(r: f64) -> String {
     if r >= 1e6 { format!("{:.2}M/s", r / 1e6) } else { format!("{:.1}k/s", r / 1e3) }
+}
+
+/// Requests in flight on the PD-style client's stream: `PD_IN_FLIGHT`, or
+/// the client's default.
+fn pd_in_flight() -> usize {
+    std::env::var("PD_IN_FLIGHT").ok().and_then(|v| v.parse().ok()).unwrap_or(leasetso_grpc::client::MAX_IN_FLIGHT)
 }
 
 /// tsoracle's better task-driven setting at one point: the higher of its
