@@ -106,11 +106,14 @@ pids+=($!)
 tso_addr="$(wait_addr "$tmp/tsoracle.log" "serving on" "${pids[-1]}")"
 # leasetso prints "leasetso: serving on ADDR" on stderr once it serves; its
 # PD door (gRPC, column pd-grpc) "leasetso: PD on ADDR" before that.
+# Its Redis door (column resp, a connection per caller) "leasetso: RESP on
+# ADDR".
 pd_args=()
 if "$leasetso" serve --help 2>/dev/null | grep -q -- "--pd"; then
   pd_args=(--pd 127.0.0.1:0)
 fi
-"$leasetso" serve --listen 127.0.0.1:0 --data "$tmp/leasetso" "${pd_args[@]}" >"$tmp/leasetso.log" 2>&1 &
+"$leasetso" serve --listen 127.0.0.1:0 --data "$tmp/leasetso" "${pd_args[@]}" --resp 127.0.0.1:0 \
+  >"$tmp/leasetso.log" 2>&1 &
 pids+=($!)
 lts_addr="$(wait_addr "$tmp/leasetso.log" "serving on" "${pids[-1]}")"
 echo "tsoracle $TSORACLE_VERSION on $tso_addr, leasetso (std server) on $lts_addr"
@@ -120,6 +123,9 @@ if [ ${#pd_args[@]} -gt 0 ]; then
   harness_pd=(--leasetso-pd "http://$pd_addr")
   echo "leasetso's PD door (gRPC) on $pd_addr"
 fi
+resp_addr="$(wait_addr "$tmp/leasetso.log" "RESP on" "${pids[-1]}")"
+harness_pd+=(--leasetso-resp "$resp_addr")
+echo "leasetso's Redis door on $resp_addr"
 # The smol server too, when this leasetso has it (`serve --runtime smol`).
 smol_args=()
 if "$leasetso" serve --help 2>/dev/null | grep -q -- "--runtime"; then

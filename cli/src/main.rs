@@ -595,11 +595,13 @@ impl PdListener {
         Ok(PdListener { listener, addr })
     }
 
-    /// The door over the running server's kit, on a runtime of up to two
-    /// threads (its work is a lock and a few writes per batch; the node's
-    /// own threads need the rest of the cores).
+    /// The door over the running server's kit, on a runtime of one thread:
+    /// its work per batch is a lock and a few writes, and a second worker
+    /// costs more in cross-thread wake-ups than it adds (BENCHMARKS.md
+    /// section 16: at 256 callers 1.99x tsoracle with one thread and two
+    /// requests in flight 3.03x, against 1.81x with two threads).
     fn start(self, kit: leasetso_runtime_common::SharedKit) -> Result<leasetso_grpc::PdDoor, String> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+        let threads = 1;
         leasetso_grpc::PdDoor::start(self.listener, kit, threads).map_err(|e| e.to_string())
     }
 }

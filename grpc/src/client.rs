@@ -17,8 +17,6 @@ use tonic::transport::Channel;
 use crate::pdpb::pd_client::PdClient;
 use crate::pdpb::{RequestHeader, TsoRequest};
 
-/// Callers queued at most; more wait to queue.
-pub const QUEUE: usize = 16 * 1024;
 /// The most timestamps one request asks for (one millisecond's worth).
 pub const MAX_COUNT: u32 = (1 << 18) - 1;
 
@@ -33,7 +31,7 @@ struct Waiting {
 /// One PD `Tso` stream, shared by any number of callers (clone it).
 #[derive(Clone, Debug)]
 pub struct PdTsoClient {
-    queue: mpsc::Sender<Waiting>,
+    queue: mpsc::UnboundedSender<Waiting>,
 }
 
 impl PdTsoClient {
@@ -56,7 +54,9 @@ impl PdTsoClient {
         let in_flight = in_flight.max(1);
         let (requests, outgoing) = mpsc::channel(in_flight);
         let answers = PdClient::new(channel).tso(ReceiverStream::new(outgoing)).await?.into_inner();
-        let (queue, waiting) = mpsc::channel(QUEUE);
+        // Unbounded: each caller waits for its answer before asking again,
+        // so the queue never holds more than one entry per caller.
+        let (queue, waiting) = mpsc::unbounded_channel();
         tokio::spawn(dispatch(cluster_id, in_flight, waiting, requests, answers));
         Ok(PdTsoClient { queue })
     }
@@ -72,21 +72,16 @@ impl PdTsoClient {
             return Err(Status::invalid_argument(format!("count {count}: 1 to {MAX_COUNT}")));
         }
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Waiting { count, reply })
-            .await
-            .map_err(|_| Status::unavailable("the stream has ended"))?;
+        self.queue.send(Waiting { count, reply }).map_err(|_| Status::unavailable("the stream has ended"))?;
         answer.await.map_err(|_| Status::unavailable("the stream has ended"))?
     }
 }
 
-/// Requests in flight on one stream at most, by default: a new request
-/// goes out as soon as callers wait and fewer than this many answers are
-/// due (tikv-client's oracle pipelines the same way, with a deeper queue).
-/// Two keeps the stream busy while the last answer is split among its
-/// callers; more splits the callers of a busy client into smaller batches,
-/// which costs more per timestamp on both sides (BENCHMARKS.md section 16:
-/// 1.47 M/s at 1,024 callers with 16 in flight, 2.68 M/s with one).
+/// Requests in flight on one stream at most, by default. With two, the
+/// stream is busy while the last answer is split among its callers (one
+/// leaves it idle then); many more split a busy client's callers into small
+/// requests, each costing a message, a lock and a write on both sides
+/// (tikv-client's oracle pipelines deeper). BENCHMARKS.md section 16.
 pub const MAX_IN_FLIGHT: usize = 2;
 
 type Batch = (Vec<Waiting>, u32, tokio::sync::OwnedSemaphorePermit);
@@ -97,7 +92,7 @@ type Batch = (Vec<Waiting>, u32, tokio::sync::OwnedSemaphorePermit);
 async fn dispatch(
     cluster_id: u64,
     in_flight_max: usize,
-    mut waiting: mpsc::Receiver<Waiting>,
+    mut waiting: mpsc::UnboundedReceiver<Waiting>,
     requests: mpsc::Sender<TsoRequest>,
     answers: tonic::Streaming<crate::pdpb::TsoResponse>,
 ) {

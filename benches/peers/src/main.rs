@@ -39,6 +39,7 @@ struct Args {
     leasetso_tls: Option<SocketAddr>,
     leasetso_metrics: Option<SocketAddr>,
     leasetso_pd: Option<String>,
+    leasetso_resp: Option<SocketAddr>,
     certs: Option<std::path::PathBuf>,
     tsoracle: String,
     only: Option<Vec<String>>,
@@ -51,7 +52,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: leasetso-peers --leasetso HOST:PORT [--leasetso-smol HOST:PORT] [--leasetso-base HOST:PORT] \
-[--leasetso-tls HOST:PORT --certs DIR] [--leasetso-metrics HOST:PORT] [--leasetso-pd http://HOST:PORT] \
+[--leasetso-tls HOST:PORT --certs DIR] [--leasetso-metrics HOST:PORT] [--leasetso-pd http://HOST:PORT] [--leasetso-resp HOST:PORT] \
 --tsoracle http://HOST:PORT [--seconds S (5)] [--warmup S (0.5)] [--rounds R (3)] [--callers 1,8,64,256,1024] \
 [--batch 64] [--batch-callers 1,8] [--only smol,smol-metrics,... (columns by short name)]";
 
@@ -63,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
         leasetso_tls: None,
         leasetso_metrics: None,
         leasetso_pd: None,
+        leasetso_resp: None,
         certs: None,
         tsoracle: "http://127.0.0.1:50551".into(),
         only: None,
@@ -101,6 +103,9 @@ fn parse_args() -> Result<Args, String> {
             "--leasetso-pd" => {
                 let v = value()?;
                 args.leasetso_pd = Some(if v.contains("://") { v } else { format!("http://{v}") });
+            }
+            "--leasetso-resp" => {
+                args.leasetso_resp = Some(value()?.parse().map_err(|e| format!("--leasetso-resp: {e}"))?)
             }
             "--only" => args.only = Some(value()?.split(',').map(|c| c.trim().to_string()).collect()),
             "--certs" => args.certs = Some(value()?.into()),
@@ -165,6 +170,10 @@ enum System {
     /// one `Tso` stream, one request in flight, as PD's clients do), N
     /// tokio tasks: gRPC against tsoracle's gRPC.
     Pd,
+    /// leasetso's Redis door (`serve --resp`, std server): N tokio tasks,
+    /// each with a connection of its own sending `TSO` and reading the
+    /// answer, as N callers with a Redis client each.
+    Resp,
     /// tsoracle's client at its default 1 ms coalescing wait, N tokio tasks.
     TsoDefault,
     /// tsoracle's client with the wait set to 0, N tokio tasks.
@@ -195,6 +204,9 @@ impl System {
         if args.leasetso_pd.is_some() {
             v.push(System::Pd);
         }
+        if args.leasetso_resp.is_some() {
+            v.push(System::Resp);
+        }
         v.extend([System::TsoDefault, System::TsoWait0, System::TsoWait0Threads]);
         if let Some(only) = &args.only {
             v.retain(|s| only.iter().any(|o| o == s.short()));
@@ -220,6 +232,7 @@ impl System {
                 | System::SmolTls
                 | System::SmolMetrics
                 | System::Pd
+                | System::Resp
         )
     }
 
@@ -231,6 +244,7 @@ impl System {
             System::SmolOnBase => "leasetso smol client (N tasks), baseline build's std server",
             System::SmolTls => "leasetso smol client (N tasks) over TLS, std server with --certs-dir",
             System::SmolMetrics => "leasetso smol client (N tasks), std server with --metrics scraped every 1 s",
+            System::Resp => "leasetso Redis door (TSO), a connection per caller (N tokio tasks), std server",
             System::Pd => "leasetso PD door (gRPC), PD-style batching client (N tokio tasks; PD_IN_FLIGHT requests in flight, default 2), std server",
             System::TsoDefault => "tsoracle default 1ms wait (N tasks)",
             System::TsoWait0 => "tsoracle wait 0 (N tasks)",
@@ -247,6 +261,7 @@ impl System {
             System::SmolTls => "smol-tls",
             System::SmolMetrics => "smol-metrics",
             System::Pd => "pd-grpc",
+            System::Resp => "resp",
             System::TsoDefault => "tso-default",
             System::TsoWait0 => "tso-wait0",
             System::TsoWait0Threads => "tso-wait0-thr",
@@ -267,6 +282,7 @@ struct Clients {
     tso_default: Arc<tsoracle_client::Client>,
     tso_wait0: Arc<tsoracle_client::Client>,
     pd: Option<leasetso_grpc::PdTsoClient>,
+    resp: Option<SocketAddr>,
 }
 
 impl Clients {
@@ -330,6 +346,7 @@ impl Clients {
             tso_default: Arc::new(tso_default),
             tso_wait0: Arc::new(tso_wait0),
             pd,
+            resp: args.leasetso_resp,
         };
         // Every server answers before anything is timed.
         for system in System::all(args) {
@@ -350,6 +367,13 @@ impl Clients {
                 System::Pd => {
                     let c = self.pd.clone().expect("the PD door's client");
                     self.rt.block_on(async move { c.get_ts().await.map(drop).map_err(|e| e.to_string()) })
+                }
+                System::Resp => {
+                    let addr = self.resp.expect("the Redis door's address");
+                    self.rt.block_on(async move {
+                        let mut conn = RespConn::connect(addr).await.map_err(|e| e.to_string())?;
+                        conn.tso(1).await.map(drop).map_err(|e| e.to_string())
+                    })
                 }
                 _ => {
                     let c = self.tso(system);
@@ -420,6 +444,10 @@ impl Clients {
                     }
                 })
             }
+            System::Resp => {
+                let addr = self.resp.expect("the Redis door's address");
+                self.run_resp(addr, callers, count, time, record)
+            }
             System::Pd => {
                 let client = self.pd.clone().expect("the PD door's client");
                 self.run_tasks(callers, count, time, record, move |count| {
@@ -483,18 +511,60 @@ impl Clients {
         })
     }
 
+    /// `callers` tokio tasks, each with its own connection to the Redis door
+    /// at `addr`, each sending `TSO count` and reading the answer in a loop.
+    fn run_resp(&self, addr: SocketAddr, callers: usize, count: u32, time: Duration, record: bool) -> Run {
+        let conns: Vec<RespConn> = self.rt.block_on(async {
+            let mut v = Vec::with_capacity(callers);
+            for _ in 0..callers {
+                v.push(RespConn::connect(addr).await.expect("connect to the Redis door"));
+            }
+            v
+        });
+        let pool = std::sync::Mutex::new(conns);
+        self.run_tasks_with(callers, count, time, record, || {
+            // The task's own connection (its lock is never contended).
+            let conn = pool.lock().expect("the pool").pop().expect("a connection per caller");
+            let conn = Arc::new(tokio::sync::Mutex::new(conn));
+            move |count| {
+                let conn = Arc::clone(&conn);
+                async move {
+                    black_box(conn.lock().await.tso(count).await.expect("leasetso Redis door TSO"));
+                }
+            }
+        })
+    }
+
     /// `callers` tokio tasks, each calling `call(count)` in a loop.
     fn run_tasks<F, Fut>(&self, callers: usize, count: u32, time: Duration, record: bool, call: F) -> Run
     where
         F: Fn(u32) -> Fut + Clone + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send,
     {
+        self.run_tasks_with(callers, count, time, record, || call.clone())
+    }
+
+    /// `callers` tokio tasks, each calling its own `make()` in a loop.
+    fn run_tasks_with<F, Fut>(
+        &self,
+        callers: usize,
+        count: u32,
+        time: Duration,
+        record: bool,
+        make: impl Fn() -> F,
+    ) -> Run
+    where
+        F: Fn(u32) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let calls: Vec<F> = (0..callers).map(|_| make()).collect();
         self.rt.block_on(async move {
             let stop = Arc::new(AtomicBool::new(false));
             let start = Arc::new(tokio::sync::Barrier::new(callers + 1));
-            let tasks: Vec<_> = (0..callers)
-                .map(|_| {
-                    let (stop, start, call) = (Arc::clone(&stop), Arc::clone(&start), call.clone());
+            let tasks: Vec<_> = calls
+                .into_iter()
+                .map(|call| {
+                    let (stop, start) = (Arc::clone(&stop), Arc::clone(&start));
                     tokio::spawn(async move {
                         let mut lat = Vec::with_capacity(if record { 1 << 20 } else { 0 });
                         let mut calls = 0u64;
@@ -781,4 +851,46 @@ fn connection_setup(plain: SocketAddr, tls: SocketAddr, dir: &std::path::Path, r
         (t.p50.as_secs_f64() - p.p50.as_secs_f64()) * 1e6,
         t.p50.as_secs_f64() / p.p50.as_secs_f64()
     );
+}
+
+/// A Redis door connection of one caller: `TSO` out, the integer answer in.
+struct RespConn {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RespConn {
+    async fn connect(addr: SocketAddr) -> std::io::Result<RespConn> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(RespConn { stream, buf: Vec::with_capacity(64) })
+    }
+
+    /// `TSO count` (or `TSO` for one): the last timestamp of the range.
+    async fn tso(&mut self, count: u32) -> std::io::Result<u64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let command = if count == 1 {
+            "*1\r\n$3\r\nTSO\r\n".to_string()
+        } else {
+            let n = count.to_string();
+            format!("*2\r\n$3\r\nTSO\r\n${}\r\n{n}\r\n", n.len())
+        };
+        self.stream.write_all(command.as_bytes()).await?;
+        self.buf.clear();
+        loop {
+            let mut chunk = [0u8; 64];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            if self.buf.ends_with(b"\r\n") {
+                break;
+            }
+        }
+        let text = std::str::from_utf8(&self.buf).map_err(std::io::Error::other)?;
+        text.strip_prefix(':')
+            .and_then(|t| t.trim_end().parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("the Redis door answered {text:?}")))
+    }
 }
