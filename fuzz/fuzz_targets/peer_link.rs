@@ -37,6 +37,7 @@ fn handshake(node: u16) -> Handshake {
         node: NodeId(node),
         client_addr: Some(([127, 0, 0, 1], 7400 + node).into()),
         resp_addr: None,
+        pd_addr: Some(([127, 0, 0, 1], 2379 + node).into()),
         digest: 0xdead_beef,
     }
 }
