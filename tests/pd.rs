@@ -18,7 +18,10 @@ use leasetso_grpc::pdpb::{
     TsoResponse,
 };
 use leasetso_tests::harness::cluster::{Cluster, ClusterOptions, exclusive};
-use leasetso_tests::{Runtime, ServerProcess, TestCerts, data_dir, http_get, metric, metrics_addr};
+use leasetso_tests::{
+    Runtime, ServerProcess, TestCerts, Transport, data_dir, http_get, metric, metrics_addr,
+};
+use tempfile::TempDir;
 use tonic::transport::Channel;
 
 /// The PD door's address in a node's log ("leasetso: PD on ADDR").
@@ -27,6 +30,27 @@ fn pd_addr(log: &str) -> SocketAddr {
         .find(|l| l.contains("PD on"))
         .and_then(leasetso_tests::parse_loopback_addr)
         .unwrap_or_else(|| panic!("no 'PD on' line in the log:\n{log}"))
+}
+
+/// A single node on `runtime` with its PD door on a free port and `extra`
+/// flags, reached over `transport` (plaintext if `None`), once it serves:
+/// its data dir (kept while the test runs), the process, the door's address.
+fn pd_node(
+    runtime: Runtime,
+    extra: &[&str],
+    transport: Option<Transport>,
+) -> (TempDir, ServerProcess, SocketAddr) {
+    let dir = data_dir();
+    let args: Vec<&str> = ["--pd", "127.0.0.1:0"].iter().chain(extra).copied().collect();
+    let server = ServerProcess::try_start_runtime(runtime, "127.0.0.1:0", dir.path(), &args)
+        .unwrap_or_else(|f| panic!("{f}"));
+    let server = match transport {
+        Some(t) => server.over(t),
+        None => server,
+    };
+    server.wait_serving();
+    let pd = pd_addr(&server.log().text());
+    (dir, server, pd)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -86,18 +110,9 @@ async fn tso_error(client: &mut PdClient<Channel>, request: TsoRequest) -> tonic
 
 #[test]
 fn a_single_node_answers_pd_clients_in_order_and_counts_them() {
-    let dir = data_dir();
-    let server = ServerProcess::try_start_runtime(
-        Runtime::Smol,
-        "127.0.0.1:0",
-        dir.path(),
-        &["--pd", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--cluster-id", "42"],
-    )
-    .unwrap_or_else(|f| panic!("{f}"));
-    server.wait_serving();
-    let log = server.log().text();
-    let pd = pd_addr(&log);
-    let m = metrics_addr(&log);
+    let (_dir, server, pd) =
+        pd_node(Runtime::Smol, &["--metrics", "127.0.0.1:0", "--cluster-id", "42"], None);
+    let m = metrics_addr(&server.log().text());
     let scrape = || http_get(m, "/metrics").expect("GET /metrics").1;
     let rt = runtime();
     rt.block_on(async {
@@ -371,15 +386,10 @@ fn a_mixed_cluster_names_one_leader_everywhere_and_pd_clients_follow_a_kill_9() 
 #[test]
 fn under_tls_the_door_speaks_https_and_wants_a_client_certificate() {
     let certs = TestCerts::create(5);
-    let dir = data_dir();
     let mut args: Vec<String> = certs.serve_args();
-    args.extend(["--pd".into(), "127.0.0.1:0".into(), "--cluster-id".into(), "5".into()]);
+    args.extend(["--cluster-id".into(), "5".into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = ServerProcess::try_start_runtime(Runtime::Std, "127.0.0.1:0", dir.path(), &args)
-        .unwrap_or_else(|f| panic!("{f}"))
-        .over(certs.transport());
-    server.wait_serving();
-    let pd = pd_addr(&server.log().text());
+    let (_dir, server, pd) = pd_node(Runtime::Std, &args, Some(certs.transport()));
     let read = |f: &str| std::fs::read(certs.dir().join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
     let ca = tonic::transport::Certificate::from_pem(read("ca.crt"));
     let url = format!("https://{pd}");
@@ -420,16 +430,8 @@ fn a_stream_of_maximal_counts_waits_out_the_exhausted_clock_instead_of_failing()
     // share rule once physical is 500 ms past the wall clock, so 1,500
     // requests of a whole millisecond each (1.5 s of physical time) must
     // wait for the wall clock on the way (D3), and all be answered.
-    let dir = data_dir();
-    let server = ServerProcess::try_start_runtime(
-        Runtime::Std,
-        "127.0.0.1:0",
-        dir.path(),
-        &["--pd", "127.0.0.1:0", "--save-interval-ms", "500", "--max-ahead-ms", "1000"],
-    )
-    .unwrap_or_else(|f| panic!("{f}"));
-    server.wait_serving();
-    let pd = pd_addr(&server.log().text());
+    let (_dir, server, pd) =
+        pd_node(Runtime::Std, &["--save-interval-ms", "500", "--max-ahead-ms", "1000"], None);
     let rt = runtime();
     rt.block_on(async {
         let mut client = connect(format!("http://{pd}")).await;

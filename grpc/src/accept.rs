@@ -21,7 +21,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use crate::door::KitRef;
+use leasetso_runtime_common::SharedKit;
 
 /// Connections accepted and not yet taken by the gRPC server at most.
 const BACKLOG: usize = 64;
@@ -29,12 +29,12 @@ const BACKLOG: usize = 64;
 /// A place under the cap held by one connection, and its count among the
 /// door's open connections; both given back on drop, however it ends.
 struct Place {
-    kit: KitRef,
+    kit: SharedKit,
 }
 
 impl Place {
     /// H1: a place, or `None` at the cap.
-    fn take(kit: &KitRef) -> Option<Place> {
+    fn take(kit: &SharedKit) -> Option<Place> {
         if !kit.limit.take_open() {
             return None;
         }
@@ -122,13 +122,13 @@ impl AsyncWrite for Conn {
 
 /// The connections `listener` accepts, ready for the gRPC server: under
 /// the cap, through TLS when `kit` has it. Runs on the current runtime.
-pub(crate) fn incoming(listener: TcpListener, kit: KitRef) -> ReceiverStream<io::Result<Conn>> {
+pub(crate) fn incoming(listener: TcpListener, kit: SharedKit) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(BACKLOG);
     tokio::spawn(accept_loop(listener, kit, tx));
     ReceiverStream::new(rx)
 }
 
-async fn accept_loop(listener: TcpListener, kit: KitRef, tx: mpsc::Sender<io::Result<Conn>>) {
+async fn accept_loop(listener: TcpListener, kit: SharedKit, tx: mpsc::Sender<io::Result<Conn>>) {
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,

@@ -5,14 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use leasetso_runtime_common::SharedKit;
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
 use crate::pdpb::pd_server::PdServer;
 use crate::service::PdService;
-
-/// A server's kit as the door holds it: either runtime's shared state.
-pub type KitRef = leasetso_runtime_common::SharedKit;
 
 /// The largest request the door reads. Its requests are a few dozen
 /// bytes; anything near this is not a PD client.
@@ -54,7 +52,11 @@ impl PdDoor {
     /// Serves `kit`'s node on `listener` (bound by the caller, so that the
     /// address was known to the peer handshake before the server started),
     /// with `threads` runtime threads.
-    pub fn start(listener: std::net::TcpListener, kit: KitRef, threads: usize) -> Result<PdDoor, GrpcError> {
+    pub fn start(
+        listener: std::net::TcpListener,
+        kit: SharedKit,
+        threads: usize,
+    ) -> Result<PdDoor, GrpcError> {
         if kit.cluster_id == 0 {
             return Err(GrpcError::ZeroClusterId);
         }
@@ -98,7 +100,7 @@ impl Drop for PdDoor {
     }
 }
 
-async fn serve(listener: tokio::net::TcpListener, kit: KitRef, stopped: oneshot::Receiver<()>) {
+async fn serve(listener: tokio::net::TcpListener, kit: SharedKit, stopped: oneshot::Receiver<()>) {
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(follow_health(health, Arc::clone(&kit)));
     let pd = PdServer::new(PdService::new(Arc::clone(&kit))).max_decoding_message_size(MAX_REQUEST);
@@ -119,7 +121,7 @@ async fn serve(listener: tokio::net::TcpListener, kit: KitRef, stopped: oneshot:
 /// `grpc.health.v1.Health`: the whole server (`""`) is serving while the
 /// process runs; `pdpb.PD` while this node hands out timestamps, so a load
 /// balancer's health check finds the leader.
-async fn follow_health(health: tonic_health::server::HealthReporter, kit: KitRef) {
+async fn follow_health(health: tonic_health::server::HealthReporter, kit: SharedKit) {
     let mut serving = None;
     loop {
         let now = kit.is_serving();

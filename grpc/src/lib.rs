@@ -35,4 +35,4 @@ pub mod service;
 pub mod tso;
 
 pub use client::PdTsoClient;
-pub use door::{GrpcError, KitRef, PdDoor};
+pub use door::{GrpcError, PdDoor};

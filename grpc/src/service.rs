@@ -19,7 +19,6 @@ use std::pin::Pin;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::door::KitRef;
 use crate::members;
 use crate::pdpb::pd_server::Pd;
 use crate::pdpb::{
@@ -27,11 +26,12 @@ use crate::pdpb::{
     ServiceMode, TsoRequest,
 };
 use crate::tso::TsoStream;
+use leasetso_runtime_common::SharedKit;
 
 /// The `pdpb.PD` service over one node's kit.
 #[derive(Clone)]
 pub struct PdService {
-    kit: KitRef,
+    kit: SharedKit,
 }
 
 impl std::fmt::Debug for PdService {
@@ -42,7 +42,7 @@ impl std::fmt::Debug for PdService {
 
 impl PdService {
     /// The service of `kit`'s node.
-    pub fn new(kit: KitRef) -> Self {
+    pub fn new(kit: SharedKit) -> Self {
         PdService { kit }
     }
 }

@@ -32,10 +32,10 @@ use leasetso_runtime_common::stats::{DoorKind, DoorTally};
 use tokio_stream::Stream;
 use tonic::{Status, Streaming};
 
-use crate::door::KitRef;
 use crate::members;
 use crate::pdpb::{self, TsoRequest, TsoResponse};
 use crate::service::check_header;
+use leasetso_runtime_common::SharedKit;
 
 /// Requests served together at most (the rest wait for the next batch).
 pub const MAX_BATCH: usize = 256;
@@ -46,7 +46,7 @@ pub const EXHAUSTED_PATIENCE: Duration = Duration::from_secs(3);
 
 /// One client's `Tso` stream: reads requests, answers them in order.
 pub struct TsoStream {
-    kit: KitRef,
+    kit: SharedKit,
     inbound: Streaming<TsoRequest>,
     /// The counts of the requests being served, in arrival order.
     counts: Vec<u32>,
@@ -68,7 +68,7 @@ pub struct TsoStream {
 
 impl TsoStream {
     /// The stream answering `inbound` from `kit`'s node.
-    pub fn new(kit: KitRef, inbound: Streaming<TsoRequest>) -> Self {
+    pub fn new(kit: SharedKit, inbound: Streaming<TsoRequest>) -> Self {
         TsoStream {
             kit,
             inbound,
@@ -156,7 +156,7 @@ impl TsoStream {
             self.retries = 0;
         }
         self.counts.drain(..served.min(n));
-        self.tally.flush(&kit.counters, DoorKind::Grpc, kit.clock.now().saturating_since(began));
+        kit.flush_tally(&mut self.tally, DoorKind::Grpc, began);
     }
 }
 

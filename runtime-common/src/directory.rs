@@ -38,13 +38,10 @@ pub const READ_BUF: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct PeerDirectory {
     me: NodeId,
-    /// Client addresses peers advertised in their handshakes, for leader hints.
-    client_addrs: Mutex<Vec<Option<SocketAddr>>>,
-    /// RESP addresses peers advertised in their handshakes, for `-NOTLEADER`.
-    resp_addrs: Mutex<Vec<Option<SocketAddr>>>,
-    /// PD door addresses peers advertised in their handshakes, for the
-    /// members the PD door lists.
-    pd_addrs: Mutex<Vec<Option<SocketAddr>>>,
+    /// Each peer's last handshake (either direction's): the client, RESP
+    /// and PD door addresses it advertises, for leader hints, `-NOTLEADER`
+    /// and the PD door's members.
+    handshakes: Mutex<Vec<Option<Handshake>>>,
     /// Whether the outgoing link to each peer is up (this node's own entry
     /// stays false: [`PeerDirectory::links_up`] sets its bit regardless).
     up: Vec<AtomicBool>,
@@ -70,9 +67,7 @@ impl PeerDirectory {
         let n = usize::from(nodes);
         PeerDirectory {
             me,
-            client_addrs: Mutex::new(vec![None; n]),
-            resp_addrs: Mutex::new(vec![None; n]),
-            pd_addrs: Mutex::new(vec![None; n]),
+            handshakes: Mutex::new(vec![None; n]),
             up: (0..n).map(|_| AtomicBool::new(false)).collect(),
             ups: (0..n).map(|_| AtomicU64::new(0)).collect(),
             seen: Mutex::new(Seen::new()),
@@ -97,31 +92,29 @@ impl PeerDirectory {
     /// Records the addresses `peer` advertised in its handshake `theirs`
     /// (either direction's); an id outside the cluster is ignored.
     pub fn advertised(&self, peer: NodeId, theirs: &Handshake) {
-        let i = usize::from(peer.0);
-        for (addrs, addr) in [
-            (&self.client_addrs, theirs.client_addr),
-            (&self.resp_addrs, theirs.resp_addr),
-            (&self.pd_addrs, theirs.pd_addr),
-        ] {
-            if let Some(slot) = lock(addrs).get_mut(i) {
-                *slot = addr;
-            }
+        if let Some(slot) = lock(&self.handshakes).get_mut(usize::from(peer.0)) {
+            *slot = Some(*theirs);
         }
+    }
+
+    /// What `pick` takes of node `id`'s last handshake, if one came.
+    fn advertised_addr(&self, id: NodeId, pick: fn(&Handshake) -> Option<SocketAddr>) -> Option<SocketAddr> {
+        lock(&self.handshakes).get(usize::from(id.0)).copied().flatten().as_ref().and_then(pick)
     }
 
     /// The client address node `id` advertised, if it did.
     pub fn client_addr(&self, id: NodeId) -> Option<SocketAddr> {
-        lock(&self.client_addrs).get(usize::from(id.0)).copied().flatten()
+        self.advertised_addr(id, |h| h.client_addr)
     }
 
     /// The PD door address node `id` advertised, if it did.
     pub fn pd_addr(&self, id: NodeId) -> Option<SocketAddr> {
-        lock(&self.pd_addrs).get(usize::from(id.0)).copied().flatten()
+        self.advertised_addr(id, |h| h.pd_addr)
     }
 
     /// The RESP address node `id` advertised, if it did.
     pub fn resp_addr(&self, id: NodeId) -> Option<SocketAddr> {
-        lock(&self.resp_addrs).get(usize::from(id.0)).copied().flatten()
+        self.advertised_addr(id, |h| h.resp_addr)
     }
 
     /// Marks the outgoing link to `peer` up or down.

@@ -217,6 +217,13 @@ impl Kit {
         self.node.with_node(|node| node.is_serving(now)).unwrap_or(false)
     }
 
+    /// Adds what a step of one of `door`'s connections served (`tally`),
+    /// and the time since `began` it took, to the counters; every door's
+    /// step ends with this.
+    pub fn flush_tally(&self, tally: &mut DoorTally, door: DoorKind, began: leasetso_core::Instant) {
+        tally.flush(&self.counters, door, self.clock.now().saturating_since(began));
+    }
+
     /// The counters now.
     pub fn stats(&self) -> ServerStats {
         self.counters.snapshot()
@@ -370,8 +377,7 @@ impl<'a> NativeBackend<'a> {
 
     /// Adds what the step that began at `began` served to the counters.
     pub fn flush(&mut self, began: leasetso_core::Instant) {
-        let took = self.kit.clock.now().saturating_since(began);
-        self.tally.flush(&self.kit.counters, DoorKind::Native, took);
+        self.kit.flush_tally(&mut self.tally, DoorKind::Native, began);
     }
 }
 
@@ -426,8 +432,7 @@ impl<'a> RespDoor<'a> {
 
     /// Adds what the step that began at `began` served to the counters.
     pub fn flush(&mut self, began: leasetso_core::Instant) {
-        let took = self.kit.clock.now().saturating_since(began);
-        self.tally.flush(&self.kit.counters, DoorKind::Redis, took);
+        self.kit.flush_tally(&mut self.tally, DoorKind::Redis, began);
     }
 }
 
