@@ -104,6 +104,22 @@ impl Log {
         lines.push_back(line);
     }
 
+    /// Waits up to `timeout` for a line containing `needle`; whether one
+    /// came. A server may log an event just after the effect a test saw
+    /// (a connection closed, then the warning about it).
+    pub fn wait_for(&self, needle: &str, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.text().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The kept lines, one per line.
     pub fn text(&self) -> String {
         let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
