@@ -61,7 +61,9 @@ echo "== build leasetso and the harness (release)"
 (cd "$root" && cargo build --release --locked -p leasetso --bin leasetso)
 cargo build --release --locked --manifest-path "$here/Cargo.toml"
 leasetso="$root/target/release/leasetso"
-harness="$here/target/release/leasetso-peers"
+# LEASETSO_HARNESS=PATH runs that harness binary instead (one built from an
+# earlier commit: a client change against its baseline, on the same servers).
+harness="${LEASETSO_HARNESS:-$here/target/release/leasetso-peers}"
 
 tmp="$(mktemp -d -t leasetso-peers.XXXXXX)"
 pids=()
@@ -103,6 +105,7 @@ echo "== start the servers"
 "$tsoracle" serve file --listen 127.0.0.1:0 --state-dir "$tmp/tsoracle" --no-metrics \
   >"$tmp/tsoracle.log" 2>&1 &
 pids+=($!)
+tso_pid=$!
 tso_addr="$(wait_addr "$tmp/tsoracle.log" "serving on" "${pids[-1]}")"
 # leasetso prints "leasetso: serving on ADDR" on stderr once it serves; its
 # PD door (gRPC, column pd-grpc) "leasetso: PD on ADDR" before that.
@@ -115,6 +118,7 @@ fi
 "$leasetso" serve --listen 127.0.0.1:0 --data "$tmp/leasetso" "${pd_args[@]}" --resp 127.0.0.1:0 \
   >"$tmp/leasetso.log" 2>&1 &
 pids+=($!)
+lts_pid=$!
 lts_addr="$(wait_addr "$tmp/leasetso.log" "serving on" "${pids[-1]}")"
 echo "tsoracle $TSORACLE_VERSION on $tso_addr, leasetso (std server) on $lts_addr"
 harness_pd=()
@@ -132,6 +136,7 @@ if "$leasetso" serve --help 2>/dev/null | grep -q -- "--runtime"; then
   "$leasetso" serve --runtime smol --listen 127.0.0.1:0 --data "$tmp/leasetso-smol" \
     >"$tmp/leasetso-smol.log" 2>&1 &
   pids+=($!)
+  smol_pid=$!
   smol_addr="$(wait_addr "$tmp/leasetso-smol.log" "serving on" "${pids[-1]}")"
   smol_args=(--leasetso-smol "$smol_addr")
   echo "leasetso (smol server) on $smol_addr"
@@ -145,6 +150,7 @@ fi
 "$leasetso" serve --listen 127.0.0.1:0 --data "$tmp/leasetso-tls" --certs-dir "$tmp/certs" \
   >"$tmp/leasetso-tls.log" 2>&1 &
 pids+=($!)
+tls_pid=$!
 tls_addr="$(wait_addr "$tmp/leasetso-tls.log" "serving on" "${pids[-1]}")"
 smol_args+=(--leasetso-tls "$tls_addr" --certs "$tmp/certs")
 echo "leasetso (std server, TLS) on $tls_addr"
@@ -169,6 +175,7 @@ echo "leasetso (std server, --metrics on $metrics_http, scraped every 1 s) on $m
 if [ -n "${LEASETSO_BASE_BIN:-}" ]; then
   "$LEASETSO_BASE_BIN" serve --listen 127.0.0.1:0 --data "$tmp/leasetso-base" >"$tmp/leasetso-base.log" 2>&1 &
   pids+=($!)
+  base_pid=$!
   base_addr="$(wait_addr "$tmp/leasetso-base.log" "serving on" "${pids[-1]}")"
   smol_args+=(--leasetso-base "$base_addr")
   echo "baseline leasetso ($LEASETSO_BASE_BIN, std server) on $base_addr"
@@ -180,4 +187,11 @@ echo "$(rustc --version)"
 echo "leasetso: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)  tsoracle: $("$tsoracle" --version 2>/dev/null || echo "$TSORACLE_VERSION")"
 echo
 
-"$harness" --leasetso "$lts_addr" "${smol_args[@]}" "${harness_pd[@]}" --tsoracle "http://$tso_addr" "$@"
+# Every server's pid by its address: the harness reports the CPU time per
+# timestamp of the client (itself) and of the server a column drives.
+server_pids="$tso_addr=$tso_pid,$lts_addr=$lts_pid"
+[ -n "${smol_pid:-}" ] && server_pids+=",$smol_addr=$smol_pid"
+server_pids+=",$tls_addr=$tls_pid,$metrics_srv=$metrics_pid"
+[ -n "${base_pid:-}" ] && server_pids+=",$base_addr=$base_pid"
+
+"$harness" --pids "$server_pids" --leasetso "$lts_addr" "${smol_args[@]}" "${harness_pd[@]}" --tsoracle "http://$tso_addr" "$@"

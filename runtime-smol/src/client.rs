@@ -10,19 +10,25 @@
 //! # Who drives the connection
 //!
 //! No task is spawned (the API names no executor): the callers drive the
-//! connection themselves, one at a time. A [`Client`] holds the session under
-//! a short `std::sync::Mutex` (never held across an `.await`) and the socket
-//! under an `async_lock::Mutex`. The caller that queues a call while nobody
-//! drives takes the driver role; every other caller only waits for its
-//! completion, polled at most twice and taking the state lock once per poll.
-//! The driver writes what the session has to send, reads replies, feeds them
-//! in, hands every completion to its caller and wakes exactly that caller's
-//! task (after releasing the lock, so the woken do not queue behind it), and
+//! connection themselves, one at a time. Three locks, each held briefly and
+//! never across an `.await` but the socket's:
+//! - `entry`, a short `std::sync::Mutex` that a caller takes once per call:
+//!   it appends its call to a list of new calls and learns whether it holds
+//!   the driver role (nobody held it) or must wake a driver waiting to send;
+//! - `state`, the session and the calls in it, taken by the driver only;
+//! - each call's [`Cell`], where the driver leaves the answer and the caller
+//!   finds it.
+//! So a caller never waits on the lock the driver holds while it hands out a
+//! batch of answers: with many callers on two cores, that wait (a futex
+//! sleep, then a wake across cores) was what the callers' time went to.
+//!
+//! The driver moves the new calls into the session, writes what the session
+//! has to send, reads replies, feeds them in, leaves every answer in its
+//! cell and wakes exactly that caller's task (after releasing the lock), and
 //! returns once its own call is done, handing the role to one caller still
-//! waiting (one wake per hand-off, not one per caller). A caller that queues a
-//! call the session could send at once wakes the driver if it waits. So one
-//! caller alone pays no cross-task wake at all, and many callers wake only
-//! the tasks whose answers arrived.
+//! waiting (one wake per hand-off, not one per caller). So one caller alone
+//! pays no cross-task wake at all, and many callers wake only the tasks
+//! whose answers arrived.
 //!
 //! A driver may be cancelled (its future dropped) at any `.await`; every
 //! I/O step is cancel-safe: a connect in progress is redone by the next
@@ -67,45 +73,92 @@ enum Transport {
 
 type Session = ClientSession<Transport>;
 
-/// Whether a caller's answer is in, as its slot holds it: a timestamp
-/// inline, anything else (a status, a registration, an error) in
-/// [`State::rare`]. An `Answer` is about 180 bytes; kept out of the slot, the
-/// slot of the common call stays small and cheap to insert and remove.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Whether a caller's answer is in: a timestamp inline, anything else (a
+/// status, a registration, an error) boxed, so the common cell stays small.
+#[derive(Debug, Default)]
 enum Held {
+    #[default]
     Waiting,
     Ts(Timestamp),
-    Rare,
+    Rare(Box<Result<Answer, ClientError>>),
 }
 
-/// One caller's place: its answer once in, the task to wake, and whether
-/// the driver role was handed to it.
+/// What one call's caller and the driver share. The driver leaves the
+/// answer (or names the caller the next driver) and wakes its task; the
+/// caller takes the answer. Lock order: `state`, then `entry`, then a cell;
+/// a cell's lock is never held while taking another lock.
+#[derive(Debug, Default)]
+struct Cell(Mutex<Slot>);
+
+#[derive(Debug, Default)]
 struct Slot {
     held: Held,
+    /// The caller's task, woken when the answer or the role comes.
     waker: Option<Waker>,
     /// The previous driver left and named this caller the next one.
     drive: bool,
+    /// The caller left: nothing is delivered to it nor is it named driver.
+    gone: bool,
 }
 
-type Slots = TicketMap<Slot>;
+impl Slot {
+    /// The answer, if in, taken.
+    fn take(&mut self) -> Option<Result<Answer, ClientError>> {
+        match std::mem::take(&mut self.held) {
+            Held::Waiting => None,
+            Held::Ts(ts) => Some(Ok(Answer::Ts(ts))),
+            Held::Rare(r) => Some(*r),
+        }
+    }
 
+    /// Whether it can take the driver role: its caller waits for an answer.
+    fn waiting(&self) -> bool {
+        !self.gone && !self.drive && matches!(self.held, Held::Waiting)
+    }
+}
+
+/// The calls queued since the driver last took them, and the role.
+struct Entry {
+    /// New calls, moved into the session by the driver at its next step.
+    /// Swapped with [`State::spare`]: both keep their capacity.
+    calls: Vec<(Call, Arc<Cell>)>,
+    /// Some task holds the driver role or has been named for it. Invariant:
+    /// while a caller waits for an answer, this is true (see
+    /// [`CallGuard`]'s drop and [`hand_off`]).
+    driving: bool,
+    /// The driver's task while it waits on the socket or a timer and a
+    /// request could be sent now: the first caller to queue a call wakes it.
+    driver: Option<Waker>,
+}
+
+/// The session and the calls in it: the driver's alone.
 struct State {
     session: Session,
-    slots: Slots,
-    /// The answers that are not a timestamp ([`Held::Rare`]), by ticket.
-    rare: TicketMap<Result<Answer, ClientError>>,
-    /// Some task holds the driver role or has been named for it. Invariant:
-    /// while a slot waits without a result, this is true (see
-    /// [`CallGuard`]'s drop, which hands the role on).
-    driving: bool,
-    /// A call was queued since the driver last encoded what to send.
-    pushed: bool,
-    /// The driver's task while it waits on the socket or a timer: the
-    /// first caller to queue a call that could be sent now wakes it.
-    driver: Option<Waker>,
+    /// The cells of the calls in the session, by ticket.
+    cells: TicketMap<Arc<Cell>>,
+    spare: Vec<(Call, Arc<Cell>)>,
     /// The last ticket queued: the role goes to it first, as its answer
     /// comes last and its driver so lasts longest.
     last: Option<Ticket>,
+}
+
+impl State {
+    /// Moves the calls queued in `entry` into the session (the entry lock
+    /// is held only for the swap).
+    fn take_calls(&mut self, entry: &Mutex<Entry>, now: leasetso_core::Instant) {
+        std::mem::swap(&mut lock(entry).calls, &mut self.spare);
+        self.admit(now);
+    }
+
+    /// Queues the calls in `spare` in the session.
+    fn admit(&mut self, now: leasetso_core::Instant) {
+        let State { session, cells, spare, last } = self;
+        for (call, cell) in spare.drain(..) {
+            let ticket = session.push_call(call, now);
+            cells.insert(ticket, cell);
+            *last = Some(ticket);
+        }
+    }
 }
 
 /// The socket and what is half done on it (see "Who drives the connection").
@@ -137,6 +190,7 @@ struct Io {
 
 struct Inner {
     state: Mutex<State>,
+    entry: Mutex<Entry>,
     io: async_lock::Mutex<Io>,
     clock: Clock,
     opts: ClientOptions,
@@ -165,16 +219,14 @@ impl Client {
         let mut session: Session = opts.session(seeds, in_flight)?;
         session.open(0);
         let inner = Arc::new(Inner {
-            // The connecting task below is the driver until it returns.
             state: Mutex::new(State {
                 session,
-                slots: Slots::default(),
-                rare: TicketMap::default(),
-                driving: true,
-                pushed: false,
-                driver: None,
+                cells: TicketMap::default(),
+                spare: Vec::with_capacity(64),
                 last: None,
             }),
+            // The connecting task below is the driver until it returns.
+            entry: Mutex::new(Entry { calls: Vec::with_capacity(64), driving: true, driver: None }),
             io: async_lock::Mutex::new(Io {
                 stream: None,
                 tls: None,
@@ -206,7 +258,7 @@ impl Client {
             .await;
         drop(io);
         // No clone exists yet, so no caller waits: the role goes back unheld.
-        lock(&client.inner.state).driving = false;
+        lock(&client.inner.entry).driving = false;
         opened?;
         Ok(client)
     }
@@ -277,22 +329,21 @@ impl Client {
     /// queued, or the previous driver handed it over).
     async fn call(&self, call: Call) -> Result<Answer, ClientError> {
         let inner = &*self.inner;
-        // Hands the role on and forgets the slot, however this future ends.
-        let mut guard = CallGuard { inner, ticket: None, role: false };
+        // Hands the role on and marks the cell left, however this future ends.
+        let mut guard = CallGuard { inner, cell: None, role: false, answered: false };
         let mut call = Some(call);
         let got = future::poll_fn(|cx| guard.poll_wait(&mut call, cx)).await;
         if let Some(result) = got {
             return result;
         }
-        guard.role = true;
-        let Some(ticket) = guard.ticket else {
+        let Some(cell) = guard.cell.clone() else {
             // poll_wait returns None only once it queued the call.
             return Err(ClientError::Shutdown);
         };
         // Declared after `guard`, so dropped before it: the socket is free
         // by the time the role is handed on.
         let mut io = inner.io.lock().await;
-        let result = self.drive(&mut io, |st| st.take(ticket)).await;
+        let result = self.drive(&mut io, |_| lock(&cell.0).take()).await;
         drop(io);
         result
     }
@@ -303,9 +354,10 @@ impl Client {
         let inner = &*self.inner;
         loop {
             // 1. Under the state lock: completions out, actions, bytes to send.
-            let (wait, finished) = {
+            let (wait, can_send, finished) = {
                 let mut st = lock(&inner.state);
                 let now = inner.clock.now();
+                st.take_calls(&inner.entry, now);
                 if st.session.poll_timeout().is_some_and(|t| t <= now) {
                     st.session.handle_timeout(now);
                 }
@@ -324,14 +376,14 @@ impl Client {
                     io.out_start = 0;
                     io.out_end = 0;
                 }
-                st.pushed = false;
                 if io.stream.is_some() && io.out_end + FRAME_ROOM <= WRITE_BUF {
                     let end = io.out_end;
                     io.out_end += st.session.poll_transmit(&mut io.out[end..], now);
                 }
-                // A call queued from here on sets `pushed` and wakes the
-                // driver: none is missed.
-                (st.session.poll_timeout().map(|t| t.saturating_since(now)), done(&mut st))
+                // A call queued from here on waits in `entry`; the driver
+                // looks there before it sleeps (see `sleep_or`).
+                let can_send = st.session.in_flight() < st.session.config().max_in_flight;
+                (st.session.poll_timeout().map(|t| t.saturating_since(now)), can_send, done(&mut st))
             };
             if let Some(r) = finished {
                 wake_all(&mut io.wake);
@@ -375,7 +427,7 @@ impl Client {
             let Io { stream, buf, timer, armed, out, out_start, out_end, tls, .. } = io;
             let Some(stream) = stream.as_mut() else {
                 // Nothing to do but wait out a pause or a new caller.
-                sleep_or(inner, timer, armed).await;
+                sleep_or(inner, can_send, timer, armed).await;
                 continue;
             };
             if let Some(t) = tls.as_mut().filter(|t| !t.to_send().is_empty()) {
@@ -404,7 +456,7 @@ impl Client {
             // and wake for a pause's or timeout's end or a new caller.
             let read = async { Some(stream.read(&mut buf[..]).await) };
             let other = async {
-                sleep_or(inner, timer, armed).await;
+                sleep_or(inner, can_send, timer, armed).await;
                 None
             };
             match future::or(read, other).await {
@@ -503,14 +555,26 @@ fn fail(inner: &Inner, io: &mut Io, broken: Broken, e: Transport) {
     st.session.connection_failed(broken, e, inner.clock.now());
 }
 
-/// Waits for a new caller (see [`State::pushed`]) or the armed timer.
-async fn sleep_or(inner: &Inner, timer: &mut async_io::Timer, armed: &mut Option<std::time::Instant>) {
+/// Waits for the armed timer or, when a request could be sent now
+/// (`can_send`), for a new call. A call queued before the driver's waker is
+/// in place is seen here under the same lock: none is missed.
+async fn sleep_or(
+    inner: &Inner,
+    can_send: bool,
+    timer: &mut async_io::Timer,
+    armed: &mut Option<std::time::Instant>,
+) {
     let pushed = future::poll_fn(|cx| {
-        let mut st = lock(&inner.state);
-        if st.pushed {
+        let mut e = lock(&inner.entry);
+        if !can_send {
+            e.driver = None;
+            return Poll::Pending;
+        }
+        if !e.calls.is_empty() {
+            e.driver = None;
             return Poll::Ready(());
         }
-        match &mut st.driver {
+        match &mut e.driver {
             Some(w) if w.will_wake(cx.waker()) => {}
             w => *w = Some(cx.waker().clone()),
         }
@@ -555,46 +619,67 @@ async fn connect(
 }
 
 /// Hands every finished call to its caller; the tasks to wake go to `wake`
-/// (woken by [`wake_all`] once the lock is released).
+/// (woken by [`wake_all`] once the state lock is released).
 fn deliver(st: &mut State, wake: &mut Vec<Waker>) {
     while let Some(c) = st.session.poll_completion() {
-        // A slot already gone is a caller that left: its answer is dropped.
-        let Some(slot) = st.slots.get_mut(&c.ticket) else { continue };
-        match c.result {
-            Ok(Answer::Ts(ts)) => slot.held = Held::Ts(ts),
-            other => {
-                slot.held = Held::Rare;
-                st.rare.insert(c.ticket, other.map_err(convert));
-            }
+        let Some(cell) = st.cells.remove(&c.ticket) else { continue };
+        let mut slot = lock(&cell.0);
+        // A caller that left drops its answer.
+        if slot.gone {
+            continue;
         }
+        slot.held = match c.result {
+            Ok(Answer::Ts(ts)) => Held::Ts(ts),
+            other => Held::Rare(Box::new(other.map_err(convert))),
+        };
         wake.extend(slot.waker.take());
     }
 }
 
-impl State {
-    /// The answer of `ticket`'s call if it is in, taken (the slot stays).
-    fn take(&mut self, ticket: Ticket) -> Option<Result<Answer, ClientError>> {
-        let slot = self.slots.get_mut(&ticket)?;
-        match std::mem::replace(&mut slot.held, Held::Waiting) {
-            Held::Waiting => None,
-            Held::Ts(ts) => Some(Ok(Answer::Ts(ts))),
-            // Rare answers are inserted with their slot's `Held::Rare`.
-            Held::Rare => Some(self.rare.remove(&ticket).unwrap_or(Err(ClientError::Shutdown))),
-        }
-    }
+/// Names `cell`'s caller the next driver if it still waits for its answer;
+/// its task's waker, to wake once the locks are released.
+fn name_driver(cell: &Arc<Cell>) -> Option<Option<Waker>> {
+    let mut slot = lock(&cell.0);
+    slot.waiting().then(|| {
+        slot.drive = true;
+        slot.waker.take()
+    })
+}
 
-    /// Forgets `ticket`'s slot (and a rare answer it left); whether the
-    /// role had been handed to it.
-    fn remove(&mut self, ticket: Ticket) -> bool {
-        match self.slots.remove(&ticket) {
-            Some(slot) => {
-                if slot.held == Held::Rare {
-                    self.rare.remove(&ticket);
-                }
-                slot.drive
-            }
-            None => false,
+/// The driver role leaves its holder: it goes to a caller still waiting
+/// (the youngest, else the oldest unanswered, else any), whose task is woken;
+/// with nobody waiting it is free again. The calls queued meanwhile join the
+/// session first, so their callers can be named; `entry` stays locked from
+/// the last look at its calls until the role is placed, so a caller queuing
+/// meanwhile either is seen here or finds the role free.
+fn hand_off(inner: &Inner) {
+    let mut st = lock(&inner.state);
+    loop {
+        let mut e = lock(&inner.entry);
+        if !e.calls.is_empty() {
+            std::mem::swap(&mut e.calls, &mut st.spare);
+            drop(e);
+            st.admit(inner.clock.now());
+            continue;
         }
+        e.driver = None;
+        let State { session, cells, last, .. } = &mut *st;
+        let named = [*last, session.pending()]
+            .into_iter()
+            .flatten()
+            .find_map(|t| cells.get(&t).and_then(name_driver))
+            .or_else(|| cells.values().find_map(name_driver));
+        match named {
+            Some(waker) => {
+                drop(e);
+                drop(st);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            None => e.driving = false,
+        }
+        return;
     }
 }
 
@@ -619,16 +704,18 @@ fn convert(e: CallError<Transport>) -> ClientError {
     })
 }
 
-/// One call's bookkeeping: its slot, and the driver role while it holds it.
+/// One call's bookkeeping: its cell, and the driver role while it holds it.
 /// Dropping it (the call returned, or its future was dropped at any
-/// `.await`) forgets the slot and hands the role to a caller still waiting,
-/// so a waiting caller always has a driver.
+/// `.await`) marks the cell left and hands the role to a caller still
+/// waiting, so a waiting caller always has a driver.
 struct CallGuard<'a> {
     inner: &'a Inner,
-    /// The call's ticket once queued, until its slot is removed.
-    ticket: Option<Ticket>,
-    /// This call drives the connection.
+    /// The call's cell once queued.
+    cell: Option<Arc<Cell>>,
+    /// This call drives the connection (or was named to and owes the role).
     role: bool,
+    /// The answer was taken: nothing is left to mark.
+    answered: bool,
 }
 
 impl CallGuard<'_> {
@@ -641,93 +728,67 @@ impl CallGuard<'_> {
     ) -> Poll<Option<Result<Answer, ClientError>>> {
         let inner = self.inner;
         if let Some(call) = call.take() {
-            let mut st = lock(&inner.state);
-            let ticket = st.session.push_call(call, inner.clock.now());
-            self.ticket = Some(ticket);
-            st.last = Some(ticket);
-            if !st.driving {
-                st.driving = true;
-                self.role = true;
-                st.slots.insert(ticket, Slot { held: Held::Waiting, waker: None, drive: false });
-                return Poll::Ready(None);
-            }
-            st.slots
-                .insert(ticket, Slot { held: Held::Waiting, waker: Some(cx.waker().clone()), drive: false });
-            // Wake a waiting driver only if the request could go now.
-            let wake = if st.session.in_flight() < st.session.config().max_in_flight {
-                st.pushed = true;
-                st.driver.take()
-            } else {
-                None
+            // The waker is in place before the driver can see the call.
+            let cell = Arc::new(Cell(Mutex::new(Slot { waker: Some(cx.waker().clone()), ..Slot::default() })));
+            let (role, wake) = {
+                let mut e = lock(&inner.entry);
+                e.calls.push((call, Arc::clone(&cell)));
+                if e.driving {
+                    // Wakes a driver that waits to send (see `sleep_or`).
+                    (false, e.driver.take())
+                } else {
+                    e.driving = true;
+                    (true, None)
+                }
             };
-            drop(st);
+            self.cell = Some(cell);
             if let Some(w) = wake {
                 w.wake();
             }
-            return Poll::Pending;
-        }
-        let Some(ticket) = self.ticket else {
-            return Poll::Ready(Some(Err(ClientError::Shutdown)));
-        };
-        let mut st = lock(&inner.state);
-        let Some(slot) = st.slots.get_mut(&ticket) else {
-            return Poll::Ready(Some(Err(ClientError::Shutdown)));
-        };
-        if slot.drive {
-            slot.drive = false;
-            self.role = true;
-            return Poll::Ready(None);
-        }
-        if slot.held == Held::Waiting {
-            match &mut slot.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                w => *w = Some(cx.waker().clone()),
+            if role {
+                self.role = true;
+                return Poll::Ready(None);
             }
             return Poll::Pending;
         }
-        let result = st.take(ticket);
-        st.remove(ticket);
-        self.ticket = None;
-        Poll::Ready(result)
+        let Some(cell) = &self.cell else {
+            return Poll::Ready(Some(Err(ClientError::Shutdown)));
+        };
+        let mut slot = lock(&cell.0);
+        if std::mem::take(&mut slot.drive) {
+            self.role = true;
+        }
+        if let Some(result) = slot.take() {
+            // Named driver as well: the guard's drop hands the role on.
+            self.answered = true;
+            return Poll::Ready(Some(result));
+        }
+        if self.role {
+            return Poll::Ready(None);
+        }
+        match &mut slot.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            w => *w = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        if self.ticket.is_none() && !self.role {
-            return;
-        }
-        let mut st = lock(&self.inner.state);
-        let mut role = self.role;
-        if let Some(ticket) = self.ticket {
-            // A caller named driver but dropped before it took over still
-            // owes the role to the others.
-            role |= st.remove(ticket);
-        }
-        if !role {
-            return;
-        }
-        st.driver = None;
-        let State { session, slots, last, .. } = &mut *st;
-        // The youngest call is usually still waiting, else the oldest
-        // unanswered; any waiting one will do.
-        let waiting = |t: Option<Ticket>, slots: &Slots| {
-            t.filter(|t| slots.get(t).is_some_and(|s| s.held == Held::Waiting))
-        };
-        let next = match waiting(*last, slots).or_else(|| waiting(session.pending(), slots)) {
-            Some(t) => slots.get_mut(&t),
-            None => slots.values_mut().find(|s| s.held == Held::Waiting),
-        };
-        match next {
-            Some(slot) => {
-                slot.drive = true;
-                let waker = slot.waker.take();
-                drop(st);
-                if let Some(w) = waker {
-                    w.wake();
-                }
+        let mut owes = self.role;
+        if !self.answered {
+            if let Some(cell) = &self.cell {
+                let mut slot = lock(&cell.0);
+                slot.gone = true;
+                slot.waker = None;
+                // Named driver but dropped before it took over: it still
+                // owes the role to the others.
+                owes |= std::mem::take(&mut slot.drive);
             }
-            None => st.driving = false,
+        }
+        if owes {
+            hand_off(self.inner);
         }
     }
 }
@@ -790,9 +851,8 @@ mod tests {
         (addr, go)
     }
 
-    fn slot_drives(client: &Client, ticket: Option<Ticket>) -> bool {
-        let st = lock(&client.inner.state);
-        st.slots.get(&ticket.unwrap()).is_some_and(|s| s.drive)
+    fn named(cell: &Arc<Cell>) -> bool {
+        lock(&cell.0).drive
     }
 
     /// A driver dropped mid-read hands the role to the youngest waiting
@@ -809,27 +869,26 @@ mod tests {
         assert!(a.as_mut().poll(&mut cx).is_pending());
         assert!(b.as_mut().poll(&mut cx).is_pending());
         assert!(c.as_mut().poll(&mut cx).is_pending());
-        let tickets: Vec<Ticket> = {
-            let st = lock(&client.inner.state);
-            assert!(st.driving);
-            let mut t: Vec<Ticket> = st.slots.keys().copied().collect();
-            t.sort();
-            t
+        // B and C queued their calls while A waited on the socket.
+        let (cb, cc) = {
+            let e = lock(&client.inner.entry);
+            assert!(e.driving);
+            assert_eq!(e.calls.len(), 2);
+            (Arc::clone(&e.calls[0].1), Arc::clone(&e.calls[1].1))
         };
-        let (tb, tc) = (Some(tickets[1]), Some(tickets[2]));
         drop(a);
-        assert!(slot_drives(&client, tc), "the youngest waiting caller is named next");
-        assert!(!slot_drives(&client, tb));
+        assert!(named(&cc), "the youngest waiting caller is named next");
+        assert!(!named(&cb));
         drop(c);
-        assert!(slot_drives(&client, tb), "a named caller that leaves names another");
+        assert!(named(&cb), "a named caller that leaves names another");
         go.send(()).unwrap();
         let got = future::block_on(future::or(async { Some(b.await) }, async {
             async_io::Timer::after(Duration::from_secs(5)).await;
             None
         }));
         assert!(got.expect("the last caller was never answered").is_ok());
+        assert!(!lock(&client.inner.entry).driving, "the role is free once nobody waits");
         let st = lock(&client.inner.state);
-        assert!(!st.driving, "the role is free once nobody waits");
-        assert!(st.slots.is_empty() && st.rare.is_empty());
+        assert!(st.cells.is_empty(), "every answered or abandoned call is forgotten");
     }
 }

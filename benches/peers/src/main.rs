@@ -49,12 +49,16 @@ struct Args {
     callers: Vec<usize>,
     batch: u32,
     batch_callers: Vec<usize>,
+    /// Server processes by the address they serve (`--pids ADDR=PID,...`):
+    /// their CPU time is read around every timed run.
+    pids: Vec<(String, u32)>,
 }
 
 const USAGE: &str = "usage: leasetso-peers --leasetso HOST:PORT [--leasetso-smol HOST:PORT] [--leasetso-base HOST:PORT] \
 [--leasetso-tls HOST:PORT --certs DIR] [--leasetso-metrics HOST:PORT] [--leasetso-pd http://HOST:PORT] [--leasetso-resp HOST:PORT] \
 --tsoracle http://HOST:PORT [--seconds S (5)] [--warmup S (0.5)] [--rounds R (3)] [--callers 1,8,64,256,1024] \
-[--batch 64] [--batch-callers 1,8] [--only smol,smol-metrics,... (columns by short name)]";
+[--batch 64] [--batch-callers 1,8] [--only smol,smol-metrics,... (columns by short name)] \
+[--pids ADDR=PID,... (servers whose CPU time per timestamp is reported)]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -74,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         callers: vec![1, 8, 64, 256, 1024],
         batch: 64,
         batch_callers: vec![1, 8],
+        pids: Vec::new(),
     };
     let list = |v: &str| -> Result<Vec<usize>, String> {
         // An empty list skips that part of the run (`--batch-callers ''`).
@@ -119,6 +124,13 @@ fn parse_args() -> Result<Args, String> {
             "--callers" => args.callers = list(&value()?)?,
             "--batch" => args.batch = value()?.parse().map_err(|e| format!("--batch: {e}"))?,
             "--batch-callers" => args.batch_callers = list(&value()?)?,
+            "--pids" => {
+                for pair in value()?.split(',').filter(|p| !p.is_empty()) {
+                    let (addr, pid) = pair.split_once('=').ok_or_else(|| format!("--pids: {pair}: not ADDR=PID"))?;
+                    let pid = pid.parse().map_err(|e| format!("--pids: {pair}: {e}"))?;
+                    args.pids.push((addr.trim_start_matches("http://").to_string(), pid));
+                }
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -138,6 +150,30 @@ struct Run {
     timestamps: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
+}
+
+/// CPU time (user + system, all threads) a process has used, from
+/// `/proc/PID/stat`; `None` where it cannot be read.
+fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // Clock ticks: 100 per second on Linux (USER_HZ).
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// Client and server CPU time per timestamp over one run, in µs.
+#[derive(Clone, Copy)]
+struct Cpu {
+    client: f64,
+    server: Option<f64>,
 }
 
 impl Run {
@@ -221,6 +257,21 @@ impl System {
         (System::Smol, System::SmolOnBase, "smol/base"),
         (System::SmolTls, System::Smol, "tls/plain"),
     ];
+
+    /// The address of the server this column drives (as `--pids` names it).
+    fn server(self, args: &Args) -> Option<String> {
+        let addr = match self {
+            System::Leasetso | System::Smol | System::Pd | System::Resp => Some(args.leasetso),
+            System::SmolOnSmol => args.leasetso_smol,
+            System::SmolOnBase => args.leasetso_base,
+            System::SmolTls => args.leasetso_tls,
+            System::SmolMetrics => args.leasetso_metrics,
+            System::TsoDefault | System::TsoWait0 | System::TsoWait0Threads => {
+                return Some(args.tsoracle.trim_start_matches("http://").to_string());
+            }
+        };
+        addr.map(|a| a.to_string())
+    }
 
     fn is_leasetso(self) -> bool {
         matches!(
@@ -672,12 +723,24 @@ fn compare(clients: &Clients, args: &Args, systems: &[System], callers: usize, c
     let time = Duration::from_secs_f64(args.seconds);
     let warm = Duration::from_secs_f64(args.warmup);
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
+    let mut cpus: Vec<Vec<Cpu>> = vec![Vec::new(); systems.len()];
     for _ in 0..args.rounds {
         for (i, &system) in systems.iter().enumerate() {
             if !warm.is_zero() {
                 clients.run(system, callers, count, warm, false);
             }
-            rates[i].push(clients.run(system, callers, count, time, false).rate());
+            let server = system.server(args).and_then(|a| args.pids.iter().find(|(s, _)| *s == a).map(|p| p.1));
+            let before = (cpu_time(None), server.and_then(|p| cpu_time(Some(p))));
+            let run = clients.run(system, callers, count, time, false);
+            let after = (cpu_time(None), server.and_then(|p| cpu_time(Some(p))));
+            let per_ts = |b: Option<Duration>, a: Option<Duration>| {
+                Some((a? - b?).as_secs_f64() * 1e6 / run.timestamps.max(1) as f64)
+            };
+            cpus[i].push(Cpu {
+                client: per_ts(before.0, after.0).unwrap_or(f64::NAN),
+                server: per_ts(before.1, after.1),
+            });
+            rates[i].push(run.rate());
         }
     }
     let m: Vec<f64> = rates.iter().cloned().map(median).collect();
@@ -702,6 +765,20 @@ fn compare(clients: &Clients, args: &Args, systems: &[System], callers: usize, c
     let rounds: Vec<String> =
         rates.iter().map(|rs| rs.iter().map(|&r| fmt_rate(r)).collect::<Vec<_>>().join(",")).collect();
     println!("{row}   rounds [{}]", rounds.join("] ["));
+    // CPU per timestamp, medians over the rounds: client (this process) and
+    // server (`--pids`), in µs.
+    let mut row = format!("{:>5}", "cpu");
+    for cs in &cpus {
+        let client = median(cs.iter().map(|c| c.client).collect());
+        let server: Vec<f64> = cs.iter().filter_map(|c| c.server).collect();
+        let cell = if server.is_empty() {
+            format!("{client:.2}")
+        } else {
+            format!("{client:.2}+{:.2}", median(server))
+        };
+        row += &format!(" {cell:>13}");
+    }
+    println!("{row}   CPU µs per timestamp, client+server");
     m
 }
 
