@@ -5,8 +5,7 @@
 //! The protocol is the session's; the waiting (parked threads in
 //! `leasetso-std`, woken tasks in `leasetso-smol`) is each client's own.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -151,29 +150,113 @@ impl ClientOptions {
 /// A node's status, as it reports it (the core's, with its status line).
 pub use leasetso_core::client::StatusReply as NodeStatus;
 
-/// Tickets are unique and dense: a multiplicative hash spreads them at the
-/// cost of one multiply (SipHash would be most of a lookup here).
-#[derive(Default)]
-pub struct TicketHasher(u64);
+/// What each waiting caller of a client holds, by its ticket.
+///
+/// Tickets are numbered in the order the calls were queued, and calls are
+/// answered mostly in that order (a reply's range goes to its callers in
+/// queue order, C1). So a deque indexed from the oldest ticket still held
+/// finds, inserts and removes in constant time without hashing; a removal
+/// out of order leaves a hole, dropped once the holes before it are gone.
+#[derive(Debug)]
+pub struct TicketMap<V> {
+    /// The ticket of `items[0]`.
+    base: u64,
+    items: VecDeque<Option<V>>,
+    len: usize,
+}
 
-impl Hasher for TicketHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+impl<V> Default for TicketMap<V> {
+    fn default() -> Self {
+        TicketMap { base: 0, items: VecDeque::new(), len: 0 }
     }
 }
 
-/// What each waiting caller of a client holds, by its ticket.
-pub type TicketMap<V> = HashMap<Ticket, V, BuildHasherDefault<TicketHasher>>;
+impl<V> TicketMap<V> {
+    /// Holds `value` for `ticket`, returning what it held before.
+    pub fn insert(&mut self, ticket: Ticket, value: V) -> Option<V> {
+        let t = ticket.get();
+        if self.items.is_empty() {
+            self.base = t;
+        }
+        if t < self.base {
+            // An older ticket than any held (never, for a session's own
+            // increasing tickets): grow at the front.
+            for _ in t..self.base {
+                self.items.push_front(None);
+            }
+            self.base = t;
+        }
+        let i = self.index(t);
+        if i >= self.items.len() {
+            self.items.resize_with(i + 1, || None);
+        }
+        let old = self.items[i].replace(value);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    /// What `ticket` holds.
+    pub fn get(&self, ticket: &Ticket) -> Option<&V> {
+        let t = ticket.get();
+        if t < self.base {
+            return None;
+        }
+        self.items.get(self.index(t))?.as_ref()
+    }
+
+    /// What `ticket` holds, to change.
+    pub fn get_mut(&mut self, ticket: &Ticket) -> Option<&mut V> {
+        let t = ticket.get();
+        if t < self.base {
+            return None;
+        }
+        let i = self.index(t);
+        self.items.get_mut(i)?.as_mut()
+    }
+
+    /// Takes what `ticket` holds.
+    pub fn remove(&mut self, ticket: &Ticket) -> Option<V> {
+        let t = ticket.get();
+        if t < self.base {
+            return None;
+        }
+        let i = self.index(t);
+        let value = self.items.get_mut(i)?.take()?;
+        self.len -= 1;
+        while let Some(None) = self.items.front() {
+            self.items.pop_front();
+            self.base += 1;
+        }
+        while let Some(None) = self.items.back() {
+            self.items.pop_back();
+        }
+        Some(value)
+    }
+
+    /// Every value held, oldest ticket first.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.items.iter().flatten()
+    }
+
+    /// How many tickets hold a value.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no ticket holds a value.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `t`'s place in `items`; `t >= base`. Tickets are dense (a session
+    /// numbers its calls one by one), so the distance is at most the calls
+    /// outstanding and fits a `usize`.
+    fn index(&self, t: u64) -> usize {
+        (t - self.base) as usize
+    }
+}
 
 /// A seed that differs between clients: the wall clock's nanoseconds (apart
 /// for processes started at different times), a process-wide count of
@@ -239,16 +322,46 @@ mod tests {
         assert_ne!(rng_seed(), rng_seed());
     }
 
+    /// The ticket map against a `BTreeMap` over a pseudo-random mix of
+    /// inserts (in ticket order, as a client makes them) and removals (in
+    /// any order, as callers leave and answers come).
     #[test]
-    fn tickets_hash_apart() {
-        let hash = |n: u64| {
-            let mut h = TicketHasher::default();
-            h.write_u64(n);
-            h.finish()
-        };
-        // hashbrown picks buckets from the low bits and tags from the top 7.
-        assert_ne!(hash(1) & 0xff, hash(2) & 0xff);
-        assert_ne!(hash(1) >> 57, hash(2) >> 57);
+    fn the_ticket_map_agrees_with_a_btree_map() {
+        let mut session: ClientSession<()> =
+            ClientOptions::default().session(&["127.0.0.1:1".parse().unwrap()], 2).unwrap();
+        let mut map = TicketMap::default();
+        let mut model = std::collections::BTreeMap::new();
+        let mut held: Vec<Ticket> = Vec::new();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let now = leasetso_core::Instant::from_millis(0);
+        for step in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 3 != 0 || held.is_empty() {
+                let t = session.push_call(leasetso_core::client::Call::Ts { count: 1 }, now);
+                assert_eq!(map.insert(t, step), None);
+                model.insert(t, step);
+                held.push(t);
+            } else {
+                // Mostly the oldest, sometimes any.
+                let i = if x % 7 == 0 { (x >> 8) as usize % held.len() } else { 0 };
+                let t = held.remove(i);
+                assert_eq!(map.remove(&t), model.remove(&t));
+                assert_eq!(map.remove(&t), None, "removed twice");
+            }
+            assert_eq!(map.len(), model.len());
+            if step % 97 == 0 {
+                assert!(map.values().copied().eq(model.values().copied()), "values in ticket order");
+                for t in &held {
+                    assert_eq!(map.get(t), model.get(t));
+                }
+            }
+        }
+        // The deque holds no more places than the span of live tickets.
+        if let (Some(lo), Some(hi)) = (held.iter().min(), held.iter().max()) {
+            assert!(map.items.len() as u64 <= hi.get() - lo.get() + 1);
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! - `state`, the session and the calls in it, taken by the driver only;
 //! - each call's [`Cell`], where the driver leaves the answer and the caller
 //!   finds it.
+//!
 //! So a caller never waits on the lock the driver holds while it hands out a
 //! batch of answers: with many callers on two cores, that wait (a futex
 //! sleep, then a wake across cores) was what the callers' time went to.
@@ -729,7 +730,8 @@ impl CallGuard<'_> {
         let inner = self.inner;
         if let Some(call) = call.take() {
             // The waker is in place before the driver can see the call.
-            let cell = Arc::new(Cell(Mutex::new(Slot { waker: Some(cx.waker().clone()), ..Slot::default() })));
+            let cell =
+                Arc::new(Cell(Mutex::new(Slot { waker: Some(cx.waker().clone()), ..Slot::default() })));
             let (role, wake) = {
                 let mut e = lock(&inner.entry);
                 e.calls.push((call, Arc::clone(&cell)));

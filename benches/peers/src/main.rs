@@ -531,13 +531,14 @@ impl Clients {
                     let mut calls = 0u64;
                     start.wait().await;
                     while !stop.load(Ordering::Relaxed) {
-                        let t0 = Instant::now();
+                        // The clock is read only when latencies are kept.
+                        let t0 = record.then(Instant::now);
                         if count == 1 {
                             black_box(client.get_ts().await.expect("leasetso smol get_ts"));
                         } else {
                             black_box(client.get_ts_n(count).await.expect("leasetso smol get_ts_n"));
                         }
-                        if record {
+                        if let Some(t0) = t0 {
                             lat.push(t0.elapsed());
                         }
                         calls += 1;
@@ -621,9 +622,9 @@ impl Clients {
                         let mut calls = 0u64;
                         start.wait().await;
                         while !stop.load(Ordering::Relaxed) {
-                            let t0 = Instant::now();
+                            let t0 = record.then(Instant::now);
                             call(count).await;
-                            if record {
+                            if let Some(t0) = t0 {
                                 lat.push(t0.elapsed());
                             }
                             calls += 1;
@@ -662,9 +663,9 @@ fn run_threads(callers: usize, count: u32, time: Duration, record: bool, call: i
                     let mut calls = 0u64;
                     start.wait();
                     while !stop.load(Ordering::Relaxed) {
-                        let t0 = Instant::now();
+                        let t0 = record.then(Instant::now);
                         call();
-                        if record {
+                        if let Some(t0) = t0 {
                             lat.push(t0.elapsed());
                         }
                         calls += 1;
