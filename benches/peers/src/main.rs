@@ -126,7 +126,8 @@ fn parse_args() -> Result<Args, String> {
             "--batch-callers" => args.batch_callers = list(&value()?)?,
             "--pids" => {
                 for pair in value()?.split(',').filter(|p| !p.is_empty()) {
-                    let (addr, pid) = pair.split_once('=').ok_or_else(|| format!("--pids: {pair}: not ADDR=PID"))?;
+                    let (addr, pid) =
+                        pair.split_once('=').ok_or_else(|| format!("--pids: {pair}: not ADDR=PID"))?;
                     let pid = pid.parse().map_err(|e| format!("--pids: {pair}: {e}"))?;
                     args.pids.push((addr.trim_start_matches("http://").to_string(), pid));
                 }
@@ -294,9 +295,13 @@ impl System {
             System::SmolOnSmol => "leasetso smol client (N tasks), smol server",
             System::SmolOnBase => "leasetso smol client (N tasks), baseline build's std server",
             System::SmolTls => "leasetso smol client (N tasks) over TLS, std server with --certs-dir",
-            System::SmolMetrics => "leasetso smol client (N tasks), std server with --metrics scraped every 1 s",
+            System::SmolMetrics => {
+                "leasetso smol client (N tasks), std server with --metrics scraped every 1 s"
+            }
             System::Resp => "leasetso Redis door (TSO), a connection per caller (N tokio tasks), std server",
-            System::Pd => "leasetso PD door (gRPC), PD-style batching client (N tokio tasks; PD_IN_FLIGHT requests in flight, default 2), std server",
+            System::Pd => {
+                "leasetso PD door (gRPC), PD-style batching client (N tokio tasks; PD_IN_FLIGHT requests in flight, default 2), std server"
+            }
             System::TsoDefault => "tsoracle default 1ms wait (N tasks)",
             System::TsoWait0 => "tsoracle wait 0 (N tasks)",
             System::TsoWait0Threads => "tsoracle wait 0 (N threads)",
@@ -347,10 +352,8 @@ impl Clients {
         let leasetso = leasetso_std::Client::connect(args.leasetso)
             .map_err(|e| format!("leasetso at {}: {e}", args.leasetso))?;
         let smol_connect = |addr: SocketAddr| {
-            pool.block_on(async move {
-                leasetso_smol::Client::connect(&[addr], leasetso_smol::ClientOptions::default()).await
-            })
-            .map_err(|e| format!("leasetso (smol client) at {addr}: {e}"))
+            pool.block_on(async move { leasetso_smol::Client::connect(&[addr], smol_options()).await })
+                .map_err(|e| format!("leasetso (smol client) at {addr}: {e}"))
         };
         let smol = smol_connect(args.leasetso)?;
         let smol_on_smol = args.leasetso_smol.map(smol_connect).transpose()?;
@@ -358,8 +361,9 @@ impl Clients {
         let smol_metrics = args.leasetso_metrics.map(smol_connect).transpose()?;
         let smol_tls = match (args.leasetso_tls, &args.certs) {
             (Some(addr), Some(dir)) => {
-                let tls = leasetso_smol::ClientTls::from_dir(dir, "root").map_err(|e| format!("--certs: {e}"))?;
-                let opts = leasetso_smol::ClientOptions { tls: Some(tls), ..leasetso_smol::ClientOptions::default() };
+                let tls =
+                    leasetso_smol::ClientTls::from_dir(dir, "root").map_err(|e| format!("--certs: {e}"))?;
+                let opts = leasetso_smol::ClientOptions { tls: Some(tls), ..smol_options() };
                 let client = pool
                     .block_on(async move { leasetso_smol::Client::connect(&[addr], opts).await })
                     .map_err(|e| format!("leasetso over TLS at {addr}: {e}"))?;
@@ -411,7 +415,11 @@ impl Clients {
         loop {
             let result = match system {
                 System::Leasetso => self.leasetso.get_ts().map(drop).map_err(|e| e.to_string()),
-                System::Smol | System::SmolOnSmol | System::SmolOnBase | System::SmolTls | System::SmolMetrics => {
+                System::Smol
+                | System::SmolOnSmol
+                | System::SmolOnBase
+                | System::SmolTls
+                | System::SmolMetrics => {
                     let c = self.smol(system);
                     self.pool.block_on(async move { c.get_ts().await.map(drop).map_err(|e| e.to_string()) })
                 }
@@ -467,9 +475,11 @@ impl Clients {
                     black_box(client.get_ts_n(count).expect("leasetso get_ts"));
                 })
             }
-            System::Smol | System::SmolOnSmol | System::SmolOnBase | System::SmolTls | System::SmolMetrics => {
-                self.run_smol(self.smol(system), callers, count, time, record)
-            }
+            System::Smol
+            | System::SmolOnSmol
+            | System::SmolOnBase
+            | System::SmolTls
+            | System::SmolMetrics => self.run_smol(self.smol(system), callers, count, time, record),
             System::TsoWait0Threads => {
                 let (client, rt) = (&self.tso_wait0, self.rt.handle());
                 run_threads(callers, count, time, record, || {
@@ -699,10 +709,20 @@ fn fmt_rate(r: f64) -> String {
     if r >= 1e6 { format!("{:.2}M/s", r / 1e6) } else { format!("{:.1}k/s", r / 1e3) }
 }
 
+/// The async client's options: its defaults, or `LEASETSO_IN_FLIGHT`
+/// requests in flight (a diagnostic; unset, the client's default).
+fn smol_options() -> leasetso_smol::ClientOptions {
+    let in_flight = std::env::var("LEASETSO_IN_FLIGHT").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    leasetso_smol::ClientOptions { max_in_flight: in_flight, ..leasetso_smol::ClientOptions::default() }
+}
+
 /// Requests in flight on the PD-style client's stream: `PD_IN_FLIGHT`, or
 /// the client's default.
 fn pd_in_flight() -> usize {
-    std::env::var("PD_IN_FLIGHT").ok().and_then(|v| v.parse().ok()).unwrap_or(leasetso_grpc::client::MAX_IN_FLIGHT)
+    std::env::var("PD_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(leasetso_grpc::client::MAX_IN_FLIGHT)
 }
 
 /// tsoracle's better task-driven setting at one point: the higher of its
@@ -730,7 +750,8 @@ fn compare(clients: &Clients, args: &Args, systems: &[System], callers: usize, c
             if !warm.is_zero() {
                 clients.run(system, callers, count, warm, false);
             }
-            let server = system.server(args).and_then(|a| args.pids.iter().find(|(s, _)| *s == a).map(|p| p.1));
+            let server =
+                system.server(args).and_then(|a| args.pids.iter().find(|(s, _)| *s == a).map(|p| p.1));
             let before = (cpu_time(None), server.and_then(|p| cpu_time(Some(p))));
             let run = clients.run(system, callers, count, time, false);
             let after = (cpu_time(None), server.and_then(|p| cpu_time(Some(p))));
