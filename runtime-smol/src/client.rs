@@ -341,6 +341,9 @@ impl Client {
             // poll_wait returns None only once it queued the call.
             return Err(ClientError::Shutdown);
         };
+        // The driver finds its own answer by looking: delivering it must
+        // not wake this task again (a wasted poll per call at one caller).
+        lock(&cell.0).waker = None;
         // Declared after `guard`, so dropped before it: the socket is free
         // by the time the role is handed on.
         let mut io = inner.io.lock().await;
