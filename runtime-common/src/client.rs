@@ -199,30 +199,18 @@ impl<V> TicketMap<V> {
 
     /// What `ticket` holds.
     pub fn get(&self, ticket: &Ticket) -> Option<&V> {
-        let t = ticket.get();
-        if t < self.base {
-            return None;
-        }
-        self.items.get(self.index(t))?.as_ref()
+        self.items.get(self.position(ticket)?)?.as_ref()
     }
 
     /// What `ticket` holds, to change.
     pub fn get_mut(&mut self, ticket: &Ticket) -> Option<&mut V> {
-        let t = ticket.get();
-        if t < self.base {
-            return None;
-        }
-        let i = self.index(t);
+        let i = self.position(ticket)?;
         self.items.get_mut(i)?.as_mut()
     }
 
     /// Takes what `ticket` holds.
     pub fn remove(&mut self, ticket: &Ticket) -> Option<V> {
-        let t = ticket.get();
-        if t < self.base {
-            return None;
-        }
-        let i = self.index(t);
+        let i = self.position(ticket)?;
         let value = self.items.get_mut(i)?.take()?;
         self.len -= 1;
         while let Some(None) = self.items.front() {
@@ -248,6 +236,13 @@ impl<V> TicketMap<V> {
     /// Whether no ticket holds a value.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Where `ticket` would be in `items`; `None` for a ticket older than
+    /// any held (it holds nothing).
+    fn position(&self, ticket: &Ticket) -> Option<usize> {
+        let t = ticket.get();
+        (t >= self.base).then(|| self.index(t))
     }
 
     /// `t`'s place in `items`; `t >= base`. Tickets are dense (a session

@@ -660,8 +660,8 @@ fn hand_off(inner: &Inner) {
     let mut st = lock(&inner.state);
     loop {
         let mut e = lock(&inner.entry);
-        if !e.calls.is_empty() {
-            std::mem::swap(&mut e.calls, &mut st.spare);
+        std::mem::swap(&mut e.calls, &mut st.spare);
+        if !st.spare.is_empty() {
             drop(e);
             st.admit(inner.clock.now());
             continue;
