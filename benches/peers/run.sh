@@ -25,6 +25,11 @@
 # LEASETSO_BASE_BIN=PATH also starts that `leasetso` binary (an earlier
 # commit's build) as a std server, measured with the same async client in
 # the same rounds (column smol-base): a change against its baseline.
+# LEASETSO_HARNESS=PATH runs a harness binary built from another commit (a
+# client change against its baseline, on the same servers), and
+# LEASETSO_IN_FLIGHT=N gives the async client N requests in flight (a
+# diagnostic; unset, its default). Every row is followed by the CPU time per
+# timestamp of the client (the harness) and of the server it drives.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
