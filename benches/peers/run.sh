@@ -21,6 +21,8 @@
 # server with `--metrics`, scraped every second: column smol-metrics; and the
 # std server's PD door (`--pd`), through the project's PD-style batching
 # client: column pd-grpc, gRPC against tsoracle's gRPC.
+# Columns smol-1t and tso-wait0-1t run each async client's callers on an
+# executor of one thread (the others use one thread per core).
 # `--only smol,smol-metrics` measures only the columns named.
 # LEASETSO_BASE_BIN=PATH also starts that `leasetso` binary (an earlier
 # commit's build) as a std server, measured with the same async client in

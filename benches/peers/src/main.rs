@@ -15,7 +15,10 @@
 //! smol server too); tsoracle's async `Client` from N tokio tasks on a
 //! multi-threaded runtime with one worker per core. tsoracle runs at its
 //! default coalescing wait (`batch_flush_interval` 1 ms, "default") and with
-//! the wait set to 0 ("wait 0", its best). A fourth, diagnostic column drives
+//! the wait set to 0 ("wait 0", its best). Each async client also runs on
+//! an executor of ONE thread (`smol-1t`, `tso-wait0-1t`): with a few
+//! callers, work spread over two threads costs a thread wake-up per burst,
+//! and one thread does more. A diagnostic column drives
 //! tsoracle (wait 0) from N OS threads like leasetso, to separate the client's
 //! design from the cost of one blocked thread per caller.
 //!
@@ -190,6 +193,11 @@ enum System {
     Leasetso,
     /// leasetso's async client from N tasks, against the std server.
     Smol,
+    /// leasetso's async client from N tasks on an executor run by ONE
+    /// thread (smol's own default for `smol::spawn`), against the std
+    /// server: a few callers' work on one thread, with no thread woken to
+    /// share it (BENCHMARKS.md section 20).
+    SmolOne,
     /// leasetso's async client from N tasks, against the smol server.
     SmolOnSmol,
     /// leasetso's async client from N tasks, against a std server of a
@@ -215,6 +223,9 @@ enum System {
     TsoDefault,
     /// tsoracle's client with the wait set to 0, N tokio tasks.
     TsoWait0,
+    /// tsoracle's client with the wait set to 0, N tokio tasks on a runtime
+    /// with ONE worker: tsoracle's counterpart of `SmolOne`.
+    TsoWait0One,
     /// Diagnostic: tsoracle's client with the wait set to 0 driven like
     /// leasetso's, from N OS threads (each `Handle::block_on` one call), to
     /// tell the client's design from the cost of a thread per caller.
@@ -225,7 +236,7 @@ impl System {
     /// The systems of this run: a server's column only when its address was
     /// given, and only the columns `--only` names.
     fn all(args: &Args) -> Vec<System> {
-        let mut v = vec![System::Leasetso, System::Smol];
+        let mut v = vec![System::Leasetso, System::Smol, System::SmolOne];
         if args.leasetso_smol.is_some() {
             v.push(System::SmolOnSmol);
         }
@@ -244,7 +255,7 @@ impl System {
         if args.leasetso_resp.is_some() {
             v.push(System::Resp);
         }
-        v.extend([System::TsoDefault, System::TsoWait0, System::TsoWait0Threads]);
+        v.extend([System::TsoDefault, System::TsoWait0, System::TsoWait0One, System::TsoWait0Threads]);
         if let Some(only) = &args.only {
             v.retain(|s| only.iter().any(|o| o == s.short()));
         }
@@ -262,12 +273,14 @@ impl System {
     /// The address of the server this column drives (as `--pids` names it).
     fn server(self, args: &Args) -> Option<String> {
         let addr = match self {
-            System::Leasetso | System::Smol | System::Pd | System::Resp => Some(args.leasetso),
+            System::Leasetso | System::Smol | System::SmolOne | System::Pd | System::Resp => {
+                Some(args.leasetso)
+            }
             System::SmolOnSmol => args.leasetso_smol,
             System::SmolOnBase => args.leasetso_base,
             System::SmolTls => args.leasetso_tls,
             System::SmolMetrics => args.leasetso_metrics,
-            System::TsoDefault | System::TsoWait0 | System::TsoWait0Threads => {
+            System::TsoDefault | System::TsoWait0 | System::TsoWait0One | System::TsoWait0Threads => {
                 return Some(args.tsoracle.trim_start_matches("http://").to_string());
             }
         };
@@ -279,6 +292,7 @@ impl System {
             self,
             System::Leasetso
                 | System::Smol
+                | System::SmolOne
                 | System::SmolOnSmol
                 | System::SmolOnBase
                 | System::SmolTls
@@ -292,6 +306,7 @@ impl System {
         match self {
             System::Leasetso => "leasetso std client (N threads), std server",
             System::Smol => "leasetso smol client (N tasks), std server",
+            System::SmolOne => "leasetso smol client (N tasks on a one-thread executor), std server",
             System::SmolOnSmol => "leasetso smol client (N tasks), smol server",
             System::SmolOnBase => "leasetso smol client (N tasks), baseline build's std server",
             System::SmolTls => "leasetso smol client (N tasks) over TLS, std server with --certs-dir",
@@ -304,6 +319,7 @@ impl System {
             }
             System::TsoDefault => "tsoracle default 1ms wait (N tasks)",
             System::TsoWait0 => "tsoracle wait 0 (N tasks)",
+            System::TsoWait0One => "tsoracle wait 0 (N tasks on a one-worker runtime)",
             System::TsoWait0Threads => "tsoracle wait 0 (N threads)",
         }
     }
@@ -312,6 +328,7 @@ impl System {
         match self {
             System::Leasetso => "leasetso",
             System::Smol => "smol",
+            System::SmolOne => "smol-1t",
             System::SmolOnSmol => "smol-srv",
             System::SmolOnBase => "smol-base",
             System::SmolTls => "smol-tls",
@@ -320,6 +337,7 @@ impl System {
             System::Resp => "resp",
             System::TsoDefault => "tso-default",
             System::TsoWait0 => "tso-wait0",
+            System::TsoWait0One => "tso-wait0-1t",
             System::TsoWait0Threads => "tso-wait0-thr",
         }
     }
@@ -328,7 +346,11 @@ impl System {
 /// The clients under test, connected once and reused by every run.
 struct Clients {
     rt: tokio::runtime::Runtime,
+    /// One worker: tsoracle's one-thread column.
+    rt_one: tokio::runtime::Runtime,
     pool: SmolPool,
+    /// One thread: the async client's one-thread column.
+    pool_one: SmolPool,
     leasetso: leasetso_std::Client,
     smol: leasetso_smol::Client,
     smol_on_smol: Option<leasetso_smol::Client>,
@@ -337,6 +359,8 @@ struct Clients {
     smol_metrics: Option<leasetso_smol::Client>,
     tso_default: Arc<tsoracle_client::Client>,
     tso_wait0: Arc<tsoracle_client::Client>,
+    /// Built on `rt_one`, where its connection's tasks run too.
+    tso_wait0_one: Arc<tsoracle_client::Client>,
     pd: Option<leasetso_grpc::PdTsoClient>,
     resp: Option<SocketAddr>,
 }
@@ -348,7 +372,13 @@ impl Clients {
             .enable_all()
             .build()
             .map_err(|e| format!("tokio runtime: {e}"))?;
+        let rt_one = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?;
         let pool = SmolPool::new(workers);
+        let pool_one = SmolPool::new(1);
         let leasetso = leasetso_std::Client::connect(args.leasetso)
             .map_err(|e| format!("leasetso at {}: {e}", args.leasetso))?;
         let smol_connect = |addr: SocketAddr| {
@@ -382,6 +412,13 @@ impl Clients {
                 Ok::<_, tsoracle_client::ClientError>((default, wait0))
             })
             .map_err(|e| format!("tsoracle at {}: {e}", args.tsoracle))?;
+        let tso_wait0_one = rt_one
+            .block_on(
+                tsoracle_client::ClientBuilder::endpoints(vec![args.tsoracle.clone()])
+                    .batch_flush_interval(Duration::ZERO)
+                    .build(),
+            )
+            .map_err(|e| format!("tsoracle at {}: {e}", args.tsoracle))?;
         let pd = match &args.leasetso_pd {
             Some(url) => Some(
                 rt.block_on(leasetso_grpc::PdTsoClient::connect_with(url, 1, pd_in_flight()))
@@ -391,7 +428,9 @@ impl Clients {
         };
         let clients = Clients {
             rt,
+            rt_one,
             pool,
+            pool_one,
             leasetso,
             smol,
             smol_on_smol,
@@ -400,6 +439,7 @@ impl Clients {
             smol_metrics,
             tso_default: Arc::new(tso_default),
             tso_wait0: Arc::new(tso_wait0),
+            tso_wait0_one: Arc::new(tso_wait0_one),
             pd,
             resp: args.leasetso_resp,
         };
@@ -416,6 +456,7 @@ impl Clients {
             let result = match system {
                 System::Leasetso => self.leasetso.get_ts().map(drop).map_err(|e| e.to_string()),
                 System::Smol
+                | System::SmolOne
                 | System::SmolOnSmol
                 | System::SmolOnBase
                 | System::SmolTls
@@ -450,6 +491,7 @@ impl Clients {
     fn tso(&self, system: System) -> Arc<tsoracle_client::Client> {
         match system {
             System::TsoDefault => Arc::clone(&self.tso_default),
+            System::TsoWait0One => Arc::clone(&self.tso_wait0_one),
             _ => Arc::clone(&self.tso_wait0),
         }
     }
@@ -479,7 +521,10 @@ impl Clients {
             | System::SmolOnSmol
             | System::SmolOnBase
             | System::SmolTls
-            | System::SmolMetrics => self.run_smol(self.smol(system), callers, count, time, record),
+            | System::SmolMetrics => {
+                self.run_smol(&self.pool, self.smol(system), callers, count, time, record)
+            }
+            System::SmolOne => self.run_smol(&self.pool_one, self.smol(system), callers, count, time, record),
             System::TsoWait0Threads => {
                 let (client, rt) = (&self.tso_wait0, self.rt.handle());
                 run_threads(callers, count, time, record, || {
@@ -492,9 +537,10 @@ impl Clients {
                     })
                 })
             }
-            System::TsoDefault | System::TsoWait0 => {
+            System::TsoDefault | System::TsoWait0 | System::TsoWait0One => {
                 let client = self.tso(system);
-                self.run_tasks(callers, count, time, record, move |count| {
+                let rt = if system == System::TsoWait0One { &self.rt_one } else { &self.rt };
+                self.run_tasks(rt, callers, count, time, record, move |count| {
                     let client = Arc::clone(&client);
                     async move {
                         if count == 1 {
@@ -511,7 +557,7 @@ impl Clients {
             }
             System::Pd => {
                 let client = self.pd.clone().expect("the PD door's client");
-                self.run_tasks(callers, count, time, record, move |count| {
+                self.run_tasks(&self.rt, callers, count, time, record, move |count| {
                     let client = client.clone();
                     async move {
                         black_box(client.get_ts_n(count).await.expect("leasetso PD door get_ts"));
@@ -521,10 +567,11 @@ impl Clients {
         }
     }
 
-    /// The smol client from `callers` tasks on the smol pool; the timer runs
-    /// on this thread.
+    /// The smol client from `callers` tasks on `pool`; the timer runs on
+    /// this thread.
     fn run_smol(
         &self,
+        pool: &SmolPool,
         client: leasetso_smol::Client,
         callers: usize,
         count: u32,
@@ -536,7 +583,7 @@ impl Clients {
         let tasks: Vec<smol::Task<(u64, Vec<Duration>)>> = (0..callers)
             .map(|_| {
                 let (stop, start, client) = (Arc::clone(&stop), Arc::clone(&start), client.clone());
-                self.pool.spawn(async move {
+                pool.spawn(async move {
                     let mut lat = Vec::with_capacity(if record { 1 << 20 } else { 0 });
                     let mut calls = 0u64;
                     start.wait().await;
@@ -584,7 +631,7 @@ impl Clients {
             v
         });
         let pool = std::sync::Mutex::new(conns);
-        self.run_tasks_with(callers, count, time, record, || {
+        self.run_tasks_with(&self.rt, callers, count, time, record, || {
             // The task's own connection (its lock is never contended).
             let conn = pool.lock().expect("the pool").pop().expect("a connection per caller");
             let conn = Arc::new(tokio::sync::Mutex::new(conn));
@@ -597,18 +644,27 @@ impl Clients {
         })
     }
 
-    /// `callers` tokio tasks, each calling `call(count)` in a loop.
-    fn run_tasks<F, Fut>(&self, callers: usize, count: u32, time: Duration, record: bool, call: F) -> Run
+    /// `callers` tasks on `rt`, each calling `call(count)` in a loop.
+    fn run_tasks<F, Fut>(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        callers: usize,
+        count: u32,
+        time: Duration,
+        record: bool,
+        call: F,
+    ) -> Run
     where
         F: Fn(u32) -> Fut + Clone + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send,
     {
-        self.run_tasks_with(callers, count, time, record, || call.clone())
+        self.run_tasks_with(rt, callers, count, time, record, || call.clone())
     }
 
-    /// `callers` tokio tasks, each calling its own `make()` in a loop.
+    /// `callers` tasks on `rt`, each calling its own `make()` in a loop.
     fn run_tasks_with<F, Fut>(
         &self,
+        rt: &tokio::runtime::Runtime,
         callers: usize,
         count: u32,
         time: Duration,
@@ -620,7 +676,7 @@ impl Clients {
         Fut: std::future::Future<Output = ()> + Send,
     {
         let calls: Vec<F> = (0..callers).map(|_| make()).collect();
-        self.rt.block_on(async move {
+        rt.block_on(async move {
             let stop = Arc::new(AtomicBool::new(false));
             let start = Arc::new(tokio::sync::Barrier::new(callers + 1));
             let tasks: Vec<_> = calls
@@ -725,13 +781,13 @@ fn pd_in_flight() -> usize {
         .unwrap_or(leasetso_grpc::client::MAX_IN_FLIGHT)
 }
 
-/// tsoracle's better task-driven setting at one point: the higher of its
-/// default and its wait-0 rate.
+/// tsoracle's best task-driven setting at one point: the highest of its
+/// default, its wait-0 and its wait-0 on one worker rates (those measured).
 fn tso_best(systems: &[System], m: &[f64]) -> f64 {
     systems
         .iter()
         .zip(m)
-        .filter(|(s, _)| matches!(s, System::TsoDefault | System::TsoWait0))
+        .filter(|(s, _)| matches!(s, System::TsoDefault | System::TsoWait0 | System::TsoWait0One))
         .map(|(_, &r)| r)
         .fold(0.0, f64::max)
 }
@@ -809,7 +865,7 @@ fn header(systems: &[System]) {
     for s in systems {
         row += &format!(" {:>13}", s.short());
     }
-    if systems.iter().any(|s| matches!(s, System::TsoDefault | System::TsoWait0)) {
+    if systems.iter().any(|s| matches!(s, System::TsoDefault | System::TsoWait0 | System::TsoWait0One)) {
         for s in systems.iter().filter(|s| s.is_leasetso()) {
             row += &format!(" {:>9}", format!("{}/tso", s.short()));
         }
@@ -861,8 +917,8 @@ fn main() {
         args.seconds, args.warmup, args.rounds
     );
     println!(
-        "X/tso = leasetso column X's median rate / tsoracle's better task-driven median rate (default or \
-         wait 0; above 1: leasetso is faster)"
+        "X/tso = leasetso column X's median rate / tsoracle's best task-driven median rate (default, \
+         wait 0, or wait 0 on one worker; above 1: leasetso is faster)"
     );
 
     println!("\n== throughput, one timestamp per call, timestamps/s, N callers sharing one client");
