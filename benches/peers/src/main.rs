@@ -16,9 +16,10 @@
 //! multi-threaded runtime with one worker per core. tsoracle runs at its
 //! default coalescing wait (`batch_flush_interval` 1 ms, "default") and with
 //! the wait set to 0 ("wait 0", its best). Each async client also runs on
-//! an executor of ONE thread (`smol-1t`, `tso-wait0-1t`): with a few
-//! callers, work spread over two threads costs a thread wake-up per burst,
-//! and one thread does more. A diagnostic column drives
+//! an executor of ONE thread (`smol-1t`, `tso-wait0-1t`, compared with
+//! each other): with a few callers, work spread over two threads costs
+//! thread wake-ups per round trip, and one thread does more. A diagnostic
+//! column drives
 //! tsoracle (wait 0) from N OS threads like leasetso, to separate the client's
 //! design from the cost of one blocked thread per caller.
 //!
@@ -285,6 +286,11 @@ impl System {
             }
         };
         addr.map(|a| a.to_string())
+    }
+
+    /// Whether the column's callers run on an executor of one thread.
+    fn one_thread(self) -> bool {
+        matches!(self, System::SmolOne | System::TsoWait0One)
     }
 
     fn is_leasetso(self) -> bool {
@@ -781,15 +787,18 @@ fn pd_in_flight() -> usize {
         .unwrap_or(leasetso_grpc::client::MAX_IN_FLIGHT)
 }
 
-/// tsoracle's best task-driven setting at one point: the highest of its
-/// default, its wait-0 and its wait-0 on one worker rates (those measured).
-fn tso_best(systems: &[System], m: &[f64]) -> f64 {
-    systems
-        .iter()
-        .zip(m)
-        .filter(|(s, _)| matches!(s, System::TsoDefault | System::TsoWait0 | System::TsoWait0One))
-        .map(|(_, &r)| r)
-        .fold(0.0, f64::max)
+/// tsoracle's better task-driven setting at one point for leasetso column
+/// `of`: the higher of its default and wait-0 rates on as many executor
+/// threads as `of` has (one per core, or one: `tso-wait0-1t`). Both sides
+/// run on the same threads, so the ratio compares clients, not executors;
+/// without a tsoracle column on one thread, one-thread columns are compared
+/// with tsoracle on one per core.
+fn tso_best(systems: &[System], m: &[f64], of: System) -> f64 {
+    let rate = |want: &[System]| {
+        systems.iter().zip(m).filter(|(s, _)| want.contains(s)).map(|(_, &r)| r).fold(0.0, f64::max)
+    };
+    let one = rate(&[System::TsoWait0One]);
+    if of.one_thread() && one > 0.0 { one } else { rate(&[System::TsoDefault, System::TsoWait0]) }
 }
 
 /// Measures every system at `callers` × `count`, `rounds` times interleaved;
@@ -822,15 +831,14 @@ fn compare(clients: &Clients, args: &Args, systems: &[System], callers: usize, c
         }
     }
     let m: Vec<f64> = rates.iter().cloned().map(median).collect();
-    let best = tso_best(systems, &m);
     let mut row = format!("{callers:>5}");
     for &r in &m {
         row += &format!(" {:>13}", fmt_rate(r));
     }
-    if best > 0.0 {
-        for (s, &r) in systems.iter().zip(&m) {
+    if tso_best(systems, &m, System::Smol) > 0.0 {
+        for (&s, &r) in systems.iter().zip(&m) {
             if s.is_leasetso() {
-                row += &format!(" {:>9}", format!("{:.2}x", r / best));
+                row += &format!(" {:>9}", format!("{:.2}x", r / tso_best(systems, &m, s)));
             }
         }
     }
@@ -917,8 +925,9 @@ fn main() {
         args.seconds, args.warmup, args.rounds
     );
     println!(
-        "X/tso = leasetso column X's median rate / tsoracle's best task-driven median rate (default, \
-         wait 0, or wait 0 on one worker; above 1: leasetso is faster)"
+        "X/tso = leasetso column X's median rate / tsoracle's better task-driven median rate (default or \
+         wait 0) on as many executor threads as X (one per core; one for smol-1t against tso-wait0-1t); \
+         above 1: leasetso is faster"
     );
 
     println!("\n== throughput, one timestamp per call, timestamps/s, N callers sharing one client");
@@ -926,9 +935,8 @@ fn main() {
     let mut worst: Vec<f64> = vec![f64::INFINITY; systems.len()];
     for &n in &args.callers {
         let m = compare(&clients, &args, &systems, n, 1);
-        let best = tso_best(&systems, &m);
-        for (w, &r) in worst.iter_mut().zip(&m) {
-            *w = w.min(r / best);
+        for ((w, &r), &s) in worst.iter_mut().zip(&m).zip(&systems) {
+            *w = w.min(r / tso_best(&systems, &m, s));
         }
     }
     for (s, w) in systems.iter().zip(&worst) {
