@@ -31,6 +31,12 @@
 //! pays no cross-task wake at all, and many callers wake only the tasks
 //! whose answers arrived.
 //!
+//! The executor is the caller's. A call costs the client a few µs, so
+//! callers on one executor thread are served faster than callers spread
+//! over one thread per core, up to a few hundred of them: spread, each
+//! thread idles between replies and every reply pays for waking it
+//! (BENCHMARKS.md section 20).
+//!
 //! A driver may be cancelled (its future dropped) at any `.await`; every
 //! I/O step is cancel-safe: a connect in progress is redone by the next
 //! driver, a write goes out through single `write` calls whose progress is
