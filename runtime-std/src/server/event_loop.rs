@@ -1,6 +1,6 @@
 //! The Redis door served from one event loop, as Redis serves every
-//! connection: one thread waits on every socket at once (epoll, through the
-//! `polling` crate) and steps the connection whose bytes arrived.
+//! connection: one thread waits on every socket at once (epoll on Linux,
+//! [`Readiness`]) and steps the connection whose bytes arrived.
 //!
 //! Why not a thread per connection, as the client door: a pipelining Redis
 //! client sends a burst, waits for the answers, sends the next; with a
@@ -27,13 +27,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::server::Shared;
+use crate::server::readiness::{Events, Readiness};
 use leasetso_core::conn::{LINGER, LINGER_BYTES};
 use leasetso_runtime_common::limits::{HANDSHAKE_DEADLINE, WRITE_DEADLINE};
 use leasetso_runtime_common::stats::Counters;
 use leasetso_runtime_common::{Door, Next};
-use polling::{Event, Events, PollMode, Poller};
-
-use crate::server::Shared;
 
 /// The listener's key; connection `i` has key `i + 1`.
 const LISTENER: usize = 0;
@@ -45,7 +44,7 @@ const SWEEP: Duration = Duration::from_millis(100);
 pub(crate) struct EventDoor {
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
-    poller: Arc<Poller>,
+    poller: Arc<Readiness>,
     stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -58,7 +57,7 @@ impl EventDoor {
         Ok(EventDoor {
             listener: Some(listener),
             local_addr,
-            poller: Arc::new(Poller::new()?),
+            poller: Arc::new(Readiness::new()?),
             stopping: Arc::default(),
             thread: None,
         })
@@ -132,7 +131,7 @@ enum Fate {
 
 struct Loop<'a> {
     shared: &'a Shared,
-    poller: &'a Poller,
+    poller: &'a Readiness,
     listener: &'a TcpListener,
     conns: Vec<Option<Conn<'a>>>,
     /// The last connection id handed out (`CLIENT ID`), never reused.
@@ -141,14 +140,13 @@ struct Loop<'a> {
 
 impl<'a> Loop<'a> {
     fn run(&mut self, stopping: &AtomicBool) -> io::Result<()> {
-        // SAFETY (polling's contract): the listener outlives its
-        // registration; `close_all` deletes it before the loop's owner drops it.
-        unsafe { self.poller.add_with_mode(self.listener, Event::readable(LISTENER), PollMode::Level)? };
+        // The listener outlives its registration: `close_all` deletes it
+        // before the loop's owner drops it.
+        self.poller.add(self.listener, LISTENER, false)?;
         let mut events = Events::new();
         let mut swept = Instant::now();
         loop {
-            events.clear();
-            self.poller.wait(&mut events, Some(SWEEP))?;
+            self.poller.wait(&mut events, SWEEP)?;
             if stopping.load(Ordering::SeqCst) || self.shared.is_stopping() {
                 return Ok(());
             }
@@ -193,11 +191,9 @@ impl<'a> Loop<'a> {
             }
             // Answers are small and latency-bound: never wait to coalesce writes.
             let _ = stream.set_nodelay(true);
-            // SAFETY (polling's contract): the stream is deleted from the
-            // poller before it is dropped (`remove`, `close_all`).
-            if unsafe { self.poller.add_with_mode(&stream, Event::readable(slot + 1), PollMode::Level) }
-                .is_err()
-            {
+            // The stream is deleted from the poller before it is dropped
+            // (`remove`, `close_all`).
+            if self.poller.add(&stream, slot + 1, false).is_err() {
                 continue;
             }
             let conn = Conn {
@@ -234,9 +230,8 @@ impl<'a> Loop<'a> {
                 // write only (reading is held back); else for input.
                 let want = !conn.door.out().is_empty();
                 if want != conn.want_write {
-                    let event = if want { Event::writable(i + 1) } else { Event::readable(i + 1) };
                     conn.want_write = want;
-                    if self.poller.modify_with_mode(&conn.stream, event, PollMode::Level).is_err() {
+                    if self.poller.modify(&conn.stream, i + 1, want).is_err() {
                         self.remove(i);
                     }
                 }

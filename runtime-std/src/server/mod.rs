@@ -14,6 +14,7 @@ mod door;
 mod driver;
 mod event_loop;
 mod peer;
+mod readiness;
 mod store;
 
 use std::net::SocketAddr;
