@@ -87,6 +87,9 @@ fn clean_restart_resumes_above_the_saved_window() {
 struct Round {
     extra: &'static [&'static str],
     count: fn(u64, u32) -> u32,
+    /// Requests per worker in the round, at most; the worker then waits
+    /// for the crash with its connection open.
+    cap: u64,
 }
 
 /// Starts the server on `dir` once per round, loads it, SIGKILLs it after
@@ -115,12 +118,16 @@ fn crash_rounds(rounds: &[Round], load: Duration) -> Timestamp {
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..2u32)
             .map(|w| {
-                let (addr, stop, count) = (server.addr(), stop.clone(), round.count);
+                let (addr, stop, count, cap) = (server.addr(), stop.clone(), round.count, round.cap);
                 thread::spawn(move || {
                     let mut conn = RawConn::open(addr);
                     let mut max = Timestamp::ZERO;
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
+                        if n >= cap {
+                            thread::sleep(Duration::from_millis(1));
+                            continue;
+                        }
                         let count = count(n, w);
                         match conn.get_ts(count) {
                             Ok(Ok(last)) => {
@@ -163,10 +170,10 @@ const FAST_SAVES: &[&str] = &["--save-interval-ms", "20", "--update-interval-ms"
 fn crash_under_load_resumes_above_every_timestamp() {
     let small = |n: u64, w: u32| 1 + (n as u32 * 7 + w) % 50;
     let rounds = [
-        Round { extra: &[], count: small },
-        Round { extra: FAST_SAVES, count: small },
-        Round { extra: &[], count: small },
-        Round { extra: FAST_SAVES, count: small },
+        Round { extra: &[], count: small, cap: u64::MAX },
+        Round { extra: FAST_SAVES, count: small, cap: u64::MAX },
+        Round { extra: &[], count: small, cap: u64::MAX },
+        Round { extra: FAST_SAVES, count: small, cap: u64::MAX },
     ];
     let first = crash_rounds(&rounds, Duration::from_millis(300));
     // Each crash resumes at most one save interval (3 s) ahead of the last.
@@ -185,16 +192,20 @@ fn crash_while_timestamps_outrun_the_wall_clock() {
     // (see window.rs, `exhaustion_with_a_small_logical_recovers`).
     let big = |_: u64, _: u32| MAX_LOGICAL - 1;
     // The largest ahead bound: whole milliseconds stop at half of it (B3's
-    // share rule), which these short rounds never reach, so physical runs
-    // ahead of the wall clock as far as the windows let it.
+    // share rule, 30 s), so physical runs ahead of the wall clock as far as
+    // the windows let it. Each request takes a millisecond: a fast server
+    // would reach the half within the rounds, and the workers then only
+    // hear "exhausted". So each worker takes at most 1,000 per round: with
+    // a restart's jump past the window (at most one save interval, 3 s),
+    // four rounds stay under 4 × (2 × 1 s + 3 s) + 3 s = 23 s ahead.
     const FAR: &[&str] = &["--max-ahead-ms", "60000"];
     const FAR_FAST: &[&str] =
         &["--max-ahead-ms", "60000", "--save-interval-ms", "20", "--update-interval-ms", "2"];
     let rounds = [
-        Round { extra: FAR, count: big },
-        Round { extra: FAR_FAST, count: big },
-        Round { extra: FAR, count: big },
-        Round { extra: FAR_FAST, count: big },
+        Round { extra: FAR, count: big, cap: 1_000 },
+        Round { extra: FAR_FAST, count: big, cap: 1_000 },
+        Round { extra: FAR, count: big, cap: 1_000 },
+        Round { extra: FAR_FAST, count: big, cap: 1_000 },
     ];
     crash_rounds(&rounds, Duration::from_millis(300));
 }
