@@ -27,12 +27,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::server::Shared;
-use crate::server::readiness::{Events, Readiness};
 use leasetso_core::conn::{LINGER, LINGER_BYTES};
 use leasetso_runtime_common::limits::{HANDSHAKE_DEADLINE, WRITE_DEADLINE};
 use leasetso_runtime_common::stats::Counters;
 use leasetso_runtime_common::{Door, Next};
+
+use crate::server::Shared;
+use crate::server::readiness::{Events, Readiness};
 
 /// The listener's key; connection `i` has key `i + 1`.
 const LISTENER: usize = 0;
@@ -142,7 +143,7 @@ impl<'a> Loop<'a> {
     fn run(&mut self, stopping: &AtomicBool) -> io::Result<()> {
         // The listener outlives its registration: `close_all` deletes it
         // before the loop's owner drops it.
-        self.poller.add(self.listener, LISTENER, false)?;
+        self.poller.add(self.listener, LISTENER)?;
         let mut events = Events::new();
         let mut swept = Instant::now();
         loop {
@@ -193,7 +194,7 @@ impl<'a> Loop<'a> {
             let _ = stream.set_nodelay(true);
             // The stream is deleted from the poller before it is dropped
             // (`remove`, `close_all`).
-            if self.poller.add(&stream, slot + 1, false).is_err() {
+            if self.poller.add(&stream, slot + 1).is_err() {
                 continue;
             }
             let conn = Conn {

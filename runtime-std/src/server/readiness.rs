@@ -6,10 +6,11 @@
 //! system calls per wait for features the loop does not use (a `timerfd`
 //! armed and re-registered for a precise timeout, its own notifier read and
 //! re-registered); with 50 pipelining clients that was a fifth of the loop's
-//! CPU (BENCHMARKS.md section 20). Other systems keep `polling`.
+//! CPU (BENCHMARKS.md section 21). Other systems keep `polling`.
 //!
-//! Keys are the loop's (`usize`); a registration watches for input or, while
-//! answers wait for the client to take them, for room to write.
+//! Keys are the loop's (`usize`); a socket is added watching for input, and
+//! switched to watching for room to write while answers wait for the client
+//! to take them.
 
 /// A ready socket: its key, and whether it can be read (or has hung up or
 /// failed, which a read then reports).
@@ -81,9 +82,9 @@ mod epoll {
             if write { EventFlags::OUT } else { EventFlags::IN }
         }
 
-        /// Watches `source` under `key`, for input (or room to write).
-        pub(crate) fn add(&self, source: &impl AsFd, key: usize, write: bool) -> io::Result<()> {
-            Ok(epoll::add(&self.epoll, source, EventData::new_u64(key as u64), Self::flags(write))?)
+        /// Watches `source` for input under `key`.
+        pub(crate) fn add(&self, source: &impl AsFd, key: usize) -> io::Result<()> {
+            Ok(epoll::add(&self.epoll, source, EventData::new_u64(key as u64), Self::flags(false))?)
         }
 
         /// Watches `source` for input or room to write instead.
@@ -157,15 +158,10 @@ mod portable {
             if write { Event::writable(key) } else { Event::readable(key) }
         }
 
-        pub(crate) fn add(
-            &self,
-            source: impl polling::AsRawSource,
-            key: usize,
-            write: bool,
-        ) -> io::Result<()> {
+        pub(crate) fn add(&self, source: impl polling::AsRawSource, key: usize) -> io::Result<()> {
             // SAFETY (polling's contract): the loop deletes every source
             // before it drops it (`Loop::remove`, `Loop::close_all`).
-            unsafe { self.poller.add_with_mode(source, Self::event(key, write), PollMode::Level) }
+            unsafe { self.poller.add_with_mode(source, Self::event(key, false), PollMode::Level) }
         }
 
         pub(crate) fn modify(
@@ -206,7 +202,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr()?)?;
         let (server, _) = listener.accept()?;
         let r = Readiness::new()?;
-        r.add(&server, 7, false)?;
+        r.add(&server, 7)?;
         let mut events = Events::new();
         let ready = |events: &Events| events.iter().map(|e| (e.key, e.readable)).collect::<Vec<_>>();
         r.wait(&mut events, Duration::from_millis(10))?;
