@@ -546,7 +546,7 @@ impl Clients {
             System::TsoDefault | System::TsoWait0 | System::TsoWait0One => {
                 let client = self.tso(system);
                 let rt = if system == System::TsoWait0One { &self.rt_one } else { &self.rt };
-                self.run_tasks(rt, callers, count, time, record, move |count| {
+                let call = move |count| {
                     let client = Arc::clone(&client);
                     async move {
                         if count == 1 {
@@ -555,7 +555,8 @@ impl Clients {
                             black_box(client.get_ts_batch(count).await.expect("tsoracle get_ts_batch"));
                         }
                     }
-                })
+                };
+                self.run_tasks(rt, callers, count, time, record, || call.clone())
             }
             System::Resp => {
                 let addr = self.resp.expect("the Redis door's address");
@@ -563,12 +564,13 @@ impl Clients {
             }
             System::Pd => {
                 let client = self.pd.clone().expect("the PD door's client");
-                self.run_tasks(&self.rt, callers, count, time, record, move |count| {
+                let call = move |count| {
                     let client = client.clone();
                     async move {
                         black_box(client.get_ts_n(count).await.expect("leasetso PD door get_ts"));
                     }
-                })
+                };
+                self.run_tasks(&self.rt, callers, count, time, record, || call.clone())
             }
         }
     }
@@ -637,7 +639,7 @@ impl Clients {
             v
         });
         let pool = std::sync::Mutex::new(conns);
-        self.run_tasks_with(&self.rt, callers, count, time, record, || {
+        self.run_tasks(&self.rt, callers, count, time, record, || {
             // The task's own connection (its lock is never contended).
             let conn = pool.lock().expect("the pool").pop().expect("a connection per caller");
             let conn = Arc::new(tokio::sync::Mutex::new(conn));
@@ -650,25 +652,8 @@ impl Clients {
         })
     }
 
-    /// `callers` tasks on `rt`, each calling `call(count)` in a loop.
-    fn run_tasks<F, Fut>(
-        &self,
-        rt: &tokio::runtime::Runtime,
-        callers: usize,
-        count: u32,
-        time: Duration,
-        record: bool,
-        call: F,
-    ) -> Run
-    where
-        F: Fn(u32) -> Fut + Clone + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send,
-    {
-        self.run_tasks_with(rt, callers, count, time, record, || call.clone())
-    }
-
     /// `callers` tasks on `rt`, each calling its own `make()` in a loop.
-    fn run_tasks_with<F, Fut>(
+    fn run_tasks<F, Fut>(
         &self,
         rt: &tokio::runtime::Runtime,
         callers: usize,
